@@ -1,0 +1,53 @@
+# isthmus: `make demo` and `make test` are the two commands a fresh machine needs.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.isthmus-installed
+
+.PHONY: all demo test lint typecheck gen check-gen install deps clean bench
+
+all: test
+
+# Debian packages the project runs against (etcd for the coordinator, the rest for tests).
+APT_PACKAGES := etcd-server etcd-client gobgpd iproute2 iputils-ping systemd
+
+deps:
+	@missing=""; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server etcd-client"; \
+	command -v gobgpd >/dev/null || missing="$$missing gobgpd"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: deps install
+	$(VPY) -m isthmus.coordinator.demo
+
+test: deps install
+	$(VPY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check proto/isthmus agent coordinator drivers tests
+	$(VENV)/bin/mypy proto/isthmus agent coordinator drivers
+
+# Regenerate the committed stubs after editing proto/isthmus/v1/*.proto
+# (tests/test_proto_stubs.py fails while they drift).
+gen: install
+	$(VPY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
+	  --grpc_python_out=proto proto/isthmus/v1/*.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

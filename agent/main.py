@@ -1,0 +1,137 @@
+"""isthmus-agent: holds one site's desired peerings, realizes them through drivers, reports back."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import isthmus
+from isthmus import model as m
+from isthmus.agent.admin import AgentAdmin, serve_admin
+from isthmus.agent.link import CoordinatorLink, TlsFiles
+from isthmus.agent.reconciler import Reconciler
+from isthmus.agent.state import StateError, StateFile
+from isthmus.drivers import base as drivers
+from isthmus.errors import InvalidArgument
+
+log = logging.getLogger("isthmus.agent")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="isthmus-agent",
+        description="Run one site's isthmus agent: receive the site's desired peerings from a coordinator, "
+        "persist them, realize them through drivers, report what is observed.",
+        epilog="Example: isthmus-agent --site region-one --coordinator 10.0.0.5:7800,10.0.0.6:7800 "
+        "--driver fake --state-dir /var/lib/isthmus/agent --admin-socket /run/isthmus/agent.sock",
+    )
+    p.add_argument("--site", required=True, help="name of the site this agent serves (a DNS label)")
+    p.add_argument("--coordinator", default=os.environ.get("ISTHMUS_COORDINATOR", "127.0.0.1:7800"),
+                   help="HOST:PORT[,HOST:PORT...] of the coordinators, tried in turn "
+                   "(default $ISTHMUS_COORDINATOR or 127.0.0.1:7800)")
+    p.add_argument("--driver", default="fake",
+                   help="comma-separated drivers; each connection type goes to the first that handles it "
+                   f"(installed: {', '.join(drivers.available()) or 'none'}; default fake)")
+    p.add_argument("--driver-opt", action="append", default=[], metavar="DRIVER.KEY=VALUE",
+                   help="an option for one driver, e.g. fake.connect_delay=0.5 (repeatable)")
+    p.add_argument("--state-dir", default=os.environ.get("STATE_DIRECTORY", "/var/lib/isthmus/agent"),
+                   help="where the desired state is persisted (default $STATE_DIRECTORY or /var/lib/isthmus/agent)")
+    p.add_argument("--admin-socket", default=os.environ.get("ISTHMUS_ADMIN_SOCKET", "/run/isthmus/agent.sock"),
+                   help="unix socket of the local admin API (default $ISTHMUS_ADMIN_SOCKET or "
+                   "/run/isthmus/agent.sock)")
+    p.add_argument("--reconcile-interval", type=float, default=10.0,
+                   help="seconds between periodic re-observations (default 10)")
+    p.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats (default 5)")
+    p.add_argument("--tls-ca", default="", help="PEM CA that signed the coordinators' certificates (enables TLS)")
+    p.add_argument("--tls-cert", default="", help="PEM client certificate of this agent")
+    p.add_argument("--tls-key", default="", help="PEM private key of this agent")
+    p.add_argument("--log-level", default=os.environ.get("ISTHMUS_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    p.add_argument("--version", action="version", version=f"isthmus-agent {isthmus.__version__}")
+    a = p.parse_args(argv)
+    try:
+        m.check_name(a.site, "--site")
+    except InvalidArgument as exc:
+        p.error(str(exc))
+    a.coordinators = [c.strip() for c in a.coordinator.split(",") if c.strip()]
+    if not a.coordinators:
+        p.error("--coordinator: give at least one HOST:PORT")
+    a.drivers = [d.strip() for d in a.driver.split(",") if d.strip()]
+    if not a.drivers:
+        p.error("--driver: give at least one driver")
+    a.driver_options = {}
+    for opt in a.driver_opt:
+        key, sep, value = opt.partition("=")
+        name, dot, sub = key.partition(".")
+        if not sep or not dot or not sub:
+            p.error(f"--driver-opt {opt!r}: expected DRIVER.KEY=VALUE")
+        a.driver_options.setdefault(name, {})[sub] = value
+    if a.reconcile_interval <= 0 or a.heartbeat <= 0:
+        p.error("--reconcile-interval and --heartbeat must be positive")
+    return a
+
+
+def make_drivers(args: argparse.Namespace) -> list[drivers.Driver]:
+    out = []
+    for name in args.drivers:
+        cls = drivers.load(name)
+        ctx = drivers.DriverContext(args.site, Path(args.state_dir) / name, args.driver_options.get(name, {}))
+        out.append(cls(ctx))
+    return out
+
+
+async def run(args: argparse.Namespace) -> int:
+    os.umask(0o077)  # the state file and the admin socket are the agent's alone
+    state_file = StateFile(Path(args.state_dir))
+    try:
+        state = state_file.load(args.site)
+        active = make_drivers(args)
+    except (StateError, drivers.UnknownDriver, drivers.DriverError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    reconciler = Reconciler(args.site, active, interval=args.reconcile_interval)
+    reconciler.set_desired(state)
+    # Apply what is on disk before any coordinator answers: the site keeps its peerings across restarts.
+    await reconciler.reconcile_once()
+    log.info("site %s: started with %d persisted peerings at rev %d (drivers %s)",
+             args.site, len(state.peerings), state.revision, ",".join(args.drivers))
+    link = CoordinatorLink(args.site, args.coordinators, reconciler, state_file, ",".join(args.drivers),
+                           TlsFiles(args.tls_ca, args.tls_cert, args.tls_key), heartbeat=args.heartbeat)
+    admin = AgentAdmin(args.site, reconciler, link, ",".join(args.drivers), isthmus.__version__)
+    try:
+        admin_server = await serve_admin(admin, Path(args.admin_socket))
+    except (OSError, RuntimeError) as exc:
+        log.error("cannot serve the admin socket %s: %s", args.admin_socket, exc)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(reconciler.run(), name="reconciler"),
+             asyncio.create_task(link.run(), name="link")]
+    await stop.wait()
+    log.info("site %s: stopping (the dataplane is left as it is)", args.site)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await admin_server.stop(1)
+    for d in active:
+        await d.close()
+    Path(args.admin_socket).unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    sys.exit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()

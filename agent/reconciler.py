@@ -1,0 +1,157 @@
+"""The agent's level-based reconcile loop: desired state in, drivers applied, observed state out.
+
+Each pass takes the latest desired state (never an event's payload), hands each
+driver the peerings of the types it handles, observes, and decides when to
+look again: at once when asked, soon while a peering is still coming up or a
+driver failed (with backoff), else after the periodic interval. A driver
+failure never stops the loop; it shows as the peerings' ERROR state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from isthmus import model as m
+from isthmus.agent.state import DesiredState
+from isthmus.drivers.base import Driver, DriverError
+
+log = logging.getLogger(__name__)
+
+FAST_RECHECK = 0.25  # seconds, while a peering is CONNECTING
+MAX_BACKOFF = 30.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the agent tells the coordinator: the revision applied and what it observes."""
+
+    applied_revision: int
+    observed: dict[str, m.ObservedPeering]
+
+
+class Reconciler:
+    def __init__(self, site: str, drivers: Sequence[Driver], interval: float = 10.0) -> None:
+        self.site = site
+        self.drivers = list(drivers)
+        self.interval = interval
+        self.desired = DesiredState(site)
+        self.applied_revision = 0
+        self.observed: dict[str, m.ObservedPeering] = {}
+        self.last_error = ""
+        self.passes = 0
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._failures = 0
+        self._report_changed = asyncio.Condition()
+        self._report_seq = 0
+
+    # ------------------------------------------------------------ inputs
+
+    def set_desired(self, state: DesiredState) -> None:
+        self.desired = state
+        self._wake.set()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        while True:
+            delay = await self.reconcile_once()
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                pass
+
+    def _driver_for(self, ctype: m.ConnectionType) -> Driver | None:
+        return next((d for d in self.drivers if ctype in d.handles), None)
+
+    async def reconcile_once(self) -> float:
+        """One pass; returns the delay before the next one."""
+        async with self._lock:
+            self._wake.clear()
+            self.passes += 1
+            desired = self.desired
+            by_driver: dict[int, dict[str, m.DesiredPeering]] = {id(d): {} for d in self.drivers}
+            observed: dict[str, m.ObservedPeering] = {}
+            for name, peering in desired.peerings.items():
+                driver = self._driver_for(peering.type)
+                if driver is None:
+                    have = ", ".join(d.name for d in self.drivers)
+                    observed[name] = self._error(name, f"no driver for {peering.type.upper()} (drivers: {have})")
+                else:
+                    by_driver[id(driver)][name] = peering
+            failed = False
+            errors = []
+            for driver in self.drivers:
+                mine = by_driver[id(driver)]
+                try:
+                    await driver.apply(mine)
+                    seen = await driver.observe()
+                except DriverError as exc:
+                    failed = failed or not exc.terminal
+                    errors.append(f"{driver.name}: {exc}")
+                    log.warning("site %s: driver %s failed at rev %d: %s", self.site, driver.name,
+                                desired.revision, exc)
+                    for name in mine:
+                        observed[name] = self._error(name, f"{driver.name}: {exc}", driver.name)
+                    continue
+                except Exception as exc:  # a driver bug must not kill the loop
+                    failed = True
+                    errors.append(f"{driver.name}: {exc!r}")
+                    log.exception("site %s: driver %s crashed", self.site, driver.name)
+                    for name in mine:
+                        observed[name] = self._error(name, f"{driver.name} crashed: {exc!r}", driver.name)
+                    continue
+                for name in mine:
+                    observed[name] = seen.get(name) or self._error(
+                        name, f"{driver.name} did not realize it", driver.name
+                    )
+            self.last_error = "; ".join(errors)
+            applied = desired.revision if not failed else self.applied_revision
+            await self._publish(applied, observed)
+            if failed:
+                self._failures += 1
+                return float(min(MAX_BACKOFF, 0.5 * 2 ** min(self._failures, 8)))
+            self._failures = 0
+            if any(o.state == m.PeeringState.CONNECTING for o in observed.values()):
+                return FAST_RECHECK
+            return self.interval
+
+    def _error(self, name: str, text: str, driver: str = "") -> m.ObservedPeering:
+        prev = self.observed.get(name)
+        since = prev.since_ms if prev is not None and prev.state == m.PeeringState.ERROR else _now_ms()
+        return m.ObservedPeering(name, m.PeeringState.ERROR, text, since, driver)
+
+    async def _publish(self, applied: int, observed: dict[str, m.ObservedPeering]) -> None:
+        changed = applied != self.applied_revision or observed != self.observed
+        if applied != self.applied_revision:
+            established = sum(o.state == m.PeeringState.ESTABLISHED for o in observed.values())
+            log.info("site %s: applied rev %d (%d peerings, %d established)", self.site, applied,
+                     len(observed), established)
+        self.applied_revision = applied
+        self.observed = observed
+        if changed:
+            async with self._report_changed:
+                self._report_seq += 1
+                self._report_changed.notify_all()
+
+    # ------------------------------------------------------------ outputs
+
+    def report(self) -> tuple[int, Report]:
+        return self._report_seq, Report(self.applied_revision, dict(self.observed))
+
+    async def wait_report(self, after: int) -> tuple[int, Report]:
+        """Wait until the report differs from sequence ``after``."""
+        async with self._report_changed:
+            await self._report_changed.wait_for(lambda: self._report_seq != after)
+        return self.report()

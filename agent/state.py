@@ -1,0 +1,93 @@
+"""The agent's persisted desired state: written atomically before anything is applied."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from isthmus import model as m
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+class StateError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """The desired peerings of the site at a coordinator revision."""
+
+    site: str
+    revision: int = 0
+    peerings: dict[str, m.DesiredPeering] = field(default_factory=dict)
+
+
+class StateFile:
+    """``STATE_DIR/desired.json``: replaced atomically (temp file, fsync, rename, fsync dir)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / "desired.json"
+
+    def load(self, site: str) -> DesiredState:
+        """The persisted state, or an empty one at revision 0 when there is none."""
+        try:
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            return DesiredState(site)
+        try:
+            d = json.loads(raw)
+            if d.get("format") != FORMAT:
+                raise StateError(f"{self.path}: unknown format {d.get('format')!r}")
+            state = DesiredState(
+                site=d["site"],
+                revision=int(d["revision"]),
+                peerings={p["connection"]: m.peering_from_json(p) for p in d["peerings"]},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"{self.path} is damaged ({exc}); move it away to start from an empty state") from exc
+        if state.site != site:
+            raise StateError(
+                f"{self.path} holds the state of site {state.site!r}, not {site!r}; "
+                "each site's agent needs its own --state-dir"
+            )
+        return state
+
+    def save(self, state: DesiredState) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        body = json.dumps(
+            {
+                "format": FORMAT,
+                "site": state.site,
+                "revision": state.revision,
+                "peerings": [m.to_json(p) for p in sorted(state.peerings.values(), key=lambda p: p.connection)],
+            },
+            indent=1,
+            sort_keys=True,
+        )
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".desired.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        log.debug("persisted %d peerings of %s at rev %d", len(state.peerings), state.site, state.revision)
+

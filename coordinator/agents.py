@@ -1,0 +1,270 @@
+"""The agent channel: one bidirectional stream per connected site agent.
+
+On Hello the session claims the site's status key under a lease of its own
+(presence), sends a full snapshot of the site's desired peerings, then a delta
+each time the planner changes them. Acks and observed reports from the agent
+are written to the status key; the lease ends with the stream, so a site whose
+agent is gone shows as disconnected within the lease TTL at the latest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from isthmus import convert
+from isthmus import model as m
+from isthmus.coordinator import registry as r
+from isthmus.coordinator.planner import Planner
+from isthmus.coordinator.store import Put, Store, absent, mod_is
+from isthmus.errors import Unavailable
+from isthmus.v1 import agent_pb2 as apb
+from isthmus.v1 import agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class AgentStatusRecord:
+    """What the status key of a site holds while its agent is connected."""
+
+    site: str
+    instance_id: str
+    agent_version: str
+    host: str
+    driver: str
+    coordinator: str
+    connected_since_ms: int
+    applied_revision: int = 0
+    last_report_ms: int = 0
+    observed: list[m.ObservedPeering] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        return json.dumps(m.to_json(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> AgentStatusRecord:
+        d: dict[str, Any] = json.loads(raw)
+        d["observed"] = [m.observed_from_json(o) for o in d.get("observed", [])]
+        return cls(**d)
+
+
+class SiteTaken(Exception):
+    """Another live agent holds the site."""
+
+
+class AgentSession:
+    """One agent's stream: presence, desired-state push, status write-back."""
+
+    def __init__(self, service: AgentService, hello: apb.Hello, peer: str) -> None:
+        self.service = service
+        self.site = hello.site
+        self.peer = peer
+        self.record = AgentStatusRecord(
+            site=hello.site,
+            instance_id=hello.instance_id,
+            agent_version=hello.agent_version,
+            host=hello.host,
+            driver=hello.driver,
+            coordinator=service.advertise,
+            connected_since_ms=now_ms(),
+            applied_revision=hello.applied_revision,
+        )
+        self.lease = 0
+        self._written_rev = 0  # mod revision of our last status write: a takeover shows as a mismatch
+        self._dirty = asyncio.Event()
+        self.sent: dict[str, m.DesiredPeering] = {}
+
+    @property
+    def store(self) -> Store:
+        return self.service.store
+
+    async def claim(self) -> None:
+        """Write the status key under a new lease unless another agent instance holds it."""
+        key = r.status_key(self.site)
+        self.lease = await self.store.grant_lease(self.service.lease_ttl)
+        for _ in range(r.MAX_ATTEMPTS):
+            current = await self.store.get(key)
+            if current is not None:
+                holder = AgentStatusRecord.decode(current.value)
+                if holder.instance_id != self.record.instance_id:
+                    await self.store.revoke_lease(self.lease)
+                    raise SiteTaken(
+                        f"site {self.site} already has a connected agent on {holder.host or '?'} "
+                        f"(via coordinator {holder.coordinator}); stop it first"
+                    )
+                compare = mod_is(key, current.mod_revision)
+            else:
+                compare = absent(key)
+            ok, rev = await self.store.txn([compare], [Put(key, self.record.encode(), self.lease)])
+            if ok:
+                self._written_rev = rev
+                return
+        raise Unavailable(f"could not claim the status of site {self.site}")
+
+    async def release(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.revoke_lease(self.lease)
+
+    async def keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.service.lease_ttl / 3)
+            ttl = await self.store.refresh_lease(self.lease)
+            if ttl <= 0:
+                raise Unavailable(f"the presence lease of site {self.site} expired")
+
+    async def write_status(self) -> None:
+        """Write the status record whenever it changed; writes made meanwhile coalesce."""
+        key = r.status_key(self.site)
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            ok, rev = await self.store.txn(
+                [mod_is(key, self._written_rev)], [Put(key, self.record.encode(), self.lease)]
+            )
+            if not ok:
+                raise SiteTaken(f"site {self.site}: another session of the same agent took over")
+            self._written_rev = rev
+
+    def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    def handle(self, msg: apb.AgentMessage) -> None:
+        kind = msg.WhichOneof("msg")
+        if kind == "ack":
+            self.record.applied_revision = msg.ack.revision
+            self.mark_dirty()
+            log.debug("site %s acked rev %d", self.site, msg.ack.revision)
+        elif kind == "observed":
+            self.record.observed = [convert.observed_from_pb(p) for p in msg.observed.peerings]
+            self.record.last_report_ms = now_ms()
+            self.mark_dirty()
+        elif kind == "heartbeat":
+            pass
+        else:
+            log.warning("site %s sent an unexpected %s message; ignored", self.site, kind)
+
+    async def updates(self) -> AsyncIterator[apb.CoordinatorMessage]:
+        """The snapshot, then a delta each time the site's desired peerings change."""
+        changed = self.service.planner.changed_event(self.site)
+        changed.clear()
+        peerings, revision = self.service.planner.desired(self.site)
+        self.sent = peerings
+        log.info("site %s: snapshot of %d peerings at rev %d", self.site, len(peerings), revision)
+        yield apb.CoordinatorMessage(
+            snapshot=apb.Snapshot(
+                revision=revision, peerings=[convert.peering_to_pb(p) for p in peerings.values()]
+            )
+        )
+        while True:
+            await changed.wait()
+            changed.clear()
+            peerings, revision = self.service.planner.desired(self.site)
+            upserts = [p for name, p in peerings.items() if self.sent.get(name) != p]
+            removes = [name for name in self.sent if name not in peerings]
+            self.sent = peerings
+            if not upserts and not removes:
+                continue
+            log.info(
+                "site %s: delta at rev %d (%d upserts, %d removes)", self.site, revision, len(upserts), len(removes)
+            )
+            yield apb.CoordinatorMessage(
+                delta=apb.Delta(
+                    revision=revision, upserts=[convert.peering_to_pb(p) for p in upserts], removes=removes
+                )
+            )
+
+
+class AgentService(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(self, store: Store, planner: Planner, advertise: str, lease_ttl: int = 10) -> None:
+        self.store = store
+        self.planner = planner
+        self.advertise = advertise
+        self.lease_ttl = lease_ttl
+        self.sessions: dict[str, AgentSession] = {}
+        self._closing = asyncio.Event()
+
+    def close_all(self) -> None:
+        """Ask every stream to end now (coordinator shutdown): agents reconnect elsewhere at once."""
+        self._closing.set()
+
+    async def Connect(  # noqa: N802 (gRPC method name)
+        self, request_iterator: AsyncIterator[apb.AgentMessage], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[apb.CoordinatorMessage]:
+        requests = request_iterator.__aiter__()
+        try:
+            first = await asyncio.wait_for(requests.__anext__(), timeout=30)
+        except (StopAsyncIteration, TimeoutError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hello: the agent must send Hello first")
+        if first.WhichOneof("msg") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hello: the agent must send Hello first")
+        hello = first.hello
+        try:
+            m.check_name(hello.site, "hello.site")
+        except m.InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        session = AgentSession(self, hello, context.peer())
+        try:
+            await session.claim()
+        except SiteTaken as exc:
+            log.warning("refused agent from %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except Unavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if hello.site not in self.planner.sites:
+            log.warning("agent connected for site %s, which is not defined (yet)", hello.site)
+        log.info(
+            "agent for site %s connected from %s (version %s, driver %s, applied rev %d)",
+            hello.site, context.peer(), hello.agent_version, hello.driver, hello.applied_revision,
+        )
+        self.sessions[hello.site] = session
+
+        async def read() -> None:
+            async for msg in requests:
+                session.handle(msg)
+
+        tasks = [
+            asyncio.create_task(read(), name=f"read-{hello.site}"),
+            asyncio.create_task(session.keep_alive(), name=f"lease-{hello.site}"),
+            asyncio.create_task(session.write_status(), name=f"status-{hello.site}"),
+            asyncio.create_task(self._closing.wait(), name=f"closing-{hello.site}"),
+        ]
+        updates = session.updates().__aiter__()
+        reason = "agent closed the stream"
+        try:
+            while True:
+                nxt = asyncio.ensure_future(updates.__anext__())
+                done, _ = await asyncio.wait([nxt, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                if nxt in done:
+                    yield nxt.result()
+                    continue
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await nxt
+                finished = done.pop()
+                if finished is tasks[3]:
+                    reason = "coordinator shutting down"
+                elif finished.exception() is not None:
+                    reason = f"{finished.get_name()}: {finished.exception()}"
+                break
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.sessions.get(hello.site) is session:
+                del self.sessions[hello.site]
+            await session.release()
+            log.info("agent for site %s disconnected (%s)", hello.site, reason)

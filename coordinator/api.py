@@ -1,0 +1,264 @@
+"""The public API servicers: protobuf in, domain objects to the registry, protobuf out."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from isthmus import convert
+from isthmus import model as m
+from isthmus.coordinator import registry as r
+from isthmus.coordinator.agents import AgentStatusRecord
+from isthmus.coordinator.planner import Planner
+from isthmus.coordinator.registry import Registry
+from isthmus.coordinator.store import Event, Store
+from isthmus.errors import InvalidArgument, IsthmusError, NotFound
+from isthmus.v1 import api_pb2 as api
+from isthmus.v1 import api_pb2_grpc
+from isthmus.v1 import types_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def grpc_errors(fn: F) -> F:
+    """Translate the isthmus error tree into gRPC statuses at the edge."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except IsthmusError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class SiteService(api_pb2_grpc.SiteServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    @grpc_errors
+    async def CreateSite(self, request: pb.Site, context: Any) -> pb.Site:  # noqa: N802
+        return convert.site_to_pb(await self.registry.create_site(convert.site_from_pb(request)))
+
+    @grpc_errors
+    async def GetSite(self, request: api.GetSiteRequest, context: Any) -> pb.Site:  # noqa: N802
+        return convert.site_to_pb(await self.registry.get_site(request.name))
+
+    @grpc_errors
+    async def ListSites(self, request: api.ListSitesRequest, context: Any) -> api.ListSitesResponse:  # noqa: N802
+        sites, rev = await self.registry.list_sites()
+        return api.ListSitesResponse(sites=[convert.site_to_pb(s) for s in sites], revision=rev)
+
+    @grpc_errors
+    async def UpdateSite(self, request: pb.Site, context: Any) -> pb.Site:  # noqa: N802
+        kind = convert.site_from_pb(request).kind if request.kind else None
+        site = await self.registry.update_site(
+            request.name,
+            labels=dict(request.labels),
+            description=request.description,
+            version=request.version,
+            kind=kind,
+            parent=request.parent or None,
+        )
+        return convert.site_to_pb(site)
+
+    @grpc_errors
+    async def DeleteSite(self, request: api.DeleteSiteRequest, context: Any) -> api.DeleteResponse:  # noqa: N802
+        return api.DeleteResponse(revision=await self.registry.delete_site(request.name, request.version))
+
+
+class EndpointService(api_pb2_grpc.EndpointServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    @grpc_errors
+    async def CreateEndpoint(self, request: pb.Endpoint, context: Any) -> pb.Endpoint:  # noqa: N802
+        return convert.endpoint_to_pb(await self.registry.create_endpoint(convert.endpoint_from_pb(request)))
+
+    @grpc_errors
+    async def GetEndpoint(self, request: api.GetEndpointRequest, context: Any) -> pb.Endpoint:  # noqa: N802
+        return convert.endpoint_to_pb(await self.registry.get_endpoint(request.site, request.name))
+
+    @grpc_errors
+    async def ListEndpoints(  # noqa: N802
+        self, request: api.ListEndpointsRequest, context: Any
+    ) -> api.ListEndpointsResponse:
+        eps, rev = await self.registry.list_endpoints(request.site)
+        return api.ListEndpointsResponse(endpoints=[convert.endpoint_to_pb(e) for e in eps], revision=rev)
+
+    @grpc_errors
+    async def UpdateEndpoint(self, request: pb.Endpoint, context: Any) -> pb.Endpoint:  # noqa: N802
+        ep = convert.endpoint_from_pb(request)
+        return convert.endpoint_to_pb(
+            await self.registry.update_endpoint(ep, role_given=request.role != pb.ENDPOINT_ROLE_UNSPECIFIED)
+        )
+
+    @grpc_errors
+    async def DeleteEndpoint(  # noqa: N802
+        self, request: api.DeleteEndpointRequest, context: Any
+    ) -> api.DeleteResponse:
+        rev = await self.registry.delete_endpoint(request.site, request.name, request.version)
+        return api.DeleteResponse(revision=rev)
+
+
+class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    @grpc_errors
+    async def CreateConnection(self, request: pb.Connection, context: Any) -> pb.Connection:  # noqa: N802
+        conn = await self.registry.create_connection(convert.connection_from_pb(request))
+        return convert.connection_to_pb(conn)
+
+    @grpc_errors
+    async def GetConnection(self, request: api.GetConnectionRequest, context: Any) -> pb.Connection:  # noqa: N802
+        return convert.connection_to_pb(await self.registry.get_connection(request.name))
+
+    @grpc_errors
+    async def ListConnections(  # noqa: N802
+        self, request: api.ListConnectionsRequest, context: Any
+    ) -> api.ListConnectionsResponse:
+        conns, rev = await self.registry.list_connections(request.site)
+        return api.ListConnectionsResponse(connections=[convert.connection_to_pb(c) for c in conns], revision=rev)
+
+    @grpc_errors
+    async def UpdateConnection(self, request: pb.Connection, context: Any) -> pb.Connection:  # noqa: N802
+        type_given = request.type != pb.CONNECTION_TYPE_UNSPECIFIED
+        if not type_given:
+            # The type is fixed; fill it in so the message converts, the registry keeps the stored one.
+            current = await self.registry.get_connection(request.name)
+            request.type = convert.connection_to_pb(current).type
+        conn = convert.connection_from_pb(request)
+        return convert.connection_to_pb(await self.registry.update_connection(conn, type_given=type_given))
+
+    @grpc_errors
+    async def DeleteConnection(  # noqa: N802
+        self, request: api.DeleteConnectionRequest, context: Any
+    ) -> api.DeleteResponse:
+        return api.DeleteResponse(revision=await self.registry.delete_connection(request.name, request.version))
+
+
+class StatusService(api_pb2_grpc.StatusServiceServicer):
+    """Desired (from the planner) next to observed (from the agents' status keys), per site."""
+
+    WATCH_KINDS = {"site": r.SITES, "endpoint": r.ENDPOINTS, "connection": r.CONNECTIONS, "status": r.STATUS}
+
+    def __init__(self, store: Store, planner: Planner) -> None:
+        self.store = store
+        self.planner = planner
+
+    def _site_status(self, site: str, record: AgentStatusRecord | None) -> api.SiteStatus:
+        desired, _ = self.planner.desired(site)
+        out = api.SiteStatus(
+            site=site,
+            defined=site in self.planner.sites,
+            connected=record is not None,
+            desired_revision=self.planner.site_revision.get(site, 0),
+        )
+        observed: dict[str, m.ObservedPeering] = {}
+        if record is not None:
+            out.coordinator = record.coordinator
+            out.agent_version = record.agent_version
+            out.agent_host = record.host
+            out.driver = record.driver
+            out.applied_revision = record.applied_revision
+            out.connected_since_unix_ms = record.connected_since_ms
+            out.last_report_unix_ms = record.last_report_ms
+            observed = {o.connection: o for o in record.observed}
+        for name in sorted(set(desired) | set(observed)):
+            ps = api.PeeringStatus()
+            if name in desired:
+                ps.desired.CopyFrom(convert.peering_to_pb(desired[name]))
+            if name in observed:
+                ps.observed.CopyFrom(convert.observed_to_pb(observed[name]))
+            out.peerings.append(ps)
+        return out
+
+    @grpc_errors
+    async def GetSiteStatus(  # noqa: N802
+        self, request: api.GetSiteStatusRequest, context: Any
+    ) -> api.SiteStatus:
+        m.check_name(request.site, "site")
+        kv = await self.store.get(r.status_key(request.site))
+        if kv is None and request.site not in self.planner.sites:
+            raise NotFound(f"site {request.site} is neither defined nor has a connected agent", "site")
+        return self._site_status(request.site, AgentStatusRecord.decode(kv.value) if kv else None)
+
+    @grpc_errors
+    async def ListSiteStatus(  # noqa: N802
+        self, request: api.ListSiteStatusRequest, context: Any
+    ) -> api.ListSiteStatusResponse:
+        kvs, rev = await self.store.get_prefix(r.STATUS)
+        records = {kv.key[len(r.STATUS):]: AgentStatusRecord.decode(kv.value) for kv in kvs}
+        sites = sorted(set(self.planner.sites) | set(records))
+        return api.ListSiteStatusResponse(
+            sites=[self._site_status(s, records.get(s)) for s in sites], revision=rev
+        )
+
+    def _event(self, kind: str, e: Event, revision: int) -> api.WatchEvent | None:
+        """The API event for one etcd event; a delete carries the object as it was before."""
+        ev = api.WatchEvent(type=api.DELETE if e.deleted else api.PUT, revision=revision)
+        if kind == "status":
+            name = e.kv.key[len(r.STATUS):]
+            ev.status.CopyFrom(self._site_status(name, None if e.deleted else AgentStatusRecord.decode(e.kv.value)))
+            return ev
+        kv = e.prev if e.deleted else e.kv
+        if kv is None:
+            return None  # deleted before the watch could see it (compacted prev value)
+        if kind == "site":
+            ev.site.CopyFrom(convert.site_to_pb(r.decode_site(kv)))
+        elif kind == "endpoint":
+            ev.endpoint.CopyFrom(convert.endpoint_to_pb(r.decode_endpoint(kv)))
+        else:
+            ev.connection.CopyFrom(convert.connection_to_pb(r.decode_connection(kv)))
+        return ev
+
+    @staticmethod
+    def _site_of(kind: str, ev: api.WatchEvent) -> set[str]:
+        if kind == "site":
+            return {ev.site.name}
+        if kind == "endpoint":
+            return {ev.endpoint.site}
+        if kind == "connection":
+            return {ev.connection.a.site, ev.connection.b.site}
+        return {ev.status.site}
+
+    async def Watch(  # noqa: N802
+        self, request: api.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[api.WatchEvent]:
+        kinds = list(request.kinds) or list(self.WATCH_KINDS)
+        for kind in kinds:
+            if kind not in self.WATCH_KINDS:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"kinds: {kind!r} is not one of {', '.join(self.WATCH_KINDS)}",
+                )
+        if request.site:
+            try:
+                m.check_name(request.site, "site")
+            except InvalidArgument as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        start = request.start_revision or (await self.store.revision()) + 1
+        try:
+            async for revision, events in self.store.watch_prefix(r.ROOT, start, prev_kv=True):
+                for e in events:
+                    kind = next((k for k, p in self.WATCH_KINDS.items() if e.kv.key.startswith(p)), None)
+                    if kind is None or kind not in kinds:
+                        continue
+                    ev = self._event(kind, e, revision)
+                    if ev is None or (request.site and request.site not in self._site_of(kind, ev)):
+                        continue
+                    yield ev
+        except IsthmusError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
+        except asyncio.CancelledError:
+            raise

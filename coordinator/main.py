@@ -1,0 +1,215 @@
+"""isthmus-coordinator: the API and agent-stream server, keeping its state in etcd."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+import isthmus
+from isthmus.coordinator.agents import AgentService
+from isthmus.coordinator.api import ConnectionService, EndpointService, SiteService, StatusService
+from isthmus.coordinator.etcd import EmbeddedEtcd, EtcdMissing
+from isthmus.coordinator.planner import Planner
+from isthmus.coordinator.registry import Registry
+from isthmus.coordinator.store import Store
+from isthmus.errors import Unavailable
+from isthmus.v1 import agent_pb2, agent_pb2_grpc, api_pb2, api_pb2_grpc
+
+log = logging.getLogger("isthmus.coordinator")
+
+DEFAULT_LISTEN = "127.0.0.1:7800"
+
+SERVER_OPTIONS = [
+    # Long-lived agent streams: ping idle connections, and let agents ping us every 10 s.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class Options:
+    listen: str
+    advertise: str
+    etcd_endpoints: list[str]
+    data_dir: Path
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
+    insecure: bool
+    lease_ttl: int
+    ready_file: str
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(
+        prog="isthmus-coordinator",
+        description="Serve the isthmus API and the site agents' streams; keep global state in etcd.",
+        epilog="Example: isthmus-coordinator --data-dir /var/lib/isthmus/coordinator "
+        "(starts a private etcd on loopback) or --etcd-endpoints 10.0.0.1:2379,10.0.0.2:2379.",
+    )
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve gRPC on (default {DEFAULT_LISTEN})")
+    p.add_argument("--advertise", default="", help="address agents and status views show for this coordinator "
+                   "(default: the --listen address)")
+    p.add_argument("--etcd-endpoints", default="", help="HOST:PORT[,HOST:PORT...] of an etcd cluster; "
+                   "without it a private etcd child process is started in --data-dir")
+    p.add_argument("--data-dir", default=os.environ.get("STATE_DIRECTORY", "/var/lib/isthmus/coordinator"),
+                   help="directory of the embedded etcd's data (default $STATE_DIRECTORY or "
+                   "/var/lib/isthmus/coordinator)")
+    p.add_argument("--tls-cert", default="", help="PEM certificate of this server")
+    p.add_argument("--tls-key", default="", help="PEM private key of this server")
+    p.add_argument("--tls-ca", default="", help="PEM CA bundle; when given, clients must present a "
+                   "certificate it signed (mutual TLS)")
+    p.add_argument("--insecure", action="store_true", help="allow plain text on a non-loopback address "
+                   "(development only: anyone who reaches the port can reconfigure every site)")
+    p.add_argument("--lease-ttl", type=int, default=10, help="seconds an agent's presence outlives a lost "
+                   "coordinator (default 10)")
+    p.add_argument("--ready-file", default="", help="write the HOST:PORT actually served to this file once ready "
+                   "(useful with --listen 127.0.0.1:0)")
+    p.add_argument("--log-level", default=os.environ.get("ISTHMUS_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    p.add_argument("--version", action="version", version=f"isthmus-coordinator {isthmus.__version__}")
+    a = p.parse_args(argv)
+    logging.basicConfig(
+        level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if bool(a.tls_cert) != bool(a.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    if not a.tls_cert and not a.insecure and not _is_loopback(a.listen):
+        p.error(f"--listen {a.listen} is not a loopback address: give --tls-cert/--tls-key (and --tls-ca), "
+                "or --insecure to serve plain text anyway")
+    if a.lease_ttl < 2:
+        p.error("--lease-ttl must be at least 2 seconds")
+    endpoints = [e.strip() for e in a.etcd_endpoints.split(",") if e.strip()]
+    return Options(a.listen, a.advertise, endpoints, Path(a.data_dir), a.tls_cert, a.tls_key, a.tls_ca,
+                   a.insecure, a.lease_ttl, a.ready_file)
+
+
+def _is_loopback(hostport: str) -> bool:
+    host = hostport.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credentials(opts: Options) -> grpc.ServerCredentials | None:
+    if not opts.tls_cert:
+        return None
+    key = Path(opts.tls_key).read_bytes()
+    cert = Path(opts.tls_cert).read_bytes()
+    ca = Path(opts.tls_ca).read_bytes() if opts.tls_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+class Coordinator:
+    """Everything one coordinator process runs, in start and stop order."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.etcd: EmbeddedEtcd | None = None
+        self.store: Store | None = None
+        self.planner: Planner | None = None
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.agents: AgentService | None = None
+        self.address = ""
+
+    async def start(self) -> str:
+        endpoints = self.opts.etcd_endpoints
+        if not endpoints:
+            self.etcd = EmbeddedEtcd(self.opts.data_dir / "etcd")
+            endpoints = [await asyncio.to_thread(self.etcd.start)]
+        self.store = Store(endpoints)
+        await self.store.connect()
+        self.planner = Planner(self.store)
+        await self.planner.start()
+        registry = Registry(self.store)
+
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        creds = _credentials(self.opts)
+        port = (self.server.add_secure_port(self.opts.listen, creds) if creds
+                else self.server.add_insecure_port(self.opts.listen))
+        host = self.opts.listen.rsplit(":", 1)[0]
+        self.address = f"{host}:{port}"
+        self.agents = AgentService(self.store, self.planner, self.opts.advertise or self.address, self.opts.lease_ttl)
+        api_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(registry), self.server)
+        api_pb2_grpc.add_EndpointServiceServicer_to_server(EndpointService(registry), self.server)
+        api_pb2_grpc.add_ConnectionServiceServicer_to_server(ConnectionService(registry), self.server)
+        api_pb2_grpc.add_StatusServiceServicer_to_server(StatusService(self.store, self.planner), self.server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agents, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        services = [
+            api_pb2.DESCRIPTOR.services_by_name[n].full_name
+            for n in ("SiteService", "EndpointService", "ConnectionService", "StatusService")
+        ] + [agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name]
+        reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        await self.server.start()
+        for name in ["", *services]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("isthmus-coordinator %s serving on %s (%s), etcd %s", isthmus.__version__, self.address,
+                 "TLS" if creds else "plain text", ",".join(endpoints))
+        if self.opts.ready_file:
+            Path(self.opts.ready_file).write_text(self.address + "\n")
+        return self.address
+
+    async def stop(self, grace: float = 5.0) -> None:
+        log.info("shutting down")
+        await self.health.enter_graceful_shutdown()
+        if self.agents is not None:
+            self.agents.close_all()
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self.planner is not None:
+            await self.planner.stop()
+        if self.store is not None:
+            await self.store.close()
+        if self.etcd is not None:
+            await self.etcd.astop()
+        log.info("stopped")
+
+
+async def serve(opts: Options) -> int:
+    coordinator = Coordinator(opts)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await coordinator.start()
+    except (EtcdMissing, Unavailable, RuntimeError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        await coordinator.stop(grace=0)
+        return 1
+    await stop.wait()
+    await coordinator.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    sys.exit(asyncio.run(serve(opts)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The planner: follows the configuration in etcd and keeps each site's desired peerings.
+
+It loads ``config/`` at one revision, then follows the watch from the next one.
+After each revision it recomputes the desired peerings of the sites that
+revision touched and wakes whoever waits on those sites (agent sessions). Every
+coordinator runs its own planner; the result depends only on etcd's content,
+so all of them agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+
+from isthmus import model as m
+from isthmus.coordinator import registry as r
+from isthmus.coordinator.store import KV, Event, Store
+from isthmus.errors import OutOfRange, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+def plan_site(
+    site: str,
+    connections: Iterable[m.Connection],
+    endpoints: dict[m.EndpointRef, m.Endpoint],
+) -> dict[str, m.DesiredPeering]:
+    """The desired peerings of ``site``: one per connection with a LOCAL end in the site."""
+    out: dict[str, m.DesiredPeering] = {}
+    for conn in connections:
+        for mine, theirs in ((conn.a, conn.b), (conn.b, conn.a)):
+            if mine.site != site:
+                continue
+            local, remote = endpoints.get(mine), endpoints.get(theirs)
+            if local is None or remote is None or local.role != m.EndpointRole.LOCAL:
+                continue
+            out[conn.name] = m.DesiredPeering(
+                connection=conn.name,
+                type=conn.type,
+                local=_bare(local),
+                remote=_bare(remote),
+                bgp=conn.bgp,
+                vxlan=conn.vxlan,
+                admin_state=conn.admin_state,
+            )
+    return out
+
+
+def _bare(ep: m.Endpoint) -> m.Endpoint:
+    # The version of an endpoint is not part of what an agent realizes.
+    return m.Endpoint(ep.site, ep.name, ep.address, ep.asn, ep.role, ep.router_id, dict(ep.properties))
+
+
+class Planner:
+    """In-memory view of the configuration and the per-site desired peerings derived from it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.sites: dict[str, m.Site] = {}
+        self.endpoints: dict[m.EndpointRef, m.Endpoint] = {}
+        self.connections: dict[str, m.Connection] = {}
+        self._by_site: dict[str, set[str]] = defaultdict(set)  # site -> connection names touching it
+        self.peerings: dict[str, dict[str, m.DesiredPeering]] = {}
+        self.site_revision: dict[str, int] = {}  # last revision that changed the site's peerings
+        self.revision = 0  # the etcd revision this view is at
+        self._changed: dict[str, asyncio.Event] = {}
+        self._advanced = asyncio.Condition()
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self._load()
+        self._task = asyncio.create_task(self._follow(), name="planner")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _load(self) -> None:
+        kvs, rev = await self.store.get_prefix(r.CONFIG)
+        self.sites.clear()
+        self.endpoints.clear()
+        self.connections.clear()
+        self._by_site.clear()
+        site_rev: dict[str, int] = defaultdict(int)
+        for kv in kvs:
+            self._put(kv)
+        for conn in self.connections.values():
+            for ref in conn.ends:
+                site_rev[ref.site] = max(site_rev[ref.site], conn.version)
+                other = self.endpoints.get(conn.b if ref == conn.a else conn.a)
+                mine = self.endpoints.get(ref)
+                for ep in (mine, other):
+                    if ep is not None:
+                        site_rev[ref.site] = max(site_rev[ref.site], ep.version)
+        old = self.peerings
+        self.peerings = {}
+        for site in set(self._by_site) | set(old):
+            self.peerings[site] = plan_site(site, self._conns_of(site), self.endpoints)
+            self.site_revision[site] = max(site_rev.get(site, 0), self.site_revision.get(site, 0))
+            if old.get(site) != self.peerings[site]:
+                self._wake(site)
+        await self._advance(rev)
+        self.ready.set()
+        log.info(
+            "planner loaded %d sites, %d endpoints, %d connections at rev %d",
+            len(self.sites), len(self.endpoints), len(self.connections), rev,
+        )
+
+    async def _follow(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                async for revision, events in self.store.watch_prefix(r.CONFIG, self.revision + 1):
+                    self.apply(revision, events)
+                    await self._advance(revision)
+                    delay = 0.2
+            except OutOfRange as exc:
+                log.warning("planner fell behind a compaction (%s); reloading", exc)
+                await self._reload_when_possible()
+            except Unavailable as exc:
+                log.warning("planner lost its etcd watch (%s); resuming from rev %d", exc, self.revision + 1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _reload_when_possible(self) -> None:
+        while True:
+            try:
+                await self._load()
+                return
+            except Unavailable as exc:
+                log.warning("planner cannot reload (%s)", exc)
+                await asyncio.sleep(1.0)
+
+    # ------------------------------------------------------------ applying changes
+
+    def _put(self, kv: KV) -> set[str]:
+        """Record one config object; returns the sites whose peerings it may change."""
+        key = kv.key
+        if key.startswith(r.SITES):
+            site = r.decode_site(kv)
+            self.sites[site.name] = site
+            return set()
+        if key.startswith(r.ENDPOINTS):
+            ep = r.decode_endpoint(kv)
+            self.endpoints[ep.ref] = ep
+            return self._sites_using(ep.ref) | {ep.site}
+        if key.startswith(r.CONNECTIONS):
+            conn = r.decode_connection(kv)
+            touched = self._forget_connection(conn.name)
+            self.connections[conn.name] = conn
+            for ref in conn.ends:
+                self._by_site[ref.site].add(conn.name)
+            return touched | {conn.a.site, conn.b.site}
+        return set()
+
+    def _delete(self, key: str) -> set[str]:
+        if key.startswith(r.SITES):
+            self.sites.pop(key[len(r.SITES):], None)
+            return set()
+        if key.startswith(r.ENDPOINTS):
+            site, _, name = key[len(r.ENDPOINTS):].partition("/")
+            ref = m.EndpointRef(site, name)
+            self.endpoints.pop(ref, None)
+            return self._sites_using(ref) | {site}
+        if key.startswith(r.CONNECTIONS):
+            return self._forget_connection(key[len(r.CONNECTIONS):])
+        return set()
+
+    def _forget_connection(self, name: str) -> set[str]:
+        old = self.connections.pop(name, None)
+        if old is None:
+            return set()
+        for ref in old.ends:
+            self._by_site[ref.site].discard(name)
+        return {old.a.site, old.b.site}
+
+    def _sites_using(self, ref: m.EndpointRef) -> set[str]:
+        return {
+            end.site
+            for name in self._by_site.get(ref.site, ())
+            for end in self.connections[name].ends
+            if ref in self.connections[name].ends
+        }
+
+    def _conns_of(self, site: str) -> list[m.Connection]:
+        return [self.connections[n] for n in sorted(self._by_site.get(site, ()))]
+
+    def apply(self, revision: int, events: list[Event]) -> set[str]:
+        """Apply the events of one revision; returns the sites whose desired peerings changed."""
+        touched: set[str] = set()
+        for ev in events:
+            touched |= self._delete(ev.kv.key) if ev.deleted else self._put(ev.kv)
+        changed = set()
+        for site in touched:
+            new = plan_site(site, self._conns_of(site), self.endpoints)
+            if new != self.peerings.get(site, {}):
+                self.peerings[site] = new
+                self.site_revision[site] = revision
+                changed.add(site)
+                self._wake(site)
+        if changed:
+            log.info("rev %d changed the desired peerings of %s", revision, ", ".join(sorted(changed)))
+        return changed
+
+    # ------------------------------------------------------------ waiting
+
+    def _wake(self, site: str) -> None:
+        ev = self._changed.get(site)
+        if ev is not None:
+            ev.set()
+
+    def changed_event(self, site: str) -> asyncio.Event:
+        """An event set whenever the site's desired peerings change (the waiter clears it)."""
+        return self._changed.setdefault(site, asyncio.Event())
+
+    async def _advance(self, revision: int) -> None:
+        async with self._advanced:
+            self.revision = max(self.revision, revision)
+            self._advanced.notify_all()
+
+    async def wait_for_revision(self, revision: int, timeout: float) -> bool:
+        """Wait until the planner's view includes ``revision``."""
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(self._advanced.wait_for(lambda: self.revision >= revision), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    def desired(self, site: str) -> tuple[dict[str, m.DesiredPeering], int]:
+        """The site's desired peerings and the revision they are current at."""
+        return dict(self.peerings.get(site, {})), self.revision

@@ -1,0 +1,442 @@
+"""Sites, endpoints and connections in etcd: validated writes, each one transaction.
+
+Every write reads what it depends on, validates against it, and commits in one
+transaction that compares the mod revision of everything it read. If the
+compare fails, something changed in between: the write is read, validated and
+tried again, so the second writer sees the first writer's result (and gets
+ABORTED if it named a version that is now stale). No update is ever lost.
+
+Key layout (all under ``/isthmus/v1/``)::
+
+    config/sites/{site}                         Site JSON
+    config/endpoints/{site}/{endpoint}          Endpoint JSON
+    config/connections/{connection}             Connection JSON
+    index/pair/{type}/{siteA/epA}/{siteB/epB}   connection name   (unique endpoint pair per type)
+    index/vni/{vni}                             connection name   (unique VNI)
+    refs/site/{parent}/{cell}                   ""                (a cell names its region)
+    refs/endpoint/{site}/{endpoint}/{conn}      ""                (a connection uses an endpoint)
+    status/{site}                               agent status JSON, bound to the agent session's lease
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from isthmus import model as m
+from isthmus.coordinator.store import (
+    KV,
+    Compare,
+    Delete,
+    Put,
+    Store,
+    absent,
+    mod_is,
+    prefix_empty,
+)
+from isthmus.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+
+log = logging.getLogger(__name__)
+
+ROOT = "/isthmus/v1/"
+CONFIG = ROOT + "config/"
+SITES = CONFIG + "sites/"
+ENDPOINTS = CONFIG + "endpoints/"
+CONNECTIONS = CONFIG + "connections/"
+INDEX = ROOT + "index/"
+REFS = ROOT + "refs/"
+STATUS = ROOT + "status/"
+
+MAX_ATTEMPTS = 16
+
+T = TypeVar("T")
+
+
+def site_key(name: str) -> str:
+    return SITES + name
+
+
+def endpoint_key(site: str, name: str) -> str:
+    return f"{ENDPOINTS}{site}/{name}"
+
+
+def connection_key(name: str) -> str:
+    return CONNECTIONS + name
+
+
+def pair_key(conn: m.Connection) -> str:
+    return INDEX + "pair/" + conn.pair_key()
+
+
+def vni_key(vni: int) -> str:
+    return f"{INDEX}vni/{vni}"
+
+
+def site_refs(parent: str) -> str:
+    return f"{REFS}site/{parent}/"
+
+
+def endpoint_refs(ref: m.EndpointRef) -> str:
+    return f"{REFS}endpoint/{ref.site}/{ref.name}/"
+
+
+def status_key(site: str) -> str:
+    return STATUS + site
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(m.to_json(obj), sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_site(kv: KV) -> m.Site:
+    return m.site_from_json(json.loads(kv.value), kv.mod_revision)
+
+
+def decode_endpoint(kv: KV) -> m.Endpoint:
+    return m.endpoint_from_json(json.loads(kv.value), kv.mod_revision)
+
+
+def decode_connection(kv: KV) -> m.Connection:
+    return m.connection_from_json(json.loads(kv.value), kv.mod_revision)
+
+
+@dataclasses.dataclass
+class Plan:
+    """One attempt of a write: what it compared, what it writes, what it returns."""
+
+    compares: list[Compare]
+    ops: list[Put | Delete]
+    result: Callable[[int], Any]  # revision -> the object as written
+
+
+def _check_version(given: int, stored: int, what: str) -> None:
+    if given and given != stored:
+        raise Aborted(f"{what} was changed (stored version {stored}, request version {given}); read it again")
+
+
+class Registry:
+    """Validated create/get/list/update/delete of sites, endpoints and connections."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def _commit(self, what: str, attempt: Callable[[], Awaitable[Plan]]) -> Any:
+        for _ in range(MAX_ATTEMPTS):
+            plan = await attempt()
+            ok, revision = await self.store.txn(plan.compares, plan.ops)
+            if ok:
+                log.info("%s at rev %d", what, revision)
+                return plan.result(revision)
+            log.debug("%s: transaction lost a race; reading again", what)
+        raise Aborted(f"{what}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; try again")
+
+    # ------------------------------------------------------------ reads
+
+    async def _get(self, key: str, decode: Callable[[KV], T], missing: str) -> T:
+        kv = await self.store.get(key)
+        if kv is None:
+            raise NotFound(missing)
+        return decode(kv)
+
+    async def get_site(self, name: str) -> m.Site:
+        m.check_name(name, "name")
+        return await self._get(site_key(name), decode_site, f"site {name} does not exist")
+
+    async def list_sites(self) -> tuple[list[m.Site], int]:
+        kvs, rev = await self.store.get_prefix(SITES)
+        return [decode_site(kv) for kv in kvs], rev
+
+    async def get_endpoint(self, site: str, name: str) -> m.Endpoint:
+        m.check_name(site, "site")
+        m.check_name(name, "name")
+        return await self._get(
+            endpoint_key(site, name), decode_endpoint, f"endpoint {site}/{name} does not exist"
+        )
+
+    async def list_endpoints(self, site: str = "") -> tuple[list[m.Endpoint], int]:
+        if site:
+            m.check_name(site, "site")
+        kvs, rev = await self.store.get_prefix(f"{ENDPOINTS}{site}/" if site else ENDPOINTS)
+        return [decode_endpoint(kv) for kv in kvs], rev
+
+    async def get_connection(self, name: str) -> m.Connection:
+        m.check_name(name, "name")
+        return await self._get(connection_key(name), decode_connection, f"connection {name} does not exist")
+
+    async def list_connections(self, site: str = "") -> tuple[list[m.Connection], int]:
+        if site:
+            m.check_name(site, "site")
+        kvs, rev = await self.store.get_prefix(CONNECTIONS)
+        conns = [decode_connection(kv) for kv in kvs]
+        if site:
+            conns = [c for c in conns if site in (c.a.site, c.b.site)]
+        return conns, rev
+
+    # ------------------------------------------------------------ sites
+
+    async def create_site(self, site: m.Site) -> m.Site:
+        site = m.validate_site(site)
+
+        async def attempt() -> Plan:
+            if await self.store.get(site_key(site.name)) is not None:
+                raise AlreadyExists(f"site {site.name} already exists", "name")
+            compares = [absent(site_key(site.name))]
+            ops: list[Put | Delete] = [Put(site_key(site.name), encode(site))]
+            if site.parent:
+                parent = await self._get(
+                    site_key(site.parent), decode_site, f"parent: site {site.parent} does not exist"
+                )
+                if parent.kind != m.SiteKind.REGION:
+                    raise InvalidArgument(
+                        f"{site.parent} is a {parent.kind}; a cell's parent must be a region", "parent"
+                    )
+                compares.append(mod_is(site_key(parent.name), parent.version))
+                ops.append(Put(site_refs(parent.name) + site.name, b""))
+            return Plan(compares, ops, lambda rev: dataclasses.replace(site, version=rev))
+
+        return await self._commit(f"created site {site.name}", attempt)  # type: ignore[no-any-return]
+
+    async def update_site(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str],
+        description: str,
+        version: int = 0,
+        kind: m.SiteKind | None = None,
+        parent: str | None = None,
+    ) -> m.Site:
+        async def attempt() -> Plan:
+            current = await self.get_site(name)
+            _check_version(version, current.version, f"site {name}")
+            if kind is not None and kind != current.kind:
+                raise InvalidArgument(f"is fixed at creation ({current.kind}); delete and re-create", "kind")
+            if parent is not None and parent != current.parent:
+                raise InvalidArgument(
+                    f"is fixed at creation ({current.parent or 'none'}); delete and re-create", "parent"
+                )
+            new = m.validate_site(dataclasses.replace(current, labels=labels, description=description))
+            return Plan(
+                [mod_is(site_key(name), current.version)],
+                [Put(site_key(name), encode(new))],
+                lambda rev: dataclasses.replace(new, version=rev),
+            )
+
+        return await self._commit(f"updated site {name}", attempt)  # type: ignore[no-any-return]
+
+    async def delete_site(self, name: str, version: int = 0) -> int:
+        async def attempt() -> Plan:
+            current = await self.get_site(name)
+            _check_version(version, current.version, f"site {name}")
+            endpoints, _ = await self.store.get_prefix(f"{ENDPOINTS}{name}/")
+            if endpoints:
+                names = ", ".join(decode_endpoint(kv).name for kv in endpoints[:10])
+                raise FailedPrecondition(f"site {name} still has endpoints: {names}; delete them first")
+            cells, _ = await self.store.get_prefix(site_refs(name))
+            if cells:
+                names = ", ".join(kv.key.rsplit("/", 1)[1] for kv in cells[:10])
+                raise FailedPrecondition(f"site {name} is the parent of cells: {names}; delete them first")
+            ops: list[Put | Delete] = [Delete(site_key(name))]
+            if current.parent:
+                ops.append(Delete(site_refs(current.parent) + name))
+            return Plan(
+                [mod_is(site_key(name), current.version), prefix_empty(f"{ENDPOINTS}{name}/"),
+                 prefix_empty(site_refs(name))],
+                ops,
+                lambda rev: rev,
+            )
+
+        return await self._commit(f"deleted site {name}", attempt)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ endpoints
+
+    async def _users(self, ref: m.EndpointRef) -> tuple[list[m.Connection], int]:
+        """The connections using an endpoint, and the revision of the read."""
+        kvs, rev = await self.store.get_prefix(endpoint_refs(ref))
+        conns = []
+        for kv in kvs:
+            conn_kv = await self.store.get(connection_key(kv.key.rsplit("/", 1)[1]))
+            if conn_kv is not None:
+                conns.append(decode_connection(conn_kv))
+        return conns, rev
+
+    async def create_endpoint(self, ep: m.Endpoint) -> m.Endpoint:
+        ep = m.validate_endpoint(ep)
+
+        async def attempt() -> Plan:
+            site = await self._get(site_key(ep.site), decode_site, f"site: site {ep.site} does not exist")
+            key = endpoint_key(ep.site, ep.name)
+            if await self.store.get(key) is not None:
+                raise AlreadyExists(f"endpoint {ep.site}/{ep.name} already exists", "name")
+            return Plan(
+                [mod_is(site_key(site.name), site.version), absent(key)],
+                [Put(key, encode(ep))],
+                lambda rev: dataclasses.replace(ep, version=rev),
+            )
+
+        return await self._commit(f"created endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
+
+    async def update_endpoint(self, ep: m.Endpoint, *, role_given: bool) -> m.Endpoint:
+        """Replace address, asn, router_id and properties of ``ep.site/ep.name``."""
+
+        async def attempt() -> Plan:
+            current = await self.get_endpoint(ep.site, ep.name)
+            _check_version(ep.version, current.version, f"endpoint {ep.site}/{ep.name}")
+            if role_given and ep.role != current.role:
+                raise InvalidArgument(f"is fixed at creation ({current.role}); delete and re-create", "role")
+            new = m.validate_endpoint(dataclasses.replace(ep, role=current.role, version=0))
+            key = endpoint_key(ep.site, ep.name)
+            compares = [mod_is(key, current.version)]
+            family = ipaddress.ip_address(new.address).version
+            users, read_rev = await self._users(current.ref)
+            # No connection may start using the endpoint between this read and the commit.
+            compares.append(Compare(endpoint_refs(current.ref), "mod", "<", read_rev + 1, prefix=True))
+            for conn in users:
+                other_ref = conn.b if conn.a == current.ref else conn.a
+                other = await self.get_endpoint(other_ref.site, other_ref.name)
+                if ipaddress.ip_address(other.address).version != family:
+                    raise InvalidArgument(
+                        f"IPv{family} address cannot serve connection {conn.name}, "
+                        f"whose other end {other_ref} is IPv{ipaddress.ip_address(other.address).version}",
+                        "address",
+                    )
+                compares += [mod_is(connection_key(conn.name), conn.version)]
+            return Plan(compares, [Put(key, encode(new))], lambda rev: dataclasses.replace(new, version=rev))
+
+        return await self._commit(f"updated endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
+
+    async def delete_endpoint(self, site: str, name: str, version: int = 0) -> int:
+        async def attempt() -> Plan:
+            current = await self.get_endpoint(site, name)
+            _check_version(version, current.version, f"endpoint {site}/{name}")
+            users = await self.store.get_prefix(endpoint_refs(current.ref))
+            if users[0]:
+                names = ", ".join(kv.key.rsplit("/", 1)[1] for kv in users[0][:10])
+                raise FailedPrecondition(
+                    f"endpoint {site}/{name} is used by connections: {names}; delete them first"
+                )
+            key = endpoint_key(site, name)
+            return Plan(
+                [mod_is(key, current.version), prefix_empty(endpoint_refs(current.ref))],
+                [Delete(key)],
+                lambda rev: rev,
+            )
+
+        return await self._commit(f"deleted endpoint {site}/{name}", attempt)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ connections
+
+    async def _end(self, ref: m.EndpointRef, label: str) -> m.Endpoint:
+        return await self._get(
+            endpoint_key(ref.site, ref.name), decode_endpoint, f"{label}: endpoint {ref} does not exist"
+        )
+
+    async def create_connection(self, conn: m.Connection) -> m.Connection:
+        conn = m.validate_connection(conn)
+
+        async def attempt() -> Plan:
+            key = connection_key(conn.name)
+            if await self.store.get(key) is not None:
+                raise AlreadyExists(f"connection {conn.name} already exists", "name")
+            a = await self._end(conn.a, "a")
+            b = await self._end(conn.b, "b")
+            if a.role == m.EndpointRole.REMOTE and b.role == m.EndpointRole.REMOTE:
+                raise InvalidArgument(
+                    f"both {conn.a} and {conn.b} are REMOTE; at least one end must be LOCAL to a site's agent",
+                    "b",
+                )
+            fa, fb = ipaddress.ip_address(a.address).version, ipaddress.ip_address(b.address).version
+            if fa != fb:
+                raise InvalidArgument(f"{conn.b} is IPv{fb} but {conn.a} is IPv{fa}", "b")
+            final = conn
+            if conn.type == m.ConnectionType.BGP and conn.bgp is not None and not conn.bgp.address_families:
+                final = dataclasses.replace(
+                    conn, bgp=dataclasses.replace(conn.bgp, address_families=m.default_address_families(a.address))
+                )
+            compares = [absent(key), mod_is(endpoint_key(a.site, a.name), a.version),
+                        mod_is(endpoint_key(b.site, b.name), b.version), absent(pair_key(conn))]
+            ops: list[Put | Delete] = [
+                Put(key, encode(final)),
+                Put(pair_key(conn), conn.name.encode()),
+                Put(endpoint_refs(conn.a) + conn.name, b""),
+                Put(endpoint_refs(conn.b) + conn.name, b""),
+            ]
+            other = await self.store.get(pair_key(conn))
+            if other is not None:
+                raise AlreadyExists(
+                    f"{conn.type.upper()} connection {other.value.decode()} already joins {conn.a} and {conn.b}",
+                    "b",
+                )
+            if conn.vxlan is not None:
+                await self._check_vni_free(conn.vxlan.vni, conn.name)
+                compares.append(absent(vni_key(conn.vxlan.vni)))
+                ops.append(Put(vni_key(conn.vxlan.vni), conn.name.encode()))
+            return Plan(compares, ops, lambda rev: dataclasses.replace(final, version=rev))
+
+        return await self._commit(f"created connection {conn.name}", attempt)  # type: ignore[no-any-return]
+
+    async def _check_vni_free(self, vni: int, name: str) -> None:
+        owner = await self.store.get(vni_key(vni))
+        if owner is not None and owner.value.decode() != name:
+            raise AlreadyExists(f"VNI {vni} is used by connection {owner.value.decode()}", "vxlan.vni")
+
+    async def update_connection(self, conn: m.Connection, *, type_given: bool) -> m.Connection:
+        """Replace parameters, admin state and description; ends and type are fixed."""
+
+        async def attempt() -> Plan:
+            current = await self.get_connection(conn.name)
+            _check_version(conn.version, current.version, f"connection {conn.name}")
+            if type_given and conn.type != current.type:
+                raise InvalidArgument(f"is fixed at creation ({current.type}); delete and re-create", "type")
+            for label, given, stored in (("a", conn.a, current.a), ("b", conn.b, current.b)):
+                if (given.site or given.name) and given != stored:
+                    raise InvalidArgument(f"is fixed at creation ({stored}); delete and re-create", label)
+            new = dataclasses.replace(conn, a=current.a, b=current.b, type=current.type, version=0)
+            if new.type == m.ConnectionType.BGP and new.bgp is None:
+                new = dataclasses.replace(new, bgp=current.bgp)
+            if new.type == m.ConnectionType.VXLAN and new.vxlan is None:
+                new = dataclasses.replace(new, vxlan=current.vxlan)
+            new = m.validate_connection(new)
+            if new.bgp is not None and not new.bgp.address_families:
+                a = await self._end(new.a, "a")
+                new = dataclasses.replace(
+                    new, bgp=dataclasses.replace(new.bgp, address_families=m.default_address_families(a.address))
+                )
+            key = connection_key(conn.name)
+            compares = [mod_is(key, current.version)]
+            ops: list[Put | Delete] = [Put(key, encode(new))]
+            old_vni = current.vxlan.vni if current.vxlan else 0
+            new_vni = new.vxlan.vni if new.vxlan else 0
+            if new_vni != old_vni:
+                await self._check_vni_free(new_vni, conn.name)
+                compares.append(absent(vni_key(new_vni)))
+                ops += [Delete(vni_key(old_vni)), Put(vni_key(new_vni), conn.name.encode())]
+            return Plan(compares, ops, lambda rev: dataclasses.replace(new, version=rev))
+
+        return await self._commit(f"updated connection {conn.name}", attempt)  # type: ignore[no-any-return]
+
+    async def delete_connection(self, name: str, version: int = 0) -> int:
+        async def attempt() -> Plan:
+            current = await self.get_connection(name)
+            _check_version(version, current.version, f"connection {name}")
+            ops: list[Put | Delete] = [
+                Delete(connection_key(name)),
+                Delete(pair_key(current)),
+                Delete(endpoint_refs(current.a) + name),
+                Delete(endpoint_refs(current.b) + name),
+            ]
+            if current.vxlan is not None:
+                ops.append(Delete(vni_key(current.vxlan.vni)))
+            return Plan([mod_is(connection_key(name), current.version)], ops, lambda rev: rev)
+
+        return await self._commit(f"deleted connection {name}", attempt)  # type: ignore[no-any-return]

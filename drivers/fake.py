@@ -1,0 +1,76 @@
+"""The fake driver: realizes peerings in memory. For tests, the demo, and trying isthmus out.
+
+Options (``--driver-opt fake.KEY=VALUE``):
+  connect_delay   seconds a new peering stays CONNECTING before ESTABLISHED (default 0)
+
+An endpoint property ``fake.error=TEXT`` on the local endpoint makes its
+peerings fail with ERROR and that text, to see how failures look.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class FakeDriver(Driver):
+    name = "fake"
+    handles = frozenset({ConnectionType.BGP, ConnectionType.VXLAN})
+
+    def __init__(self, context: DriverContext) -> None:
+        super().__init__(context)
+        try:
+            self.connect_delay = float(context.options.get("connect_delay", "0"))
+        except ValueError:
+            raise DriverError(
+                f"fake.connect_delay: {context.options['connect_delay']!r} is not a number", terminal=True
+            ) from None
+        self.realized: dict[str, DesiredPeering] = {}
+        self._started: dict[str, float] = {}  # monotonic time each peering was (re)created
+        self._since: dict[str, tuple[PeeringState, int]] = {}
+        self.apply_calls = 0
+
+    async def apply(self, peerings: Mapping[str, DesiredPeering]) -> None:
+        self.apply_calls += 1
+        for name in list(self.realized):
+            if name not in peerings:
+                del self.realized[name]
+                self._started.pop(name, None)
+                self._since.pop(name, None)
+        for name, peering in peerings.items():
+            if self.realized.get(name) != peering:
+                changed_session = (
+                    name not in self.realized
+                    or self.realized[name].remote != peering.remote
+                    or self.realized[name].local != peering.local
+                )
+                self.realized[name] = peering
+                if changed_session:
+                    self._started[name] = time.monotonic()
+
+    def _state(self, name: str, peering: DesiredPeering) -> tuple[PeeringState, str]:
+        error = peering.local.properties.get("fake.error", "")
+        if error:
+            return PeeringState.ERROR, error
+        if peering.admin_state == AdminState.DOWN:
+            return PeeringState.DOWN, ""
+        if time.monotonic() - self._started[name] < self.connect_delay:
+            return PeeringState.CONNECTING, ""
+        return PeeringState.ESTABLISHED, ""
+
+    async def observe(self) -> dict[str, ObservedPeering]:
+        out = {}
+        for name, peering in self.realized.items():
+            state, error = self._state(name, peering)
+            prev = self._since.get(name)
+            if prev is None or prev[0] != state:
+                self._since[name] = (state, _now_ms())
+            out[name] = ObservedPeering(name, state, error, self._since[name][1], self.name)
+        return out

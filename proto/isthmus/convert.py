@@ -1,0 +1,207 @@
+"""Conversion between protobuf messages and the domain model, used only at the gRPC edge."""
+
+from __future__ import annotations
+
+from isthmus import model as m
+from isthmus.v1 import types_pb2 as pb
+
+_SITE_KIND = {
+    pb.SITE_KIND_REGION: m.SiteKind.REGION,
+    pb.SITE_KIND_CELL: m.SiteKind.CELL,
+    pb.SITE_KIND_INSTANCE: m.SiteKind.INSTANCE,
+}
+_ROLE = {pb.ENDPOINT_ROLE_LOCAL: m.EndpointRole.LOCAL, pb.ENDPOINT_ROLE_REMOTE: m.EndpointRole.REMOTE}
+_CTYPE = {pb.CONNECTION_TYPE_BGP: m.ConnectionType.BGP, pb.CONNECTION_TYPE_VXLAN: m.ConnectionType.VXLAN}
+_ADMIN = {pb.ADMIN_STATE_UP: m.AdminState.UP, pb.ADMIN_STATE_DOWN: m.AdminState.DOWN}
+_PSTATE = {
+    pb.PEERING_STATE_ESTABLISHED: m.PeeringState.ESTABLISHED,
+    pb.PEERING_STATE_CONNECTING: m.PeeringState.CONNECTING,
+    pb.PEERING_STATE_DOWN: m.PeeringState.DOWN,
+    pb.PEERING_STATE_ERROR: m.PeeringState.ERROR,
+}
+
+
+def _inverse(d: dict[int, m.enum.Enum]) -> dict[m.enum.Enum, int]:
+    return {v: k for k, v in d.items()}
+
+
+_SITE_KIND_PB = _inverse(_SITE_KIND)  # type: ignore[arg-type]
+_ROLE_PB = _inverse(_ROLE)  # type: ignore[arg-type]
+_CTYPE_PB = _inverse(_CTYPE)  # type: ignore[arg-type]
+_ADMIN_PB = _inverse(_ADMIN)  # type: ignore[arg-type]
+_PSTATE_PB = _inverse(_PSTATE)  # type: ignore[arg-type]
+
+
+def _enum_in(table: dict[int, m.enum.Enum], value: int, field_name: str, default: m.enum.Enum | None = None):  # type: ignore[no-untyped-def]
+    if value in table:
+        return table[value]
+    if value == 0 and default is not None:
+        return default
+    names = ", ".join(e.name for e in table.values())
+    raise m.InvalidArgument(f"is required: one of {names}" if value == 0 else f"unknown value {value}", field_name)
+
+
+# ---------------------------------------------------------------- sites
+
+
+def site_from_pb(msg: pb.Site) -> m.Site:
+    return m.Site(
+        name=msg.name,
+        kind=_enum_in(_SITE_KIND, msg.kind, "kind"),
+        parent=msg.parent,
+        labels=dict(msg.labels),
+        description=msg.description,
+        version=msg.version,
+    )
+
+
+def site_to_pb(site: m.Site) -> pb.Site:
+    return pb.Site(
+        name=site.name,
+        kind=_SITE_KIND_PB[site.kind],
+        parent=site.parent,
+        labels=site.labels,
+        description=site.description,
+        version=site.version,
+    )
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def endpoint_from_pb(msg: pb.Endpoint) -> m.Endpoint:
+    return m.Endpoint(
+        site=msg.site,
+        name=msg.name,
+        address=msg.address,
+        asn=msg.asn,
+        role=_enum_in(_ROLE, msg.role, "role", m.EndpointRole.LOCAL),
+        router_id=msg.router_id,
+        properties=dict(msg.properties),
+        version=msg.version,
+    )
+
+
+def endpoint_to_pb(ep: m.Endpoint) -> pb.Endpoint:
+    return pb.Endpoint(
+        site=ep.site,
+        name=ep.name,
+        address=ep.address,
+        asn=ep.asn,
+        role=_ROLE_PB[ep.role],
+        router_id=ep.router_id,
+        properties=ep.properties,
+        version=ep.version,
+    )
+
+
+# ---------------------------------------------------------------- connections
+
+
+def _bgp_from_pb(msg: pb.Connection | pb.DesiredPeering) -> m.BgpParams | None:
+    if not msg.HasField("bgp"):
+        return None
+    b = msg.bgp
+    return m.BgpParams(
+        hold_time=b.hold_time if b.HasField("hold_time") else m.DEFAULT_HOLD_TIME,
+        password_ref=b.password_ref,
+        address_families=tuple(b.address_families),
+    )
+
+
+def _vxlan_from_pb(msg: pb.Connection | pb.DesiredPeering) -> m.VxlanParams | None:
+    if not msg.HasField("vxlan"):
+        return None
+    v = msg.vxlan
+    return m.VxlanParams(
+        vni=v.vni, udp_port=v.udp_port or m.DEFAULT_VXLAN_PORT, mtu=v.mtu or m.DEFAULT_VXLAN_MTU
+    )
+
+
+def _bgp_to_pb(b: m.BgpParams | None) -> pb.BgpParams | None:
+    if b is None:
+        return None
+    return pb.BgpParams(
+        hold_time=b.hold_time, password_ref=b.password_ref, address_families=list(b.address_families)
+    )
+
+
+def _vxlan_to_pb(v: m.VxlanParams | None) -> pb.VxlanParams | None:
+    if v is None:
+        return None
+    return pb.VxlanParams(vni=v.vni, udp_port=v.udp_port, mtu=v.mtu)
+
+
+def connection_from_pb(msg: pb.Connection) -> m.Connection:
+    return m.Connection(
+        name=msg.name,
+        a=m.EndpointRef(msg.a.site, msg.a.name),
+        b=m.EndpointRef(msg.b.site, msg.b.name),
+        type=_enum_in(_CTYPE, msg.type, "type"),
+        bgp=_bgp_from_pb(msg),
+        vxlan=_vxlan_from_pb(msg),
+        admin_state=_enum_in(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
+        description=msg.description,
+        version=msg.version,
+    )
+
+
+def connection_to_pb(conn: m.Connection) -> pb.Connection:
+    return pb.Connection(
+        name=conn.name,
+        a=pb.EndpointRef(site=conn.a.site, name=conn.a.name),
+        b=pb.EndpointRef(site=conn.b.site, name=conn.b.name),
+        type=_CTYPE_PB[conn.type],
+        bgp=_bgp_to_pb(conn.bgp),
+        vxlan=_vxlan_to_pb(conn.vxlan),
+        admin_state=_ADMIN_PB[conn.admin_state],
+        description=conn.description,
+        version=conn.version,
+    )
+
+
+# ---------------------------------------------------------------- peerings
+
+
+def peering_to_pb(p: m.DesiredPeering) -> pb.DesiredPeering:
+    return pb.DesiredPeering(
+        connection=p.connection,
+        type=_CTYPE_PB[p.type],
+        local=endpoint_to_pb(p.local),
+        remote=endpoint_to_pb(p.remote),
+        bgp=_bgp_to_pb(p.bgp),
+        vxlan=_vxlan_to_pb(p.vxlan),
+        admin_state=_ADMIN_PB[p.admin_state],
+    )
+
+
+def peering_from_pb(msg: pb.DesiredPeering) -> m.DesiredPeering:
+    return m.DesiredPeering(
+        connection=msg.connection,
+        type=_enum_in(_CTYPE, msg.type, "type"),
+        local=endpoint_from_pb(msg.local),
+        remote=endpoint_from_pb(msg.remote),
+        bgp=_bgp_from_pb(msg),
+        vxlan=_vxlan_from_pb(msg),
+        admin_state=_enum_in(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
+    )
+
+
+def observed_to_pb(o: m.ObservedPeering) -> pb.ObservedPeering:
+    return pb.ObservedPeering(
+        connection=o.connection,
+        state=_PSTATE_PB[o.state],
+        error=o.error,
+        since_unix_ms=o.since_ms,
+        driver=o.driver,
+    )
+
+
+def observed_from_pb(msg: pb.ObservedPeering) -> m.ObservedPeering:
+    return m.ObservedPeering(
+        connection=msg.connection,
+        state=_enum_in(_PSTATE, msg.state, "state"),
+        error=msg.error,
+        since_ms=msg.since_unix_ms,
+        driver=msg.driver,
+    )

@@ -1,0 +1,390 @@
+"""The domain model shared by coordinator, agent and drivers, with field validation.
+
+Protobuf messages stop at the gRPC edge (see ``isthmus.convert``); everything
+else works on these dataclasses. ``validate_*`` check one object on its own
+(ranges, formats, defaults) and raise ``InvalidArgument`` naming the field;
+checks across objects (existence, uniqueness) live in the coordinator's registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from isthmus.errors import InvalidArgument
+
+
+class SiteKind(enum.StrEnum):
+    REGION = "region"
+    CELL = "cell"
+    INSTANCE = "instance"
+
+
+class EndpointRole(enum.StrEnum):
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+class ConnectionType(enum.StrEnum):
+    BGP = "bgp"
+    VXLAN = "vxlan"
+
+
+class AdminState(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
+
+
+class PeeringState(enum.StrEnum):
+    ESTABLISHED = "established"
+    CONNECTING = "connecting"
+    DOWN = "down"
+    ERROR = "error"
+
+
+ADDRESS_FAMILIES = ("ipv4-unicast", "ipv6-unicast", "l2vpn-evpn")
+DEFAULT_HOLD_TIME = 90
+DEFAULT_VXLAN_PORT = 4789
+DEFAULT_VXLAN_MTU = 1450
+MAX_VNI = 16_777_215
+AS_TRANS = 23456
+MAX_ASN = 4_294_967_295
+
+_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:/-]{0,126}[A-Za-z0-9])?$")
+_SECRET_REF_RE = re.compile(r"^(file:/\S+|env:[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    kind: SiteKind
+    parent: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    site: str
+    name: str
+    address: str
+    asn: int
+    role: EndpointRole = EndpointRole.LOCAL
+    router_id: str = ""
+    properties: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+
+    @property
+    def ref(self) -> EndpointRef:
+        return EndpointRef(self.site, self.name)
+
+
+@dataclass(frozen=True, order=True)
+class EndpointRef:
+    site: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.site}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str, field_name: str) -> EndpointRef:
+        site, sep, name = text.partition("/")
+        if not sep or not site or not name:
+            raise InvalidArgument(f"{text!r} is not SITE/ENDPOINT", field_name)
+        return cls(site, name)
+
+
+@dataclass(frozen=True)
+class BgpParams:
+    hold_time: int = DEFAULT_HOLD_TIME
+    password_ref: str = ""
+    address_families: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VxlanParams:
+    vni: int = 0
+    udp_port: int = DEFAULT_VXLAN_PORT
+    mtu: int = DEFAULT_VXLAN_MTU
+
+
+@dataclass(frozen=True)
+class Connection:
+    name: str
+    a: EndpointRef
+    b: EndpointRef
+    type: ConnectionType
+    bgp: BgpParams | None = None
+    vxlan: VxlanParams | None = None
+    admin_state: AdminState = AdminState.UP
+    description: str = ""
+    version: int = 0
+
+    @property
+    def ends(self) -> tuple[EndpointRef, EndpointRef]:
+        return (self.a, self.b)
+
+    def pair_key(self) -> str:
+        """Identity of the (endpoint pair, type) that must be unique."""
+        x, y = sorted((self.a, self.b))
+        return f"{self.type}/{x}/{y}"
+
+
+@dataclass(frozen=True)
+class DesiredPeering:
+    """What one site's agent must realize for one connection (id: the connection name)."""
+
+    connection: str
+    type: ConnectionType
+    local: Endpoint
+    remote: Endpoint
+    bgp: BgpParams | None = None
+    vxlan: VxlanParams | None = None
+    admin_state: AdminState = AdminState.UP
+
+
+@dataclass(frozen=True)
+class ObservedPeering:
+    """What one site's agent sees for one peering."""
+
+    connection: str
+    state: PeeringState
+    error: str = ""
+    since_ms: int = 0
+    driver: str = ""
+
+
+# ---------------------------------------------------------------- JSON (etcd values, agent disk)
+
+
+def to_json(obj: Any) -> Any:
+    """A plain JSON-able structure from a model object (version is not stored)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            if f.name == "version":
+                continue
+            value = getattr(obj, f.name)
+            out[f.name] = to_json(value)
+        return out
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    return obj
+
+
+def site_from_json(d: dict[str, Any], version: int = 0) -> Site:
+    return Site(
+        name=d["name"],
+        kind=SiteKind(d["kind"]),
+        parent=d.get("parent", ""),
+        labels=dict(d.get("labels", {})),
+        description=d.get("description", ""),
+        version=version,
+    )
+
+
+def endpoint_from_json(d: dict[str, Any], version: int = 0) -> Endpoint:
+    return Endpoint(
+        site=d["site"],
+        name=d["name"],
+        address=d["address"],
+        asn=int(d["asn"]),
+        role=EndpointRole(d.get("role", "local")),
+        router_id=d.get("router_id", ""),
+        properties=dict(d.get("properties", {})),
+        version=version,
+    )
+
+
+def _ref_from_json(d: dict[str, Any]) -> EndpointRef:
+    return EndpointRef(d["site"], d["name"])
+
+
+def _bgp_from_json(d: dict[str, Any] | None) -> BgpParams | None:
+    if d is None:
+        return None
+    return BgpParams(
+        hold_time=int(d.get("hold_time", DEFAULT_HOLD_TIME)),
+        password_ref=d.get("password_ref", ""),
+        address_families=tuple(d.get("address_families", ())),
+    )
+
+
+def _vxlan_from_json(d: dict[str, Any] | None) -> VxlanParams | None:
+    if d is None:
+        return None
+    return VxlanParams(
+        vni=int(d["vni"]),
+        udp_port=int(d.get("udp_port", DEFAULT_VXLAN_PORT)),
+        mtu=int(d.get("mtu", DEFAULT_VXLAN_MTU)),
+    )
+
+
+def connection_from_json(d: dict[str, Any], version: int = 0) -> Connection:
+    return Connection(
+        name=d["name"],
+        a=_ref_from_json(d["a"]),
+        b=_ref_from_json(d["b"]),
+        type=ConnectionType(d["type"]),
+        bgp=_bgp_from_json(d.get("bgp")),
+        vxlan=_vxlan_from_json(d.get("vxlan")),
+        admin_state=AdminState(d.get("admin_state", "up")),
+        description=d.get("description", ""),
+        version=version,
+    )
+
+
+def peering_from_json(d: dict[str, Any]) -> DesiredPeering:
+    return DesiredPeering(
+        connection=d["connection"],
+        type=ConnectionType(d["type"]),
+        local=endpoint_from_json(d["local"]),
+        remote=endpoint_from_json(d["remote"]),
+        bgp=_bgp_from_json(d.get("bgp")),
+        vxlan=_vxlan_from_json(d.get("vxlan")),
+        admin_state=AdminState(d.get("admin_state", "up")),
+    )
+
+
+def observed_from_json(d: dict[str, Any]) -> ObservedPeering:
+    return ObservedPeering(
+        connection=d["connection"],
+        state=PeeringState(d["state"]),
+        error=d.get("error", ""),
+        since_ms=int(d.get("since_ms", 0)),
+        driver=d.get("driver", ""),
+    )
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_name(value: str, field_name: str) -> None:
+    if not value:
+        raise InvalidArgument("is required", field_name)
+    if not _LABEL_RE.match(value):
+        raise InvalidArgument(
+            f"{value!r} is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-')",
+            field_name,
+        )
+
+
+def _check_map(values: dict[str, str], field_name: str) -> None:
+    for key, value in values.items():
+        if not _KEY_RE.match(key):
+            raise InvalidArgument(f"key {key!r} must be 1-128 of A-Z a-z 0-9 _ . : / -", field_name)
+        if len(value) > 1024:
+            raise InvalidArgument(f"value of {key!r} is longer than 1024 characters", field_name)
+
+
+def _check_description(value: str) -> None:
+    if len(value) > 1024:
+        raise InvalidArgument("is longer than 1024 characters", "description")
+
+
+def validate_site(site: Site) -> Site:
+    check_name(site.name, "name")
+    if site.kind == SiteKind.CELL:
+        if not site.parent:
+            raise InvalidArgument("a cell names its region", "parent")
+        check_name(site.parent, "parent")
+        if site.parent == site.name:
+            raise InvalidArgument("a site cannot be its own parent", "parent")
+    elif site.parent:
+        raise InvalidArgument(f"only a cell has a parent, not a {site.kind}", "parent")
+    _check_map(site.labels, "labels")
+    _check_description(site.description)
+    return site
+
+
+def parse_address(value: str, field_name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if not value:
+        raise InvalidArgument("is required", field_name)
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidArgument(f"{value!r} is not an IPv4 or IPv6 address", field_name) from None
+    if addr.is_unspecified or addr.is_multicast:
+        raise InvalidArgument(f"{value} is not a unicast address", field_name)
+    return addr
+
+
+def validate_endpoint(ep: Endpoint) -> Endpoint:
+    check_name(ep.site, "site")
+    check_name(ep.name, "name")
+    addr = parse_address(ep.address, "address")
+    if not 1 <= ep.asn <= MAX_ASN:
+        raise InvalidArgument(f"{ep.asn} is out of range 1..{MAX_ASN}", "asn")
+    if ep.asn == AS_TRANS:
+        raise InvalidArgument(f"{AS_TRANS} is AS_TRANS (RFC 6793) and cannot be a peer's AS", "asn")
+    router_id = ep.router_id
+    if router_id:
+        try:
+            ipaddress.IPv4Address(router_id)
+        except ValueError:
+            raise InvalidArgument(f"{router_id!r} is not a dotted-quad router id", "router_id") from None
+    elif addr.version == 4:
+        router_id = str(addr)
+    _check_map(ep.properties, "properties")
+    # Store the canonical text of the address so that equal addresses compare equal.
+    return dataclasses.replace(ep, address=str(addr), router_id=router_id)
+
+
+def validate_connection(conn: Connection) -> Connection:
+    check_name(conn.name, "name")
+    for label, ref in (("a", conn.a), ("b", conn.b)):
+        check_name(ref.site, f"{label}.site")
+        check_name(ref.name, f"{label}.name")
+    if conn.a == conn.b:
+        raise InvalidArgument("a connection joins two different endpoints", "b")
+    if conn.a.site == conn.b.site:
+        raise InvalidArgument(f"both ends are in site {conn.a.site}; a connection joins two sites", "b.site")
+    _check_description(conn.description)
+    bgp, vxlan = conn.bgp, conn.vxlan
+    if conn.type == ConnectionType.BGP:
+        if vxlan is not None:
+            raise InvalidArgument("is only for VXLAN connections", "vxlan")
+        bgp = bgp or BgpParams()
+        if bgp.hold_time != 0 and not 3 <= bgp.hold_time <= 65535:
+            raise InvalidArgument(f"{bgp.hold_time} must be 0 or 3..65535 seconds (RFC 4271)", "bgp.hold_time")
+        if bgp.password_ref and not _SECRET_REF_RE.match(bgp.password_ref):
+            raise InvalidArgument(
+                "must be a secret reference 'file:/ABSOLUTE/PATH' or 'env:NAME', never the password itself",
+                "bgp.password_ref",
+            )
+        for family in bgp.address_families:
+            if family not in ADDRESS_FAMILIES:
+                raise InvalidArgument(
+                    f"{family!r} is not one of {', '.join(ADDRESS_FAMILIES)}", "bgp.address_families"
+                )
+        if len(set(bgp.address_families)) != len(bgp.address_families):
+            raise InvalidArgument("lists a family twice", "bgp.address_families")
+    elif conn.type == ConnectionType.VXLAN:
+        if bgp is not None:
+            raise InvalidArgument("is only for BGP connections", "bgp")
+        if vxlan is None or vxlan.vni == 0:
+            raise InvalidArgument("is required for a VXLAN connection", "vxlan.vni")
+        if not 1 <= vxlan.vni <= MAX_VNI:
+            raise InvalidArgument(f"{vxlan.vni} is out of range 1..{MAX_VNI}", "vxlan.vni")
+        if not 1 <= vxlan.udp_port <= 65535:
+            raise InvalidArgument(f"{vxlan.udp_port} is out of range 1..65535", "vxlan.udp_port")
+        if not 576 <= vxlan.mtu <= 9216:
+            raise InvalidArgument(f"{vxlan.mtu} is out of range 576..9216", "vxlan.mtu")
+    else:
+        raise InvalidArgument("must be BGP or VXLAN", "type")
+    return dataclasses.replace(conn, bgp=bgp, vxlan=vxlan)
+
+
+def default_address_families(address: str) -> tuple[str, ...]:
+    return ("ipv6-unicast",) if ipaddress.ip_address(address).version == 6 else ("ipv4-unicast",)

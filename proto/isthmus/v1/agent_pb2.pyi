@@ -1,0 +1,80 @@
+from isthmus.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Hello(_message.Message):
+    __slots__ = ("site", "agent_version", "applied_revision", "driver", "host", "instance_id")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    agent_version: str
+    applied_revision: int
+    driver: str
+    host: str
+    instance_id: str
+    def __init__(self, site: _Optional[str] = ..., agent_version: _Optional[str] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., host: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class ObservedReport(_message.Message):
+    __slots__ = ("revision", "peerings")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    PEERINGS_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    peerings: _containers.RepeatedCompositeFieldContainer[_types_pb2.ObservedPeering]
+    def __init__(self, revision: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[_types_pb2.ObservedPeering, _Mapping]]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("hello", "ack", "observed", "heartbeat")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    ack: Ack
+    observed: ObservedReport
+    heartbeat: Heartbeat
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., observed: _Optional[_Union[ObservedReport, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class Snapshot(_message.Message):
+    __slots__ = ("revision", "peerings")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    PEERINGS_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    peerings: _containers.RepeatedCompositeFieldContainer[_types_pb2.DesiredPeering]
+    def __init__(self, revision: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ...) -> None: ...
+
+class Delta(_message.Message):
+    __slots__ = ("revision", "upserts", "removes")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    UPSERTS_FIELD_NUMBER: _ClassVar[int]
+    REMOVES_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    upserts: _containers.RepeatedCompositeFieldContainer[_types_pb2.DesiredPeering]
+    removes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, revision: _Optional[int] = ..., upserts: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ..., removes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CoordinatorMessage(_message.Message):
+    __slots__ = ("snapshot", "delta")
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    snapshot: Snapshot
+    delta: Delta
+    def __init__(self, snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., delta: _Optional[_Union[Delta, _Mapping]] = ...) -> None: ...

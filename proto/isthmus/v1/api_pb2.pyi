@@ -1,0 +1,190 @@
+from isthmus.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
+    PUT: _ClassVar[EventType]
+    DELETE: _ClassVar[EventType]
+EVENT_TYPE_UNSPECIFIED: EventType
+PUT: EventType
+DELETE: EventType
+
+class GetSiteRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListSitesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSitesResponse(_message.Message):
+    __slots__ = ("sites", "revision")
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedCompositeFieldContainer[_types_pb2.Site]
+    revision: int
+    def __init__(self, sites: _Optional[_Iterable[_Union[_types_pb2.Site, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class DeleteSiteRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class GetEndpointRequest(_message.Message):
+    __slots__ = ("site", "name")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    name: str
+    def __init__(self, site: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ListEndpointsRequest(_message.Message):
+    __slots__ = ("site",)
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    def __init__(self, site: _Optional[str] = ...) -> None: ...
+
+class ListEndpointsResponse(_message.Message):
+    __slots__ = ("endpoints", "revision")
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[_types_pb2.Endpoint]
+    revision: int
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[_types_pb2.Endpoint, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class DeleteEndpointRequest(_message.Message):
+    __slots__ = ("site", "name", "version")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    name: str
+    version: int
+    def __init__(self, site: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class GetConnectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListConnectionsRequest(_message.Message):
+    __slots__ = ("site",)
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    def __init__(self, site: _Optional[str] = ...) -> None: ...
+
+class ListConnectionsResponse(_message.Message):
+    __slots__ = ("connections", "revision")
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    connections: _containers.RepeatedCompositeFieldContainer[_types_pb2.Connection]
+    revision: int
+    def __init__(self, connections: _Optional[_Iterable[_Union[_types_pb2.Connection, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class DeleteConnectionRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class PeeringStatus(_message.Message):
+    __slots__ = ("desired", "observed")
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    desired: _types_pb2.DesiredPeering
+    observed: _types_pb2.ObservedPeering
+    def __init__(self, desired: _Optional[_Union[_types_pb2.DesiredPeering, _Mapping]] = ..., observed: _Optional[_Union[_types_pb2.ObservedPeering, _Mapping]] = ...) -> None: ...
+
+class SiteStatus(_message.Message):
+    __slots__ = ("site", "defined", "connected", "coordinator", "agent_version", "agent_host", "driver", "desired_revision", "applied_revision", "connected_since_unix_ms", "last_report_unix_ms", "peerings")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    DEFINED_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AGENT_HOST_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPORT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PEERINGS_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    defined: bool
+    connected: bool
+    coordinator: str
+    agent_version: str
+    agent_host: str
+    driver: str
+    desired_revision: int
+    applied_revision: int
+    connected_since_unix_ms: int
+    last_report_unix_ms: int
+    peerings: _containers.RepeatedCompositeFieldContainer[PeeringStatus]
+    def __init__(self, site: _Optional[str] = ..., defined: _Optional[bool] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_host: _Optional[str] = ..., driver: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., connected_since_unix_ms: _Optional[int] = ..., last_report_unix_ms: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[PeeringStatus, _Mapping]]] = ...) -> None: ...
+
+class GetSiteStatusRequest(_message.Message):
+    __slots__ = ("site",)
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    def __init__(self, site: _Optional[str] = ...) -> None: ...
+
+class ListSiteStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSiteStatusResponse(_message.Message):
+    __slots__ = ("sites", "revision")
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedCompositeFieldContainer[SiteStatus]
+    revision: int
+    def __init__(self, sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("kinds", "site", "start_revision")
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    site: str
+    start_revision: int
+    def __init__(self, kinds: _Optional[_Iterable[str]] = ..., site: _Optional[str] = ..., start_revision: _Optional[int] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("type", "revision", "site", "endpoint", "connection", "status")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    type: EventType
+    revision: int
+    site: _types_pb2.Site
+    endpoint: _types_pb2.Endpoint
+    connection: _types_pb2.Connection
+    status: SiteStatus
+    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., revision: _Optional[int] = ..., site: _Optional[_Union[_types_pb2.Site, _Mapping]] = ..., endpoint: _Optional[_Union[_types_pb2.Endpoint, _Mapping]] = ..., connection: _Optional[_Union[_types_pb2.Connection, _Mapping]] = ..., status: _Optional[_Union[SiteStatus, _Mapping]] = ...) -> None: ...
