@@ -1,0 +1,102 @@
+"""Validation of single objects: ranges, formats, defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from isthmus import model as m
+from isthmus.errors import InvalidArgument
+
+
+def ep(**kw: object) -> m.Endpoint:
+    base: dict[str, object] = dict(site="r1", name="gw", address="192.0.2.1", asn=65001)
+    base.update(kw)
+    return m.Endpoint(**base)  # type: ignore[arg-type]
+
+
+def conn(**kw: object) -> m.Connection:
+    base: dict[str, object] = dict(name="c", a=m.EndpointRef("r1", "gw"), b=m.EndpointRef("r2", "gw"),
+                                   type=m.ConnectionType.BGP)
+    base.update(kw)
+    return m.Connection(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("asn", [1, 65535, 4_200_000_000, m.MAX_ASN])
+def test_asn_in_range_is_accepted(asn: int) -> None:
+    assert m.validate_endpoint(ep(asn=asn)).asn == asn
+
+
+@pytest.mark.parametrize("asn", [0, 23456, m.MAX_ASN + 1, -1])
+def test_asn_out_of_range_names_the_field(asn: int) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        m.validate_endpoint(ep(asn=asn))
+    assert exc.value.field == "asn"
+
+
+@pytest.mark.parametrize("address", ["", "10.0.0.256", "fe80::1::2", "0.0.0.0", "224.0.0.1", "::", "ff02::1"])
+def test_bad_addresses(address: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        m.validate_endpoint(ep(address=address))
+    assert exc.value.field == "address"
+
+
+def test_address_is_canonical_and_router_id_defaults_to_ipv4() -> None:
+    v6 = m.validate_endpoint(ep(address="FD00:0:0::0001", router_id="10.1.1.1"))
+    assert v6.address == "fd00::1"
+    assert m.validate_endpoint(ep(address="192.0.2.9")).router_id == "192.0.2.9"
+    assert m.validate_endpoint(ep(address="fd00::9")).router_id == ""
+
+
+@pytest.mark.parametrize("name", ["", "A", "-a", "a-", "a_b", "a" * 64, "a.b"])
+def test_names_are_dns_labels(name: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        m.validate_site(m.Site(name, m.SiteKind.REGION))
+    assert exc.value.field == "name"
+
+
+def test_cell_needs_a_parent_and_only_cells_have_one() -> None:
+    with pytest.raises(InvalidArgument, match="parent"):
+        m.validate_site(m.Site("c1", m.SiteKind.CELL))
+    with pytest.raises(InvalidArgument, match="parent"):
+        m.validate_site(m.Site("r1", m.SiteKind.REGION, parent="r0"))
+    assert m.validate_site(m.Site("c1", m.SiteKind.CELL, parent="r1")).parent == "r1"
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        (dict(b=m.EndpointRef("r1", "other")), "b.site"),
+        (dict(b=m.EndpointRef("r1", "gw")), "b"),
+        (dict(bgp=m.BgpParams(hold_time=2)), "bgp.hold_time"),
+        (dict(bgp=m.BgpParams(hold_time=70000)), "bgp.hold_time"),
+        (dict(bgp=m.BgpParams(password_ref="hunter2")), "bgp.password_ref"),
+        (dict(bgp=m.BgpParams(address_families=("ipv4-multicast",))), "bgp.address_families"),
+        (dict(vxlan=m.VxlanParams(vni=5)), "vxlan"),
+        (dict(type=m.ConnectionType.VXLAN), "vxlan.vni"),
+        (dict(type=m.ConnectionType.VXLAN, vxlan=m.VxlanParams(vni=m.MAX_VNI + 1)), "vxlan.vni"),
+        (dict(type=m.ConnectionType.VXLAN, vxlan=m.VxlanParams(vni=7, udp_port=0)), "vxlan.udp_port"),
+        (dict(type=m.ConnectionType.VXLAN, vxlan=m.VxlanParams(vni=7, mtu=100)), "vxlan.mtu"),
+        (dict(type=m.ConnectionType.VXLAN, vxlan=m.VxlanParams(vni=7), bgp=m.BgpParams()), "bgp"),
+    ],
+)
+def test_bad_connections_name_the_field(kw: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        m.validate_connection(conn(**kw))
+    assert exc.value.field == field
+
+
+def test_connection_defaults() -> None:
+    bgp = m.validate_connection(conn())
+    assert bgp.bgp == m.BgpParams(hold_time=90)
+    vx = m.validate_connection(conn(type=m.ConnectionType.VXLAN, vxlan=m.VxlanParams(vni=42)))
+    assert vx.vxlan == m.VxlanParams(vni=42, udp_port=4789, mtu=1450)
+    assert m.validate_connection(conn(bgp=m.BgpParams(hold_time=0))).bgp.hold_time == 0  # type: ignore[union-attr]
+    ok = m.validate_connection(conn(bgp=m.BgpParams(password_ref="file:/etc/isthmus/peer.key")))
+    assert ok.bgp is not None and ok.bgp.password_ref == "file:/etc/isthmus/peer.key"
+
+
+def test_json_round_trip() -> None:
+    c = m.validate_connection(conn(bgp=m.BgpParams(address_families=("ipv4-unicast", "l2vpn-evpn"))))
+    assert m.connection_from_json(m.to_json(c)) == c
+    e = m.validate_endpoint(ep(properties={"rack": "a1"}))
+    assert m.endpoint_from_json(m.to_json(e)) == e

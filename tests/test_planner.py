@@ -1,0 +1,54 @@
+"""The planner's derivation of per-site desired peerings, without etcd."""
+
+from __future__ import annotations
+
+from isthmus import model as m
+from isthmus.coordinator.planner import plan_site
+
+
+def _ep(site: str, name: str, addr: str, asn: int, role: m.EndpointRole = m.EndpointRole.LOCAL) -> m.Endpoint:
+    return m.Endpoint(site, name, addr, asn, role, router_id=addr)
+
+
+EPS = {e.ref: e for e in [
+    _ep("r1", "gw", "192.0.2.1", 65001),
+    _ep("r2", "gw", "192.0.2.2", 65002),
+    _ep("c1", "gw", "192.0.2.3", 65003),
+    _ep("r1", "dcgw", "198.51.100.1", 64999, m.EndpointRole.REMOTE),
+]}
+
+
+def _conn(name: str, a: str, b: str, **kw: object) -> m.Connection:
+    sa, na = a.split("/")
+    sb, nb = b.split("/")
+    return m.Connection(name, m.EndpointRef(sa, na), m.EndpointRef(sb, nb), m.ConnectionType.BGP,
+                        bgp=m.BgpParams(), **kw)  # type: ignore[arg-type]
+
+
+def test_each_local_end_gets_a_peering_towards_the_other_end() -> None:
+    conns = [_conn("r1-r2", "r1/gw", "r2/gw"), _conn("r2-c1", "r2/gw", "c1/gw")]
+    r1 = plan_site("r1", conns, EPS)
+    r2 = plan_site("r2", conns, EPS)
+    assert set(r1) == {"r1-r2"}
+    assert set(r2) == {"r1-r2", "r2-c1"}
+    assert r1["r1-r2"].local.address == "192.0.2.1" and r1["r1-r2"].remote.address == "192.0.2.2"
+    assert r2["r1-r2"].local.address == "192.0.2.2" and r2["r1-r2"].remote.asn == 65001
+    assert r2["r2-c1"].remote.site == "c1"
+
+
+def test_remote_end_gets_nothing_and_local_end_peers_with_it() -> None:
+    conns = [_conn("to-dc", "r2/gw", "r1/dcgw")]
+    assert plan_site("r1", conns, EPS) == {}
+    peering = plan_site("r2", conns, EPS)["to-dc"]
+    assert peering.remote.role == m.EndpointRole.REMOTE and peering.remote.address == "198.51.100.1"
+
+
+def test_admin_state_and_params_follow_the_connection() -> None:
+    conns = [_conn("r1-r2", "r1/gw", "r2/gw", admin_state=m.AdminState.DOWN)]
+    p = plan_site("r1", conns, EPS)["r1-r2"]
+    assert p.admin_state == m.AdminState.DOWN and p.bgp == m.BgpParams()
+
+
+def test_missing_endpoint_plans_nothing() -> None:
+    conns = [_conn("ghost", "r1/gw", "r9/none")]
+    assert plan_site("r1", conns, EPS) == {}
