@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class CoordinatorLink:
         self.current = self.coordinators[0]
         self.last_error = ""
         self.sessions = 0
+        self._last_logged = ("", 0.0)
 
     async def run(self) -> None:
         attempt = 0
@@ -99,8 +101,7 @@ class CoordinatorLink:
                 self.last_error = str(exc)
             finally:
                 self.connected = False
-            level = logging.INFO if got_snapshot else logging.WARNING
-            log.log(level, "site %s: link to coordinator %s down: %s", self.site, self.current, self.last_error)
+            self._log_down(got_snapshot)
             if got_snapshot:
                 attempt = 0  # it worked for a while: the next coordinator at once, then back off
                 index = (index + 1) % len(self.coordinators)
@@ -109,6 +110,16 @@ class CoordinatorLink:
             delay = backoff(attempt)
             attempt += 1
             await asyncio.sleep(delay)
+
+    def _log_down(self, was_up: bool) -> None:
+        """Say when the link goes down; while it stays down, repeat a failure only once a minute."""
+        now = time.monotonic()
+        if was_up or self.last_error != self._last_logged[0] or now - self._last_logged[1] > 60:
+            log.log(logging.INFO if was_up else logging.WARNING, "site %s: link to coordinator %s down: %s "
+                    "(peerings stay as they are; retrying with backoff)", self.site, self.current, self.last_error)
+            self._last_logged = (self.last_error, now)
+        else:
+            log.debug("site %s: coordinator %s still unreachable: %s", self.site, self.current, self.last_error)
 
     async def _session(self, address: str) -> bool:
         """One stream; returns whether a snapshot was received before it ended."""
