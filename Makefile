@@ -39,9 +39,13 @@ demo: deps install
 test: deps install
 	$(VPY) -m pytest -q tests
 
+# mypy sees the package as installed (isthmus.agent = agent/, ...) through a tree of symlinks.
 lint: install
 	$(VENV)/bin/ruff check proto/isthmus agent coordinator drivers tests
-	$(VENV)/bin/mypy proto/isthmus agent coordinator drivers
+	rm -rf build/mypy && mkdir -p build/mypy/isthmus
+	for f in proto/isthmus/*; do ln -s ../../../$$f build/mypy/isthmus/; done
+	for d in agent coordinator drivers; do ln -s ../../../$$d build/mypy/isthmus/$$d; done
+	cd build/mypy && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p isthmus
 
 # Regenerate the committed stubs after editing proto/isthmus/v1/*.proto
 # (tests/test_proto_stubs.py fails while they drift).

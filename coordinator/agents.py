@@ -26,7 +26,7 @@ from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.store import Put, Store, absent, mod_is
-from isthmus.errors import Unavailable
+from isthmus.errors import InvalidArgument, Unavailable
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 
@@ -214,7 +214,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         hello = first.hello
         try:
             m.check_name(hello.site, "hello.site")
-        except m.InvalidArgument as exc:
+        except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         session = AgentSession(self, hello, context.peer())
         try:

@@ -18,9 +18,8 @@ import pytest
 
 from conftest import Proc, agent_cmd, coordinator_cmd, wait_for
 from isthmus.v1 import admin_pb2 as adm
-from isthmus.v1 import admin_pb2_grpc
+from isthmus.v1 import admin_pb2_grpc, api_pb2_grpc
 from isthmus.v1 import api_pb2 as api
-from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import types_pb2 as pb
 
 pytestmark = pytest.mark.skipif(

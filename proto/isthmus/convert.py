@@ -2,43 +2,53 @@
 
 from __future__ import annotations
 
+import enum
+from typing import TypeVar
+
 from isthmus import model as m
+from isthmus.errors import InvalidArgument
 from isthmus.v1 import types_pb2 as pb
 
-_SITE_KIND = {
-    pb.SITE_KIND_REGION: m.SiteKind.REGION,
-    pb.SITE_KIND_CELL: m.SiteKind.CELL,
-    pb.SITE_KIND_INSTANCE: m.SiteKind.INSTANCE,
-}
-_ROLE = {pb.ENDPOINT_ROLE_LOCAL: m.EndpointRole.LOCAL, pb.ENDPOINT_ROLE_REMOTE: m.EndpointRole.REMOTE}
-_CTYPE = {pb.CONNECTION_TYPE_BGP: m.ConnectionType.BGP, pb.CONNECTION_TYPE_VXLAN: m.ConnectionType.VXLAN}
-_ADMIN = {pb.ADMIN_STATE_UP: m.AdminState.UP, pb.ADMIN_STATE_DOWN: m.AdminState.DOWN}
-_PSTATE = {
-    pb.PEERING_STATE_ESTABLISHED: m.PeeringState.ESTABLISHED,
-    pb.PEERING_STATE_CONNECTING: m.PeeringState.CONNECTING,
-    pb.PEERING_STATE_DOWN: m.PeeringState.DOWN,
-    pb.PEERING_STATE_ERROR: m.PeeringState.ERROR,
-}
+_SITE_KIND: list[tuple[pb.SiteKind, m.SiteKind]] = [
+    (pb.SITE_KIND_REGION, m.SiteKind.REGION),
+    (pb.SITE_KIND_CELL, m.SiteKind.CELL),
+    (pb.SITE_KIND_INSTANCE, m.SiteKind.INSTANCE),
+]
+_ROLE: list[tuple[pb.EndpointRole, m.EndpointRole]] = [
+    (pb.ENDPOINT_ROLE_LOCAL, m.EndpointRole.LOCAL),
+    (pb.ENDPOINT_ROLE_REMOTE, m.EndpointRole.REMOTE),
+]
+_CTYPE: list[tuple[pb.ConnectionType, m.ConnectionType]] = [
+    (pb.CONNECTION_TYPE_BGP, m.ConnectionType.BGP),
+    (pb.CONNECTION_TYPE_VXLAN, m.ConnectionType.VXLAN),
+]
+_ADMIN: list[tuple[pb.AdminState, m.AdminState]] = [
+    (pb.ADMIN_STATE_UP, m.AdminState.UP),
+    (pb.ADMIN_STATE_DOWN, m.AdminState.DOWN),
+]
+_PSTATE: list[tuple[pb.PeeringState, m.PeeringState]] = [
+    (pb.PEERING_STATE_ESTABLISHED, m.PeeringState.ESTABLISHED),
+    (pb.PEERING_STATE_CONNECTING, m.PeeringState.CONNECTING),
+    (pb.PEERING_STATE_DOWN, m.PeeringState.DOWN),
+    (pb.PEERING_STATE_ERROR, m.PeeringState.ERROR),
+]
+
+P = TypeVar("P", bound=int)
+E = TypeVar("E", bound=enum.Enum)
 
 
-def _inverse(d: dict[int, m.enum.Enum]) -> dict[m.enum.Enum, int]:
-    return {v: k for k, v in d.items()}
-
-
-_SITE_KIND_PB = _inverse(_SITE_KIND)  # type: ignore[arg-type]
-_ROLE_PB = _inverse(_ROLE)  # type: ignore[arg-type]
-_CTYPE_PB = _inverse(_CTYPE)  # type: ignore[arg-type]
-_ADMIN_PB = _inverse(_ADMIN)  # type: ignore[arg-type]
-_PSTATE_PB = _inverse(_PSTATE)  # type: ignore[arg-type]
-
-
-def _enum_in(table: dict[int, m.enum.Enum], value: int, field_name: str, default: m.enum.Enum | None = None):  # type: ignore[no-untyped-def]
-    if value in table:
-        return table[value]
+def _from_pb(pairs: list[tuple[P, E]], value: int, field_name: str, default: E | None = None) -> E:
+    for pb_value, domain in pairs:
+        if pb_value == value:
+            return domain
     if value == 0 and default is not None:
         return default
-    names = ", ".join(e.name for e in table.values())
-    raise m.InvalidArgument(f"is required: one of {names}" if value == 0 else f"unknown value {value}", field_name)
+    names = ", ".join(d.name for _, d in pairs)
+    raise InvalidArgument(f"is required: one of {names}" if value == 0 else f"unknown value {value}", field_name)
+
+
+def _to_pb(pairs: list[tuple[P, E]], value: E) -> P:
+    return next(p for p, d in pairs if d == value)
 
 
 # ---------------------------------------------------------------- sites
@@ -47,7 +57,7 @@ def _enum_in(table: dict[int, m.enum.Enum], value: int, field_name: str, default
 def site_from_pb(msg: pb.Site) -> m.Site:
     return m.Site(
         name=msg.name,
-        kind=_enum_in(_SITE_KIND, msg.kind, "kind"),
+        kind=_from_pb(_SITE_KIND, msg.kind, "kind"),
         parent=msg.parent,
         labels=dict(msg.labels),
         description=msg.description,
@@ -58,7 +68,7 @@ def site_from_pb(msg: pb.Site) -> m.Site:
 def site_to_pb(site: m.Site) -> pb.Site:
     return pb.Site(
         name=site.name,
-        kind=_SITE_KIND_PB[site.kind],
+        kind=_to_pb(_SITE_KIND, site.kind),
         parent=site.parent,
         labels=site.labels,
         description=site.description,
@@ -75,7 +85,7 @@ def endpoint_from_pb(msg: pb.Endpoint) -> m.Endpoint:
         name=msg.name,
         address=msg.address,
         asn=msg.asn,
-        role=_enum_in(_ROLE, msg.role, "role", m.EndpointRole.LOCAL),
+        role=_from_pb(_ROLE, msg.role, "role", m.EndpointRole.LOCAL),
         router_id=msg.router_id,
         properties=dict(msg.properties),
         version=msg.version,
@@ -88,7 +98,7 @@ def endpoint_to_pb(ep: m.Endpoint) -> pb.Endpoint:
         name=ep.name,
         address=ep.address,
         asn=ep.asn,
-        role=_ROLE_PB[ep.role],
+        role=_to_pb(_ROLE, ep.role),
         router_id=ep.router_id,
         properties=ep.properties,
         version=ep.version,
@@ -137,10 +147,10 @@ def connection_from_pb(msg: pb.Connection) -> m.Connection:
         name=msg.name,
         a=m.EndpointRef(msg.a.site, msg.a.name),
         b=m.EndpointRef(msg.b.site, msg.b.name),
-        type=_enum_in(_CTYPE, msg.type, "type"),
+        type=_from_pb(_CTYPE, msg.type, "type"),
         bgp=_bgp_from_pb(msg),
         vxlan=_vxlan_from_pb(msg),
-        admin_state=_enum_in(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
+        admin_state=_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
         description=msg.description,
         version=msg.version,
     )
@@ -151,10 +161,10 @@ def connection_to_pb(conn: m.Connection) -> pb.Connection:
         name=conn.name,
         a=pb.EndpointRef(site=conn.a.site, name=conn.a.name),
         b=pb.EndpointRef(site=conn.b.site, name=conn.b.name),
-        type=_CTYPE_PB[conn.type],
+        type=_to_pb(_CTYPE, conn.type),
         bgp=_bgp_to_pb(conn.bgp),
         vxlan=_vxlan_to_pb(conn.vxlan),
-        admin_state=_ADMIN_PB[conn.admin_state],
+        admin_state=_to_pb(_ADMIN, conn.admin_state),
         description=conn.description,
         version=conn.version,
     )
@@ -166,31 +176,31 @@ def connection_to_pb(conn: m.Connection) -> pb.Connection:
 def peering_to_pb(p: m.DesiredPeering) -> pb.DesiredPeering:
     return pb.DesiredPeering(
         connection=p.connection,
-        type=_CTYPE_PB[p.type],
+        type=_to_pb(_CTYPE, p.type),
         local=endpoint_to_pb(p.local),
         remote=endpoint_to_pb(p.remote),
         bgp=_bgp_to_pb(p.bgp),
         vxlan=_vxlan_to_pb(p.vxlan),
-        admin_state=_ADMIN_PB[p.admin_state],
+        admin_state=_to_pb(_ADMIN, p.admin_state),
     )
 
 
 def peering_from_pb(msg: pb.DesiredPeering) -> m.DesiredPeering:
     return m.DesiredPeering(
         connection=msg.connection,
-        type=_enum_in(_CTYPE, msg.type, "type"),
+        type=_from_pb(_CTYPE, msg.type, "type"),
         local=endpoint_from_pb(msg.local),
         remote=endpoint_from_pb(msg.remote),
         bgp=_bgp_from_pb(msg),
         vxlan=_vxlan_from_pb(msg),
-        admin_state=_enum_in(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
+        admin_state=_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
     )
 
 
 def observed_to_pb(o: m.ObservedPeering) -> pb.ObservedPeering:
     return pb.ObservedPeering(
         connection=o.connection,
-        state=_PSTATE_PB[o.state],
+        state=_to_pb(_PSTATE, o.state),
         error=o.error,
         since_unix_ms=o.since_ms,
         driver=o.driver,
@@ -200,7 +210,7 @@ def observed_to_pb(o: m.ObservedPeering) -> pb.ObservedPeering:
 def observed_from_pb(msg: pb.ObservedPeering) -> m.ObservedPeering:
     return m.ObservedPeering(
         connection=msg.connection,
-        state=_enum_in(_PSTATE, msg.state, "state"),
+        state=_from_pb(_PSTATE, msg.state, "state"),
         error=msg.error,
         since_ms=msg.since_unix_ms,
         driver=msg.driver,

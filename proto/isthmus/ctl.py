@@ -1,0 +1,840 @@
+"""isthmusctl: the command line client of the coordinator's API and of an agent's local admin socket."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from isthmus import convert
+from isthmus import model as m
+from isthmus.errors import IsthmusError
+from isthmus.v1 import admin_pb2, admin_pb2_grpc, api_pb2, api_pb2_grpc, types_pb2
+
+ENV_COORDINATOR = "ISTHMUS_COORDINATOR"
+ENV_ADMIN_SOCKET = "ISTHMUS_ADMIN_SOCKET"
+DEFAULT_COORDINATOR = "127.0.0.1:7800"
+DEFAULT_ADMIN_SOCKET = "/run/isthmus/agent.sock"
+DEFAULT_TIMEOUT = 10.0
+WAIT_POLL_SECONDS = 0.5
+
+T = TypeVar("T")
+Namespace = argparse.Namespace
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # argparse has no public name
+
+
+class CtlError(Exception):
+    """A failure reported as one line on stderr with exit status 1."""
+
+
+# ---------------------------------------------------------------- flag values (usage errors: exit 2)
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE of a --label or --property flag."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def endpoint_ref(text: str) -> m.EndpointRef:
+    """SITE/NAME naming an endpoint."""
+    site, sep, name = text.partition("/")
+    if not sep or not site or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"expected SITE/NAME, got {text!r}")
+    return m.EndpointRef(site, name)
+
+
+def _bounded_int(limit: int) -> Callable[[str], int]:
+    # Values protobuf cannot hold are usage errors here; the coordinator checks the real
+    # ranges (asn 1.., hold time 0 or 3..) and its error names the field.
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not 0 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"{value} is out of range 0..{limit}")
+        return value
+
+    return parse
+
+
+uint32 = _bounded_int(2**32 - 1)
+int64 = _bounded_int(2**63 - 1)
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not more than 0")
+    return value
+
+
+# ---------------------------------------------------------------- objects from flags (pure, tested)
+
+
+def _given(value: T | None, current: T) -> T:
+    return current if value is None else value
+
+
+def merged(current: dict[str, str], add: Iterable[tuple[str, str]] | None, remove: Iterable[str] | None
+           ) -> dict[str, str]:
+    """current without the keys in remove, then with the pairs in add."""
+    removed = set(remove or ())
+    out = {k: v for k, v in current.items() if k not in removed}
+    out.update(add or ())
+    return out
+
+
+def bgp_params(base: m.BgpParams | None, args: Namespace) -> m.BgpParams | None:
+    """base with the BGP flags given applied; base itself when none was given."""
+    if args.hold_time is None and args.password_ref is None and not args.address_family:
+        return base
+    b = base or m.BgpParams()
+    families = tuple(args.address_family) if args.address_family else b.address_families
+    hold_time, password_ref = _given(args.hold_time, b.hold_time), _given(args.password_ref, b.password_ref)
+    return m.BgpParams(hold_time, password_ref, families)
+
+
+def vxlan_params(base: m.VxlanParams | None, args: Namespace) -> m.VxlanParams | None:
+    """base with the VXLAN flags given applied; base itself when none was given."""
+    if args.vni is None and args.udp_port is None and args.mtu is None:
+        return base
+    v = base or m.VxlanParams()
+    return m.VxlanParams(_given(args.vni, v.vni), _given(args.udp_port, v.udp_port), _given(args.mtu, v.mtu))
+
+
+def new_site(args: Namespace) -> m.Site:
+    return m.Site(name=args.name, kind=m.SiteKind(args.kind), parent=args.parent or "",
+                  labels=dict(args.label or ()), description=args.description or "")
+
+
+def updated_site(current: m.Site, args: Namespace) -> m.Site:
+    """What to send to UpdateSite: current with the flags applied, at --version or the version read."""
+    return dataclasses.replace(
+        current,
+        labels=merged(current.labels, args.label, args.remove_label),
+        description=_given(args.description, current.description),
+        version=_given(args.version, current.version),
+    )
+
+
+def new_endpoint(args: Namespace) -> m.Endpoint:
+    return m.Endpoint(site=args.ref.site, name=args.ref.name, address=args.address, asn=args.asn,
+                      role=m.EndpointRole(args.role), router_id=args.router_id or "",
+                      properties=dict(args.property or ()))
+
+
+def updated_endpoint(current: m.Endpoint, args: Namespace) -> m.Endpoint:
+    """What to send to UpdateEndpoint: current with the flags applied, at --version or the version read."""
+    router_id = _given(args.router_id, current.router_id)
+    if args.address is not None and args.router_id is None and current.router_id == current.address:
+        router_id = ""  # it was derived from the old address: let the coordinator derive it again
+    return dataclasses.replace(
+        current,
+        address=_given(args.address, current.address),
+        asn=_given(args.asn, current.asn),
+        router_id=router_id,
+        properties=merged(current.properties, args.property, args.remove_property),
+        version=_given(args.version, current.version),
+    )
+
+
+def new_connection(args: Namespace) -> m.Connection:
+    return m.Connection(name=args.name, a=args.a, b=args.b, type=m.ConnectionType(args.type),
+                        bgp=bgp_params(None, args), vxlan=vxlan_params(None, args),
+                        admin_state=m.AdminState(args.admin_state or "up"),
+                        description=args.description or "")
+
+
+def updated_connection(current: m.Connection, args: Namespace) -> m.Connection:
+    """What to send to UpdateConnection: current with the flags applied, at --version or the version read."""
+    return dataclasses.replace(
+        current,
+        bgp=bgp_params(current.bgp, args),
+        vxlan=vxlan_params(current.vxlan, args),
+        admin_state=m.AdminState(_given(args.admin_state, current.admin_state)),
+        description=_given(args.description, current.description),
+        version=_given(args.version, current.version),
+    )
+
+
+# ---------------------------------------------------------------- text output
+
+
+def format_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart; an empty cell shows as '-' so every row has every column."""
+    cells = [list(columns)] + [[str(c) or "-" for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def format_fields(pairs: Sequence[tuple[str, str]]) -> str:
+    """'key: value' lines with the values aligned."""
+    width = max((len(k) for k, _ in pairs), default=0) + 1
+    return "\n".join(f"{k + ':':<{width}} {v}".rstrip() for k, v in pairs)
+
+
+def format_age(age_seconds: float) -> str:
+    """An age in its largest whole unit: '5s', '3m', '2h', '4d' (clock skew shows as '0s')."""
+    s = max(0, int(age_seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def _pairs(values: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items()))
+
+
+def _params_text(bgp: m.BgpParams | None, vxlan: m.VxlanParams | None) -> str:
+    parts = []
+    if bgp is not None:
+        parts += [f"hold {bgp.hold_time}s", *bgp.address_families]
+        parts += [f"password {bgp.password_ref}"] if bgp.password_ref else []
+    if vxlan is not None:
+        parts.append(f"vni {vxlan.vni} port {vxlan.udp_port} mtu {vxlan.mtu}")
+    return ", ".join(parts)
+
+
+SITE_COLUMNS = ("NAME", "KIND", "PARENT", "LABELS", "DESCRIPTION", "VERSION")
+ENDPOINT_COLUMNS = ("SITE", "NAME", "ADDRESS", "ASN", "ROLE", "ROUTER-ID", "PROPERTIES", "VERSION")
+CONNECTION_COLUMNS = ("NAME", "TYPE", "A", "B", "ADMIN", "PARAMS", "DESCRIPTION", "VERSION")
+STATUS_COLUMNS = ("SITE", "AGENT", "DESIRED-REV", "APPLIED-REV", "PEERINGS", "DRIVER", "COORDINATOR")
+PEERING_COLUMNS = ("CONNECTION", "TYPE", "LOCAL", "REMOTE", "ADMIN", "DESIRED", "OBSERVED", "ERROR", "SINCE")
+
+
+def site_row(msg: types_pb2.Site) -> list[str]:
+    s = convert.site_from_pb(msg)
+    return [s.name, s.kind.value, s.parent, _pairs(s.labels), s.description, str(s.version)]
+
+
+def endpoint_row(msg: types_pb2.Endpoint) -> list[str]:
+    e = convert.endpoint_from_pb(msg)
+    return [e.site, e.name, e.address, str(e.asn), e.role.value, e.router_id, _pairs(e.properties),
+            str(e.version)]
+
+
+def connection_row(msg: types_pb2.Connection) -> list[str]:
+    c = convert.connection_from_pb(msg)
+    return [c.name, c.type.value, str(c.a), str(c.b), c.admin_state.value, _params_text(c.bgp, c.vxlan),
+            c.description, str(c.version)]
+
+
+def _established(p: api_pb2.PeeringStatus) -> bool:
+    return p.HasField("observed") and p.observed.state == types_pb2.PEERING_STATE_ESTABLISHED
+
+
+def status_row(st: api_pb2.SiteStatus) -> list[str]:
+    agent = ("connected" if st.connected else "disconnected") if st.defined else "undefined site"
+    desired = [p for p in st.peerings if p.HasField("desired")]
+    peerings = f"{sum(1 for p in desired if _established(p))}/{len(desired)}"
+    return [st.site, agent, str(st.desired_revision), str(st.applied_revision), peerings, st.driver,
+            st.coordinator]
+
+
+def peering_row(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering, now: float) -> list[str]:
+    """One row of PEERING_COLUMNS; now is the current Unix time in seconds, for SINCE."""
+    desired = convert.peering_from_pb(p.desired) if p.HasField("desired") else None
+    observed = convert.observed_from_pb(p.observed) if p.HasField("observed") else None
+    intent = ["", "", "", "", "no"]
+    if desired is not None:
+        local, remote = desired.local, desired.remote
+        intent = [desired.type.value, f"{local.address} AS {local.asn}",
+                  f"{remote.site}/{remote.name} {remote.address} AS {remote.asn}",
+                  desired.admin_state.value, "yes"]
+    seen = ["", "", ""]
+    if observed is not None:
+        since = format_age(now - observed.since_ms / 1000) if observed.since_ms else ""
+        seen = [observed.state.value, observed.error, since]
+    name = desired.connection if desired else observed.connection if observed else ""
+    return [name, *intent, *seen]
+
+
+def _peering_name(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering) -> str:
+    return p.desired.connection or p.observed.connection
+
+
+def event_line(event: api_pb2.WatchEvent) -> str:
+    """REV TYPE KIND NAME of one watch event, in columns matching WATCH_HEADER."""
+    kind = event.WhichOneof("object") or ""
+    if kind == "endpoint":
+        name = f"{event.endpoint.site}/{event.endpoint.name}"
+    elif kind == "status":
+        name = event.status.site
+    else:
+        name = getattr(event, kind).name if kind else ""
+    return f"{event.revision:<8} {api_pb2.EventType.Name(event.type).lower():<7} {kind:<11} {name}"
+
+
+WATCH_HEADER = f"{'REV':<8} {'TYPE':<7} {'KIND':<11} NAME"
+
+
+def message_json(msg: Message) -> dict[str, Any]:
+    data: dict[str, Any] = MessageToDict(msg, preserving_proto_field_name=True)
+    return data
+
+
+def describe_rpc_error(exc: grpc.RpcError, unavailable_hint: str = "") -> str:
+    """'<CODE>: <details>' on one line, with a hint where the code alone does not say what to do."""
+    code = exc.code()
+    text = f"{code.name}: {' '.join((exc.details() or '').split())}"
+    if code == grpc.StatusCode.UNAVAILABLE and unavailable_hint:
+        text += f" ({unavailable_hint})"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        text += " (no answer in time; see --timeout)"
+    return text
+
+
+# ---------------------------------------------------------------- the session of one command
+
+
+def _stub(factory: Any, channel: Any) -> Any:
+    # The generated *_pb2_grpc modules have no type stubs; calling through Any keeps mypy strict quiet.
+    return factory(channel)
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CtlError(f"{flag}: cannot read {path}: {exc.strerror}") from exc
+
+
+@dataclass
+class Ctl:
+    """What every command needs: where to connect, how to print, and the one channel it opens."""
+
+    coordinator: str = DEFAULT_COORDINATOR
+    admin_socket: str = DEFAULT_ADMIN_SOCKET
+    output: str = "table"
+    timeout: float = DEFAULT_TIMEOUT
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    unavailable_hint: str = ""  # names the address tried, once a channel is open
+    _channel: Any = None
+
+    def _coordinator_channel(self) -> Any:
+        if self._channel is None:
+            self.unavailable_hint = (f"is a coordinator running at {self.coordinator}? "
+                                     f"set --coordinator or ${ENV_COORDINATOR}")
+            if self.tls_ca is None:
+                self._channel = grpc.insecure_channel(self.coordinator)
+            else:
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=_read(self.tls_ca, "--tls-ca"),
+                    private_key=_read(self.tls_key, "--tls-key") if self.tls_key else None,
+                    certificate_chain=_read(self.tls_cert, "--tls-cert") if self.tls_cert else None,
+                )
+                self._channel = grpc.secure_channel(self.coordinator, creds)
+        return self._channel
+
+    def sites(self) -> Any:
+        return _stub(api_pb2_grpc.SiteServiceStub, self._coordinator_channel())
+
+    def endpoints(self) -> Any:
+        return _stub(api_pb2_grpc.EndpointServiceStub, self._coordinator_channel())
+
+    def connections(self) -> Any:
+        return _stub(api_pb2_grpc.ConnectionServiceStub, self._coordinator_channel())
+
+    def status(self) -> Any:
+        return _stub(api_pb2_grpc.StatusServiceStub, self._coordinator_channel())
+
+    def admin(self) -> Any:
+        if self._channel is None:
+            self.unavailable_hint = (f"is the agent running with admin socket {self.admin_socket}? "
+                                     f"set --socket or ${ENV_ADMIN_SOCKET}")
+            self._channel = grpc.insecure_channel("unix:" + self.admin_socket)
+        return _stub(admin_pb2_grpc.AgentAdminStub, self._channel)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def print_json(self, value: Message | Sequence[Message]) -> None:
+        data = message_json(value) if isinstance(value, Message) else [message_json(v) for v in value]
+        print(json.dumps(data, indent=2))
+
+    def show(self, items: Sequence[Any], columns: Sequence[str], row: Callable[[Any], list[str]]) -> None:
+        """A list of objects: a table, or a JSON array."""
+        if self.output == "json":
+            self.print_json(items)
+        else:
+            print(format_table(columns, [row(i) for i in items]))
+
+    def show_one(self, item: Any, columns: Sequence[str], row: Callable[[Any], list[str]]) -> None:
+        """One object: a one-row table, or a JSON object."""
+        if self.output == "json":
+            self.print_json(item)
+        else:
+            print(format_table(columns, [row(item)]))
+
+    def show_deleted(self, what: str, reply: api_pb2.DeleteResponse) -> None:
+        if self.output == "json":
+            self.print_json(reply)
+        else:
+            print(f"deleted {what} at revision {reply.revision}")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def site_create(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.sites().CreateSite(convert.site_to_pb(new_site(args)), timeout=ctl.timeout)
+    ctl.show_one(reply, SITE_COLUMNS, site_row)
+
+
+def site_get(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.sites().GetSite(api_pb2.GetSiteRequest(name=args.name), timeout=ctl.timeout)
+    ctl.show_one(reply, SITE_COLUMNS, site_row)
+
+
+def site_list(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.sites().ListSites(api_pb2.ListSitesRequest(), timeout=ctl.timeout)
+    ctl.show(reply.sites, SITE_COLUMNS, site_row)
+
+
+def site_update(ctl: Ctl, args: Namespace) -> None:
+    stub = ctl.sites()
+    current = convert.site_from_pb(stub.GetSite(api_pb2.GetSiteRequest(name=args.name), timeout=ctl.timeout))
+    reply = stub.UpdateSite(convert.site_to_pb(updated_site(current, args)), timeout=ctl.timeout)
+    ctl.show_one(reply, SITE_COLUMNS, site_row)
+
+
+def site_delete(ctl: Ctl, args: Namespace) -> None:
+    request = api_pb2.DeleteSiteRequest(name=args.name, version=args.version or 0)
+    ctl.show_deleted(f"site {args.name}", ctl.sites().DeleteSite(request, timeout=ctl.timeout))
+
+
+def endpoint_create(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.endpoints().CreateEndpoint(convert.endpoint_to_pb(new_endpoint(args)), timeout=ctl.timeout)
+    ctl.show_one(reply, ENDPOINT_COLUMNS, endpoint_row)
+
+
+def endpoint_get(ctl: Ctl, args: Namespace) -> None:
+    request = api_pb2.GetEndpointRequest(site=args.ref.site, name=args.ref.name)
+    ctl.show_one(ctl.endpoints().GetEndpoint(request, timeout=ctl.timeout), ENDPOINT_COLUMNS, endpoint_row)
+
+
+def endpoint_list(ctl: Ctl, args: Namespace) -> None:
+    request = api_pb2.ListEndpointsRequest(site=args.site or "")
+    reply = ctl.endpoints().ListEndpoints(request, timeout=ctl.timeout)
+    ctl.show(reply.endpoints, ENDPOINT_COLUMNS, endpoint_row)
+
+
+def endpoint_update(ctl: Ctl, args: Namespace) -> None:
+    stub = ctl.endpoints()
+    key = api_pb2.GetEndpointRequest(site=args.ref.site, name=args.ref.name)
+    read = stub.GetEndpoint(key, timeout=ctl.timeout)
+    request = convert.endpoint_to_pb(updated_endpoint(convert.endpoint_from_pb(read), args))
+    ctl.show_one(stub.UpdateEndpoint(request, timeout=ctl.timeout), ENDPOINT_COLUMNS, endpoint_row)
+
+
+def endpoint_delete(ctl: Ctl, args: Namespace) -> None:
+    request = api_pb2.DeleteEndpointRequest(site=args.ref.site, name=args.ref.name, version=args.version or 0)
+    ctl.show_deleted(f"endpoint {args.ref}", ctl.endpoints().DeleteEndpoint(request, timeout=ctl.timeout))
+
+
+def connection_create(ctl: Ctl, args: Namespace) -> None:
+    request = convert.connection_to_pb(new_connection(args))
+    ctl.show_one(ctl.connections().CreateConnection(request, timeout=ctl.timeout), CONNECTION_COLUMNS,
+                 connection_row)
+
+
+def connection_get(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.connections().GetConnection(api_pb2.GetConnectionRequest(name=args.name), timeout=ctl.timeout)
+    ctl.show_one(reply, CONNECTION_COLUMNS, connection_row)
+
+
+def connection_list(ctl: Ctl, args: Namespace) -> None:
+    request = api_pb2.ListConnectionsRequest(site=args.site or "")
+    reply = ctl.connections().ListConnections(request, timeout=ctl.timeout)
+    ctl.show(reply.connections, CONNECTION_COLUMNS, connection_row)
+
+
+def connection_update(ctl: Ctl, args: Namespace) -> None:
+    stub = ctl.connections()
+    read = stub.GetConnection(api_pb2.GetConnectionRequest(name=args.name), timeout=ctl.timeout)
+    request = convert.connection_to_pb(updated_connection(convert.connection_from_pb(read), args))
+    ctl.show_one(stub.UpdateConnection(request, timeout=ctl.timeout), CONNECTION_COLUMNS, connection_row)
+
+
+def connection_delete(ctl: Ctl, args: Namespace) -> None:
+    request = api_pb2.DeleteConnectionRequest(name=args.name, version=args.version or 0)
+    reply = ctl.connections().DeleteConnection(request, timeout=ctl.timeout)
+    ctl.show_deleted(f"connection {args.name}", reply)
+
+
+def not_established(statuses: Sequence[api_pb2.SiteStatus]) -> list[str]:
+    """What keeps these sites from being established, one item each; empty when nothing does.
+
+    A site is established when its agent applied its latest desired revision and every desired
+    peering that is administratively up is observed ESTABLISHED.
+    """
+    missing = []
+    for st in statuses:
+        if not st.defined:
+            continue
+        if st.applied_revision < st.desired_revision:
+            missing.append(f"{st.site} (applied revision {st.applied_revision} < {st.desired_revision})")
+        for p in sorted(st.peerings, key=_peering_name):
+            if not p.HasField("desired") or p.desired.admin_state == types_pb2.ADMIN_STATE_DOWN:
+                continue
+            if _established(p):
+                continue
+            observed = p.HasField("observed")
+            state = convert.observed_from_pb(p.observed).state.value if observed else "unreported"
+            missing.append(f"{st.site}/{p.desired.connection} ({state})")
+    return missing
+
+
+def _read_status(ctl: Ctl, site: str | None) -> list[api_pb2.SiteStatus]:
+    if site:
+        return [ctl.status().GetSiteStatus(api_pb2.GetSiteStatusRequest(site=site), timeout=ctl.timeout)]
+    return list(ctl.status().ListSiteStatus(api_pb2.ListSiteStatusRequest(), timeout=ctl.timeout).sites)
+
+
+def _wait_established(ctl: Ctl, site: str | None, wait_timeout: float) -> list[api_pb2.SiteStatus]:
+    deadline = time.monotonic() + wait_timeout
+    while True:
+        try:
+            statuses = _read_status(ctl, site)
+            missing = not_established(statuses)
+        except grpc.RpcError as exc:
+            # A coordinator that is still starting is worth waiting for; any other error is final.
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            missing = [describe_rpc_error(exc, ctl.unavailable_hint)]
+        if not missing:
+            return statuses
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise CtlError(f"not established after {wait_timeout:g}s: {', '.join(missing[:5])}{more}")
+        time.sleep(min(WAIT_POLL_SECONDS, remaining))
+
+
+def status(ctl: Ctl, args: Namespace) -> None:
+    if args.wait_established:
+        statuses = _wait_established(ctl, args.site, args.wait_timeout)
+    else:
+        statuses = _read_status(ctl, args.site)
+    if ctl.output == "json":
+        ctl.print_json(statuses[0] if args.site else statuses)
+        return
+    print(format_table(STATUS_COLUMNS, [status_row(st) for st in statuses]))
+    if args.site:
+        now = time.time()
+        peerings = sorted(statuses[0].peerings, key=_peering_name)
+        print("\n" + format_table(PEERING_COLUMNS, [peering_row(p, now) for p in peerings]))
+
+
+def watch(ctl: Ctl, args: Namespace) -> None:
+    request = api_pb2.WatchRequest(
+        kinds=args.kind or [], site=args.site or "", start_revision=args.from_revision or 0
+    )
+    call = ctl.status().Watch(request)  # no deadline: a watch runs until stopped
+    last = 0
+    try:
+        if ctl.output == "table":
+            print(WATCH_HEADER, flush=True)
+        for event in call:
+            last = event.revision
+            print(json.dumps(message_json(event)) if ctl.output == "json" else event_line(event), flush=True)
+    except KeyboardInterrupt:
+        call.cancel()
+    except grpc.RpcError as exc:
+        if not last:
+            raise
+        # Replaying the last revision may repeat an event but never skips one.
+        resume = f"; resume with --from-revision {last}"
+        raise CtlError(describe_rpc_error(exc, ctl.unavailable_hint) + resume) from exc
+
+
+def local_status(ctl: Ctl, args: Namespace) -> None:
+    st = ctl.admin().Status(admin_pb2.AgentStatusRequest(), timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(st)
+        return
+    started = f"{format_age(time.time() - st.started_unix_ms / 1000)} ago" if st.started_unix_ms else ""
+    print(format_fields([
+        ("site", st.site), ("connected", "yes" if st.connected else "no"), ("coordinator", st.coordinator),
+        ("desired-revision", str(st.desired_revision)), ("applied-revision", str(st.applied_revision)),
+        ("driver", st.driver), ("agent-version", st.agent_version), ("started", started),
+        ("last-error", st.last_error),
+    ]))
+
+
+def local_peerings(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.admin().ListPeerings(admin_pb2.ListPeeringsRequest(), timeout=ctl.timeout)
+    peerings = sorted(reply.peerings, key=_peering_name)
+    now = time.time()
+    ctl.show(peerings, PEERING_COLUMNS, lambda p: peering_row(p, now))
+
+
+def local_resync(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.admin().Resync(admin_pb2.ResyncRequest(), timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(reply)
+    else:
+        print(f"resynced: applied revision {reply.applied_revision}, peerings: {reply.peerings}")
+
+
+# Each command prints its result; a failure is raised and becomes one line on stderr with exit status 1.
+COMMANDS: dict[str, Callable[[Ctl, Namespace], None]] = {
+    "site create": site_create,
+    "site get": site_get,
+    "site list": site_list,
+    "site update": site_update,
+    "site delete": site_delete,
+    "endpoint create": endpoint_create,
+    "endpoint get": endpoint_get,
+    "endpoint list": endpoint_list,
+    "endpoint update": endpoint_update,
+    "endpoint delete": endpoint_delete,
+    "connection create": connection_create,
+    "connection get": connection_get,
+    "connection list": connection_list,
+    "connection update": connection_update,
+    "connection delete": connection_delete,
+    "status": status,
+    "watch": watch,
+    "local status": local_status,
+    "local peerings": local_peerings,
+    "local resync": local_resync,
+}
+
+
+# ---------------------------------------------------------------- command line
+
+_EPILOGS = {
+    "site create": """examples:
+  isthmusctl site create region-one --kind region --label az=one
+  isthmusctl site create cell-a --kind cell --parent region-one --description "first cell"
+""",
+    "endpoint create": """examples:
+  isthmusctl endpoint create region-one/gw --address 192.0.2.1 --asn 64512
+  isthmusctl endpoint create dc/tor1 --address 2001:db8::1 --asn 65001 --role remote --router-id 10.0.0.1
+""",
+    "connection create": """examples:
+  isthmusctl connection create one-two --a region-one/gw --b region-two/gw --type bgp --hold-time 30
+  isthmusctl connection create l2-one-two --a region-one/vtep --b region-two/vtep --type vxlan --vni 1001
+""",
+}
+
+
+def _global_options() -> argparse.ArgumentParser:
+    # SUPPRESS keeps a subcommand's parser from resetting a value given before the subcommand;
+    # parse_args() fills in the defaults afterwards.
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("global options")
+    s = argparse.SUPPRESS
+    g.add_argument("--coordinator", metavar="ADDR", default=s,
+                   help=f"coordinator host:port (default: ${ENV_COORDINATOR}, else {DEFAULT_COORDINATOR})")
+    g.add_argument("-o", "--output", choices=("table", "json"), default=s, help="table (default) or json")
+    g.add_argument("--timeout", type=seconds, metavar="SECONDS", default=s,
+                   help=f"deadline of each call (default {DEFAULT_TIMEOUT:g})")
+    g.add_argument("--tls-ca", metavar="FILE", default=s, help="CA certificates (PEM); use TLS when given")
+    g.add_argument("--tls-cert", metavar="FILE", default=s, help="client certificate (PEM) for mutual TLS")
+    g.add_argument("--tls-key", metavar="FILE", default=s, help="private key (PEM) of --tls-cert")
+    return common
+
+
+def _group(subs: Subparsers, name: str, help: str, parents: list[argparse.ArgumentParser]) -> Subparsers:
+    p = subs.add_parser(name, help=help, description=help, parents=parents, allow_abbrev=False)
+    return p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+
+def _command(subs: Subparsers, command: str, help: str, parents: list[argparse.ArgumentParser]
+             ) -> argparse.ArgumentParser:
+    p = subs.add_parser(command.split()[-1], help=help, description=help, parents=parents,
+                        epilog=_EPILOGS.get(command), formatter_class=argparse.RawDescriptionHelpFormatter,
+                        allow_abbrev=False)
+    p.set_defaults(command=command)
+    return p
+
+
+def _add_version(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", type=int64, metavar="N", help="only if the stored version is N, else ABORTED")
+
+
+def _add_ref(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", type=endpoint_ref, metavar="SITE/NAME", help="the endpoint's site and name")
+
+
+def _add_pairs(p: argparse.ArgumentParser, flag: str, help: str) -> None:
+    p.add_argument(flag, type=key_value, action="append", metavar="K=V", help=help)
+
+
+def _add_connection_params(p: argparse.ArgumentParser) -> None:
+    families = ", ".join(m.ADDRESS_FAMILIES)
+    p.add_argument("--hold-time", type=uint32, metavar="S", help="BGP hold time in seconds: 0 or 3..65535")
+    p.add_argument("--password-ref", metavar="REF", help="BGP password reference: file:/PATH or env:NAME")
+    p.add_argument("--address-family", action="append", choices=m.ADDRESS_FAMILIES, metavar="F",
+                   help=f"BGP address family, repeatable; replaces the list: {families}")
+    p.add_argument("--vni", type=uint32, metavar="N", help=f"VXLAN network identifier 1..{m.MAX_VNI}")
+    p.add_argument("--udp-port", type=uint32, metavar="P",
+                   help=f"VXLAN UDP port (default {m.DEFAULT_VXLAN_PORT})")
+    p.add_argument("--mtu", type=uint32, metavar="M", help=f"VXLAN MTU (default {m.DEFAULT_VXLAN_MTU})")
+    p.add_argument("--admin-state", choices=[a.value for a in m.AdminState], help="up (default) or down")
+    p.add_argument("--description", metavar="TEXT", help="free text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_options()
+    top = [common]
+    parser = argparse.ArgumentParser(prog="isthmusctl", description=__doc__, parents=top, allow_abbrev=False,
+                                     epilog="Run 'isthmusctl COMMAND --help' for the flags of each command.")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+
+    site = _group(groups, "site", "create, show, change and delete sites (regions, cells, instances)", top)
+    p = _command(site, "site create", "create a site", top)
+    p.add_argument("name", metavar="NAME", help="site name: a DNS label, unique")
+    p.add_argument("--kind", required=True, choices=[k.value for k in m.SiteKind], help="what the site is")
+    p.add_argument("--parent", metavar="REGION", help="the region a cell belongs to (cells only)")
+    _add_pairs(p, "--label", "label, repeatable")
+    p.add_argument("--description", metavar="TEXT", help="free text")
+    _command(site, "site get", "show one site", top).add_argument("name", metavar="NAME", help="site name")
+    _command(site, "site list", "list all sites", top)
+    p = _command(site, "site update", "change a site's labels or description (read, modify, write)", top)
+    p.add_argument("name", metavar="NAME", help="site name")
+    _add_pairs(p, "--label", "set a label, repeatable")
+    p.add_argument("--remove-label", action="append", metavar="K", help="remove a label, repeatable")
+    p.add_argument("--description", metavar="TEXT", help="replace the description")
+    _add_version(p)
+    p = _command(site, "site delete", "delete a site", top)
+    p.add_argument("name", metavar="NAME", help="site name")
+    _add_version(p)
+
+    endpoint = _group(groups, "endpoint", "create, show, change and delete endpoints of sites", top)
+    p = _command(endpoint, "endpoint create", "create an endpoint", top)
+    _add_ref(p)
+    p.add_argument("--address", required=True, metavar="IP", help="IPv4 or IPv6 address")
+    p.add_argument("--asn", required=True, type=uint32, metavar="N", help=f"BGP AS number 1..{m.MAX_ASN}")
+    p.add_argument("--role", choices=[r.value for r in m.EndpointRole], default="local",
+                   help="local: realized by the site's agent (default); remote: an external peer")
+    p.add_argument("--router-id", metavar="A.B.C.D", help="BGP router id (default: the IPv4 address)")
+    _add_pairs(p, "--property", "property, repeatable")
+    _add_ref(_command(endpoint, "endpoint get", "show one endpoint", top))
+    p = _command(endpoint, "endpoint list", "list endpoints", top)
+    p.add_argument("--site", metavar="S", help="only the endpoints of site S")
+    p = _command(endpoint, "endpoint update", "change an endpoint (read, modify, write)", top)
+    _add_ref(p)
+    p.add_argument("--address", metavar="IP", help="new IPv4 or IPv6 address")
+    p.add_argument("--asn", type=uint32, metavar="N", help="new BGP AS number")
+    p.add_argument("--router-id", metavar="A.B.C.D", help="new BGP router id")
+    _add_pairs(p, "--property", "set a property, repeatable")
+    p.add_argument("--remove-property", action="append", metavar="K", help="remove a property, repeatable")
+    _add_version(p)
+    p = _command(endpoint, "endpoint delete", "delete an endpoint that no connection uses", top)
+    _add_ref(p)
+    _add_version(p)
+
+    conn = _group(groups, "connection", "create, show, change and delete connections between sites", top)
+    p = _command(conn, "connection create", "create a connection between endpoints of two sites", top)
+    p.add_argument("name", metavar="NAME", help="connection name: a DNS label, unique")
+    p.add_argument("--a", required=True, type=endpoint_ref, metavar="SITE/EP", help="one end")
+    p.add_argument("--b", required=True, type=endpoint_ref, metavar="SITE/EP", help="the other end")
+    p.add_argument("--type", required=True, choices=[t.value for t in m.ConnectionType],
+                   help="bgp: a BGP session; vxlan: a VXLAN tunnel")
+    _add_connection_params(p)
+    p = _command(conn, "connection get", "show one connection", top)
+    p.add_argument("name", metavar="NAME", help="connection name")
+    p = _command(conn, "connection list", "list connections", top)
+    p.add_argument("--site", metavar="S", help="only connections with an end in site S")
+    p = _command(conn, "connection update", "change a connection's parameters (read, modify, write)", top)
+    p.add_argument("name", metavar="NAME", help="connection name")
+    _add_connection_params(p)
+    _add_version(p)
+    p = _command(conn, "connection delete", "delete a connection", top)
+    p.add_argument("name", metavar="NAME", help="connection name")
+    _add_version(p)
+
+    p = _command(groups, "status", "show what each site's agent has applied and observed", top)
+    p.add_argument("site", nargs="?", metavar="SITE", help="only this site, with a row per peering")
+    p.add_argument("--wait-established", action="store_true",
+                   help="first wait until every desired peering that is up is applied and established")
+    p.add_argument("--wait-timeout", type=seconds, default=60.0, metavar="S",
+                   help="stop waiting after S seconds and exit 1 (default 60)")
+
+    p = _command(groups, "watch", "print changes as they happen, one line each, until Ctrl-C", top)
+    p.add_argument("--kind", action="append", choices=("site", "endpoint", "connection", "status"),
+                   help="only this kind of object, repeatable (default: all)")
+    p.add_argument("--site", metavar="S", help="only objects of site S (connections: either end)")
+    p.add_argument("--from-revision", type=int64, metavar="N", help="first replay changes since revision N")
+
+    socket = argparse.ArgumentParser(add_help=False)
+    socket.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS,
+                        help=f"agent admin socket (default ${ENV_ADMIN_SOCKET}, else {DEFAULT_ADMIN_SOCKET})")
+    with_socket = [common, socket]
+    local = _group(groups, "local", "ask this host's agent on its admin socket (no coordinator used)",
+                   with_socket)
+    _command(local, "local status", "show the agent's coordinator session and revisions", with_socket)
+    _command(local, "local peerings", "list the agent's desired and observed peerings", with_socket)
+    _command(local, "local resync", "re-observe and re-apply the desired state now", with_socket)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Namespace:
+    """Parse the command line (exit 2 on a usage error) and fill in the global defaults."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    defaults = {
+        "coordinator": os.environ.get(ENV_COORDINATOR) or DEFAULT_COORDINATOR,
+        "socket": os.environ.get(ENV_ADMIN_SOCKET) or DEFAULT_ADMIN_SOCKET,
+        "output": "table", "timeout": DEFAULT_TIMEOUT, "tls_ca": None, "tls_cert": None, "tls_key": None,
+    }
+    for name, value in defaults.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None and args.tls_ca is None:
+        parser.error("--tls-cert needs --tls-ca")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    ctl = Ctl(coordinator=args.coordinator, admin_socket=args.socket, output=args.output,
+              timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    try:
+        COMMANDS[args.command](ctl, args)
+        return 0
+    except grpc.RpcError as exc:
+        print(f"isthmusctl: error: {describe_rpc_error(exc, ctl.unavailable_hint)}", file=sys.stderr)
+    except (CtlError, IsthmusError) as exc:
+        print(f"isthmusctl: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from failing to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        ctl.close()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""isthmusctl without a server: flag parsing, objects built from flags, tables, errors."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from isthmus import convert, ctl
+from isthmus import model as m
+from isthmus.v1 import admin_pb2, api_pb2
+from isthmus.v1 import types_pb2 as pb
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run isthmusctl expecting a usage error (exit 2); return its stderr."""
+    with pytest.raises(SystemExit) as exc:
+        ctl.main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- K=V and SITE/NAME
+
+
+@pytest.mark.parametrize("text, pair", [("a=b", ("a", "b")), ("k=", ("k", "")), ("a=b=c", ("a", "b=c"))])
+def test_key_value_splits_at_the_first_equals_sign(text: str, pair: tuple[str, str]) -> None:
+    assert ctl.key_value(text) == pair
+
+
+@pytest.mark.parametrize("text", ["foo", "=v", ""])
+def test_key_value_rejects_text_without_a_key(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        ctl.key_value(text)
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["site", "create", "x", "--kind", "region", "--label", "foo"], "--label"),
+        (["site", "update", "x", "--label", "=v"], "--label"),
+        (["endpoint", "create", "s/e", "--address", "192.0.2.1", "--asn", "1", "--property", "p"],
+         "--property"),
+        (["endpoint", "update", "s/e", "--property", "nothing"], "--property"),
+    ],
+)
+def test_a_pair_without_equals_sign_is_a_usage_error_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], argv: list[str], flag: str
+) -> None:
+    err = usage_error(capsys, argv)
+    assert f"argument {flag}: expected KEY=VALUE" in err
+
+
+def test_endpoint_ref_parses_site_and_name() -> None:
+    assert ctl.endpoint_ref("region-one/gw") == m.EndpointRef("region-one", "gw")
+
+
+@pytest.mark.parametrize("text", ["gw", "/gw", "region-one/", "a/b/c", ""])
+def test_endpoint_ref_rejects_anything_but_site_slash_name(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="SITE/NAME"):
+        ctl.endpoint_ref(text)
+
+
+def test_bad_site_name_is_a_usage_error_naming_the_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    err = usage_error(capsys, ["endpoint", "get", "gw"])
+    assert "argument SITE/NAME: expected SITE/NAME, got 'gw'" in err
+    err = usage_error(capsys, ["connection", "create", "c", "--a", "one", "--b", "two/gw", "--type", "bgp"])
+    assert "argument --a: expected SITE/NAME, got 'one'" in err
+
+
+@pytest.mark.parametrize("value", ["-1", "4294967296", "12x"])
+def test_asn_that_protobuf_cannot_hold_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    err = usage_error(capsys, ["endpoint", "create", "s/e", "--address", "192.0.2.1", "--asn", value])
+    assert "argument --asn:" in err
+
+
+def test_asn_zero_reaches_the_coordinator_which_names_the_field() -> None:
+    args = ctl.parse_args(["endpoint", "create", "s/e", "--address", "192.0.2.1", "--asn", "0"])
+    assert convert.endpoint_to_pb(ctl.new_endpoint(args)).asn == 0
+
+
+# ---------------------------------------------------------------- global options
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-o", "json", "--coordinator", "c:1", "--timeout", "3", "site", "list"],
+        ["site", "list", "-o", "json", "--coordinator", "c:1", "--timeout", "3"],
+        ["site", "-o", "json", "list", "--coordinator", "c:1", "--timeout", "3"],
+    ],
+)
+def test_global_options_are_accepted_before_and_after_the_command(argv: list[str]) -> None:
+    args = ctl.parse_args(argv)
+    assert (args.output, args.coordinator, args.timeout, args.command) == ("json", "c:1", 3.0, "site list")
+
+
+def test_global_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ctl.ENV_COORDINATOR, raising=False)
+    monkeypatch.delenv(ctl.ENV_ADMIN_SOCKET, raising=False)
+    args = ctl.parse_args(["local", "status"])
+    assert (args.coordinator, args.socket, args.output, args.timeout) == (
+        ctl.DEFAULT_COORDINATOR, ctl.DEFAULT_ADMIN_SOCKET, "table", ctl.DEFAULT_TIMEOUT,
+    )
+    monkeypatch.setenv(ctl.ENV_COORDINATOR, "coord.example:7800")
+    monkeypatch.setenv(ctl.ENV_ADMIN_SOCKET, "/tmp/agent.sock")
+    args = ctl.parse_args(["local", "status"])
+    assert (args.coordinator, args.socket) == ("coord.example:7800", "/tmp/agent.sock")
+    assert ctl.parse_args(["local", "status", "--socket", "/x.sock"]).socket == "/x.sock"
+    assert ctl.parse_args(["local", "--socket", "/y.sock", "peerings"]).socket == "/y.sock"
+
+
+def test_a_client_certificate_needs_its_key_and_a_ca(capsys: pytest.CaptureFixture[str]) -> None:
+    err = usage_error(capsys, ["--tls-cert", "c.pem", "site", "list"])
+    assert "--tls-cert and --tls-key go together" in err
+    err = usage_error(capsys, ["--tls-cert", "c.pem", "--tls-key", "k.pem", "site", "list"])
+    assert "--tls-cert needs --tls-ca" in err
+
+
+def test_a_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    usage_error(capsys, [])
+    usage_error(capsys, ["site"])
+
+
+# ---------------------------------------------------------------- --help everywhere
+
+
+def test_every_parsed_command_has_a_handler() -> None:
+    examples = {
+        "site create": ["x", "--kind", "region"],
+        "endpoint create": ["s/e", "--address", "192.0.2.1", "--asn", "1"],
+        "connection create": ["c", "--a", "s/e", "--b", "t/e", "--type", "bgp"],
+        "site get": ["x"], "site update": ["x"], "site delete": ["x"],
+        "endpoint get": ["s/e"], "endpoint update": ["s/e"], "endpoint delete": ["s/e"],
+        "connection get": ["c"], "connection update": ["c"], "connection delete": ["c"],
+    }
+    for command in ctl.COMMANDS:
+        assert ctl.parse_args([*command.split(), *examples.get(command, [])]).command == command
+
+
+@pytest.mark.parametrize("command", ["", "site", "endpoint", "connection", "local", *ctl.COMMANDS])
+def test_help_works_for_every_command(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        ctl.main([*command.split(), "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: isthmusctl {command}".rstrip())
+    assert "--coordinator ADDR" in out
+    if command.endswith("create"):
+        assert f"examples:\n  isthmusctl {command} " in out
+
+
+def test_help_explains_every_flag() -> None:
+    parsers = [ctl.build_parser()]
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            else:
+                assert action.help, f"{parser.prog} {action.option_strings or action.dest} has no help"
+
+
+# ---------------------------------------------------------------- objects built from flags
+
+
+def test_site_update_merges_labels_and_keeps_the_version_read() -> None:
+    current = m.Site("one", m.SiteKind.REGION, labels={"az": "a", "tier": "1"}, description="d", version=7)
+    argv = ["site", "update", "one", "--label", "az=b", "--label", "new=x", "--remove-label", "tier"]
+    updated = ctl.updated_site(current, ctl.parse_args(argv))
+    assert updated == m.Site("one", m.SiteKind.REGION, labels={"az": "b", "new": "x"}, description="d",
+                             version=7)
+    assert convert.site_to_pb(updated).version == 7
+
+
+def test_site_update_sends_the_version_given_and_can_clear_the_description() -> None:
+    current = m.Site("one", m.SiteKind.REGION, labels={"az": "a"}, description="d", version=7)
+    argv = ["site", "update", "one", "--description", "", "--version", "3"]
+    updated = ctl.updated_site(current, ctl.parse_args(argv))
+    assert (updated.labels, updated.description, updated.version) == ({"az": "a"}, "", 3)
+
+
+def test_endpoint_update_changes_only_the_fields_given() -> None:
+    current = m.Endpoint("one", "gw", "2001:db8::1", 64512, router_id="10.0.0.1", properties={"a": "1"},
+                         version=4)
+    args = ctl.parse_args(["endpoint", "update", "one/gw", "--asn", "64513", "--property", "b=2"])
+    assert ctl.updated_endpoint(current, args) == m.Endpoint(
+        "one", "gw", "2001:db8::1", 64513, router_id="10.0.0.1", properties={"a": "1", "b": "2"}, version=4
+    )
+
+
+def test_endpoint_update_lets_a_derived_router_id_follow_the_address() -> None:
+    current = m.Endpoint("one", "gw", "192.0.2.1", 64512, router_id="192.0.2.1", version=4)
+    argv = ["endpoint", "update", "one/gw", "--address", "192.0.2.9"]
+    moved = ctl.updated_endpoint(current, ctl.parse_args(argv))
+    assert (moved.address, moved.router_id) == ("192.0.2.9", "")
+    argv = ["endpoint", "update", "one/gw", "--address", "192.0.2.9", "--router-id", "192.0.2.1"]
+    assert ctl.updated_endpoint(current, ctl.parse_args(argv)).router_id == "192.0.2.1"
+
+
+def test_connection_update_changes_bgp_params_and_keeps_the_rest() -> None:
+    current = m.Connection(
+        "one-two", m.EndpointRef("one", "gw"), m.EndpointRef("two", "gw"), m.ConnectionType.BGP,
+        bgp=m.BgpParams(hold_time=90, address_families=("ipv4-unicast",)), description="main", version=9,
+    )
+    args = ctl.parse_args(["connection", "update", "one-two", "--hold-time", "0", "--admin-state", "down"])
+    updated = ctl.updated_connection(current, args)
+    assert updated.bgp == m.BgpParams(hold_time=0, address_families=("ipv4-unicast",))
+    assert (updated.vxlan, updated.admin_state, updated.description, updated.version) == (
+        None, m.AdminState.DOWN, "main", 9,
+    )
+    request = convert.connection_to_pb(updated)
+    assert request.bgp.HasField("hold_time") and request.bgp.hold_time == 0
+    assert not request.HasField("vxlan")
+
+
+def test_connection_update_without_param_flags_sends_the_params_read() -> None:
+    current = m.Connection(
+        "l2", m.EndpointRef("one", "v"), m.EndpointRef("two", "v"), m.ConnectionType.VXLAN,
+        vxlan=m.VxlanParams(vni=100, mtu=1400), version=2,
+    )
+    updated = ctl.updated_connection(current, ctl.parse_args(["connection", "update", "l2", "--mtu", "1500"]))
+    assert (updated.bgp, updated.vxlan) == (None, m.VxlanParams(vni=100, mtu=1500))
+    assert ctl.updated_connection(current, ctl.parse_args(["connection", "update", "l2"])) == current
+
+
+def test_connection_create_sends_params_only_for_the_flags_given() -> None:
+    args = ctl.parse_args(["connection", "create", "c", "--a", "one/gw", "--b", "two/gw", "--type", "bgp"])
+    assert ctl.new_connection(args) == m.Connection(
+        "c", m.EndpointRef("one", "gw"), m.EndpointRef("two", "gw"), m.ConnectionType.BGP
+    )
+    argv = ["connection", "create", "c", "--a", "one/v", "--b", "two/v", "--type", "vxlan", "--vni", "7",
+            "--address-family", "l2vpn-evpn", "--address-family", "ipv4-unicast"]
+    conn = ctl.new_connection(ctl.parse_args(argv))
+    assert conn.vxlan == m.VxlanParams(vni=7)
+    assert conn.bgp is not None and conn.bgp.address_families == ("l2vpn-evpn", "ipv4-unicast")
+
+
+# ---------------------------------------------------------------- tables and other text
+
+
+def test_format_table_aligns_columns_and_shows_empty_cells_as_dashes() -> None:
+    text = ctl.format_table(("NAME", "KIND", "X"), [["region-one", "region", "1"], ["c", "", "22"]])
+    assert text.splitlines() == [
+        "NAME        KIND    X",
+        "region-one  region  1",
+        "c           -       22",
+    ]
+
+
+def test_format_table_with_no_rows_is_the_header() -> None:
+    assert ctl.format_table(("A", "B"), []) == "A  B"
+
+
+def test_format_fields_aligns_values() -> None:
+    text = ctl.format_fields([("site", "one"), ("applied-revision", "5"), ("last-error", "")])
+    assert text.splitlines() == [
+        "site:             one",
+        "applied-revision: 5",
+        "last-error:",
+    ]
+
+
+@pytest.mark.parametrize(
+    "age, text",
+    [(0, "0s"), (5.9, "5s"), (59, "59s"), (60, "1m"), (180, "3m"), (3599, "59m"), (3600, "1h"),
+     (86399, "23h"), (2 * 86400 + 5, "2d"), (-3, "0s")],
+)
+def test_format_age(age: float, text: str) -> None:
+    assert ctl.format_age(age) == text
+
+
+def _endpoint(site: str, address: str, asn: int) -> pb.Endpoint:
+    return pb.Endpoint(site=site, name="gw", address=address, asn=asn, role=pb.ENDPOINT_ROLE_LOCAL)
+
+
+def _peering(name: str, state: int | None, admin: int = pb.ADMIN_STATE_UP) -> api_pb2.PeeringStatus:
+    desired = pb.DesiredPeering(
+        connection=name, type=pb.CONNECTION_TYPE_BGP, admin_state=admin,
+        local=_endpoint("one", "192.0.2.1", 64512), remote=_endpoint("two", "192.0.2.2", 64513),
+    )
+    if state is None:
+        return api_pb2.PeeringStatus(desired=desired)
+    observed = pb.ObservedPeering(connection=name, state=state, since_unix_ms=1_000_000)
+    return api_pb2.PeeringStatus(desired=desired, observed=observed)
+
+
+def test_peering_row_shows_desired_and_observed_in_lowercase() -> None:
+    row = ctl.peering_row(_peering("one-two", pb.PEERING_STATE_ESTABLISHED), now=1_000 + 180)
+    assert row == [
+        "one-two", "bgp", "192.0.2.1 AS 64512", "two/gw 192.0.2.2 AS 64513", "up", "yes",
+        "established", "", "3m",
+    ]
+
+
+def test_peering_row_of_a_peering_no_longer_desired() -> None:
+    observed = pb.ObservedPeering(connection="old", state=pb.PEERING_STATE_ERROR, error="boom")
+    row = ctl.peering_row(admin_pb2.LocalPeering(observed=observed), now=0)
+    assert row == ["old", "", "", "", "", "no", "error", "boom", ""]
+
+
+def test_status_row_counts_established_of_desired_peerings() -> None:
+    st = api_pb2.SiteStatus(
+        site="one", defined=True, connected=True, driver="fake", coordinator="c1", desired_revision=5,
+        applied_revision=4, peerings=[_peering("a", pb.PEERING_STATE_ESTABLISHED), _peering("b", None)],
+    )
+    assert ctl.status_row(st) == ["one", "connected", "5", "4", "1/2", "fake", "c1"]
+    assert ctl.status_row(api_pb2.SiteStatus(site="x", connected=True))[:2] == ["x", "undefined site"]
+
+
+def test_not_established_names_each_peering_and_revision_behind() -> None:
+    st = api_pb2.SiteStatus(
+        site="one", defined=True, connected=True, desired_revision=5, applied_revision=4,
+        peerings=[
+            _peering("a", pb.PEERING_STATE_ESTABLISHED), _peering("b", pb.PEERING_STATE_CONNECTING),
+            _peering("c", None), _peering("off", None, admin=pb.ADMIN_STATE_DOWN),
+        ],
+    )
+    undefined = api_pb2.SiteStatus(site="ghost", connected=True)
+    assert ctl.not_established([st, undefined]) == [
+        "one (applied revision 4 < 5)", "one/b (connecting)", "one/c (unreported)",
+    ]
+    done = api_pb2.SiteStatus(site="one", defined=True, desired_revision=5, applied_revision=5,
+                              peerings=[_peering("a", pb.PEERING_STATE_ESTABLISHED)])
+    assert ctl.not_established([done]) == []
+
+
+def test_event_line_names_revision_type_kind_and_object() -> None:
+    put = api_pb2.WatchEvent(type=api_pb2.PUT, revision=12, site=pb.Site(name="one"))
+    gone = api_pb2.WatchEvent(type=api_pb2.DELETE, revision=13, endpoint=pb.Endpoint(site="one", name="gw"))
+    status = api_pb2.WatchEvent(type=api_pb2.PUT, revision=14, status=api_pb2.SiteStatus(site="two"))
+    assert [ctl.event_line(e).split() for e in (put, gone, status)] == [
+        ["12", "put", "site", "one"], ["13", "delete", "endpoint", "one/gw"], ["14", "put", "status", "two"],
+    ]
+    assert ctl.event_line(put).index("site") == ctl.WATCH_HEADER.index("KIND")
+
+
+def test_message_json_keeps_proto_field_names() -> None:
+    msg = pb.Endpoint(site="one", name="gw", router_id="10.0.0.1", role=pb.ENDPOINT_ROLE_REMOTE)
+    assert ctl.message_json(msg) == {"site": "one", "name": "gw", "router_id": "10.0.0.1",
+                                     "role": "ENDPOINT_ROLE_REMOTE"}
+
+
+# ---------------------------------------------------------------- errors
+
+
+class FakeRpcError(grpc.RpcError):
+    """Follows the grpc.Call side of the errors that sync stubs raise."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_describe_rpc_error_is_one_line_with_the_code() -> None:
+    exc = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "asn: 0 is out of range\n1..4294967295")
+    assert ctl.describe_rpc_error(exc, "hint") == "INVALID_ARGUMENT: asn: 0 is out of range 1..4294967295"
+
+
+def test_describe_rpc_error_adds_the_hint_when_unavailable() -> None:
+    exc = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+    assert ctl.describe_rpc_error(exc, "is it running?") == "UNAVAILABLE: connection refused (is it running?)"
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A local port that refuses connections for as long as the test runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_an_unreachable_coordinator_is_one_error_line_naming_its_address(
+    capsys: pytest.CaptureFixture[str], closed_port: int
+) -> None:
+    address = f"127.0.0.1:{closed_port}"
+    assert ctl.main(["--coordinator", address, "--timeout", "5", "site", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("isthmusctl: error: UNAVAILABLE: ")
+    assert f"coordinator running at {address}?" in err
+
+
+def test_an_absent_admin_socket_is_one_error_line_naming_the_socket(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = f"{tmp_path}/agent.sock"
+    assert ctl.main(["local", "--socket", path, "status"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("isthmusctl: error: UNAVAILABLE: ") and f"admin socket {path}?" in err
+
+
+def test_an_unreadable_ca_file_is_one_error_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert ctl.main(["--tls-ca", f"{tmp_path}/missing.pem", "site", "list"]) == 1
+    assert capsys.readouterr().err.startswith("isthmusctl: error: --tls-ca: cannot read ")
