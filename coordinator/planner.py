@@ -90,24 +90,19 @@ class Planner:
         self.endpoints.clear()
         self.connections.clear()
         self._by_site.clear()
-        site_rev: dict[str, int] = defaultdict(int)
         for kv in kvs:
             self._put(kv)
-        for conn in self.connections.values():
-            for ref in conn.ends:
-                site_rev[ref.site] = max(site_rev[ref.site], conn.version)
-                other = self.endpoints.get(conn.b if ref == conn.a else conn.a)
-                mine = self.endpoints.get(ref)
-                for ep in (mine, other):
-                    if ep is not None:
-                        site_rev[ref.site] = max(site_rev[ref.site], ep.version)
-        old = self.peerings
+        old, reload = self.peerings, self.ready.is_set()
         self.peerings = {}
         for site in set(self._by_site) | set(old):
             self.peerings[site] = plan_site(site, self._conns_of(site), self.endpoints)
-            self.site_revision[site] = max(site_rev.get(site, 0), self.site_revision.get(site, 0))
-            if old.get(site) != self.peerings[site]:
+            if reload and old.get(site) != self.peerings[site]:
+                # Changed somewhere in the compacted gap: this read is the first revision known to include it.
+                self.site_revision[site] = rev
                 self._wake(site)
+            elif not reload:
+                # The newest object the site's peerings come from.
+                self.site_revision[site] = max((self._peering_revision(n) for n in self.peerings[site]), default=0)
         await self._advance(rev)
         self.ready.set()
         log.info(
@@ -190,6 +185,10 @@ class Planner:
             for end in self.connections[name].ends
             if ref in self.connections[name].ends
         }
+
+    def _peering_revision(self, connection: str) -> int:
+        conn = self.connections[connection]
+        return max([conn.version] + [self.endpoints[ref].version for ref in conn.ends if ref in self.endpoints])
 
     def _conns_of(self, site: str) -> list[m.Connection]:
         return [self.connections[n] for n in sorted(self._by_site.get(site, ()))]

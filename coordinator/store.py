@@ -227,6 +227,10 @@ class Store:
         resp = await self._call("DeleteRange", "_kv", rpc.DeleteRangeRequest(key=key.encode()))
         return int(resp.header.revision)  # type: ignore[attr-defined]
 
+    async def compact(self, revision: int) -> None:
+        """Drop history before ``revision`` (watches from older revisions then get OutOfRange)."""
+        await self._call("Compact", "_kv", rpc.CompactionRequest(revision=revision, physical=True))
+
     async def grant_lease(self, ttl: int) -> int:
         resp = await self._call("LeaseGrant", "_lease", rpc.LeaseGrantRequest(TTL=ttl))
         return int(resp.ID)  # type: ignore[attr-defined]

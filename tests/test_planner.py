@@ -52,3 +52,48 @@ def test_admin_state_and_params_follow_the_connection() -> None:
 def test_missing_endpoint_plans_nothing() -> None:
     conns = [_conn("ghost", "r1/gw", "r9/none")]
     assert plan_site("r1", conns, EPS) == {}
+
+
+# ---------------------------------------------------------------- against etcd
+
+
+async def test_planner_follows_etcd_and_recovers_from_compaction(etcd: str) -> None:
+    import asyncio
+
+    from conftest import await_for
+    from isthmus.coordinator.planner import Planner
+    from isthmus.coordinator.registry import Registry
+    from isthmus.coordinator.store import Store
+
+    store = Store([etcd])
+    await store.connect()
+    reg = Registry(store)
+    for name in ("r1", "r2"):
+        await reg.create_site(m.Site(name, m.SiteKind.REGION))
+    for ep in EPS.values():
+        if ep.site in ("r1", "r2"):
+            await reg.create_endpoint(m.Endpoint(ep.site, ep.name, ep.address, ep.asn, ep.role))
+    first = await reg.create_connection(_conn("one", "r1/gw", "r2/gw"))
+
+    planner = Planner(store)
+    await planner.start()
+    assert set(planner.desired("r1")[0]) == {"one"}
+    assert planner.site_revision["r1"] == first.version
+    woken = planner.changed_event("r2")
+    woken.clear()
+
+    second = await reg.create_connection(_conn("two", "r2/gw", "r1/dcgw"))
+    await await_for(lambda: "two" in planner.desired("r2")[0], 10, "the planner to see connection two")
+    assert woken.is_set() and planner.site_revision["r2"] == second.version
+    assert planner.site_revision["r1"] == first.version  # r1's side of "two" is the REMOTE end: unchanged
+
+    # Stop following, change things, compact the history away: the planner must reload, not miss it.
+    await planner.stop()
+    rev = await reg.delete_connection("one")
+    later = await reg.create_site(m.Site("r3", m.SiteKind.REGION))
+    await store.compact(later.version)
+    task = asyncio.create_task(planner._follow())
+    await await_for(lambda: "one" not in planner.desired("r1")[0], 10, "the planner to reload after compaction")
+    assert planner.site_revision["r1"] >= rev and "r3" in planner.sites
+    task.cancel()
+    await store.close()
