@@ -173,6 +173,14 @@ def coordinator_cmd(data_dir: Path, ready: Path, etcd_endpoint: str = "", port: 
     return cmd
 
 
+@pytest.fixture
+def coordinator(etcd: str, tmp_path: Path, procs: Callable[..., Proc]) -> str:
+    """A coordinator process against the session's etcd; its HOST:PORT."""
+    ready = tmp_path / "addr"
+    procs("coordinator", coordinator_cmd(tmp_path / "coord", ready, etcd_endpoint=etcd), tmp_path / "coord.log")
+    return str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the coordinator"))
+
+
 def agent_cmd(site: str, coordinator: str, base: Path, *extra: str) -> list[str]:
     return [str(BIN / "isthmus-agent"), "--site", site, "--coordinator", coordinator,
             "--driver", "fake", "--state-dir", str(base / site / "state"),

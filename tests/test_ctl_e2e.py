@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Proc, agent_cmd, coordinator_cmd, ctl, wait_for
-
-
-@pytest.fixture
-def coordinator(etcd: str, tmp_path: Path, procs: Callable[..., Proc]) -> str:
-    ready = tmp_path / "addr"
-    procs("coordinator", coordinator_cmd(tmp_path / "coord", ready, etcd_endpoint=etcd), tmp_path / "coord.log")
-    return str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the coordinator"))
+from conftest import Proc, agent_cmd, ctl
 
 
 def test_create_show_update_delete_with_json_output(coordinator: str) -> None:

@@ -22,13 +22,6 @@ def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 30)
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-@pytest.fixture
-def coordinator(etcd: str, tmp_path: Path, procs: Callable[..., Proc]) -> str:
-    ready = tmp_path / "addr"
-    procs("coordinator", coordinator_cmd(tmp_path / "coord", ready, etcd_endpoint=etcd), tmp_path / "coord.log")
-    return str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the coordinator"))
-
-
 def test_coordinator_without_etcd_binary_names_the_package(tmp_path: Path) -> None:
     env = {"PATH": str(tmp_path)}  # no etcd anywhere on this PATH
     res = run([str(BIN / "isthmus-coordinator"), "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")], env)
