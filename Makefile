@@ -45,7 +45,7 @@ lint: install
 	rm -rf build/mypy && mkdir -p build/mypy/isthmus
 	for f in proto/isthmus/*; do ln -s ../../../$$f build/mypy/isthmus/; done
 	for d in agent coordinator drivers; do ln -s ../../../$$d build/mypy/isthmus/$$d; done
-	cd build/mypy && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p isthmus
+	cd build/mypy && $(abspath $(VENV))/bin/mypy --config-file ../../pyproject.toml -p isthmus
 
 # Regenerate the committed stubs after editing proto/isthmus/v1/*.proto
 # (tests/test_proto_stubs.py fails while they drift).
