@@ -47,7 +47,7 @@ class ConfigError(Exception):
 
 @dataclass
 class Options:
-    listen: str
+    listen: list[str]
     advertise: str
     etcd_endpoints: list[str]
     data_dir: Path
@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
         epilog="Example: isthmus-coordinator --data-dir /var/lib/isthmus/coordinator "
         "(starts a private etcd on loopback) or --etcd-endpoints 10.0.0.1:2379,10.0.0.2:2379.",
     )
-    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve gRPC on (default {DEFAULT_LISTEN})")
+    p.add_argument("--listen", default=DEFAULT_LISTEN,
+                   help=f"HOST:PORT or unix:PATH to serve gRPC on, comma-separated for several (default "
+                   f"{DEFAULT_LISTEN}); a unix socket reaches agents in other network namespaces of this host")
     p.add_argument("--advertise", default="", help="address agents and status views show for this coordinator "
                    "(default: the --listen address)")
     p.add_argument("--etcd-endpoints", default="", help="HOST:PORT[,HOST:PORT...] of an etcd cluster; "
@@ -93,17 +95,23 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     if bool(a.tls_cert) != bool(a.tls_key):
         p.error("--tls-cert and --tls-key go together")
-    if not a.tls_cert and not a.insecure and not _is_loopback(a.listen):
-        p.error(f"--listen {a.listen} is not a loopback address: give --tls-cert/--tls-key (and --tls-ca), "
+    listens = [x.strip() for x in a.listen.split(",") if x.strip()]
+    if not listens:
+        p.error("--listen: give at least one address")
+    exposed = [x for x in listens if not _is_loopback(x)]
+    if exposed and not a.tls_cert and not a.insecure:
+        p.error(f"--listen {exposed[0]} is not a loopback address: give --tls-cert/--tls-key (and --tls-ca), "
                 "or --insecure to serve plain text anyway")
     if a.lease_ttl < 2:
         p.error("--lease-ttl must be at least 2 seconds")
     endpoints = [e.strip() for e in a.etcd_endpoints.split(",") if e.strip()]
-    return Options(a.listen, a.advertise, endpoints, Path(a.data_dir), a.tls_cert, a.tls_key, a.tls_ca,
+    return Options(listens, a.advertise, endpoints, Path(a.data_dir), a.tls_cert, a.tls_key, a.tls_ca,
                    a.insecure, a.lease_ttl, a.ready_file)
 
 
 def _is_loopback(hostport: str) -> bool:
+    if hostport.startswith("unix:"):
+        return True  # reachable only through the file system (mode of the socket's directory)
     host = hostport.rsplit(":", 1)[0].strip("[]")
     if host == "localhost":
         return True
@@ -148,10 +156,13 @@ class Coordinator:
 
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         creds = _credentials(self.opts)
-        port = (self.server.add_secure_port(self.opts.listen, creds) if creds
-                else self.server.add_insecure_port(self.opts.listen))
-        host = self.opts.listen.rsplit(":", 1)[0]
-        self.address = f"{host}:{port}"
+        addresses = []
+        for listen in self.opts.listen:
+            if listen.startswith("unix:"):
+                Path(listen[5:]).unlink(missing_ok=True)  # a stale socket of a previous run
+            port = self.server.add_secure_port(listen, creds) if creds else self.server.add_insecure_port(listen)
+            addresses.append(listen if listen.startswith("unix:") else f"{listen.rsplit(':', 1)[0]}:{port}")
+        self.address = addresses[0]
         self.agents = AgentService(self.store, self.planner, self.opts.advertise or self.address, self.opts.lease_ttl)
         api_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(registry), self.server)
         api_pb2_grpc.add_EndpointServiceServicer_to_server(EndpointService(registry), self.server)
@@ -167,7 +178,7 @@ class Coordinator:
         await self.server.start()
         for name in ["", *services]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("isthmus-coordinator %s serving on %s (%s), etcd %s", isthmus.__version__, self.address,
+        log.info("isthmus-coordinator %s serving on %s (%s), etcd %s", isthmus.__version__, ", ".join(addresses),
                  "TLS" if creds else "plain text", ",".join(endpoints))
         if self.opts.ready_file:
             Path(self.opts.ready_file).write_text(self.address + "\n")

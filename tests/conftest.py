@@ -108,7 +108,7 @@ def etcd(etcd_server: str) -> str:
 async def running_coordinator(etcd_endpoint: str, tmp: Path, lease_ttl: int = 5) -> AsyncIterator[Coordinator]:
     """A coordinator in this event loop, on a free loopback port, against ``etcd_endpoint``."""
     opts = Options(
-        listen="127.0.0.1:0", advertise="", etcd_endpoints=[etcd_endpoint], data_dir=tmp,
+        listen=["127.0.0.1:0"], advertise="", etcd_endpoints=[etcd_endpoint], data_dir=tmp,
         tls_cert="", tls_key="", tls_ca="", insecure=False, lease_ttl=lease_ttl, ready_file="",
     )
     coordinator = Coordinator(opts)
@@ -203,3 +203,24 @@ def rpc_code(exc: BaseException) -> grpc.StatusCode:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+# ---------------------------------------------------------------- network namespaces
+
+
+@pytest.fixture(scope="session")
+def netns_reason() -> str:
+    from netns import netns_unavailable
+
+    return netns_unavailable()
+
+
+@pytest.fixture
+def lab(netns_reason: str) -> Iterator[Any]:
+    """Network namespaces for this test (``lab.netns(name)``), removed afterwards even on failure."""
+    if netns_reason:
+        pytest.skip(netns_reason)
+    from netns import lab as make_lab
+
+    with make_lab() as the_lab:
+        yield the_lab

@@ -100,3 +100,11 @@ def test_json_round_trip() -> None:
     assert m.connection_from_json(m.to_json(c)) == c
     e = m.validate_endpoint(ep(properties={"rack": "a1"}))
     assert m.endpoint_from_json(m.to_json(e)) == e
+
+
+def test_advertised_prefixes_are_validated_and_canonical() -> None:
+    e = m.validate_endpoint(ep(properties={"bgp.advertise": "10.1.0.0/16, 2001:DB8::/32"}))
+    assert e.properties["bgp.advertise"] == "10.1.0.0/16,2001:db8::/32"
+    with pytest.raises(InvalidArgument) as exc:
+        m.validate_endpoint(ep(properties={"bgp.advertise": "10.1.0.1/16"}))
+    assert exc.value.field == "properties.bgp.advertise"

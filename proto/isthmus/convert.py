@@ -204,6 +204,7 @@ def observed_to_pb(o: m.ObservedPeering) -> pb.ObservedPeering:
         error=o.error,
         since_unix_ms=o.since_ms,
         driver=o.driver,
+        received_prefixes=list(o.received_prefixes),
     )
 
 
@@ -214,4 +215,5 @@ def observed_from_pb(msg: pb.ObservedPeering) -> m.ObservedPeering:
         error=msg.error,
         since_ms=msg.since_unix_ms,
         driver=msg.driver,
+        received_prefixes=tuple(msg.received_prefixes),
     )

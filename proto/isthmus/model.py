@@ -53,6 +53,8 @@ DEFAULT_VXLAN_MTU = 1450
 MAX_VNI = 16_777_215
 AS_TRANS = 23456
 MAX_ASN = 4_294_967_295
+# Endpoint property: comma-separated prefixes the endpoint's BGP speaker advertises.
+ADVERTISE_PROPERTY = "bgp.advertise"
 
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:/-]{0,126}[A-Za-z0-9])?$")
@@ -159,6 +161,7 @@ class ObservedPeering:
     error: str = ""
     since_ms: int = 0
     driver: str = ""
+    received_prefixes: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- JSON (etcd values, agent disk)
@@ -264,6 +267,7 @@ def observed_from_json(d: dict[str, Any]) -> ObservedPeering:
         error=d.get("error", ""),
         since_ms=int(d.get("since_ms", 0)),
         driver=d.get("driver", ""),
+        received_prefixes=tuple(d.get("received_prefixes", ())),
     )
 
 
@@ -337,6 +341,11 @@ def validate_endpoint(ep: Endpoint) -> Endpoint:
     elif addr.version == 4:
         router_id = str(addr)
     _check_map(ep.properties, "properties")
+    advertise = ep.properties.get(ADVERTISE_PROPERTY)
+    if advertise is not None:
+        ep = dataclasses.replace(
+            ep, properties={**ep.properties, ADVERTISE_PROPERTY: ",".join(parse_prefixes(advertise))}
+        )
     # Store the canonical text of the address so that equal addresses compare equal.
     return dataclasses.replace(ep, address=str(addr), router_id=router_id)
 
@@ -384,6 +393,19 @@ def validate_connection(conn: Connection) -> Connection:
     else:
         raise InvalidArgument("must be BGP or VXLAN", "type")
     return dataclasses.replace(conn, bgp=bgp, vxlan=vxlan)
+
+
+def parse_prefixes(text: str, field_name: str = f"properties.{ADVERTISE_PROPERTY}") -> list[str]:
+    """Comma-separated IPv4/IPv6 prefixes in canonical form."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=True)))
+        except ValueError as exc:
+            raise InvalidArgument(f"{item!r} is not a prefix ({exc})", field_name) from None
+    return out
 
 
 def default_address_families(address: str) -> tuple[str, ...]:

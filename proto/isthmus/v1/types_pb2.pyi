@@ -177,15 +177,17 @@ class DesiredPeering(_message.Message):
     def __init__(self, connection: _Optional[str] = ..., type: _Optional[_Union[ConnectionType, str]] = ..., local: _Optional[_Union[Endpoint, _Mapping]] = ..., remote: _Optional[_Union[Endpoint, _Mapping]] = ..., bgp: _Optional[_Union[BgpParams, _Mapping]] = ..., vxlan: _Optional[_Union[VxlanParams, _Mapping]] = ..., admin_state: _Optional[_Union[AdminState, str]] = ...) -> None: ...
 
 class ObservedPeering(_message.Message):
-    __slots__ = ("connection", "state", "error", "since_unix_ms", "driver")
+    __slots__ = ("connection", "state", "error", "since_unix_ms", "driver", "received_prefixes")
     CONNECTION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     DRIVER_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     connection: str
     state: PeeringState
     error: str
     since_unix_ms: int
     driver: str
-    def __init__(self, connection: _Optional[str] = ..., state: _Optional[_Union[PeeringState, str]] = ..., error: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., driver: _Optional[str] = ...) -> None: ...
+    received_prefixes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, connection: _Optional[str] = ..., state: _Optional[_Union[PeeringState, str]] = ..., error: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., driver: _Optional[str] = ..., received_prefixes: _Optional[_Iterable[str]] = ...) -> None: ...
