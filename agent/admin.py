@@ -12,10 +12,14 @@ import grpc
 import grpc.aio
 
 from isthmus import convert
+from isthmus import model as m
 from isthmus.agent.link import CoordinatorLink
 from isthmus.agent.reconciler import Reconciler
+from isthmus.edge import grpc_errors
+from isthmus.errors import InvalidArgument
 from isthmus.v1 import admin_pb2 as adm
 from isthmus.v1 import admin_pb2_grpc
+from isthmus.v1 import types_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,9 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
     async def Status(self, request: adm.AgentStatusRequest, context: object) -> adm.AgentStatus:  # noqa: N802
         errors = [e for e in (self.link.last_error if not self.link.connected else "", self.reconciler.last_error) if e]
         return adm.AgentStatus(
+            partitioned=self.link.partitioned,
+            link_down_since_unix_ms=self.link.link_down_since_ms,
+            overrides=len(self.reconciler.overrides.items),
             site=self.site,
             connected=self.link.connected,
             coordinator=self.link.current,
@@ -46,15 +53,18 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
     async def ListPeerings(  # noqa: N802
         self, request: adm.ListPeeringsRequest, context: object
     ) -> adm.ListPeeringsResponse:
-        desired = self.reconciler.desired
+        effective = self.reconciler.overrides.effective(self.reconciler.desired.peerings)
         observed = self.reconciler.observed
-        out = adm.ListPeeringsResponse(revision=desired.revision)
-        for name in sorted(set(desired.peerings) | set(observed)):
+        overrides = self.reconciler.overrides.items
+        out = adm.ListPeeringsResponse(revision=self.reconciler.desired.revision)
+        for name in sorted(set(effective) | set(observed)):
             lp = adm.LocalPeering()
-            if name in desired.peerings:
-                lp.desired.CopyFrom(convert.peering_to_pb(desired.peerings[name]))
+            if name in effective:
+                lp.desired.CopyFrom(convert.peering_to_pb(effective[name]))
             if name in observed:
                 lp.observed.CopyFrom(convert.observed_to_pb(observed[name]))
+            if name in overrides:
+                lp.override.CopyFrom(convert.override_to_pb(overrides[name]))
             out.peerings.append(lp)
         return out
 
@@ -64,6 +74,64 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
         return adm.ResyncResponse(
             applied_revision=self.reconciler.applied_revision, peerings=len(self.reconciler.observed)
         )
+
+
+    # ------------------------------------------------------------ local maintenance
+
+    @grpc_errors
+    async def DisablePeering(self, request: adm.DisablePeeringRequest, context: object) -> pb.Override:  # noqa: N802
+        o = self.reconciler.overrides.disable(request.connection, self.reconciler.desired.peerings,
+                                               request.ttl_seconds, request.reason)
+        self.reconciler.overrides_changed(_describe("disabled locally", o), o.connection)
+        return convert.override_to_pb(o)
+
+    @grpc_errors
+    async def EnablePeering(  # noqa: N802
+        self, request: adm.EnablePeeringRequest, context: object
+    ) -> adm.RemoveOverrideResponse:
+        o = self.reconciler.overrides.enable(request.connection)
+        self.reconciler.overrides_changed("enabled again locally (disable override removed)", o.connection)
+        return adm.RemoveOverrideResponse(removed=convert.override_to_pb(o))
+
+    @grpc_errors
+    async def AddLocalPeering(self, request: adm.AddLocalPeeringRequest, context: object) -> pb.Override:  # noqa: N802
+        if not request.HasField("peering"):
+            raise InvalidArgument("is required", "peering")
+        peering = convert.peering_from_pb(request.peering)
+        o = self.reconciler.overrides.add(peering, self.reconciler.desired.peerings, request.ttl_seconds,
+                                          request.reason)
+        assert o.peering is not None
+        self.reconciler.overrides_changed(
+            _describe(f"added locally: {o.peering.type} to {o.peering.remote.address} AS {o.peering.remote.asn}", o),
+            o.connection)
+        return convert.override_to_pb(o)
+
+    @grpc_errors
+    async def ListOverrides(  # noqa: N802
+        self, request: adm.ListOverridesRequest, context: object
+    ) -> adm.ListOverridesResponse:
+        items = self.reconciler.overrides.items.values()
+        return adm.ListOverridesResponse(overrides=[convert.override_to_pb(o) for o in items])
+
+    @grpc_errors
+    async def RemoveOverride(  # noqa: N802
+        self, request: adm.RemoveOverrideRequest, context: object
+    ) -> adm.RemoveOverrideResponse:
+        o = self.reconciler.overrides.remove(request.connection)
+        self.reconciler.overrides_changed(f"local {o.kind} override removed", o.connection)
+        return adm.RemoveOverrideResponse(removed=convert.override_to_pb(o))
+
+    @grpc_errors
+    async def Journal(self, request: adm.JournalRequest, context: object) -> adm.JournalResponse:  # noqa: N802
+        if request.limit < 0:
+            raise InvalidArgument("must be 0 (all) or positive", "limit")
+        entries = self.reconciler.journal.last(request.limit)
+        return adm.JournalResponse(entries=[convert.journal_to_pb(e) for e in entries])
+
+
+def _describe(what: str, o: m.Override) -> str:
+    until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(o.expires_ms / 1000)) if o.expires_ms else "removed"
+    return f"{what} until {until}" + (f" ({o.reason})" if o.reason else "")
 
 
 def prepare_socket_path(path: Path) -> None:

@@ -8,7 +8,6 @@ keeps reconciling it: the dataplane never changes because the link is down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import socket
@@ -23,12 +22,15 @@ import grpc.aio
 
 import isthmus
 from isthmus import convert
+from isthmus import model as m
 from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import DesiredState, StateFile
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+JOURNAL_ON_CONNECT = 50  # journal entries sent upward when a stream starts
 
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -84,6 +86,7 @@ class CoordinatorLink:
         self.current = self.coordinators[0]
         self.last_error = ""
         self.sessions = 0
+        self.link_down_since_ms = int(time.time() * 1000)
         self._last_logged = ("", 0.0)
 
     async def run(self) -> None:
@@ -97,7 +100,7 @@ class CoordinatorLink:
                 self.last_error = "stream ended by the coordinator"
             except grpc.aio.AioRpcError as exc:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
-            except OSError as exc:
+            except (OSError, StaleCoordinator) as exc:
                 self.last_error = str(exc)
             finally:
                 self.connected = False
@@ -122,10 +125,11 @@ class CoordinatorLink:
             log.debug("site %s: coordinator %s still unreachable: %s", self.site, self.current, self.last_error)
 
     async def _session(self, address: str) -> bool:
-        """One stream; returns whether a snapshot was received before it ended."""
+        """One stream; returns whether the desired state was received before it ended."""
         creds = self.tls.credentials()
         channel = (grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS) if creds
                    else grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+        held = self.reconciler.desired
         outbox: asyncio.Queue[apb.AgentMessage] = asyncio.Queue()
         outbox.put_nowait(apb.AgentMessage(hello=apb.Hello(
             site=self.site,
@@ -134,53 +138,100 @@ class CoordinatorLink:
             driver=self.driver_names,
             host=socket.gethostname(),
             instance_id=self.instance_id,
+            desired_revision=held.revision,
+            desired_digest=m.peerings_digest(held.peerings) if held.revision else "",
         )))
 
         async def outgoing() -> AsyncIterator[apb.AgentMessage]:
             while True:
                 yield await outbox.get()
 
-        got_snapshot = False
-        sender: asyncio.Task[None] | None = None
+        synced = False
+        senders: list[asyncio.Task[None]] = []
         async with channel:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             call = stub.Connect(outgoing())
             try:
                 async for msg in call:
-                    kind = msg.WhichOneof("msg")
-                    if kind == "snapshot":
-                        self._take(DesiredState(
-                            self.site,
-                            msg.snapshot.revision,
-                            {p.connection: convert.peering_from_pb(p) for p in msg.snapshot.peerings},
-                        ))
-                        if not got_snapshot:
-                            got_snapshot = self.connected = True
-                            self.sessions += 1
-                            self.last_error = ""
-                            log.info("site %s: connected to coordinator %s", self.site, address)
-                            sender = asyncio.create_task(self._send_reports(outbox), name="reports")
-                    elif kind == "delta" and got_snapshot:
-                        peerings = dict(self.reconciler.desired.peerings)
-                        for name in msg.delta.removes:
-                            peerings.pop(name, None)
-                        for p in msg.delta.upserts:
-                            peerings[p.connection] = convert.peering_from_pb(p)
-                        self._take(DesiredState(self.site, msg.delta.revision, peerings))
+                    self._receive(msg)
+                    if not synced:
+                        synced = self.connected = True
+                        self.sessions += 1
+                        self.last_error = ""
+                        self.link_down_since_ms = 0
+                        self.reconciler.note("link", f"connected to coordinator {address} "
+                                             f"(desired rev {self.reconciler.desired.revision})")
+                        senders = [asyncio.create_task(self._send_reports(outbox), name="reports"),
+                                   asyncio.create_task(self._send_local(outbox), name="local-reports")]
             finally:
-                if sender is not None:
-                    sender.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await sender
+                for t in senders:
+                    t.cancel()
+                await asyncio.gather(*senders, return_exceptions=True)
                 call.cancel()
-        return got_snapshot
+                if synced:
+                    self.link_down_since_ms = int(time.time() * 1000)
+                    self.reconciler.note("link", f"lost coordinator {address}; keeping desired rev "
+                                         f"{self.reconciler.desired.revision} and every peering as it is")
+        return synced
+
+    def _receive(self, msg: apb.CoordinatorMessage) -> None:
+        """Take a snapshot or delta; refuse one older than what the agent holds (stale coordinator)."""
+        held = self.reconciler.desired
+        kind = msg.WhichOneof("msg")
+        if kind == "snapshot":
+            revision = msg.snapshot.revision
+            peerings = {p.connection: convert.peering_from_pb(p) for p in msg.snapshot.peerings}
+        elif kind == "delta":
+            revision = msg.delta.revision
+            if msg.delta.base_revision != held.revision:
+                raise StaleCoordinator(f"delta from rev {msg.delta.base_revision} does not apply to the held "
+                                       f"rev {held.revision}")
+            peerings = dict(held.peerings)
+            for name in msg.delta.removes:
+                peerings.pop(name, None)
+            for p in msg.delta.upserts:
+                peerings[p.connection] = convert.peering_from_pb(p)
+        else:
+            return
+        if revision < held.revision:
+            # A coordinator that has not caught up with etcd must never roll the site back.
+            raise StaleCoordinator(f"the coordinator sent rev {revision}, older than the held rev {held.revision}; "
+                                   "ignored (if etcd was restored from an older backup, remove "
+                                   f"{self.state_file.path} to accept it)")
+        self._take(DesiredState(self.site, revision, peerings))
 
     def _take(self, state: DesiredState) -> None:
         """Persist, then hand to the reconciler: a crash after this line re-applies from disk."""
         if state == self.reconciler.desired:
             return
+        before = self.reconciler.desired
         self.state_file.save(state)
         self.reconciler.set_desired(state)
+        added = state.peerings.keys() - before.peerings.keys()
+        removed = before.peerings.keys() - state.peerings.keys()
+        changed = {n for n in state.peerings.keys() & before.peerings.keys() if state.peerings[n] != before.peerings[n]}
+        if added or removed or changed:
+            self.reconciler.note("desired", f"rev {state.revision}: {len(state.peerings)} peerings "
+                                 f"(+{len(added)} -{len(removed)} ~{len(changed)})")
+
+    @property
+    def partitioned(self) -> bool:
+        return not self.connected
+
+    async def _send_local(self, outbox: asyncio.Queue[apb.AgentMessage]) -> None:
+        """Overrides and journal: everything recent on connect, then what is new."""
+        sent_journal = max(0, self.reconciler.journal.seq - JOURNAL_ON_CONNECT)
+        seq = self.reconciler.local_seq
+        while True:
+            entries = self.reconciler.journal.since(sent_journal)
+            outbox.put_nowait(apb.AgentMessage(local=apb.LocalReport(
+                overrides=[convert.override_to_pb(o) for o in self.reconciler.overrides.items.values()],
+                journal=[convert.journal_to_pb(e) for e in entries],
+                partitioned=False,
+            )))
+            if entries:
+                sent_journal = entries[-1].seq
+            seq = await self.reconciler.wait_local(seq)
 
     async def _send_reports(self, outbox: asyncio.Queue[apb.AgentMessage]) -> None:
         """Report on connect, then on every change; a heartbeat when nothing changed for a while."""
@@ -197,3 +248,7 @@ class CoordinatorLink:
                     break
                 except TimeoutError:
                     outbox.put_nowait(apb.AgentMessage(heartbeat=apb.Heartbeat()))
+
+
+class StaleCoordinator(Exception):
+    """The coordinator's view is older than the agent's: the stream is dropped and another one tried."""

@@ -13,7 +13,9 @@ from pathlib import Path
 import isthmus
 from isthmus import model as m
 from isthmus.agent.admin import AgentAdmin, serve_admin
+from isthmus.agent.journal import Journal
 from isthmus.agent.link import CoordinatorLink, TlsFiles
+from isthmus.agent.overrides import Overrides
 from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import StateError, StateFile
 from isthmus.drivers import base as drivers
@@ -47,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reconcile-interval", type=float, default=10.0,
                    help="seconds between periodic re-observations (default 10)")
     p.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats (default 5)")
+    p.add_argument("--journal-size", type=int, default=1000,
+                   help="events kept in the local journal (STATE_DIR/journal.jsonl; default 1000)")
     p.add_argument("--tls-ca", default="", help="PEM CA that signed the coordinators' certificates (enables TLS)")
     p.add_argument("--tls-cert", default="", help="PEM client certificate of this agent")
     p.add_argument("--tls-key", default="", help="PEM private key of this agent")
@@ -90,16 +94,18 @@ async def run(args: argparse.Namespace) -> int:
     state_file = StateFile(Path(args.state_dir))
     try:
         state = state_file.load(args.site)
+        overrides = Overrides(Path(args.state_dir) / "overrides.json")
         active = make_drivers(args)
-    except (StateError, drivers.UnknownDriver, drivers.DriverError) as exc:
+    except (StateError, ValueError, drivers.UnknownDriver, drivers.DriverError) as exc:
         log.error("cannot start: %s", exc)
         return 2
-    reconciler = Reconciler(args.site, active, interval=args.reconcile_interval)
+    journal = Journal(Path(args.state_dir) / "journal.jsonl", limit=args.journal_size)
+    reconciler = Reconciler(args.site, active, overrides, journal, interval=args.reconcile_interval)
+    reconciler.note("agent", f"started: {len(state.peerings)} persisted peerings at rev {state.revision}, "
+                    f"{len(overrides.items)} local overrides")
     reconciler.set_desired(state)
     # Apply what is on disk before any coordinator answers: the site keeps its peerings across restarts.
     await reconciler.reconcile_once()
-    log.info("site %s: started with %d persisted peerings at rev %d (drivers %s)",
-             args.site, len(state.peerings), state.revision, ",".join(args.drivers))
     link = CoordinatorLink(args.site, args.coordinators, reconciler, state_file, ",".join(args.drivers),
                            TlsFiles(args.tls_ca, args.tls_cert, args.tls_key), heartbeat=args.heartbeat)
     admin = AgentAdmin(args.site, reconciler, link, ",".join(args.drivers), isthmus.__version__)
@@ -115,7 +121,7 @@ async def run(args: argparse.Namespace) -> int:
     tasks = [asyncio.create_task(reconciler.run(), name="reconciler"),
              asyncio.create_task(link.run(), name="link")]
     await stop.wait()
-    log.info("site %s: stopping (the dataplane is left as it is)", args.site)
+    reconciler.note("agent", "stopping (the dataplane is left as it is)")
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

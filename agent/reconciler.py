@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from isthmus import model as m
+from isthmus.agent.journal import Journal
+from isthmus.agent.overrides import Overrides
 from isthmus.agent.state import DesiredState
 from isthmus.drivers.base import Driver, DriverError
 
@@ -38,13 +40,21 @@ class Report:
 
 
 class Reconciler:
-    def __init__(self, site: str, drivers: Sequence[Driver], interval: float = 10.0) -> None:
+    """Realizes the coordinator's desired state with the local overrides applied."""
+
+    def __init__(self, site: str, drivers: Sequence[Driver], overrides: Overrides, journal: Journal,
+                 interval: float = 10.0) -> None:
         self.site = site
         self.drivers = list(drivers)
+        self.overrides = overrides
+        self.journal = journal
         self.interval = interval
         self.desired = DesiredState(site)
+        self.effective: dict[str, m.DesiredPeering] = {}
         self.applied_revision = 0
         self.observed: dict[str, m.ObservedPeering] = {}
+        self.local_seq = 0  # bumped when overrides or the journal change
+        self._local_changed = asyncio.Event()
         self.last_error = ""
         self.passes = 0
         self._wake = asyncio.Event()
@@ -60,6 +70,27 @@ class Reconciler:
         self._wake.set()
 
     def poke(self) -> None:
+        self._wake.set()
+
+    def note(self, kind: str, message: str, connection: str = "") -> None:
+        """Record an event in the journal (and the log) and tell the link there is something to report."""
+        self.journal.append(kind, message, connection)
+        log.info("site %s: %s%s", self.site, f"{connection}: " if connection else "", message)
+        self._bump_local()
+
+    def _bump_local(self) -> None:
+        self.local_seq += 1
+        self._local_changed.set()
+
+    async def wait_local(self, after: int) -> int:
+        """Wait until overrides or the journal changed after sequence ``after`` (one waiter: the link)."""
+        while self.local_seq == after:
+            self._local_changed.clear()
+            await self._local_changed.wait()
+        return self.local_seq
+
+    def overrides_changed(self, message: str, connection: str) -> None:
+        self.note("override", message, connection)
         self._wake.set()
 
     # ------------------------------------------------------------ the loop
@@ -80,10 +111,14 @@ class Reconciler:
         async with self._lock:
             self._wake.clear()
             self.passes += 1
+            for gone in self.overrides.expire():
+                self.note("override", f"local {gone.kind} override expired", gone.connection)
             desired = self.desired
+            effective = self.overrides.effective(desired.peerings)
+            self.effective = effective
             by_driver: dict[int, dict[str, m.DesiredPeering]] = {id(d): {} for d in self.drivers}
             observed: dict[str, m.ObservedPeering] = {}
-            for name, peering in desired.peerings.items():
+            for name, peering in effective.items():
                 driver = self._driver_for(peering.type)
                 if driver is None:
                     have = ", ".join(d.name for d in self.drivers)
@@ -119,13 +154,18 @@ class Reconciler:
             self.last_error = "; ".join(errors)
             applied = desired.revision if not failed else self.applied_revision
             await self._publish(applied, observed)
+            delay = self.interval
             if failed:
                 self._failures += 1
-                return float(min(MAX_BACKOFF, 0.5 * 2 ** min(self._failures, 8)))
-            self._failures = 0
-            if any(o.state == m.PeeringState.CONNECTING for o in observed.values()):
-                return FAST_RECHECK
-            return self.interval
+                delay = float(min(MAX_BACKOFF, 0.5 * 2 ** min(self._failures, 8)))
+            else:
+                self._failures = 0
+                if any(o.state == m.PeeringState.CONNECTING for o in observed.values()):
+                    delay = FAST_RECHECK
+            expiry = self.overrides.next_expiry_ms()
+            if expiry:
+                delay = max(0.0, min(delay, expiry / 1000 - time.time()))
+            return delay
 
     def _error(self, name: str, text: str, driver: str = "") -> m.ObservedPeering:
         prev = self.observed.get(name)
@@ -133,6 +173,13 @@ class Reconciler:
         return m.ObservedPeering(name, m.PeeringState.ERROR, text, since, driver)
 
     async def _publish(self, applied: int, observed: dict[str, m.ObservedPeering]) -> None:
+        for name, o in observed.items():
+            before = self.observed.get(name)
+            if before is None or before.state != o.state:
+                text = f"{before.state if before else 'new'} -> {o.state}" + (f": {o.error}" if o.error else "")
+                self.note("peering", text, name)
+        for name in self.observed.keys() - observed.keys():
+            self.note("peering", "removed", name)
         changed = applied != self.applied_revision or observed != self.observed
         if applied != self.applied_revision:
             established = sum(o.state == m.PeeringState.ESTABLISHED for o in observed.values())

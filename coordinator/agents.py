@@ -24,13 +24,16 @@ import grpc.aio
 from isthmus import convert
 from isthmus import model as m
 from isthmus.coordinator import registry as r
-from isthmus.coordinator.planner import Planner
+from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
-from isthmus.errors import InvalidArgument, Unavailable
+from isthmus.errors import InvalidArgument, OutOfRange, Unavailable
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+
+JOURNAL_KEPT = 50  # journal entries of each site kept in its status key
 
 
 def now_ms() -> int:
@@ -51,6 +54,8 @@ class AgentStatusRecord:
     applied_revision: int = 0
     last_report_ms: int = 0
     observed: list[m.ObservedPeering] = field(default_factory=list)
+    overrides: list[m.Override] = field(default_factory=list)
+    journal: list[m.JournalEntry] = field(default_factory=list)  # the newest JOURNAL_KEPT entries
 
     def encode(self) -> bytes:
         return json.dumps(m.to_json(self), sort_keys=True, separators=(",", ":")).encode()
@@ -59,6 +64,8 @@ class AgentStatusRecord:
     def decode(cls, raw: bytes) -> AgentStatusRecord:
         d: dict[str, Any] = json.loads(raw)
         d["observed"] = [m.observed_from_json(o) for o in d.get("observed", [])]
+        d["overrides"] = [m.override_from_json(o) for o in d.get("overrides", [])]
+        d["journal"] = [m.journal_from_json(e) for e in d.get("journal", [])]
         return cls(**d)
 
 
@@ -152,23 +159,53 @@ class AgentSession:
             self.record.observed = [convert.observed_from_pb(p) for p in msg.observed.peerings]
             self.record.last_report_ms = now_ms()
             self.mark_dirty()
+        elif kind == "local":
+            self.record.overrides = [convert.override_from_pb(o) for o in msg.local.overrides]
+            if msg.local.journal:
+                seen = {e.seq for e in self.record.journal}
+                fresh = [convert.journal_from_pb(e) for e in msg.local.journal if e.seq not in seen]
+                self.record.journal = (self.record.journal + fresh)[-JOURNAL_KEPT:]
+            self.mark_dirty()
         elif kind == "heartbeat":
             pass
         else:
             log.warning("site %s sent an unexpected %s message; ignored", self.site, kind)
 
-    async def updates(self) -> AsyncIterator[apb.CoordinatorMessage]:
-        """The snapshot, then a delta each time the site's desired peerings change."""
+    async def first_message(self, hello: apb.Hello) -> apb.CoordinatorMessage:
+        """A delta from the state the agent holds when it can be rebuilt from etcd's history, else a snapshot."""
+        planner = self.service.planner
+        if hello.desired_revision > planner.revision and not await planner.wait_for_revision(
+            hello.desired_revision, timeout=10
+        ):
+            # Never answer with a view older than what the agent already holds.
+            raise Unavailable(f"this coordinator is at rev {planner.revision}, behind the agent's "
+                              f"rev {hello.desired_revision}; try another")
+        peerings, revision = planner.desired(self.site)
+        self.sent = peerings
+        if hello.desired_revision and hello.desired_digest:
+            try:
+                held = await plan_at(self.store, self.site, hello.desired_revision)
+            except OutOfRange:
+                held = None  # compacted: a full snapshot
+            if held is not None and m.peerings_digest(held) == hello.desired_digest:
+                upserts = [p for name, p in peerings.items() if held.get(name) != p]
+                removes = [name for name in held if name not in peerings]
+                log.info("site %s: resuming from rev %d: delta to rev %d (%d upserts, %d removes)",
+                         self.site, hello.desired_revision, revision, len(upserts), len(removes))
+                return apb.CoordinatorMessage(delta=apb.Delta(
+                    revision=revision, base_revision=hello.desired_revision,
+                    upserts=[convert.peering_to_pb(p) for p in upserts], removes=removes))
+        log.info("site %s: snapshot of %d peerings at rev %d", self.site, len(peerings), revision)
+        return apb.CoordinatorMessage(snapshot=apb.Snapshot(
+            revision=revision, peerings=[convert.peering_to_pb(p) for p in peerings.values()]))
+
+    async def updates(self, hello: apb.Hello) -> AsyncIterator[apb.CoordinatorMessage]:
+        """The first message (delta or snapshot), then a delta each time the site's desired peerings change."""
         changed = self.service.planner.changed_event(self.site)
         changed.clear()
-        peerings, revision = self.service.planner.desired(self.site)
-        self.sent = peerings
-        log.info("site %s: snapshot of %d peerings at rev %d", self.site, len(peerings), revision)
-        yield apb.CoordinatorMessage(
-            snapshot=apb.Snapshot(
-                revision=revision, peerings=[convert.peering_to_pb(p) for p in peerings.values()]
-            )
-        )
+        first = await self.first_message(hello)
+        yield first
+        base = first.snapshot.revision if first.HasField("snapshot") else first.delta.revision
         while True:
             await changed.wait()
             changed.clear()
@@ -183,9 +220,11 @@ class AgentSession:
             )
             yield apb.CoordinatorMessage(
                 delta=apb.Delta(
-                    revision=revision, upserts=[convert.peering_to_pb(p) for p in upserts], removes=removes
+                    revision=revision, base_revision=base,
+                    upserts=[convert.peering_to_pb(p) for p in upserts], removes=removes,
                 )
             )
+            base = revision
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
@@ -242,14 +281,19 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             asyncio.create_task(session.write_status(), name=f"status-{hello.site}"),
             asyncio.create_task(self._closing.wait(), name=f"closing-{hello.site}"),
         ]
-        updates = session.updates().__aiter__()
+        updates = session.updates(hello).__aiter__()
         reason = "agent closed the stream"
         try:
             while True:
                 nxt = asyncio.ensure_future(updates.__anext__())
                 done, _ = await asyncio.wait([nxt, *tasks], return_when=asyncio.FIRST_COMPLETED)
                 if nxt in done:
-                    yield nxt.result()
+                    try:
+                        msg = nxt.result()
+                    except Unavailable as exc:
+                        reason = str(exc)
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+                    yield msg
                     continue
                 nxt.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -15,31 +14,17 @@ from isthmus import convert
 from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import AgentStatusRecord
+from isthmus.coordinator.leader import list_coordinators
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import Event, Store
+from isthmus.edge import grpc_errors
 from isthmus.errors import InvalidArgument, IsthmusError, NotFound
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import types_pb2 as pb
 
 log = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def grpc_errors(fn: F) -> F:
-    """Translate the isthmus error tree into gRPC statuses at the edge."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await fn(self, request, context)
-        except IsthmusError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
-
-    return wrapper  # type: ignore[return-value]
-
 
 class SiteService(api_pb2_grpc.SiteServiceServicer):
     def __init__(self, registry: Registry) -> None:
@@ -165,6 +150,7 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
             desired_revision=self.planner.site_revision.get(site, 0),
         )
         observed: dict[str, m.ObservedPeering] = {}
+        overrides: dict[str, m.Override] = {}
         if record is not None:
             out.coordinator = record.coordinator
             out.agent_version = record.agent_version
@@ -174,14 +160,32 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
             out.connected_since_unix_ms = record.connected_since_ms
             out.last_report_unix_ms = record.last_report_ms
             observed = {o.connection: o for o in record.observed}
-        for name in sorted(set(desired) | set(observed)):
+            overrides = {o.connection: o for o in record.overrides}
+            out.overrides.extend(convert.override_to_pb(o) for o in record.overrides)
+            out.journal.extend(convert.journal_to_pb(e) for e in record.journal)
+        for name in sorted(set(desired) | set(observed) | set(overrides)):
             ps = api.PeeringStatus()
             if name in desired:
                 ps.desired.CopyFrom(convert.peering_to_pb(desired[name]))
             if name in observed:
                 ps.observed.CopyFrom(convert.observed_to_pb(observed[name]))
+            if name in overrides:
+                ps.override.CopyFrom(convert.override_to_pb(overrides[name]))
             out.peerings.append(ps)
         return out
+
+    @grpc_errors
+    async def ListCoordinators(  # noqa: N802
+        self, request: api.ListCoordinatorsRequest, context: Any
+    ) -> api.ListCoordinatorsResponse:
+        records, leader = await list_coordinators(self.store)
+        statuses, _ = await self.store.get_prefix(r.STATUS)
+        holders = [AgentStatusRecord.decode(kv.value).coordinator for kv in statuses]
+        return api.ListCoordinatorsResponse(coordinators=[
+            api.CoordinatorInfo(id=c.id, address=c.address, leader=c.id == leader, version=c.version,
+                                started_unix_ms=c.started_ms, agents=holders.count(c.address))
+            for c in records
+        ])
 
     @grpc_errors
     async def GetSiteStatus(  # noqa: N802

@@ -21,6 +21,7 @@ import isthmus
 from isthmus.coordinator.agents import AgentService
 from isthmus.coordinator.api import ConnectionService, EndpointService, SiteService, StatusService
 from isthmus.coordinator.etcd import EmbeddedEtcd, EtcdMissing
+from isthmus.coordinator.leader import Membership, collect_garbage
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import Store
@@ -82,8 +83,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    "certificate it signed (mutual TLS)")
     p.add_argument("--insecure", action="store_true", help="allow plain text on a non-loopback address "
                    "(development only: anyone who reaches the port can reconfigure every site)")
-    p.add_argument("--lease-ttl", type=int, default=10, help="seconds an agent's presence outlives a lost "
-                   "coordinator (default 10)")
+    p.add_argument("--lease-ttl", type=int, default=10, help="seconds an agent's presence, and this "
+                   "coordinator's leadership, outlive a coordinator that died (default 10)")
     p.add_argument("--ready-file", default="", help="write the HOST:PORT actually served to this file once ready "
                    "(useful with --listen 127.0.0.1:0)")
     p.add_argument("--log-level", default=os.environ.get("ISTHMUS_LOG_LEVEL", "info"),
@@ -142,6 +143,7 @@ class Coordinator:
         self.health = health.aio.HealthServicer()
         self.agents: AgentService | None = None
         self.address = ""
+        self.membership: Membership | None = None
 
     async def start(self) -> str:
         endpoints = self.opts.etcd_endpoints
@@ -167,7 +169,8 @@ class Coordinator:
         api_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(registry), self.server)
         api_pb2_grpc.add_EndpointServiceServicer_to_server(EndpointService(registry), self.server)
         api_pb2_grpc.add_ConnectionServiceServicer_to_server(ConnectionService(registry), self.server)
-        api_pb2_grpc.add_StatusServiceServicer_to_server(StatusService(self.store, self.planner), self.server)
+        self.status = StatusService(self.store, self.planner)
+        api_pb2_grpc.add_StatusServiceServicer_to_server(self.status, self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agents, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         services = [
@@ -176,6 +179,9 @@ class Coordinator:
         ] + [agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name]
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.server.start()
+        self.membership = Membership(self.store, self.opts.advertise or self.address, self.opts.lease_ttl,
+                                     jobs=[("garbage-collection", 300.0, collect_garbage)])
+        await self.membership.start()
         for name in ["", *services]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("isthmus-coordinator %s serving on %s (%s), etcd %s", isthmus.__version__, ", ".join(addresses),
@@ -189,6 +195,8 @@ class Coordinator:
         await self.health.enter_graceful_shutdown()
         if self.agents is not None:
             self.agents.close_all()
+        if self.membership is not None:
+            await self.membership.stop()
         if self.server is not None:
             await self.server.stop(grace)
         if self.planner is not None:

@@ -48,6 +48,22 @@ def plan_site(
     return out
 
 
+async def plan_at(store: Store, site: str, revision: int) -> dict[str, m.DesiredPeering]:
+    """The site's desired peerings as they were at ``revision`` (OutOfRange if compacted or in the future)."""
+    kvs, _ = await store.get_prefix(r.CONFIG, revision=revision)
+    endpoints = {}
+    connections = []
+    for kv in kvs:
+        if kv.key.startswith(r.ENDPOINTS):
+            ep = r.decode_endpoint(kv)
+            endpoints[ep.ref] = ep
+        elif kv.key.startswith(r.CONNECTIONS):
+            conn = r.decode_connection(kv)
+            if site in (conn.a.site, conn.b.site):
+                connections.append(conn)
+    return plan_site(site, connections, endpoints)
+
+
 def _bare(ep: m.Endpoint) -> m.Endpoint:
     # The version of an endpoint is not part of what an agent realizes.
     return m.Endpoint(ep.site, ep.name, ep.address, ep.asn, ep.role, ep.router_id, dict(ep.properties))

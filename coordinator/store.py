@@ -210,7 +210,12 @@ class Store:
     async def get_prefix(self, prefix: str, revision: int = 0) -> tuple[list[KV], int]:
         """Every key under ``prefix`` (sorted by key) and the store revision of the read."""
         req = rpc.RangeRequest(key=prefix.encode(), range_end=prefix_end(prefix.encode()), revision=revision)
-        resp = await self._call("Range", "_kv", req)
+        try:
+            resp = await self._call("Range", "_kv", req)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.OUT_OF_RANGE:  # compacted, or a future revision
+                raise OutOfRange(f"etcd cannot read at revision {revision}: {exc.details()}", "revision") from exc
+            raise
         return [_kv(kv) for kv in resp.kvs], int(resp.header.revision)  # type: ignore[attr-defined]
 
     async def txn(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> tuple[bool, int]:

@@ -33,6 +33,11 @@ _PSTATE: list[tuple[pb.PeeringState, m.PeeringState]] = [
     (pb.PEERING_STATE_ERROR, m.PeeringState.ERROR),
 ]
 
+_OKIND: list[tuple[pb.OverrideKind, m.OverrideKind]] = [
+    (pb.OVERRIDE_KIND_DISABLE, m.OverrideKind.DISABLE),
+    (pb.OVERRIDE_KIND_ADD, m.OverrideKind.ADD),
+]
+
 P = TypeVar("P", bound=int)
 E = TypeVar("E", bound=enum.Enum)
 
@@ -217,3 +222,36 @@ def observed_from_pb(msg: pb.ObservedPeering) -> m.ObservedPeering:
         driver=msg.driver,
         received_prefixes=tuple(msg.received_prefixes),
     )
+
+
+# ---------------------------------------------------------------- local overrides, journal
+
+
+def override_to_pb(o: m.Override) -> pb.Override:
+    return pb.Override(
+        connection=o.connection,
+        kind=_to_pb(_OKIND, o.kind),
+        peering=peering_to_pb(o.peering) if o.peering is not None else None,
+        reason=o.reason,
+        created_unix_ms=o.created_ms,
+        expires_unix_ms=o.expires_ms,
+    )
+
+
+def override_from_pb(msg: pb.Override) -> m.Override:
+    return m.Override(
+        connection=msg.connection,
+        kind=_from_pb(_OKIND, msg.kind, "kind"),
+        peering=peering_from_pb(msg.peering) if msg.HasField("peering") else None,
+        reason=msg.reason,
+        created_ms=msg.created_unix_ms,
+        expires_ms=msg.expires_unix_ms,
+    )
+
+
+def journal_to_pb(e: m.JournalEntry) -> pb.JournalEntry:
+    return pb.JournalEntry(seq=e.seq, time_unix_ms=e.time_ms, kind=e.kind, connection=e.connection, message=e.message)
+
+
+def journal_from_pb(msg: pb.JournalEntry) -> m.JournalEntry:
+    return m.JournalEntry(msg.seq, msg.time_unix_ms, msg.kind, msg.connection, msg.message)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import ipaddress
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +167,35 @@ class ObservedPeering:
     received_prefixes: tuple[str, ...] = ()
 
 
+class OverrideKind(enum.StrEnum):
+    DISABLE = "disable"  # a desired peering held DOWN locally
+    ADD = "add"  # a peering added locally, unknown to the coordinator
+
+
+@dataclass(frozen=True)
+class Override:
+    """A change made at the site through the admin socket; wins over the coordinator until removed or expired."""
+
+    connection: str
+    kind: OverrideKind
+    peering: DesiredPeering | None = None  # ADD: what to realize
+    reason: str = ""
+    created_ms: int = 0
+    expires_ms: int = 0  # 0: until removed
+
+    def expired(self, now_ms: int) -> bool:
+        return bool(self.expires_ms) and now_ms >= self.expires_ms
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    seq: int
+    time_ms: int
+    kind: str  # link, desired, peering, override
+    connection: str = ""
+    message: str = ""
+
+
 # ---------------------------------------------------------------- JSON (etcd values, agent disk)
 
 
@@ -271,6 +303,22 @@ def observed_from_json(d: dict[str, Any]) -> ObservedPeering:
     )
 
 
+def override_from_json(d: dict[str, Any]) -> Override:
+    peering = d.get("peering")
+    return Override(
+        connection=d["connection"],
+        kind=OverrideKind(d["kind"]),
+        peering=peering_from_json(peering) if peering else None,
+        reason=d.get("reason", ""),
+        created_ms=int(d.get("created_ms", 0)),
+        expires_ms=int(d.get("expires_ms", 0)),
+    )
+
+
+def journal_from_json(d: dict[str, Any]) -> JournalEntry:
+    return JournalEntry(int(d["seq"]), int(d["time_ms"]), d["kind"], d.get("connection", ""), d.get("message", ""))
+
+
 # ---------------------------------------------------------------- validation
 
 
@@ -360,8 +408,28 @@ def validate_connection(conn: Connection) -> Connection:
     if conn.a.site == conn.b.site:
         raise InvalidArgument(f"both ends are in site {conn.a.site}; a connection joins two sites", "b.site")
     _check_description(conn.description)
-    bgp, vxlan = conn.bgp, conn.vxlan
-    if conn.type == ConnectionType.BGP:
+    bgp, vxlan = validate_params(conn.type, conn.bgp, conn.vxlan)
+    return dataclasses.replace(conn, bgp=bgp, vxlan=vxlan)
+
+
+def parse_prefixes(text: str, field_name: str = f"properties.{ADVERTISE_PROPERTY}") -> list[str]:
+    """Comma-separated IPv4/IPv6 prefixes in canonical form."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=True)))
+        except ValueError as exc:
+            raise InvalidArgument(f"{item!r} is not a prefix ({exc})", field_name) from None
+    return out
+
+
+def validate_params(
+    ctype: ConnectionType, bgp: BgpParams | None, vxlan: VxlanParams | None
+) -> tuple[BgpParams | None, VxlanParams | None]:
+    """The parameters of a connection of type ``ctype``, with defaults filled in."""
+    if ctype == ConnectionType.BGP:
         if vxlan is not None:
             raise InvalidArgument("is only for VXLAN connections", "vxlan")
         bgp = bgp or BgpParams()
@@ -379,7 +447,7 @@ def validate_connection(conn: Connection) -> Connection:
                 )
         if len(set(bgp.address_families)) != len(bgp.address_families):
             raise InvalidArgument("lists a family twice", "bgp.address_families")
-    elif conn.type == ConnectionType.VXLAN:
+    elif ctype == ConnectionType.VXLAN:
         if bgp is not None:
             raise InvalidArgument("is only for BGP connections", "bgp")
         if vxlan is None or vxlan.vni == 0:
@@ -392,20 +460,13 @@ def validate_connection(conn: Connection) -> Connection:
             raise InvalidArgument(f"{vxlan.mtu} is out of range 576..9216", "vxlan.mtu")
     else:
         raise InvalidArgument("must be BGP or VXLAN", "type")
-    return dataclasses.replace(conn, bgp=bgp, vxlan=vxlan)
+    return bgp, vxlan
 
 
-def parse_prefixes(text: str, field_name: str = f"properties.{ADVERTISE_PROPERTY}") -> list[str]:
-    """Comma-separated IPv4/IPv6 prefixes in canonical form."""
-    out = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        try:
-            out.append(str(ipaddress.ip_network(item, strict=True)))
-        except ValueError as exc:
-            raise InvalidArgument(f"{item!r} is not a prefix ({exc})", field_name) from None
-    return out
+def peerings_digest(peerings: Mapping[str, DesiredPeering]) -> str:
+    """A digest of a set of desired peerings, equal on agent and coordinator for equal sets."""
+    body = json.dumps([to_json(peerings[k]) for k in sorted(peerings)], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def default_address_families(address: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from isthmus.v1 import admin_pb2 as isthmus_dot_v1_dot_admin__pb2
+from isthmus.v1 import types_pb2 as isthmus_dot_v1_dot_types__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -49,6 +50,36 @@ class AgentAdminStub:
                 request_serializer=isthmus_dot_v1_dot_admin__pb2.ResyncRequest.SerializeToString,
                 response_deserializer=isthmus_dot_v1_dot_admin__pb2.ResyncResponse.FromString,
                 _registered_method=True)
+        self.DisablePeering = channel.unary_unary(
+                '/isthmus.v1.AgentAdmin/DisablePeering',
+                request_serializer=isthmus_dot_v1_dot_admin__pb2.DisablePeeringRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_types__pb2.Override.FromString,
+                _registered_method=True)
+        self.EnablePeering = channel.unary_unary(
+                '/isthmus.v1.AgentAdmin/EnablePeering',
+                request_serializer=isthmus_dot_v1_dot_admin__pb2.EnablePeeringRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_admin__pb2.RemoveOverrideResponse.FromString,
+                _registered_method=True)
+        self.AddLocalPeering = channel.unary_unary(
+                '/isthmus.v1.AgentAdmin/AddLocalPeering',
+                request_serializer=isthmus_dot_v1_dot_admin__pb2.AddLocalPeeringRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_types__pb2.Override.FromString,
+                _registered_method=True)
+        self.ListOverrides = channel.unary_unary(
+                '/isthmus.v1.AgentAdmin/ListOverrides',
+                request_serializer=isthmus_dot_v1_dot_admin__pb2.ListOverridesRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_admin__pb2.ListOverridesResponse.FromString,
+                _registered_method=True)
+        self.RemoveOverride = channel.unary_unary(
+                '/isthmus.v1.AgentAdmin/RemoveOverride',
+                request_serializer=isthmus_dot_v1_dot_admin__pb2.RemoveOverrideRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_admin__pb2.RemoveOverrideResponse.FromString,
+                _registered_method=True)
+        self.Journal = channel.unary_unary(
+                '/isthmus.v1.AgentAdmin/Journal',
+                request_serializer=isthmus_dot_v1_dot_admin__pb2.JournalRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_admin__pb2.JournalResponse.FromString,
+                _registered_method=True)
 
 
 class AgentAdminServicer:
@@ -73,6 +104,43 @@ class AgentAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DisablePeering(self, request, context):
+        """Local maintenance, persisted, taking precedence over the coordinator until removed or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnablePeering(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddLocalPeering(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOverrides(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveOverride(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Journal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +158,36 @@ def add_AgentAdminServicer_to_server(servicer, server):
                     servicer.Resync,
                     request_deserializer=isthmus_dot_v1_dot_admin__pb2.ResyncRequest.FromString,
                     response_serializer=isthmus_dot_v1_dot_admin__pb2.ResyncResponse.SerializeToString,
+            ),
+            'DisablePeering': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisablePeering,
+                    request_deserializer=isthmus_dot_v1_dot_admin__pb2.DisablePeeringRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_types__pb2.Override.SerializeToString,
+            ),
+            'EnablePeering': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnablePeering,
+                    request_deserializer=isthmus_dot_v1_dot_admin__pb2.EnablePeeringRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_admin__pb2.RemoveOverrideResponse.SerializeToString,
+            ),
+            'AddLocalPeering': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddLocalPeering,
+                    request_deserializer=isthmus_dot_v1_dot_admin__pb2.AddLocalPeeringRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_types__pb2.Override.SerializeToString,
+            ),
+            'ListOverrides': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOverrides,
+                    request_deserializer=isthmus_dot_v1_dot_admin__pb2.ListOverridesRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_admin__pb2.ListOverridesResponse.SerializeToString,
+            ),
+            'RemoveOverride': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveOverride,
+                    request_deserializer=isthmus_dot_v1_dot_admin__pb2.RemoveOverrideRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_admin__pb2.RemoveOverrideResponse.SerializeToString,
+            ),
+            'Journal': grpc.unary_unary_rpc_method_handler(
+                    servicer.Journal,
+                    request_deserializer=isthmus_dot_v1_dot_admin__pb2.JournalRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_admin__pb2.JournalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +271,168 @@ class AgentAdmin:
             '/isthmus.v1.AgentAdmin/Resync',
             isthmus_dot_v1_dot_admin__pb2.ResyncRequest.SerializeToString,
             isthmus_dot_v1_dot_admin__pb2.ResyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisablePeering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.AgentAdmin/DisablePeering',
+            isthmus_dot_v1_dot_admin__pb2.DisablePeeringRequest.SerializeToString,
+            isthmus_dot_v1_dot_types__pb2.Override.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnablePeering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.AgentAdmin/EnablePeering',
+            isthmus_dot_v1_dot_admin__pb2.EnablePeeringRequest.SerializeToString,
+            isthmus_dot_v1_dot_admin__pb2.RemoveOverrideResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddLocalPeering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.AgentAdmin/AddLocalPeering',
+            isthmus_dot_v1_dot_admin__pb2.AddLocalPeeringRequest.SerializeToString,
+            isthmus_dot_v1_dot_types__pb2.Override.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOverrides(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.AgentAdmin/ListOverrides',
+            isthmus_dot_v1_dot_admin__pb2.ListOverridesRequest.SerializeToString,
+            isthmus_dot_v1_dot_admin__pb2.ListOverridesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveOverride(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.AgentAdmin/RemoveOverride',
+            isthmus_dot_v1_dot_admin__pb2.RemoveOverrideRequest.SerializeToString,
+            isthmus_dot_v1_dot_admin__pb2.RemoveOverrideResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Journal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.AgentAdmin/Journal',
+            isthmus_dot_v1_dot_admin__pb2.JournalRequest.SerializeToString,
+            isthmus_dot_v1_dot_admin__pb2.JournalResponse.FromString,
             options,
             channel_credentials,
             insecure,

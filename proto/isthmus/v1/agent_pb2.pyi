@@ -8,20 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Hello(_message.Message):
-    __slots__ = ("site", "agent_version", "applied_revision", "driver", "host", "instance_id")
+    __slots__ = ("site", "agent_version", "applied_revision", "driver", "host", "instance_id", "desired_revision", "desired_digest")
     SITE_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
     DRIVER_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_DIGEST_FIELD_NUMBER: _ClassVar[int]
     site: str
     agent_version: str
     applied_revision: int
     driver: str
     host: str
     instance_id: str
-    def __init__(self, site: _Optional[str] = ..., agent_version: _Optional[str] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., host: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
+    desired_revision: int
+    desired_digest: str
+    def __init__(self, site: _Optional[str] = ..., agent_version: _Optional[str] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., host: _Optional[str] = ..., instance_id: _Optional[str] = ..., desired_revision: _Optional[int] = ..., desired_digest: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("revision",)
@@ -41,17 +45,29 @@ class Heartbeat(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class LocalReport(_message.Message):
+    __slots__ = ("overrides", "journal", "partitioned")
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONED_FIELD_NUMBER: _ClassVar[int]
+    overrides: _containers.RepeatedCompositeFieldContainer[_types_pb2.Override]
+    journal: _containers.RepeatedCompositeFieldContainer[_types_pb2.JournalEntry]
+    partitioned: bool
+    def __init__(self, overrides: _Optional[_Iterable[_Union[_types_pb2.Override, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[_types_pb2.JournalEntry, _Mapping]]] = ..., partitioned: _Optional[bool] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "ack", "observed", "heartbeat")
+    __slots__ = ("hello", "ack", "observed", "heartbeat", "local")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ack: Ack
     observed: ObservedReport
     heartbeat: Heartbeat
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., observed: _Optional[_Union[ObservedReport, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    local: LocalReport
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., observed: _Optional[_Union[ObservedReport, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., local: _Optional[_Union[LocalReport, _Mapping]] = ...) -> None: ...
 
 class Snapshot(_message.Message):
     __slots__ = ("revision", "peerings")
@@ -62,14 +78,16 @@ class Snapshot(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ...) -> None: ...
 
 class Delta(_message.Message):
-    __slots__ = ("revision", "upserts", "removes")
+    __slots__ = ("revision", "upserts", "removes", "base_revision")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     UPSERTS_FIELD_NUMBER: _ClassVar[int]
     REMOVES_FIELD_NUMBER: _ClassVar[int]
+    BASE_REVISION_FIELD_NUMBER: _ClassVar[int]
     revision: int
     upserts: _containers.RepeatedCompositeFieldContainer[_types_pb2.DesiredPeering]
     removes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, revision: _Optional[int] = ..., upserts: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ..., removes: _Optional[_Iterable[str]] = ...) -> None: ...
+    base_revision: int
+    def __init__(self, revision: _Optional[int] = ..., upserts: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ..., removes: _Optional[_Iterable[str]] = ..., base_revision: _Optional[int] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
     __slots__ = ("snapshot", "delta")

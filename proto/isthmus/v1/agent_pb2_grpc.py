@@ -45,7 +45,8 @@ class AgentServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Connect(self, request_iterator, context):
-        """The agent sends Hello first; the coordinator answers with a Snapshot, then Deltas.
+        """The agent sends Hello first; the coordinator answers with a Snapshot (or, when it
+        can rebuild the agent's state at Hello.desired_revision, a Delta from it), then Deltas.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from isthmus.v1 import types_pb2 as isthmus_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14isthmus/v1/api.proto\x12\nisthmus.v1\x1a\x16isthmus/v1/types.proto\"\x1e\n\x0eGetSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x12\n\x10ListSitesRequest\"F\n\x11ListSitesResponse\x12\x1f\n\x05sites\x18\x01 \x03(\x0b\x32\x10.isthmus.v1.Site\x12\x10\n\x08revision\x18\x02 \x01(\x03\"2\n\x11\x44\x65leteSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\"\n\x0e\x44\x65leteResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"0\n\x12GetEndpointRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"$\n\x14ListEndpointsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\"R\n\x15ListEndpointsResponse\x12\'\n\tendpoints\x18\x01 \x03(\x0b\x32\x14.isthmus.v1.Endpoint\x12\x10\n\x08revision\x18\x02 \x01(\x03\"D\n\x15\x44\x65leteEndpointRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"$\n\x14GetConnectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"&\n\x16ListConnectionsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\"X\n\x17ListConnectionsResponse\x12+\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x16.isthmus.v1.Connection\x12\x10\n\x08revision\x18\x02 \x01(\x03\"8\n\x17\x44\x65leteConnectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"k\n\rPeeringStatus\x12+\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12-\n\x08observed\x18\x02 \x01(\x0b\x32\x1b.isthmus.v1.ObservedPeering\"\xad\x02\n\nSiteStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65\x66ined\x18\x02 \x01(\x08\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x13\n\x0b\x63oordinator\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x12\n\nagent_host\x18\x06 \x01(\t\x12\x0e\n\x06\x64river\x18\x07 \x01(\t\x12\x18\n\x10\x64\x65sired_revision\x18\x08 \x01(\x03\x12\x18\n\x10\x61pplied_revision\x18\t \x01(\x03\x12\x1f\n\x17\x63onnected_since_unix_ms\x18\n \x01(\x03\x12\x1b\n\x13last_report_unix_ms\x18\x0b \x01(\x03\x12+\n\x08peerings\x18\x0c \x03(\x0b\x32\x19.isthmus.v1.PeeringStatus\"$\n\x14GetSiteStatusRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\"\x17\n\x15ListSiteStatusRequest\"Q\n\x16ListSiteStatusResponse\x12%\n\x05sites\x18\x01 \x03(\x0b\x32\x16.isthmus.v1.SiteStatus\x12\x10\n\x08revision\x18\x02 \x01(\x03\"C\n\x0cWatchRequest\x12\r\n\x05kinds\x18\x01 \x03(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x16\n\x0estart_revision\x18\x03 \x01(\x03\"\xf1\x01\n\nWatchEvent\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.isthmus.v1.EventType\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12 \n\x04site\x18\x03 \x01(\x0b\x32\x10.isthmus.v1.SiteH\x00\x12(\n\x08\x65ndpoint\x18\x04 \x01(\x0b\x32\x14.isthmus.v1.EndpointH\x00\x12,\n\nconnection\x18\x05 \x01(\x0b\x32\x16.isthmus.v1.ConnectionH\x00\x12(\n\x06status\x18\x06 \x01(\x0b\x32\x16.isthmus.v1.SiteStatusH\x00\x42\x08\n\x06object*<\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x07\n\x03PUT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x32\xbd\x02\n\x0bSiteService\x12\x30\n\nCreateSite\x12\x10.isthmus.v1.Site\x1a\x10.isthmus.v1.Site\x12\x37\n\x07GetSite\x12\x1a.isthmus.v1.GetSiteRequest\x1a\x10.isthmus.v1.Site\x12H\n\tListSites\x12\x1c.isthmus.v1.ListSitesRequest\x1a\x1d.isthmus.v1.ListSitesResponse\x12\x30\n\nUpdateSite\x12\x10.isthmus.v1.Site\x1a\x10.isthmus.v1.Site\x12G\n\nDeleteSite\x12\x1d.isthmus.v1.DeleteSiteRequest\x1a\x1a.isthmus.v1.DeleteResponse2\xf9\x02\n\x0f\x45ndpointService\x12<\n\x0e\x43reateEndpoint\x12\x14.isthmus.v1.Endpoint\x1a\x14.isthmus.v1.Endpoint\x12\x43\n\x0bGetEndpoint\x12\x1e.isthmus.v1.GetEndpointRequest\x1a\x14.isthmus.v1.Endpoint\x12T\n\rListEndpoints\x12 .isthmus.v1.ListEndpointsRequest\x1a!.isthmus.v1.ListEndpointsResponse\x12<\n\x0eUpdateEndpoint\x12\x14.isthmus.v1.Endpoint\x1a\x14.isthmus.v1.Endpoint\x12O\n\x0e\x44\x65leteEndpoint\x12!.isthmus.v1.DeleteEndpointRequest\x1a\x1a.isthmus.v1.DeleteResponse2\x97\x03\n\x11\x43onnectionService\x12\x42\n\x10\x43reateConnection\x12\x16.isthmus.v1.Connection\x1a\x16.isthmus.v1.Connection\x12I\n\rGetConnection\x12 .isthmus.v1.GetConnectionRequest\x1a\x16.isthmus.v1.Connection\x12Z\n\x0fListConnections\x12\".isthmus.v1.ListConnectionsRequest\x1a#.isthmus.v1.ListConnectionsResponse\x12\x42\n\x10UpdateConnection\x12\x16.isthmus.v1.Connection\x1a\x16.isthmus.v1.Connection\x12S\n\x10\x44\x65leteConnection\x12#.isthmus.v1.DeleteConnectionRequest\x1a\x1a.isthmus.v1.DeleteResponse2\xf0\x01\n\rStatusService\x12I\n\rGetSiteStatus\x12 .isthmus.v1.GetSiteStatusRequest\x1a\x16.isthmus.v1.SiteStatus\x12W\n\x0eListSiteStatus\x12!.isthmus.v1.ListSiteStatusRequest\x1a\".isthmus.v1.ListSiteStatusResponse\x12;\n\x05Watch\x12\x18.isthmus.v1.WatchRequest\x1a\x16.isthmus.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14isthmus/v1/api.proto\x12\nisthmus.v1\x1a\x16isthmus/v1/types.proto\"\x1e\n\x0eGetSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x12\n\x10ListSitesRequest\"F\n\x11ListSitesResponse\x12\x1f\n\x05sites\x18\x01 \x03(\x0b\x32\x10.isthmus.v1.Site\x12\x10\n\x08revision\x18\x02 \x01(\x03\"2\n\x11\x44\x65leteSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\"\n\x0e\x44\x65leteResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"0\n\x12GetEndpointRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"$\n\x14ListEndpointsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\"R\n\x15ListEndpointsResponse\x12\'\n\tendpoints\x18\x01 \x03(\x0b\x32\x14.isthmus.v1.Endpoint\x12\x10\n\x08revision\x18\x02 \x01(\x03\"D\n\x15\x44\x65leteEndpointRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"$\n\x14GetConnectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"&\n\x16ListConnectionsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\"X\n\x17ListConnectionsResponse\x12+\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x16.isthmus.v1.Connection\x12\x10\n\x08revision\x18\x02 \x01(\x03\"8\n\x17\x44\x65leteConnectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x93\x01\n\rPeeringStatus\x12+\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12-\n\x08observed\x18\x02 \x01(\x0b\x32\x1b.isthmus.v1.ObservedPeering\x12&\n\x08override\x18\x03 \x01(\x0b\x32\x14.isthmus.v1.Override\"\x81\x03\n\nSiteStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65\x66ined\x18\x02 \x01(\x08\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x13\n\x0b\x63oordinator\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x12\n\nagent_host\x18\x06 \x01(\t\x12\x0e\n\x06\x64river\x18\x07 \x01(\t\x12\x18\n\x10\x64\x65sired_revision\x18\x08 \x01(\x03\x12\x18\n\x10\x61pplied_revision\x18\t \x01(\x03\x12\x1f\n\x17\x63onnected_since_unix_ms\x18\n \x01(\x03\x12\x1b\n\x13last_report_unix_ms\x18\x0b \x01(\x03\x12+\n\x08peerings\x18\x0c \x03(\x0b\x32\x19.isthmus.v1.PeeringStatus\x12\'\n\toverrides\x18\r \x03(\x0b\x32\x14.isthmus.v1.Override\x12)\n\x07journal\x18\x0e \x03(\x0b\x32\x18.isthmus.v1.JournalEntry\"$\n\x14GetSiteStatusRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\"\x17\n\x15ListSiteStatusRequest\"Q\n\x16ListSiteStatusResponse\x12%\n\x05sites\x18\x01 \x03(\x0b\x32\x16.isthmus.v1.SiteStatus\x12\x10\n\x08revision\x18\x02 \x01(\x03\"C\n\x0cWatchRequest\x12\r\n\x05kinds\x18\x01 \x03(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x16\n\x0estart_revision\x18\x03 \x01(\x03\"\xf1\x01\n\nWatchEvent\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.isthmus.v1.EventType\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12 \n\x04site\x18\x03 \x01(\x0b\x32\x10.isthmus.v1.SiteH\x00\x12(\n\x08\x65ndpoint\x18\x04 \x01(\x0b\x32\x14.isthmus.v1.EndpointH\x00\x12,\n\nconnection\x18\x05 \x01(\x0b\x32\x16.isthmus.v1.ConnectionH\x00\x12(\n\x06status\x18\x06 \x01(\x0b\x32\x16.isthmus.v1.SiteStatusH\x00\x42\x08\n\x06object\"x\n\x0f\x43oordinatorInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06leader\x18\x03 \x01(\x08\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\x05 \x01(\x03\x12\x0e\n\x06\x61gents\x18\x06 \x01(\x05\"\x19\n\x17ListCoordinatorsRequest\"M\n\x18ListCoordinatorsResponse\x12\x31\n\x0c\x63oordinators\x18\x01 \x03(\x0b\x32\x1b.isthmus.v1.CoordinatorInfo*<\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x07\n\x03PUT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x32\xbd\x02\n\x0bSiteService\x12\x30\n\nCreateSite\x12\x10.isthmus.v1.Site\x1a\x10.isthmus.v1.Site\x12\x37\n\x07GetSite\x12\x1a.isthmus.v1.GetSiteRequest\x1a\x10.isthmus.v1.Site\x12H\n\tListSites\x12\x1c.isthmus.v1.ListSitesRequest\x1a\x1d.isthmus.v1.ListSitesResponse\x12\x30\n\nUpdateSite\x12\x10.isthmus.v1.Site\x1a\x10.isthmus.v1.Site\x12G\n\nDeleteSite\x12\x1d.isthmus.v1.DeleteSiteRequest\x1a\x1a.isthmus.v1.DeleteResponse2\xf9\x02\n\x0f\x45ndpointService\x12<\n\x0e\x43reateEndpoint\x12\x14.isthmus.v1.Endpoint\x1a\x14.isthmus.v1.Endpoint\x12\x43\n\x0bGetEndpoint\x12\x1e.isthmus.v1.GetEndpointRequest\x1a\x14.isthmus.v1.Endpoint\x12T\n\rListEndpoints\x12 .isthmus.v1.ListEndpointsRequest\x1a!.isthmus.v1.ListEndpointsResponse\x12<\n\x0eUpdateEndpoint\x12\x14.isthmus.v1.Endpoint\x1a\x14.isthmus.v1.Endpoint\x12O\n\x0e\x44\x65leteEndpoint\x12!.isthmus.v1.DeleteEndpointRequest\x1a\x1a.isthmus.v1.DeleteResponse2\x97\x03\n\x11\x43onnectionService\x12\x42\n\x10\x43reateConnection\x12\x16.isthmus.v1.Connection\x1a\x16.isthmus.v1.Connection\x12I\n\rGetConnection\x12 .isthmus.v1.GetConnectionRequest\x1a\x16.isthmus.v1.Connection\x12Z\n\x0fListConnections\x12\".isthmus.v1.ListConnectionsRequest\x1a#.isthmus.v1.ListConnectionsResponse\x12\x42\n\x10UpdateConnection\x12\x16.isthmus.v1.Connection\x1a\x16.isthmus.v1.Connection\x12S\n\x10\x44\x65leteConnection\x12#.isthmus.v1.DeleteConnectionRequest\x1a\x1a.isthmus.v1.DeleteResponse2\xcf\x02\n\rStatusService\x12]\n\x10ListCoordinators\x12#.isthmus.v1.ListCoordinatorsRequest\x1a$.isthmus.v1.ListCoordinatorsResponse\x12I\n\rGetSiteStatus\x12 .isthmus.v1.GetSiteStatusRequest\x1a\x16.isthmus.v1.SiteStatus\x12W\n\x0eListSiteStatus\x12!.isthmus.v1.ListSiteStatusRequest\x1a\".isthmus.v1.ListSiteStatusResponse\x12;\n\x05Watch\x12\x18.isthmus.v1.WatchRequest\x1a\x16.isthmus.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'isthmus.v1.api_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=1612
-  _globals['_EVENTTYPE']._serialized_end=1672
+  _globals['_EVENTTYPE']._serialized_start=1965
+  _globals['_EVENTTYPE']._serialized_end=2025
   _globals['_GETSITEREQUEST']._serialized_start=60
   _globals['_GETSITEREQUEST']._serialized_end=90
   _globals['_LISTSITESREQUEST']._serialized_start=92
@@ -60,26 +60,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=680
   _globals['_DELETECONNECTIONREQUEST']._serialized_start=682
   _globals['_DELETECONNECTIONREQUEST']._serialized_end=738
-  _globals['_PEERINGSTATUS']._serialized_start=740
-  _globals['_PEERINGSTATUS']._serialized_end=847
-  _globals['_SITESTATUS']._serialized_start=850
-  _globals['_SITESTATUS']._serialized_end=1151
-  _globals['_GETSITESTATUSREQUEST']._serialized_start=1153
-  _globals['_GETSITESTATUSREQUEST']._serialized_end=1189
-  _globals['_LISTSITESTATUSREQUEST']._serialized_start=1191
-  _globals['_LISTSITESTATUSREQUEST']._serialized_end=1214
-  _globals['_LISTSITESTATUSRESPONSE']._serialized_start=1216
-  _globals['_LISTSITESTATUSRESPONSE']._serialized_end=1297
-  _globals['_WATCHREQUEST']._serialized_start=1299
-  _globals['_WATCHREQUEST']._serialized_end=1366
-  _globals['_WATCHEVENT']._serialized_start=1369
-  _globals['_WATCHEVENT']._serialized_end=1610
-  _globals['_SITESERVICE']._serialized_start=1675
-  _globals['_SITESERVICE']._serialized_end=1992
-  _globals['_ENDPOINTSERVICE']._serialized_start=1995
-  _globals['_ENDPOINTSERVICE']._serialized_end=2372
-  _globals['_CONNECTIONSERVICE']._serialized_start=2375
-  _globals['_CONNECTIONSERVICE']._serialized_end=2782
-  _globals['_STATUSSERVICE']._serialized_start=2785
-  _globals['_STATUSSERVICE']._serialized_end=3025
+  _globals['_PEERINGSTATUS']._serialized_start=741
+  _globals['_PEERINGSTATUS']._serialized_end=888
+  _globals['_SITESTATUS']._serialized_start=891
+  _globals['_SITESTATUS']._serialized_end=1276
+  _globals['_GETSITESTATUSREQUEST']._serialized_start=1278
+  _globals['_GETSITESTATUSREQUEST']._serialized_end=1314
+  _globals['_LISTSITESTATUSREQUEST']._serialized_start=1316
+  _globals['_LISTSITESTATUSREQUEST']._serialized_end=1339
+  _globals['_LISTSITESTATUSRESPONSE']._serialized_start=1341
+  _globals['_LISTSITESTATUSRESPONSE']._serialized_end=1422
+  _globals['_WATCHREQUEST']._serialized_start=1424
+  _globals['_WATCHREQUEST']._serialized_end=1491
+  _globals['_WATCHEVENT']._serialized_start=1494
+  _globals['_WATCHEVENT']._serialized_end=1735
+  _globals['_COORDINATORINFO']._serialized_start=1737
+  _globals['_COORDINATORINFO']._serialized_end=1857
+  _globals['_LISTCOORDINATORSREQUEST']._serialized_start=1859
+  _globals['_LISTCOORDINATORSREQUEST']._serialized_end=1884
+  _globals['_LISTCOORDINATORSRESPONSE']._serialized_start=1886
+  _globals['_LISTCOORDINATORSRESPONSE']._serialized_end=1963
+  _globals['_SITESERVICE']._serialized_start=2028
+  _globals['_SITESERVICE']._serialized_end=2345
+  _globals['_ENDPOINTSERVICE']._serialized_start=2348
+  _globals['_ENDPOINTSERVICE']._serialized_end=2725
+  _globals['_CONNECTIONSERVICE']._serialized_start=2728
+  _globals['_CONNECTIONSERVICE']._serialized_end=3135
+  _globals['_STATUSSERVICE']._serialized_start=3138
+  _globals['_STATUSSERVICE']._serialized_end=3473
 # @@protoc_insertion_point(module_scope)

@@ -110,15 +110,17 @@ class DeleteConnectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PeeringStatus(_message.Message):
-    __slots__ = ("desired", "observed")
+    __slots__ = ("desired", "observed", "override")
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_FIELD_NUMBER: _ClassVar[int]
     desired: _types_pb2.DesiredPeering
     observed: _types_pb2.ObservedPeering
-    def __init__(self, desired: _Optional[_Union[_types_pb2.DesiredPeering, _Mapping]] = ..., observed: _Optional[_Union[_types_pb2.ObservedPeering, _Mapping]] = ...) -> None: ...
+    override: _types_pb2.Override
+    def __init__(self, desired: _Optional[_Union[_types_pb2.DesiredPeering, _Mapping]] = ..., observed: _Optional[_Union[_types_pb2.ObservedPeering, _Mapping]] = ..., override: _Optional[_Union[_types_pb2.Override, _Mapping]] = ...) -> None: ...
 
 class SiteStatus(_message.Message):
-    __slots__ = ("site", "defined", "connected", "coordinator", "agent_version", "agent_host", "driver", "desired_revision", "applied_revision", "connected_since_unix_ms", "last_report_unix_ms", "peerings")
+    __slots__ = ("site", "defined", "connected", "coordinator", "agent_version", "agent_host", "driver", "desired_revision", "applied_revision", "connected_since_unix_ms", "last_report_unix_ms", "peerings", "overrides", "journal")
     SITE_FIELD_NUMBER: _ClassVar[int]
     DEFINED_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +133,8 @@ class SiteStatus(_message.Message):
     CONNECTED_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_REPORT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     PEERINGS_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
     site: str
     defined: bool
     connected: bool
@@ -143,7 +147,9 @@ class SiteStatus(_message.Message):
     connected_since_unix_ms: int
     last_report_unix_ms: int
     peerings: _containers.RepeatedCompositeFieldContainer[PeeringStatus]
-    def __init__(self, site: _Optional[str] = ..., defined: _Optional[bool] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_host: _Optional[str] = ..., driver: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., connected_since_unix_ms: _Optional[int] = ..., last_report_unix_ms: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[PeeringStatus, _Mapping]]] = ...) -> None: ...
+    overrides: _containers.RepeatedCompositeFieldContainer[_types_pb2.Override]
+    journal: _containers.RepeatedCompositeFieldContainer[_types_pb2.JournalEntry]
+    def __init__(self, site: _Optional[str] = ..., defined: _Optional[bool] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_host: _Optional[str] = ..., driver: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., connected_since_unix_ms: _Optional[int] = ..., last_report_unix_ms: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[PeeringStatus, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[_types_pb2.Override, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[_types_pb2.JournalEntry, _Mapping]]] = ...) -> None: ...
 
 class GetSiteStatusRequest(_message.Message):
     __slots__ = ("site",)
@@ -188,3 +194,29 @@ class WatchEvent(_message.Message):
     connection: _types_pb2.Connection
     status: SiteStatus
     def __init__(self, type: _Optional[_Union[EventType, str]] = ..., revision: _Optional[int] = ..., site: _Optional[_Union[_types_pb2.Site, _Mapping]] = ..., endpoint: _Optional[_Union[_types_pb2.Endpoint, _Mapping]] = ..., connection: _Optional[_Union[_types_pb2.Connection, _Mapping]] = ..., status: _Optional[_Union[SiteStatus, _Mapping]] = ...) -> None: ...
+
+class CoordinatorInfo(_message.Message):
+    __slots__ = ("id", "address", "leader", "version", "started_unix_ms", "agents")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    leader: bool
+    version: str
+    started_unix_ms: int
+    agents: int
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., leader: _Optional[bool] = ..., version: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., agents: _Optional[int] = ...) -> None: ...
+
+class ListCoordinatorsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCoordinatorsResponse(_message.Message):
+    __slots__ = ("coordinators",)
+    COORDINATORS_FIELD_NUMBER: _ClassVar[int]
+    coordinators: _containers.RepeatedCompositeFieldContainer[CoordinatorInfo]
+    def __init__(self, coordinators: _Optional[_Iterable[_Union[CoordinatorInfo, _Mapping]]] = ...) -> None: ...

@@ -772,6 +772,11 @@ class StatusServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListCoordinators = channel.unary_unary(
+                '/isthmus.v1.StatusService/ListCoordinators',
+                request_serializer=isthmus_dot_v1_dot_api__pb2.ListCoordinatorsRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_api__pb2.ListCoordinatorsResponse.FromString,
+                _registered_method=True)
         self.GetSiteStatus = channel.unary_unary(
                 '/isthmus.v1.StatusService/GetSiteStatus',
                 request_serializer=isthmus_dot_v1_dot_api__pb2.GetSiteStatusRequest.SerializeToString,
@@ -791,6 +796,12 @@ class StatusServiceStub:
 
 class StatusServiceServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def ListCoordinators(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def GetSiteStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -813,6 +824,11 @@ class StatusServiceServicer:
 
 def add_StatusServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListCoordinators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCoordinators,
+                    request_deserializer=isthmus_dot_v1_dot_api__pb2.ListCoordinatorsRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_api__pb2.ListCoordinatorsResponse.SerializeToString,
+            ),
             'GetSiteStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSiteStatus,
                     request_deserializer=isthmus_dot_v1_dot_api__pb2.GetSiteStatusRequest.FromString,
@@ -838,6 +854,33 @@ def add_StatusServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class StatusService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListCoordinators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.StatusService/ListCoordinators',
+            isthmus_dot_v1_dot_api__pb2.ListCoordinatorsRequest.SerializeToString,
+            isthmus_dot_v1_dot_api__pb2.ListCoordinatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetSiteStatus(request,

@@ -39,6 +39,12 @@ class PeeringState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PEERING_STATE_CONNECTING: _ClassVar[PeeringState]
     PEERING_STATE_DOWN: _ClassVar[PeeringState]
     PEERING_STATE_ERROR: _ClassVar[PeeringState]
+
+class OverrideKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OVERRIDE_KIND_UNSPECIFIED: _ClassVar[OverrideKind]
+    OVERRIDE_KIND_DISABLE: _ClassVar[OverrideKind]
+    OVERRIDE_KIND_ADD: _ClassVar[OverrideKind]
 SITE_KIND_UNSPECIFIED: SiteKind
 SITE_KIND_REGION: SiteKind
 SITE_KIND_CELL: SiteKind
@@ -57,6 +63,9 @@ PEERING_STATE_ESTABLISHED: PeeringState
 PEERING_STATE_CONNECTING: PeeringState
 PEERING_STATE_DOWN: PeeringState
 PEERING_STATE_ERROR: PeeringState
+OVERRIDE_KIND_UNSPECIFIED: OverrideKind
+OVERRIDE_KIND_DISABLE: OverrideKind
+OVERRIDE_KIND_ADD: OverrideKind
 
 class Site(_message.Message):
     __slots__ = ("name", "kind", "parent", "labels", "description", "version")
@@ -191,3 +200,33 @@ class ObservedPeering(_message.Message):
     driver: str
     received_prefixes: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, connection: _Optional[str] = ..., state: _Optional[_Union[PeeringState, str]] = ..., error: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., driver: _Optional[str] = ..., received_prefixes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Override(_message.Message):
+    __slots__ = ("connection", "kind", "peering", "reason", "created_unix_ms", "expires_unix_ms")
+    CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PEERING_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    connection: str
+    kind: OverrideKind
+    peering: DesiredPeering
+    reason: str
+    created_unix_ms: int
+    expires_unix_ms: int
+    def __init__(self, connection: _Optional[str] = ..., kind: _Optional[_Union[OverrideKind, str]] = ..., peering: _Optional[_Union[DesiredPeering, _Mapping]] = ..., reason: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ...) -> None: ...
+
+class JournalEntry(_message.Message):
+    __slots__ = ("seq", "time_unix_ms", "kind", "connection", "message")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    time_unix_ms: int
+    kind: str
+    connection: str
+    message: str
+    def __init__(self, seq: _Optional[int] = ..., time_unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., connection: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,132 @@
+"""Local overrides: maintenance done at the site through the admin socket, persisted.
+
+Precedence: an override wins over the coordinator's intent for as long as it
+exists. A DISABLE override holds a desired peering DOWN (the coordinator may
+change the peering's parameters meanwhile; they are applied, but the peering
+stays down). An ADD override realizes a peering the coordinator does not know.
+Overrides end only when removed through the admin socket or when their TTL
+runs out; a coordinator reconnecting never removes them. If the coordinator
+later desires a peering with the same name as an ADD override, the override
+still wins and the conflict is shown in the journal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from isthmus import model as m
+from isthmus.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Overrides:
+    """The overrides in force, persisted in ``STATE_DIR/overrides.json`` (atomic replace)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.items: dict[str, m.Override] = {}
+        try:
+            data = json.loads(self.path.read_text())
+            self.items = {o["connection"]: m.override_from_json(o) for o in data["overrides"]}
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.path} is damaged ({exc}); move it away to drop the local overrides") from exc
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        body = json.dumps({"overrides": [m.to_json(o) for o in self.items.values()]}, indent=1, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".overrides.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    def _expiry(ttl_seconds: int) -> int:
+        if ttl_seconds < 0:
+            raise InvalidArgument("must be 0 (no expiry) or a positive number of seconds", "ttl_seconds")
+        return _now_ms() + ttl_seconds * 1000 if ttl_seconds else 0
+
+    def disable(self, connection: str, desired: Mapping[str, m.DesiredPeering], ttl_seconds: int = 0,
+                reason: str = "") -> m.Override:
+        if connection not in desired:
+            known = ", ".join(sorted(desired)) or "none"
+            raise NotFound(f"no desired peering {connection!r} at this site (peerings: {known})", "connection")
+        current = self.items.get(connection)
+        if current is not None and current.kind == m.OverrideKind.ADD:
+            raise FailedPrecondition(
+                f"{connection} was added locally; remove the override instead of disabling it"
+            )
+        o = m.Override(connection, m.OverrideKind.DISABLE, None, reason, _now_ms(), self._expiry(ttl_seconds))
+        self.items[connection] = o
+        self._save()
+        return o
+
+    def add(self, peering: m.DesiredPeering, desired: Mapping[str, m.DesiredPeering], ttl_seconds: int = 0,
+            reason: str = "") -> m.Override:
+        m.check_name(peering.connection, "peering.connection")
+        if peering.connection in desired:
+            raise AlreadyExists(f"the coordinator already desires a peering {peering.connection!r}; pick another "
+                                "name or disable that one", "peering.connection")
+        if peering.connection in self.items:
+            raise AlreadyExists(f"an override for {peering.connection!r} exists; remove it first",
+                                "peering.connection")
+        local = m.validate_endpoint(dataclasses.replace(peering.local, site=peering.local.site or "local",
+                                                        name=peering.local.name or "local"))
+        remote = m.validate_endpoint(dataclasses.replace(peering.remote, site=peering.remote.site or "remote",
+                                                         name=peering.remote.name or "remote",
+                                                         role=m.EndpointRole.REMOTE))
+        bgp, vxlan = m.validate_params(peering.type, peering.bgp, peering.vxlan)
+        if bgp is not None and not bgp.address_families:
+            bgp = dataclasses.replace(bgp, address_families=m.default_address_families(local.address))
+        final = dataclasses.replace(peering, local=local, remote=remote, bgp=bgp, vxlan=vxlan)
+        o = m.Override(peering.connection, m.OverrideKind.ADD, final, reason, _now_ms(), self._expiry(ttl_seconds))
+        self.items[peering.connection] = o
+        self._save()
+        return o
+
+    def remove(self, connection: str) -> m.Override:
+        o = self.items.pop(connection, None)
+        if o is None:
+            raise NotFound(f"no local override for {connection!r}", "connection")
+        self._save()
+        return o
+
+    def enable(self, connection: str) -> m.Override:
+        o = self.items.get(connection)
+        if o is None or o.kind != m.OverrideKind.DISABLE:
+            raise NotFound(f"{connection!r} is not disabled locally", "connection")
+        return self.remove(connection)
+
+    def expire(self, now_ms: int | None = None) -> list[m.Override]:
+        now = _now_ms() if now_ms is None else now_ms
+        gone = [o for o in self.items.values() if o.expired(now)]
+        for o in gone:
+            del self.items[o.connection]
+        if gone:
+            self._save()
+        return gone
+
+    def next_expiry_ms(self) -> int:
+        return min((o.expires_ms for o in self.items.values() if o.expires_ms), default=0)
+
+    def effective(self, desired: Mapping[str, m.DesiredPeering]) -> dict[str, m.DesiredPeering]:
+        """The peerings to realize: the coordinator's, with the overrides applied."""
+        out = dict(desired)
+        for o in self.items.values():
+            if o.kind == m.OverrideKind.DISABLE and o.connection in out:
+                out[o.connection] = dataclasses.replace(out[o.connection], admin_state=m.AdminState.DOWN)
+            elif o.kind == m.OverrideKind.ADD and o.peering is not None:
+                out[o.connection] = o.peering
+        return out

@@ -1,0 +1,27 @@
+"""The gRPC edge shared by the coordinator's and the agent's servicers: errors become statuses here."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from isthmus.errors import IsthmusError
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def grpc_errors(fn: F) -> F:
+    """Translate the isthmus error tree (``isthmus.errors``) into gRPC statuses."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except IsthmusError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
+
+    return wrapper  # type: ignore[return-value]
