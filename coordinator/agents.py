@@ -127,11 +127,20 @@ class AgentSession:
             await self.store.revoke_lease(self.lease)
 
     async def keep_alive(self) -> None:
+        """Refresh the presence lease; an etcd hiccup shorter than the TTL does not end the session."""
+        last_ok = time.monotonic()
         while True:
             await asyncio.sleep(self.service.lease_ttl / 3)
-            ttl = await self.store.refresh_lease(self.lease)
+            try:
+                ttl = await self.store.refresh_lease(self.lease)
+            except Unavailable as exc:
+                if time.monotonic() - last_ok > self.service.lease_ttl:
+                    raise
+                log.warning("site %s: presence lease refresh failed (%s); retrying", self.site, exc)
+                continue
             if ttl <= 0:
                 raise Unavailable(f"the presence lease of site {self.site} expired")
+            last_ok = time.monotonic()
 
     async def write_status(self) -> None:
         """Write the status record whenever it changed; writes made meanwhile coalesce."""
@@ -139,9 +148,15 @@ class AgentSession:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            ok, rev = await self.store.txn(
-                [mod_is(key, self._written_rev)], [Put(key, self.record.encode(), self.lease)]
-            )
+            try:
+                ok, rev = await self.store.txn(
+                    [mod_is(key, self._written_rev)], [Put(key, self.record.encode(), self.lease)]
+                )
+            except Unavailable as exc:
+                log.warning("site %s: cannot write its status (%s); retrying", self.site, exc)
+                self._dirty.set()
+                await asyncio.sleep(0.5)
+                continue
             if not ok:
                 raise SiteTaken(f"site {self.site}: another session of the same agent took over")
             self._written_rev = rev

@@ -248,6 +248,9 @@ class Store:
             async for reply in call:
                 return int(reply.TTL)
         except grpc.aio.AioRpcError as exc:
+            if len(self.endpoints) > 1 and exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                          grpc.StatusCode.DEADLINE_EXCEEDED):
+                await self._rotate()
             raise Unavailable(f"etcd lease keep-alive failed: {exc.details()}") from exc
         return 0
 
@@ -309,6 +312,8 @@ class Store:
                 if batch:
                     yield revision, batch
         except grpc.aio.AioRpcError as exc:
+            if len(self.endpoints) > 1:
+                await self._rotate()  # the next watch goes to the next member
             raise Unavailable(f"etcd watch broke: {exc.code().name} {exc.details()}") from exc
         finally:
             requests.put_nowait(None)

@@ -5,10 +5,15 @@ Options (``--driver-opt fake.KEY=VALUE``):
 
 An endpoint property ``fake.error=TEXT`` on the local endpoint makes its
 peerings fail with ERROR and that text, to see how failures look.
+
+Every change it makes is appended to ``STATE_DIR/operations.jsonl`` (create,
+update, remove, with the connection), so tests and curious operators can see
+exactly what a real driver would have been asked to do.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 
@@ -37,6 +42,11 @@ class FakeDriver(Driver):
         self._since: dict[str, tuple[PeeringState, int]] = {}
         self.apply_calls = 0
 
+    def _record(self, op: str, name: str) -> None:
+        self.context.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.context.state_dir / "operations.jsonl", "a") as f:
+            f.write(json.dumps({"op": op, "connection": name, "time_ms": _now_ms()}) + "\n")
+
     async def apply(self, peerings: Mapping[str, DesiredPeering]) -> None:
         self.apply_calls += 1
         for name in list(self.realized):
@@ -44,15 +54,17 @@ class FakeDriver(Driver):
                 del self.realized[name]
                 self._started.pop(name, None)
                 self._since.pop(name, None)
+                self._record("remove", name)
         for name, peering in peerings.items():
             if self.realized.get(name) != peering:
-                changed_session = (
+                new_session = (
                     name not in self.realized
                     or self.realized[name].remote != peering.remote
                     or self.realized[name].local != peering.local
                 )
+                self._record("create" if name not in self.realized else "update", name)
                 self.realized[name] = peering
-                if changed_session:
+                if new_session:
                     self._started[name] = time.monotonic()
 
     def _state(self, name: str, peering: DesiredPeering) -> tuple[PeeringState, str]:
