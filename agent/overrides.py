@@ -7,7 +7,7 @@ stays down). An ADD override realizes a peering the coordinator does not know.
 Overrides end only when removed through the admin socket or when their TTL
 runs out; a coordinator reconnecting never removes them. If the coordinator
 later desires a peering with the same name as an ADD override, the override
-still wins and the conflict is shown in the journal.
+still wins until it is removed.
 """
 
 from __future__ import annotations
