@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -82,6 +83,23 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not more than 0")
+    return value
+
+
+_DURATION = re.compile(r"(\d+)([smhd]?)", re.ASCII)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_TTL_DAYS = 3650
+
+
+def duration(text: str) -> int:
+    """Whole seconds of a --ttl: '90' or '30s', '15m', '2h', '1d'; 0 means no expiry."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected seconds or a duration like 30s, 15m, 2h, 1d, got {text!r}")
+    value = int(match[1]) * _DURATION_UNITS[match[2]]
+    # The agent keeps expiry times in int64 milliseconds; a bound far below that keeps them valid.
+    if value > MAX_TTL_DAYS * 86400:
+        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_TTL_DAYS}d; use 0 for no expiry")
     return value
 
 
@@ -174,6 +192,26 @@ def updated_connection(current: m.Connection, args: Namespace) -> m.Connection:
     )
 
 
+def local_peering(args: Namespace) -> m.DesiredPeering:
+    """The peering of `local add`; sites and endpoint names are left empty for the agent to fill in."""
+    local = m.Endpoint(site="", name="", address=args.local_address, asn=args.local_asn,
+                       role=m.EndpointRole.LOCAL, router_id=args.router_id or "")
+    remote = m.Endpoint(site="", name="", address=args.remote_address, asn=args.remote_asn,
+                        role=m.EndpointRole.REMOTE)
+    return m.DesiredPeering(connection=args.name, type=m.ConnectionType(args.type), local=local, remote=remote,
+                            bgp=bgp_params(None, args), vxlan=vxlan_params(None, args))
+
+
+def add_local_peering_request(args: Namespace) -> admin_pb2.AddLocalPeeringRequest:
+    return admin_pb2.AddLocalPeeringRequest(peering=convert.peering_to_pb(local_peering(args)),
+                                            ttl_seconds=args.ttl or 0, reason=args.reason or "")
+
+
+def disable_peering_request(args: Namespace) -> admin_pb2.DisablePeeringRequest:
+    return admin_pb2.DisablePeeringRequest(connection=args.connection, ttl_seconds=args.ttl or 0,
+                                           reason=args.reason or "")
+
+
 # ---------------------------------------------------------------- text output
 
 
@@ -199,6 +237,23 @@ def format_age(age_seconds: float) -> str:
     return f"{s}s"
 
 
+def format_clock(unix_ms: int) -> str:
+    """A Unix time in milliseconds as local 'YYYY-MM-DD HH:MM:SS'."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_ms / 1000))
+
+
+def format_expiry(expires_ms: int, now: float) -> str:
+    """When an override ends: 'in 5m', 'never' (0: until removed), or 'expired' (not yet purged)."""
+    if not expires_ms:
+        return "never"
+    left = expires_ms / 1000 - now
+    return f"in {format_age(left)}" if left > 0 else "expired"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _pairs(values: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(values.items()))
 
@@ -217,7 +272,12 @@ SITE_COLUMNS = ("NAME", "KIND", "PARENT", "LABELS", "DESCRIPTION", "VERSION")
 ENDPOINT_COLUMNS = ("SITE", "NAME", "ADDRESS", "ASN", "ROLE", "ROUTER-ID", "PROPERTIES", "VERSION")
 CONNECTION_COLUMNS = ("NAME", "TYPE", "A", "B", "ADMIN", "PARAMS", "DESCRIPTION", "VERSION")
 STATUS_COLUMNS = ("SITE", "AGENT", "DESIRED-REV", "APPLIED-REV", "PEERINGS", "DRIVER", "COORDINATOR")
-PEERING_COLUMNS = ("CONNECTION", "TYPE", "LOCAL", "REMOTE", "ADMIN", "DESIRED", "OBSERVED", "ERROR", "SINCE")
+PEERING_COLUMNS = ("CONNECTION", "TYPE", "LOCAL", "REMOTE", "ADMIN", "DESIRED", "LOCAL-OVERRIDE", "OBSERVED",
+                   "RECEIVED", "ERROR", "SINCE")
+OVERRIDE_COLUMNS = ("CONNECTION", "KIND", "DETAIL", "REASON", "CREATED", "EXPIRES")
+JOURNAL_COLUMNS = ("TIME", "KIND", "CONNECTION", "MESSAGE")
+COORDINATOR_COLUMNS = ("ID", "ADDRESS", "LEADER", "AGENTS", "VERSION", "UP")
+RECENT_EVENTS = 10  # journal entries `status SITE` shows
 
 
 def site_row(msg: types_pb2.Site) -> list[str]:
@@ -249,26 +309,66 @@ def status_row(st: api_pb2.SiteStatus) -> list[str]:
             st.coordinator]
 
 
+def override_text(o: m.Override, now: float) -> str:
+    """The LOCAL-OVERRIDE cell: 'disabled (until enabled)', 'added locally (expires in 5m)', ..."""
+    what = "disabled" if o.kind == m.OverrideKind.DISABLE else "added locally"
+    if not o.expires_ms:
+        return f"{what} (until enabled)" if o.kind == m.OverrideKind.DISABLE else what
+    left = o.expires_ms / 1000 - now
+    return f"{what} (expires in {format_age(left)})" if left > 0 else f"{what} (expired)"
+
+
 def peering_row(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering, now: float) -> list[str]:
-    """One row of PEERING_COLUMNS; now is the current Unix time in seconds, for SINCE."""
+    """One row of PEERING_COLUMNS; now is the current Unix time in seconds, for SINCE and expiries."""
     desired = convert.peering_from_pb(p.desired) if p.HasField("desired") else None
     observed = convert.observed_from_pb(p.observed) if p.HasField("observed") else None
+    override = convert.override_from_pb(p.override) if p.HasField("override") else None
     intent = ["", "", "", "", "no"]
     if desired is not None:
         local, remote = desired.local, desired.remote
         intent = [desired.type.value, f"{local.address} AS {local.asn}",
                   f"{remote.site}/{remote.name} {remote.address} AS {remote.asn}",
                   desired.admin_state.value, "yes"]
-    seen = ["", "", ""]
+    seen = ["", "", "", ""]
     if observed is not None:
         since = format_age(now - observed.since_ms / 1000) if observed.since_ms else ""
-        seen = [observed.state.value, observed.error, since]
-    name = desired.connection if desired else observed.connection if observed else ""
-    return [name, *intent, *seen]
+        # Only BGP receives prefixes: a VXLAN tunnel's count would always be a misleading 0.
+        bgp = desired is None or desired.type == m.ConnectionType.BGP
+        received = str(len(observed.received_prefixes)) if bgp else ""
+        seen = [observed.state.value, received, _one_line(observed.error), since]
+    name = desired.connection if desired else observed.connection if observed else p.override.connection
+    return [name, *intent, override_text(override, now) if override else "", *seen]
+
+
+def override_row(msg: types_pb2.Override, now: float) -> list[str]:
+    """One row of OVERRIDE_COLUMNS; now is the current Unix time in seconds."""
+    o = convert.override_from_pb(msg)
+    detail = ""
+    if o.peering is not None:
+        p = o.peering
+        via = f"VNI {p.vxlan.vni}" if p.vxlan is not None else f"AS {p.remote.asn}"
+        detail = f"{p.type.value} to {p.remote.address} {via}"
+    created = f"{format_age(now - o.created_ms / 1000)} ago" if o.created_ms else ""
+    return [o.connection, o.kind.value, detail, _one_line(o.reason), created, format_expiry(o.expires_ms, now)]
+
+
+def journal_row(e: types_pb2.JournalEntry) -> list[str]:
+    """One row of JOURNAL_COLUMNS: local time, kind, connection, and the message on one line."""
+    return [format_clock(e.time_unix_ms), e.kind, e.connection, _one_line(e.message)]
+
+
+def format_journal(entries: Iterable[types_pb2.JournalEntry]) -> str:
+    """TIME  KIND  CONNECTION  MESSAGE, one line per entry, oldest first."""
+    return format_table(JOURNAL_COLUMNS, [journal_row(e) for e in entries])
+
+
+def coordinator_row(c: api_pb2.CoordinatorInfo, now: float) -> list[str]:
+    up = format_age(now - c.started_unix_ms / 1000) if c.started_unix_ms else ""
+    return [c.id, c.address, "yes" if c.leader else "", str(c.agents), c.version, up]
 
 
 def _peering_name(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering) -> str:
-    return p.desired.connection or p.observed.connection
+    return p.desired.connection or p.observed.connection or p.override.connection
 
 
 def event_line(event: api_pb2.WatchEvent) -> str:
@@ -489,7 +589,9 @@ def not_established(statuses: Sequence[api_pb2.SiteStatus]) -> list[str]:
     """What keeps these sites from being established, one item each; empty when nothing does.
 
     A site is established when its agent applied its latest desired revision and every desired
-    peering that is administratively up is observed ESTABLISHED.
+    peering that is administratively up is observed ESTABLISHED. A peering under a local override
+    is not required: one disabled at the site is down on purpose (like admin down), one added at
+    the site is not the coordinator's to wait for.
     """
     missing = []
     for st in statuses:
@@ -499,6 +601,8 @@ def not_established(statuses: Sequence[api_pb2.SiteStatus]) -> list[str]:
             missing.append(f"{st.site} (applied revision {st.applied_revision} < {st.desired_revision})")
         for p in sorted(st.peerings, key=_peering_name):
             if not p.HasField("desired") or p.desired.admin_state == types_pb2.ADMIN_STATE_DOWN:
+                continue
+            if p.HasField("override"):
                 continue
             if _established(p):
                 continue
@@ -544,9 +648,22 @@ def status(ctl: Ctl, args: Namespace) -> None:
         return
     print(format_table(STATUS_COLUMNS, [status_row(st) for st in statuses]))
     if args.site:
-        now = time.time()
-        peerings = sorted(statuses[0].peerings, key=_peering_name)
+        st, now = statuses[0], time.time()
+        peerings = sorted(st.peerings, key=_peering_name)
         print("\n" + format_table(PEERING_COLUMNS, [peering_row(p, now) for p in peerings]))
+        if st.overrides:
+            print(f"\nlocal overrides at {st.site}:")
+            print(format_table(OVERRIDE_COLUMNS, [override_row(o, now) for o in st.overrides]))
+        if st.journal:
+            print(f"\nrecent events at {st.site} (from its agent):")
+            print(format_journal(st.journal[-RECENT_EVENTS:]))
+
+
+def coordinators(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.status().ListCoordinators(api_pb2.ListCoordinatorsRequest(), timeout=ctl.timeout)
+    now = time.time()
+    ctl.show(sorted(reply.coordinators, key=lambda c: c.id), COORDINATOR_COLUMNS,
+             lambda c: coordinator_row(c, now))
 
 
 def watch(ctl: Ctl, args: Namespace) -> None:
@@ -576,13 +693,22 @@ def local_status(ctl: Ctl, args: Namespace) -> None:
     if ctl.output == "json":
         ctl.print_json(st)
         return
-    started = f"{format_age(time.time() - st.started_unix_ms / 1000)} ago" if st.started_unix_ms else ""
-    print(format_fields([
+    print(format_fields(agent_status_fields(st, time.time())))
+
+
+def agent_status_fields(st: admin_pb2.AgentStatus, now: float) -> list[tuple[str, str]]:
+    """The lines of `local status`; now is the current Unix time in seconds."""
+    started = f"{format_age(now - st.started_unix_ms / 1000)} ago" if st.started_unix_ms else ""
+    down = st.partitioned and st.link_down_since_unix_ms
+    down_since = f"{format_age(now - st.link_down_since_unix_ms / 1000)} ago" if down else ""
+    return [
         ("site", st.site), ("connected", "yes" if st.connected else "no"), ("coordinator", st.coordinator),
+        ("partitioned", "yes" if st.partitioned else "no"), ("link-down-since", down_since),
         ("desired-revision", str(st.desired_revision)), ("applied-revision", str(st.applied_revision)),
+        ("overrides", str(st.overrides)),
         ("driver", st.driver), ("agent-version", st.agent_version), ("started", started),
-        ("last-error", st.last_error),
-    ]))
+        ("last-error", _one_line(st.last_error)),
+    ]
 
 
 def local_peerings(ctl: Ctl, args: Namespace) -> None:
@@ -598,6 +724,52 @@ def local_resync(ctl: Ctl, args: Namespace) -> None:
         ctl.print_json(reply)
     else:
         print(f"resynced: applied revision {reply.applied_revision}, peerings: {reply.peerings}")
+
+
+def local_disable(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.admin().DisablePeering(disable_peering_request(args), timeout=ctl.timeout)
+    now = time.time()
+    ctl.show_one(reply, OVERRIDE_COLUMNS, lambda o: override_row(o, now))
+
+
+def local_enable(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.admin().EnablePeering(admin_pb2.EnablePeeringRequest(connection=args.connection),
+                                      timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(reply)
+    else:
+        print(f"enabled {reply.removed.connection}: the local disable override is removed")
+
+
+def local_add(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.admin().AddLocalPeering(add_local_peering_request(args), timeout=ctl.timeout)
+    now = time.time()
+    ctl.show_one(reply, OVERRIDE_COLUMNS, lambda o: override_row(o, now))
+
+
+def local_overrides(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.admin().ListOverrides(admin_pb2.ListOverridesRequest(), timeout=ctl.timeout)
+    now = time.time()
+    items = sorted(reply.overrides, key=lambda o: o.connection)
+    ctl.show(items, OVERRIDE_COLUMNS, lambda o: override_row(o, now))
+
+
+def local_remove_override(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.admin().RemoveOverride(admin_pb2.RemoveOverrideRequest(connection=args.connection),
+                                       timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(reply)
+    else:
+        kind = convert.override_from_pb(reply.removed).kind.value
+        print(f"removed the local {kind} override of {reply.removed.connection}")
+
+
+def local_journal(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.admin().Journal(admin_pb2.JournalRequest(limit=args.limit), timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(reply.entries)
+    else:
+        print(format_journal(reply.entries))
 
 
 # Each command prints its result; a failure is raised and becomes one line on stderr with exit status 1.
@@ -618,10 +790,17 @@ COMMANDS: dict[str, Callable[[Ctl, Namespace], None]] = {
     "connection update": connection_update,
     "connection delete": connection_delete,
     "status": status,
+    "coordinators": coordinators,
     "watch": watch,
     "local status": local_status,
     "local peerings": local_peerings,
     "local resync": local_resync,
+    "local disable": local_disable,
+    "local enable": local_enable,
+    "local add": local_add,
+    "local overrides": local_overrides,
+    "local remove-override": local_remove_override,
+    "local journal": local_journal,
 }
 
 
@@ -639,6 +818,24 @@ _EPILOGS = {
     "connection create": """examples:
   isthmusctl connection create one-two --a region-one/gw --b region-two/gw --type bgp --hold-time 30
   isthmusctl connection create l2-one-two --a region-one/vtep --b region-two/vtep --type vxlan --vni 1001
+""",
+    "local disable": """The peering stays down at this site, whatever the coordinator wants, until
+'local enable' or the --ttl runs out. The override is kept across agent restarts.
+
+examples:
+  isthmusctl local disable one-two --ttl 2h --reason "replacing the uplink optics"
+  isthmusctl local disable one-two
+""",
+    "local add": """For a new remote endpoint that must be reached while the site is cut off from the
+coordinator. The peering is realized at this site only and kept (across agent
+restarts too) until 'local remove-override' or the --ttl runs out; the
+coordinator never removes it.
+
+examples:
+  isthmusctl local add dc-backup --type bgp --local-address 192.0.2.1 --local-asn 64512 \\
+      --remote-address 198.51.100.9 --remote-asn 64999 --ttl 1d --reason "dc link while partitioned"
+  isthmusctl local add l2-backup --type vxlan --local-address 192.0.2.1 --local-asn 64512 \\
+      --remote-address 198.51.100.9 --remote-asn 64999 --vni 5001
 """,
 }
 
@@ -687,6 +884,19 @@ def _add_pairs(p: argparse.ArgumentParser, flag: str, help: str) -> None:
 
 
 def _add_connection_params(p: argparse.ArgumentParser) -> None:
+    _add_peering_params(p)
+    p.add_argument("--admin-state", choices=[a.value for a in m.AdminState], help="up (default) or down")
+    p.add_argument("--description", metavar="TEXT", help="free text")
+
+
+def _add_override_flags(p: argparse.ArgumentParser, until: str) -> None:
+    p.add_argument("--ttl", type=duration, metavar="DURATION",
+                   help=f"remove the override after this long: seconds, or 30s, 15m, 2h, 1d "
+                   f"(0 or absent: until {until})")
+    p.add_argument("--reason", metavar="TEXT", help="why, for the overrides list and the journal")
+
+
+def _add_peering_params(p: argparse.ArgumentParser) -> None:
     families = ", ".join(m.ADDRESS_FAMILIES)
     p.add_argument("--hold-time", type=uint32, metavar="S", help="BGP hold time in seconds: 0 or 3..65535")
     p.add_argument("--password-ref", metavar="REF", help="BGP password reference: file:/PATH or env:NAME")
@@ -696,8 +906,6 @@ def _add_connection_params(p: argparse.ArgumentParser) -> None:
     p.add_argument("--udp-port", type=uint32, metavar="P",
                    help=f"VXLAN UDP port (default {m.DEFAULT_VXLAN_PORT})")
     p.add_argument("--mtu", type=uint32, metavar="M", help=f"VXLAN MTU (default {m.DEFAULT_VXLAN_MTU})")
-    p.add_argument("--admin-state", choices=[a.value for a in m.AdminState], help="up (default) or down")
-    p.add_argument("--description", metavar="TEXT", help="free text")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -777,6 +985,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-timeout", type=seconds, default=60.0, metavar="S",
                    help="stop waiting after S seconds and exit 1 (default 60)")
 
+    _command(groups, "coordinators", "list the running coordinators, their leader and their agents", top)
+
     p = _command(groups, "watch", "print changes as they happen, one line each, until Ctrl-C", top)
     p.add_argument("--kind", action="append", choices=("site", "endpoint", "connection", "status"),
                    help="only this kind of object, repeatable (default: all)")
@@ -792,6 +1002,32 @@ def build_parser() -> argparse.ArgumentParser:
     _command(local, "local status", "show the agent's coordinator session and revisions", with_socket)
     _command(local, "local peerings", "list the agent's desired and observed peerings", with_socket)
     _command(local, "local resync", "re-observe and re-apply the desired state now", with_socket)
+    p = _command(local, "local disable", "hold a desired peering down at this site (a local override)",
+                 with_socket)
+    p.add_argument("connection", metavar="CONNECTION", help="the peering's connection name")
+    _add_override_flags(p, "'local enable'")
+    p = _command(local, "local enable", "end a local disable: the coordinator's admin state applies again",
+                 with_socket)
+    p.add_argument("connection", metavar="CONNECTION", help="the peering's connection name")
+    p = _command(local, "local add", "add a peering at this site only, for a new remote endpoint reached "
+                 "while the site is cut off from the coordinator (a local override)", with_socket)
+    p.add_argument("name", metavar="NAME", help="the new peering's name: a DNS label no desired peering has")
+    p.add_argument("--type", required=True, choices=[t.value for t in m.ConnectionType],
+                   help="bgp: a BGP session; vxlan: a VXLAN tunnel")
+    p.add_argument("--local-address", required=True, metavar="IP", help="this site's address for the peering")
+    p.add_argument("--local-asn", required=True, type=uint32, metavar="N", help="this site's BGP AS number")
+    p.add_argument("--router-id", metavar="A.B.C.D", help="BGP router id (default: the local IPv4 address)")
+    p.add_argument("--remote-address", required=True, metavar="IP", help="the remote endpoint's address")
+    p.add_argument("--remote-asn", required=True, type=uint32, metavar="N",
+                   help="the remote endpoint's BGP AS number")
+    _add_peering_params(p)
+    _add_override_flags(p, "'local remove-override'")
+    _command(local, "local overrides", "list the local overrides in force at this site", with_socket)
+    p = _command(local, "local remove-override", "remove a local override (disable or add) now", with_socket)
+    p.add_argument("connection", metavar="CONNECTION", help="the connection name the override applies to")
+    p = _command(local, "local journal", "show the agent's recent events, oldest first", with_socket)
+    p.add_argument("--limit", type=_bounded_int(2**31 - 1), default=50, metavar="N",
+                   help="the last N events (default 50; 0: all the agent keeps)")
     return parser
 
 
