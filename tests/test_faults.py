@@ -29,9 +29,8 @@ from aetcd import rpc as etcd_rpc
 from conftest import Proc, agent_cmd, coordinator_cmd, ctl, wait_for
 from isthmus.coordinator.etcd import free_port
 from isthmus.v1 import admin_pb2 as adm
-from isthmus.v1 import admin_pb2_grpc
+from isthmus.v1 import admin_pb2_grpc, api_pb2_grpc
 from isthmus.v1 import api_pb2 as api
-from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import types_pb2 as pb
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
