@@ -101,9 +101,9 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
         o = self.reconciler.overrides.add(peering, self.reconciler.desired.peerings, request.ttl_seconds,
                                           request.reason)
         assert o.peering is not None
-        self.reconciler.overrides_changed(
-            _describe(f"added locally: {o.peering.type} to {o.peering.remote.address} AS {o.peering.remote.asn}", o),
-            o.connection)
+        target = o.peering.remote.address + (f" AS {o.peering.remote.asn}" if o.peering.type == m.ConnectionType.BGP
+                                             else f" VNI {o.peering.vxlan.vni if o.peering.vxlan else '?'}")
+        self.reconciler.overrides_changed(_describe(f"added locally: {o.peering.type} to {target}", o), o.connection)
         return convert.override_to_pb(o)
 
     @grpc_errors

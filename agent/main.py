@@ -94,7 +94,7 @@ async def run(args: argparse.Namespace) -> int:
     state_file = StateFile(Path(args.state_dir))
     try:
         state = state_file.load(args.site)
-        overrides = Overrides(Path(args.state_dir) / "overrides.json")
+        overrides = Overrides(Path(args.state_dir) / "overrides.json", site=args.site)
         active = make_drivers(args)
     except (StateError, ValueError, drivers.UnknownDriver, drivers.DriverError) as exc:
         log.error("cannot start: %s", exc)

@@ -13,6 +13,7 @@ still wins until it is removed.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import tempfile
@@ -28,11 +29,24 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+MAX_TTL_SECONDS = 3650 * 86400  # ten years; "until removed" is ttl 0
+
+
+def _endpoint(ep: m.Endpoint, field_name: str, **defaults: object) -> m.Endpoint:
+    """Validate one end of a locally added peering, naming it in errors (peering.local.address: ...)."""
+    try:
+        return m.validate_endpoint(dataclasses.replace(ep, **defaults))  # type: ignore[arg-type]
+    except InvalidArgument as exc:
+        text = exc.message[len(exc.field) + 2:] if exc.field else exc.message
+        raise InvalidArgument(text, f"{field_name}.{exc.field}" if exc.field else field_name) from None
+
+
 class Overrides:
     """The overrides in force, persisted in ``STATE_DIR/overrides.json`` (atomic replace)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, site: str = "local") -> None:
         self.path = Path(path)
+        self.site = site
         self.items: dict[str, m.Override] = {}
         try:
             data = json.loads(self.path.read_text())
@@ -54,21 +68,22 @@ class Overrides:
 
     @staticmethod
     def _expiry(ttl_seconds: int) -> int:
-        if ttl_seconds < 0:
-            raise InvalidArgument("must be 0 (no expiry) or a positive number of seconds", "ttl_seconds")
+        if not 0 <= ttl_seconds <= MAX_TTL_SECONDS:
+            raise InvalidArgument(f"must be 0 (until removed) or 1..{MAX_TTL_SECONDS} seconds", "ttl_seconds")
         return _now_ms() + ttl_seconds * 1000 if ttl_seconds else 0
 
     def disable(self, connection: str, desired: Mapping[str, m.DesiredPeering], ttl_seconds: int = 0,
                 reason: str = "") -> m.Override:
-        if connection not in desired:
-            known = ", ".join(sorted(desired)) or "none"
-            raise NotFound(f"no desired peering {connection!r} at this site (peerings: {known})", "connection")
         current = self.items.get(connection)
         if current is not None and current.kind == m.OverrideKind.ADD:
             raise FailedPrecondition(
                 f"{connection} was added locally; remove the override instead of disabling it"
             )
-        o = m.Override(connection, m.OverrideKind.DISABLE, None, reason, _now_ms(), self._expiry(ttl_seconds))
+        if connection not in desired:
+            known = ", ".join(sorted(desired)) or "none"
+            raise NotFound(f"no desired peering {connection!r} at this site (peerings: {known})", "connection")
+        expires = self._expiry(ttl_seconds)
+        o = m.Override(connection, m.OverrideKind.DISABLE, None, reason, _now_ms(), expires)
         self.items[connection] = o
         self._save()
         return o
@@ -82,16 +97,18 @@ class Overrides:
         if peering.connection in self.items:
             raise AlreadyExists(f"an override for {peering.connection!r} exists; remove it first",
                                 "peering.connection")
-        local = m.validate_endpoint(dataclasses.replace(peering.local, site=peering.local.site or "local",
-                                                        name=peering.local.name or "local"))
-        remote = m.validate_endpoint(dataclasses.replace(peering.remote, site=peering.remote.site or "remote",
-                                                         name=peering.remote.name or "remote",
-                                                         role=m.EndpointRole.REMOTE))
+        expires = self._expiry(ttl_seconds)
+        local = _endpoint(peering.local, "peering.local", site=peering.local.site or self.site,
+                          name=peering.local.name or "local", role=m.EndpointRole.LOCAL)
+        remote = _endpoint(peering.remote, "peering.remote", site=peering.remote.site or "external",
+                           name=peering.remote.name or peering.connection, role=m.EndpointRole.REMOTE)
+        if ipaddress.ip_address(local.address).version != ipaddress.ip_address(remote.address).version:
+            raise InvalidArgument("local and remote addresses must both be IPv4 or both IPv6", "peering.remote.address")
         bgp, vxlan = m.validate_params(peering.type, peering.bgp, peering.vxlan)
         if bgp is not None and not bgp.address_families:
             bgp = dataclasses.replace(bgp, address_families=m.default_address_families(local.address))
         final = dataclasses.replace(peering, local=local, remote=remote, bgp=bgp, vxlan=vxlan)
-        o = m.Override(peering.connection, m.OverrideKind.ADD, final, reason, _now_ms(), self._expiry(ttl_seconds))
+        o = m.Override(peering.connection, m.OverrideKind.ADD, final, reason, _now_ms(), expires)
         self.items[peering.connection] = o
         self._save()
         return o

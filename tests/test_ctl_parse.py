@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,6 +140,8 @@ def test_every_parsed_command_has_a_handler() -> None:
         "site get": ["x"], "site update": ["x"], "site delete": ["x"],
         "endpoint get": ["s/e"], "endpoint update": ["s/e"], "endpoint delete": ["s/e"],
         "connection get": ["c"], "connection update": ["c"], "connection delete": ["c"],
+        "local disable": ["c"], "local enable": ["c"], "local remove-override": ["c"],
+        "local add": ADD_ARGV[2:],
     }
     for command in ctl.COMMANDS:
         assert ctl.parse_args([*command.split(), *examples.get(command, [])]).command == command
@@ -152,8 +155,16 @@ def test_help_works_for_every_command(capsys: pytest.CaptureFixture[str], comman
     out = capsys.readouterr().out
     assert out.startswith(f"usage: isthmusctl {command}".rstrip())
     assert "--coordinator ADDR" in out
-    if command.endswith("create"):
+    if command.endswith("create") or command in ("local add", "local disable"):
         assert f"examples:\n  isthmusctl {command} " in out
+    if command.startswith("local"):
+        assert "--socket PATH" in out
+
+
+def test_help_of_local_add_says_what_it_is_for(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        ctl.main(["local", "add", "--help"])
+    assert "new remote endpoint" in capsys.readouterr().out.replace("\n", " ")
 
 
 def test_help_explains_every_flag() -> None:
@@ -242,6 +253,100 @@ def test_connection_create_sends_params_only_for_the_flags_given() -> None:
     assert conn.bgp is not None and conn.bgp.address_families == ("l2vpn-evpn", "ipv4-unicast")
 
 
+# ---------------------------------------------------------------- local overrides from flags
+
+ADD_ARGV = ["local", "add", "dc", "--type", "bgp", "--local-address", "192.0.2.1", "--local-asn", "64512",
+            "--remote-address", "198.51.100.9", "--remote-asn", "64999"]
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("0", 0), ("90", 90), ("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400), (" 5m ", 300),
+     ("0s", 0), (f"{ctl.MAX_TTL_DAYS}d", ctl.MAX_TTL_DAYS * 86400)],
+)
+def test_duration_is_seconds_or_a_number_with_a_unit(text: str, value: int) -> None:
+    assert ctl.duration(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "m", "-5", "1.5h", "10w", "1h30m", "2 h", "五m", "１s"])
+def test_duration_rejects_anything_else(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="30s, 15m, 2h, 1d"):
+        ctl.duration(text)
+
+
+def test_a_duration_beyond_the_bound_is_refused_with_the_way_to_never_expire() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="use 0 for no expiry"):
+        ctl.duration(f"{ctl.MAX_TTL_DAYS + 1}d")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["local", "disable", "one-two", "--ttl", "soon"], [*ADD_ARGV, "--ttl", "-1"],
+     ["local", "disable", "one-two", "--ttl", "99999999999d"]],
+)
+def test_a_bad_ttl_is_a_usage_error_naming_the_flag(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert "argument --ttl: " in usage_error(capsys, argv)
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [(["local", "journal", "--limit", "-1"], "--limit"), ([*ADD_ARGV[:-2]], "--remote-asn"),
+     ([*ADD_ARGV, "--type", "gre"], "--type"), ([*ADD_ARGV[:-1], "70000000000"], "--remote-asn")],
+)
+def test_local_flag_errors_are_usage_errors_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], argv: list[str], flag: str
+) -> None:
+    assert flag in usage_error(capsys, argv)
+
+
+def test_local_add_builds_a_bgp_peering_with_only_the_flags_given() -> None:
+    request = ctl.add_local_peering_request(ctl.parse_args(ADD_ARGV))
+    assert (request.ttl_seconds, request.reason) == (0, "")
+    peering = convert.peering_from_pb(request.peering)
+    assert peering == m.DesiredPeering(
+        "dc", m.ConnectionType.BGP,
+        local=m.Endpoint("", "", "192.0.2.1", 64512, role=m.EndpointRole.LOCAL),
+        remote=m.Endpoint("", "", "198.51.100.9", 64999, role=m.EndpointRole.REMOTE),
+    )
+    assert request.peering.local.role == pb.ENDPOINT_ROLE_LOCAL
+    assert request.peering.remote.role == pb.ENDPOINT_ROLE_REMOTE
+    assert not request.peering.HasField("bgp") and not request.peering.HasField("vxlan")
+
+
+def test_local_add_passes_bgp_params_ttl_and_reason() -> None:
+    argv = [*ADD_ARGV, "--router-id", "10.0.0.1", "--hold-time", "0", "--password-ref", "env:PEER",
+            "--address-family", "ipv4-unicast", "--address-family", "l2vpn-evpn", "--ttl", "2h",
+            "--reason", "dc link"]
+    request = ctl.add_local_peering_request(ctl.parse_args(argv))
+    assert (request.ttl_seconds, request.reason) == (7200, "dc link")
+    assert request.peering.local.router_id == "10.0.0.1"
+    assert request.peering.bgp.HasField("hold_time") and request.peering.bgp.hold_time == 0
+    assert convert.peering_from_pb(request.peering).bgp == m.BgpParams(0, "env:PEER",
+                                                                       ("ipv4-unicast", "l2vpn-evpn"))
+
+
+def test_local_add_builds_a_vxlan_peering() -> None:
+    argv = [*ADD_ARGV, "--type", "vxlan", "--vni", "5001", "--mtu", "1400"]
+    peering = convert.peering_from_pb(ctl.add_local_peering_request(ctl.parse_args(argv)).peering)
+    assert (peering.type, peering.bgp, peering.vxlan) == (
+        m.ConnectionType.VXLAN, None, m.VxlanParams(vni=5001, mtu=1400),
+    )
+
+
+def test_local_disable_request() -> None:
+    args = ctl.parse_args(["local", "disable", "one-two", "--ttl", "15m", "--reason", "optics"])
+    assert ctl.disable_peering_request(args) == admin_pb2.DisablePeeringRequest(
+        connection="one-two", ttl_seconds=900, reason="optics"
+    )
+    plain = ctl.disable_peering_request(ctl.parse_args(["local", "disable", "one-two", "--ttl", "0"]))
+    assert (plain.ttl_seconds, plain.reason) == (0, "")
+
+
+def test_local_journal_limit_defaults_to_50() -> None:
+    assert ctl.parse_args(["local", "journal"]).limit == 50
+    assert ctl.parse_args(["local", "journal", "--limit", "0"]).limit == 0
+
+
 # ---------------------------------------------------------------- tables and other text
 
 
@@ -294,15 +399,60 @@ def _peering(name: str, state: int | None, admin: int = pb.ADMIN_STATE_UP) -> ap
 def test_peering_row_shows_desired_and_observed_in_lowercase() -> None:
     row = ctl.peering_row(_peering("one-two", pb.PEERING_STATE_ESTABLISHED), now=1_000 + 180)
     assert row == [
-        "one-two", "bgp", "192.0.2.1 AS 64512", "two/gw 192.0.2.2 AS 64513", "up", "yes",
-        "established", "", "3m",
+        "one-two", "bgp", "192.0.2.1 AS 64512", "two/gw 192.0.2.2 AS 64513", "up", "yes", "",
+        "established", "0", "", "3m",
     ]
+    assert len(row) == len(ctl.PEERING_COLUMNS)
 
 
 def test_peering_row_of_a_peering_no_longer_desired() -> None:
-    observed = pb.ObservedPeering(connection="old", state=pb.PEERING_STATE_ERROR, error="boom")
+    observed = pb.ObservedPeering(connection="old", state=pb.PEERING_STATE_ERROR, error="boom\n  at line 2")
     row = ctl.peering_row(admin_pb2.LocalPeering(observed=observed), now=0)
-    assert row == ["old", "", "", "", "", "no", "error", "boom", ""]
+    assert row == ["old", "", "", "", "", "no", "", "error", "0", "boom at line 2", ""]
+
+
+def test_peering_row_counts_received_prefixes_of_bgp_only() -> None:
+    p = _peering("one-two", pb.PEERING_STATE_ESTABLISHED)
+    p.observed.received_prefixes.extend(["10.0.0.0/24", "10.0.1.0/24"])
+    assert _column(ctl.peering_row(p, now=0), "RECEIVED") == "2"
+    p.desired.type = pb.CONNECTION_TYPE_VXLAN
+    assert _column(ctl.peering_row(p, now=0), "RECEIVED") == ""
+
+
+def _column(row: list[str], name: str) -> str:
+    return row[ctl.PEERING_COLUMNS.index(name)]
+
+
+def test_peering_row_marks_a_peering_disabled_at_the_site() -> None:
+    p = _peering("one-two", pb.PEERING_STATE_DOWN)
+    p.override.CopyFrom(pb.Override(connection="one-two", kind=pb.OVERRIDE_KIND_DISABLE))
+    assert _column(ctl.peering_row(p, now=0), "LOCAL-OVERRIDE") == "disabled (until enabled)"
+    p.override.expires_unix_ms = 1_000_000 + 300_000
+    assert _column(ctl.peering_row(p, now=1_000), "LOCAL-OVERRIDE") == "disabled (expires in 5m)"
+    assert _column(ctl.peering_row(p, now=2_000), "LOCAL-OVERRIDE") == "disabled (expired)"
+
+
+def test_peering_row_of_a_peering_added_at_the_site_shows_no_placeholder_names() -> None:
+    added = _added_override()
+    local = admin_pb2.LocalPeering(
+        desired=added.peering, override=added,
+        observed=pb.ObservedPeering(connection="dc", state=pb.PEERING_STATE_ESTABLISHED),
+    )
+    row = ctl.peering_row(local, now=0)
+    assert row[:7] == ["dc", "bgp", "192.0.2.1 AS 64512", "198.51.100.9 AS 64999", "up", "yes", "added locally"]
+    # As the coordinator shows it: overridden and observed, not desired by the coordinator.
+    status = api_pb2.PeeringStatus(override=added)
+    assert ctl.peering_row(status, now=0)[:7] == [
+        "dc", "bgp", "192.0.2.1 AS 64512", "198.51.100.9 AS 64999", "up", "no", "added locally",
+    ]
+
+
+def test_peering_row_says_when_a_peering_added_at_the_site_replaces_the_coordinators() -> None:
+    status = _peering("dc", pb.PEERING_STATE_ESTABLISHED)
+    status.override.CopyFrom(_added_override())
+    row = ctl.peering_row(status, now=0)
+    assert row[3] == "two/gw 192.0.2.2 AS 64513"
+    assert _column(row, "LOCAL-OVERRIDE") == "added locally, replacing the coordinator's"
 
 
 def test_status_row_counts_established_of_desired_peerings() -> None:
@@ -312,6 +462,21 @@ def test_status_row_counts_established_of_desired_peerings() -> None:
     )
     assert ctl.status_row(st) == ["one", "connected", "5", "4", "1/2", "fake", "c1"]
     assert ctl.status_row(api_pb2.SiteStatus(site="x", connected=True))[:2] == ["x", "undefined site"]
+
+
+def test_overridden_peerings_are_not_waited_for() -> None:
+    disabled = _peering("held", pb.PEERING_STATE_DOWN)
+    disabled.override.CopyFrom(pb.Override(connection="held", kind=pb.OVERRIDE_KIND_DISABLE))
+    added = api_pb2.PeeringStatus(
+        override=_added_override(),
+        observed=pb.ObservedPeering(connection="dc", state=pb.PEERING_STATE_CONNECTING),
+    )
+    # The coordinator desires a peering of the same name as one added at the site: the site's wins.
+    clash = _peering("clash", pb.PEERING_STATE_CONNECTING)
+    clash.override.CopyFrom(pb.Override(connection="clash", kind=pb.OVERRIDE_KIND_ADD))
+    st = api_pb2.SiteStatus(site="one", defined=True, desired_revision=5, applied_revision=5,
+                            peerings=[disabled, added, clash, _peering("b", pb.PEERING_STATE_CONNECTING)])
+    assert ctl.not_established([st]) == ["one/b (connecting)"]
 
 
 def test_not_established_names_each_peering_and_revision_behind() -> None:
@@ -329,6 +494,105 @@ def test_not_established_names_each_peering_and_revision_behind() -> None:
     done = api_pb2.SiteStatus(site="one", defined=True, desired_revision=5, applied_revision=5,
                               peerings=[_peering("a", pb.PEERING_STATE_ESTABLISHED)])
     assert ctl.not_established([done]) == []
+
+
+def _added_override(expires_ms: int = 0) -> pb.Override:
+    peering = pb.DesiredPeering(
+        connection="dc", type=pb.CONNECTION_TYPE_BGP, admin_state=pb.ADMIN_STATE_UP,
+        local=pb.Endpoint(site="local", name="local", address="192.0.2.1", asn=64512,
+                          role=pb.ENDPOINT_ROLE_LOCAL),
+        remote=pb.Endpoint(site="remote", name="remote", address="198.51.100.9", asn=64999,
+                           role=pb.ENDPOINT_ROLE_REMOTE),
+        bgp=pb.BgpParams(hold_time=90),
+    )
+    return pb.Override(connection="dc", kind=pb.OVERRIDE_KIND_ADD, peering=peering, reason="dc link",
+                       created_unix_ms=1_000_000, expires_unix_ms=expires_ms)
+
+
+def test_override_rows_describe_kind_detail_age_and_expiry() -> None:
+    disable = pb.Override(connection="one-two", kind=pb.OVERRIDE_KIND_DISABLE, reason="new optics\ntoday",
+                          created_unix_ms=1_000_000, expires_unix_ms=1_000_000 + 900_000)
+    now = 1_000 + 120
+    assert ctl.override_row(disable, now) == ["one-two", "disable", "", "new optics today", "2m ago", "in 13m"]
+    assert ctl.override_row(_added_override(), now) == [
+        "dc", "add", "bgp to 198.51.100.9 AS 64999", "dc link", "2m ago", "never",
+    ]
+    assert ctl.override_row(disable, now=1_000 + 900)[-1] == "expired"
+    text = ctl.format_table(ctl.OVERRIDE_COLUMNS, [ctl.override_row(_added_override(), now)])
+    assert text.splitlines()[0].split() == ["CONNECTION", "KIND", "DETAIL", "REASON", "CREATED", "EXPIRES"]
+
+
+def test_override_row_of_a_vxlan_peering_names_its_vni() -> None:
+    o = _added_override()
+    o.peering.type = pb.CONNECTION_TYPE_VXLAN
+    o.peering.ClearField("bgp")
+    o.peering.vxlan.vni = 5001
+    assert ctl.override_row(o, now=1_000)[2] == "vxlan to 198.51.100.9 VNI 5001"
+
+
+def test_an_expiry_just_set_shows_the_whole_ttl() -> None:
+    assert ctl.format_expiry(1_000_000 + 900_000, now=1_000.2) == "in 15m"
+    assert ctl.format_expiry(0, now=1_000) == "never"
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC for the test (time.tzset reads TZ)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_journal_lines_show_local_time_kind_connection_and_message(utc: None) -> None:
+    entries = [
+        pb.JournalEntry(seq=1, time_unix_ms=1_700_000_000_000, kind="link", message="lost coordinator c1"),
+        pb.JournalEntry(seq=2, time_unix_ms=1_700_000_061_500, kind="override", connection="one-two",
+                        message="disabled locally\nuntil removed"),
+    ]
+    assert ctl.format_journal(entries).splitlines() == [
+        "TIME                 KIND      CONNECTION  MESSAGE",
+        "2023-11-14 22:13:20  link      -           lost coordinator c1",
+        "2023-11-14 22:14:21  override  one-two     disabled locally until removed",
+    ]
+
+
+def test_local_status_says_whether_and_since_when_the_site_is_cut_off() -> None:
+    st = admin_pb2.AgentStatus(site="one", partitioned=True, link_down_since_unix_ms=1_000_000, overrides=2,
+                               last_error="UNAVAILABLE: refused\n")
+    fields = dict(ctl.agent_status_fields(st, now=1_000 + 300))
+    assert (fields["partitioned"], fields["link-down-since"], fields["overrides"]) == ("yes", "5m ago", "2")
+    assert fields["last-error"] == "UNAVAILABLE: refused"
+    connected = dict(ctl.agent_status_fields(admin_pb2.AgentStatus(site="one", connected=True), now=1_000))
+    assert (connected["partitioned"], connected["link-down-since"], connected["overrides"]) == ("no", "", "0")
+
+
+def test_status_of_a_site_adds_its_local_overrides_and_last_ten_events(utc: None) -> None:
+    disabled = _peering("one-two", pb.PEERING_STATE_DOWN)
+    disabled.override.CopyFrom(pb.Override(connection="one-two", kind=pb.OVERRIDE_KIND_DISABLE))
+    journal = [pb.JournalEntry(seq=i, time_unix_ms=1_700_000_000_000 + i * 1000, kind="peering",
+                               connection="one-two", message=f"event {i}") for i in range(1, 13)]
+    st = api_pb2.SiteStatus(site="one", peerings=[disabled], journal=journal,
+                            overrides=[pb.Override(connection="one-two", kind=pb.OVERRIDE_KIND_DISABLE)])
+    lines = ctl.site_details(st, now=0).splitlines()
+    assert lines[0].split()[:7] == ["CONNECTION", "TYPE", "LOCAL", "REMOTE", "ADMIN", "DESIRED", "LOCAL-OVERRIDE"]
+    assert "disabled (until enabled)" in lines[1]
+    assert lines[2:4] == ["", "local overrides at one:"]
+    assert [line.split() for line in lines[4:6]] == [list(ctl.OVERRIDE_COLUMNS),
+                                                    ["one-two", "disable", "-", "-", "-", "never"]]
+    assert lines[6:8] == ["", "recent events at one (from its agent):"]
+    assert lines[8].split() == list(ctl.JOURNAL_COLUMNS)
+    assert [line.split()[-1] for line in lines[9:]] == [str(i) for i in range(3, 13)]
+    quiet = ctl.site_details(api_pb2.SiteStatus(site="one", peerings=[disabled]), now=0)
+    assert len(quiet.splitlines()) == 2
+
+
+def test_coordinator_row_marks_the_leader() -> None:
+    c = api_pb2.CoordinatorInfo(id="c1", address="10.0.0.5:7800", leader=True, version="0.1.0",
+                                started_unix_ms=1_000_000, agents=3)
+    assert ctl.coordinator_row(c, now=1_000 + 7200) == ["c1", "10.0.0.5:7800", "yes", "3", "0.1.0", "2h"]
+    assert ctl.coordinator_row(api_pb2.CoordinatorInfo(id="c2"), now=0)[2:4] == ["", "0"]
 
 
 def test_event_line_names_revision_type_kind_and_object() -> None:

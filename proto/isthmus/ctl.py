@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -246,7 +247,7 @@ def format_expiry(expires_ms: int, now: float) -> str:
     """When an override ends: 'in 5m', 'never' (0: until removed), or 'expired' (not yet purged)."""
     if not expires_ms:
         return "never"
-    left = expires_ms / 1000 - now
+    left = math.ceil(expires_ms / 1000 - now)  # rounded up: a TTL of 15m just set shows 'in 15m'
     return f"in {format_age(left)}" if left > 0 else "expired"
 
 
@@ -314,8 +315,8 @@ def override_text(o: m.Override, now: float) -> str:
     what = "disabled" if o.kind == m.OverrideKind.DISABLE else "added locally"
     if not o.expires_ms:
         return f"{what} (until enabled)" if o.kind == m.OverrideKind.DISABLE else what
-    left = o.expires_ms / 1000 - now
-    return f"{what} (expires in {format_age(left)})" if left > 0 else f"{what} (expired)"
+    left = format_expiry(o.expires_ms, now)
+    return f"{what} (expired)" if left == "expired" else f"{what} (expires {left})"
 
 
 def peering_row(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering, now: float) -> list[str]:
@@ -323,21 +324,30 @@ def peering_row(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering, now: float) -
     desired = convert.peering_from_pb(p.desired) if p.HasField("desired") else None
     observed = convert.observed_from_pb(p.observed) if p.HasField("observed") else None
     override = convert.override_from_pb(p.override) if p.HasField("override") else None
+    added = override.peering if override is not None else None
+    # The coordinator reports a peering added at a site without desired: show what the site realizes.
+    shown = desired if desired is not None else added
     intent = ["", "", "", "", "no"]
-    if desired is not None:
-        local, remote = desired.local, desired.remote
-        intent = [desired.type.value, f"{local.address} AS {local.asn}",
-                  f"{remote.site}/{remote.name} {remote.address} AS {remote.asn}",
-                  desired.admin_state.value, "yes"]
+    if shown is not None:
+        local, remote = shown.local, shown.remote
+        # A peering added at the site has no remote site: the agent names its ends with placeholders.
+        where = "" if shown == added else f"{remote.site}/{remote.name} "
+        intent = [shown.type.value, f"{local.address} AS {local.asn}", f"{where}{remote.address} AS {remote.asn}",
+                  shown.admin_state.value, "yes" if desired is not None else "no"]
+    local_override = ""
+    if override is not None:
+        local_override = override_text(override, now)
+        if added is not None and desired is not None and desired != added:
+            local_override += ", replacing the coordinator's"  # the coordinator desires the same name
     seen = ["", "", "", ""]
     if observed is not None:
         since = format_age(now - observed.since_ms / 1000) if observed.since_ms else ""
         # Only BGP receives prefixes: a VXLAN tunnel's count would always be a misleading 0.
-        bgp = desired is None or desired.type == m.ConnectionType.BGP
+        bgp = shown is None or shown.type == m.ConnectionType.BGP
         received = str(len(observed.received_prefixes)) if bgp else ""
         seen = [observed.state.value, received, _one_line(observed.error), since]
     name = desired.connection if desired else observed.connection if observed else p.override.connection
-    return [name, *intent, override_text(override, now) if override else "", *seen]
+    return [name, *intent, local_override, *seen]
 
 
 def override_row(msg: types_pb2.Override, now: float) -> list[str]:
@@ -648,15 +658,20 @@ def status(ctl: Ctl, args: Namespace) -> None:
         return
     print(format_table(STATUS_COLUMNS, [status_row(st) for st in statuses]))
     if args.site:
-        st, now = statuses[0], time.time()
-        peerings = sorted(st.peerings, key=_peering_name)
-        print("\n" + format_table(PEERING_COLUMNS, [peering_row(p, now) for p in peerings]))
-        if st.overrides:
-            print(f"\nlocal overrides at {st.site}:")
-            print(format_table(OVERRIDE_COLUMNS, [override_row(o, now) for o in st.overrides]))
-        if st.journal:
-            print(f"\nrecent events at {st.site} (from its agent):")
-            print(format_journal(st.journal[-RECENT_EVENTS:]))
+        print("\n" + site_details(statuses[0], time.time()))
+
+
+def site_details(st: api_pb2.SiteStatus, now: float) -> str:
+    """What `status SITE` shows below the site's row: peerings, then local overrides and recent events if any."""
+    peerings = sorted(st.peerings, key=_peering_name)
+    parts = [format_table(PEERING_COLUMNS, [peering_row(p, now) for p in peerings])]
+    if st.overrides:
+        overrides = sorted(st.overrides, key=lambda o: o.connection)
+        parts.append(f"local overrides at {st.site}:\n"
+                     + format_table(OVERRIDE_COLUMNS, [override_row(o, now) for o in overrides]))
+    if st.journal:
+        parts.append(f"recent events at {st.site} (from its agent):\n" + format_journal(st.journal[-RECENT_EVENTS:]))
+    return "\n\n".join(parts)
 
 
 def coordinators(ctl: Ctl, args: Namespace) -> None:
@@ -999,7 +1014,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_socket = [common, socket]
     local = _group(groups, "local", "ask this host's agent on its admin socket (no coordinator used)",
                    with_socket)
-    _command(local, "local status", "show the agent's coordinator session and revisions", with_socket)
+    _command(local, "local status", "show the agent's coordinator session (or since when it is cut off), "
+             "revisions and overrides", with_socket)
     _command(local, "local peerings", "list the agent's desired and observed peerings", with_socket)
     _command(local, "local resync", "re-observe and re-apply the desired state now", with_socket)
     p = _command(local, "local disable", "hold a desired peering down at this site (a local override)",
