@@ -103,8 +103,34 @@ class Reconciler:
             except TimeoutError:
                 pass
 
+    @property
+    def _dataplane(self) -> list[Driver]:
+        return [d for d in self.drivers if not d.companion]
+
+    @property
+    def _companions(self) -> list[Driver]:
+        return [d for d in self.drivers if d.companion]
+
     def _driver_for(self, ctype: m.ConnectionType) -> Driver | None:
-        return next((d for d in self.drivers if ctype in d.handles), None)
+        return next((d for d in self._dataplane if ctype in d.handles), None)
+
+    async def _run(self, driver: Driver, mine: dict[str, m.DesiredPeering], revision: int,
+                   errors: list[str]) -> tuple[dict[str, m.ObservedPeering], bool]:
+        """apply + observe of one driver; a failure becomes ERROR on its peerings, never an exception."""
+        try:
+            await driver.apply(mine)
+            return await driver.observe(), True
+        except DriverError as exc:
+            errors.append(f"{driver.name}: {exc}")
+            log.warning("site %s: driver %s failed at rev %d: %s", self.site, driver.name, revision, exc)
+            text = f"{driver.name}: {exc}"
+            retry = not exc.terminal
+        except Exception as exc:  # a driver bug must not kill the loop
+            errors.append(f"{driver.name}: {exc!r}")
+            log.exception("site %s: driver %s crashed", self.site, driver.name)
+            text = f"{driver.name} crashed: {exc!r}"
+            retry = True
+        return {name: self._error(name, text, driver.name) for name in mine}, not retry
 
     async def reconcile_once(self) -> float:
         """One pass; returns the delay before the next one."""
@@ -126,31 +152,28 @@ class Reconciler:
                 else:
                     by_driver[id(driver)][name] = peering
             failed = False
-            errors = []
-            for driver in self.drivers:
+            errors: list[str] = []
+            for driver in self._dataplane:
                 mine = by_driver[id(driver)]
-                try:
-                    await driver.apply(mine)
-                    seen = await driver.observe()
-                except DriverError as exc:
-                    failed = failed or not exc.terminal
-                    errors.append(f"{driver.name}: {exc}")
-                    log.warning("site %s: driver %s failed at rev %d: %s", self.site, driver.name,
-                                desired.revision, exc)
-                    for name in mine:
-                        observed[name] = self._error(name, f"{driver.name}: {exc}", driver.name)
-                    continue
-                except Exception as exc:  # a driver bug must not kill the loop
-                    failed = True
-                    errors.append(f"{driver.name}: {exc!r}")
-                    log.exception("site %s: driver %s crashed", self.site, driver.name)
-                    for name in mine:
-                        observed[name] = self._error(name, f"{driver.name} crashed: {exc!r}", driver.name)
-                    continue
+                seen, ok = await self._run(driver, mine, desired.revision, errors)
+                failed = failed or not ok
                 for name in mine:
                     observed[name] = seen.get(name) or self._error(
                         name, f"{driver.name} did not realize it", driver.name
                     )
+            # Companions (e.g. neutron) follow what the dataplane established; their failure
+            # makes the peering ERROR, since the site cannot use it yet.
+            up = {n: effective[n] for n, o in observed.items()
+                  if n in effective and o.state == m.PeeringState.ESTABLISHED}
+            for driver in self._companions:
+                mine = {n: p for n, p in up.items() if p.type in driver.handles}
+                seen, ok = await self._run(driver, mine, desired.revision, errors)
+                failed = failed or not ok
+                for name in mine:
+                    extra = seen.get(name)
+                    if extra is not None and extra.state == m.PeeringState.ERROR:
+                        observed[name] = self._error(name, f"{driver.name}: {extra.error}",
+                                                     f"{observed[name].driver}+{driver.name}")
             self.last_error = "; ".join(errors)
             applied = desired.revision if not failed else self.applied_revision
             await self._publish(applied, observed)

@@ -56,6 +56,9 @@ class Driver(abc.ABC):
 
     name: ClassVar[str]
     handles: ClassVar[frozenset[ConnectionType]]
+    # A companion does not realize peerings; it follows those another driver has ESTABLISHED
+    # (e.g. configuring Neutron to use the new network). Its ERROR turns the peering's state to ERROR.
+    companion: ClassVar[bool] = False
 
     def __init__(self, context: DriverContext) -> None:
         """``context``: the site, the driver's state directory and its options.
