@@ -10,10 +10,11 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from isthmus import convert
+from isthmus import border, convert
 from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import AgentStatusRecord
+from isthmus.coordinator.border import BorderRegistry
 from isthmus.coordinator.leader import list_coordinators
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
@@ -22,6 +23,8 @@ from isthmus.edge import grpc_errors
 from isthmus.errors import InvalidArgument, IsthmusError, NotFound
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
+from isthmus.v1 import l2gw_pb2 as l2pb
+from isthmus.v1 import l2gw_pb2_grpc as l2_grpc
 from isthmus.v1 import types_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -266,3 +269,117 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
             await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
         except asyncio.CancelledError:
             raise
+
+
+class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
+    """Gateway devices, l2-gateways and l2-gateway-connections (networking-l2gw's model)."""
+
+    def __init__(self, registry: BorderRegistry, store: Store, planner: Planner) -> None:
+        self.registry = registry
+        self.store = store
+        self.planner = planner
+
+    @grpc_errors
+    async def CreateGatewayDevice(self, request: l2pb.GatewayDevice, context: Any) -> l2pb.GatewayDevice:  # noqa: N802
+        return convert.device_to_pb(await self.registry.create_device(convert.device_from_pb(request)))
+
+    @grpc_errors
+    async def GetGatewayDevice(self, request: l2pb.GetByIdRequest, context: Any) -> l2pb.GatewayDevice:  # noqa: N802
+        return convert.device_to_pb(await self.registry.get_device(request.id))
+
+    @grpc_errors
+    async def ListGatewayDevices(  # noqa: N802
+        self, request: l2pb.ListGatewayDevicesRequest, context: Any
+    ) -> l2pb.ListGatewayDevicesResponse:
+        devices = await self.registry.list_devices(request.site)
+        return l2pb.ListGatewayDevicesResponse(devices=[convert.device_to_pb(d) for d in devices])
+
+    @grpc_errors
+    async def UpdateGatewayDevice(self, request: l2pb.GatewayDevice, context: Any) -> l2pb.GatewayDevice:  # noqa: N802
+        if not request.type:
+            request.type = l2pb.GATEWAY_DEVICE_TYPE_HW_VTEP  # the type is fixed; the stored one is kept
+        return convert.device_to_pb(await self.registry.update_device(convert.device_from_pb(request)))
+
+    @grpc_errors
+    async def DeleteGatewayDevice(  # noqa: N802
+        self, request: l2pb.DeleteByIdRequest, context: Any
+    ) -> l2pb.DeleteByIdResponse:
+        return l2pb.DeleteByIdResponse(revision=await self.registry.delete_device(request.id, request.version))
+
+    @grpc_errors
+    async def CreateL2Gateway(self, request: l2pb.L2Gateway, context: Any) -> l2pb.L2Gateway:  # noqa: N802
+        return convert.gateway_to_pb(await self.registry.create_gateway(convert.gateway_from_pb(request)))
+
+    @grpc_errors
+    async def GetL2Gateway(self, request: l2pb.GetByIdRequest, context: Any) -> l2pb.L2Gateway:  # noqa: N802
+        return convert.gateway_to_pb(await self.registry.get_gateway(request.id))
+
+    @grpc_errors
+    async def ListL2Gateways(  # noqa: N802
+        self, request: l2pb.ListL2GatewaysRequest, context: Any
+    ) -> l2pb.ListL2GatewaysResponse:
+        gateways = await self.registry.list_gateways(request.project_id)
+        return l2pb.ListL2GatewaysResponse(l2_gateways=[convert.gateway_to_pb(g) for g in gateways])
+
+    @grpc_errors
+    async def UpdateL2Gateway(self, request: l2pb.L2Gateway, context: Any) -> l2pb.L2Gateway:  # noqa: N802
+        return convert.gateway_to_pb(await self.registry.update_gateway(convert.gateway_from_pb(request)))
+
+    @grpc_errors
+    async def DeleteL2Gateway(  # noqa: N802
+        self, request: l2pb.DeleteByIdRequest, context: Any
+    ) -> l2pb.DeleteByIdResponse:
+        return l2pb.DeleteByIdResponse(revision=await self.registry.delete_gateway(request.id, request.version))
+
+    @grpc_errors
+    async def CreateL2GatewayConnection(  # noqa: N802
+        self, request: l2pb.L2GatewayConnection, context: Any
+    ) -> l2pb.L2GatewayConnection:
+        return convert.l2conn_to_pb(await self.registry.create_l2conn(convert.l2conn_from_pb(request)))
+
+    @grpc_errors
+    async def GetL2GatewayConnection(  # noqa: N802
+        self, request: l2pb.GetByIdRequest, context: Any
+    ) -> l2pb.L2GatewayConnection:
+        return convert.l2conn_to_pb(await self.registry.get_l2conn(request.id))
+
+    @grpc_errors
+    async def ListL2GatewayConnections(  # noqa: N802
+        self, request: l2pb.ListL2GatewayConnectionsRequest, context: Any
+    ) -> l2pb.ListL2GatewayConnectionsResponse:
+        conns = await self.registry.list_l2conns(request.l2_gateway_id, request.project_id)
+        return l2pb.ListL2GatewayConnectionsResponse(l2_gateway_connections=[convert.l2conn_to_pb(c) for c in conns])
+
+    @grpc_errors
+    async def DeleteL2GatewayConnection(  # noqa: N802
+        self, request: l2pb.DeleteByIdRequest, context: Any
+    ) -> l2pb.DeleteByIdResponse:
+        return l2pb.DeleteByIdResponse(revision=await self.registry.delete_l2conn(request.id, request.version))
+
+    @grpc_errors
+    async def GetL2GatewayConnectionStatus(  # noqa: N802
+        self, request: l2pb.GetByIdRequest, context: Any
+    ) -> l2pb.L2GatewayConnectionStatus:
+        conn = await self.registry.get_l2conn(request.id)
+        gw = await self.registry.get_gateway(conn.l2_gateway_id)
+        devices = {d.id: d for d in await self.registry.list_devices()}
+        out = l2pb.L2GatewayConnectionStatus(connection=convert.l2conn_to_pb(conn))
+        sites = sorted({devices[ref.device_id].site for ref in gw.devices if ref.device_id in devices})
+        for site in sites:
+            kv = await self.store.get(r.status_key(site))
+            record = AgentStatusRecord.decode(kv.value) if kv else None
+            observed = {o.connection: o for o in record.observed} if record else {}
+            tunnels = border.plan_tunnels(site, devices, {gw.id: gw}, [conn])
+            st = l2pb.SiteTunnels(site=site, agent_connected=record is not None)
+            for name, p in sorted(tunnels.items()):
+                t = l2pb.TunnelStatus(peering=name, local_device=p.local.name, remote_site=p.remote.site,
+                                      remote_device=p.remote.name)
+                if name in observed:
+                    t.observed.CopyFrom(convert.observed_to_pb(observed[name]))
+                st.tunnels.append(t)
+            st.complete = bool(tunnels) and all(
+                observed.get(n) is not None and observed[n].state == m.PeeringState.ESTABLISHED for n in tunnels)
+            out.sites.append(st)
+            if not st.complete:
+                out.missing_sites.append(site)
+        return out

@@ -19,14 +19,21 @@ from grpc_reflection.v1alpha import reflection
 
 import isthmus
 from isthmus.coordinator.agents import AgentService
-from isthmus.coordinator.api import ConnectionService, EndpointService, SiteService, StatusService
+from isthmus.coordinator.api import (
+    BorderGatewayService,
+    ConnectionService,
+    EndpointService,
+    SiteService,
+    StatusService,
+)
+from isthmus.coordinator.border import BorderRegistry
 from isthmus.coordinator.etcd import EmbeddedEtcd, EtcdMissing
 from isthmus.coordinator.leader import Membership, collect_garbage
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import Store
 from isthmus.errors import Unavailable
-from isthmus.v1 import agent_pb2, agent_pb2_grpc, api_pb2, api_pb2_grpc
+from isthmus.v1 import agent_pb2, agent_pb2_grpc, api_pb2, api_pb2_grpc, l2gw_pb2, l2gw_pb2_grpc
 
 log = logging.getLogger("isthmus.coordinator")
 
@@ -169,6 +176,8 @@ class Coordinator:
         api_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(registry), self.server)
         api_pb2_grpc.add_EndpointServiceServicer_to_server(EndpointService(registry), self.server)
         api_pb2_grpc.add_ConnectionServiceServicer_to_server(ConnectionService(registry), self.server)
+        l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server(
+            BorderGatewayService(BorderRegistry(self.store), self.store, self.planner), self.server)
         self.status = StatusService(self.store, self.planner)
         api_pb2_grpc.add_StatusServiceServicer_to_server(self.status, self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agents, self.server)
@@ -176,7 +185,8 @@ class Coordinator:
         services = [
             api_pb2.DESCRIPTOR.services_by_name[n].full_name
             for n in ("SiteService", "EndpointService", "ConnectionService", "StatusService")
-        ] + [agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name]
+        ] + [agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+             l2gw_pb2.DESCRIPTOR.services_by_name["BorderGatewayService"].full_name]
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.server.start()
         self.membership = Membership(self.store, self.opts.advertise or self.address, self.opts.lease_ttl,

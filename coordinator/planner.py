@@ -14,7 +14,9 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 
+from isthmus import border as b
 from isthmus import model as m
+from isthmus.coordinator import border as br
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.store import KV, Event, Store
 from isthmus.errors import OutOfRange, Unavailable
@@ -53,6 +55,7 @@ async def plan_at(store: Store, site: str, revision: int) -> dict[str, m.Desired
     kvs, _ = await store.get_prefix(r.CONFIG, revision=revision)
     endpoints = {}
     connections = []
+    devices, gateways, l2conns = {}, {}, []
     for kv in kvs:
         if kv.key.startswith(r.ENDPOINTS):
             ep = r.decode_endpoint(kv)
@@ -61,7 +64,17 @@ async def plan_at(store: Store, site: str, revision: int) -> dict[str, m.Desired
             conn = r.decode_connection(kv)
             if site in (conn.a.site, conn.b.site):
                 connections.append(conn)
-    return plan_site(site, connections, endpoints)
+        elif kv.key.startswith(br.DEVICES):
+            dev = br.decode_device(kv)
+            devices[dev.id] = dev
+        elif kv.key.startswith(br.GATEWAYS):
+            gw = br.decode_gateway(kv)
+            gateways[gw.id] = gw
+        elif kv.key.startswith(br.L2CONNECTIONS):
+            l2conns.append(br.decode_l2conn(kv))
+    peerings = plan_site(site, connections, endpoints)
+    peerings.update(b.plan_tunnels(site, devices, gateways, l2conns))
+    return peerings
 
 
 def _bare(ep: m.Endpoint) -> m.Endpoint:
@@ -77,6 +90,9 @@ class Planner:
         self.sites: dict[str, m.Site] = {}
         self.endpoints: dict[m.EndpointRef, m.Endpoint] = {}
         self.connections: dict[str, m.Connection] = {}
+        self.devices: dict[str, b.GatewayDevice] = {}
+        self.gateways: dict[str, b.L2Gateway] = {}
+        self.l2conns: dict[str, b.L2GatewayConnection] = {}
         self._by_site: dict[str, set[str]] = defaultdict(set)  # site -> connection names touching it
         self.peerings: dict[str, dict[str, m.DesiredPeering]] = {}
         self.site_revision: dict[str, int] = {}  # last revision that changed the site's peerings
@@ -105,13 +121,16 @@ class Planner:
         self.sites.clear()
         self.endpoints.clear()
         self.connections.clear()
+        self.devices.clear()
+        self.gateways.clear()
+        self.l2conns.clear()
         self._by_site.clear()
         for kv in kvs:
             self._put(kv)
         old, reload = self.peerings, self.ready.is_set()
         self.peerings = {}
-        for site in set(self._by_site) | set(old):
-            self.peerings[site] = plan_site(site, self._conns_of(site), self.endpoints)
+        for site in set(self._by_site) | set(old) | self._device_sites():
+            self.peerings[site] = self._plan(site)
             if reload and old.get(site) != self.peerings[site]:
                 # Changed somewhere in the compacted gap: this read is the first revision known to include it.
                 self.site_revision[site] = rev
@@ -164,6 +183,18 @@ class Planner:
             ep = r.decode_endpoint(kv)
             self.endpoints[ep.ref] = ep
             return self._sites_using(ep.ref) | {ep.site}
+        if key.startswith((br.DEVICES, br.GATEWAYS, br.L2CONNECTIONS)):
+            before = self._device_sites()
+            if key.startswith(br.DEVICES):
+                dev = br.decode_device(kv)
+                self.devices[dev.id] = dev
+            elif key.startswith(br.GATEWAYS):
+                gw = br.decode_gateway(kv)
+                self.gateways[gw.id] = gw
+            else:
+                l2 = br.decode_l2conn(kv)
+                self.l2conns[l2.id] = l2
+            return before | self._device_sites()
         if key.startswith(r.CONNECTIONS):
             conn = r.decode_connection(kv)
             touched = self._forget_connection(conn.name)
@@ -184,6 +215,12 @@ class Planner:
             return self._sites_using(ref) | {site}
         if key.startswith(r.CONNECTIONS):
             return self._forget_connection(key[len(r.CONNECTIONS):])
+        for prefix, table in ((br.DEVICES, self.devices), (br.GATEWAYS, self.gateways),
+                              (br.L2CONNECTIONS, self.l2conns)):
+            if key.startswith(prefix):
+                before = self._device_sites()
+                table.pop(key[len(prefix):], None)
+                return before | self._device_sites()
         return set()
 
     def _forget_connection(self, name: str) -> set[str]:
@@ -202,7 +239,19 @@ class Planner:
             if ref in self.connections[name].ends
         }
 
+    def _plan(self, site: str) -> dict[str, m.DesiredPeering]:
+        peerings = plan_site(site, self._conns_of(site), self.endpoints)
+        if self.l2conns and site in self._device_sites():
+            peerings.update(b.plan_tunnels(site, self.devices, self.gateways, list(self.l2conns.values())))
+        return peerings
+
+    def _device_sites(self) -> set[str]:
+        return {d.site for d in self.devices.values()}
+
     def _peering_revision(self, connection: str) -> int:
+        if connection not in self.connections:  # a border-gateway tunnel
+            return max([c.version for c in self.l2conns.values()] + [g.version for g in self.gateways.values()]
+                       + [d.version for d in self.devices.values()] + [0])
         conn = self.connections[connection]
         return max([conn.version] + [self.endpoints[ref].version for ref in conn.ends if ref in self.endpoints])
 
@@ -216,7 +265,7 @@ class Planner:
             touched |= self._delete(ev.kv.key) if ev.deleted else self._put(ev.kv)
         changed = set()
         for site in touched:
-            new = plan_site(site, self._conns_of(site), self.endpoints)
+            new = self._plan(site)
             if new != self.peerings.get(site, {}):
                 self.peerings[site] = new
                 self.site_revision[site] = revision

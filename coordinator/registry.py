@@ -82,6 +82,16 @@ def vni_key(vni: int) -> str:
     return f"{INDEX}vni/{vni}"
 
 
+def segment_key(segmentation_id: int) -> str:
+    """A border-gateway segmentation id bound to a tenant network (see coordinator/border.py)."""
+    return f"{INDEX}segment/{segmentation_id}"
+
+
+def device_names(site: str) -> str:
+    """Prefix of the names of the site's gateway devices (see coordinator/border.py)."""
+    return f"{INDEX}gw-device-name/{site}/"
+
+
 def site_refs(parent: str) -> str:
     return f"{REFS}site/{parent}/"
 
@@ -242,6 +252,10 @@ class Registry:
             if endpoints:
                 names = ", ".join(decode_endpoint(kv).name for kv in endpoints[:10])
                 raise FailedPrecondition(f"site {name} still has endpoints: {names}; delete them first")
+            devices, _ = await self.store.get_prefix(device_names(name))
+            if devices:
+                names = ", ".join(kv.key.rsplit("/", 1)[1] for kv in devices[:10])
+                raise FailedPrecondition(f"site {name} still has gateway devices: {names}; delete them first")
             cells, _ = await self.store.get_prefix(site_refs(name))
             if cells:
                 names = ", ".join(kv.key.rsplit("/", 1)[1] for kv in cells[:10])
@@ -251,7 +265,7 @@ class Registry:
                 ops.append(Delete(site_refs(current.parent) + name))
             return Plan(
                 [mod_is(site_key(name), current.version), prefix_empty(f"{ENDPOINTS}{name}/"),
-                 prefix_empty(site_refs(name))],
+                 prefix_empty(site_refs(name)), prefix_empty(device_names(name))],
                 ops,
                 lambda rev: rev,
             )
@@ -379,7 +393,7 @@ class Registry:
                 )
             if conn.vxlan is not None:
                 await self._check_vni_free(conn.vxlan.vni, conn.name)
-                compares.append(absent(vni_key(conn.vxlan.vni)))
+                compares += [absent(vni_key(conn.vxlan.vni)), absent(segment_key(conn.vxlan.vni))]
                 ops.append(Put(vni_key(conn.vxlan.vni), conn.name.encode()))
             return Plan(compares, ops, lambda rev: dataclasses.replace(final, version=rev))
 
@@ -389,6 +403,10 @@ class Registry:
         owner = await self.store.get(vni_key(vni))
         if owner is not None and owner.value.decode() != name:
             raise AlreadyExists(f"VNI {vni} is used by connection {owner.value.decode()}", "vxlan.vni")
+        segment = await self.store.get(segment_key(vni))
+        if segment is not None:
+            raise AlreadyExists(f"VNI {vni} is the segmentation id of tenant network {segment.value.decode()} "
+                                "(border gateway)", "vxlan.vni")
 
     async def update_connection(self, conn: m.Connection, *, type_given: bool) -> m.Connection:
         """Replace parameters, admin state and description; ends and type are fixed."""
@@ -419,7 +437,7 @@ class Registry:
             new_vni = new.vxlan.vni if new.vxlan else 0
             if new_vni != old_vni:
                 await self._check_vni_free(new_vni, conn.name)
-                compares.append(absent(vni_key(new_vni)))
+                compares += [absent(vni_key(new_vni)), absent(segment_key(new_vni))]
                 ops += [Delete(vni_key(old_vni)), Put(vni_key(new_vni), conn.name.encode())]
             return Plan(compares, ops, lambda rev: dataclasses.replace(new, version=rev))
 

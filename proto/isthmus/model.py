@@ -58,6 +58,8 @@ AS_TRANS = 23456
 MAX_ASN = 4_294_967_295
 # Endpoint property: comma-separated prefixes the endpoint's BGP speaker advertises.
 ADVERTISE_PROPERTY = "bgp.advertise"
+# Local endpoint property: the bridge a VXLAN peering's device joins (overrides the vxlan driver's bridge option).
+VXLAN_BRIDGE_PROPERTY = "vxlan.bridge"
 
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:/-]{0,126}[A-Za-z0-9])?$")

@@ -1,0 +1,243 @@
+"""The border-gateway domain: gateway devices, l2-gateways, l2-gateway-connections.
+
+Follows networking-l2gw's model with the border-gateway relaxation: a device is
+given with a segmentation id and no interface name, because the scope of the
+segmentation id is global. Checks of single objects live here; checks across
+objects (existence, the global binding of a segmentation id to one network)
+live in the coordinator's border registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from isthmus import model as m
+from isthmus.errors import InvalidArgument, NotFound
+
+MAX_VLAN = 4094
+DEFAULT_SEGMENT_BRIDGE = "brs{segmentation_id}"
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
+
+
+class DeviceType(enum.StrEnum):
+    HW_VTEP = "hw_vtep"
+    ROUTER_VTEP = "router_vtep"
+    NETWORK_VLAN = "network_vlan"
+
+    @property
+    def max_segmentation_id(self) -> int:
+        return MAX_VLAN if self == DeviceType.NETWORK_VLAN else m.MAX_VNI
+
+    @property
+    def id_kind(self) -> str:
+        return "VLAN id" if self == DeviceType.NETWORK_VLAN else "VXLAN VNI"
+
+
+@dataclass(frozen=True)
+class GatewayDevice:
+    id: str
+    site: str
+    name: str
+    type: DeviceType
+    tunnel_ips: tuple[str, ...] = ()
+    management: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+
+    def segment_bridge(self, segmentation_id: int, network_id: str) -> str:
+        """Name of the bridge of the local tenant segment this device joins for a connection."""
+        template = self.management.get("segment_bridge", DEFAULT_SEGMENT_BRIDGE)
+        return template.format(segmentation_id=segmentation_id, network_id=network_id)
+
+
+@dataclass(frozen=True)
+class GatewayInterface:
+    name: str
+    segmentation_id: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    device_id: str
+    segmentation_id: int = 0
+    interfaces: tuple[GatewayInterface, ...] = ()
+
+
+@dataclass(frozen=True)
+class L2Gateway:
+    id: str
+    name: str
+    project_id: str
+    devices: tuple[DeviceRef, ...] = ()
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class L2GatewayConnection:
+    id: str
+    l2_gateway_id: str
+    network_id: str
+    segmentation_id: int = 0  # as stored: always the effective id
+    project_id: str = ""
+    explicit_segmentation_id: bool = False  # given by the client, not taken from the devices
+    version: int = 0
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def device_from_json(d: dict[str, Any], version: int = 0) -> GatewayDevice:
+    return GatewayDevice(d["id"], d["site"], d["name"], DeviceType(d["type"]), tuple(d.get("tunnel_ips", ())),
+                         dict(d.get("management", {})), version)
+
+
+def gateway_from_json(d: dict[str, Any], version: int = 0) -> L2Gateway:
+    devices = tuple(
+        DeviceRef(x["device_id"], int(x.get("segmentation_id", 0)),
+                  tuple(GatewayInterface(i["name"], tuple(i.get("segmentation_id", ())))
+                        for i in x.get("interfaces", ())))
+        for x in d.get("devices", ())
+    )
+    return L2Gateway(d["id"], d["name"], d["project_id"], devices, version)
+
+
+def connection_from_json(d: dict[str, Any], version: int = 0) -> L2GatewayConnection:
+    return L2GatewayConnection(d["id"], d["l2_gateway_id"], d["network_id"], int(d["segmentation_id"]),
+                               d.get("project_id", ""), bool(d.get("explicit_segmentation_id", False)), version)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_id(value: str, field_name: str) -> None:
+    if not value:
+        raise InvalidArgument("is required", field_name)
+    if not _ID_RE.match(value):
+        raise InvalidArgument(f"{value!r} must be 1-255 of A-Z a-z 0-9 _ . : -", field_name)
+
+
+def validate_device(dev: GatewayDevice) -> GatewayDevice:
+    m.check_name(dev.site, "site")
+    m.check_name(dev.name, "name")
+    if not dev.tunnel_ips:
+        raise InvalidArgument("give at least one VTEP address", "tunnel_ips")
+    ips = tuple(str(m.parse_address(ip, f"tunnel_ips[{i}]")) for i, ip in enumerate(dev.tunnel_ips))
+    for key, value in dev.management.items():
+        if not key or len(key) > 128 or len(value) > 1024:
+            raise InvalidArgument(f"key {key!r}: keys 1-128 characters, values at most 1024", "management")
+    try:
+        sample = dataclasses.replace(dev, management=dict(dev.management)).segment_bridge(m.MAX_VNI, "n")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InvalidArgument(f"template may use only {{segmentation_id}} and {{network_id}} ({exc})",
+                              "management.segment_bridge") from None
+    if not _IFNAME_RE.match(sample):
+        raise InvalidArgument(f"gives {sample!r} for VNI {m.MAX_VNI}: a bridge name is 1-15 of A-Z a-z 0-9 _ . -",
+                              "management.segment_bridge")
+    return dataclasses.replace(dev, tunnel_ips=ips)
+
+
+def check_segmentation_id(value: int, dtype: DeviceType, field_name: str) -> None:
+    if not 1 <= value <= dtype.max_segmentation_id:
+        raise InvalidArgument(f"{value} is out of range 1..{dtype.max_segmentation_id} for a {dtype} device "
+                              f"({dtype.id_kind})", field_name)
+
+
+def validate_gateway(gw: L2Gateway, devices: dict[str, GatewayDevice]) -> L2Gateway:
+    """Check a gateway against the devices it names (``devices`` by id: the existing ones)."""
+    if not gw.name or len(gw.name) > 255:
+        raise InvalidArgument("is required, at most 255 characters", "name")
+    _check_id(gw.project_id, "project_id")
+    if not gw.devices:
+        raise InvalidArgument("give at least one device", "devices")
+    seen: dict[str, int] = {}
+    for i, ref in enumerate(gw.devices):
+        where = f"devices[{i}]"
+        _check_id(ref.device_id, f"{where}.device_id")
+        dev = devices.get(ref.device_id)
+        if dev is None:
+            raise NotFound(f"gateway device {ref.device_id} does not exist", f"{where}.device_id")
+        if ref.device_id in seen:
+            other = seen[ref.device_id]
+            text = ("with different segmentation ids" if other != ref.segmentation_id else "twice")
+            raise InvalidArgument(f"device {ref.device_id} is listed {text}", f"{where}.segmentation_id")
+        seen[ref.device_id] = ref.segmentation_id
+        if ref.segmentation_id:
+            check_segmentation_id(ref.segmentation_id, dev.type, f"{where}.segmentation_id")
+        elif not ref.interfaces:
+            raise InvalidArgument("a border gateway device needs a segmentation id", f"{where}.segmentation_id")
+        for j, iface in enumerate(ref.interfaces):
+            if not iface.name or len(iface.name) > 255:
+                raise InvalidArgument("is required", f"{where}.interfaces[{j}].name")
+            for sid in iface.segmentation_id:
+                check_segmentation_id(sid, dev.type, f"{where}.interfaces[{j}].segmentation_id")
+    return gw
+
+
+def effective_segmentation_id(gw: L2Gateway, given: int, devices: dict[str, GatewayDevice]) -> int:
+    """The connection's global segmentation id: the one given, else the one all the gateway's devices share."""
+    if given:
+        for ref in gw.devices:
+            check_segmentation_id(given, devices[ref.device_id].type, "segmentation_id")
+        return given
+    ids = sorted({ref.segmentation_id for ref in gw.devices if ref.segmentation_id})
+    if len(ids) != 1:
+        listed = ", ".join(map(str, ids)) or "none"
+        raise InvalidArgument(f"the devices of l2-gateway {gw.name} do not share one segmentation id ({listed}); "
+                              "give one", "segmentation_id")
+    return ids[0]
+
+
+def validate_connection(conn: L2GatewayConnection) -> L2GatewayConnection:
+    _check_id(conn.l2_gateway_id, "l2_gateway_id")
+    _check_id(conn.network_id, "network_id")
+    if conn.project_id:
+        _check_id(conn.project_id, "project_id")
+    return conn
+
+
+# ---------------------------------------------------------------- realization
+
+
+def plan_tunnels(
+    site: str,
+    devices: dict[str, GatewayDevice],
+    gateways: dict[str, L2Gateway],
+    connections: list[L2GatewayConnection],
+) -> dict[str, m.DesiredPeering]:
+    """The VXLAN peerings that realize ``connections`` at ``site``.
+
+    For every device of the gateway at this site, one tunnel to every device of
+    the gateway at another site, on the connection's segmentation id, bridged
+    to the device's local segment of the tenant network.
+    """
+    out: dict[str, m.DesiredPeering] = {}
+    for conn in connections:
+        gw = gateways.get(conn.l2_gateway_id)
+        if gw is None:
+            continue
+        members = [devices[ref.device_id] for ref in gw.devices if ref.device_id in devices]
+        for mine in (d for d in members if d.site == site):
+            for theirs in (d for d in members if d.site != site):
+                name = tunnel_name(conn, mine, theirs)
+                props = {
+                    m.VXLAN_BRIDGE_PROPERTY: mine.segment_bridge(conn.segmentation_id, conn.network_id),
+                    "l2gw.connection": conn.id,
+                    "l2gw.network": conn.network_id,
+                }
+                out[name] = m.DesiredPeering(
+                    connection=name,
+                    type=m.ConnectionType.VXLAN,
+                    local=m.Endpoint(site, mine.name, mine.tunnel_ips[0], 0, m.EndpointRole.LOCAL,
+                                     properties=props),
+                    remote=m.Endpoint(theirs.site, theirs.name, theirs.tunnel_ips[0], 0, m.EndpointRole.LOCAL),
+                    vxlan=m.VxlanParams(vni=conn.segmentation_id),
+                )
+    return out
+
+
+def tunnel_name(conn: L2GatewayConnection, mine: GatewayDevice, theirs: GatewayDevice) -> str:
+    return f"l2gw-{conn.id[:8]}-{mine.name}-{theirs.site}-{theirs.name}"
