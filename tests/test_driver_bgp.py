@@ -1,0 +1,555 @@
+"""The bgp driver against real BGP daemons in network namespaces.
+
+Each site's isthmus-agent runs inside its own namespace (so its os-ken speaker
+children do too) and reaches a coordinator on the host through a unix socket.
+The peer is Debian's gobgpd in another namespace, joined by a veth pair, or a
+second isthmus agent. Addresses are documentation ranges on those veths only.
+
+Also, without namespaces: the pieces of the driver that need no speaker
+(secrets, hold time, options).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from conftest import Proc, agent_cmd, await_for, coordinator_cmd, ctl, wait_for
+from isthmus import model as m
+from isthmus.drivers.base import DriverContext, DriverError
+from isthmus.drivers.bgp import (
+    BgpDriver,
+    NeighborConfig,
+    SecretError,
+    advertised_prefixes,
+    read_secret,
+    speaker_hold_time,
+)
+from isthmus.v1 import admin_pb2 as adm
+from isthmus.v1 import admin_pb2_grpc, api_pb2_grpc
+from isthmus.v1 import api_pb2 as api
+from isthmus.v1 import types_pb2 as pb
+
+GOBGP_API_PORT = 50051  # gobgpd's gRPC API, on the loopback of its own namespace
+ESTABLISHED = 6  # gobgp's session_state enum
+
+needs_daemons = pytest.mark.skipif(
+    shutil.which("gobgpd") is None or shutil.which("gobgp") is None or shutil.which("etcd") is None,
+    reason="needs Debian's gobgpd and etcd-server (`make deps`)",
+)
+netns = pytest.mark.netns
+
+
+# ---------------------------------------------------------------- without namespaces
+
+
+def test_read_secret_from_file_and_env_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    assert read_secret(f"file:{pw}") == "s3cret"
+    monkeypatch.setenv("ISTHMUS_TEST_BGP_PW", "from-env")
+    assert read_secret("env:ISTHMUS_TEST_BGP_PW") == "from-env"
+    with pytest.raises(SecretError, match=f"{tmp_path}/absent: No such file"):
+        read_secret(f"file:{tmp_path}/absent")
+    monkeypatch.delenv("ISTHMUS_TEST_BGP_PW")
+    with pytest.raises(SecretError, match="ISTHMUS_TEST_BGP_PW .* not set"):
+        read_secret("env:ISTHMUS_TEST_BGP_PW")
+    pw.write_text("\n")
+    with pytest.raises(SecretError, match="is empty"):
+        read_secret(f"file:{pw}")
+    pw.write_text("x" * 81)
+    with pytest.raises(SecretError, match="longer than 80 bytes") as exc:
+        read_secret(f"file:{pw}")
+    assert "x" * 81 not in str(exc.value)
+
+
+def test_hold_time_families_and_prefixes_of_a_peering(tmp_path: Path) -> None:
+    assert speaker_hold_time(9) == 10 and speaker_hold_time(3) == 10 and speaker_hold_time(90) == 90
+    with pytest.raises(ValueError, match="hold time 0"):
+        speaker_hold_time(0)
+    local = m.validate_endpoint(m.Endpoint("one", "gw", "2001:db8::1", 4200000001, router_id="192.0.2.11",
+                                           properties={m.ADVERTISE_PROPERTY: "2001:db8:100::/48, 203.0.113.0/24"}))
+    remote = m.validate_endpoint(m.Endpoint("two", "gw", "2001:db8::2", 65002, role=m.EndpointRole.REMOTE))
+    pw = tmp_path / "pw"
+    pw.write_text("one")
+    peering = m.DesiredPeering("c", m.ConnectionType.BGP, local, remote, m.BgpParams(9, f"file:{pw}", ()))
+    cfg, password = NeighborConfig.of(peering)
+    assert (cfg.remote_as, cfg.hold_time, cfg.ipv4, cfg.ipv6, cfg.evpn) == (65002, 10, False, True, False)
+    assert password == "one" and "one" not in repr(cfg)
+    pw.write_text("two")
+    assert NeighborConfig.of(peering)[0] != cfg, "a new password re-creates the neighbor"
+    assert advertised_prefixes(local) == {"2001:db8:100::/48", "203.0.113.0/24"}
+
+
+@pytest.mark.parametrize(("options", "text"), [
+    ({"listen_port": "0"}, "listen_port"),
+    ({"listen_port": "bgp"}, "listen_port"),
+    ({"speaker_log_level": "loud"}, "speaker_log_level"),
+    ({"netns": "x"}, "unknown option"),
+])
+def test_bad_options_are_terminal_errors(tmp_path: Path, options: dict[str, str], text: str) -> None:
+    with pytest.raises(DriverError, match=text) as exc:
+        BgpDriver(DriverContext("one", tmp_path, options))
+    assert exc.value.terminal
+
+
+def _ep(ref: str, address: str, asn: int, router_id: str = "", remote: bool = False) -> m.Endpoint:
+    site, name = ref.split("/")
+    return m.validate_endpoint(m.Endpoint(site, name, address, asn, router_id=router_id,
+                                          role=m.EndpointRole.REMOTE if remote else m.EndpointRole.LOCAL))
+
+
+def _bgp(local: m.Endpoint, remote: m.Endpoint, hold_time: int = 9,
+         admin: m.AdminState = m.AdminState.UP) -> m.DesiredPeering:
+    return m.DesiredPeering("", m.ConnectionType.BGP, local, remote, m.BgpParams(hold_time, "", ()), admin_state=admin)
+
+
+async def test_conflicts_and_a_speaker_that_cannot_listen(tmp_path: Path) -> None:
+    """Planning errors need no speaker; a speaker that cannot listen is retried, then shown as ERROR."""
+    address = "192.0.2.254"  # not on this host: the child's bind fails before any packet is sent
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            pass
+        else:
+            pytest.skip(f"{address} is configured on this host")
+    gw = _ep("one/gw", address, 65001)
+    peer = _ep("ext/peer", "192.0.2.2", 65002, remote=True)
+    peerings = {
+        "a-main": _bgp(gw, peer),
+        "b-same-neighbor": _bgp(gw, _ep("ext/alias", "192.0.2.2", 65002, remote=True)),
+        "c-same-address": _bgp(_ep("one/twin", address, 65009), peer),
+        "d-no-router-id": _bgp(_ep("one/v6", "2001:db8::1", 65001), _ep("ext/v6", "2001:db8::2", 65002, remote=True)),
+        "e-hold-time-0": _bgp(gw, _ep("ext/three", "192.0.2.3", 65003, remote=True), hold_time=0),
+        "f-down": _bgp(gw, _ep("ext/four", "192.0.2.4", 65004, remote=True), admin=m.AdminState.DOWN),
+    }
+    driver = BgpDriver(DriverContext("one", tmp_path / "bgp", {"listen_port": "1790"}))
+    try:
+        await driver.apply(peerings)
+        seen = await driver.observe()
+        error, down = m.PeeringState.ERROR, m.PeeringState.DOWN
+        want = {
+            "b-same-neighbor": (error, "neighbor 192.0.2.2 of one/gw is already used by connection a-main"),
+            "c-same-address": (error, f"address {address} is already the BGP speaker of local endpoint one/gw"),
+            "d-no-router-id": (error, "no router id"),
+            "e-hold-time-0": (error, "hold time 0"),
+            "f-down": (down, ""),
+        }
+        for name, (state, text) in want.items():
+            assert seen[name].state == state and text in seen[name].error, (name, seen[name])
+        assert seen["a-main"].state == m.PeeringState.CONNECTING
+        assert f"cannot listen on {address} port 1790" in seen["a-main"].error
+        assert seen["a-main"].driver == "bgp"
+
+        async def given_up() -> bool:
+            await driver.apply(peerings)
+            main = (await driver.observe())["a-main"]
+            if main.state != m.PeeringState.ERROR:
+                raise AssertionError(main)
+            return "exited with code 3" in main.error and "3 times in a row" in main.error
+
+        await await_for(given_up, 15, "a-main in ERROR after three failed starts")
+    finally:
+        await driver.close()
+
+
+# ---------------------------------------------------------------- the lab: coordinator, agents, gobgpd
+
+
+def gobgpd_config(asn: int, router_id: str, neighbors: list[dict[str, Any]]) -> str:
+    lines = ["[global.config]", f"  as = {asn}", f'  router-id = "{router_id}"']
+    for n in neighbors:
+        family = "ipv6-unicast" if ":" in n["address"] else "ipv4-unicast"
+        lines += ["[[neighbors]]", "  [neighbors.config]", f'    neighbor-address = "{n["address"]}"',
+                  f"    peer-as = {n['peer_as']}"]
+        if n.get("password"):
+            lines.append(f'    auth-password = "{n["password"]}"')
+        lines += ["  [neighbors.timers.config]", "    connect-retry = 1", "    hold-time = 9",
+                  "    keepalive-interval = 3",
+                  "  [[neighbors.afi-safis]]", "    [neighbors.afi-safis.config]", f'      afi-safi-name = "{family}"']
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Gobgpd:
+    """gobgpd in a namespace, read through its CLI's JSON output."""
+
+    ns: Any
+    proc: subprocess.Popen[bytes]
+
+    def cli(self, *args: str) -> str:
+        return str(self.ns.run(["gobgp", "-p", str(GOBGP_API_PORT), *args], timeout=10).stdout)
+
+    def neighbor(self, address: str) -> dict[str, Any]:
+        return json.loads(self.cli("-j", "neighbor", address))  # type: ignore[no-any-return]
+
+    def established(self, address: str) -> bool:
+        return self.neighbor(address)["state"].get("session_state") == ESTABLISHED
+
+    def session(self, address: str) -> tuple[int, int]:
+        """(established-since, flaps) of a neighbor: both stay the same while its session does."""
+        n = self.neighbor(address)
+        return n["timers"]["state"]["uptime"]["seconds"], n["state"].get("flops", 0)
+
+    def rib(self, family: str = "ipv4") -> set[str]:
+        return set(json.loads(self.cli("-j", "global", "rib", "-a", family) or "{}"))
+
+
+@dataclass
+class BgpLab:
+    lab: Any
+    tmp: Path
+    coordinator: str  # host:port, for isthmusctl and the API
+    socket: Path  # unix socket the agents in namespaces use
+    channel: grpc.Channel
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def link(self, a: Any, a_addrs: list[str], b: Any, b_addrs: list[str]) -> None:
+        from netns import veth
+
+        veth(a, "eth0", b, "eth0")
+        for ns, addrs in ((a, a_addrs), (b, b_addrs)):
+            for addr in addrs:
+                # nodad: an IPv6 address is usable at once, not after duplicate address detection.
+                ns.ip("addr", "add", addr, "dev", "eth0", *(["nodad"] if ":" in addr else []))
+
+    def gobgpd(self, ns: Any, asn: int, router_id: str, neighbors: list[dict[str, Any]]) -> Gobgpd:
+        conf = self.tmp / f"gobgpd-{ns.name}.toml"
+        conf.write_text(gobgpd_config(asn, router_id, neighbors))
+        proc = ns.popen(["gobgpd", "-f", str(conf), "--api-hosts", f"127.0.0.1:{GOBGP_API_PORT}",
+                         "--pprof-disable"], self.tmp / f"gobgpd-{ns.name}.log")
+        self.daemons.append(proc)
+        d = Gobgpd(ns, proc)
+        wait_for(lambda: ns.run(["gobgp", "-p", str(GOBGP_API_PORT), "neighbor"], check=False).returncode == 0,
+                 15, "gobgpd's API")
+        return d
+
+    def agent(self, ns: Any, site: str) -> subprocess.Popen[bytes]:
+        cmd = agent_cmd(site, f"unix:{self.socket}", self.tmp, "--driver", "bgp", "--reconcile-interval", "1")
+        proc: subprocess.Popen[bytes] = ns.popen(cmd, self.tmp / f"agent-{site}.log")
+        self.agents[site] = proc
+        return proc
+
+    def stop_agent(self, site: str) -> int:
+        proc = self.agents[site]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def log(self, site: str) -> str:
+        return (self.tmp / f"agent-{site}.log").read_text(errors="replace")
+
+    def peerings(self, site: str) -> dict[str, Any]:
+        """The agent's observed peerings by connection name, from its admin socket."""
+        with grpc.insecure_channel(f"unix:{self.tmp / site / 'admin.sock'}") as ch:
+            resp = admin_pb2_grpc.AgentAdminStub(ch).ListPeerings(adm.ListPeeringsRequest(), timeout=2)
+        return {p.desired.connection or p.observed.connection: p.observed for p in resp.peerings}
+
+    def state_of(self, site: str, name: str) -> tuple[str, str, list[str]]:
+        o = self.peerings(site).get(name)
+        if o is None:
+            return ("absent", "", [])
+        return (pb.PeeringState.Name(o.state).removeprefix("PEERING_STATE_"), o.error, sorted(o.received_prefixes))
+
+    def speaker_pid(self, site: str, endpoint: str) -> int:
+        path = self.tmp / site / "state" / "bgp" / f"speaker-{site}-{endpoint}.pid"
+        return int(path.read_text()) if path.exists() else 0
+
+    # ------------------------------------------------------------ the API
+
+    def site(self, name: str, kind: int = pb.SITE_KIND_REGION) -> None:
+        api_pb2_grpc.SiteServiceStub(self.channel).CreateSite(pb.Site(name=name, kind=kind), timeout=10)
+
+    def endpoint(self, ref: str, address: str, asn: int, remote: bool = False, router_id: str = "",
+                 advertise: str = "", update: bool = False) -> None:
+        site, name = ref.split("/")
+        ep = pb.Endpoint(site=site, name=name, address=address, asn=asn, router_id=router_id,
+                         role=pb.ENDPOINT_ROLE_REMOTE if remote else pb.ENDPOINT_ROLE_LOCAL,
+                         properties={m.ADVERTISE_PROPERTY: advertise} if advertise else {})
+        stub = api_pb2_grpc.EndpointServiceStub(self.channel)
+        if update:
+            ep.role = pb.ENDPOINT_ROLE_UNSPECIFIED
+            stub.UpdateEndpoint(ep, timeout=10)
+        else:
+            stub.CreateEndpoint(ep, timeout=10)
+
+    def connection(self, name: str, a: str, b: str, password_ref: str = "") -> None:
+        (sa, na), (sb, nb) = a.split("/"), b.split("/")
+        api_pb2_grpc.ConnectionServiceStub(self.channel).CreateConnection(pb.Connection(
+            name=name, type=pb.CONNECTION_TYPE_BGP, a=pb.EndpointRef(site=sa, name=na),
+            b=pb.EndpointRef(site=sb, name=nb), bgp=pb.BgpParams(hold_time=9, password_ref=password_ref)),
+            timeout=10)
+
+    def set_admin_state(self, name: str, state: int) -> None:
+        api_pb2_grpc.ConnectionServiceStub(self.channel).UpdateConnection(
+            pb.Connection(name=name, admin_state=state), timeout=10)
+
+    def delete_connection(self, name: str) -> None:
+        api_pb2_grpc.ConnectionServiceStub(self.channel).DeleteConnection(
+            api.DeleteConnectionRequest(name=name), timeout=10)
+
+
+@pytest.fixture
+def bgp_lab(lab: Any, etcd: str, tmp_path: Path, procs: Callable[..., Proc]) -> Iterator[BgpLab]:
+    """A coordinator on the host (TCP for the test, a unix socket for agents in namespaces)."""
+    sock = tmp_path / "coord.sock"
+    ready = tmp_path / "coord.addr"
+    cmd = [*coordinator_cmd(tmp_path / "coord", ready, etcd_endpoint=etcd), "--listen", f"127.0.0.1:0,unix:{sock}"]
+    procs("coordinator", cmd, tmp_path / "coordinator.log")
+    addr = str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the coordinator"))
+    channel = grpc.insecure_channel(addr)
+    the_lab = BgpLab(lab, tmp_path, addr, sock, channel)
+    try:
+        yield the_lab
+    finally:
+        # Agents first (their speakers stop with them), then the daemons; the namespaces go last.
+        for site in list(the_lab.agents):
+            the_lab.stop_agent(site)
+        for proc in the_lab.daemons:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        channel.close()
+
+
+def _established_with(bl: BgpLab, site: str, name: str, received: list[str]) -> bool:
+    state = bl.state_of(site, name)
+    if state[0] != "ESTABLISHED" or state[2] != received:
+        raise AssertionError(f"{name}: {state}")
+    return True
+
+
+@netns
+@needs_daemons
+def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
+    bl = bgp_lab
+    one, peer = bl.lab.netns("one"), bl.lab.netns("peer")
+    bl.link(one, ["192.0.2.1/24", "2001:db8::1/64"], peer, ["192.0.2.2/24", "2001:db8::2/64"])
+    gobgp = bl.gobgpd(peer, 65002, "192.0.2.2", [{"address": "192.0.2.1", "peer_as": 4200000001},
+                                                  {"address": "2001:db8::1", "peer_as": 65010}])
+    gobgp.cli("global", "rib", "add", "198.51.100.0/24")
+    gobgp.cli("global", "rib", "-a", "ipv6", "add", "2001:db8:200::/48")
+
+    bl.site("one")
+    bl.site("ext", pb.SITE_KIND_INSTANCE)
+    bl.endpoint("one/gw", "192.0.2.1", 4200000001, advertise="203.0.113.0/25")  # a 4-byte AS
+    bl.endpoint("one/gw6", "2001:db8::1", 65010, router_id="192.0.2.11", advertise="2001:db8:100::/48")
+    bl.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
+    bl.endpoint("ext/gobgp6", "2001:db8::2", 65002, remote=True)
+    bl.connection("one-gobgp", "one/gw", "ext/gobgp")
+    bl.connection("one-gobgp6", "one/gw6", "ext/gobgp6")
+    bl.agent(one, "one")
+
+    # Both sessions come up; each side learns what the other advertises.
+    wait_for(lambda: _established_with(bl, "one", "one-gobgp", ["198.51.100.0/24"])
+             and _established_with(bl, "one", "one-gobgp6", ["2001:db8:200::/48"]), 30, "both sessions established")
+    assert gobgp.established("192.0.2.1") and gobgp.established("2001:db8::1")
+    wait_for(lambda: "203.0.113.0/25" in gobgp.rib(), 10, "gobgpd to receive 203.0.113.0/25")
+    wait_for(lambda: "2001:db8:100::/48" in gobgp.rib("ipv6"), 10, "gobgpd to receive 2001:db8:100::/48")
+    # ... and the coordinator's status says so too.
+    status = json.loads(ctl("--coordinator", bl.coordinator, "status", "one", "-o", "json").stdout)
+    seen = {p["desired"]["connection"]: p["observed"] for p in status["peerings"]}
+    assert seen["one-gobgp"]["state"] == "PEERING_STATE_ESTABLISHED"
+    assert seen["one-gobgp"]["received_prefixes"] == ["198.51.100.0/24"]
+
+    # A prefix the peer starts advertising shows up in received_prefixes.
+    gobgp.cli("global", "rib", "add", "198.51.100.128/25")
+    wait_for(lambda: _established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 10,
+             "the new prefix in received_prefixes")
+
+    # Applies that change nothing, and one that changes only the advertised prefixes, keep the session.
+    before = gobgp.session("192.0.2.1")
+    with grpc.insecure_channel(f"unix:{bl.tmp / 'one' / 'admin.sock'}") as ch:
+        for _ in range(3):
+            admin_pb2_grpc.AgentAdminStub(ch).Resync(adm.ResyncRequest(), timeout=10)
+    bl.endpoint("one/gw", "192.0.2.1", 4200000001, advertise="203.0.113.128/25", update=True)
+    wait_for(lambda: (rib := gobgp.rib()) >= {"203.0.113.128/25"} and "203.0.113.0/25" not in rib, 10,
+             "gobgpd to see 203.0.113.0/25 withdrawn and 203.0.113.128/25 advertised")
+    assert gobgp.session("192.0.2.1") == before and gobgp.established("192.0.2.1"), "the session was reset"
+
+    # A killed speaker child is replaced, and its session comes back.
+    pid = bl.speaker_pid("one", "gw")
+    assert pid > 0
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: bl.speaker_pid("one", "gw") not in (0, pid), 15, "a new speaker child")
+    wait_for(lambda: _established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 30,
+             "the session back after the speaker was killed")
+    wait_for(lambda: gobgp.established("192.0.2.1") and "203.0.113.128/25" in gobgp.rib(), 10,
+             "gobgpd to see the session and the prefix again")
+    assert "was killed by signal 9" in bl.log("one")
+
+    # Admin state DOWN removes the neighbor: DOWN here, not established at gobgpd.
+    bl.set_admin_state("one-gobgp6", pb.ADMIN_STATE_DOWN)
+    wait_for(lambda: bl.state_of("one", "one-gobgp6")[0] == "DOWN", 10, "one-gobgp6 DOWN")
+    wait_for(lambda: not gobgp.established("2001:db8::1"), 10, "gobgpd to see the IPv6 session end")
+
+    # Deleting the connection tears the session down and stops that endpoint's speaker.
+    bl.delete_connection("one-gobgp")
+    wait_for(lambda: "one-gobgp" not in bl.peerings("one"), 10, "one-gobgp to be gone from the agent")
+    wait_for(lambda: not gobgp.established("192.0.2.1"), 10, "gobgpd to see the session end")
+    assert bl.speaker_pid("one", "gw") == 0
+
+
+@netns
+@needs_daemons
+def test_md5_wrong_peer_as_and_missing_secret(bgp_lab: BgpLab) -> None:
+    bl = bgp_lab
+    one, peer = bl.lab.netns("one"), bl.lab.netns("peer")
+    bl.link(one, ["192.0.2.3/24", "192.0.2.4/24", "192.0.2.5/24"], peer, ["192.0.2.2/24"])
+    gobgp = bl.gobgpd(peer, 65002, "192.0.2.2", [{"address": "192.0.2.3", "peer_as": 65003,
+                                                  "password": "isthmus-md5-test"},
+                                                 {"address": "192.0.2.4", "peer_as": 65004},
+                                                 {"address": "192.0.2.5", "peer_as": 65005}])
+    secret = bl.tmp / "md5.secret"
+    secret.write_text("isthmus-md5-test\n")
+    secret.chmod(0o600)
+    missing = bl.tmp / "no-such.secret"
+
+    bl.site("one")
+    bl.site("ext", pb.SITE_KIND_INSTANCE)
+    bl.endpoint("one/md5", "192.0.2.3", 65003)
+    bl.endpoint("one/bad", "192.0.2.4", 65004)
+    bl.endpoint("one/renumbered", "192.0.2.5", 65555)  # gobgpd expects AS 65005 from 192.0.2.5
+    bl.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
+    bl.endpoint("ext/liar", "192.0.2.2", 65099, remote=True)  # gobgpd really is AS 65002
+    bl.endpoint("ext/ghost", "192.0.2.9", 65009, remote=True)
+    bl.connection("one-md5", "one/md5", "ext/gobgp", password_ref=f"file:{secret}")
+    bl.connection("one-liar", "one/bad", "ext/liar")
+    bl.connection("one-ghost", "one/md5", "ext/ghost", password_ref=f"file:{missing}")
+    bl.connection("one-renumbered", "one/renumbered", "ext/gobgp")
+    bl.agent(one, "one")
+
+    wait_for(lambda: _established_with(bl, "one", "one-md5", []), 30, "the MD5 session established")
+    assert gobgp.established("192.0.2.3")
+    wait_for(lambda: bl.state_of("one", "one-liar")[0] == "ERROR", 30, "one-liar in ERROR")
+    assert "bad peer AS" in bl.state_of("one", "one-liar")[1]
+    assert not gobgp.established("192.0.2.4")
+    state, error, _ = bl.state_of("one", "one-ghost")
+    assert state == "ERROR" and str(missing) in error
+
+    # The operator sees the same through the coordinator.
+    status = json.loads(ctl("--coordinator", bl.coordinator, "status", "one", "-o", "json").stdout)
+    seen = {p["desired"]["connection"]: p["observed"] for p in status["peerings"]}
+    assert seen["one-liar"]["state"] == "PEERING_STATE_ERROR" and "bad peer AS" in seen["one-liar"]["error"]
+    assert seen["one-md5"]["state"] == "PEERING_STATE_ESTABLISHED"
+    assert "isthmus-md5-test" not in bl.log("one"), "the password was logged"
+
+    # The peer refuses our AS: ERROR, until the endpoint gets the AS the peer expects. Its speaker
+    # restarts with the new AS and the session comes up.
+    wait_for(lambda: bl.state_of("one", "one-renumbered")[0] == "ERROR", 30, "one-renumbered in ERROR")
+    assert "received: Open Message Error: bad peer AS" in bl.state_of("one", "one-renumbered")[1]
+    assert "does not expect our AS 65555" in bl.state_of("one", "one-renumbered")[1]
+    pid = bl.speaker_pid("one", "renumbered")
+    bl.endpoint("one/renumbered", "192.0.2.5", 65005, update=True)
+    wait_for(lambda: bl.speaker_pid("one", "renumbered") not in (0, pid), 15, "a speaker with the new AS")
+    wait_for(lambda: _established_with(bl, "one", "one-renumbered", []), 30, "one-renumbered established")
+    assert gobgp.established("192.0.2.5")
+
+
+@netns
+@needs_daemons
+def test_two_agents_peer_with_each_other(bgp_lab: BgpLab) -> None:
+    bl = bgp_lab
+    a, b = bl.lab.netns("one"), bl.lab.netns("two")
+    bl.link(a, ["192.0.2.1/24"], b, ["192.0.2.2/24"])
+    bl.site("one")
+    bl.site("two")
+    bl.endpoint("one/gw", "192.0.2.1", 65001, advertise="203.0.113.0/24")
+    bl.endpoint("two/gw", "192.0.2.2", 4200000002, advertise="198.51.100.0/24")
+    bl.connection("one-two", "one/gw", "two/gw")
+    bl.agent(a, "one")
+    bl.agent(b, "two")
+
+    wait_for(lambda: _established_with(bl, "one", "one-two", ["198.51.100.0/24"])
+             and _established_with(bl, "two", "one-two", ["203.0.113.0/24"]), 30,
+             "both agents ESTABLISHED, each with the other's prefix")
+
+    def converged() -> bool:
+        for site in ("one", "two"):
+            st = api_pb2_grpc.StatusServiceStub(bl.channel).GetSiteStatus(api.GetSiteStatusRequest(site=site),
+                                                                           timeout=5)
+            states = [pb.PeeringState.Name(p.observed.state) for p in st.peerings]
+            if not (st.connected and st.applied_revision >= st.desired_revision
+                    and states == ["PEERING_STATE_ESTABLISHED"]):
+                raise AssertionError(f"{site}: connected={st.connected} states={states}")
+        return True
+
+    wait_for(converged, 15, "the coordinator to show both sites established")
+
+    # An agent that stops takes its speaker with it; the other side notices at once.
+    pid = bl.speaker_pid("two", "gw")
+    assert pid > 0
+    assert bl.stop_agent("two") == 0
+    assert bl.speaker_pid("two", "gw") == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    wait_for(lambda: bl.state_of("one", "one-two")[0] == "CONNECTING", 15, "one-two CONNECTING at site one")
+
+
+@netns
+def test_speaker_child_protocol(lab: Any, tmp_path: Path) -> None:
+    """The child alone: answers, refusals in os-ken's words, exit when stdin closes or it cannot listen."""
+    ns = lab.netns("child")
+    ns.ip("addr", "add", "192.0.2.1/32", "dev", "lo")
+    base = ["ip", "netns", "exec", ns.name, sys.executable, "-m", "isthmus.drivers.bgp_speaker",
+            "--asn", "65001", "--router-id", "192.0.2.1", "--listen-port", "1790"]
+
+    bad = subprocess.run([*base, "--listen-host", "192.0.2.99"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 3 and "cannot listen on 192.0.2.99 port 1790" in bad.stderr
+
+    with subprocess.Popen([*base, "--listen-host", "192.0.2.1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as child:
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+        out, into = child.stdout, child.stdin
+
+        def ask(req: dict[str, Any]) -> dict[str, Any]:
+            into.write(json.dumps(req).encode() + b"\n")
+            into.flush()
+            while True:
+                msg = json.loads(out.readline())
+                if "id" in msg:
+                    return msg  # type: ignore[no-any-return]
+
+        try:
+            ready = json.loads(out.readline())
+            assert ready == {"event": "ready", "pid": ready["pid"]}
+            add = {"address": "192.0.2.2", "remote_as": 65002, "hold_time": 10, "password": "pw-not-echoed",
+                   "ipv4": True, "ipv6": False, "evpn": False}
+            assert ask({"id": 1, "op": "neighbor_add", "args": add}) == {"id": 1, "ok": True, "result": None}
+            assert ask({"id": 2, "op": "prefix_add", "args": {"prefix": "203.0.113.0/24"}})["ok"]
+            state = ask({"id": 3, "op": "state", "args": {}})
+            assert state["ok"] and set(state["result"]["neighbors"]) == {"192.0.2.2"}
+            assert state["result"]["neighbors"]["192.0.2.2"]["state"] in ("Idle", "Connect", "Active")
+            assert "pw-not-echoed" not in json.dumps(state)
+            refused = ask({"id": 4, "op": "neighbor_add", "args": {**add, "address": "192.0.2.3", "hold_time": 5}})
+            assert not refused["ok"] and "hold_time" in refused["error"]
+            assert not ask({"id": 5, "op": "no-such-op", "args": {}})["ok"]
+            into.close()  # the agent is gone: the child leaves
+            assert child.wait(10) == 0
+            assert b"pw-not-echoed" not in child.stderr.read()
+        finally:
+            if child.poll() is None:
+                child.kill()
