@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import uuid
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from isthmus.coordinator.etcd import free_port
