@@ -10,7 +10,7 @@ STAMP := $(VENV)/.isthmus-installed
 all: test
 
 # Debian packages the project runs against (etcd for the coordinator, the rest for tests).
-APT_PACKAGES := etcd-server etcd-client gobgpd iproute2 iputils-ping systemd
+APT_PACKAGES := etcd-server etcd-client gobgpd iproute2 iputils-ping systemd neutron-server
 
 deps:
 	@missing=""; \
@@ -19,6 +19,7 @@ deps:
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v neutron-server >/dev/null || missing="$$missing neutron-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \

@@ -54,6 +54,7 @@ class Reconciler:
         self.applied_revision = 0
         self.observed: dict[str, m.ObservedPeering] = {}
         self.local_seq = 0  # bumped when overrides or the journal change
+        self._followed: dict[str, set[str]] = {}  # companion -> peerings it realizes
         self._local_changed = asyncio.Event()
         self.last_error = ""
         self.passes = 0
@@ -161,19 +162,21 @@ class Reconciler:
                     observed[name] = seen.get(name) or self._error(
                         name, f"{driver.name} did not realize it", driver.name
                     )
-            # Companions (e.g. neutron) follow what the dataplane established; their failure
-            # makes the peering ERROR, since the site cannot use it yet.
-            up = {n: effective[n] for n, o in observed.items()
-                  if n in effective and o.state == m.PeeringState.ESTABLISHED}
+            # Companions (e.g. neutron) follow what the dataplane established, and keep it while it
+            # stays desired (a session flap must not remove the Neutron side); their failure makes
+            # the peering ERROR, since the site cannot use it yet.
+            up = {n for n, o in observed.items() if n in effective and o.state == m.PeeringState.ESTABLISHED}
             for driver in self._companions:
-                mine = {n: p for n, p in up.items() if p.type in driver.handles}
+                keep = (up | self._followed.get(driver.name, set())) & effective.keys()
+                mine = {n: effective[n] for n in keep if effective[n].type in driver.handles}
+                self._followed[driver.name] = set(mine)
                 seen, ok = await self._run(driver, mine, desired.revision, errors)
                 failed = failed or not ok
                 for name in mine:
                     extra = seen.get(name)
                     if extra is not None and extra.state == m.PeeringState.ERROR:
-                        observed[name] = self._error(name, f"{driver.name}: {extra.error}",
-                                                     f"{observed[name].driver}+{driver.name}")
+                        text = extra.error if extra.error.startswith(driver.name) else f"{driver.name}: {extra.error}"
+                        observed[name] = self._error(name, text, f"{observed[name].driver}+{driver.name}")
             self.last_error = "; ".join(errors)
             applied = desired.revision if not failed else self.applied_revision
             await self._publish(applied, observed)

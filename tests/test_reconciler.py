@@ -99,3 +99,21 @@ async def test_no_driver_for_a_type_is_an_error_naming_the_drivers(tmp_path: Pat
     rec.set_desired(DesiredState("r1", 1, {"x": peering("x", m.ConnectionType.VXLAN)}))
     await rec.reconcile_once()
     assert rec.observed["x"].state == m.PeeringState.ERROR and "no driver for VXLAN" in rec.observed["x"].error
+
+
+async def test_companion_keeps_what_it_realized_while_the_peering_flaps(tmp_path: Path) -> None:
+    ctx = DriverContext("r1", tmp_path / "d")
+    fake, comp = FakeDriver(ctx), Companion(ctx)
+    rec = make(tmp_path, fake, comp)
+    p = peering("a")
+    rec.set_desired(DesiredState("r1", 1, {"a": p}))
+    await rec.reconcile_once()
+    assert comp.given[-1] == {"a"}
+    # The session drops (here: admin DOWN); the companion keeps its side while the peering is desired.
+    rec.set_desired(DesiredState("r1", 2, {"a": m.DesiredPeering("a", p.type, p.local, p.remote, p.bgp, None,
+                                                                m.AdminState.DOWN)}))
+    await rec.reconcile_once()
+    assert comp.given[-1] == {"a"} and rec.observed["a"].state == m.PeeringState.DOWN
+    rec.set_desired(DesiredState("r1", 3, {}))
+    await rec.reconcile_once()
+    assert comp.given[-1] == set()

@@ -1,0 +1,1118 @@
+"""The opendaylight driver: BGP peerings realized as neighbors of OpenDaylight's BGP plugin (bgpcep), over RESTCONF.
+
+The agent speaks no BGP itself: it asks the controller to add, change and remove
+neighbors of a BGP protocol instance of the openconfig model, exactly as the
+bgpcep user guide gives the resources and JSON bodies:
+
+- protocol instance (local AS and router id), created with ``POST`` on
+  ``.../network-instance=global-bgp/protocols`` and changed with ``PUT`` on its
+  ``.../bgp/global/config``:
+  https://docs.opendaylight.org/projects/bgpcep/en/latest/bgp/bgp-user-guide-protocol-configuration.html
+  and the families of the speaker:
+  https://docs.opendaylight.org/projects/bgpcep/en/latest/bgp/bgp-user-guide-ip-unicast-family.html
+- neighbor (``neighbor-address``, ``config`` with ``peer-type``, ``peer-as``,
+  ``auth-password``, ``timers/config/hold-time``, ``transport/config``,
+  ``afi-safis``), created with ``POST`` on ``.../bgp/neighbors``:
+  https://docs.opendaylight.org/projects/bgpcep/en/latest/bgp/bgp-user-guide-bgp-peering.html
+  ("Existing neighbor configuration can be reconfigured anytime": replaced with
+  ``PUT`` on ``.../neighbors/neighbor=ADDRESS``, removed with ``DELETE`` there,
+  RFC 8040 sections 4.5 and 4.7, https://www.rfc-editor.org/rfc/rfc8040).
+- session state: ``GET .../bgp/neighbors?content=nonconfig``, whose
+  ``state/session-state`` is the FSM state (IDLE ... ESTABLISHED):
+  https://docs.opendaylight.org/projects/bgpcep/en/latest/bgp/bgp-user-guide-operational-state.html
+
+Current OpenDaylight serves only RFC 8040 RESTCONF (``/rests/data/...``); the
+older "bierman02" RESTCONF (``/restconf/config/...`` and
+``/restconf/operational/...``, removed from the docs in 2023, BGPCEP-1024)
+is used with ``opendaylight.restconf=bierman02`` for releases that still have it.
+
+What isthmus owns: a neighbor is isthmus's only when its ``config/description``
+reads ``isthmus:<site>:<connection>``; any other neighbor, even at a desired
+address, is never changed or removed (that peering shows ERROR instead). A
+protocol instance is removed only when isthmus created it (recorded in
+``STATE_DIR/opendaylight-owned.json``, per controller URL) and no neighbor is
+left in it; the AS and router id of an instance isthmus did not create are
+never changed.
+
+Mapping: one protocol instance per local endpoint, named by the ``instance``
+option (default ``isthmus-{site}-{endpoint}``; give a fixed name such as
+``bgp-example`` to use one existing instance). Its router id is the endpoint's
+router id (or its IPv4 address); it enables IPv4 and IPv6 unicast plus the
+families its neighbors ask for. Each BGP peering is one neighbor: the remote
+address and AS (``peer-type`` INTERNAL when the AS numbers are equal, else
+EXTERNAL), the hold time, the address families (default from the remote
+address), the local address as ``transport/config/local-address``, and the TCP
+MD5 password from ``bgp.password_ref`` (``file:/PATH`` or ``env:NAME``, read on
+the agent host at every apply, sent as ``auth-password``, never logged). An
+administratively DOWN peering has no neighbor and shows DOWN.
+
+Observed state: ESTABLISHED only when the controller reports the neighbor's
+session-state ESTABLISHED; CONNECTING with the state it reports (or saying it
+reports none yet) otherwise; ERROR when the neighbor is missing or differs on
+the controller, or when the controller refused it (with its error-message).
+
+Options (``--driver-opt opendaylight.KEY=VALUE``):
+  url            base URL of the controller, e.g. https://odl:8181 (required)
+  username       user for HTTP basic authentication
+  password_file  file holding that user's password (read at every request)
+  password_env   or: environment variable holding it
+  ca             PEM file of the CA that signed the controller's certificate (https)
+  timeout        seconds per HTTP request (default 5)
+  retries        extra attempts after a connection error, timeout or 5xx (default 3, backoff 0.25 s doubling)
+  restconf       rfc8040 (default) or bierman02
+  instance       name of the protocol instance of a local endpoint; {site} and {endpoint} are replaced
+                 (default isthmus-{site}-{endpoint})
+
+Errors: a 401/403 or an unusable option is a terminal DriverError (every peering
+shows ERROR until fixed); an unreachable controller, a timeout or a 5xx after
+the retries is a DriverError the agent retries with backoff; a 4xx answer to
+one neighbor or instance shows as the ERROR of the peerings concerned, with the
+controller's error-message.
+
+The HTTP client here (``ControllerClient``) is shared with the onos driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.model import (
+    AdminState,
+    ConnectionType,
+    DesiredPeering,
+    ObservedPeering,
+    PeeringState,
+    default_address_families,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# ---------------------------------------------------------------- errors of the controller client
+#
+#   DriverError (isthmus.drivers.base)
+#   └── ControllerError            the controller did not do what was asked
+#       ├── ControllerUnavailable  no answer: connection refused or reset, timeout, 5xx after every retry
+#       └── ControllerRefused      a 4xx answer; .status and the controller's .message
+#           └── ControllerAuthFailed   401 or 403: the credentials are wrong or lack the right
+#
+# The drivers let ControllerUnavailable and ControllerAuthFailed end the pass (the
+# agent shows ERROR on every peering and retries) and turn a ControllerRefused of
+# one object into the ERROR of the peerings that need it.
+
+
+class ControllerError(DriverError):
+    """The controller did not do what was asked."""
+
+
+class ControllerUnavailable(ControllerError):
+    """The controller did not answer usefully: connection failed, timed out, or 5xx after every retry."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, terminal=False)
+
+
+class ControllerRefused(ControllerError):
+    """The controller answered 4xx; ``status`` and the controller's own ``message``."""
+
+    def __init__(self, message: str, status: int, controller_message: str) -> None:
+        super().__init__(message, terminal=True)
+        self.status = status
+        self.message = controller_message
+
+
+class ControllerAuthFailed(ControllerRefused):
+    """The controller refused the credentials (401) or the user's rights (403)."""
+
+
+# ---------------------------------------------------------------- the HTTP client (shared with onos)
+
+CLIENT_OPTIONS = ("url", "username", "password_file", "password_env", "ca", "timeout", "retries")
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_RETRIES = 3
+BACKOFF = 0.25  # seconds before the first retry, doubled each time
+MAX_BACKOFF = 4.0
+_TAG_RE = re.compile(r"<[^>]*>")
+
+
+def controller_message(payload: bytes) -> str:
+    """The controller's own explanation in an error body: RESTCONF ``error-message``s, ONOS ``message``, or text."""
+    text = payload.decode("utf-8", errors="replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        errors = member(doc, "errors")
+        items = member(errors, "error") if isinstance(errors, dict) else None
+        if isinstance(items, list):
+            found = []
+            for item in items:
+                if isinstance(item, dict):
+                    msg = item.get("error-message") or item.get("error-tag")
+                    if msg:
+                        tag = item.get("error-tag")
+                        found.append(f"{msg} ({tag})" if tag and tag != msg else str(msg))
+            if found:
+                return "; ".join(found)
+        if isinstance(doc.get("message"), str | list):
+            msg = doc["message"]
+            return "; ".join(map(str, msg)) if isinstance(msg, list) else msg
+    text = " ".join(_TAG_RE.sub(" ", text).split())  # an HTML error page, flattened
+    return text[:300]
+
+
+def member(obj: Any, name: str) -> Any:
+    """The member ``name`` of a JSON object, with or without a module prefix (``module:name``, RFC 7951)."""
+    if not isinstance(obj, dict):
+        return None
+    if name in obj:
+        return obj[name]
+    suffix = ":" + name
+    for key, value in obj.items():
+        if isinstance(key, str) and key.endswith(suffix):
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A controller's answer below 500 (other than 401/403): status, body and how many attempts it took."""
+
+    status: int
+    reason: str
+    body: bytes
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        """The body as JSON (None when empty); raises ControllerError when it is not JSON."""
+        if not self.body.strip():
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise ControllerError(f"the controller answered {self.status} with a body that is not JSON: "
+                                  f"{self.body[:100]!r}") from None
+
+    def message(self) -> str:
+        return controller_message(self.body) or self.reason
+
+
+class ControllerClient:
+    """HTTP(S) client of one SDN controller's REST API: basic auth, TLS with an optional CA, timeouts and
+    bounded retries with backoff on connection errors, timeouts and 5xx.
+
+    Blocking: call it from a worker thread (``asyncio.to_thread``). Opens one
+    connection per request, so one client may serve several threads.
+    """
+
+    def __init__(self, driver: str, options: Mapping[str, str], extra_options: Iterable[str] = ()) -> None:
+        """``driver``: the option prefix used in messages; ``options``: the driver's options, of which
+        ``CLIENT_OPTIONS`` are the client's and ``extra_options`` the driver's own.
+
+        Raises DriverError(terminal=True) naming the option for an unknown option, a
+        password given on the command line, a URL or number it cannot use, a CA or
+        password file it cannot read.
+        """
+        self.driver = driver
+        known = (*CLIENT_OPTIONS, *extra_options)
+        opts = dict(options)
+        if "password" in opts:
+            raise self._bad("password", "passwords are never taken on the command line; "
+                            f"use {driver}.password_file=PATH or {driver}.password_env=NAME")
+        for key in opts:
+            if key not in known:
+                raise self._bad(key, f"unknown option (known: {', '.join(known)})")
+        url = opts.get("url", "")
+        if not url:
+            raise self._bad("url", "is required (e.g. https://controller:8181)")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self._bad("url", f"{url!r} is not an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise self._bad("url", "must not carry credentials; use username and password_file")
+        if parts.query or parts.fragment:
+            raise self._bad("url", f"{url!r} must have no query or fragment")
+        try:
+            self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise self._bad("url", f"{url!r} has an invalid port") from None
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.base_path = parts.path.rstrip("/")
+        self.url = f"{parts.scheme}://{parts.netloc}{self.base_path}"
+        self.timeout = self._number("timeout", opts.get("timeout"), DEFAULT_TIMEOUT, 0.001, 300.0)
+        self.retries = int(self._number("retries", opts.get("retries"), DEFAULT_RETRIES, 0, 10, integer=True))
+        self.username = opts.get("username", "")
+        self.password_file = opts.get("password_file", "")
+        self.password_env = opts.get("password_env", "")
+        if self.password_file and self.password_env:
+            raise self._bad("password_env", "give password_file or password_env, not both")
+        if (self.password_file or self.password_env) and not self.username:
+            raise self._bad("username", "is required with a password")
+        if self.username and not (self.password_file or self.password_env):
+            raise self._bad("username", "needs password_file or password_env")
+        self.ca = opts.get("ca", "")
+        self._ssl: ssl.SSLContext | None = None
+        if self.ca and not self.https:
+            raise self._bad("ca", "only applies to an https:// url")
+        if self.https:
+            try:
+                self._ssl = ssl.create_default_context(cafile=self.ca or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise self._bad("ca", f"cannot load CA file {self.ca}: {exc}") from None
+        if self.username:
+            self._password()  # fail at start, not at the first request
+            if not self.https:
+                log.warning("%s: %s is plain http: the controller password and BGP passwords cross the network "
+                            "unencrypted", driver, self.url)
+        self._closing = threading.Event()
+
+    def _bad(self, key: str, why: str) -> DriverError:
+        return DriverError(f"{self.driver}.{key}: {why}", terminal=True)
+
+    def _number(self, key: str, text: str | None, default: float, low: float, high: float,
+                integer: bool = False) -> float:
+        if text is None:
+            return default
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise self._bad(key, f"{text!r} is not {'an integer' if integer else 'a number'}") from None
+        if not low <= value <= high:
+            raise self._bad(key, f"{text} is out of range {low:g}..{high:g}")
+        return value
+
+    def _password(self) -> str:
+        if self.password_file:
+            try:
+                secret = Path(self.password_file).read_text().rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise self._bad("password_file", f"cannot read {self.password_file}: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from None
+            where = f"file {self.password_file}"
+        else:
+            if self.password_env not in os.environ:
+                raise self._bad("password_env", f"environment variable {self.password_env} is not set for the agent")
+            secret = os.environ[self.password_env]
+            where = f"environment variable {self.password_env}"
+        if not secret:
+            raise self._bad("password_file" if self.password_file else "password_env", f"the password {where} is empty")
+        return secret
+
+    def _credentials_hint(self) -> str:
+        where = f"file {self.password_file}" if self.password_file else f"variable {self.password_env}"
+        return (f"check {self.driver}.username ({self.username}) and the password in {where}" if self.username
+                else f"the controller wants credentials: set {self.driver}.username and {self.driver}.password_file")
+
+    def close(self) -> None:
+        """Abort the backoff of requests under way; later requests fail at once."""
+        self._closing.set()
+
+    def request(self, method: str, path: str, body: Any = None) -> Reply:
+        """Send ``method`` ``path`` (below the base URL, with its query) with ``body`` as JSON.
+
+        Returns the Reply of any status below 500 other than 401/403. Raises
+        ControllerAuthFailed for 401/403; ControllerUnavailable when every attempt
+        (1 + retries) failed to connect, timed out or got a 5xx; ControllerError
+        (terminal) when the server's TLS certificate cannot be verified.
+        """
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        what = f"{method} {self.url}{path.split('?')[0]}"
+        attempts = self.retries + 1
+        last = ""
+        for attempt in range(attempts):
+            if self._closing.is_set():
+                raise ControllerUnavailable(f"{what}: the driver is closing")
+            if self.username:
+                token = base64.b64encode(f"{self.username}:{self._password()}".encode()).decode()
+                headers["Authorization"] = f"Basic {token}"
+            try:
+                status, reason, payload = self._once(method, self.base_path + path, data, headers)
+            except ssl.SSLCertVerificationError as exc:
+                raise ControllerError(f"{what}: the controller's TLS certificate is not trusted "
+                                      f"({exc.verify_message}); set {self.driver}.ca to the CA that signed it",
+                                      terminal=True) from None
+            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, garbled
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if status in (401, 403):
+                    message = controller_message(payload) or reason
+                    raise ControllerAuthFailed(
+                        f"{what}: the controller refused the credentials ({status} {reason}"
+                        f"{': ' + message if message and message != reason else ''}); {self._credentials_hint()}",
+                        status, message)
+                if status < 500:
+                    log.debug("%s -> %d", what, status)
+                    return Reply(status, reason, payload, attempt + 1)
+                last = f"{status} {reason}: {controller_message(payload) or reason}"
+            if attempt + 1 < attempts:
+                delay = min(MAX_BACKOFF, BACKOFF * 2 ** attempt)
+                log.debug("%s failed (%s); retrying in %.2fs", what, last, delay)
+                if self._closing.wait(delay):
+                    raise ControllerUnavailable(f"{what}: the driver is closing")
+        raise ControllerUnavailable(f"{what}: {last} (after {attempts} attempt{'s' if attempts > 1 else ''}, "
+                                    f"timeout {self.timeout:g}s each)")
+
+    def _once(self, method: str, path: str, data: bytes | None,
+              headers: Mapping[str, str]) -> tuple[int, str, bytes]:
+        conn: http.client.HTTPConnection
+        if self._ssl is not None:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ssl)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request(method, path, body=data, headers=dict(headers))
+            resp = conn.getresponse()
+            return resp.status, resp.reason, resp.read()
+        finally:
+            conn.close()
+
+
+def refused(reply: Reply, what: str) -> ControllerRefused:
+    """The error for an unexpected 4xx (or odd 2xx/3xx) ``reply`` to ``what``."""
+    message = reply.message()
+    return ControllerRefused(f"{what}: {reply.status} {reply.reason}: {message}", reply.status, message)
+
+
+class OwnedRecord:
+    """What a driver created on a controller, kept in its state directory (``{url: {kind: [names]}}``).
+
+    Written atomically (temporary file and rename), readable by the agent's user only.
+    """
+
+    def __init__(self, path: Path, url: str) -> None:
+        self.path = path
+        self.url = url
+
+    def load(self) -> dict[str, list[str]]:
+        """The record of this controller (empty when there is none); raises DriverError when it is unreadable."""
+        try:
+            doc = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise DriverError(f"cannot read {self.path}: {exc}; move it away to start afresh "
+                              "(isthmus then owns nothing it created before)", terminal=True) from None
+        mine = doc.get(self.url, {}) if isinstance(doc, dict) else {}
+        return {k: [str(x) for x in v] for k, v in mine.items() if isinstance(v, list)}
+
+    def save(self, record: Mapping[str, Iterable[str]]) -> None:
+        """Replace this controller's record; raises DriverError when it cannot be written."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                doc = json.loads(self.path.read_text())
+            except (FileNotFoundError, ValueError):
+                doc = {}
+            doc = doc if isinstance(doc, dict) else {}
+            doc[self.url] = {k: sorted(set(v)) for k, v in record.items()}
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise DriverError(f"cannot write {self.path}: {exc}") from exc
+
+
+def canonical_address(text: str) -> str:
+    """``text`` as an IP address in canonical form; raises ValueError."""
+    return str(ipaddress.ip_address(text.strip()))
+
+
+# ---------------------------------------------------------------- secrets
+
+MAX_MD5_KEY = 80  # bytes, RFC 2385 / Linux TCP_MD5SIG_MAXKEYLEN
+
+
+class _PeeringError(Exception):
+    """One peering cannot be realized; the others go on."""
+
+
+def read_bgp_password(ref: str) -> str:
+    """The BGP password named by ``ref`` (``file:/PATH`` or ``env:NAME``), without a trailing newline.
+
+    Raises _PeeringError naming the path or variable (never the secret) when it is
+    missing, unreadable, empty or too long for TCP MD5.
+    """
+    if ref.startswith("file:"):
+        path = ref[len("file:"):]
+        try:
+            secret = Path(path).read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _PeeringError(f"cannot read the BGP password file {path}: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from None
+        where = f"password file {path}"
+    elif ref.startswith("env:"):
+        name = ref[len("env:"):]
+        if name not in os.environ:
+            raise _PeeringError(f"environment variable {name} (BGP password) is not set for the agent")
+        secret = os.environ[name]
+        where = f"environment variable {name}"
+    else:
+        raise _PeeringError(f"password_ref must be file:/PATH or env:NAME, not {ref.split(':', 1)[0]!r}")
+    if not secret:
+        raise _PeeringError(f"the BGP {where} is empty")
+    if len(secret.encode()) > MAX_MD5_KEY:
+        raise _PeeringError(f"the BGP password in {where} is longer than {MAX_MD5_KEY} bytes (TCP MD5 limit)")
+    return secret
+
+
+# ---------------------------------------------------------------- RESTCONF resources of bgpcep
+
+NETWORK_INSTANCE = "global-bgp"
+BGP_IDENTIFIER = "openconfig-policy-types:BGP"
+MARKER = "isthmus"
+ODL_OPTIONS = ("restconf", "instance")
+DEFAULT_INSTANCE = "isthmus-{site}-{endpoint}"
+BASE_FAMILIES = frozenset({"IPV4-UNICAST", "IPV6-UNICAST"})  # of an instance isthmus creates
+DEFAULT_FAMILIES = frozenset({"IPV4-UNICAST"})  # of an instance configured without afi-safis
+FAMILIES = {"ipv4-unicast": "IPV4-UNICAST", "ipv6-unicast": "IPV6-UNICAST", "l2vpn-evpn": "L2VPN-EVPN"}
+
+
+def _key(value: str) -> str:
+    return quote(value, safe="")
+
+
+class Restconf:
+    """The URLs of bgpcep's resources in one RESTCONF flavour: ``rfc8040`` (/rests/data) or ``bierman02``."""
+
+    def __init__(self, flavour: str) -> None:
+        if flavour not in ("rfc8040", "bierman02"):
+            raise ValueError(flavour)
+        self.flavour = flavour
+        if flavour == "rfc8040":
+            self._ni = ("/openconfig-network-instance:network-instances/"
+                        f"network-instance={NETWORK_INSTANCE}")
+        else:
+            self._ni = f"/openconfig-network-instance:network-instances/network-instance/{NETWORK_INSTANCE}"
+
+    def _config(self, path: str) -> str:
+        return f"/rests/data{path}" if self.flavour == "rfc8040" else f"/restconf/config{path}"
+
+    def _read_config(self, path: str) -> str:
+        return f"/rests/data{path}?content=config" if self.flavour == "rfc8040" else f"/restconf/config{path}"
+
+    def _bgp(self, instance: str) -> str:
+        if self.flavour == "rfc8040":
+            return (f"{self._ni}/openconfig-network-instance:protocols/protocol={BGP_IDENTIFIER},{_key(instance)}"
+                    "/bgp-openconfig-extensions:bgp")
+        return f"{self._ni}/openconfig-network-instance:protocols/protocol/{BGP_IDENTIFIER}/{_key(instance)}/bgp"
+
+    def protocols(self) -> str:
+        """POST target of a new protocol instance."""
+        if self.flavour == "rfc8040":
+            return self._config(f"{self._ni}/protocols")
+        return self._config(f"{self._ni}/openconfig-network-instance:protocols")
+
+    def read_protocols(self) -> str:
+        """GET of the configuration of every protocol instance (with their neighbors)."""
+        if self.flavour == "rfc8040":
+            return self._read_config(f"{self._ni}/protocols")
+        return self._read_config(f"{self._ni}/openconfig-network-instance:protocols")
+
+    def protocol(self, instance: str) -> str:
+        if self.flavour == "rfc8040":
+            return self._config(f"{self._ni}/openconfig-network-instance:protocols/protocol="
+                                f"{BGP_IDENTIFIER},{_key(instance)}")
+        return self._config(f"{self._ni}/openconfig-network-instance:protocols/protocol/{BGP_IDENTIFIER}/"
+                            f"{_key(instance)}")
+
+    def global_config(self, instance: str) -> str:
+        return self._config(f"{self._bgp(instance)}/global/config")
+
+    def global_afi_safis(self, instance: str) -> str:
+        return self._config(f"{self._bgp(instance)}/global/afi-safis")
+
+    def neighbors(self, instance: str) -> str:
+        """POST target of a new neighbor."""
+        return self._config(f"{self._bgp(instance)}/neighbors")
+
+    def neighbor(self, instance: str, address: str) -> str:
+        sep = "=" if self.flavour == "rfc8040" else "/"
+        return self._config(f"{self._bgp(instance)}/neighbors/neighbor{sep}{_key(address)}")
+
+    def neighbors_state(self, instance: str) -> str:
+        """GET of the operational state of an instance's neighbors."""
+        if self.flavour == "rfc8040":
+            return f"/rests/data{self._bgp(instance)}/neighbors?content=nonconfig"
+        return f"/restconf/operational{self._bgp(instance)}/neighbors"
+
+    def qualified(self, name: str) -> str:
+        """The member name of a PUT body of bgp-openconfig-extensions' ``name`` (module-qualified, RFC 7951)."""
+        return f"bgp-openconfig-extensions:{name}" if self.flavour == "rfc8040" else name
+
+
+def _identity(value: Any) -> str:
+    """An identityref's name without its module prefix."""
+    return str(value).rsplit(":", 1)[-1] if value is not None else ""
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _families_of(container: Any) -> frozenset[str]:
+    items = member(container, "afi-safi") if isinstance(container, dict) else None
+    return frozenset(_identity(member(i, "afi-safi-name")) for i in items or [] if isinstance(i, dict))
+
+
+def _afi_safis(families: Iterable[str]) -> dict[str, Any]:
+    return {"afi-safi": [{"afi-safi-name": f"openconfig-bgp-types:{f}"} for f in sorted(families)]}
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """One neighbor, in the fields isthmus sets, as isthmus wants it or as the controller has it."""
+
+    address: str
+    peer_as: int | None
+    peer_type: str
+    hold_time: float | None
+    local_address: str
+    families: frozenset[str]
+    description: str
+    password: str = field(default="", repr=False)
+
+    @classmethod
+    def from_json(cls, entry: Any) -> Neighbor | None:
+        """The neighbor of a RESTCONF ``neighbor`` list entry; None when it has no usable address."""
+        if not isinstance(entry, dict):
+            return None
+        try:
+            address = canonical_address(str(member(entry, "neighbor-address")))
+        except ValueError:
+            return None
+        config = member(entry, "config") or {}
+        timers = member(member(entry, "timers"), "config") or {}
+        transport = member(member(entry, "transport"), "config") or {}
+        local = str(member(transport, "local-address") or "")
+        try:
+            local = canonical_address(local) if local else ""
+        except ValueError:
+            pass
+        return cls(
+            address=address,
+            peer_as=_int(member(config, "peer-as")),
+            peer_type=_identity(member(config, "peer-type")),
+            hold_time=_float(member(timers, "hold-time")),
+            local_address=local,
+            families=_families_of(member(entry, "afi-safis")),
+            description=str(member(config, "description") or ""),
+            password=str(member(config, "auth-password") or ""),
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The ``neighbor`` list entry, as in the bgpcep user guide's peering examples."""
+        config: dict[str, Any] = {"peer-type": self.peer_type, "peer-as": self.peer_as,
+                                  "description": self.description}
+        if self.password:
+            config["auth-password"] = self.password
+        transport: dict[str, Any] = {"passive-mode": False}
+        if self.local_address:
+            transport["local-address"] = self.local_address
+        return {
+            "neighbor-address": self.address,
+            "config": config,
+            "timers": {"config": {"hold-time": int(self.hold_time) if self.hold_time is not None else 90}},
+            "transport": {"config": transport},
+            "afi-safis": _afi_safis(self.families),
+        }
+
+    def differences(self, have: Neighbor) -> list[str]:
+        """What ``have`` (the controller's) lacks of this one, for messages; the password is never shown."""
+        out = []
+        if have.peer_as != self.peer_as:
+            out.append(f"peer-as {have.peer_as} (want {self.peer_as})")
+        if have.peer_type != self.peer_type:
+            out.append(f"peer-type {have.peer_type or 'unset'} (want {self.peer_type})")
+        if have.hold_time != self.hold_time:
+            out.append(f"hold-time {have.hold_time} (want {self.hold_time})")
+        if have.local_address != self.local_address:
+            out.append(f"local-address {have.local_address or 'unset'} (want {self.local_address})")
+        if have.families != self.families:
+            out.append(f"afi-safis {','.join(sorted(have.families)) or 'none'} "
+                       f"(want {','.join(sorted(self.families))})")
+        if have.description != self.description:
+            out.append(f"description {have.description!r} (want {self.description!r})")
+        if have.password != self.password:
+            out.append("auth-password differs")
+        return out
+
+
+@dataclass
+class Instance:
+    """One BGP protocol instance as the controller has it."""
+
+    name: str
+    asn: int | None
+    router_id: str
+    families: frozenset[str]
+    neighbors: dict[str, Neighbor]  # by canonical address
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What one peering needs: its instance (with AS and router id) and, when up, its neighbor."""
+
+    connection: str
+    instance: str
+    asn: int
+    router_id: str
+    neighbor: Neighbor | None  # None: administratively down
+
+
+def _parse_protocols(doc: Any) -> dict[str, Instance]:
+    """The BGP instances in a GET of ``protocols`` (either flavour, with or without module prefixes)."""
+    out: dict[str, Instance] = {}
+    protocols = member(doc, "protocols") if isinstance(doc, dict) else None
+    items = member(protocols, "protocol") if isinstance(protocols, dict) else member(doc, "protocol")
+    for item in items or []:
+        if not isinstance(item, dict) or _identity(member(item, "identifier")) != "BGP":
+            continue
+        name = str(member(item, "name") or "")
+        bgp = member(item, "bgp") or {}
+        glob = member(bgp, "global") or {}
+        config = member(glob, "config") or {}
+        neighbors = {}
+        for entry in member(member(bgp, "neighbors"), "neighbor") or []:
+            n = Neighbor.from_json(entry)
+            if n is not None:
+                neighbors[n.address] = n
+        # No afi-safis means IPv4 unicast only (OpenConfigMappingUtil.getAfiSafiWithDefault in bgpcep).
+        families = _families_of(member(glob, "afi-safis")) or DEFAULT_FAMILIES
+        out[name] = Instance(name, _int(member(config, "as")), str(member(config, "router-id") or ""), families,
+                             neighbors)
+    return out
+
+
+def _parse_sessions(doc: Any) -> dict[str, str]:
+    """Session state by canonical neighbor address, from a GET of the neighbors' operational state."""
+    out: dict[str, str] = {}
+    neighbors = member(doc, "neighbors") if isinstance(doc, dict) else None
+    for entry in member(neighbors, "neighbor") or []:
+        if not isinstance(entry, dict):
+            continue
+        try:
+            address = canonical_address(str(member(entry, "neighbor-address")))
+        except ValueError:
+            continue
+        state = member(member(entry, "state"), "session-state")
+        if state:
+            out[address] = _identity(state)
+    return out
+
+
+class OpenDaylightDriver(Driver):
+    """Realizes BGP peerings as neighbors of OpenDaylight's BGP plugin over RESTCONF (see the module docstring).
+
+    Options (``context.options``): url, username, password_file, password_env, ca,
+    timeout, retries, restconf, instance.
+    """
+
+    name = "opendaylight"
+    handles = frozenset({ConnectionType.BGP})
+
+    def __init__(self, context: DriverContext) -> None:
+        """``context``: the site (part of the ownership marker), the state directory (record of the
+        instances it created) and the options.
+
+        Raises DriverError(terminal=True) naming the option for an unknown or
+        unusable option, a password on the command line, an unreadable password or
+        CA file. Contacts no controller yet (``apply`` does).
+        """
+        super().__init__(context)
+        self.client = ControllerClient(self.name, context.options, ODL_OPTIONS)
+        flavour = context.options.get("restconf", "rfc8040")
+        if flavour not in ("rfc8040", "bierman02"):
+            raise DriverError(f"opendaylight.restconf: {flavour!r} is not rfc8040 or bierman02", terminal=True)
+        self.api = Restconf(flavour)
+        self.instance_template = context.options.get("instance", DEFAULT_INSTANCE)
+        probe = self.instance_template.replace("{site}", "s").replace("{endpoint}", "e")
+        if not probe.strip() or "{" in probe or "}" in probe or "/" in probe:
+            raise DriverError(f"opendaylight.instance: {self.instance_template!r} is not a name "
+                              "(placeholders: {site}, {endpoint}; no '/')", terminal=True)
+        self.marker_head = f"{MARKER}:{context.site}:"
+        self.record = OwnedRecord(context.state_dir / "opendaylight-owned.json", self.client.url)
+        self._wanted: dict[str, _Wanted] = {}
+        self._errors: dict[str, str] = {}
+        self._names: tuple[str, ...] = ()
+        self._since: dict[str, tuple[PeeringState, int]] = {}
+
+    # ------------------------------------------------------------ on the event loop
+
+    async def apply(self, peerings: Mapping[str, DesiredPeering]) -> None:
+        """Make the controller's neighbors match ``peerings`` (keyed by connection name, all BGP).
+
+        Creates missing instances and neighbors, replaces neighbors that differ,
+        removes isthmus's neighbors of peerings no longer listed (or held DOWN) and
+        the instances isthmus created once they are empty. A peering the controller
+        refuses (4xx), whose password cannot be read or whose neighbor belongs to
+        someone else is recorded and shown ERROR by ``observe``; the others go on.
+
+        Raises ControllerAuthFailed (a terminal DriverError) for 401/403,
+        ControllerUnavailable (a DriverError to retry) when the controller does not
+        answer, times out or keeps failing with 5xx, DriverError when the ownership
+        record cannot be read or written.
+        """
+        wanted, errors = await asyncio.to_thread(self._plan_and_apply, dict(peerings))
+        for name, text in errors.items():
+            if text != self._errors.get(name):  # once, not every pass
+                log.warning("site %s: connection %s: %s", self.context.site, name, text)
+        self._wanted = wanted
+        self._errors = errors
+        self._names = tuple(peerings)
+        for name in list(self._since):
+            if name not in peerings:
+                del self._since[name]
+
+    async def observe(self) -> dict[str, ObservedPeering]:
+        """The state of every peering of the last ``apply``, keyed by connection name, read from the controller.
+
+        ESTABLISHED when the controller reports the neighbor's session ESTABLISHED;
+        CONNECTING with the session state it reports otherwise; DOWN for a peering
+        held down whose neighbor is absent; ERROR when ``apply`` failed for it or
+        the neighbor is missing or differs on the controller.
+
+        Raises ControllerAuthFailed or ControllerUnavailable (DriverErrors) when
+        the controller cannot be read.
+        """
+        states = await asyncio.to_thread(self._observe_sync, dict(self._wanted))
+        out: dict[str, ObservedPeering] = {}
+        for name in self._names:
+            if name in self._errors:
+                state, error = PeeringState.ERROR, self._errors[name]
+            else:
+                state, error = states.get(name, (PeeringState.ERROR, "not realized"))
+            prev = self._since.get(name)
+            if prev is None or prev[0] != state:
+                self._since[name] = (state, _now_ms())
+            out[name] = ObservedPeering(name, state, error, self._since[name][1], self.name)
+        return out
+
+    async def close(self) -> None:
+        """Stop waiting between retries; the controller's configuration stays as it is."""
+        self.client.close()
+
+    # ------------------------------------------------------------ planning (no I/O but reading secrets)
+
+    def instance_name(self, endpoint: str) -> str:
+        """The protocol instance of local endpoint ``endpoint``."""
+        return self.instance_template.replace("{site}", self.context.site).replace("{endpoint}", endpoint)
+
+    def _plan(self, peerings: Mapping[str, DesiredPeering]) -> tuple[dict[str, _Wanted], dict[str, str]]:
+        wanted: dict[str, _Wanted] = {}
+        errors: dict[str, str] = {}
+        speakers: dict[str, tuple[int, str, str]] = {}  # instance -> (AS, router id, first connection)
+        addresses: dict[tuple[str, str], str] = {}  # (instance, neighbor) -> connection
+        for name in sorted(peerings):
+            try:
+                w = self._wanted_of(peerings[name])
+                first = speakers.setdefault(w.instance, (w.asn, w.router_id, name))
+                if first[:2] != (w.asn, w.router_id):
+                    raise _PeeringError(
+                        f"instance {w.instance} is AS {first[0]} router id {first[1]} for connection {first[2]}; "
+                        f"this one wants AS {w.asn} router id {w.router_id} (one speaker per instance; "
+                        "give the endpoints distinct instances with opendaylight.instance=...{endpoint}...)")
+                if w.neighbor is not None:
+                    other = addresses.setdefault((w.instance, w.neighbor.address), name)
+                    if other != name:
+                        raise _PeeringError(f"connection {other} already has neighbor {w.neighbor.address} "
+                                            f"in instance {w.instance}")
+                wanted[name] = w
+            except _PeeringError as exc:
+                errors[name] = str(exc)
+        return wanted, errors
+
+    def _wanted_of(self, p: DesiredPeering) -> _Wanted:
+        instance = self.instance_name(p.local.name)
+        try:
+            local = ipaddress.ip_address(p.local.address)
+            remote = canonical_address(p.remote.address)
+        except ValueError:
+            raise _PeeringError(f"{p.local.address!r} -> {p.remote.address!r} is not an address pair") from None
+        router_id = p.local.router_id or (str(local) if local.version == 4 else "")
+        if not router_id:
+            raise _PeeringError(f"local endpoint {p.local.site}/{p.local.name} has the IPv6 address {local} and no "
+                                "router id; give it one (a dotted quad)")
+        if p.admin_state == AdminState.DOWN:
+            return _Wanted(p.connection, instance, p.local.asn, router_id, None)
+        bgp = p.bgp
+        families = (bgp.address_families if bgp is not None else ()) or default_address_families(remote)
+        password = read_bgp_password(bgp.password_ref) if bgp is not None and bgp.password_ref else ""
+        neighbor = Neighbor(
+            address=remote,
+            peer_as=p.remote.asn,
+            peer_type="INTERNAL" if p.remote.asn == p.local.asn else "EXTERNAL",
+            hold_time=float(bgp.hold_time if bgp is not None else 90),
+            local_address=str(local),
+            families=frozenset(FAMILIES[f] for f in families if f in FAMILIES),
+            description=f"{self.marker_head}{p.connection}",
+            password=password,
+        )
+        return _Wanted(p.connection, instance, p.local.asn, router_id, neighbor)
+
+    # ------------------------------------------------------------ on a worker thread
+
+    def _mine(self, n: Neighbor) -> bool:
+        return n.description.startswith(self.marker_head)
+
+    def _read(self) -> dict[str, Instance]:
+        reply = self.client.request("GET", self.api.read_protocols())
+        if reply.status == 404:  # no protocol configured at all
+            return {}
+        if not reply.ok:
+            raise refused(reply, "reading the BGP instances")
+        return _parse_protocols(reply.json())
+
+    def _redact(self, text: str, wanted: Iterable[_Wanted]) -> str:
+        """``text`` without any password isthmus sent (a controller may echo a rejected value)."""
+        for w in wanted:
+            if w.neighbor is not None and w.neighbor.password:
+                text = text.replace(w.neighbor.password, "***")
+        return text
+
+    def _write(self, method: str, path: str, body: Any, what: str) -> Reply:
+        reply = self.client.request(method, path, body)
+        if reply.ok or (method == "POST" and reply.status == 409 and reply.attempts > 1):
+            # a 409 after a retried POST: the first attempt did create it
+            return reply
+        if method == "DELETE" and reply.status == 404:
+            return reply
+        raise refused(reply, what)
+
+    def _plan_and_apply(self, peerings: dict[str, DesiredPeering]) -> tuple[dict[str, _Wanted], dict[str, str]]:
+        wanted, errors = self._plan(peerings)  # reads the password files: not on the event loop
+        errors.update(self._apply_sync(wanted))
+        return wanted, errors
+
+    def _apply_sync(self, wanted: dict[str, _Wanted]) -> dict[str, str]:
+        site, url = self.context.site, self.client.url
+        record = self.record.load()
+        created = set(record.get("instances", []))
+        have = self._read()
+        errors: dict[str, str] = {}
+        by_instance: dict[str, list[_Wanted]] = {}
+        for w in wanted.values():
+            by_instance.setdefault(w.instance, []).append(w)
+        keep = {(w.instance, w.neighbor.address) for w in wanted.values() if w.neighbor is not None}
+
+        # Removals first, so that a neighbor moving between connections or instances frees its place.
+        for inst in have.values():
+            for address, n in list(inst.neighbors.items()):
+                if not self._mine(n):
+                    continue
+                if (inst.name, address) in keep:
+                    continue
+                try:
+                    self._write("DELETE", self.api.neighbor(inst.name, address), None,
+                                f"removing neighbor {address} from instance {inst.name}")
+                except ControllerAuthFailed:
+                    raise
+                except ControllerRefused as exc:
+                    log.warning("site %s: cannot remove neighbor %s (%s) from instance %s on %s: %s", site, address,
+                                n.description[len(self.marker_head):], inst.name, url, exc.message)
+                    continue
+                del inst.neighbors[address]
+                log.info("site %s: removed neighbor %s (%s) from instance %s on %s", site, address,
+                         n.description[len(self.marker_head):], inst.name, url)
+
+        for instance, ws in sorted(by_instance.items()):
+            try:
+                self._ensure_instance(instance, ws, have, created)
+            except ControllerAuthFailed:
+                raise
+            except ControllerRefused as exc:
+                text = f"the controller refused instance {instance}: {exc.status}: {self._redact(exc.message, ws)}"
+                errors.update({w.connection: text for w in ws})
+                continue
+            except _PeeringError as exc:
+                errors.update({w.connection: str(exc) for w in ws})
+                continue
+            inst = have[instance]
+            for w in ws:
+                if w.neighbor is None:
+                    continue
+                try:
+                    self._ensure_neighbor(inst, w.neighbor)
+                except ControllerAuthFailed:
+                    raise
+                except ControllerRefused as exc:
+                    errors[w.connection] = (f"the controller refused neighbor {w.neighbor.address} in instance "
+                                            f"{instance}: {exc.status}: {self._redact(exc.message, [w])}")
+                except _PeeringError as exc:
+                    errors[w.connection] = str(exc)
+
+        # Instances isthmus created that no peering needs any more and that hold no neighbor.
+        for name in sorted(created - by_instance.keys()):
+            left = have.get(name)
+            if left is None:
+                created.discard(name)
+            elif not left.neighbors:
+                try:
+                    self._write("DELETE", self.api.protocol(name), None, f"removing instance {name}")
+                except ControllerAuthFailed:
+                    raise
+                except ControllerRefused as exc:
+                    log.warning("site %s: cannot remove instance %s on %s: %s", site, name, url, exc.message)
+                    continue
+                created.discard(name)
+                log.info("site %s: removed instance %s on %s", site, name, url)
+        if created != set(record.get("instances", [])):
+            self.record.save({"instances": created})
+        return errors
+
+    def _ensure_instance(self, name: str, ws: list[_Wanted], have: dict[str, Instance], created: set[str]) -> None:
+        site, url = self.context.site, self.client.url
+        asn, router_id = ws[0].asn, ws[0].router_id
+        needed = frozenset().union(*(w.neighbor.families for w in ws if w.neighbor is not None))
+        families = BASE_FAMILIES | needed
+        inst = have.get(name)
+        body: dict[str, Any]
+        if inst is None:
+            body = {"protocol": [{
+                "identifier": BGP_IDENTIFIER,
+                "name": name,
+                "bgp-openconfig-extensions:bgp": {"global": {
+                    "config": {"router-id": router_id, "as": asn},
+                    "apply-policy": {"config": {
+                        "import-policy": ["default-odl-import-policy"],
+                        "export-policy": ["default-odl-export-policy"],
+                        "default-export-policy": "REJECT-ROUTE",
+                        "default-import-policy": "REJECT-ROUTE",
+                    }},
+                    "afi-safis": _afi_safis(families),
+                }},
+            }]}
+            self._write("POST", self.api.protocols(), body, f"creating instance {name}")
+            created.add(name)
+            self.record.save({"instances": created})  # at once: it is ours even if a later step fails
+            have[name] = Instance(name, asn, router_id, families, {})
+            log.info("site %s: created BGP instance %s (AS %d, router id %s) on %s", site, name, asn, router_id, url)
+            return
+        ours = name in created
+        if (inst.asn, inst.router_id) != (asn, router_id):
+            if not ours:
+                raise _PeeringError(f"instance {name} on the controller is AS {inst.asn} router id {inst.router_id}, "
+                                    f"not AS {asn} router id {router_id}; it was not created by isthmus, so it is "
+                                    "left alone")
+            body = {self.api.qualified("config"): {"router-id": router_id, "as": asn}}
+            self._write("PUT", self.api.global_config(name), body, f"changing instance {name}")
+            log.info("site %s: changed BGP instance %s to AS %d router id %s (was AS %s router id %s) on %s", site,
+                     name, asn, router_id, inst.asn, inst.router_id, url)
+            inst.asn, inst.router_id = asn, router_id
+        if inst.families != families:
+            if ours:
+                body = {self.api.qualified("afi-safis"): _afi_safis(families)}
+                self._write("PUT", self.api.global_afi_safis(name), body, f"changing the families of instance {name}")
+                log.info("site %s: instance %s on %s now enables %s", site, name, url, ", ".join(sorted(families)))
+                inst.families = families
+            elif not needed <= inst.families:
+                missing = ", ".join(sorted(needed - inst.families))
+                raise _PeeringError(f"instance {name} (not created by isthmus) does not enable {missing}")
+
+    def _ensure_neighbor(self, inst: Instance, want: Neighbor) -> None:
+        site, url = self.context.site, self.client.url
+        conn = want.description[len(self.marker_head):]
+        got = inst.neighbors.get(want.address)
+        if got is None:
+            self._write("POST", self.api.neighbors(inst.name), {"neighbor": [want.body()]},
+                        f"adding neighbor {want.address} to instance {inst.name}")
+            log.info("site %s: added neighbor %s (AS %s) to instance %s on %s for connection %s", site, want.address,
+                     want.peer_as, inst.name, url, conn)
+        elif not self._mine(got):
+            raise _PeeringError(f"neighbor {want.address} in instance {inst.name} exists and is not isthmus's "
+                                f"(description {got.description!r}); it is left alone")
+        elif got != want:
+            why = "; ".join(want.differences(got))
+            self._write("PUT", self.api.neighbor(inst.name, want.address),
+                        {self.api.qualified("neighbor"): [want.body()]},
+                        f"changing neighbor {want.address} in instance {inst.name}")
+            log.info("site %s: changed neighbor %s in instance %s on %s for connection %s (%s)", site, want.address,
+                     inst.name, url, conn, why)
+        else:
+            return
+        inst.neighbors[want.address] = want
+
+    def _observe_sync(self, wanted: dict[str, _Wanted]) -> dict[str, tuple[PeeringState, str]]:
+        have = self._read()
+        sessions: dict[str, dict[str, str]] = {}
+        for instance in sorted({w.instance for w in wanted.values() if w.neighbor is not None and w.instance in have}):
+            reply = self.client.request("GET", self.api.neighbors_state(instance))
+            if reply.status == 404:
+                sessions[instance] = {}
+            elif reply.ok:
+                sessions[instance] = _parse_sessions(reply.json())
+            else:
+                raise refused(reply, f"reading the neighbor state of instance {instance}")
+        out: dict[str, tuple[PeeringState, str]] = {}
+        for name, w in wanted.items():
+            inst = have.get(w.instance)
+            if inst is None:
+                out[name] = (PeeringState.ERROR, f"instance {w.instance} is missing on the controller")
+                continue
+            if w.neighbor is None:
+                got = next((n for n in inst.neighbors.values()
+                            if self._mine(n) and n.description == f"{self.marker_head}{name}"), None)
+                out[name] = ((PeeringState.DOWN, "") if got is None else
+                             (PeeringState.ERROR, f"neighbor {got.address} is still configured in instance "
+                                                  f"{w.instance}"))
+                continue
+            address = w.neighbor.address
+            got = inst.neighbors.get(address)
+            if got is None:
+                out[name] = (PeeringState.ERROR, f"neighbor {address} is missing in instance {w.instance}")
+            elif not self._mine(got):
+                out[name] = (PeeringState.ERROR, f"neighbor {address} in instance {w.instance} is not isthmus's")
+            elif got != w.neighbor:
+                out[name] = (PeeringState.ERROR, f"neighbor {address} in instance {w.instance} differs: "
+                                                 f"{'; '.join(w.neighbor.differences(got))}")
+            else:
+                session = sessions.get(w.instance, {}).get(address, "")
+                if session == "ESTABLISHED":
+                    out[name] = (PeeringState.ESTABLISHED, "")
+                elif session:
+                    out[name] = (PeeringState.CONNECTING, f"the controller reports session state {session}")
+                else:
+                    out[name] = (PeeringState.CONNECTING, "the controller reports no session state yet")
+        return out
