@@ -13,7 +13,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,18 +141,25 @@ class CoordinatorLink:
             desired_revision=held.revision,
             desired_digest=m.peerings_digest(held.peerings) if held.revision else "",
         )))
-
-        async def outgoing() -> AsyncIterator[apb.AgentMessage]:
-            while True:
-                yield await outbox.get()
-
         synced = False
-        senders: list[asyncio.Task[None]] = []
+        tasks: list[asyncio.Task[None]] = []
         async with channel:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
-            call = stub.Connect(outgoing())
+            call = stub.Connect()
+
+            async def send() -> None:
+                while True:
+                    await call.write(await outbox.get())
+
+            tasks.append(asyncio.create_task(send(), name="send"))
             try:
-                async for msg in call:
+                while True:
+                    msg = await call.read()
+                    if msg is grpc.aio.EOF:
+                        if tasks[0].done() and tasks[0].exception() is not None:
+                            raise tasks[0].exception()  # type: ignore[misc]
+                        await call  # raises the stream's status if it is an error
+                        break
                     self._receive(msg)
                     if not synced:
                         synced = self.connected = True
@@ -161,12 +168,12 @@ class CoordinatorLink:
                         self.link_down_since_ms = 0
                         self.reconciler.note("link", f"connected to coordinator {address} "
                                              f"(desired rev {self.reconciler.desired.revision})")
-                        senders = [asyncio.create_task(self._send_reports(outbox), name="reports"),
-                                   asyncio.create_task(self._send_local(outbox), name="local-reports")]
+                        tasks += [asyncio.create_task(self._send_reports(outbox), name="reports"),
+                                  asyncio.create_task(self._send_local(outbox), name="local-reports")]
             finally:
-                for t in senders:
+                for t in tasks:
                     t.cancel()
-                await asyncio.gather(*senders, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
                 call.cancel()
                 if synced:
                     self.link_down_since_ms = int(time.time() * 1000)

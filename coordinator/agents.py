@@ -24,6 +24,7 @@ import grpc.aio
 from isthmus import convert
 from isthmus import model as m
 from isthmus.coordinator import registry as r
+from isthmus.coordinator.auth import Auth, Principal
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
 from isthmus.errors import InvalidArgument, OutOfRange, Unavailable
@@ -33,6 +34,7 @@ from isthmus.v1 import agent_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+OPEN_ANONYMOUS = Principal("anonymous", "", "")
 JOURNAL_KEPT = 50  # journal entries of each site kept in its status key
 
 
@@ -243,7 +245,9 @@ class AgentSession:
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, store: Store, planner: Planner, advertise: str, lease_ttl: int = 10) -> None:
+    def __init__(self, store: Store, planner: Planner, advertise: str, lease_ttl: int = 10,
+                 auth: Auth | None = None) -> None:
+        self.auth = auth
         self.store = store
         self.planner = planner
         self.advertise = advertise
@@ -270,6 +274,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             m.check_name(hello.site, "hello.site")
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self.auth is not None and self.auth.enforce:
+            who = self.auth.principal(context)
+            if who is None or who.kind != "site" or who.name != hello.site:
+                reason = (f"{who.who if who else 'an unidentified peer'} may not speak for site {hello.site}; "
+                          "an agent's certificate names its site (isthmus://site/<site>)")
+                await self.auth.audit(who or OPEN_ANONYMOUS, "/isthmus.v1.AgentService/Connect", False, reason)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         session = AgentSession(self, hello, context.peer())
         try:
             await session.claim()

@@ -26,12 +26,13 @@ from isthmus.coordinator.api import (
     SiteService,
     StatusService,
 )
+from isthmus.coordinator.auth import Auth, TokenFile, describe_mode, secure, trim_audit
 from isthmus.coordinator.border import BorderRegistry
 from isthmus.coordinator.etcd import EmbeddedEtcd, EtcdMissing
 from isthmus.coordinator.leader import Membership, collect_garbage
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
-from isthmus.coordinator.store import Store
+from isthmus.coordinator.store import EtcdTls, Store
 from isthmus.errors import Unavailable
 from isthmus.v1 import agent_pb2, agent_pb2_grpc, api_pb2, api_pb2_grpc, l2gw_pb2, l2gw_pb2_grpc
 
@@ -39,7 +40,11 @@ log = logging.getLogger("isthmus.coordinator")
 
 DEFAULT_LISTEN = "127.0.0.1:7800"
 
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
     # Long-lived agent streams: ping idle connections, and let agents ping us every 10 s.
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -65,6 +70,11 @@ class Options:
     insecure: bool
     lease_ttl: int
     ready_file: str
+    token_file: str = ""
+    write_rate: float = 0.0
+    etcd_ca: str = ""
+    etcd_cert: str = ""
+    etcd_key: str = ""
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -90,6 +100,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    "certificate it signed (mutual TLS)")
     p.add_argument("--insecure", action="store_true", help="allow plain text on a non-loopback address "
                    "(development only: anyone who reaches the port can reconfigure every site)")
+    p.add_argument("--token-file", default="", help="bearer tokens, one 'NAME ROLE TOKEN' per line (TOKEN may be "
+                   "sha256:HEX of the token; ROLE viewer, operator or admin); re-read when it changes")
+    p.add_argument("--write-rate", type=float, default=50.0, help="writes per second allowed per caller, bursts of "
+                   "twice that (default 50; 0: no limit)")
+    p.add_argument("--etcd-ca", default="", help="PEM CA of the etcd cluster's certificates (enables TLS to etcd)")
+    p.add_argument("--etcd-cert", default="", help="PEM client certificate for etcd")
+    p.add_argument("--etcd-key", default="", help="PEM private key of --etcd-cert")
     p.add_argument("--lease-ttl", type=int, default=10, help="seconds an agent's presence, and this "
                    "coordinator's leadership, outlive a coordinator that died (default 10)")
     p.add_argument("--ready-file", default="", help="write the HOST:PORT actually served to this file once ready "
@@ -113,8 +130,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if a.lease_ttl < 2:
         p.error("--lease-ttl must be at least 2 seconds")
     endpoints = [e.strip() for e in a.etcd_endpoints.split(",") if e.strip()]
+    if a.tls_ca and not a.tls_cert:
+        p.error("--tls-ca needs --tls-cert and --tls-key (mutual TLS)")
+    if bool(a.etcd_cert) != bool(a.etcd_key) or (a.etcd_cert and not a.etcd_ca):
+        p.error("--etcd-cert and --etcd-key go together, with --etcd-ca")
+    if a.token_file and not Path(a.token_file).is_file():
+        p.error(f"--token-file {a.token_file} does not exist")
     return Options(listens, a.advertise, endpoints, Path(a.data_dir), a.tls_cert, a.tls_key, a.tls_ca,
-                   a.insecure, a.lease_ttl, a.ready_file)
+                   a.insecure, a.lease_ttl, a.ready_file, a.token_file, a.write_rate, a.etcd_ca, a.etcd_cert,
+                   a.etcd_key)
 
 
 def _is_loopback(hostport: str) -> bool:
@@ -151,13 +175,15 @@ class Coordinator:
         self.agents: AgentService | None = None
         self.address = ""
         self.membership: Membership | None = None
+        self.auth: Auth | None = None
 
     async def start(self) -> str:
         endpoints = self.opts.etcd_endpoints
         if not endpoints:
             self.etcd = EmbeddedEtcd(self.opts.data_dir / "etcd")
             endpoints = [await asyncio.to_thread(self.etcd.start)]
-        self.store = Store(endpoints)
+        etcd_tls = EtcdTls(self.opts.etcd_ca, self.opts.etcd_cert, self.opts.etcd_key) if self.opts.etcd_ca else None
+        self.store = Store(endpoints, tls=etcd_tls)
         await self.store.connect()
         self.planner = Planner(self.store)
         await self.planner.start()
@@ -172,15 +198,27 @@ class Coordinator:
             port = self.server.add_secure_port(listen, creds) if creds else self.server.add_insecure_port(listen)
             addresses.append(listen if listen.startswith("unix:") else f"{listen.rsplit(':', 1)[0]}:{port}")
         self.address = addresses[0]
-        self.agents = AgentService(self.store, self.planner, self.opts.advertise or self.address, self.opts.lease_ttl)
-        api_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(registry), self.server)
-        api_pb2_grpc.add_EndpointServiceServicer_to_server(EndpointService(registry), self.server)
-        api_pb2_grpc.add_ConnectionServiceServicer_to_server(ConnectionService(registry), self.server)
-        l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server(
-            BorderGatewayService(BorderRegistry(self.store), self.store, self.planner), self.server)
+        tokens = TokenFile(Path(self.opts.token_file)) if self.opts.token_file else None
+        self.auth = Auth(self.store, mutual_tls=bool(self.opts.tls_ca), tokens=tokens, coordinator=self.address,
+                         write_rate=self.opts.write_rate, write_burst=max(1, int(self.opts.write_rate * 2)))
+        self.agents = AgentService(self.store, self.planner, self.opts.advertise or self.address, self.opts.lease_ttl,
+                                   auth=self.auth)
         self.status = StatusService(self.store, self.planner)
-        api_pb2_grpc.add_StatusServiceServicer_to_server(self.status, self.server)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.agents, self.server)
+        guarded = [
+            (api_pb2, "SiteService", SiteService(registry), api_pb2_grpc.add_SiteServiceServicer_to_server),
+            (api_pb2, "EndpointService", EndpointService(registry),
+             api_pb2_grpc.add_EndpointServiceServicer_to_server),
+            (api_pb2, "ConnectionService", ConnectionService(registry),
+             api_pb2_grpc.add_ConnectionServiceServicer_to_server),
+            (api_pb2, "StatusService", self.status, api_pb2_grpc.add_StatusServiceServicer_to_server),
+            (l2gw_pb2, "BorderGatewayService", BorderGatewayService(BorderRegistry(self.store), self.store,
+                                                                    self.planner),
+             l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server),
+            (agent_pb2, "AgentService", self.agents, agent_pb2_grpc.add_AgentServiceServicer_to_server),
+        ]
+        for module, name, servicer, add in guarded:
+            methods = [mth.name for mth in module.DESCRIPTOR.services_by_name[name].methods]
+            add(secure(servicer, name, methods, self.auth), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         services = [
             api_pb2.DESCRIPTOR.services_by_name[n].full_name
@@ -190,12 +228,14 @@ class Coordinator:
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.server.start()
         self.membership = Membership(self.store, self.opts.advertise or self.address, self.opts.lease_ttl,
-                                     jobs=[("garbage-collection", 300.0, collect_garbage)])
+                                     jobs=[("garbage-collection", 300.0, collect_garbage),
+                                           ("audit-trim", 600.0, trim_audit)])
         await self.membership.start()
         for name in ["", *services]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("isthmus-coordinator %s serving on %s (%s), etcd %s", isthmus.__version__, ", ".join(addresses),
                  "TLS" if creds else "plain text", ",".join(endpoints))
+        (log.info if self.auth.enforce else log.warning)("%s", describe_mode(self.auth, addresses))
         if self.opts.ready_file:
             Path(self.opts.ready_file).write_text(self.address + "\n")
         return self.address

@@ -8,9 +8,11 @@ etcd's per-revision grouping, and the client can be swapped here alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -123,15 +125,32 @@ def _kv(kv: rpc.KeyValue) -> KV:
     return KV(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision, kv.lease)
 
 
+@dataclass(frozen=True)
+class EtcdTls:
+    """TLS towards etcd: the CA of its certificates, and optionally a client certificate."""
+
+    ca: str
+    cert: str = ""
+    key: str = ""
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(self.ca).read_bytes(),
+            private_key=Path(self.key).read_bytes() if self.key else None,
+            certificate_chain=Path(self.cert).read_bytes() if self.cert else None,
+        )
+
+
 class Store:
     """etcd access: get, range, transactions with revision compares, watches, leases.
 
     ``endpoints`` are tried in order; on UNAVAILABLE the next one is used.
     """
 
-    def __init__(self, endpoints: Sequence[str], timeout: float = 5.0) -> None:
+    def __init__(self, endpoints: Sequence[str], timeout: float = 5.0, tls: EtcdTls | None = None) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is required")
+        self.tls = tls
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self._index = 0
@@ -158,7 +177,9 @@ class Store:
         raise Unavailable("no etcd endpoint answered: " + "; ".join(errors))
 
     def _open(self) -> None:
-        self._channel = grpc.aio.insecure_channel(
+        opener = (functools.partial(grpc.aio.secure_channel, credentials=self.tls.credentials()) if self.tls
+                  else grpc.aio.insecure_channel)
+        self._channel = opener(
             self.endpoint,
             options=[
                 ("grpc.keepalive_time_ms", 10_000),

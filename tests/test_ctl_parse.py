@@ -1,8 +1,12 @@
-"""isthmusctl without a server: flag parsing, objects built from flags, tables, errors."""
+"""isthmusctl without a coordinator: flag parsing, objects built from flags, tables, errors.
+
+(Waiting on an l2-gateway-connection is tested against a fake BorderGatewayService on a real gRPC server.)
+"""
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import socket
 import time
 from collections.abc import Iterator
@@ -11,9 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from isthmus import convert, ctl
+from isthmus import border, convert, ctl
 from isthmus import model as m
-from isthmus.v1 import admin_pb2, api_pb2
+from isthmus.v1 import admin_pb2, api_pb2, l2gw_pb2_grpc
+from isthmus.v1 import l2gw_pb2 as l2
 from isthmus.v1 import types_pb2 as pb
 
 
@@ -142,12 +147,20 @@ def test_every_parsed_command_has_a_handler() -> None:
         "connection get": ["c"], "connection update": ["c"], "connection delete": ["c"],
         "local disable": ["c"], "local enable": ["c"], "local remove-override": ["c"],
         "local add": ADD_ARGV[2:],
+        "gateway-device create": ["s/gw", "--type", "router_vtep", "--tunnel-ip", "192.0.2.1"],
+        "gateway-device get": ["d"], "gateway-device update": ["d"], "gateway-device delete": ["d"],
+        "l2-gateway create": ["blue", "--project", "p", "--device", "d=100"],
+        "l2-gateway get": ["g"], "l2-gateway update": ["g"], "l2-gateway delete": ["g"],
+        "l2-gateway-connection create": ["g", "--network", "n"],
+        "l2-gateway-connection get": ["c"], "l2-gateway-connection delete": ["c"],
+        "l2-gateway-connection status": ["c"],
     }
     for command in ctl.COMMANDS:
         assert ctl.parse_args([*command.split(), *examples.get(command, [])]).command == command
 
 
-@pytest.mark.parametrize("command", ["", "site", "endpoint", "connection", "local", *ctl.COMMANDS])
+@pytest.mark.parametrize("command", ["", "site", "endpoint", "connection", "local", "gateway-device", "l2-gateway",
+                                     "l2-gateway-connection", *ctl.COMMANDS])
 def test_help_works_for_every_command(capsys: pytest.CaptureFixture[str], command: str) -> None:
     with pytest.raises(SystemExit) as exc:
         ctl.main([*command.split(), "--help"])
@@ -251,6 +264,123 @@ def test_connection_create_sends_params_only_for_the_flags_given() -> None:
     conn = ctl.new_connection(ctl.parse_args(argv))
     assert conn.vxlan == m.VxlanParams(vni=7)
     assert conn.bgp is not None and conn.bgp.address_families == ("l2vpn-evpn", "ipv4-unicast")
+
+
+# ---------------------------------------------------------------- border gateway from flags
+
+
+@pytest.mark.parametrize("text, pair", [("d1=100", ("d1", 100)), ("d1", ("d1", None)), ("d1=0", ("d1", 0))])
+def test_device_segment_is_an_id_with_an_optional_segmentation_id(text: str, pair: tuple[str, int | None]) -> None:
+    assert ctl.device_segment(text) == pair
+
+
+@pytest.mark.parametrize("text, error", [("", "expected DEVICE_ID or DEVICE_ID=SEGID"),
+                                         ("=100", "expected DEVICE_ID or DEVICE_ID=SEGID"),
+                                         ("d1=x", "segmentation id of d1: 'x' is not an integer"),
+                                         ("d1=4294967296", "segmentation id of d1: 4294967296 is out of range")])
+def test_device_segment_rejects_a_missing_id_or_a_bad_number(text: str, error: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=error):
+        ctl.device_segment(text)
+
+
+def test_gateway_device_create_builds_the_device() -> None:
+    argv = ["gateway-device", "create", "s1/gw", "--type", "hw_vtep", "--tunnel-ip", "192.0.2.1",
+            "--tunnel-ip", "2001:db8::1", "--management", "segment_bridge=br-{network_id}"]
+    dev = ctl.new_gateway_device(ctl.parse_args(argv))
+    assert dev == border.GatewayDevice("", "s1", "gw", border.DeviceType.HW_VTEP, ("192.0.2.1", "2001:db8::1"),
+                                       {"segment_bridge": "br-{network_id}"})
+    request = convert.device_to_pb(dev)
+    assert (request.type, request.id) == (l2.GATEWAY_DEVICE_TYPE_HW_VTEP, "")
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [(["gateway-device", "create", "s1/gw", "--type", "vtep", "--tunnel-ip", "192.0.2.1"], "--type"),
+     (["gateway-device", "create", "s1/gw", "--type", "hw_vtep"], "--tunnel-ip"),
+     (["gateway-device", "create", "gw", "--type", "hw_vtep", "--tunnel-ip", "192.0.2.1"], "SITE/NAME"),
+     (["gateway-device", "update", "d", "--management", "x"], "--management"),
+     (["l2-gateway", "create", "blue", "--device", "d=1"], "--project"),
+     (["l2-gateway", "create", "blue", "--project", "p"], "--device"),
+     (["l2-gateway", "create", "blue", "--project", "p", "--device", "d=x"], "--device"),
+     (["l2-gateway-connection", "create", "g"], "--network"),
+     (["l2-gateway-connection", "create", "g", "--network", "n", "--segmentation-id", "-1"], "--segmentation-id"),
+     (["l2-gateway-connection", "status", "c", "--wait-timeout", "0"], "--wait-timeout")],
+)
+def test_border_flag_errors_are_usage_errors_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], argv: list[str], flag: str
+) -> None:
+    assert flag in usage_error(capsys, argv)
+
+
+def test_gateway_device_update_replaces_tunnel_ips_and_merges_management() -> None:
+    current = border.GatewayDevice("d1", "s1", "gw", border.DeviceType.ROUTER_VTEP, ("192.0.2.1",),
+                                   {"segment_bridge": "br{segmentation_id}", "rack": "7"}, version=5)
+    argv = ["gateway-device", "update", "d1", "--management", "rack=8", "--remove-management", "segment_bridge"]
+    updated = ctl.updated_gateway_device(current, ctl.parse_args(argv))
+    assert (updated.tunnel_ips, updated.management, updated.version) == (("192.0.2.1",), {"rack": "8"}, 5)
+    argv = ["gateway-device", "update", "d1", "--tunnel-ip", "192.0.2.9", "--version", "3"]
+    moved = ctl.updated_gateway_device(current, ctl.parse_args(argv))
+    assert (moved.tunnel_ips, moved.management, moved.version) == (("192.0.2.9",), current.management, 3)
+    assert convert.device_to_pb(moved).type == l2.GATEWAY_DEVICE_TYPE_ROUTER_VTEP, "the type read is sent back"
+
+
+def test_l2_gateway_create_takes_segmentation_ids_per_device_or_for_all() -> None:
+    argv = ["l2-gateway", "create", "blue", "--project", "p1", "--device", "d1=100", "--device", "d2",
+            "--segmentation-id", "200"]
+    gw = ctl.new_l2_gateway(ctl.parse_args(argv))
+    assert gw == border.L2Gateway("", "blue", "p1", (border.DeviceRef("d1", 100), border.DeviceRef("d2", 200)))
+    request = convert.gateway_to_pb(gw)
+    assert [(d.device_id, d.segmentation_id) for d in request.devices] == [("d1", 100), ("d2", 200)]
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["l2-gateway", "create", "blue", "--project", "p1", "--device", "d1=100", "--device", "d2"],
+     "--device d2: give DEVICE_ID=SEGID, or --segmentation-id"),
+    (["l2-gateway", "update", "g", "--add-device", "d3"], "--add-device d3: give DEVICE_ID=SEGID"),
+])
+def test_a_device_without_segmentation_id_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], argv: list[str], text: str
+) -> None:
+    assert text in usage_error(capsys, argv)
+
+
+def test_l2_gateway_update_adds_removes_and_changes_devices_at_the_version_read() -> None:
+    current = border.L2Gateway("g", "blue", "p1", (border.DeviceRef("d1", 100), border.DeviceRef("d2", 100)),
+                               version=7)
+    argv = ["l2-gateway", "update", "g", "--add-device", "d3=100", "--add-device", "d1=101",
+            "--remove-device", "d2", "--name", "blue2"]
+    updated = ctl.updated_l2_gateway(current, ctl.parse_args(argv))
+    assert updated == border.L2Gateway("g", "blue2", "p1", (border.DeviceRef("d1", 101), border.DeviceRef("d3", 100)),
+                                       version=7)
+    argv = ["l2-gateway", "update", "g", "--add-device", "d3", "--segmentation-id", "100", "--version", "2"]
+    assert ctl.updated_l2_gateway(current, ctl.parse_args(argv)).devices[-1] == border.DeviceRef("d3", 100)
+    assert ctl.updated_l2_gateway(current, ctl.parse_args(argv)).version == 2
+    assert ctl.updated_l2_gateway(current, ctl.parse_args(["l2-gateway", "update", "g"])) == current
+
+
+def test_l2_gateway_update_refuses_to_remove_a_device_it_does_not_have() -> None:
+    current = border.L2Gateway("g", "blue", "p1", (border.DeviceRef("d1", 100),))
+    with pytest.raises(ctl.CtlError, match="--remove-device: l2-gateway g has no device d7, d9"):
+        ctl.updated_l2_gateway(current, ctl.parse_args(["l2-gateway", "update", "g", "--remove-device", "d9",
+                                                        "--remove-device", "d7"]))
+
+
+def test_l2_connection_create_sends_a_segmentation_id_only_when_given() -> None:
+    plain = ctl.new_l2_connection(ctl.parse_args(["l2-gateway-connection", "create", "g", "--network", "net-blue"]))
+    assert plain == border.L2GatewayConnection("", "g", "net-blue")
+    argv = ["l2-gateway-connection", "create", "g", "--network", "net-blue", "--segmentation-id", "100",
+            "--project", "p1"]
+    request = convert.l2conn_to_pb(ctl.new_l2_connection(ctl.parse_args(argv)))
+    assert (request.l2_gateway_id, request.network_id, request.segmentation_id, request.project_id) == (
+        "g", "net-blue", 100, "p1")
+    assert convert.l2conn_from_pb(request).explicit_segmentation_id
+
+
+def test_l2_connection_status_waits_only_when_asked() -> None:
+    args = ctl.parse_args(["l2-gateway-connection", "status", "c"])
+    assert (args.id, args.wait_complete, args.wait_timeout) == ("c", False, 60.0)
+    args = ctl.parse_args(["l2-gateway-connection", "status", "c", "--wait-complete", "--wait-timeout", "5"])
+    assert (args.wait_complete, args.wait_timeout) == (True, 5.0)
 
 
 # ---------------------------------------------------------------- local overrides from flags
@@ -609,6 +739,123 @@ def test_message_json_keeps_proto_field_names() -> None:
     msg = pb.Endpoint(site="one", name="gw", router_id="10.0.0.1", role=pb.ENDPOINT_ROLE_REMOTE)
     assert ctl.message_json(msg) == {"site": "one", "name": "gw", "router_id": "10.0.0.1",
                                      "role": "ENDPOINT_ROLE_REMOTE"}
+
+
+def test_border_rows() -> None:
+    dev = l2.GatewayDevice(id="d1", site="s1", name="gw", type=l2.GATEWAY_DEVICE_TYPE_ROUTER_VTEP,
+                           tunnel_ips=["192.0.2.1", "2001:db8::1"], management={"b": "2", "a": "1"}, version=4)
+    assert ctl.gateway_device_row(dev) == ["d1", "s1", "gw", "router_vtep", "192.0.2.1,2001:db8::1", "a=1,b=2", "4"]
+    gw = l2.L2Gateway(id="g", name="blue", project_id="p1", version=9, devices=[
+        l2.L2GatewayDeviceRef(device_id="d1", segmentation_id=100), l2.L2GatewayDeviceRef(device_id="d2")])
+    assert ctl.l2_gateway_row(gw) == ["g", "blue", "p1", "d1=100,d2", "9"]
+    conn = l2.L2GatewayConnection(id="c", l2_gateway_id="g", network_id="net-blue", segmentation_id=100,
+                                  project_id="p1", version=11)
+    assert ctl.l2_connection_row(conn) == ["c", "g", "net-blue", "100", "p1", "11"]
+    assert len(ctl.gateway_device_row(dev)) == len(ctl.GATEWAY_DEVICE_COLUMNS)
+    assert len(ctl.l2_gateway_row(gw)) == len(ctl.L2_GATEWAY_COLUMNS)
+    assert len(ctl.l2_connection_row(conn)) == len(ctl.L2_CONNECTION_COLUMNS)
+
+
+def _tunnel(remote: str, state: int | None, error: str = "") -> l2.TunnelStatus:
+    t = l2.TunnelStatus(peering=f"l2gw-c-gw-{remote}-gw", local_device="gw", remote_site=remote, remote_device="gw")
+    if state is not None:
+        t.observed.CopyFrom(pb.ObservedPeering(connection=t.peering, state=state, error=error,
+                                               since_unix_ms=1_000_000))
+    return t
+
+
+def _l2_status(complete: bool) -> l2.L2GatewayConnectionStatus:
+    up = pb.PEERING_STATE_ESTABLISHED
+    st = l2.L2GatewayConnectionStatus(
+        connection=l2.L2GatewayConnection(id="c", l2_gateway_id="g", network_id="net-blue", segmentation_id=100,
+                                          project_id="p1", version=3),
+        sites=[l2.SiteTunnels(site="s1", agent_connected=True, complete=complete,
+                              tunnels=[_tunnel("s2", up),
+                                       _tunnel("s3", up if complete else pb.PEERING_STATE_ERROR,
+                                               "" if complete else "isx100: bridge brs100\ndoes not exist")]),
+               l2.SiteTunnels(site="s2", agent_connected=True, complete=True,
+                              tunnels=[_tunnel("s1", up), _tunnel("s3", up)])],
+    )
+    if complete:
+        st.sites.append(l2.SiteTunnels(site="s3", agent_connected=True, complete=True,
+                                       tunnels=[_tunnel("s1", up), _tunnel("s2", up)]))
+    else:
+        st.sites.append(l2.SiteTunnels(site="s3", tunnels=[_tunnel("s1", None), _tunnel("s2", None)]))
+        st.missing_sites.extend(["s1", "s3"])
+    return st
+
+
+def test_l2_status_shows_each_sites_tunnels_then_complete() -> None:
+    lines = ctl.format_l2_status(_l2_status(True), now=1_000 + 120).splitlines()
+    assert lines[0].split() == list(ctl.L2_CONNECTION_COLUMNS)
+    assert lines[1].split() == ["c", "g", "net-blue", "100", "p1", "3"]
+    assert lines[3].split() == list(ctl.TUNNEL_COLUMNS)
+    assert lines[4].split() == ["s1", "connected", "gw", "s2/gw", "established", "-", "2m", "l2gw-c-gw-s2-gw"]
+    assert len(lines) == 3 + 1 + 6 + 2 and lines[-2:] == ["", "complete"]
+
+
+def test_l2_status_names_the_missing_sites_and_why() -> None:
+    st = _l2_status(False)
+    assert ctl.missing_sites(st) == ["s1 (to s3/gw: error)", "s3 (agent disconnected)"]
+    text = ctl.format_l2_status(st, now=1_000)
+    assert text.splitlines()[-1] == "missing sites: s1 (to s3/gw: error), s3 (agent disconnected)"
+    rows = {tuple(r[:4]): r for r in ctl.tunnel_rows(st, now=1_000)}
+    assert rows[("s1", "connected", "gw", "s3/gw")][4:6] == ["error", "isx100: bridge brs100 does not exist"]
+    assert rows[("s3", "disconnected", "gw", "s1/gw")][4:7] == ["unreported", "", ""]
+    lonely = l2.L2GatewayConnectionStatus(sites=[l2.SiteTunnels(site="s1", agent_connected=True)],
+                                          missing_sites=["s1"])
+    assert ctl.missing_sites(lonely) == ["s1 (no tunnels)"]
+    assert ctl.tunnel_rows(lonely, now=0)[0][5].startswith("no tunnels")
+
+
+class FakeBorder(l2gw_pb2_grpc.BorderGatewayServiceServicer):
+    """Answers GetL2GatewayConnectionStatus with the statuses given, in turn, repeating the last."""
+
+    def __init__(self, *statuses: l2.L2GatewayConnectionStatus) -> None:
+        self.statuses = list(statuses)
+        self.calls = 0
+
+    def GetL2GatewayConnectionStatus(self, request: l2.GetByIdRequest, context: object  # noqa: N802
+                                     ) -> l2.L2GatewayConnectionStatus:
+        self.calls += 1
+        return self.statuses[min(self.calls, len(self.statuses)) - 1]
+
+
+@pytest.fixture
+def fake_border() -> Iterator[tuple[FakeBorder, str]]:
+    fake = FakeBorder()
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield fake, f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def test_l2_status_wait_complete_waits_then_shows_complete(
+    capsys: pytest.CaptureFixture[str], fake_border: tuple[FakeBorder, str]
+) -> None:
+    fake, address = fake_border
+    fake.statuses = [_l2_status(False), _l2_status(True)]
+    argv = ["--coordinator", address, "l2-gateway-connection", "status", "c", "--wait-complete"]
+    assert ctl.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "complete" and fake.calls == 2
+
+
+def test_l2_status_exit_code_is_zero_unless_the_wait_runs_out(
+    capsys: pytest.CaptureFixture[str], fake_border: tuple[FakeBorder, str]
+) -> None:
+    fake, address = fake_border
+    fake.statuses = [_l2_status(False)]
+    assert ctl.main(["--coordinator", address, "l2-gateway-connection", "status", "c"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("missing sites: s1 ")
+    argv = ["--coordinator", address, "l2-gateway-connection", "status", "c", "--wait-complete",
+            "--wait-timeout", "0.3"]
+    assert ctl.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("isthmusctl: error: l2-gateway-connection c not complete after 0.3s: missing sites: "
+                            "s1 (to s3/gw: error), s3 (agent disconnected)\n")
 
 
 # ---------------------------------------------------------------- errors

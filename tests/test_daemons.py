@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import BIN, Proc, agent_cmd, coordinator_cmd, ctl, wait_for
+from conftest import BIN, Proc, agent_cmd, wait_for
 from isthmus.v1 import admin_pb2, admin_pb2_grpc
 
 
@@ -77,33 +75,3 @@ def test_second_agent_for_a_site_is_refused_until_the_first_is_gone(coordinator:
     sock2 = tmp_path / "b" / "region-one" / "admin.sock"
     wait_for(lambda: admin_pb2_grpc.AgentAdminStub(grpc.insecure_channel(f"unix:{sock2}"))
              .Status(admin_pb2.AgentStatusRequest(), timeout=2).connected, 40, "the second agent to take over")
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
-def test_mutual_tls_between_cli_agent_and_coordinator(etcd: str, tmp_path: Path, procs: Callable[..., Proc]) -> None:
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
-
-    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
-        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=isthmus test CA")
-    for name, san in (("server", "IP:127.0.0.1"), ("client", "DNS:region-one")):
-        ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        (tmp_path / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "1", "-out", f"{name}.pem", "-extfile", f"{name}.ext")
-    ready = tmp_path / "addr"
-    procs("coordinator", coordinator_cmd(tmp_path / "coord", ready, etcd_endpoint=etcd) + [
-        "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key"),
-        "--tls-ca", str(tmp_path / "ca.pem")], tmp_path / "coord.log")
-    addr = wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the TLS coordinator")
-    tls = ["--tls-ca", str(tmp_path / "ca.pem"), "--tls-cert", str(tmp_path / "client.pem"),
-           "--tls-key", str(tmp_path / "client.key")]
-    ctl("--coordinator", addr, *tls, "site", "create", "region-one", "--kind", "region")
-    # Without a client certificate the handshake fails.
-    res = ctl("--coordinator", addr, "--tls-ca", str(tmp_path / "ca.pem"), "--timeout", "3", "site", "list",
-              check=False)
-    assert res.returncode == 1 and "UNAVAILABLE" in res.stderr
-    procs("agent", agent_cmd("region-one", addr, tmp_path) + tls, tmp_path / "agent.log")
-    wait_for(lambda: '"connected": true' in ctl("--coordinator", addr, *tls, "status", "region-one", "-o",
-                                                  "json").stdout, 20, "the TLS agent to connect")

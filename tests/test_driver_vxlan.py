@@ -9,6 +9,7 @@ across the overlay.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import subprocess
 import time
@@ -23,7 +24,15 @@ from conftest import Proc, agent_cmd, coordinator_cmd, ctl, wait_for
 from isthmus.drivers import base
 from isthmus.drivers.base import DriverContext, DriverError
 from isthmus.drivers.vxlan import VxlanDriver
-from isthmus.model import AdminState, ConnectionType, DesiredPeering, Endpoint, PeeringState, VxlanParams
+from isthmus.model import (
+    VXLAN_BRIDGE_PROPERTY,
+    AdminState,
+    ConnectionType,
+    DesiredPeering,
+    Endpoint,
+    PeeringState,
+    VxlanParams,
+)
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import types_pb2 as pb
@@ -154,7 +163,7 @@ async def test_create_then_reapply_leaves_the_device_alone(lab: Any, tmp_path: P
         vx = vxlan_of(dev)
         assert (vx["id"], vx["local"], vx["port"], vx["learning"]) == (100, "192.0.2.1", 4789, False)
         assert dev["mtu"] == 1450 and "UP" in dev["flags"]
-        assert dev["ifalias"] == "isthmus:one:one-two"
+        assert dev["ifalias"] == "isthmus:one:vni100"
         assert fdb(site, "isx100") == [("00:00:00:00:00:00", "192.0.2.2")]
         first = (await driver.observe())["one-two"]
         assert (first.state, first.error, first.driver) == (PeeringState.ESTABLISHED, "", "vxlan")
@@ -186,10 +195,10 @@ async def test_changes_update_in_place_or_replace(lab: Any, tmp_path: Path) -> N
         assert vxlan_of(dev)["port"] == 8472 and dev["ifindex"] != index, "a new UDP port needs a new device"
         index = dev["ifindex"]
 
+        # The remote is an FDB entry of the VNI's device: it changes in place.
         await driver.apply({"c": peering("c", 100, remote="192.0.2.3", mtu=1400, port=8472)})
         dev = must_link(site, "isx100")
-        assert dev["ifindex"] != index and fdb(site, "isx100") == [("00:00:00:00:00:00", "192.0.2.3")]
-        index = dev["ifindex"]
+        assert dev["ifindex"] == index and fdb(site, "isx100") == [("00:00:00:00:00:00", "192.0.2.3")]
 
         await driver.apply({"c": peering("c", 100, local="192.0.2.11", remote="192.0.2.3", mtu=1400, port=8472)})
         dev = must_link(site, "isx100")
@@ -198,7 +207,7 @@ async def test_changes_update_in_place_or_replace(lab: Any, tmp_path: Path) -> N
         await driver.apply({"c": peering("c", 200)})
         assert link(site, "isx100") is None, "a VNI change replaces the device"
         dev = must_link(site, "isx200")
-        assert vxlan_of(dev)["id"] == 200 and dev["mtu"] == 1450 and dev["ifalias"] == "isthmus:one:c"
+        assert vxlan_of(dev)["id"] == 200 and dev["mtu"] == 1450 and dev["ifalias"] == "isthmus:one:vni200"
         assert await states(driver) == {"c": (PeeringState.ESTABLISHED, "")}
 
 
@@ -316,7 +325,7 @@ async def test_a_recreated_namespace_is_followed(lab: Any, tmp_path: Path) -> No
         veth(site, "eth0", peer, "eth1")
         site.ip("addr", "add", "192.0.2.1/24", "dev", "eth0")
         await driver.apply({"c": peering("c", 100)})
-        assert must_link(site, "isx100")["ifalias"] == "isthmus:one:c"
+        assert must_link(site, "isx100")["ifalias"] == "isthmus:one:vni100"
         assert await states(driver) == {"c": (PeeringState.ESTABLISHED, "")}
 
 
@@ -340,9 +349,11 @@ async def test_bridge_ports_are_isolated(lab: Any, tmp_path: Path) -> None:
     site, peer = lab.netns("site"), lab.netns("peer")
     underlay(site, peer)
     async with vxlan_driver(site, tmp_path, bridge="br-ovl") as driver:
-        with pytest.raises(DriverError) as err:
-            await driver.apply({"c": peering("c", 100)})
-        assert not err.value.terminal and "bridge br-ovl does not exist" in str(err.value)
+        # A missing bridge fails the peerings that need it, not the driver; their devices wait for it.
+        await driver.apply({"c": peering("c", 100)})
+        state, error = (await states(driver))["c"]
+        assert state == PeeringState.ERROR and "bridge br-ovl does not exist at this site" in error, error
+        assert link(site, "isx100") is None
 
         site.ip("link", "add", "br-ovl", "type", "bridge")
         site.ip("link", "set", "br-ovl", "up")
@@ -364,6 +375,148 @@ async def test_bridge_ports_are_isolated(lab: Any, tmp_path: Path) -> None:
         await driver.apply({"c": peering("c", 100), "d": peering("d", 101)})
         dev = must_link(site, "isx100")
         assert dev["ifindex"] == index and dev["linkinfo"]["info_slave_data"]["isolated"] is False
+
+
+# ---------------------------------------------------------------- one device per VNI
+
+
+def segment(conn: str, vni: int, remote: str, *, local: str = "192.0.2.1", bridge: str = "",
+            admin: AdminState = AdminState.UP, mtu: int = 1450) -> DesiredPeering:
+    """A border-gateway tunnel: the segment's VNI, and its bridge as the local endpoint's property."""
+    p = peering(conn, vni, local=local, remote=remote, admin=admin, mtu=mtu)
+    if not bridge:
+        return p
+    return dataclasses.replace(p, local=dataclasses.replace(p.local, properties={VXLAN_BRIDGE_PROPERTY: bridge}))
+
+
+def zeros(ns: Netns, name: str) -> list[str]:
+    """The remotes of the all-zeros FDB entries of device ``name``, sorted."""
+    return sorted(dst for mac, dst in fdb(ns, name) if mac == "00:00:00:00:00:00")
+
+
+async def test_peerings_of_one_vni_share_one_device(lab: Any, tmp_path: Path) -> None:
+    site, peer = lab.netns("site"), lab.netns("peer")
+    underlay(site, peer)
+    async with vxlan_driver(site, tmp_path) as driver:
+        both = {"to-two": segment("to-two", 100, "192.0.2.2"), "to-three": segment("to-three", 100, "192.0.2.3")}
+        await driver.apply(both)
+        dev = must_link(site, "isx100")
+        assert dev["ifalias"] == "isthmus:one:vni100" and vxlan_of(dev)["local"] == "192.0.2.1"
+        assert zeros(site, "isx100") == ["192.0.2.2", "192.0.2.3"]
+        assert [d["ifname"] for d in json.loads(site.ip("-j", "link", "show", "type", "vxlan").stdout)] == ["isx100"]
+        assert await states(driver) == {"to-two": (PeeringState.ESTABLISHED, ""),
+                                        "to-three": (PeeringState.ESTABLISHED, "")}
+
+        # One entry gone by hand: only that peering is ERROR, and apply puts the entry back.
+        subprocess.run(["bridge", "-n", site.name, "fdb", "del", "00:00:00:00:00:00", "dev", "isx100",
+                        "dst", "192.0.2.3"], check=True, timeout=30)
+        got = await states(driver)
+        assert got["to-two"] == (PeeringState.ESTABLISHED, "")
+        assert got["to-three"] == (PeeringState.ERROR, "isx100: fdb entry for 192.0.2.3 missing")
+        await driver.apply(both)
+        assert zeros(site, "isx100") == ["192.0.2.2", "192.0.2.3"]
+
+        # A peering held down keeps the device up for the other but loses its entry.
+        await driver.apply({**both, "to-three": segment("to-three", 100, "192.0.2.3", admin=AdminState.DOWN)})
+        assert zeros(site, "isx100") == ["192.0.2.2"] and "UP" in must_link(site, "isx100")["flags"]
+        assert await states(driver) == {"to-two": (PeeringState.ESTABLISHED, ""), "to-three": (PeeringState.DOWN, "")}
+
+        # Removing one peering removes its entry only; removing the last removes the device.
+        await driver.apply({"to-two": both["to-two"]})
+        assert must_link(site, "isx100")["ifindex"] == dev["ifindex"]
+        assert zeros(site, "isx100") == ["192.0.2.2"]
+        assert await states(driver) == {"to-two": (PeeringState.ESTABLISHED, "")}
+        await driver.apply({})
+        assert link(site, "isx100") is None
+
+
+async def test_a_peering_that_disagrees_with_its_vni_device_is_error(lab: Any, tmp_path: Path) -> None:
+    site, peer = lab.netns("site"), lab.netns("peer")
+    underlay(site, peer)
+    site.ip("addr", "add", "192.0.2.11/24", "dev", "eth0")
+    async with vxlan_driver(site, tmp_path) as driver:
+        first = {"z-first": segment("z-first", 100, "192.0.2.2")}
+        await driver.apply(first)
+        index = must_link(site, "isx100")["ifindex"]
+        # Added later with another local address: it cannot take the device over, although its name sorts first.
+        late = segment("a-late", 100, "192.0.2.3", local="192.0.2.11")
+        await driver.apply({**first, "a-late": late, "other": segment("other", 101, "192.0.2.3")})
+        got = await states(driver)
+        assert got["z-first"] == (PeeringState.ESTABLISHED, "") and got["other"] == (PeeringState.ESTABLISHED, "")
+        assert got["a-late"] == (PeeringState.ERROR, "conflicts with connection z-first on isx100, the one device "
+                                 "of VNI 100: local address 192.0.2.11, not 192.0.2.1"), got["a-late"]
+        dev = must_link(site, "isx100")
+        assert dev["ifindex"] == index and vxlan_of(dev)["local"] == "192.0.2.1"
+        assert zeros(site, "isx100") == ["192.0.2.2"]
+
+        # Without a device yet, the first in name order sets the parameters; an MTU differs in place as well.
+        await driver.apply({"b": segment("b", 200, "192.0.2.2"), "c": segment("c", 200, "192.0.2.3", mtu=1400)})
+        got = await states(driver)
+        assert got["b"] == (PeeringState.ESTABLISHED, "")
+        assert got["c"][0] == PeeringState.ERROR and "MTU 1400, not 1450" in got["c"][1], got["c"]
+        assert must_link(site, "isx200")["mtu"] == 1450 and zeros(site, "isx200") == ["192.0.2.2"]
+
+
+async def test_segment_bridge_per_peering(lab: Any, tmp_path: Path) -> None:
+    site, peer = lab.netns("site"), lab.netns("peer")
+    underlay(site, peer)
+    site.ip("link", "add", "br-ovl", "type", "bridge")
+    async with vxlan_driver(site, tmp_path, bridge="br-ovl") as driver:
+        want = {
+            "infra": peering("infra", 12),
+            "blue-2": segment("blue-2", 100, "192.0.2.2", bridge="brs100"),
+            "blue-3": segment("blue-3", 100, "192.0.2.3", bridge="brs100"),
+            "odd": segment("odd", 101, "192.0.2.2", bridge="brs100"),
+        }
+        # The segment bridge is missing: its peerings are ERROR and get no device; the others go on.
+        await driver.apply(want)
+        got = await states(driver)
+        assert got["infra"] == (PeeringState.ESTABLISHED, "")
+        for name in ("blue-2", "blue-3", "odd"):
+            assert got[name][0] == PeeringState.ERROR, got
+            assert got[name][1].startswith("bridge brs100 does not exist at this site"), got[name]
+        assert link(site, "isx100") is None and must_link(site, "isx12").get("master") == "br-ovl"
+
+        site.ip("link", "add", "brs100", "type", "bridge")
+        await driver.apply(want)
+        assert await states(driver) == {n: (PeeringState.ESTABLISHED, "") for n in want}
+        for name in ("isx100", "isx101"):
+            dev = must_link(site, name)
+            assert dev.get("master") == "brs100" and dev["linkinfo"]["info_slave_data"]["isolated"] is True, dev
+
+        # One peering of a VNI cannot put the shared device on another bridge.
+        await driver.apply({**want, "blue-3": segment("blue-3", 100, "192.0.2.3", bridge="br-ovl")})
+        got = await states(driver)
+        assert got["blue-2"] == (PeeringState.ESTABLISHED, "")
+        assert got["blue-3"][0] == PeeringState.ERROR and "bridge br-ovl, not brs100" in got["blue-3"][1]
+        assert must_link(site, "isx100").get("master") == "brs100" and zeros(site, "isx100") == ["192.0.2.2"]
+
+        # An invalid bridge name in the property is that peering's error.
+        await driver.apply({"bad": segment("bad", 300, "192.0.2.2", bridge="no/such")})
+        bad = (await states(driver))["bad"]
+        assert bad[0] == PeeringState.ERROR and "vxlan.bridge: 'no/such' is not a valid bridge name" in bad[1]
+
+
+async def test_devices_of_the_per_connection_marker_are_adopted(lab: Any, tmp_path: Path) -> None:
+    """An upgrade: devices an older driver marked isthmus:<site>:<connection> stay owned and converge."""
+    site, peer = lab.netns("site"), lab.netns("peer")
+    underlay(site, peer)
+    site.ip("link", "add", "isx100", "type", "vxlan", "id", "100", "local", "192.0.2.1", "dstport", "4789",
+            "nolearning")
+    site.ip("link", "set", "isx100", "alias", "isthmus:one:one-two", "mtu", "1450", "up")
+    subprocess.run(["bridge", "-n", site.name, "fdb", "append", "00:00:00:00:00:00", "dev", "isx100",
+                    "dst", "192.0.2.2"], check=True, timeout=30)
+    site.ip("link", "add", "isx101", "type", "vxlan", "id", "101", "local", "192.0.2.1", "dstport", "4789")
+    site.ip("link", "set", "isx101", "alias", "isthmus:one:gone")
+    index = must_link(site, "isx100")["ifindex"]
+    async with vxlan_driver(site, tmp_path) as driver:
+        await driver.apply({"one-two": peering("one-two", 100), "one-three": segment("one-three", 100, "192.0.2.3")})
+        dev = must_link(site, "isx100")
+        assert dev["ifindex"] == index and dev["ifalias"] == "isthmus:one:vni100"
+        assert zeros(site, "isx100") == ["192.0.2.2", "192.0.2.3"]
+        assert link(site, "isx101") is None, "an old device of a connection no longer desired is removed"
+        assert await states(driver) == {"one-two": (PeeringState.ESTABLISHED, ""),
+                                        "one-three": (PeeringState.ESTABLISHED, "")}
 
 
 # ---------------------------------------------------------------- end to end: three sites, one overlay

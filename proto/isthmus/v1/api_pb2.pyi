@@ -24,16 +24,22 @@ class GetSiteRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListSitesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListSitesResponse(_message.Message):
-    __slots__ = ("sites", "revision")
+    __slots__ = ("sites", "revision", "next_page_token")
     SITES_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     sites: _containers.RepeatedCompositeFieldContainer[_types_pb2.Site]
     revision: int
-    def __init__(self, sites: _Optional[_Iterable[_Union[_types_pb2.Site, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, sites: _Optional[_Iterable[_Union[_types_pb2.Site, _Mapping]]] = ..., revision: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteSiteRequest(_message.Message):
     __slots__ = ("name", "version")
@@ -58,18 +64,24 @@ class GetEndpointRequest(_message.Message):
     def __init__(self, site: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ListEndpointsRequest(_message.Message):
-    __slots__ = ("site",)
+    __slots__ = ("site", "page_size", "page_token")
     SITE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     site: str
-    def __init__(self, site: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, site: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListEndpointsResponse(_message.Message):
-    __slots__ = ("endpoints", "revision")
+    __slots__ = ("endpoints", "revision", "next_page_token")
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     endpoints: _containers.RepeatedCompositeFieldContainer[_types_pb2.Endpoint]
     revision: int
-    def __init__(self, endpoints: _Optional[_Iterable[_Union[_types_pb2.Endpoint, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[_types_pb2.Endpoint, _Mapping]]] = ..., revision: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteEndpointRequest(_message.Message):
     __slots__ = ("site", "name", "version")
@@ -88,18 +100,24 @@ class GetConnectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListConnectionsRequest(_message.Message):
-    __slots__ = ("site",)
+    __slots__ = ("site", "page_size", "page_token")
     SITE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     site: str
-    def __init__(self, site: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, site: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListConnectionsResponse(_message.Message):
-    __slots__ = ("connections", "revision")
+    __slots__ = ("connections", "revision", "next_page_token")
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     connections: _containers.RepeatedCompositeFieldContainer[_types_pb2.Connection]
     revision: int
-    def __init__(self, connections: _Optional[_Iterable[_Union[_types_pb2.Connection, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, connections: _Optional[_Iterable[_Union[_types_pb2.Connection, _Mapping]]] = ..., revision: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteConnectionRequest(_message.Message):
     __slots__ = ("name", "version")
@@ -158,16 +176,22 @@ class GetSiteStatusRequest(_message.Message):
     def __init__(self, site: _Optional[str] = ...) -> None: ...
 
 class ListSiteStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListSiteStatusResponse(_message.Message):
-    __slots__ = ("sites", "revision")
+    __slots__ = ("sites", "revision", "next_page_token")
     SITES_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     sites: _containers.RepeatedCompositeFieldContainer[SiteStatus]
     revision: int
-    def __init__(self, sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., revision: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("kinds", "site", "start_revision")
@@ -220,3 +244,33 @@ class ListCoordinatorsResponse(_message.Message):
     COORDINATORS_FIELD_NUMBER: _ClassVar[int]
     coordinators: _containers.RepeatedCompositeFieldContainer[CoordinatorInfo]
     def __init__(self, coordinators: _Optional[_Iterable[_Union[CoordinatorInfo, _Mapping]]] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("time_unix_ms", "who", "role", "method", "allowed", "detail", "coordinator")
+    TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    WHO_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    time_unix_ms: int
+    who: str
+    role: str
+    method: str
+    allowed: bool
+    detail: str
+    coordinator: str
+    def __init__(self, time_unix_ms: _Optional[int] = ..., who: _Optional[str] = ..., role: _Optional[str] = ..., method: _Optional[str] = ..., allowed: _Optional[bool] = ..., detail: _Optional[str] = ..., coordinator: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListAuditEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ...) -> None: ...

@@ -777,6 +777,11 @@ class StatusServiceStub:
                 request_serializer=isthmus_dot_v1_dot_api__pb2.ListCoordinatorsRequest.SerializeToString,
                 response_deserializer=isthmus_dot_v1_dot_api__pb2.ListCoordinatorsResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/isthmus.v1.StatusService/ListAuditEvents',
+                request_serializer=isthmus_dot_v1_dot_api__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_api__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
         self.GetSiteStatus = channel.unary_unary(
                 '/isthmus.v1.StatusService/GetSiteStatus',
                 request_serializer=isthmus_dot_v1_dot_api__pb2.GetSiteStatusRequest.SerializeToString,
@@ -798,6 +803,12 @@ class StatusServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ListCoordinators(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -828,6 +839,11 @@ def add_StatusServiceServicer_to_server(servicer, server):
                     servicer.ListCoordinators,
                     request_deserializer=isthmus_dot_v1_dot_api__pb2.ListCoordinatorsRequest.FromString,
                     response_serializer=isthmus_dot_v1_dot_api__pb2.ListCoordinatorsResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=isthmus_dot_v1_dot_api__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_api__pb2.ListAuditEventsResponse.SerializeToString,
             ),
             'GetSiteStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSiteStatus,
@@ -872,6 +888,33 @@ class StatusService:
             '/isthmus.v1.StatusService/ListCoordinators',
             isthmus_dot_v1_dot_api__pb2.ListCoordinatorsRequest.SerializeToString,
             isthmus_dot_v1_dot_api__pb2.ListCoordinatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.StatusService/ListAuditEvents',
+            isthmus_dot_v1_dot_api__pb2.ListAuditEventsRequest.SerializeToString,
+            isthmus_dot_v1_dot_api__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
