@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -14,6 +15,7 @@ from isthmus import border, convert
 from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import AgentStatusRecord
+from isthmus.coordinator.auth import list_audit
 from isthmus.coordinator.border import BorderRegistry
 from isthmus.coordinator.leader import list_coordinators
 from isthmus.coordinator.planner import Planner
@@ -28,6 +30,29 @@ from isthmus.v1 import l2gw_pb2_grpc as l2_grpc
 from isthmus.v1 import types_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+MAX_PAGE = 1000
+
+T = TypeVar("T")
+
+
+def page(items: list[T], key: Callable[[T], str], size: int, token: str) -> tuple[list[T], str]:
+    """One page of ``items`` in key order after ``token``; the token of the next page ("" when none)."""
+    if size < 0 or size > MAX_PAGE:
+        raise InvalidArgument(f"{size} is out of range 0..{MAX_PAGE} (0: {MAX_PAGE})", "page_size")
+    size = size or MAX_PAGE
+    after = ""
+    if token:
+        try:
+            after = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidArgument("is not a token from a previous response", "page_token") from None
+    ordered = sorted(items, key=key)
+    rest = [i for i in ordered if key(i) > after] if after else ordered
+    chunk = rest[:size]
+    more = len(rest) > size
+    return chunk, base64.urlsafe_b64encode(key(chunk[-1]).encode()).decode() if more and chunk else ""
+
 
 class SiteService(api_pb2_grpc.SiteServiceServicer):
     def __init__(self, registry: Registry) -> None:
@@ -44,7 +69,8 @@ class SiteService(api_pb2_grpc.SiteServiceServicer):
     @grpc_errors
     async def ListSites(self, request: api.ListSitesRequest, context: Any) -> api.ListSitesResponse:  # noqa: N802
         sites, rev = await self.registry.list_sites()
-        return api.ListSitesResponse(sites=[convert.site_to_pb(s) for s in sites], revision=rev)
+        chunk, token = page(sites, lambda x: x.name, request.page_size, request.page_token)
+        return api.ListSitesResponse(sites=[convert.site_to_pb(s) for s in chunk], revision=rev, next_page_token=token)
 
     @grpc_errors
     async def UpdateSite(self, request: pb.Site, context: Any) -> pb.Site:  # noqa: N802
@@ -81,7 +107,9 @@ class EndpointService(api_pb2_grpc.EndpointServiceServicer):
         self, request: api.ListEndpointsRequest, context: Any
     ) -> api.ListEndpointsResponse:
         eps, rev = await self.registry.list_endpoints(request.site)
-        return api.ListEndpointsResponse(endpoints=[convert.endpoint_to_pb(e) for e in eps], revision=rev)
+        chunk, token = page(eps, lambda e: f"{e.site}/{e.name}", request.page_size, request.page_token)
+        return api.ListEndpointsResponse(endpoints=[convert.endpoint_to_pb(e) for e in chunk], revision=rev,
+                                         next_page_token=token)
 
     @grpc_errors
     async def UpdateEndpoint(self, request: pb.Endpoint, context: Any) -> pb.Endpoint:  # noqa: N802
@@ -116,7 +144,9 @@ class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
         self, request: api.ListConnectionsRequest, context: Any
     ) -> api.ListConnectionsResponse:
         conns, rev = await self.registry.list_connections(request.site)
-        return api.ListConnectionsResponse(connections=[convert.connection_to_pb(c) for c in conns], revision=rev)
+        chunk, token = page(conns, lambda c: c.name, request.page_size, request.page_token)
+        return api.ListConnectionsResponse(connections=[convert.connection_to_pb(c) for c in chunk], revision=rev,
+                                           next_page_token=token)
 
     @grpc_errors
     async def UpdateConnection(self, request: pb.Connection, context: Any) -> pb.Connection:  # noqa: N802
@@ -206,10 +236,20 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
     ) -> api.ListSiteStatusResponse:
         kvs, rev = await self.store.get_prefix(r.STATUS)
         records = {kv.key[len(r.STATUS):]: AgentStatusRecord.decode(kv.value) for kv in kvs}
-        sites = sorted(set(self.planner.sites) | set(records))
+        names, token = page(sorted(set(self.planner.sites) | set(records)), lambda n: n, request.page_size,
+                            request.page_token)
         return api.ListSiteStatusResponse(
-            sites=[self._site_status(s, records.get(s)) for s in sites], revision=rev
+            sites=[self._site_status(s, records.get(s)) for s in names], revision=rev, next_page_token=token
         )
+
+    @grpc_errors
+    async def ListAuditEvents(  # noqa: N802
+        self, request: api.ListAuditEventsRequest, context: Any
+    ) -> api.ListAuditEventsResponse:
+        if not 0 <= request.limit <= 10_000:
+            raise InvalidArgument(f"{request.limit} is out of range 0..10000", "limit")
+        events = await list_audit(self.store, request.limit or 100)
+        return api.ListAuditEventsResponse(events=[api.AuditEvent(**e) for e in events])
 
     def _event(self, kind: str, e: Event, revision: int) -> api.WatchEvent | None:
         """The API event for one etcd event; a delete carries the object as it was before."""

@@ -318,3 +318,25 @@ async def test_watch_rejects_unknown_kinds(env: tuple[str, Path]) -> None:
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "kinds" in (exc.value.details() or "")
 
     await with_api(env, body)
+
+
+async def test_lists_are_paged(env: tuple[str, Path]) -> None:
+    async def body(c: Client, store: Store) -> None:
+        for i in range(5):
+            await c.sites.CreateSite(pb.Site(name=f"s{i}", kind=REGION))
+        seen, token, pages = [], "", 0
+        while True:
+            resp = await c.sites.ListSites(api.ListSitesRequest(page_size=2, page_token=token))
+            seen += [s.name for s in resp.sites]
+            pages += 1
+            token = resp.next_page_token
+            if not token:
+                break
+        assert seen == [f"s{i}" for i in range(5)] and pages == 3
+        for req, field in ((api.ListSitesRequest(page_size=1001), "page_size"),
+                           (api.ListSitesRequest(page_token="%%%"), "page_token")):
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await c.sites.ListSites(req)
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (exc.value.details() or "")
+
+    await with_api(env, body)

@@ -1,0 +1,267 @@
+"""Who is calling, what they may do, and the audit history of writes and refusals.
+
+Identity comes from the client certificate (mutual TLS; see ``isthmus.pki``
+for the conventions: a SAN URI ``isthmus://site/<site>`` for agents,
+``isthmus://user/<name>`` with the role in the OU for people) or from a bearer
+token listed in the token file. Roles are ordered viewer < operator < admin:
+viewers read and watch, operators write network objects, admins also write
+sites. Agents may only open the agent stream, for their own site.
+
+With neither mutual TLS nor a token file (plain text on loopback, for
+development) nobody is authenticated: every caller is admin and any agent may
+speak for any site. The coordinator says so loudly at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from isthmus import pki
+from isthmus.coordinator import registry as r
+from isthmus.coordinator.store import Delete, Store
+from isthmus.errors import IsthmusError
+
+log = logging.getLogger(__name__)
+
+ROLES = ("viewer", "operator", "admin")
+AUDIT = r.ROOT + "audit/"
+AUDIT_KEEP = 10_000  # the leader trims the history to this many events
+AUDIT_MAX_AGE_MS = 30 * 86_400_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # user, site, coordinator, token, anonymous, unknown
+    name: str
+    role: str  # viewer, operator, admin, agent, coordinator, ""
+
+    @property
+    def who(self) -> str:
+        return f"{self.kind}:{self.name}" if self.name else self.kind
+
+    def has(self, required: str) -> bool:
+        if required == "agent":
+            return self.role == "agent"
+        return self.role in ROLES and ROLES.index(self.role) >= ROLES.index(required)
+
+
+OPEN = Principal("anonymous", "", "admin")
+
+# Required role per RPC: reads need viewer; writes of network objects operator; sites admin.
+_READ_PREFIXES = ("Get", "List", "Watch")
+
+
+def required_role(service: str, method: str) -> str:
+    if service == "AgentService":
+        return "agent"
+    if method.startswith(_READ_PREFIXES):
+        return "viewer"
+    if service == "SiteService":
+        return "admin"
+    return "operator"
+
+
+class TokenFile:
+    """``NAME ROLE TOKEN`` per line, TOKEN either the token or ``sha256:HEX`` of it; re-read when it changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._mtime = -1.0
+        self._entries: list[tuple[str, str, str]] = []
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError as exc:
+            raise ValueError(f"--token-file {self.path} does not exist") from exc
+        if st.st_mtime == self._mtime:
+            return
+        if st.st_mode & 0o077:
+            log.warning("token file %s is readable by others (mode %o); make it 0600", self.path, st.st_mode & 0o777)
+        entries = []
+        for n, line in enumerate(self.path.read_text().splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) != 3 or parts[1] not in ROLES:
+                raise ValueError(f"{self.path}:{n}: expected 'NAME ROLE TOKEN' with ROLE one of {', '.join(ROLES)}")
+            name, role, token = parts
+            digest = token[7:] if token.startswith("sha256:") else hashlib.sha256(token.encode()).hexdigest()
+            entries.append((name, role, digest))
+        self._entries = entries
+        self._mtime = st.st_mtime
+
+    def lookup(self, token: str) -> Principal | None:
+        try:
+            self._load()
+        except ValueError as exc:
+            log.error("token file unusable, keeping the previous tokens: %s", exc)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        for name, role, want in self._entries:
+            if hmac.compare_digest(digest, want):
+                return Principal("token", name, role)
+        return None
+
+
+class RateLimiter:
+    """Writes per second per caller (token bucket); 0 disables."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, who: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        tokens, last = self._buckets.get(who, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[who] = (tokens, now)
+            return False
+        self._buckets[who] = (tokens - 1, now)
+        return True
+
+
+class Auth:
+    """Authentication, authorization, rate limits and auditing of every call."""
+
+    def __init__(self, store: Store, *, mutual_tls: bool, tokens: TokenFile | None, coordinator: str = "",
+                 write_rate: float = 0.0, write_burst: int = 100) -> None:
+        self.store = store
+        self.mutual_tls = mutual_tls
+        self.tokens = tokens
+        self.enforce = mutual_tls or tokens is not None
+        self.coordinator = coordinator
+        self.limiter = RateLimiter(write_rate, write_burst)
+        self._seq = 0
+
+    def principal(self, context: grpc.aio.ServicerContext) -> Principal | None:
+        """The caller, from its bearer token or client certificate (None: nobody we know)."""
+        if not self.enforce:
+            return OPEN
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and self.tokens is not None:
+                scheme, _, token = str(value).partition(" ")
+                if scheme.lower() == "bearer" and token:
+                    return self.tokens.lookup(token.strip())
+        try:
+            identity = pki.identity_from_auth_context(context.auth_context())
+        except pki.PkiError as exc:
+            log.warning("unusable client certificate from %s: %s", context.peer(), exc)
+            return None
+        if identity is None:
+            return None
+        kind = {"site": "site", "coordinator": "coordinator", "user": "user"}.get(identity.kind, "unknown")
+        return Principal(kind, identity.name, identity.role)
+
+    async def check(self, context: grpc.aio.ServicerContext, service: str, method: str) -> Principal:
+        """Authorize one call; aborts with UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED."""
+        full = f"/isthmus.v1.{service}/{method}"
+        required = required_role(service, method)
+        who = self.principal(context)
+        if who is None:
+            await self.audit(Principal("anonymous", "", ""), full, False, "no valid certificate or token")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "no identity: present a client certificate or a bearer token known to the coordinator")
+        assert who is not None
+        if self.enforce and not who.has(required):
+            reason = (f"{who.who} has role {who.role or 'none'}; {method} needs the {required} role"
+                      if required != "agent" else f"{who.who} is not a site agent; only agents open this stream")
+            await self.audit(who, full, False, reason)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+        if required in ("operator", "admin") and not self.limiter.allow(who.who or context.peer()):
+            await self.audit(who, full, False, "write rate limit")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{who.who}: more than {self.limiter.rate:g} writes per second; slow down")
+        return who
+
+    async def audit(self, who: Principal, method: str, allowed: bool, detail: str) -> None:
+        """Record a write or a refusal (who, what, when) in etcd and in the log."""
+        now = int(time.time() * 1000)
+        if not allowed:
+            log.warning("refused %s for %s: %s", method, who.who, detail)
+        self._seq += 1
+        event = {"time_unix_ms": now, "who": who.who, "role": who.role, "method": method, "allowed": allowed,
+                 "detail": detail, "coordinator": self.coordinator}
+        key = f"{AUDIT}{now:013d}-{self.coordinator or 'c'}-{self._seq:06d}"
+        try:
+            await self.store.put(key, json.dumps(event, sort_keys=True).encode())
+        except IsthmusError as exc:
+            log.warning("could not write the audit event %s: %s", key, exc)
+
+
+def secure(servicer: Any, service: str, methods: list[str], auth: Auth) -> Any:
+    """Wrap every RPC method of ``servicer`` with the authorization check (and audit its writes)."""
+    for method in methods:
+        impl = getattr(servicer, method)
+        setattr(servicer, method, _guard(impl, service, method, auth))
+    return servicer
+
+
+def _guard(impl: Callable[..., Any], service: str, method: str, auth: Auth) -> Callable[..., Any]:
+    write = required_role(service, method) in ("operator", "admin")
+    if asyncio.iscoroutinefunction(impl):
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            who = await auth.check(context, service, method)
+            result = await impl(request, context)
+            if write:
+                await auth.audit(who, f"/isthmus.v1.{service}/{method}", True, _summary(request))
+            return result
+
+        return unary
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await auth.check(context, service, method)
+        async for item in impl(request, context):
+            yield item
+
+    return streaming
+
+
+def _summary(request: Any) -> str:
+    for field in ("name", "id", "site"):
+        value = getattr(request, field, "")
+        if value:
+            return f"{field}={value}"
+    return ""
+
+
+async def list_audit(store: Store, limit: int = 100) -> list[dict[str, Any]]:
+    kvs, _ = await store.get_prefix(AUDIT)
+    return [json.loads(kv.value) for kv in kvs[-limit:]]
+
+
+async def trim_audit(store: Store) -> None:
+    """Leader job: keep the newest AUDIT_KEEP events, none older than AUDIT_MAX_AGE_MS."""
+    kvs, _ = await store.get_prefix(AUDIT)
+    cutoff = f"{AUDIT}{int(time.time() * 1000) - AUDIT_MAX_AGE_MS:013d}"
+    old = [kv.key for i, kv in enumerate(kvs) if i < len(kvs) - AUDIT_KEEP or kv.key < cutoff]
+    for start in range(0, len(old), 100):
+        await store.txn([], [Delete(k) for k in old[start:start + 100]])
+    if old:
+        log.info("audit history trimmed by %d events", len(old))
+
+
+def describe_mode(auth: Auth, listen: list[str]) -> str:
+    if auth.enforce:
+        parts = (["mutual TLS"] if auth.mutual_tls else []) + (["bearer tokens"] if auth.tokens else [])
+        return "authentication: " + " and ".join(parts)
+    return ("NO AUTHENTICATION: anyone who can reach " + ", ".join(listen) + " is admin and may speak for any "
+            "site (development only; give --tls-ca for mutual TLS or --token-file)")
+
