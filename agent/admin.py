@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import grp
 import logging
 import os
+import pwd
+import socket
 import stat
+import struct
 import time
 from pathlib import Path
 
@@ -134,22 +140,102 @@ def _describe(what: str, o: m.Override) -> str:
     return f"{what} until {until}" + (f" ({o.reason})" if o.reason else "")
 
 
-def prepare_socket_path(path: Path) -> None:
-    """Create the socket's directory (0700 if we create it) and remove a stale socket file."""
+def prepare_socket_path(path: Path, group_gid: int | None) -> None:
+    """Create the socket's directory (0700, or 0750 for the admin group) if missing; remove a stale socket."""
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700)
+        if group_gid is not None:
+            os.chown(path.parent, -1, group_gid)
+            os.chmod(path.parent, 0o750)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise FileExistsError(f"--admin-socket {path} exists and is not a socket; refusing to replace it")
         path.unlink()
 
 
-async def serve_admin(servicer: AgentAdmin, path: Path) -> grpc.aio.Server:
-    prepare_socket_path(path)
-    server = grpc.aio.server()
-    admin_pb2_grpc.add_AgentAdminServicer_to_server(servicer, server)
-    server.add_insecure_port(f"unix:{path}")
-    await server.start()
-    os.chmod(path, 0o600)
-    log.info("admin socket at %s (mode 0600)", path)
-    return server
+class AdminSocket:
+    """The admin socket: checks each client's SO_PEERCRED, then relays to the gRPC server's private socket.
+
+    gRPC does not show a servicer the peer's credentials, so the agent owns the
+    public socket itself. Root, the agent's own user and members of the admin
+    group are admitted; anyone else is refused and logged (even if the file
+    system would let them connect, e.g. after a careless chmod).
+    """
+
+    def __init__(self, path: Path, inner: Path, group: str = "") -> None:
+        self.path = path
+        self.inner = inner
+        self.group = group
+        self.group_gid = grp.getgrnam(group).gr_gid if group else None
+        self.server: asyncio.AbstractServer | None = None
+        self.grpc: grpc.aio.Server | None = None
+        self.refused = 0
+
+    def admitted(self, uid: int, gid: int) -> bool:
+        if uid in (0, os.geteuid()):
+            return True
+        if self.group_gid is None:
+            return False
+        if gid == self.group_gid:
+            return True
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return False
+        return self.group_gid in os.getgrouplist(name, gid)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+        if not self.admitted(uid, gid):
+            self.refused += 1
+            log.warning("refused an admin socket connection from uid %d gid %d (pid %d): only root and %s",
+                        uid, gid, pid, f"group {self.group}" if self.group else "the agent's user are admitted")
+            writer.close()
+            return
+        try:
+            inner_reader, inner_writer = await asyncio.open_unix_connection(str(self.inner))
+        except OSError as exc:
+            log.warning("admin socket: cannot reach the admin server: %s", exc)
+            writer.close()
+            return
+        await asyncio.gather(_pump(reader, inner_writer), _pump(inner_reader, writer))
+
+    async def start(self, servicer: AgentAdmin) -> None:
+        prepare_socket_path(self.path, self.group_gid)
+        self.inner.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.inner.unlink(missing_ok=True)
+        self.grpc = grpc.aio.server()
+        admin_pb2_grpc.add_AgentAdminServicer_to_server(servicer, self.grpc)
+        self.grpc.add_insecure_port(f"unix:{self.inner}")
+        await self.grpc.start()
+        os.chmod(self.inner, 0o600)
+        self.server = await asyncio.start_unix_server(self._handle, path=str(self.path))
+        if self.group_gid is not None:
+            os.chown(self.path, -1, self.group_gid)
+            os.chmod(self.path, 0o660)
+        else:
+            os.chmod(self.path, 0o600)
+        log.info("admin socket at %s (mode %s%s)", self.path, "0660" if self.group else "0600",
+                 f", group {self.group}" if self.group else "")
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.grpc is not None:
+            await self.grpc.stop(1)
+        self.path.unlink(missing_ok=True)
+        self.inner.unlink(missing_ok=True)
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()

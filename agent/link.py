@@ -86,6 +86,7 @@ class CoordinatorLink:
         self.current = self.coordinators[0]
         self.last_error = ""
         self.sessions = 0
+        self._synced = False
         self.link_down_since_ms = int(time.time() * 1000)
         self._last_logged = ("", 0.0)
 
@@ -94,16 +95,20 @@ class CoordinatorLink:
         index = 0
         while True:
             self.current = self.coordinators[index]
-            got_snapshot = False
+            self._synced = False
             try:
-                got_snapshot = await self._session(self.current)
+                await self._session(self.current)
                 self.last_error = "stream ended by the coordinator"
             except grpc.aio.AioRpcError as exc:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
-            except (OSError, StaleCoordinator) as exc:
+            except (OSError, StaleCoordinator, LinkClosed) as exc:
                 self.last_error = str(exc)
+            except Exception as exc:  # a bug here must not end the link for good
+                log.exception("site %s: link to %s failed unexpectedly", self.site, self.current)
+                self.last_error = repr(exc)
             finally:
                 self.connected = False
+            got_snapshot = self._synced
             self._log_down(got_snapshot)
             if got_snapshot:
                 attempt = 0  # it worked for a while: the next coordinator at once, then back off
@@ -156,13 +161,13 @@ class CoordinatorLink:
                 while True:
                     msg = await call.read()
                     if msg is grpc.aio.EOF:
-                        if tasks[0].done() and tasks[0].exception() is not None:
-                            raise tasks[0].exception()  # type: ignore[misc]
-                        await call  # raises the stream's status if it is an error
+                        code = await call.code()
+                        if code != grpc.StatusCode.OK:
+                            raise LinkClosed(f"{code.name}: {await call.details()}")
                         break
                     self._receive(msg)
                     if not synced:
-                        synced = self.connected = True
+                        synced = self._synced = self.connected = True
                         self.sessions += 1
                         self.last_error = ""
                         self.link_down_since_ms = 0
@@ -171,10 +176,10 @@ class CoordinatorLink:
                         tasks += [asyncio.create_task(self._send_reports(outbox), name="reports"),
                                   asyncio.create_task(self._send_local(outbox), name="local-reports")]
             finally:
+                call.cancel()  # first: a write blocked on the dead stream returns at once
                 for t in tasks:
                     t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                call.cancel()
+                await asyncio.wait(tasks, timeout=2)
                 if synced:
                     self.link_down_since_ms = int(time.time() * 1000)
                     self.reconciler.note("link", f"lost coordinator {address}; keeping desired rev "
@@ -255,6 +260,10 @@ class CoordinatorLink:
                     break
                 except TimeoutError:
                     outbox.put_nowait(apb.AgentMessage(heartbeat=apb.Heartbeat()))
+
+
+class LinkClosed(Exception):
+    """The coordinator ended the stream with an error status."""
 
 
 class StaleCoordinator(Exception):

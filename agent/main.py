@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import grp
 import logging
 import os
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import isthmus
 from isthmus import model as m
-from isthmus.agent.admin import AgentAdmin, serve_admin
+from isthmus.agent.admin import AdminSocket, AgentAdmin
 from isthmus.agent.journal import Journal
 from isthmus.agent.link import CoordinatorLink, TlsFiles
 from isthmus.agent.overrides import Overrides
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--admin-socket", default=os.environ.get("ISTHMUS_ADMIN_SOCKET", "/run/isthmus/agent.sock"),
                    help="unix socket of the local admin API (default $ISTHMUS_ADMIN_SOCKET or "
                    "/run/isthmus/agent.sock)")
+    p.add_argument("--admin-group", default=os.environ.get("ISTHMUS_ADMIN_GROUP", ""),
+                   help="a group whose members may use the admin socket besides root (socket 0660, "
+                   "directory 0750); default: root only (0600 in a 0700 directory)")
     p.add_argument("--reconcile-interval", type=float, default=10.0,
                    help="seconds between periodic re-observations (default 10)")
     p.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats (default 5)")
@@ -62,6 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         m.check_name(a.site, "--site")
     except InvalidArgument as exc:
         p.error(str(exc))
+    if a.admin_group:
+        try:
+            grp.getgrnam(a.admin_group)
+        except KeyError:
+            p.error(f"--admin-group {a.admin_group}: no such group")
     a.coordinators = [c.strip() for c in a.coordinator.split(",") if c.strip()]
     if not a.coordinators:
         p.error("--coordinator: give at least one HOST:PORT")
@@ -109,8 +118,9 @@ async def run(args: argparse.Namespace) -> int:
     link = CoordinatorLink(args.site, args.coordinators, reconciler, state_file, ",".join(args.drivers),
                            TlsFiles(args.tls_ca, args.tls_cert, args.tls_key), heartbeat=args.heartbeat)
     admin = AgentAdmin(args.site, reconciler, link, ",".join(args.drivers), isthmus.__version__)
+    admin_socket = AdminSocket(Path(args.admin_socket), Path(args.state_dir) / "admin-grpc.sock", args.admin_group)
     try:
-        admin_server = await serve_admin(admin, Path(args.admin_socket))
+        await admin_socket.start(admin)
     except (OSError, RuntimeError) as exc:
         log.error("cannot serve the admin socket %s: %s", args.admin_socket, exc)
         return 2
@@ -125,10 +135,9 @@ async def run(args: argparse.Namespace) -> int:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await admin_server.stop(1)
+    await admin_socket.stop()
     for d in active:
         await d.close()
-    Path(args.admin_socket).unlink(missing_ok=True)
     return 0
 
 

@@ -16,6 +16,7 @@ import json
 import shutil
 import signal
 import socket
+import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -235,13 +236,14 @@ class Proxy:
         assert self._listener is not None
         self._listener.close()
         with self._lock:
-            for c in self._conns:
-                try:
-                    c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                c.close()
-            self._conns.clear()
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                # Reset both legs (linger 0: RST, not FIN) so both ends see the cut at once.
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _accept(self, ls: socket.socket) -> None:
         while True:
@@ -251,13 +253,24 @@ class Proxy:
                 return
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
+                server.settimeout(None)
             except OSError:
                 client.close()
                 continue
             with self._lock:
                 self._conns += [client, server]
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            threading.Thread(target=self._serve, args=(client, server), daemon=True).start()
+
+    def _serve(self, client: socket.socket, server: socket.socket) -> None:
+        upstream = threading.Thread(target=self._pump, args=(client, server), daemon=True)
+        upstream.start()
+        self._pump(server, client)
+        upstream.join(10)
+        with self._lock:
+            for s in (client, server):
+                if s in self._conns:
+                    self._conns.remove(s)
+                s.close()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -266,12 +279,10 @@ class Proxy:
                 dst.sendall(data)
         except OSError:
             pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        try:
+            dst.shutdown(socket.SHUT_WR)  # pass the end of this direction on
+        except OSError:
+            pass
 
 
 @pytest.fixture
@@ -310,7 +321,8 @@ def test_partitioned_agent_keeps_peerings_and_converges_without_touching_them(
     peerings = admin(sock).ListPeerings(adm.ListPeeringsRequest(), timeout=2).peerings
     assert {p.desired.connection: p.observed.state for p in peerings} == {
         "r1--r2": pb.PEERING_STATE_ESTABLISHED, "r1--r3": pb.PEERING_STATE_ESTABLISHED}
-    wait_for(lambda: not a.status.GetSiteStatus(api.GetSiteStatusRequest(site="r1"), timeout=2).connected, 20,
+    # Within the coordinator's keepalive (20 s ping + 10 s timeout) even if the reset got lost.
+    wait_for(lambda: not a.status.GetSiteStatus(api.GetSiteStatusRequest(site="r1"), timeout=2).connected, 45,
              "the coordinator to see r1 as disconnected")
 
     # Local maintenance while cut off: take one peering down, add a peering to a new remote endpoint.
