@@ -22,7 +22,8 @@ names = st.one_of(st.sampled_from(["r1", "r2", "gw", "a-b", "x" * 63]), st.text(
 u32 = st.one_of(st.sampled_from([0, 1, 23456, 65535, 4094, 4095, 16777215, 16777216, 2**32 - 1]),
                 st.integers(0, 2**32 - 1))
 addresses = st.one_of(st.sampled_from(["192.0.2.1", "2001:db8::1", "0.0.0.0", "224.0.0.1", "::", "", "1.2.3",
-                                       "192.0.2.1/24", "fe80::1%eth0"]), st.ip_addresses().map(str), st.text(max_size=40))
+                                       "192.0.2.1/24", "fe80::1%eth0"]),
+                      st.ip_addresses().map(str), st.text(max_size=40))
 maps = st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=3)
 enums = st.integers(0, 5)
 
