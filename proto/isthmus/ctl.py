@@ -24,6 +24,7 @@ from isthmus.errors import IsthmusError
 from isthmus.v1 import admin_pb2, admin_pb2_grpc, api_pb2, api_pb2_grpc, l2gw_pb2, l2gw_pb2_grpc, types_pb2
 
 ENV_COORDINATOR = "ISTHMUS_COORDINATOR"
+ENV_TOKEN = "ISTHMUS_TOKEN"
 ENV_ADMIN_SOCKET = "ISTHMUS_ADMIN_SOCKET"
 DEFAULT_COORDINATOR = "127.0.0.1:7800"
 DEFAULT_ADMIN_SOCKET = "/run/isthmus/agent.sock"
@@ -570,6 +571,22 @@ def _read(path: str, flag: str) -> bytes:
         raise CtlError(f"{flag}: cannot read {path}: {exc.strerror}") from exc
 
 
+class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Adds ``authorization: Bearer TOKEN`` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self.metadata = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or ()), self.metadata])
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(self._with_token(client_call_details), request)
+
+
 @dataclass
 class Ctl:
     """What every command needs: where to connect, how to print, and the one channel it opens."""
@@ -581,6 +598,7 @@ class Ctl:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    token: str | None = None
     unavailable_hint: str = ""  # names the address tried, once a channel is open
     _channel: Any = None
 
@@ -597,6 +615,8 @@ class Ctl:
                     certificate_chain=_read(self.tls_cert, "--tls-cert") if self.tls_cert else None,
                 )
                 self._channel = grpc.secure_channel(self.coordinator, creds)
+            if self.token:
+                self._channel = grpc.intercept_channel(self._channel, BearerToken(self.token))
         return self._channel
 
     def sites(self) -> Any:
@@ -664,9 +684,20 @@ def site_get(ctl: Ctl, args: Namespace) -> None:
     ctl.show_one(reply, SITE_COLUMNS, site_row)
 
 
+def all_pages(call: Callable[..., Any], request: Any, field: str, timeout: float) -> list[Any]:
+    """Every item of a paged List call, following next_page_token."""
+    items: list[Any] = []
+    while True:
+        reply = call(request, timeout=timeout)
+        items += list(getattr(reply, field))
+        if not reply.next_page_token:
+            return items
+        request.page_token = reply.next_page_token
+
+
 def site_list(ctl: Ctl, args: Namespace) -> None:
-    reply = ctl.sites().ListSites(api_pb2.ListSitesRequest(), timeout=ctl.timeout)
-    ctl.show(reply.sites, SITE_COLUMNS, site_row)
+    sites = all_pages(ctl.sites().ListSites, api_pb2.ListSitesRequest(), "sites", ctl.timeout)
+    ctl.show(sites, SITE_COLUMNS, site_row)
 
 
 def site_update(ctl: Ctl, args: Namespace) -> None:
@@ -693,8 +724,8 @@ def endpoint_get(ctl: Ctl, args: Namespace) -> None:
 
 def endpoint_list(ctl: Ctl, args: Namespace) -> None:
     request = api_pb2.ListEndpointsRequest(site=args.site or "")
-    reply = ctl.endpoints().ListEndpoints(request, timeout=ctl.timeout)
-    ctl.show(reply.endpoints, ENDPOINT_COLUMNS, endpoint_row)
+    endpoints = all_pages(ctl.endpoints().ListEndpoints, request, "endpoints", ctl.timeout)
+    ctl.show(endpoints, ENDPOINT_COLUMNS, endpoint_row)
 
 
 def endpoint_update(ctl: Ctl, args: Namespace) -> None:
@@ -723,8 +754,8 @@ def connection_get(ctl: Ctl, args: Namespace) -> None:
 
 def connection_list(ctl: Ctl, args: Namespace) -> None:
     request = api_pb2.ListConnectionsRequest(site=args.site or "")
-    reply = ctl.connections().ListConnections(request, timeout=ctl.timeout)
-    ctl.show(reply.connections, CONNECTION_COLUMNS, connection_row)
+    connections = all_pages(ctl.connections().ListConnections, request, "connections", ctl.timeout)
+    ctl.show(connections, CONNECTION_COLUMNS, connection_row)
 
 
 def connection_update(ctl: Ctl, args: Namespace) -> None:
@@ -884,7 +915,7 @@ def not_established(statuses: Sequence[api_pb2.SiteStatus]) -> list[str]:
 def _read_status(ctl: Ctl, site: str | None) -> list[api_pb2.SiteStatus]:
     if site:
         return [ctl.status().GetSiteStatus(api_pb2.GetSiteStatusRequest(site=site), timeout=ctl.timeout)]
-    return list(ctl.status().ListSiteStatus(api_pb2.ListSiteStatusRequest(), timeout=ctl.timeout).sites)
+    return all_pages(ctl.status().ListSiteStatus, api_pb2.ListSiteStatusRequest(), "sites", ctl.timeout)
 
 
 def _wait_established(ctl: Ctl, site: str | None, wait_timeout: float) -> list[api_pb2.SiteStatus]:
@@ -938,6 +969,20 @@ def coordinators(ctl: Ctl, args: Namespace) -> None:
     now = time.time()
     ctl.show(sorted(reply.coordinators, key=lambda c: c.id), COORDINATOR_COLUMNS,
              lambda c: coordinator_row(c, now))
+
+
+AUDIT_COLUMNS = ("TIME", "WHO", "ROLE", "METHOD", "ALLOWED", "DETAIL")
+
+
+def audit_row(e: api_pb2.AuditEvent) -> list[str]:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time_unix_ms / 1000))
+    return [when, e.who, e.role or "-", e.method.rsplit("/", 1)[-1], "yes" if e.allowed else "REFUSED",
+            e.detail or "-"]
+
+
+def audit(ctl: Ctl, args: Namespace) -> None:
+    reply = ctl.status().ListAuditEvents(api_pb2.ListAuditEventsRequest(limit=args.limit), timeout=ctl.timeout)
+    ctl.show(list(reply.events), AUDIT_COLUMNS, audit_row)
 
 
 def watch(ctl: Ctl, args: Namespace) -> None:
@@ -1080,6 +1125,7 @@ COMMANDS: dict[str, Callable[[Ctl, Namespace], None]] = {
     "l2-gateway-connection status": l2_connection_status,
     "status": status,
     "coordinators": coordinators,
+    "audit": audit,
     "watch": watch,
     "local status": local_status,
     "local peerings": local_peerings,
@@ -1177,6 +1223,9 @@ def _global_options() -> argparse.ArgumentParser:
     g.add_argument("--tls-ca", metavar="FILE", default=s, help="CA certificates (PEM); use TLS when given")
     g.add_argument("--tls-cert", metavar="FILE", default=s, help="client certificate (PEM) for mutual TLS")
     g.add_argument("--tls-key", metavar="FILE", default=s, help="private key (PEM) of --tls-cert")
+    g.add_argument("--token", metavar="TOKEN", default=s,
+                   help=f"bearer token for the coordinator (default ${ENV_TOKEN}); prefer the variable, "
+                   "command lines are visible to other users")
     return common
 
 
@@ -1381,6 +1430,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop waiting after S seconds and exit 1 (default 60)")
 
     _command(groups, "coordinators", "list the running coordinators, their leader and their agents", top)
+    p = _command(groups, "audit", "show the audit history: writes and refused calls, who and when", top)
+    p.add_argument("--limit", type=_bounded_int(10_000), default=100, metavar="N",
+                   help="the last N events (default 100)")
+    groups.add_parser("pki", help="create a CA and certificates for coordinators, agents and people "
+                      "(isthmusctl pki --help)", add_help=False)
 
     p = _command(groups, "watch", "print changes as they happen, one line each, until Ctrl-C", top)
     p.add_argument("--kind", action="append", choices=("site", "endpoint", "connection", "status"),
@@ -1434,7 +1488,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
     defaults = {
         "coordinator": os.environ.get(ENV_COORDINATOR) or DEFAULT_COORDINATOR,
         "socket": os.environ.get(ENV_ADMIN_SOCKET) or DEFAULT_ADMIN_SOCKET,
-        "output": "table", "timeout": DEFAULT_TIMEOUT, "tls_ca": None, "tls_cert": None, "tls_key": None,
+        "output": "table", "timeout": DEFAULT_TIMEOUT, "tls_ca": os.environ.get("ISTHMUS_TLS_CA") or None,
+        "tls_cert": os.environ.get("ISTHMUS_TLS_CERT") or None, "tls_key": os.environ.get("ISTHMUS_TLS_KEY") or None,
+        "token": os.environ.get(ENV_TOKEN) or None,
     }
     for name, value in defaults.items():
         if not hasattr(args, name):
@@ -1453,9 +1509,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pki"]:
+        from isthmus import pki  # only here: it needs the cryptography package
+
+        return pki.main(argv[1:])
     args = parse_args(argv)
     ctl = Ctl(coordinator=args.coordinator, admin_socket=args.socket, output=args.output,
-              timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key)
+              timeout=args.timeout, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+              token=args.token)
     try:
         COMMANDS[args.command](ctl, args)
         return 0
