@@ -132,8 +132,12 @@ class CoordinatorLink:
     async def _session(self, address: str) -> bool:
         """One stream; returns whether the desired state was received before it ended."""
         creds = self.tls.credentials()
-        channel = (grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS) if creds
-                   else grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+        options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
+        if creds and address.startswith("unix:"):
+            # A unix socket has no host name; the coordinator's certificate names localhost.
+            options.append(("grpc.ssl_target_name_override", "localhost"))
+        channel = (grpc.aio.secure_channel(address, creds, options=options) if creds
+                   else grpc.aio.insecure_channel(address, options=options))
         held = self.reconciler.desired
         outbox: asyncio.Queue[apb.AgentMessage] = asyncio.Queue()
         outbox.put_nowait(apb.AgentMessage(hello=apb.Hello(

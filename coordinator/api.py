@@ -336,9 +336,11 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
 
     @grpc_errors
     async def UpdateGatewayDevice(self, request: l2pb.GatewayDevice, context: Any) -> l2pb.GatewayDevice:  # noqa: N802
-        if not request.type:
+        type_given = bool(request.type)
+        if not type_given:
             request.type = l2pb.GATEWAY_DEVICE_TYPE_HW_VTEP  # the type is fixed; the stored one is kept
-        return convert.device_to_pb(await self.registry.update_device(convert.device_from_pb(request)))
+        device = convert.device_from_pb(request)
+        return convert.device_to_pb(await self.registry.update_device(device, type_given=type_given))
 
     @grpc_errors
     async def DeleteGatewayDevice(  # noqa: N802

@@ -115,7 +115,7 @@ class BorderRegistry(Registry):
 
         return await self._commit(f"created gateway device {dev.site}/{dev.name}", attempt)  # type: ignore[no-any-return]
 
-    async def update_device(self, dev: b.GatewayDevice) -> b.GatewayDevice:
+    async def update_device(self, dev: b.GatewayDevice, *, type_given: bool = False) -> b.GatewayDevice:
         async def attempt() -> Plan:
             current = await self.get_device(dev.id)
             _check_version(dev.version, current.version, f"gateway device {dev.id}")
@@ -123,6 +123,8 @@ class BorderRegistry(Registry):
                 given = getattr(dev, fname)
                 if given and given != getattr(current, fname):
                     raise InvalidArgument(f"is fixed at creation ({getattr(current, fname)})", fname)
+            if type_given and dev.type != current.type:
+                raise InvalidArgument(f"is fixed at creation ({current.type})", "type")
             new = b.validate_device(dataclasses.replace(current, tunnel_ips=dev.tunnel_ips or current.tunnel_ips,
                                                         management=dev.management, version=0))
             return Plan([mod_is(DEVICES + dev.id, current.version)], [Put(DEVICES + dev.id, _encode(new))],

@@ -119,6 +119,8 @@ class Demo:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.address = f"127.0.0.1:{free_port()}"
         self.unix = f"unix:{workdir / 'coordinator.sock'}"
+        self.pki_dir = workdir / "pki"
+        self.env = dict(os.environ)
 
     def start(self, name: str, args: list[str], netns: str = "") -> None:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 (handed to the child)
@@ -129,11 +131,11 @@ class Demo:
         self.procs.append((name, proc))
         print(f"  started {name} (pid {proc.pid}), log in {self.workdir / (name + '.log')}")
 
-    def ctl(self, *args: str, show: bool = True) -> str:
-        cmd = [str(BIN / "isthmusctl"), "--coordinator", self.address, *args]
+    def ctl(self, *args: str, show: bool = True, coordinator: bool = True) -> str:
+        cmd = [str(BIN / "isthmusctl"), *(["--coordinator", self.address] if coordinator else []), *args]
         if show:
             print("$ isthmusctl " + " ".join(shlex.quote(a) for a in args))
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout + 30)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout + 30, env=self.env)
         if res.returncode != 0:
             raise RuntimeError(res.stderr.strip() or f"isthmusctl {' '.join(args)} failed")
         if show and res.stdout.strip():
@@ -187,13 +189,35 @@ class Demo:
         if self.lab is not None:
             self.lab.close()
 
+    def pki(self) -> None:
+        """The secure set-up in three commands: a CA, the coordinator's certificate, one per agent (and us)."""
+        print("== mutual TLS: a CA and certificates for the coordinator, each site's agent and the operator")
+        self.ctl("pki", "init", "--dir", str(self.pki_dir), coordinator=False)
+        self.ctl("pki", "issue", "coordinator", "demo", "--dir", str(self.pki_dir), coordinator=False)
+        for site, *_ in SITES:
+            self.ctl("pki", "issue", "agent", site, "--dir", str(self.pki_dir), coordinator=False, show=False)
+        print(f"$ isthmusctl pki issue agent SITE   (for {', '.join(s[0] for s in SITES)})")
+        self.ctl("pki", "issue", "operator", "demo-admin", "--role", "admin", "--dir", str(self.pki_dir),
+                 coordinator=False, show=False)
+        # isthmusctl takes its certificate from the environment: the commands below stay short.
+        self.env.update(ISTHMUS_TLS_CA=str(self.pki_dir / "ca.pem"),
+                        ISTHMUS_TLS_CERT=str(self.pki_dir / "operator-demo-admin.pem"),
+                        ISTHMUS_TLS_KEY=str(self.pki_dir / "operator-demo-admin.key"))
+        print(f"$ export ISTHMUS_TLS_CA={self.pki_dir}/ca.pem ISTHMUS_TLS_CERT=... ISTHMUS_TLS_KEY=...  "
+              "(operator demo-admin, role admin)\n")
+
+    def tls(self, kind: str, name: str) -> list[str]:
+        return ["--tls-ca", str(self.pki_dir / "ca.pem"), "--tls-cert", str(self.pki_dir / f"{kind}-{name}.pem"),
+                "--tls-key", str(self.pki_dir / f"{kind}-{name}.key")]
+
     def run(self) -> None:
         drivers = "bgp,vxlan" if self.kernel else "fake"
         where = "each in its own network namespace" if self.kernel else "on loopback"
+        self.pki()
         print(f"== starting a coordinator (embedded etcd) on {self.address} and three agents ({drivers}), {where}")
         listen = f"{self.address},{self.unix}" if self.kernel else self.address
         self.start("coordinator", [str(BIN / "isthmus-coordinator"), "--listen", listen,
-                                   "--data-dir", str(self.workdir / "coordinator")])
+                                   "--data-dir", str(self.workdir / "coordinator"), *self.tls("coordinator", "demo")])
         spaces: dict[str, tuple[str, str]] = {}
         if self.lab is not None:
             spaces = self.lab.build([(site, address) for site, _, _, address, _ in SITES])
@@ -205,6 +229,7 @@ class Demo:
                 str(BIN / "isthmus-agent"), "--site", site, "--coordinator", self.unix if self.kernel else self.address,
                 "--driver", drivers, *opts, "--state-dir", str(self.workdir / site),
                 "--admin-socket", str(self.workdir / site / "admin.sock"), "--reconcile-interval", "2",
+                *self.tls("agent", site),
             ], netns=spaces[site][0] if spaces else "")
         self.wait_coordinator()
 
@@ -252,7 +277,7 @@ class Demo:
         sock = self.workdir / "region-one" / "admin.sock"
         print(f"$ isthmusctl local --socket {sock} peerings")
         res = subprocess.run([str(BIN / "isthmusctl"), "local", "--socket", str(sock), "peerings"],
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=30, env=self.env)
         if res.returncode != 0:
             raise RuntimeError(res.stderr.strip())
         print(res.stdout.rstrip())

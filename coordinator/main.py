@@ -218,7 +218,7 @@ class Coordinator:
         ]
         for module, name, servicer, add in guarded:
             methods = [mth.name for mth in module.DESCRIPTOR.services_by_name[name].methods]
-            add(secure(servicer, name, methods, self.auth), self.server)
+            add(secure(servicer, name, methods, self.auth), self.server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         services = [
             api_pb2.DESCRIPTOR.services_by_name[n].full_name

@@ -372,7 +372,7 @@ class VxlanDriver(Driver):
         if local.version != remote.version:
             raise _PeeringError(f"local {local} and remote {remote} are not of one address family")
         bridge = peering.local.properties.get(VXLAN_BRIDGE_PROPERTY) or self.bridge
-        if _bad_name(bridge, 15) and bridge:
+        if bridge and _bad_name(bridge, 15):
             raise _PeeringError(f"local endpoint property {VXLAN_BRIDGE_PROPERTY}: {bridge!r} is not a valid "
                                 "bridge name (1-15 characters, no '/' or spaces)")
         return _Tunnel(

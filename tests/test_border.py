@@ -79,6 +79,10 @@ async def test_validation_table_codes_fields_and_nothing_written(etcd: str, tmp_
             ("CreateL2Gateway", gateway("g", (ids["s1"], 10), (ids["s1"], 11)), c.INVALID_ARGUMENT,
              "devices[1].segmentation_id: device"),
             ("CreateL2Gateway", gateway("g", (ids["s1"], 0)), c.INVALID_ARGUMENT, "devices[0].segmentation_id:"),
+            ("CreateL2Gateway", gateway("g", (ids["s1"], 10), (ids["vlan"], 10)), c.INVALID_ARGUMENT,
+             "devices[1].device_id: devices"),
+            ("UpdateGatewayDevice", l2.GatewayDevice(id=ids["s1"], type=VLAN, tunnel_ips=["192.0.2.1"]),
+             c.INVALID_ARGUMENT, "type:"),
             ("CreateL2Gateway", gateway("g", (ids["s1"], 10), project=""), c.INVALID_ARGUMENT, "project_id:"),
             ("CreateL2Gateway", gateway("", (ids["s1"], 10)), c.INVALID_ARGUMENT, "name:"),
             ("CreateL2GatewayConnection", l2.L2GatewayConnection(l2_gateway_id="nope", network_id="n"),
@@ -160,6 +164,17 @@ async def test_segment_binding_is_shared_and_released(etcd: str, tmp_path: Path)
         assert all(len(s.tunnels) == 2 and not s.agent_connected for s in status.sites)
 
     await with_api(etcd, tmp_path, body)
+
+
+def test_tunnels_of_connections_with_similar_ids_do_not_collide() -> None:
+    devs = {d: b.GatewayDevice(d, s, "gw", b.DeviceType.ROUTER_VTEP, (ip,))
+            for d, s, ip in (("a", "s1", "192.0.2.1"), ("b", "s2", "192.0.2.2"))}
+    gws = {"g1": b.L2Gateway("g1", "g1", "p", (b.DeviceRef("a", 100), b.DeviceRef("b", 100))),
+           "g2": b.L2Gateway("g2", "g2", "p", (b.DeviceRef("a", 300), b.DeviceRef("b", 300)))}
+    conns = [b.L2GatewayConnection("tenant-01", "g1", "blue", 100, "p"),
+             b.L2GatewayConnection("tenant-02", "g2", "red", 300, "p")]
+    tunnels = b.plan_tunnels("s1", devs, gws, conns)
+    assert sorted(p.vxlan.vni for p in tunnels.values() if p.vxlan) == [100, 300]
 
 
 def test_plan_tunnels_mesh_and_bridge_template() -> None:

@@ -154,6 +154,7 @@ def validate_gateway(gw: L2Gateway, devices: dict[str, GatewayDevice]) -> L2Gate
     if not gw.devices:
         raise InvalidArgument("give at least one device", "devices")
     seen: dict[str, int] = {}
+    sites: dict[str, str] = {}
     for i, ref in enumerate(gw.devices):
         where = f"devices[{i}]"
         _check_id(ref.device_id, f"{where}.device_id")
@@ -165,6 +166,11 @@ def validate_gateway(gw: L2Gateway, devices: dict[str, GatewayDevice]) -> L2Gate
             text = ("with different segmentation ids" if other != ref.segmentation_id else "twice")
             raise InvalidArgument(f"device {ref.device_id} is listed {text}", f"{where}.segmentation_id")
         seen[ref.device_id] = ref.segmentation_id
+        if dev.site in sites:
+            # A site realizes a segment as one VXLAN device: two gateway devices there would get every frame twice.
+            raise InvalidArgument(f"devices {sites[dev.site]} and {dev.id} are both at site {dev.site}; "
+                                  "an l2-gateway has one device per site", f"{where}.device_id")
+        sites[dev.site] = dev.id
         if ref.segmentation_id:
             check_segmentation_id(ref.segmentation_id, dev.type, f"{where}.segmentation_id")
         elif not ref.interfaces:
@@ -240,4 +246,5 @@ def plan_tunnels(
 
 
 def tunnel_name(conn: L2GatewayConnection, mine: GatewayDevice, theirs: GatewayDevice) -> str:
-    return f"l2gw-{conn.id[:8]}-{mine.name}-{theirs.site}-{theirs.name}"
+    # The whole id: ids chosen by clients often share a prefix, and a shared name would drop a tunnel.
+    return f"l2gw-{conn.id}-{mine.name}-{theirs.site}-{theirs.name}"

@@ -614,7 +614,10 @@ class Ctl:
                     private_key=_read(self.tls_key, "--tls-key") if self.tls_key else None,
                     certificate_chain=_read(self.tls_cert, "--tls-cert") if self.tls_cert else None,
                 )
-                self._channel = grpc.secure_channel(self.coordinator, creds)
+                # A unix socket has no host name; the coordinator's certificate names localhost.
+                options = ([("grpc.ssl_target_name_override", "localhost")]
+                           if self.coordinator.startswith("unix:") else [])
+                self._channel = grpc.secure_channel(self.coordinator, creds, options=options)
             if self.token:
                 self._channel = grpc.intercept_channel(self._channel, BearerToken(self.token))
         return self._channel
