@@ -58,7 +58,7 @@ class TlsFiles:
         )
 
 
-def backoff(attempt: int, base: float = 0.2, cap: float = 15.0) -> float:
+def backoff(attempt: int, base: float = 0.2, cap: float = 5.0) -> float:
     """Exponential backoff with full jitter: uniform in [base/2, min(cap, base * 2**attempt)]."""
     return random.uniform(base / 2, min(cap, base * 2 ** min(attempt, 16)))
 

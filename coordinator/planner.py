@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from isthmus import border as b
 from isthmus import model as m
@@ -50,31 +51,66 @@ def plan_site(
     return out
 
 
-async def plan_at(store: Store, site: str, revision: int) -> dict[str, m.DesiredPeering]:
-    """The site's desired peerings as they were at ``revision`` (OutOfRange if compacted or in the future)."""
+@dataclass
+class ConfigSnapshot:
+    """The whole configuration as it was at one revision, decoded."""
+
+    endpoints: dict[m.EndpointRef, m.Endpoint] = field(default_factory=dict)
+    connections: list[m.Connection] = field(default_factory=list)
+    devices: dict[str, b.GatewayDevice] = field(default_factory=dict)
+    gateways: dict[str, b.L2Gateway] = field(default_factory=dict)
+    l2conns: list[b.L2GatewayConnection] = field(default_factory=list)
+
+    def plan(self, site: str) -> dict[str, m.DesiredPeering]:
+        conns = [c for c in self.connections if site in (c.a.site, c.b.site)]
+        peerings = plan_site(site, conns, self.endpoints)
+        peerings.update(b.plan_tunnels(site, self.devices, self.gateways, self.l2conns))
+        return peerings
+
+
+_SNAPSHOTS: OrderedDict[tuple[int, int], asyncio.Future[ConfigSnapshot]] = OrderedDict()
+_SNAPSHOTS_KEPT = 8
+
+
+async def snapshot_at(store: Store, revision: int) -> ConfigSnapshot:
+    """The configuration at ``revision``, read once however many agents resume from it at the same time."""
+    key = (id(store), revision)
+    fut = _SNAPSHOTS.get(key)
+    if fut is None:
+        fut = asyncio.ensure_future(_read_snapshot(store, revision))
+        _SNAPSHOTS[key] = fut
+        while len(_SNAPSHOTS) > _SNAPSHOTS_KEPT:
+            _SNAPSHOTS.popitem(last=False)
+    try:
+        return await asyncio.shield(fut)
+    except Exception:
+        _SNAPSHOTS.pop(key, None)  # do not remember a failure
+        raise
+
+
+async def _read_snapshot(store: Store, revision: int) -> ConfigSnapshot:
     kvs, _ = await store.get_prefix(r.CONFIG, revision=revision)
-    endpoints = {}
-    connections = []
-    devices, gateways, l2conns = {}, {}, []
+    snap = ConfigSnapshot()
     for kv in kvs:
         if kv.key.startswith(r.ENDPOINTS):
             ep = r.decode_endpoint(kv)
-            endpoints[ep.ref] = ep
+            snap.endpoints[ep.ref] = ep
         elif kv.key.startswith(r.CONNECTIONS):
-            conn = r.decode_connection(kv)
-            if site in (conn.a.site, conn.b.site):
-                connections.append(conn)
+            snap.connections.append(r.decode_connection(kv))
         elif kv.key.startswith(br.DEVICES):
             dev = br.decode_device(kv)
-            devices[dev.id] = dev
+            snap.devices[dev.id] = dev
         elif kv.key.startswith(br.GATEWAYS):
             gw = br.decode_gateway(kv)
-            gateways[gw.id] = gw
+            snap.gateways[gw.id] = gw
         elif kv.key.startswith(br.L2CONNECTIONS):
-            l2conns.append(br.decode_l2conn(kv))
-    peerings = plan_site(site, connections, endpoints)
-    peerings.update(b.plan_tunnels(site, devices, gateways, l2conns))
-    return peerings
+            snap.l2conns.append(br.decode_l2conn(kv))
+    return snap
+
+
+async def plan_at(store: Store, site: str, revision: int) -> dict[str, m.DesiredPeering]:
+    """The site's desired peerings as they were at ``revision`` (OutOfRange if compacted or in the future)."""
+    return (await snapshot_at(store, revision)).plan(site)
 
 
 def _bare(ep: m.Endpoint) -> m.Endpoint:
