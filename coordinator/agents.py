@@ -71,6 +71,66 @@ class AgentStatusRecord:
         return cls(**d)
 
 
+STATUS_BATCH = 100  # status records written per etcd transaction (etcd allows 128 operations)
+
+
+class StatusWriter:
+    """Writes the status records of all sessions, many per etcd transaction.
+
+    Sessions mark their record dirty; the writer takes everything dirty at
+    once and writes it in batches, each put comparing the mod revision of the
+    session's last write. If a batch fails, some session was taken over: the
+    writer retries that batch one record at a time and tells the session that
+    lost. Updates made while a write is in flight coalesce into the next one.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.dirty: dict[int, AgentSession] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.transactions = 0
+
+    def mark(self, session: AgentSession) -> None:
+        self.dirty[id(session)] = session
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="status-writer")
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = [s for s in self.dirty.values() if not s.taken_over.is_set() and not s.closed]
+            self.dirty.clear()
+            for start in range(0, len(batch), STATUS_BATCH):
+                await self._write(batch[start:start + STATUS_BATCH])
+
+    async def _write(self, sessions: list[AgentSession]) -> None:
+        try:
+            ok, rev = await self.store.txn(
+                [mod_is(r.status_key(s.site), s._written_rev) for s in sessions],
+                [Put(r.status_key(s.site), s.record.encode(), s.lease) for s in sessions],
+            )
+            self.transactions += 1
+        except Unavailable as exc:
+            log.warning("cannot write the status of %d sites (%s); retrying", len(sessions), exc)
+            for s in sessions:
+                self.dirty[id(s)] = s
+            await asyncio.sleep(0.5)
+            self._wake.set()
+            return
+        if ok:
+            for s in sessions:
+                s._written_rev = rev
+            return
+        if len(sessions) == 1:
+            sessions[0].taken_over.set()
+            return
+        for s in sessions:  # find the one(s) taken over
+            await self._write([s])
+
+
 class SiteTaken(Exception):
     """Another live agent holds the site."""
 
@@ -94,8 +154,9 @@ class AgentSession:
         )
         self.lease = 0
         self._written_rev = 0  # mod revision of our last status write: a takeover shows as a mismatch
-        self._dirty = asyncio.Event()
+        self.taken_over = asyncio.Event()
         self.sent: dict[str, m.DesiredPeering] = {}
+        self.closed = False
 
     @property
     def store(self) -> Store:
@@ -125,6 +186,7 @@ class AgentSession:
         raise Unavailable(f"could not claim the status of site {self.site}")
 
     async def release(self) -> None:
+        self.closed = True
         with contextlib.suppress(Exception):
             await self.store.revoke_lease(self.lease)
 
@@ -145,26 +207,12 @@ class AgentSession:
             last_ok = time.monotonic()
 
     async def write_status(self) -> None:
-        """Write the status record whenever it changed; writes made meanwhile coalesce."""
-        key = r.status_key(self.site)
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                ok, rev = await self.store.txn(
-                    [mod_is(key, self._written_rev)], [Put(key, self.record.encode(), self.lease)]
-                )
-            except Unavailable as exc:
-                log.warning("site %s: cannot write its status (%s); retrying", self.site, exc)
-                self._dirty.set()
-                await asyncio.sleep(0.5)
-                continue
-            if not ok:
-                raise SiteTaken(f"site {self.site}: another session of the same agent took over")
-            self._written_rev = rev
+        """Ends (SiteTaken) when the status writer finds that another session took the site over."""
+        await self.taken_over.wait()
+        raise SiteTaken(f"site {self.site}: another session of the same agent took over")
 
     def mark_dirty(self) -> None:
-        self._dirty.set()
+        self.service.status_writer.mark(self)
 
     def handle(self, msg: apb.AgentMessage) -> None:
         kind = msg.WhichOneof("msg")
@@ -253,6 +301,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self.advertise = advertise
         self.lease_ttl = lease_ttl
         self.sessions: dict[str, AgentSession] = {}
+        self.status_writer = StatusWriter(store)
         self._closing = asyncio.Event()
 
     def close_all(self) -> None:

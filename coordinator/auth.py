@@ -30,7 +30,7 @@ import grpc.aio
 
 from isthmus import pki
 from isthmus.coordinator import registry as r
-from isthmus.coordinator.store import Delete, Store
+from isthmus.coordinator.store import Delete, Put, Store
 from isthmus.errors import IsthmusError
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,9 @@ class Auth:
         self.coordinator = coordinator
         self.limiter = RateLimiter(write_rate, write_burst)
         self._seq = 0
+        self._pending: list[Put] = []
+        self._flush_wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
 
     def principal(self, context: grpc.aio.ServicerContext) -> Principal | None:
         """The caller, from its bearer token or client certificate (None: nobody we know)."""
@@ -192,7 +195,12 @@ class Auth:
         return who
 
     async def audit(self, who: Principal, method: str, allowed: bool, detail: str) -> None:
-        """Record a write or a refusal (who, what, when) in etcd and in the log."""
+        """Record a write or a refusal (who, what, when) in the log now and in etcd within milliseconds.
+
+        Events are written in batches (one etcd transaction for everything that
+        accumulated while the previous batch was written), so auditing does not
+        cost every write an extra round trip.
+        """
         now = int(time.time() * 1000)
         if not allowed:
             log.warning("refused %s for %s: %s", method, who.who, detail)
@@ -200,10 +208,27 @@ class Auth:
         event = {"time_unix_ms": now, "who": who.who, "role": who.role, "method": method, "allowed": allowed,
                  "detail": detail, "coordinator": self.coordinator}
         key = f"{AUDIT}{now:013d}-{self.coordinator or 'c'}-{self._seq:06d}"
-        try:
-            await self.store.put(key, json.dumps(event, sort_keys=True).encode())
-        except IsthmusError as exc:
-            log.warning("could not write the audit event %s: %s", key, exc)
+        self._pending.append(Put(key, json.dumps(event, sort_keys=True).encode()))
+        self._flush_wake.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="audit-writer")
+
+    async def _flush(self) -> None:
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:100], self._pending[100:]
+                try:
+                    await self.store.txn([], batch)
+                except IsthmusError as exc:
+                    log.warning("could not write %d audit events: %s", len(batch), exc)
+
+    async def flush(self) -> None:
+        """Write what is pending now (tests, shutdown)."""
+        while self._pending:
+            batch, self._pending = self._pending[:100], self._pending[100:]
+            await self.store.txn([], batch)
 
 
 def secure(servicer: Any, service: str, methods: list[str], auth: Auth) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -247,6 +248,9 @@ class Coordinator:
             self.agents.close_all()
         if self.membership is not None:
             await self.membership.stop()
+        if self.auth is not None:
+            with contextlib.suppress(Exception):
+                await self.auth.flush()
         if self.server is not None:
             await self.server.stop(grace)
         if self.planner is not None:
