@@ -288,9 +288,12 @@ class Registry:
         ep = m.validate_endpoint(ep)
 
         async def attempt() -> Plan:
-            site = await self._get(site_key(ep.site), decode_site, f"site: site {ep.site} does not exist")
             key = endpoint_key(ep.site, ep.name)
-            if await self.store.get(key) is not None:
+            site_kv, existing = await self.store.get_many([site_key(ep.site), key])
+            if site_kv is None:
+                raise NotFound(f"site: site {ep.site} does not exist")
+            site = decode_site(site_kv)
+            if existing is not None:
                 raise AlreadyExists(f"endpoint {ep.site}/{ep.name} already exists", "name")
             return Plan(
                 [mod_is(site_key(site.name), site.version), absent(key)],
@@ -360,10 +363,18 @@ class Registry:
 
         async def attempt() -> Plan:
             key = connection_key(conn.name)
-            if await self.store.get(key) is not None:
+            vni = conn.vxlan.vni if conn.vxlan is not None else 0
+            # Everything this write depends on, in one round trip.
+            existing, a_kv, b_kv, pair, vni_owner, segment = await self.store.get_many([
+                key, endpoint_key(conn.a.site, conn.a.name), endpoint_key(conn.b.site, conn.b.name),
+                pair_key(conn), vni_key(vni), segment_key(vni)])
+            if existing is not None:
                 raise AlreadyExists(f"connection {conn.name} already exists", "name")
-            a = await self._end(conn.a, "a")
-            b = await self._end(conn.b, "b")
+            if a_kv is None:
+                raise NotFound(f"a: endpoint {conn.a} does not exist")
+            if b_kv is None:
+                raise NotFound(f"b: endpoint {conn.b} does not exist")
+            a, b = decode_endpoint(a_kv), decode_endpoint(b_kv)
             if a.role == m.EndpointRole.REMOTE and b.role == m.EndpointRole.REMOTE:
                 raise InvalidArgument(
                     f"both {conn.a} and {conn.b} are REMOTE; at least one end must be LOCAL to a site's agent",
@@ -377,6 +388,11 @@ class Registry:
                 final = dataclasses.replace(
                     conn, bgp=dataclasses.replace(conn.bgp, address_families=m.default_address_families(a.address))
                 )
+            if pair is not None:
+                raise AlreadyExists(
+                    f"{conn.type.upper()} connection {pair.value.decode()} already joins {conn.a} and {conn.b}",
+                    "b",
+                )
             compares = [absent(key), mod_is(endpoint_key(a.site, a.name), a.version),
                         mod_is(endpoint_key(b.site, b.name), b.version), absent(pair_key(conn))]
             ops: list[Put | Delete] = [
@@ -385,16 +401,14 @@ class Registry:
                 Put(endpoint_refs(conn.a) + conn.name, b""),
                 Put(endpoint_refs(conn.b) + conn.name, b""),
             ]
-            other = await self.store.get(pair_key(conn))
-            if other is not None:
-                raise AlreadyExists(
-                    f"{conn.type.upper()} connection {other.value.decode()} already joins {conn.a} and {conn.b}",
-                    "b",
-                )
-            if conn.vxlan is not None:
-                await self._check_vni_free(conn.vxlan.vni, conn.name)
-                compares += [absent(vni_key(conn.vxlan.vni)), absent(segment_key(conn.vxlan.vni))]
-                ops.append(Put(vni_key(conn.vxlan.vni), conn.name.encode()))
+            if vni:
+                if vni_owner is not None:
+                    raise AlreadyExists(f"VNI {vni} is used by connection {vni_owner.value.decode()}", "vxlan.vni")
+                if segment is not None:
+                    raise AlreadyExists(f"VNI {vni} is the segmentation id of tenant network "
+                                        f"{segment.value.decode()} (border gateway)", "vxlan.vni")
+                compares += [absent(vni_key(vni)), absent(segment_key(vni))]
+                ops.append(Put(vni_key(vni), conn.name.encode()))
             return Plan(compares, ops, lambda rev: dataclasses.replace(final, version=rev))
 
         return await self._commit(f"created connection {conn.name}", attempt)  # type: ignore[no-any-return]

@@ -228,6 +228,16 @@ class Store:
         kvs = resp.kvs  # type: ignore[attr-defined]
         return _kv(kvs[0]) if kvs else None
 
+    async def get_many(self, keys: Sequence[str]) -> list[KV | None]:
+        """Several keys in one round trip (one read-only transaction), in the order given."""
+        req = rpc.TxnRequest(success=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k.encode())) for k in keys])
+        resp = await self._call("Txn", "_kv", req)
+        out: list[KV | None] = []
+        for r in resp.responses:  # type: ignore[attr-defined]
+            kvs = r.response_range.kvs
+            out.append(_kv(kvs[0]) if kvs else None)
+        return out
+
     async def get_prefix(self, prefix: str, revision: int = 0) -> tuple[list[KV], int]:
         """Every key under ``prefix`` (sorted by key) and the store revision of the read."""
         req = rpc.RangeRequest(key=prefix.encode(), range_end=prefix_end(prefix.encode()), revision=revision)
