@@ -237,6 +237,12 @@ class Coordinator:
         log.info("isthmus-coordinator %s serving on %s (%s), etcd %s", isthmus.__version__, ", ".join(addresses),
                  "TLS" if creds else "plain text", ",".join(endpoints))
         (log.info if self.auth.enforce else log.warning)("%s", describe_mode(self.auth, addresses))
+        if self.opts.insecure and not creds:
+            exposed = [a for a in addresses if not _is_loopback(a)]
+            if exposed:
+                log.warning("--insecure: serving PLAIN TEXT on %s: anyone on that network can read and change "
+                            "every site's configuration; use only on a closed development network",
+                            ", ".join(exposed))
         if self.opts.ready_file:
             Path(self.opts.ready_file).write_text(self.address + "\n")
         return self.address

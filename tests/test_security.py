@@ -221,3 +221,37 @@ def test_coordinator_talks_to_etcd_over_mutual_tls(tmp_path: Path, certs: Path, 
                 + ["--etcd-ca", str(d / "ca.pem")], tmp_path / "coord2.log")
     wait_for(lambda: not bad.alive(), 40, "the coordinator without an etcd client certificate to give up")
     assert "cannot start" in (tmp_path / "coord2.log").read_text()
+
+
+def test_secrets_never_reach_etcd_the_api_or_the_logs(etcd: str, coordinator: str, tmp_path: Path) -> None:
+    secret = "pa55w0rd-for-bgp-md5"
+    ref_file = tmp_path / "peer.secret"
+    ref_file.write_text(secret)
+    c = ("--coordinator", coordinator)
+    ctl(*c, "site", "create", "region-one", "--kind", "region")
+    ctl(*c, "site", "create", "region-two", "--kind", "region")
+    ctl(*c, "endpoint", "create", "region-one/gw", "--address", "192.0.2.1", "--asn", "65001")
+    ctl(*c, "endpoint", "create", "region-two/gw", "--address", "192.0.2.2", "--asn", "65002")
+    # A password typed where the reference goes is refused, not stored.
+    bad = ctl(*c, "connection", "create", "x", "--a", "region-one/gw", "--b", "region-two/gw", "--type", "bgp",
+              "--password-ref", secret, check=False)
+    assert bad.returncode == 1 and "bgp.password_ref" in bad.stderr and secret not in bad.stderr
+    ctl(*c, "connection", "create", "one-two", "--a", "region-one/gw", "--b", "region-two/gw", "--type", "bgp",
+        "--password-ref", f"file:{ref_file}")
+    shown = ctl(*c, "connection", "get", "one-two", "-o", "json").stdout
+    assert f"file:{ref_file}" in shown and secret not in shown
+
+    async def dump() -> str:
+        from isthmus.coordinator.store import Store
+
+        store = Store([etcd])
+        await store.connect()
+        kvs, _ = await store.get_prefix("/")
+        await store.close()
+        return "\n".join(kv.key + "=" + kv.value.decode(errors="replace") for kv in kvs)
+
+    import asyncio
+
+    everything = asyncio.run(dump())
+    assert "one-two" in everything and secret not in everything
+    assert secret not in (tmp_path / "coord.log").read_text()
