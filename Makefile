@@ -54,5 +54,10 @@ gen: install
 	$(VPY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 	  --grpc_python_out=proto proto/isthmus/v1/*.proto
 
+# Benchmarks, not part of `make test` (about 5-6 minutes on 2 cores): writes docs/performance.md and .json.
+# e.g. make bench BENCH_ARGS="--scenario convergence --sites 1000"
+bench: deps install
+	$(VPY) -m tests.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

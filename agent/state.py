@@ -70,8 +70,7 @@ class StateFile:
                 "revision": state.revision,
                 "peerings": [m.to_json(p) for p in sorted(state.peerings.values(), key=lambda p: p.connection)],
             },
-            indent=1,
-            sort_keys=True,
+            separators=(",", ":"),  # compact: written on every change, and indent is slow
         )
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".desired.", suffix=".tmp")
         try:

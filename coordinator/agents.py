@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class AgentStatusRecord:
         return cls(**d)
 
 
+STATUS_DEBOUNCE = 0.05  # seconds
 STATUS_BATCH = 100  # status records written per etcd transaction (etcd allows 128 operations)
 
 
@@ -100,6 +102,8 @@ class StatusWriter:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            # A short pause lets an agent's ack, observed report and local report land in one write.
+            await asyncio.sleep(STATUS_DEBOUNCE)
             self._wake.clear()
             batch = [s for s in self.dirty.values() if not s.taken_over.is_set() and not s.closed]
             self.dirty.clear()
@@ -194,7 +198,8 @@ class AgentSession:
         """Refresh the presence lease; an etcd hiccup shorter than the TTL does not end the session."""
         last_ok = time.monotonic()
         while True:
-            await asyncio.sleep(self.service.lease_ttl / 3)
+            # Jittered, so that a thousand sessions do not refresh in the same millisecond.
+            await asyncio.sleep(self.service.lease_ttl / 3 * random.uniform(0.7, 1.0))
             try:
                 ttl = await self.store.refresh_lease(self.lease)
             except Unavailable as exc:
@@ -382,8 +387,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.sessions.get(hello.site) is session:
-                del self.sessions[hello.site]
-            await session.release()
-            log.info("agent for site %s disconnected (%s)", hello.site, reason)
+            # Shielded: a second cancellation of the stream must not skip releasing the site.
+            await asyncio.shield(self._finish(session, tasks, reason))
+
+    async def _finish(self, session: AgentSession, tasks: list[asyncio.Task[Any]], reason: str) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.sessions.get(session.site) is session:
+            del self.sessions[session.site]
+        await session.release()
+        log.info("agent for site %s disconnected (%s)", session.site, reason)

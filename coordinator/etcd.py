@@ -72,7 +72,9 @@ class EmbeddedEtcd:
                 "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"isthmus={peer}",
                 "--auto-compaction-mode", "revision",
-                "--auto-compaction-retention", "100000",
+                # History serves resuming agents (a delta from their revision) and watches; older
+                # revisions only grow the database. A compacted revision falls back to a snapshot.
+                "--auto-compaction-retention", "10000",
             ]
             logf = open(self.log_path, "ab")  # noqa: SIM115 (handed to the child)
             self.proc = subprocess.Popen(
