@@ -14,13 +14,14 @@ Drivers are found by name through the ``isthmus.drivers`` entry-point group::
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from isthmus.model import ConnectionType, DesiredPeering, ObservedPeering
+from isthmus.model import ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 
 ENTRY_POINT_GROUP = "isthmus.drivers"
 
@@ -49,6 +50,29 @@ class DriverContext:
     site: str
     state_dir: Path
     options: Mapping[str, str] = field(default_factory=dict)  # --driver-opt NAME.KEY=VALUE, prefix removed
+
+
+class StateClock:
+    """When each peering entered its current state: ``since`` stays put while the state does not change."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, tuple[PeeringState, int]] = {}
+
+    def observed(self, name: str, state: PeeringState, error: str, driver: str, **extra: Any) -> ObservedPeering:
+        """The observation of ``name`` in ``state``, stamped with when it entered that state."""
+        prev = self._since.get(name)
+        if prev is None or prev[0] != state:
+            self._since[name] = (state, int(time.time() * 1000))
+        return ObservedPeering(name, state, error, self._since[name][1], driver, **extra)
+
+    def keep(self, names: Iterable[str]) -> None:
+        """Forget every peering not in ``names``."""
+        wanted = set(names)
+        for name in [n for n in self._since if n not in wanted]:
+            del self._since[name]
+
+    def forget(self, name: str) -> None:
+        self._since.pop(name, None)
 
 
 class Driver(abc.ABC):

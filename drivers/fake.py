@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Mapping
 
-from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 from isthmus.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 
 
@@ -39,7 +39,7 @@ class FakeDriver(Driver):
             ) from None
         self.realized: dict[str, DesiredPeering] = {}
         self._started: dict[str, float] = {}  # monotonic time each peering was (re)created
-        self._since: dict[str, tuple[PeeringState, int]] = {}
+        self._clock = StateClock()
         self.apply_calls = 0
 
     def _record(self, op: str, name: str) -> None:
@@ -53,7 +53,7 @@ class FakeDriver(Driver):
             if name not in peerings:
                 del self.realized[name]
                 self._started.pop(name, None)
-                self._since.pop(name, None)
+                self._clock.forget(name)
                 self._record("remove", name)
         for name, peering in peerings.items():
             if self.realized.get(name) != peering:
@@ -81,8 +81,5 @@ class FakeDriver(Driver):
         out = {}
         for name, peering in self.realized.items():
             state, error = self._state(name, peering)
-            prev = self._since.get(name)
-            if prev is None or prev[0] != state:
-                self._since[name] = (state, _now_ms())
-            out[name] = ObservedPeering(name, state, error, self._since[name][1], self.name)
+            out[name] = self._clock.observed(name, state, error, self.name)
         return out

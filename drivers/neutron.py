@@ -61,7 +61,6 @@ import concurrent.futures
 import functools
 import ipaddress
 import logging
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,7 +72,7 @@ from openstack import exceptions as os_exceptions
 from openstack import warnings as os_warnings
 from openstack.connection import Connection
 
-from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 from isthmus.model import ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 
 log = logging.getLogger(__name__)
@@ -95,9 +94,6 @@ _FALSE = frozenset({"false", "no", "off", "0"})
 
 T = TypeVar("T")
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def site_tag(site: str) -> str:
@@ -386,7 +382,7 @@ class NeutronDriver(Driver):
         self._names: tuple[str, ...] = ()
         self._errors: dict[str, str] = {}  # per-peering failures of the last apply
         self._removal_errors: dict[str, str] = {}  # by network id, logged once
-        self._since: dict[str, tuple[PeeringState, int]] = {}
+        self._clock = StateClock()
 
     # ------------------------------------------------------------ the Driver interface
 
@@ -416,9 +412,7 @@ class NeutronDriver(Driver):
                 log.warning("site %s: connection %s: %s", self.context.site, name, text)
         self._specs = specs
         self._errors = errors
-        for name in list(self._since):
-            if name not in peerings:
-                del self._since[name]
+        self._clock.keep(peerings)
         self._names = tuple(peerings)
 
     async def observe(self) -> dict[str, ObservedPeering]:
@@ -435,10 +429,7 @@ class NeutronDriver(Driver):
         for name in self._names:
             error = self._errors.get(name) or problems.get(name, "")
             state = PeeringState.ERROR if error else PeeringState.ESTABLISHED
-            prev = self._since.get(name)
-            if prev is None or prev[0] != state:
-                self._since[name] = (state, _now_ms())
-            out[name] = ObservedPeering(name, state, error, self._since[name][1], self.name)
+            out[name] = self._clock.observed(name, state, error, self.name)
         return out
 
     async def close(self) -> None:

@@ -76,12 +76,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 from isthmus.drivers.opendaylight import ControllerClient, OwnedRecord, canonical_address, refused
 from isthmus.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 
@@ -94,9 +93,6 @@ CONNECT_POINT_PROPERTY = "onos.connect_point"
 VLAN_PROPERTY = "onos.vlan"
 _NO_VLAN = ("", "None", "NONE", "-1")  # how ONOS writes "no VLAN" (VlanId.NONE), or none at all
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class _PeeringError(Exception):
@@ -194,7 +190,7 @@ class OnosDriver(Driver):
         self._wanted: dict[str, _Wanted] = {}
         self._errors: dict[str, str] = {}
         self._names: tuple[str, ...] = ()
-        self._since: dict[str, tuple[PeeringState, int]] = {}
+        self._clock = StateClock()
 
     # ------------------------------------------------------------ on the event loop
 
@@ -221,9 +217,7 @@ class OnosDriver(Driver):
         self._wanted = wanted
         self._errors = errors
         self._names = tuple(peerings)
-        for name in list(self._since):
-            if name not in peerings:
-                del self._since[name]
+        self._clock.keep(peerings)
 
     async def observe(self) -> dict[str, ObservedPeering]:
         """The state of every peering of the last ``apply``, keyed by connection name, read from ONOS.
@@ -243,10 +237,7 @@ class OnosDriver(Driver):
                 state, error = PeeringState.ERROR, self._errors[name]
             else:
                 state, error = states.get(name, (PeeringState.ERROR, "not realized"))
-            prev = self._since.get(name)
-            if prev is None or prev[0] != state:
-                self._since[name] = (state, _now_ms())
-            out[name] = ObservedPeering(name, state, error, self._since[name][1], self.name)
+            out[name] = self._clock.observed(name, state, error, self.name)
         return out
 
     async def close(self) -> None:

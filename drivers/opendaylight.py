@@ -84,14 +84,13 @@ import os
 import re
 import ssl
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 from isthmus.model import (
     AdminState,
     ConnectionType,
@@ -103,9 +102,6 @@ from isthmus.model import (
 
 log = logging.getLogger(__name__)
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # ---------------------------------------------------------------- errors of the controller client
@@ -777,7 +773,7 @@ class OpenDaylightDriver(Driver):
         self._wanted: dict[str, _Wanted] = {}
         self._errors: dict[str, str] = {}
         self._names: tuple[str, ...] = ()
-        self._since: dict[str, tuple[PeeringState, int]] = {}
+        self._clock = StateClock()
 
     # ------------------------------------------------------------ on the event loop
 
@@ -802,9 +798,7 @@ class OpenDaylightDriver(Driver):
         self._wanted = wanted
         self._errors = errors
         self._names = tuple(peerings)
-        for name in list(self._since):
-            if name not in peerings:
-                del self._since[name]
+        self._clock.keep(peerings)
 
     async def observe(self) -> dict[str, ObservedPeering]:
         """The state of every peering of the last ``apply``, keyed by connection name, read from the controller.
@@ -824,10 +818,7 @@ class OpenDaylightDriver(Driver):
                 state, error = PeeringState.ERROR, self._errors[name]
             else:
                 state, error = states.get(name, (PeeringState.ERROR, "not realized"))
-            prev = self._since.get(name)
-            if prev is None or prev[0] != state:
-                self._since[name] = (state, _now_ms())
-            out[name] = ObservedPeering(name, state, error, self._since[name][1], self.name)
+            out[name] = self._clock.observed(name, state, error, self.name)
         return out
 
     async def close(self) -> None:

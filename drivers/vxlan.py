@@ -49,7 +49,6 @@ import dataclasses
 import functools
 import ipaddress
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +57,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 from isthmus.model import (
     VXLAN_BRIDGE_PROPERTY,
     AdminState,
@@ -84,9 +83,6 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 DeviceParams = tuple[Address, int, int, str]  # local address, UDP port, MTU, bridge ("" for none)
 T = TypeVar("T")
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def device_name(vni: int) -> str:
@@ -280,7 +276,7 @@ class VxlanDriver(Driver):
         self._tunnels: dict[str, _Tunnel] = {}  # what each of them needs, by connection
         self._groups: dict[str, _Group] = {}  # their devices, by device name
         self._errors: dict[str, str] = {}  # per-peering failures of the last apply
-        self._since: dict[str, tuple[PeeringState, int]] = {}
+        self._clock = StateClock()
 
     # ------------------------------------------------------------ the Driver interface
 
@@ -313,9 +309,7 @@ class VxlanDriver(Driver):
         self._tunnels = tunnels
         self._groups = groups
         self._errors = errors
-        for name in list(self._since):
-            if name not in peerings:
-                del self._since[name]
+        self._clock.keep(peerings)
         self._names = tuple(peerings)
 
     async def observe(self) -> dict[str, ObservedPeering]:
@@ -340,10 +334,7 @@ class VxlanDriver(Driver):
                 state = PeeringState.DOWN
             else:
                 state = PeeringState.ESTABLISHED
-            prev = self._since.get(name)
-            if prev is None or prev[0] != state:
-                self._since[name] = (state, _now_ms())
-            out[name] = ObservedPeering(name, state, error, self._since[name][1], self.name)
+            out[name] = self._clock.observed(name, state, error, self.name)
         return out
 
     async def close(self) -> None:
