@@ -5,12 +5,13 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.isthmus-installed
 
-.PHONY: all demo test lint typecheck gen check-gen install deps clean bench
+.PHONY: all demo test lint typecheck gen check-gen install deps clean bench openstack-up openstack-down
 
 all: test
 
 # Debian packages the project runs against (etcd for the coordinator, the rest for tests).
-APT_PACKAGES := etcd-server etcd-client gobgpd iproute2 iputils-ping systemd neutron-server
+APT_PACKAGES := etcd-server etcd-client gobgpd iproute2 iputils-ping systemd neutron-server \
+	mariadb-server keystone glance-api nova-api openssh-client
 
 deps:
 	@missing=""; \
@@ -20,6 +21,11 @@ deps:
 	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v neutron-server >/dev/null || missing="$$missing neutron-server"; \
+	[ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
+	command -v keystone-manage >/dev/null || missing="$$missing keystone"; \
+	command -v glance-api >/dev/null || missing="$$missing glance-api"; \
+	command -v nova-api >/dev/null || missing="$$missing nova-api"; \
+	command -v ssh-keygen >/dev/null || missing="$$missing openssh-client"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
@@ -58,6 +64,16 @@ gen: install
 # e.g. make bench BENCH_ARGS="--scenario convergence --sites 1000"
 bench: deps install
 	$(VPY) -m tests.bench $(BENCH_ARGS)
+
+OPENSTACK_DIR ?= .openstack
+
+# A two-region OpenStack (Debian's packages) on loopback ports, left running; its clouds.yaml is
+# $(OPENSTACK_DIR)/clouds.yaml. `make openstack-down` stops it and removes the folder.
+openstack-up: deps install
+	$(VPY) -m tests.openstack_cloud up --dir $(OPENSTACK_DIR)
+
+openstack-down:
+	$(VPY) -m tests.openstack_cloud down --dir $(OPENSTACK_DIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -135,6 +134,51 @@ class StatusWriter:
             await self._write([s])
 
 
+class LeaseKeeper:
+    """Keeps every session's presence lease alive over one keep-alive stream per round.
+
+    One stream for all leases instead of one per session and refresh: with a
+    thousand agents the per-session streams cost a fifth of a core and stalled
+    the event loop periodically. An etcd hiccup shorter than the TTL ends no
+    session; a lease etcd reports gone ends its session.
+    """
+
+    def __init__(self, store: Store, ttl: int) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.sessions: dict[int, AgentSession] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, session: AgentSession) -> None:
+        self.sessions[session.lease] = session
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="lease-keeper")
+
+    def remove(self, session: AgentSession) -> None:
+        if self.sessions.get(session.lease) is session:
+            del self.sessions[session.lease]
+
+    async def _run(self) -> None:
+        last_ok = time.monotonic()
+        while self.sessions:
+            await asyncio.sleep(self.ttl / 3)
+            leases = list(self.sessions)
+            try:
+                ttls = await self.store.refresh_leases(leases)
+            except Unavailable as exc:
+                if time.monotonic() - last_ok > self.ttl:
+                    for lease in leases:
+                        if lease in self.sessions:
+                            self.sessions[lease].lease_lost.set()
+                else:
+                    log.warning("refreshing %d presence leases failed (%s); retrying", len(leases), exc)
+                continue
+            last_ok = time.monotonic()
+            for lease in leases:
+                if ttls.get(lease, 0) <= 0 and lease in self.sessions:
+                    self.sessions.pop(lease).lease_lost.set()
+
+
 class SiteTaken(Exception):
     """Another live agent holds the site."""
 
@@ -159,6 +203,7 @@ class AgentSession:
         self.lease = 0
         self._written_rev = 0  # mod revision of our last status write: a takeover shows as a mismatch
         self.taken_over = asyncio.Event()
+        self.lease_lost = asyncio.Event()
         self.sent: dict[str, m.DesiredPeering] = {}
         self.closed = False
 
@@ -191,25 +236,15 @@ class AgentSession:
 
     async def release(self) -> None:
         self.closed = True
+        self.service.lease_keeper.remove(self)
         with contextlib.suppress(Exception):
             await self.store.revoke_lease(self.lease)
 
     async def keep_alive(self) -> None:
-        """Refresh the presence lease; an etcd hiccup shorter than the TTL does not end the session."""
-        last_ok = time.monotonic()
-        while True:
-            # Jittered, so that a thousand sessions do not refresh in the same millisecond.
-            await asyncio.sleep(self.service.lease_ttl / 3 * random.uniform(0.7, 1.0))
-            try:
-                ttl = await self.store.refresh_lease(self.lease)
-            except Unavailable as exc:
-                if time.monotonic() - last_ok > self.service.lease_ttl:
-                    raise
-                log.warning("site %s: presence lease refresh failed (%s); retrying", self.site, exc)
-                continue
-            if ttl <= 0:
-                raise Unavailable(f"the presence lease of site {self.site} expired")
-            last_ok = time.monotonic()
+        """Ends (Unavailable) when the lease keeper could not keep the presence lease alive."""
+        self.service.lease_keeper.add(self)
+        await self.lease_lost.wait()
+        raise Unavailable(f"the presence lease of site {self.site} expired")
 
     async def write_status(self) -> None:
         """Ends (SiteTaken) when the status writer finds that another session took the site over."""
@@ -307,6 +342,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self.lease_ttl = lease_ttl
         self.sessions: dict[str, AgentSession] = {}
         self.status_writer = StatusWriter(store)
+        self.lease_keeper = LeaseKeeper(store, lease_ttl)
         self._closing = asyncio.Event()
 
     def close_all(self) -> None:

@@ -285,6 +285,27 @@ class Store:
             raise Unavailable(f"etcd lease keep-alive failed: {exc.details()}") from exc
         return 0
 
+    async def refresh_leases(self, leases: Sequence[int]) -> dict[int, int]:
+        """Refresh many leases over one keep-alive stream; the remaining TTL of each (0 or less: gone)."""
+        assert self._lease is not None
+        out: dict[int, int] = {}
+        if not leases:
+            return out
+        try:
+            call = self._lease.LeaseKeepAlive(iter([rpc.LeaseKeepAliveRequest(ID=lease) for lease in leases]),
+                                              timeout=self.timeout)
+            async for reply in call:
+                out[int(reply.ID)] = int(reply.TTL)
+                if len(out) == len(set(leases)):
+                    break
+            call.cancel()
+        except grpc.aio.AioRpcError as exc:
+            if len(self.endpoints) > 1 and exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                          grpc.StatusCode.DEADLINE_EXCEEDED):
+                await self._rotate()
+            raise Unavailable(f"etcd lease keep-alive failed: {exc.details()}") from exc
+        return out
+
     async def revoke_lease(self, lease: int) -> None:
         try:
             await self._call("LeaseRevoke", "_lease", rpc.LeaseRevokeRequest(ID=lease))

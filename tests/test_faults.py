@@ -321,9 +321,6 @@ def test_partitioned_agent_keeps_peerings_and_converges_without_touching_them(
     peerings = admin(sock).ListPeerings(adm.ListPeeringsRequest(), timeout=2).peerings
     assert {p.desired.connection: p.observed.state for p in peerings} == {
         "r1--r2": pb.PEERING_STATE_ESTABLISHED, "r1--r3": pb.PEERING_STATE_ESTABLISHED}
-    # Within the coordinator's keepalive (20 s ping + 10 s timeout) even if the reset got lost.
-    wait_for(lambda: not a.status.GetSiteStatus(api.GetSiteStatusRequest(site="r1"), timeout=2).connected, 45,
-             "the coordinator to see r1 as disconnected")
 
     # Local maintenance while cut off: take one peering down, add a peering to a new remote endpoint.
     ctl("local", "--socket", str(sock), "disable", "r1--r3", "--reason", "maintenance window")
