@@ -134,6 +134,15 @@ def _check_version(given: int, stored: int, what: str) -> None:
         raise Aborted(f"{what} was changed (stored version {stored}, request version {given}); read it again")
 
 
+def _check_vni_free(vni: int, name: str, owner: KV | None, segment: KV | None) -> None:
+    """Refuse a VNI held by another connection (``owner``) or bound to a tenant network (``segment``)."""
+    if owner is not None and owner.value.decode() != name:
+        raise AlreadyExists(f"VNI {vni} is used by connection {owner.value.decode()}", "vxlan.vni")
+    if segment is not None:
+        raise AlreadyExists(f"VNI {vni} is the segmentation id of tenant network {segment.value.decode()} "
+                            "(border gateway)", "vxlan.vni")
+
+
 class Registry:
     """Validated create/get/list/update/delete of sites, endpoints and connections."""
 
@@ -404,25 +413,12 @@ class Registry:
                 Put(endpoint_refs(conn.b) + conn.name, b""),
             ]
             if vni:
-                if vni_owner is not None:
-                    raise AlreadyExists(f"VNI {vni} is used by connection {vni_owner.value.decode()}", "vxlan.vni")
-                if segment is not None:
-                    raise AlreadyExists(f"VNI {vni} is the segmentation id of tenant network "
-                                        f"{segment.value.decode()} (border gateway)", "vxlan.vni")
+                _check_vni_free(vni, conn.name, vni_owner, segment)
                 compares += [absent(vni_key(vni)), absent(segment_key(vni))]
                 ops.append(Put(vni_key(vni), conn.name.encode()))
             return Plan(compares, ops, lambda rev: dataclasses.replace(final, version=rev))
 
         return await self._commit(f"created connection {conn.name}", attempt)  # type: ignore[no-any-return]
-
-    async def _check_vni_free(self, vni: int, name: str) -> None:
-        owner = await self.store.get(vni_key(vni))
-        if owner is not None and owner.value.decode() != name:
-            raise AlreadyExists(f"VNI {vni} is used by connection {owner.value.decode()}", "vxlan.vni")
-        segment = await self.store.get(segment_key(vni))
-        if segment is not None:
-            raise AlreadyExists(f"VNI {vni} is the segmentation id of tenant network {segment.value.decode()} "
-                                "(border gateway)", "vxlan.vni")
 
     async def update_connection(self, conn: m.Connection, *, type_given: bool) -> m.Connection:
         """Replace parameters, admin state and description; ends and type are fixed."""
@@ -452,7 +448,8 @@ class Registry:
             old_vni = current.vxlan.vni if current.vxlan else 0
             new_vni = new.vxlan.vni if new.vxlan else 0
             if new_vni != old_vni:
-                await self._check_vni_free(new_vni, conn.name)
+                _check_vni_free(new_vni, conn.name, *await self.store.get_many([vni_key(new_vni),
+                                                                               segment_key(new_vni)]))
                 compares += [absent(vni_key(new_vni)), absent(segment_key(new_vni))]
                 ops += [Delete(vni_key(old_vni)), Put(vni_key(new_vni), conn.name.encode())]
             return Plan(compares, ops, lambda rev: dataclasses.replace(new, version=rev))

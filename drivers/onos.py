@@ -81,7 +81,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
-from isthmus.drivers.opendaylight import ControllerClient, OwnedRecord, canonical_address, refused
+from isthmus.drivers.opendaylight import ControllerClient, OwnedRecord, canonical_address, observations, refused
 from isthmus.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 
 log = logging.getLogger(__name__)
@@ -231,14 +231,7 @@ class OnosDriver(Driver):
         ONOS cannot be read.
         """
         states = await asyncio.to_thread(self._observe_sync, dict(self._wanted))
-        out: dict[str, ObservedPeering] = {}
-        for name in self._names:
-            if name in self._errors:
-                state, error = PeeringState.ERROR, self._errors[name]
-            else:
-                state, error = states.get(name, (PeeringState.ERROR, "not realized"))
-            out[name] = self._clock.observed(name, state, error, self.name)
-        return out
+        return observations(self._names, self._errors, states, self._clock, self.name)
 
     async def close(self) -> None:
         """Stop waiting between retries; ONOS's configuration stays as it is."""

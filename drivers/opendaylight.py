@@ -218,6 +218,20 @@ class Reply:
         return controller_message(self.body) or self.reason
 
 
+def observations(names: Iterable[str], errors: Mapping[str, str],
+                 states: Mapping[str, tuple[PeeringState, str]], clock: StateClock,
+                 driver: str) -> dict[str, ObservedPeering]:
+    """What a controller driver reports: the apply error of a peering, else what the controller has."""
+    out: dict[str, ObservedPeering] = {}
+    for name in names:
+        if name in errors:
+            state, error = PeeringState.ERROR, errors[name]
+        else:
+            state, error = states.get(name, (PeeringState.ERROR, "not realized"))
+        out[name] = clock.observed(name, state, error, driver)
+    return out
+
+
 class ControllerClient:
     """HTTP(S) client of one SDN controller's REST API: basic auth, TLS with an optional CA, timeouts and
     bounded retries with backoff on connection errors, timeouts and 5xx.
@@ -812,14 +826,7 @@ class OpenDaylightDriver(Driver):
         the controller cannot be read.
         """
         states = await asyncio.to_thread(self._observe_sync, dict(self._wanted))
-        out: dict[str, ObservedPeering] = {}
-        for name in self._names:
-            if name in self._errors:
-                state, error = PeeringState.ERROR, self._errors[name]
-            else:
-                state, error = states.get(name, (PeeringState.ERROR, "not realized"))
-            out[name] = self._clock.observed(name, state, error, self.name)
-        return out
+        return observations(self._names, self._errors, states, self._clock, self.name)
 
     async def close(self) -> None:
         """Stop waiting between retries; the controller's configuration stays as it is."""
