@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+from openstack_cloud import REGIONS, CloudError, TwoRegionCloud, missing_packages
 
 from isthmus.coordinator.etcd import EmbeddedEtcd, free_port
 from isthmus.coordinator.main import Coordinator, Options
@@ -224,3 +226,54 @@ def lab(netns_reason: str) -> Iterator[Any]:
 
     with make_lab() as the_lab:
         yield the_lab
+
+
+# ---------------------------------------------------------------- the two-region OpenStack (openstack_cloud.py)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the cloud runs, SIGTERM ends the session like Ctrl-C, so the fixture's teardown (and atexit) run."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def two_region_cloud() -> Iterator[TwoRegionCloud]:
+    """MariaDB, Keystone and per region glance-api, nova-api and neutron-server (Debian's), for the session."""
+    missing = missing_packages() + ([] if shutil.which("ssh-keygen") else ["openssh-client"])
+    if missing:
+        pytest.skip(f"the two-region OpenStack needs the Debian packages {' '.join(missing)} "
+                    f"(`.ci/run` installs them; `apt-get install -y {' '.join(missing)}`)")
+    cloud = TwoRegionCloud()
+    with sigterm_as_interrupt():
+        try:
+            cloud.start()
+        except CloudError as exc:
+            pytest.fail(f"the two-region OpenStack did not start: {exc}", pytrace=False)
+        try:
+            yield cloud
+        finally:
+            base = cloud.base
+            cloud.stop()
+            assert base is not None and not base.exists(), f"{base} is left behind"
+
+
+@pytest.fixture(scope="session")
+def regions(two_region_cloud: TwoRegionCloud) -> Iterator[dict[str, Any]]:
+    """An openstacksdk connection per region, through the cloud's clouds.yaml."""
+    conns = {name: two_region_cloud.connect(name) for name in REGIONS}
+    yield conns
+    for conn in conns.values():
+        conn.close()

@@ -6,76 +6,23 @@ seen in the other. The cloud starts once for the session (about 15 s with a cach
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from openstack_cloud import ADMIN_CLOUD, REGION_CLOUDS, REGIONS, CloudError, TwoRegionCloud, missing_packages
+from openstack_cloud import ADMIN_CLOUD, REGION_CLOUDS, REGIONS, TwoRegionCloud
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does
 # (an InfluxDB notice without InfluxDB configured, ...): ignored where raised inside openstacksdk only, as the
 # neutron driver does (drivers/neutron.py, _quiet_openstacksdk).
 pytestmark = [pytest.mark.filterwarnings(f"ignore::openstack.warnings.RemovedInSDK{v}0Warning:openstack")
               for v in (5, 6)]
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While the cloud runs, SIGTERM ends the session like Ctrl-C, so the fixture's teardown (and atexit) run."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@pytest.fixture(scope="session")
-def two_region_cloud() -> Iterator[TwoRegionCloud]:
-    """MariaDB, Keystone and per region glance-api, nova-api and neutron-server (Debian's), for the session."""
-    missing = missing_packages() + ([] if shutil.which("ssh-keygen") else ["openssh-client"])
-    if missing:
-        pytest.skip(f"the two-region OpenStack needs the Debian packages {' '.join(missing)} "
-                    f"(`.ci/run` installs them; `apt-get install -y {' '.join(missing)}`)")
-    cloud = TwoRegionCloud()
-    with sigterm_as_interrupt():
-        try:
-            cloud.start()
-        except CloudError as exc:
-            pytest.fail(f"the two-region OpenStack did not start: {exc}", pytrace=False)
-        try:
-            yield cloud
-        finally:
-            base = cloud.base
-            cloud.stop()
-            assert base is not None and not base.exists(), f"{base} is left behind"
-
-
-@pytest.fixture(scope="session")
-def regions(two_region_cloud: TwoRegionCloud) -> Iterator[dict[str, Any]]:
-    """An openstacksdk connection per region, through the cloud's clouds.yaml."""
-    conns = {name: two_region_cloud.connect(name) for name in REGIONS}
-    yield conns
-    for conn in conns.values():
-        conn.close()
 
 
 def other(region: str) -> str:
