@@ -58,6 +58,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tls-ca", default="", help="PEM CA that signed the coordinators' certificates (enables TLS)")
     p.add_argument("--tls-cert", default="", help="PEM client certificate of this agent")
     p.add_argument("--tls-key", default="", help="PEM private key of this agent")
+    g = p.add_argument_group("multisite sync (keypairs, security groups, images in this site's OpenStack region)")
+    g.add_argument("--os-cloud", default=os.environ.get("OS_CLOUD", ""),
+                   help="clouds.yaml entry this agent uses to reach its region's OpenStack; enables sync "
+                   "(default $OS_CLOUD; empty: no sync)")
+    g.add_argument("--os-region", default=os.environ.get("OS_REGION_NAME", ""),
+                   help="OpenStack region name of this site (default $OS_REGION_NAME, else the site name)")
+    g.add_argument("--os-config", default=os.environ.get("OS_CLIENT_CONFIG_FILE", ""),
+                   help="path of the clouds.yaml to read (default: openstacksdk's search path)")
+    g.add_argument("--source-cloud", action="append", default=[], metavar="SITE=CLOUD",
+                   help="clouds.yaml entry for image sources in another OpenStack (default: --os-cloud with the "
+                   "source's region name; repeatable)")
+    g.add_argument("--sync-interval", type=float, default=60.0,
+                   help="seconds between re-checks of each synced resource, repairing drift (default 60)")
+    g.add_argument("--inventory-interval", type=float, default=15.0,
+                   help="seconds between image list reports to the coordinator (default 15)")
+    g.add_argument("--sync-workers", type=int, default=4, help="sync tasks run at once (default 4)")
     p.add_argument("--log-level", default=os.environ.get("ISTHMUS_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.add_argument("--version", action="version", version=f"isthmus-agent {isthmus.__version__}")
@@ -84,6 +100,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or not dot or not sub:
             p.error(f"--driver-opt {opt!r}: expected DRIVER.KEY=VALUE")
         a.driver_options.setdefault(name, {})[sub] = value
+    a.source_clouds = []
+    for opt in a.source_cloud:
+        site, sep, cloud = opt.partition("=")
+        if not sep or not site or not cloud:
+            p.error(f"--source-cloud {opt!r}: expected SITE=CLOUD")
+        a.source_clouds.append((site, cloud))
+    if a.sync_interval <= 0 or a.inventory_interval <= 0 or a.sync_workers < 1:
+        p.error("--sync-interval and --inventory-interval must be positive, --sync-workers at least 1")
+    if a.os_config and not Path(a.os_config).is_file():
+        p.error(f"--os-config {a.os_config}: no such file")
     if a.reconcile_interval <= 0 or a.heartbeat <= 0:
         p.error("--reconcile-interval and --heartbeat must be positive")
     return a
@@ -130,6 +156,20 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(reconciler.run(), name="reconciler"),
              asyncio.create_task(link.run(), name="link")]
+    if args.os_cloud:
+        from isthmus.agent.sync import CloudConfig, SyncWorker
+
+        try:
+            worker = SyncWorker(args.site, args.coordinators,
+                                CloudConfig(args.os_cloud, args.os_region or args.site, args.os_config,
+                                            tuple(args.source_clouds)),
+                                Path(args.state_dir), TlsFiles(args.tls_ca, args.tls_cert, args.tls_key),
+                                interval=args.sync_interval, inventory_interval=args.inventory_interval,
+                                workers=args.sync_workers)
+        except (ValueError, OSError) as exc:
+            log.error("cannot start the sync worker: %s", exc)
+            return 2
+        tasks.append(asyncio.create_task(worker.run(), name="sync"))
     await stop.wait()
     reconciler.note("agent", "stopping (the dataplane is left as it is)")
     for t in tasks:

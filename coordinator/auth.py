@@ -64,7 +64,7 @@ _READ_PREFIXES = ("Get", "List", "Watch")
 
 
 def required_role(service: str, method: str) -> str:
-    if service == "AgentService":
+    if service in ("AgentService", "RegionAgentService"):
         return "agent"
     if method.startswith(_READ_PREFIXES):
         return "viewer"

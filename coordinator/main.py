@@ -34,8 +34,18 @@ from isthmus.coordinator.leader import Membership, collect_garbage
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store
+from isthmus.coordinator.sync import RegionAgentService, SyncPlanner, SyncRegistry, SyncService
 from isthmus.errors import Unavailable
-from isthmus.v1 import agent_pb2, agent_pb2_grpc, api_pb2, api_pb2_grpc, l2gw_pb2, l2gw_pb2_grpc
+from isthmus.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    api_pb2,
+    api_pb2_grpc,
+    l2gw_pb2,
+    l2gw_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
 
 log = logging.getLogger("isthmus.coordinator")
 
@@ -171,6 +181,7 @@ class Coordinator:
         self.etcd: EmbeddedEtcd | None = None
         self.store: Store | None = None
         self.planner: Planner | None = None
+        self.sync_planner: SyncPlanner | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.agents: AgentService | None = None
@@ -189,6 +200,8 @@ class Coordinator:
         self.planner = Planner(self.store)
         await self.planner.start()
         registry = Registry(self.store)
+        self.sync_planner = SyncPlanner(self.store)
+        await self.sync_planner.start()
 
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         creds = _credentials(self.opts)
@@ -216,6 +229,10 @@ class Coordinator:
                                                                     self.planner),
              l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server),
             (agent_pb2, "AgentService", self.agents, agent_pb2_grpc.add_AgentServiceServicer_to_server),
+            (sync_pb2, "SyncService", SyncService(SyncRegistry(self.store, self.sync_planner), self.store),
+             sync_pb2_grpc.add_SyncServiceServicer_to_server),
+            (sync_pb2, "RegionAgentService", RegionAgentService(self.store, self.sync_planner, self.auth),
+             sync_pb2_grpc.add_RegionAgentServiceServicer_to_server),
         ]
         for module, name, servicer, add in guarded:
             methods = [mth.name for mth in module.DESCRIPTOR.services_by_name[name].methods]
@@ -225,7 +242,9 @@ class Coordinator:
             api_pb2.DESCRIPTOR.services_by_name[n].full_name
             for n in ("SiteService", "EndpointService", "ConnectionService", "StatusService")
         ] + [agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
-             l2gw_pb2.DESCRIPTOR.services_by_name["BorderGatewayService"].full_name]
+             l2gw_pb2.DESCRIPTOR.services_by_name["BorderGatewayService"].full_name,
+             sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name,
+             sync_pb2.DESCRIPTOR.services_by_name["RegionAgentService"].full_name]
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.server.start()
         self.membership = Membership(self.store, self.opts.advertise or self.address, self.opts.lease_ttl,
@@ -261,6 +280,8 @@ class Coordinator:
             await self.server.stop(grace)
         if self.planner is not None:
             await self.planner.stop()
+        if self.sync_planner is not None:
+            await self.sync_planner.stop()
         if self.store is not None:
             await self.store.close()
         if self.etcd is not None:

@@ -1,0 +1,427 @@
+"""The agent's multisite sync worker: does the coordinator's sync tasks against this region's OpenStack.
+
+The coordinator sends the full list of the site's tasks (keypairs, security
+groups, images to make exist, hold or remove); the worker persists it, runs
+each task level-based (check, repair, report) and again every interval, so a
+rule deleted by hand comes back. What the worker created is written to a
+ledger before it is reported; a task that disappears from the list (intent
+deleted, region dropped) removes exactly the copies the ledger names, never
+anything isthmus did not create. While no coordinator answers, the last list
+keeps being enforced and statuses wait to be reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from isthmus import model as m
+from isthmus import sync as s
+from isthmus.agent.link import CHANNEL_OPTIONS, TlsFiles, backoff
+from isthmus.drivers import openstack_region as osr
+from isthmus.v1 import sync_pb2 as spb
+from isthmus.v1 import sync_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+PROGRESS_EVERY = 1.0  # seconds between progress reports of an image copy
+RETRY_CAP = 30.0
+
+
+class Cancelled(Exception):
+    """The task was withdrawn while its copy ran (raised from the progress callback)."""
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """Where the agent reaches OpenStack: a clouds.yaml entry and the region it serves."""
+
+    cloud: str
+    region: str
+    config_file: str = ""
+    source_clouds: tuple[tuple[str, str], ...] = ()  # (source site, clouds.yaml entry) for image sources elsewhere
+
+    def source_cloud(self, site: str) -> str:
+        return dict(self.source_clouds).get(site, self.cloud)
+
+
+def _key(intent: str, resource: str) -> str:
+    return f"{intent}\x00{resource}"
+
+
+class Ledger:
+    """``STATE_DIR/sync.json``: the last task list and what isthmus created, replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tasks: list[s.SyncTask] = []
+        self.revision = 0
+        self.created: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        if path.exists():
+            d = json.loads(path.read_text())
+            if d.get("format") != FORMAT:
+                raise ValueError(f"{path}: unknown format {d.get('format')!r}")
+            self.tasks = [s.task_from_json(t) for t in d.get("tasks", [])]
+            self.revision = int(d.get("revision", 0))
+            self.created = dict(d.get("created", {}))
+
+    def save(self) -> None:
+        with self._lock:
+            body = json.dumps({"format": FORMAT, "revision": self.revision, "tasks": m.to_json(self.tasks),
+                               "created": self.created}, sort_keys=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".sync-")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(body)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+    def record(self, task: s.SyncTask, target_id: str) -> None:
+        entry: dict[str, Any] = {"kind": task.kind.value, "resource": task.resource, "intent": task.intent,
+                                 "target_id": target_id, "rollout": task.rollout}
+        if task.keypair is not None:
+            entry.update(public_key=task.keypair.public_key, user_id=task.keypair.user_id)
+        if task.security_group is not None:
+            entry.update(project_id=task.security_group.project_id)
+        self.created[_key(task.intent, task.resource)] = entry
+        self.save()
+
+    def forget(self, intent: str, resource: str) -> None:
+        if self.created.pop(_key(intent, resource), None) is not None:
+            self.save()
+
+
+class Region:
+    """openstacksdk connections per thread (a Connection is not shared between threads)."""
+
+    def __init__(self, config: CloudConfig) -> None:
+        self.config = config
+        self._local = threading.local()
+
+    def conn(self, cloud: str = "", region: str = "") -> Any:
+        key = (cloud or self.config.cloud, region or self.config.region)
+        cache: dict[tuple[str, str], Any] = self._local.__dict__.setdefault("conns", {})
+        if key not in cache:
+            cache[key] = osr.open_region(key[0], key[1], self.config.config_file or None)
+        return cache[key]
+
+
+class SyncWorker:
+    def __init__(self, site: str, coordinators: Sequence[str], config: CloudConfig, state_dir: Path,
+                 tls: TlsFiles | None = None, interval: float = 60.0, inventory_interval: float = 15.0,
+                 workers: int = 4) -> None:
+        self.site = site
+        self.coordinators = list(coordinators)
+        self.config = config
+        self.tls = tls or TlsFiles()
+        self.interval = interval
+        self.inventory_interval = inventory_interval
+        self.region = Region(config)
+        self.ledger = Ledger(state_dir / "sync.json")
+        self.statuses: dict[str, s.SyncStatus] = {}
+        self.unsent: dict[str, s.SyncStatus] = {}
+        self._runners: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, s.SyncTask] = {}
+        self._threads: dict[str, asyncio.Future[Any]] = {}
+        self._withdrawn: set[str] = set()
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._report = asyncio.Event()
+        self._slots = asyncio.Semaphore(workers)
+        self.instance_id = uuid.uuid4().hex
+        self.connected = False
+        self.inventory: list[s.ImageInfo] | None = None
+        self._inventory_sent: list[s.ImageInfo] | None = None
+        self._inventory_wake = asyncio.Event()
+
+    # ------------------------------------------------------------ the stream to the coordinators
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        log.info("site %s: sync worker for OpenStack region %s (cloud %s), %d tasks held", self.site,
+                 self.config.region, self.config.cloud, len(self.ledger.tasks))
+        self.assign(self.ledger.tasks, self.ledger.revision, persist=False)
+        inventory = asyncio.create_task(self._inventory_loop(), name="sync-inventory")
+        attempt, index = 0, 0
+        try:
+            while True:
+                address = self.coordinators[index % len(self.coordinators)]
+                index += 1
+                try:
+                    if await self._session(address):
+                        attempt = 0
+                        continue
+                except grpc.aio.AioRpcError as exc:
+                    log.warning("site %s: sync stream to %s: %s: %s", self.site, address, exc.code().name,
+                                exc.details())
+                except OSError as exc:
+                    log.warning("site %s: sync stream to %s: %s", self.site, address, exc)
+                finally:
+                    self.connected = False
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+        finally:
+            inventory.cancel()
+            for t in self._runners.values():
+                t.cancel()
+            await asyncio.gather(inventory, *self._runners.values(), return_exceptions=True)
+
+    async def _session(self, address: str) -> bool:
+        creds = self.tls.credentials()
+        options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
+        if creds and address.startswith("unix:"):
+            options.append(("grpc.ssl_target_name_override", "localhost"))
+        channel = (grpc.aio.secure_channel(address, creds, options=options) if creds
+                   else grpc.aio.insecure_channel(address, options=options))
+        got_any = False
+        async with channel:
+            call = sync_pb2_grpc.RegionAgentServiceStub(channel).Attach()
+            await call.write(spb.RegionUp(hello=spb.RegionHello(site=self.site, region=self.config.region,
+                                                                instance_id=self.instance_id)))
+            self.unsent = dict(self.statuses)  # a new stream: the coordinator may have missed anything
+            self._inventory_sent = None
+            sender = asyncio.create_task(self._send(call), name="sync-send")
+            try:
+                while True:
+                    msg = await call.read()
+                    if msg is grpc.aio.EOF:
+                        break
+                    if msg.WhichOneof("msg") == "assignment":
+                        if not got_any:
+                            log.info("site %s: sync stream to %s up", self.site, address)
+                        got_any = self.connected = True
+                        tasks = [s.task_from_pb(t) for t in msg.assignment.tasks]
+                        self.assign(tasks, msg.assignment.revision)
+            finally:
+                call.cancel()
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+        return got_any
+
+    async def _send(self, call: Any) -> None:
+        while True:
+            if self._inventory_sent != self.inventory and self.inventory is not None:
+                images = self.inventory
+                await call.write(spb.RegionUp(inventory=spb.Inventory(
+                    images=[s.to_pb(i, spb.ImageInfo()) for i in images])))
+                self._inventory_sent = images
+            if self.unsent:
+                batch, self.unsent = list(self.unsent.values()), {}
+                for start in range(0, len(batch), 200):
+                    await call.write(spb.RegionUp(report=spb.SyncReport(
+                        statuses=[s.to_pb(x, spb.SyncStatus()) for x in batch[start:start + 200]])))
+            self._report.clear()
+            await self._report.wait()
+
+    def _set_status(self, status: s.SyncStatus) -> None:
+        key = _key(status.intent, status.resource)
+        status = replace(status, region=self.site, updated_unix_ms=int(time.time() * 1000))
+        self.statuses[key] = status
+        self.unsent[key] = status
+        self._report.set()
+        log.log(logging.WARNING if status.state in (s.State.FAILED, s.State.CONFLICT) else logging.DEBUG,
+                "site %s: sync %s %s: %s %s", self.site, status.intent, status.resource, status.state.value,
+                status.error or status.detail)
+
+    # ------------------------------------------------------------ inventory
+
+    async def _inventory_loop(self) -> None:
+        while True:
+            try:
+                images = await asyncio.to_thread(lambda: osr.list_images(self.region.conn()))
+                images_m = sorted((s.ImageInfo(**{k: getattr(i, k) for k in (
+                    "id", "name", "status", "size", "checksum", "hash_algo", "hash_value", "disk_format",
+                    "container_format", "visibility", "owner")}, tags=tuple(i.tags), properties=dict(i.properties))
+                    for i in images), key=lambda x: x.id)
+                if images_m != self.inventory:
+                    self.inventory = images_m
+                    self._report.set()
+            except (osr.CloudError, osr.SpecError) as exc:
+                log.warning("site %s: cannot list the images of %s: %s", self.site, self.config.region, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._inventory_wake.wait(), self.inventory_interval)
+            self._inventory_wake.clear()
+
+    # ------------------------------------------------------------ tasks
+
+    def assign(self, tasks: list[s.SyncTask], revision: int, persist: bool = True) -> None:
+        """Take the full task list: start new or changed tasks, stop withdrawn ones, remove orphaned copies."""
+        if persist and (tasks != self.ledger.tasks or revision != self.ledger.revision):
+            self.ledger.tasks, self.ledger.revision = list(tasks), revision
+            self.ledger.save()
+        wanted = {_key(t.intent, t.resource): t for t in tasks}
+        for key in list(self._running):
+            if key not in wanted or wanted[key] != self._running[key]:
+                self._stop(key)
+        for key, task in wanted.items():
+            if key not in self._running:
+                self._start(key, task)
+            else:
+                self._wakes[key].set()
+        for key, entry in list(self.ledger.created.items()):
+            if key not in wanted and key not in self._running:
+                orphan = s.SyncTask(entry["intent"], s.Kind(entry["kind"]), entry["resource"], s.Action.REMOVE,
+                                    reason="no longer wanted")
+                self._start(key, orphan, orphan=True)
+        for key in list(self.statuses):
+            if key not in wanted:
+                del self.statuses[key]
+                self.unsent.pop(key, None)
+
+    def _stop(self, key: str) -> None:
+        self._running.pop(key, None)
+        self._withdrawn.add(key)
+        runner = self._runners.pop(key, None)
+        if runner is not None:
+            runner.cancel()
+
+    def _start(self, key: str, task: s.SyncTask, orphan: bool = False) -> None:
+        self._running[key] = task
+        self._wakes[key] = asyncio.Event()
+        self._runners[key] = asyncio.create_task(self._runner(key, task, orphan), name=f"sync-{task.resource}")
+
+    async def _runner(self, key: str, task: s.SyncTask, orphan: bool) -> None:
+        attempts = 0
+        previous = self._threads.get(key)
+        if previous is not None:  # the withdrawn version of this task is still in its thread: let it end
+            await asyncio.gather(asyncio.shield(previous), return_exceptions=True)
+        self._withdrawn.discard(key)
+        while True:
+            async with self._slots:
+                future = asyncio.ensure_future(asyncio.to_thread(self._do, key, task, attempts))
+                self._threads[key] = future
+                status = await asyncio.shield(future)
+            if orphan:
+                if status.state == s.State.REMOVED:
+                    self._running.pop(key, None)
+                    self._runners.pop(key, None)
+                    return
+            elif status is not None:
+                self._set_status(status)
+            attempts = attempts + 1 if status is None or status.state == s.State.FAILED else 0
+            delay = self.interval if attempts == 0 else min(RETRY_CAP, backoff(attempts, base=1.0, cap=RETRY_CAP))
+            wake = self._wakes[key]
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
+
+    def _progress(self, key: str, task: s.SyncTask, attempts: int) -> Callable[[int, int], None]:
+        last = [0.0]
+        loop = self._loop
+
+        def report(done: int, total: int) -> None:
+            if key in self._withdrawn:
+                raise Cancelled(f"task {task.intent}/{task.resource} withdrawn")
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY:
+                last[0] = now
+                status = s.SyncStatus(task.intent, task.resource, self.site, s.State.IN_PROGRESS,
+                                      detail=f"copying from {task.source_region}", bytes_done=done,
+                                      bytes_total=total, attempts=attempts, wave=task.wave, rollout=task.rollout)
+                loop.call_soon_threadsafe(self._set_status, status)
+
+        return report
+
+    _loop: asyncio.AbstractEventLoop
+
+    def _do(self, key: str, task: s.SyncTask, attempts: int) -> s.SyncStatus:
+        """One pass of a task, in a worker thread: returns its status (FAILED on an error, retried later)."""
+        base = s.SyncStatus(task.intent, task.resource, self.site, s.State.PENDING, attempts=attempts,
+                            wave=task.wave, rollout=task.rollout)
+        try:
+            return self._do_task(key, task, base, attempts)
+        except Cancelled as exc:
+            return replace(base, state=s.State.HELD, detail=str(exc))
+        except osr.SpecError as exc:
+            return replace(base, state=s.State.FAILED, error=str(exc), attempts=attempts + 1)
+        except osr.CloudError as exc:  # CopyError included
+            return replace(base, state=s.State.FAILED, error=str(exc), attempts=attempts + 1)
+        except Exception as exc:  # a bug must not end the worker: shown, retried
+            log.exception("site %s: sync %s %s failed unexpectedly", self.site, task.intent, task.resource)
+            return replace(base, state=s.State.FAILED, error=repr(exc), attempts=attempts + 1)
+
+    def _do_task(self, key: str, task: s.SyncTask, base: s.SyncStatus, attempts: int) -> s.SyncStatus:
+        conn = self.region.conn()
+        owned = self.ledger.created.get(key)
+        if task.action == s.Action.HOLD:
+            last = self.statuses.get(key)
+            if last is not None and last.state == s.State.IN_SYNC:
+                return last
+            return replace(base, state=s.State.HELD, detail=task.reason)
+        if task.action == s.Action.REMOVE:
+            return self._remove(key, task, base, owned)
+        if task.keypair is not None:
+            kp = task.keypair
+            out = osr.ensure_keypair(conn, kp.name, kp.public_key, kp.user_id, replace=kp.replace,
+                                     owned=owned is not None)
+        elif task.security_group is not None:
+            g = task.security_group
+            spec = osr.GroupSpec(name=g.name, description=g.description, project_id=g.project_id,
+                                 rules=tuple(osr.RuleSpec(**m.to_json(rule)) for rule in g.rules))
+            out = osr.ensure_security_group(conn, task.intent, spec, replace=g.replace)
+        elif task.source_image is not None:
+            src = task.source_image
+            self._loop.call_soon_threadsafe(self._set_status, replace(
+                base, state=s.State.IN_PROGRESS, detail=f"checking / copying from {task.source_region}",
+                bytes_total=src.size))
+            source = self.region.conn(self.config.source_cloud(task.source_site), task.source_region)
+            out = osr.copy_image(source, conn, src.id, task.intent, rollout=task.rollout,
+                                 progress=self._progress(key, task, attempts))
+        else:
+            return replace(base, state=s.State.FAILED, error="task without a resource spec (coordinator too new?)")
+        if out.created:
+            self.ledger.record(task, out.target_id)
+        elif owned is not None and out.state == s.State.IN_SYNC.value:
+            pass  # still ours from an earlier pass
+        state = s.State(out.state)
+        total = task.source_image.size if task.source_image is not None else 0
+        return replace(base, state=state, detail=out.detail, target_id=out.target_id,
+                       created=out.created or owned is not None, bytes_done=total if state == s.State.IN_SYNC else 0,
+                       bytes_total=total)
+
+    def _remove(self, key: str, task: s.SyncTask, base: s.SyncStatus, owned: dict[str, Any] | None) -> s.SyncStatus:
+        """Remove the copy isthmus made (for a rollback: only if this rollout made it)."""
+        conn = self.region.conn()
+        removed = 0
+        if owned is not None and (not task.rollout or owned.get("rollout") == task.rollout):
+            kind = s.Kind(owned["kind"])
+            if kind == s.Kind.KEYPAIR:
+                removed = int(osr.remove_keypair(conn, owned["resource"], owned.get("user_id", ""),
+                                                 owned.get("public_key", "")))
+            elif kind == s.Kind.SECURITY_GROUP:
+                removed = int(osr.remove_security_group(conn, owned["intent"], owned["resource"],
+                                                        owned.get("project_id", "")))
+            else:
+                removed = osr.remove_image(conn, owned["intent"], owned["resource"], owned.get("rollout", ""))
+            self.ledger.forget(task.intent, task.resource)
+        elif task.kind == s.Kind.IMAGE and task.rollout:
+            # A copy interrupted before the ledger knew it: whatever this rollout left under that name.
+            removed = osr.remove_image(conn, task.intent, task.resource, task.rollout)
+        log.info("site %s: sync %s %s: removed %d copies (%s)", self.site, task.intent, task.resource, removed,
+                 task.reason or "rollback")
+        return replace(base, state=s.State.REMOVED, detail=f"{task.reason or 'removed'}: {removed} copies removed")
+
+    def wake_all(self) -> None:
+        for event in self._wakes.values():
+            event.set()
+        self._inventory_wake.set()
