@@ -186,9 +186,10 @@ class SyncView:
         st = s.RolloutState
         if ro.state in (st.ROLLING_BACK, st.ROLLED_BACK):
             return s.Action.REMOVE, "rolled back", ro.id, wave
-        if ro.state in (st.RUNNING, st.PAUSED, st.DONE) and index <= ro.wave:
+        if ro.state in (st.RUNNING, st.DONE) and index <= ro.wave:
             return s.Action.ENSURE, "", ro.id, wave
-        if ro.state in (st.FAILED, st.ABORTED) and index < ro.wave:
+        # Paused, failed or aborted: finished waves keep their copies; the current one stops where it is.
+        if index < ro.wave:
             return s.Action.ENSURE, "", ro.id, wave
         if ro.state in (st.FAILED, st.ABORTED):
             return s.Action.HOLD, f"the rollout is {ro.state.value.lower()}", ro.id, wave

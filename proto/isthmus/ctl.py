@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from isthmus import border, convert
+from isthmus import border, convert, ctl_sync
 from isthmus import model as m
 from isthmus.errors import IsthmusError
 from isthmus.v1 import admin_pb2, admin_pb2_grpc, api_pb2, api_pb2_grpc, l2gw_pb2, l2gw_pb2_grpc, types_pb2
@@ -637,6 +637,9 @@ class Ctl:
     def border(self) -> Any:
         return _stub(l2gw_pb2_grpc.BorderGatewayServiceStub, self._coordinator_channel())
 
+    def stub(self, factory: Any) -> Any:
+        return _stub(factory, self._coordinator_channel())
+
     def admin(self) -> Any:
         if self._channel is None:
             self.unavailable_hint = (f"is the agent running with admin socket {self.admin_socket}? "
@@ -1139,6 +1142,7 @@ COMMANDS: dict[str, Callable[[Ctl, Namespace], None]] = {
     "local overrides": local_overrides,
     "local remove-override": local_remove_override,
     "local journal": local_journal,
+    **ctl_sync.COMMANDS,
 }
 
 
@@ -1210,6 +1214,7 @@ examples:
       --remote-address 198.51.100.9 --remote-asn 64999 --vni 5001
 """,
 }
+_EPILOGS.update(ctl_sync.EPILOGS)
 
 
 def _global_options() -> argparse.ArgumentParser:
@@ -1481,6 +1486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(local, "local journal", "show the agent's recent events, oldest first", with_socket)
     p.add_argument("--limit", type=_bounded_int(2**31 - 1), default=50, metavar="N",
                    help="the last N events (default 50; 0: all the agent keeps)")
+    ctl_sync.add_parsers(groups, top, _group, _command, _add_version)
     return parser
 
 
