@@ -387,8 +387,8 @@ class SyncPlanner:
             v.inventories[inv.site] = inv
             return {i.name for i in v.intents.values() if i.image is not None and i.image.source_region == inv.site}
         if key.startswith(REQUESTS):
-            intent, site, image = key[len(REQUESTS):].split("/", 2)
-            v.requests.add((intent, site, unquote(image)))
+            name, site, image = key[len(REQUESTS):].split("/", 2)
+            v.requests.add((name, site, unquote(image)))
         return set()
 
     def _delete(self, key: str) -> set[str]:
@@ -762,9 +762,9 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
                 done, _ = await asyncio.wait([waiter, reader], return_when=asyncio.FIRST_COMPLETED)
                 if reader in done:
                     waiter.cancel()
-                    exc = reader.exception()
-                    if exc is not None and not isinstance(exc, asyncio.CancelledError):
-                        log.warning("sync stream of site %s: %s", site, exc)
+                    failure = None if reader.cancelled() else reader.exception()
+                    if failure is not None:
+                        log.warning("sync stream of site %s: %s", site, failure)
                     return
         finally:
             reader.cancel()

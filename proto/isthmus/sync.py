@@ -252,8 +252,9 @@ def image_from_json(d: dict[str, Any] | None) -> ImageSpec | None:
 def image_info_from_json(d: dict[str, Any] | None) -> ImageInfo | None:
     if not d:
         return None
-    return ImageInfo(**{f.name: (tuple(d[f.name]) if f.name == "tags" else d[f.name])
-                        for f in dataclasses.fields(ImageInfo) if f.name in d})
+    values: dict[str, Any] = {f.name: d[f.name] for f in dataclasses.fields(ImageInfo) if f.name in d}
+    values["tags"] = tuple(values.get("tags", ()))
+    return ImageInfo(**values)
 
 
 def intent_from_json(d: dict[str, Any], version: int = 0) -> SyncIntent:
@@ -304,13 +305,14 @@ def to_pb(obj: Any, message: T) -> T:
     assert isinstance(message, Message)
     json_format.ParseDict(_clean(m.to_json(obj)), message, ignore_unknown_fields=False)
     if isinstance(obj, SyncIntent):
-        message.version = obj.version  # type: ignore[attr-defined]
+        message.version = obj.version
     return message
 
 
 def from_pb(message: Message) -> dict[str, Any]:
     """The JSON form of a protobuf message, field names as in the .proto."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    out: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return out
 
 
 def intent_from_pb(message: Message) -> SyncIntent:
