@@ -104,8 +104,10 @@ class Ledger:
             entry.update(public_key=task.keypair.public_key, user_id=task.keypair.user_id)
         if task.security_group is not None:
             entry.update(project_id=task.security_group.project_id)
-        self.created[_key(task.intent, task.resource)] = entry
-        self.save()
+        key = _key(task.intent, task.resource)
+        if self.created.get(key) != entry:
+            self.created[key] = entry
+            self.save()
 
     def forget(self, intent: str, resource: str) -> None:
         if self.created.pop(_key(intent, resource), None) is not None:
@@ -181,6 +183,7 @@ class SyncWorker:
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
         finally:
+            self._withdrawn.update(self._running)  # copies in flight stop at their next chunk and clean up
             inventory.cancel()
             for t in self._runners.values():
                 t.cancel()
@@ -210,8 +213,16 @@ class SyncWorker:
                         if not got_any:
                             log.info("site %s: sync stream to %s up", self.site, address)
                         got_any = self.connected = True
+                        revision = msg.assignment.revision
+                        if revision < self.ledger.revision:
+                            # Never act on an older view (an etcd restored from an old backup): copies made since
+                            # would be removed. Another coordinator may be current.
+                            log.warning("site %s: coordinator %s sent sync tasks at rev %d, older than the held rev "
+                                        "%d; ignored (remove %s to accept it)", self.site, address, revision,
+                                        self.ledger.revision, self.ledger.path)
+                            break
                         tasks = [s.task_from_pb(t) for t in msg.assignment.tasks]
-                        self.assign(tasks, msg.assignment.revision)
+                        self.assign(tasks, revision)
             finally:
                 call.cancel()
                 sender.cancel()
@@ -235,6 +246,10 @@ class SyncWorker:
 
     def _set_status(self, status: s.SyncStatus) -> None:
         key = _key(status.intent, status.resource)
+        last = self.statuses.get(key)
+        if last is not None and replace(last, updated_unix_ms=0) == replace(status, region=self.site,
+                                                                            updated_unix_ms=0):
+            return  # unchanged: a re-check that found everything in place writes nothing
         status = replace(status, region=self.site, updated_unix_ms=int(time.time() * 1000))
         self.statuses[key] = status
         self.unsent[key] = status
@@ -316,6 +331,8 @@ class SyncWorker:
                     self._running.pop(key, None)
                     self._runners.pop(key, None)
                     return
+                log.warning("site %s: cannot remove the copy of %s made for sync %s (no longer wanted): %s; "
+                            "retrying", self.site, task.resource, task.intent, status.error or status.detail)
             elif status is not None:
                 self._set_status(status)
             attempts = attempts + 1 if status is None or status.state == s.State.FAILED else 0
@@ -370,6 +387,14 @@ class SyncWorker:
             return replace(base, state=s.State.HELD, detail=task.reason)
         if task.action == s.Action.REMOVE:
             return self._remove(key, task, base, owned)
+        if owned is not None and (
+                (task.keypair is not None and owned.get("user_id", "") != task.keypair.user_id)
+                or (task.security_group is not None
+                    and owned.get("project_id", "") != task.security_group.project_id)):
+            # The owner changed: the copy made for the old owner goes first; the new one is not assumed ours.
+            self._remove(key, replace(task, action=s.Action.REMOVE, reason="owner changed", rollout=""), base,
+                         owned)
+            owned = None
         if task.keypair is not None:
             kp = task.keypair
             out = osr.ensure_keypair(conn, kp.name, kp.public_key, kp.user_id, replace=kp.replace,
@@ -381,18 +406,14 @@ class SyncWorker:
             out = osr.ensure_security_group(conn, task.intent, spec, replace=g.replace)
         elif task.source_image is not None:
             src = task.source_image
-            self._loop.call_soon_threadsafe(self._set_status, replace(
-                base, state=s.State.IN_PROGRESS, detail=f"checking / copying from {task.source_region}",
-                bytes_total=src.size))
             source = self.region.conn(self.config.source_cloud(task.source_site), task.source_region)
-            out = osr.copy_image(source, conn, src.id, task.intent, rollout=task.rollout,
+            out = osr.copy_image(source, conn, src.id, task.intent, rollout=task.rollout, replace=task.replace,
                                  progress=self._progress(key, task, attempts))
         else:
             return replace(base, state=s.State.FAILED, error="task without a resource spec (coordinator too new?)")
-        if out.created:
+        # What isthmus made is its to remove later; an adopted group is recorded too, to give it back (untag).
+        if out.created or (task.security_group is not None and out.state == s.State.IN_SYNC.value):
             self.ledger.record(task, out.target_id)
-        elif owned is not None and out.state == s.State.IN_SYNC.value:
-            pass  # still ours from an earlier pass
         state = s.State(out.state)
         total = task.source_image.size if task.source_image is not None else 0
         return replace(base, state=state, detail=out.detail, target_id=out.target_id,
@@ -420,8 +441,3 @@ class SyncWorker:
         log.info("site %s: sync %s %s: removed %d copies (%s)", self.site, task.intent, task.resource, removed,
                  task.reason or "rollback")
         return replace(base, state=s.State.REMOVED, detail=f"{task.reason or 'removed'}: {removed} copies removed")
-
-    def wake_all(self) -> None:
-        for event in self._wakes.values():
-            event.set()
-        self._inventory_wake.set()

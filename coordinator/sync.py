@@ -110,7 +110,7 @@ class InventoryRecord:
 
 
 def source_images(intent: s.SyncIntent, inventory: InventoryRecord | None) -> list[s.ImageInfo]:
-    """The active images of the source region the intent covers, one per name (the newest id wins a tie)."""
+    """The active images of the source region the intent covers, one per name (the lowest id wins a tie)."""
     assert intent.image is not None
     if inventory is None or intent.image.mode == s.ImageMode.NONE:
         return []
@@ -149,12 +149,7 @@ class SyncView:
                                         keypair=intent.keypair))
             elif intent.security_group is not None:
                 g = intent.security_group
-                siblings = tuple(sorted(
-                    (o.security_group for o in self.intents.values()
-                     if o.security_group is not None and o.name != intent.name and site in o.regions
-                     and o.security_group.project_id == g.project_id), key=lambda x: x.name))
-                tasks.append(s.SyncTask(intent.name, intent.kind, g.name, s.Action.ENSURE, security_group=g,
-                                        project_groups=siblings))
+                tasks.append(s.SyncTask(intent.name, intent.kind, g.name, s.Action.ENSURE, security_group=g))
             elif intent.image is not None:
                 tasks += self._image_tasks(intent, site)
         return tasks
@@ -172,7 +167,7 @@ class SyncView:
                 continue
             out.append(s.SyncTask(intent.name, intent.kind, source.name, action, source_image=source,
                                   source_region=inventory.region if inventory else "", source_site=img.source_region,
-                                  rollout=rollout_id, wave=wave, reason=reason))
+                                  rollout=rollout_id, wave=wave, reason=reason, replace=img.replace))
         return out
 
     def _controlled_action(self, intent: s.SyncIntent, site: str) -> tuple[s.Action, str, str, str]:
@@ -554,6 +549,9 @@ class SyncRegistry:
                                          f"{' or '.join(x.value for x in sorted(sources))})", "action")
             new = replace(ro, state=target, updated_unix_ms=now_ms(),
                           error=ro.error if target == st.ROLLING_BACK else "")
+            if action == "resume" and ro.state in (st.FAILED, st.ABORTED):
+                # A new attempt: the failures reported for the old one must not stop it again at once.
+                new = replace(new, id=self._new_rollout().id)
             ok, _ = await self.store.txn([mod_is(rollout_key(name), kv.mod_revision)],
                                          [Put(rollout_key(name), _encode(new))])
             if ok:
@@ -649,6 +647,8 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
     async def ListSyncs(self, request: spb.ListSyncsRequest, context: Any) -> spb.ListSyncsResponse:  # noqa: N802
         from isthmus.coordinator.api import page
 
+        if request.kind and request.kind not in {k.value for k in s.Kind}:
+            raise InvalidArgument(f"{request.kind!r} is not one of {', '.join(k.value for k in s.Kind)}", "kind")
         kvs, rev = await self.store.get_prefix(INTENTS)
         await self._caught_up(rev)
         intents = [s.intent_from_json(json.loads(kv.value), kv.mod_revision) for kv in kvs]

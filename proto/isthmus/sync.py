@@ -170,7 +170,7 @@ class SyncTask:
     rollout: str = ""
     wave: str = ""
     reason: str = ""
-    project_groups: tuple[SecurityGroupSpec, ...] = ()
+    replace: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -276,8 +276,7 @@ def task_from_json(d: dict[str, Any]) -> SyncTask:
         keypair=keypair_from_json(d.get("keypair")), security_group=group_from_json(d.get("security_group")),
         source_image=image_info_from_json(d.get("source_image")), source_region=d.get("source_region", ""),
         source_site=d.get("source_site", ""), rollout=d.get("rollout", ""), wave=d.get("wave", ""),
-        reason=d.get("reason", ""),
-        project_groups=tuple(g for g in (group_from_json(x) for x in d.get("project_groups", [])) if g))
+        reason=d.get("reason", ""), replace=bool(d.get("replace", False)))
 
 
 def status_from_json(d: dict[str, Any]) -> SyncStatus:

@@ -281,7 +281,7 @@ class ImageInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., size: _Optional[int] = ..., checksum: _Optional[str] = ..., hash_algo: _Optional[str] = ..., hash_value: _Optional[str] = ..., disk_format: _Optional[str] = ..., container_format: _Optional[str] = ..., visibility: _Optional[str] = ..., owner: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., properties: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SyncTask(_message.Message):
-    __slots__ = ("intent", "kind", "resource", "action", "keypair", "security_group", "source_image", "source_region", "source_site", "rollout", "wave", "reason", "project_groups")
+    __slots__ = ("intent", "kind", "resource", "action", "keypair", "security_group", "source_image", "source_region", "source_site", "rollout", "wave", "reason", "replace")
     INTENT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -294,7 +294,7 @@ class SyncTask(_message.Message):
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     WAVE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    PROJECT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
     intent: str
     kind: str
     resource: str
@@ -307,8 +307,8 @@ class SyncTask(_message.Message):
     rollout: str
     wave: str
     reason: str
-    project_groups: _containers.RepeatedCompositeFieldContainer[SecurityGroupSpec]
-    def __init__(self, intent: _Optional[str] = ..., kind: _Optional[str] = ..., resource: _Optional[str] = ..., action: _Optional[str] = ..., keypair: _Optional[_Union[KeypairSpec, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroupSpec, _Mapping]] = ..., source_image: _Optional[_Union[ImageInfo, _Mapping]] = ..., source_region: _Optional[str] = ..., source_site: _Optional[str] = ..., rollout: _Optional[str] = ..., wave: _Optional[str] = ..., reason: _Optional[str] = ..., project_groups: _Optional[_Iterable[_Union[SecurityGroupSpec, _Mapping]]] = ...) -> None: ...
+    replace: bool
+    def __init__(self, intent: _Optional[str] = ..., kind: _Optional[str] = ..., resource: _Optional[str] = ..., action: _Optional[str] = ..., keypair: _Optional[_Union[KeypairSpec, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroupSpec, _Mapping]] = ..., source_image: _Optional[_Union[ImageInfo, _Mapping]] = ..., source_region: _Optional[str] = ..., source_site: _Optional[str] = ..., rollout: _Optional[str] = ..., wave: _Optional[str] = ..., reason: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
 
 class RegionHello(_message.Message):
     __slots__ = ("site", "region", "instance_id")

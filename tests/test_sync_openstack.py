@@ -1,0 +1,335 @@
+"""Multisite sync end to end on the real two-region OpenStack: isthmusctl, coordinator, agents, OpenStack APIs.
+
+One coordinator (its own etcd) and one agent per region run as processes for
+the module; sites ``one`` and ``two`` are RegionOne and RegionTwo. The rollout
+test adds a third site, ``one-b``, whose agent also works in RegionOne: a second
+target whose Glance the test can stop without touching RegionTwo's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openstack_cloud import ADMIN_CLOUD, TwoRegionCloud
+
+from conftest import BIN, Proc, agent_cmd, coordinator_cmd, wait_for
+
+pytestmark = [pytest.mark.filterwarnings(f"ignore::openstack.warnings.RemovedInSDK{v}0Warning:openstack")
+              for v in (5, 6)]
+
+SITES = {"one": "RegionOne", "two": "RegionTwo"}
+
+
+@dataclass
+class SyncLab:
+    cloud: TwoRegionCloud
+    base: Path
+    address: str
+    regions: dict[str, Any]
+    agents: dict[str, Proc] = field(default_factory=dict)
+    others: list[Proc] = field(default_factory=list)
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([str(BIN / "isthmusctl"), "--coordinator", self.address, *args], capture_output=True,
+                             text=True, timeout=60)
+        if check and res.returncode != 0:
+            pytest.fail(f"isthmusctl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+        return res
+
+    def start_agent(self, site: str, region: str) -> Proc:
+        args = agent_cmd(site, self.address, self.base, "--os-cloud", ADMIN_CLOUD, "--os-region", region,
+                         "--os-config", str(self.cloud.clouds_yaml), "--inventory-interval", "1",
+                         "--sync-interval", "2")
+        proc = Proc(f"agent-{site}", args, self.base / f"agent-{site}.log")
+        self.agents[site] = proc
+        return proc
+
+    def show(self, name: str) -> dict[str, Any]:
+        return json.loads(self.ctl("sync", "show", name, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+    def states(self, name: str) -> dict[tuple[str, str], str]:
+        return {(st["resource"], st["region"]): st["state"] for st in self.show(name).get("statuses", [])}
+
+    def wait_states(self, name: str, expected: dict[tuple[str, str], str], timeout: float = 60) -> None:
+        wait_for(lambda: self.states(name) == expected, timeout, f"sync {name} to reach {expected}")
+
+    def log(self, site: str) -> str:
+        return (self.base / f"agent-{site}.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def lab(two_region_cloud: TwoRegionCloud, regions: dict[str, Any],
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncLab]:
+    base = tmp_path_factory.mktemp("sync")
+    ready = base / "addr"
+    coordinator = Proc("coordinator", coordinator_cmd(base / "coord", ready), base / "coord.log")
+    lab = SyncLab(two_region_cloud, base, "", {site: regions[region] for site, region in SITES.items()},
+                  others=[coordinator])
+    try:
+        lab.address = str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 60, "the coordinator"))
+        for site in [*SITES, "one-b"]:
+            lab.ctl("site", "create", site, "--kind", "region")
+        for site, region in SITES.items():
+            lab.start_agent(site, region)
+        wait_for(lambda: all(f"sync stream to {lab.address} up" in lab.log(s) for s in SITES), 60,
+                 "both agents' sync streams")
+        yield lab
+    finally:
+        for proc in [*lab.agents.values(), *lab.others]:
+            proc.stop()
+
+
+def unique(what: str) -> str:
+    return f"it-{what}-{uuid.uuid4().hex[:6]}"
+
+
+def ssh_key(folder: Path, name: str) -> str:
+    path = folder / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True,
+                   capture_output=True, timeout=30)
+    return Path(f"{path}.pub").read_text().strip()
+
+
+def keypairs(conn: Any) -> dict[str, str]:
+    return {k.name: k.public_key for k in conn.compute.keypairs()}
+
+
+def same_key(a: str, b: str) -> bool:
+    return a.split()[:2] == b.split()[:2]
+
+
+# ---------------------------------------------------------------- keypairs
+
+
+def test_keypair_create_change_conflict_catch_up_and_delete(lab: SyncLab, tmp_path: Path) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    name, clash = unique("key"), unique("clash")
+    first, second, foreign = (ssh_key(tmp_path, n) for n in ("first", "second", "foreign"))
+    (tmp_path / "first.pub").write_text(first)
+
+    lab.ctl("sync", "create", name, "--kind", "keypair", "--public-key-file", str(tmp_path / "first.pub"),
+            "--region", "one", "--region", "two")
+    lab.wait_states(name, {(name, "one"): "IN_SYNC", (name, "two"): "IN_SYNC"})
+    assert same_key(keypairs(one)[name], first) and same_key(keypairs(two)[name], first)
+    view = lab.show(name)
+    assert all(st.get("created") for st in view["statuses"])
+
+    # A change of key is followed; region two's agent is stopped during the change and catches up after restart.
+    lab.agents["two"].stop()
+    lab.ctl("sync", "update", name, "--public-key", second)
+    wait_for(lambda: same_key(keypairs(one).get(name, ""), second), 60, "the new key in RegionOne")
+    stale = {st["region"]: st.get("stale", False) for st in lab.show(name)["statuses"]}
+    assert stale == {"one": False, "two": True}
+    assert same_key(keypairs(two)[name], first)  # nobody could change region two meanwhile
+    lab.start_agent("two", "RegionTwo")
+    wait_for(lambda: same_key(keypairs(two).get(name, ""), second), 60, "region two catching up after restart")
+    lab.wait_states(name, {(name, "one"): "IN_SYNC", (name, "two"): "IN_SYNC"})
+
+    # The same name with another key, made by someone else: CONFLICT, left alone, and never deleted by isthmus.
+    two.compute.create_keypair(name=clash, public_key=foreign)
+    try:
+        lab.ctl("sync", "create", clash, "--kind", "keypair", "--public-key", first, "--region", "one",
+                "--region", "two")
+        lab.wait_states(clash, {(clash, "one"): "IN_SYNC", (clash, "two"): "CONFLICT"})
+        detail = next(st for st in lab.show(clash)["statuses"] if st["region"] == "two")
+        assert "another key" in detail.get("detail", "") + detail.get("error", "")
+        assert same_key(keypairs(two)[clash], foreign)
+        lab.ctl("sync", "delete", clash)
+        wait_for(lambda: clash not in keypairs(one), 60, "the copy isthmus made removed from RegionOne")
+        # The agent of two had made nothing there, so it removes nothing:
+        assert same_key(keypairs(two)[clash], foreign)
+    finally:
+        two.compute.delete_keypair(clash, ignore_missing=True)
+
+    lab.ctl("sync", "delete", name)
+    wait_for(lambda: name not in keypairs(one) and name not in keypairs(two), 60, "copies removed in both regions")
+
+
+# ---------------------------------------------------------------- security groups
+
+
+def group_rules(conn: Any, name: str) -> set[tuple[Any, ...]] | None:
+    groups = [g for g in conn.network.security_groups(name=name)]
+    if len(groups) != 1:
+        return None
+    g = groups[0]
+    out = set()
+    for r in conn.network.security_group_rules(security_group_id=g.id):
+        remote = "self" if r.remote_group_id == g.id else (r.remote_group_id or r.remote_ip_prefix or "")
+        out.add((r.direction, r.ether_type, r.protocol, r.port_range_min, r.port_range_max, remote))
+    return out
+
+
+def test_security_group_with_all_its_rules_drift_repair_and_deletion(lab: SyncLab) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    name = unique("sg")
+    lab.ctl("sync", "create", name, "--kind", "security-group", "--region", "one", "--region", "two",
+            "--group-description", "web tier",
+            "--rule", "proto=tcp,port=22,remote=192.0.2.0/24",
+            "--rule", "proto=tcp,port=8000-8080,remote=2001:db8::/32",
+            "--rule", "proto=icmp,remote=0.0.0.0/0",
+            "--rule", "proto=udp,port=53,remote-group=" + name,
+            "--rule", "dir=egress,ethertype=IPv6")
+    expected = {
+        ("ingress", "IPv4", "tcp", 22, 22, "192.0.2.0/24"),
+        ("ingress", "IPv6", "tcp", 8000, 8080, "2001:db8::/32"),
+        ("ingress", "IPv4", "icmp", None, None, "0.0.0.0/0"),
+        ("ingress", "IPv4", "udp", 53, 53, "self"),
+        ("egress", "IPv6", None, None, None, ""),
+    }
+    lab.wait_states(name, {(name, "one"): "IN_SYNC", (name, "two"): "IN_SYNC"})
+    assert group_rules(one, name) == expected and group_rules(two, name) == expected
+
+    # Drift: a rule deleted by hand in region two comes back; a rule added by hand goes.
+    group = next(iter(two.network.security_groups(name=name)))
+    ssh = next(r for r in two.network.security_group_rules(security_group_id=group.id) if r.port_range_min == 22)
+    two.network.delete_security_group_rule(ssh)
+    two.network.create_security_group_rule(security_group_id=group.id, direction="ingress", ethertype="IPv4",
+                                           protocol="tcp", port_range_min=23, port_range_max=23)
+    wait_for(lambda: group_rules(two, name) == expected, 60, "drift repaired in RegionTwo")
+
+    # A change of rules is followed.
+    lab.ctl("sync", "update", name, "--rule", "proto=tcp,port=443,remote=0.0.0.0/0")
+    wanted = {("ingress", "IPv4", "tcp", 443, 443, "0.0.0.0/0")}
+    wait_for(lambda: group_rules(one, name) == wanted and group_rules(two, name) == wanted, 60, "the new rule set")
+
+    lab.ctl("sync", "delete", name)
+    wait_for(lambda: group_rules(one, name) is None and group_rules(two, name) is None
+             and not list(one.network.security_groups(name=name)), 60, "the groups removed")
+
+
+# ---------------------------------------------------------------- images
+
+
+def upload(conn: Any, name: str, size: int = 64 * 1024, **kw: Any) -> Any:
+    data = bytes(512) + secrets.token_bytes(size - 512)
+    img = conn.image.create_image(name, data=data, disk_format="raw", container_format="bare", wait=True,
+                                  timeout=60, validate_checksum=True, **kw)
+    return conn.image.wait_for_status(img, "active", wait=60)
+
+
+def copies(conn: Any, name: str) -> list[Any]:
+    return [i for i in conn.image.images() if i.name == name]
+
+
+def test_auto_images_follow_with_properties_and_a_different_checksum_is_a_conflict(lab: SyncLab) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    tag, name, later, clash = unique("tag"), unique("img"), unique("later"), unique("clash")
+    made = [upload(one, name, tags=[tag], os_distro="debian"), upload(one, clash, tags=[tag])]
+    theirs = upload(two, clash)  # same name in RegionTwo, other content, not isthmus's
+    try:
+        lab.ctl("sync", "create", f"auto-{tag}", "--kind", "image", "--mode", "auto", "--source", "one",
+                "--tag", tag, "--region", "two")
+        lab.wait_states(f"auto-{tag}", {(name, "two"): "IN_SYNC", (clash, "two"): "CONFLICT"}, timeout=90)
+        [copy] = copies(two, name)
+        src = made[0]
+        assert (copy.checksum, copy.size, copy.disk_format, copy.container_format) == \
+            (src.checksum, src.size, "raw", "bare")
+        assert copy.hash_value == src.hash_value and tag in copy.tags
+        assert copy.properties.get("os_distro") == "debian" or getattr(copy, "os_distro", None) == "debian"
+        assert [i.id for i in copies(two, clash)] == [theirs.id]
+        # A new matching image follows.
+        made.append(upload(one, later, tags=[tag]))
+        wait_for(lambda: len(copies(two, later)) == 1 and copies(two, later)[0].status == "active", 90,
+                 "the new image copied")
+        assert copies(two, later)[0].checksum == made[-1].checksum
+        lab.ctl("sync", "delete", f"auto-{tag}")
+        wait_for(lambda: not copies(two, name) and not copies(two, later), 60, "copies removed")
+        assert [i.id for i in copies(two, clash)] == [theirs.id]  # never a foreign image
+        assert {i.id for i in made} <= {i.id for i in one.image.images()}  # nor the originals
+    finally:
+        for img in [*made, theirs]:
+            (one if img in made else two).image.delete_image(img, ignore_missing=True)
+
+
+def test_lazy_image_copied_on_first_request_with_ensure(lab: SyncLab) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    name = unique("lazy")
+    src = upload(one, name, size=2 * 1024 * 1024)
+    try:
+        lab.ctl("sync", "create", f"lazy-{name[-6:]}", "--kind", "image", "--mode", "lazy", "--source", "one",
+                "--image", name, "--region", "two")
+        lab.wait_states(f"lazy-{name[-6:]}", {(name, "two"): "PENDING"})  # listed, not copied until asked
+        assert not copies(two, name)
+        res = lab.ctl("image", "ensure", name, "--region", "two", "--wait-timeout", "120")
+        assert f"image {name} is active in two" in res.stdout and f"{name} in two: " in res.stderr
+        [copy] = copies(two, name)
+        assert copy.status == "active" and copy.checksum == src.checksum
+        data = two.image.download_image(copy)
+        body = data if isinstance(data, bytes) else data.content
+        assert hashlib.md5(body, usedforsecurity=False).hexdigest() == src.checksum
+        bad = lab.ctl("image", "ensure", "no-such-image", "--region", "two", check=False)
+        assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr and "image:" in bad.stderr
+        lab.ctl("sync", "delete", f"lazy-{name[-6:]}")
+        wait_for(lambda: not copies(two, name), 60, "the lazy copy removed")
+    finally:
+        one.image.delete_image(src, ignore_missing=True)
+
+
+def test_controlled_rollout_stops_on_a_failing_wave_and_rolls_back_only_its_copies(lab: SyncLab) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    name = unique("roll")
+    intent = f"roll-{name[-6:]}"
+    src = upload(one, name)
+    bystander = upload(two, unique("bystander"))
+    lab.start_agent("one-b", "RegionOne")
+    stopped = False
+    try:
+        wait_for(lambda: "sync stream to" in lab.log("one-b"), 60, "the one-b agent")
+        # Bad input first: an empty wave list, an unknown image, an unknown region: refused, nothing made.
+        for flags, words in ((["--image", name], "image.waves"), (["--image", "nope", "--wave", "w=two"],
+                                                                  "image.selector.names[0]"),
+                             (["--image", name, "--wave", "w=mars"], "image.waves[0].regions[0]")):
+            bad = lab.ctl("sync", "create", intent, "--kind", "image", "--mode", "controlled", "--source", "one",
+                          *flags, check=False)
+            assert bad.returncode == 1 and words in bad.stderr, bad.stderr
+        assert intent not in lab.ctl("sync", "list").stdout
+
+        lab.ctl("sync", "create", intent, "--kind", "image", "--mode", "controlled", "--source", "one",
+                "--image", name, "--wave", "canary=two", "--wave", "rest=one-b", "--rollback-on-failure",
+                "--pause-between-waves")
+        wait_for(lambda: lab.show(intent)["rollout"]["state"] == "PAUSED", 90, "canary done, paused before rest")
+        assert lab.states(intent) == {(name, "two"): "IN_SYNC", (name, "one-b"): "HELD"}
+        [copy] = copies(two, name)
+        assert copy.checksum == src.checksum
+
+        # Wave rest fails: its Glance is down. The rollout stops and rolls back.
+        lab.cloud.stop_service("glance-api", "RegionOne")
+        stopped = True
+        lab.ctl("sync", "resume", intent)
+        wait_for(lambda: lab.show(intent)["rollout"]["state"] in ("ROLLING_BACK", "ROLLED_BACK"), 120,
+                 "the failure noticed")
+        assert "rest" in lab.show(intent)["rollout"].get("error", "")
+        wait_for(lambda: not copies(two, name), 60, "the canary copy removed")
+        lab.cloud.start_service("glance-api", "RegionOne")
+        stopped = False
+        wait_for(lambda: lab.show(intent)["rollout"]["state"] == "ROLLED_BACK", 120, "the rollback complete")
+        assert lab.states(intent) == {(name, "two"): "REMOVED", (name, "one-b"): "REMOVED"}
+        assert one.image.get_image(src.id).status == "active"  # the original is untouched
+        assert two.image.get_image(bystander.id).status == "active"  # and so is everything else
+        assert [i.id for i in copies(one, name)] == [src.id]
+        lab.ctl("sync", "delete", intent)
+    finally:
+        if stopped:
+            lab.cloud.start_service("glance-api", "RegionOne")
+        lab.agents.pop("one-b").stop()
+        one.image.delete_image(src, ignore_missing=True)
+        two.image.delete_image(bystander, ignore_missing=True)
+
+
+def test_image_mode_none_is_shown_as_a_choice(lab: SyncLab) -> None:
+    name = unique("none")
+    lab.ctl("sync", "create", name, "--kind", "image", "--mode", "none", "--region", "two")
+    assert lab.states(name) == {("*", "two"): "NONE"}
+    assert "nothing is copied" in lab.ctl("sync", "show", name).stdout
+    lab.ctl("sync", "delete", name)
+
