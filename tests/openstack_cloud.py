@@ -41,6 +41,7 @@ REGIONS = ("RegionOne", "RegionTwo")
 ADMIN_CLOUD = "isthmus-admin"  # both regions; pick one with region_name
 REGION_CLOUDS = {"RegionOne": "isthmus-region-one", "RegionTwo": "isthmus-region-two"}
 ADMIN_USER = ADMIN_PROJECT = "admin"
+REGION_SERVICES = ("glance-api", "nova-api", "neutron-server")  # each region's own; see TwoRegionCloud.stop_service
 
 # The Debian package that brings each program used here (the rest come with them as dependencies:
 # mariadb-client, python3-pymysql, which is checked apart as it is a module, not a program).
@@ -196,16 +197,17 @@ def _kill_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-def _cloud_processes(leaders: Sequence[tuple[int, int]], marker: Path) -> list[int]:
+def _cloud_processes(leaders: Sequence[tuple[int, int]], marker: Path | None) -> list[int]:
     """The live processes of a cloud: those in the sessions its services lead (the workers they forked
     included), and any other carrying its marker in the environment. ``leaders``: (pid, start time) of
-    its services; a pid now held by a later process does not count."""
+    its services; a pid now held by a later process does not count. ``marker`` None: the sessions only
+    (one service of a cloud whose other processes carry the same marker)."""
     sessions = set()
     for pid, started in leaders:
         stat = _stat(pid)
         if stat is None or stat.started == started:  # a session outlives its leader; its id is not reused then
             sessions.add(pid)
-    want = f"{MARKER}={marker}".encode()
+    want = f"{MARKER}={marker}".encode() if marker is not None else None
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -217,6 +219,8 @@ def _cloud_processes(leaders: Sequence[tuple[int, int]], marker: Path) -> list[i
         if stat.session in sessions:
             found.append(pid)
             continue
+        if want is None:
+            continue
         try:
             # setproctitle (neutron's workers) overwrites this area: the sessions above are the main way.
             with open(f"/proc/{pid}/environ", "rb") as f:
@@ -227,10 +231,11 @@ def _cloud_processes(leaders: Sequence[tuple[int, int]], marker: Path) -> list[i
     return found
 
 
-def _stop_processes(leaders: Sequence[tuple[int, int]], marker: Path, grace: float,
+def _stop_processes(leaders: Sequence[tuple[int, int]], marker: Path | None, grace: float,
                     children: Sequence[Service] = ()) -> None:
     """SIGTERM to every process of the cloud, SIGKILL to those left after ``grace`` s.
-    ``children``: the services that are this process's own children, to be reaped."""
+    ``children``: the services that are this process's own children, to be reaped.
+    ``marker`` None: only the sessions of ``leaders`` (see _cloud_processes)."""
     for pid in _cloud_processes(leaders, marker):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
@@ -247,7 +252,8 @@ def _stop_processes(leaders: Sequence[tuple[int, int]], marker: Path, grace: flo
         time.sleep(0.05)
     _reap(children)
     if left:
-        raise CloudError(f"processes {left} of the cloud in {marker} did not stop")
+        what = f"the cloud in {marker}" if marker is not None else f"the sessions {[p for p, _ in leaders]}"
+        raise CloudError(f"processes {left} of {what} did not stop")
 
 
 def _reap(services: Sequence[Service]) -> None:
@@ -263,6 +269,16 @@ def _read_leaders(base: Path) -> list[tuple[int, int]]:
             pid, started, *_ = line.split()
             leaders.append((int(pid), int(started)))
     return leaders
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """How a region's service was started: what ``TwoRegionCloud.start_service`` needs to start it again."""
+
+    argv: tuple[str, ...]
+    log: Path
+    env: dict[str, str]
+    url: str  # answers (HTTP < 500) once the service is up
 
 
 # ---------------------------------------------------------------- MariaDB
@@ -854,6 +870,9 @@ class TwoRegionCloud:
         self.keystone_port = 0
         self.services: list[Service] = []
         self.timings: dict[str, float] = {}  # seconds from the start until each stage was done
+        self._recipes: dict[str, _Recipe] = {}  # by service name, for start_service
+        self._restarts = 0
+        self._thread: threading.Thread | None = None  # the one that called start(): see _spawn
         self._commands = _Commands(Path("/nonexistent"))
         self._watchdog: _Watchdog | None = None
         self._stopped = False
@@ -900,6 +919,7 @@ class TwoRegionCloud:
             atexit.register(self.stop)
             self._watchdog = _Watchdog(self.base)
         self._commands = _Commands(self.base)
+        self._thread = threading.current_thread()
         try:
             self._start(started)
         except BaseException:
@@ -951,6 +971,7 @@ class TwoRegionCloud:
             ):
                 service = self._spawn(f"{name} ({r.name})", argv, logs / f"{name}-{r.key}.log", env)
                 checks[service.name] = (service, _http_answers(url))
+                self._recipes[service.name] = _Recipe(tuple(argv), service.log, env, url)
 
         _wait_for({"keystone": (ks, _http_answers(f"{keystone}/v3"))}, self.timeout,
                   watch=[service for service, _ in checks.values()])
@@ -966,9 +987,56 @@ class TwoRegionCloud:
     def _spawn(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str]) -> Service:
         service = _spawn(name, argv, log, env, self.tied)
         self.services.append(service)
+        self._write_pids()
+        return service
+
+    def _write_pids(self) -> None:
         assert self.base is not None
         _write(self.base / "pids", "".join(f"{s.pid} {s.started} {s.name}\n" for s in self.services), 0o644)
-        return service
+
+    # ------------------------------------------------------------ one service down and up again (fault tests)
+
+    def _region_service(self, name: str, region: str) -> Service:
+        if name not in REGION_SERVICES or region not in REGIONS:
+            raise ValueError(f"{name!r} of {region!r}: a service is one of {', '.join(REGION_SERVICES)} "
+                             f"and a region one of {', '.join(REGIONS)}")
+        full = f"{name} ({region})"
+        found = next((s for s in self.services if s.name == full), None)
+        if found is None:
+            raise CloudError(f"{full} is not part of this cloud (is it started?)")
+        return found
+
+    def stop_service(self, name: str, region: str) -> None:
+        """Stop ``name`` (glance-api, nova-api or neutron-server) of ``region``, the workers it forked
+        included, and return once they are gone; the rest of the cloud runs on. Nothing if it is stopped."""
+        service = self._region_service(name, region)
+        if not service.alive():
+            return
+        # Its session only: every process of the cloud carries the same marker.
+        _stop_processes([(service.pid, service.started)], None, grace=10, children=[service])
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.popen.wait(1)
+
+    def start_service(self, name: str, region: str) -> None:
+        """Start again a service ``stop_service`` stopped (nothing if it runs) and return once it answers.
+
+        Raises CloudError (showing its log) when it exits or does not answer within the cloud's timeout.
+        Call it from the thread that started the cloud: a tied service dies with the thread that spawned it.
+        """
+        service = self._region_service(name, region)
+        if service.alive():
+            return
+        if self.tied and self._thread is not threading.current_thread():
+            raise CloudError(f"start_service({name!r}, {region!r}) from thread {threading.current_thread().name}: "
+                             f"call it from {self._thread.name if self._thread else 'the thread that called start()'}")
+        recipe = self._recipes[service.name]
+        # A log of its own: _wait_for reads the log for a dead worker, which the stop may have written.
+        self._restarts += 1
+        log = recipe.log.with_name(f"{recipe.log.stem}-restart{self._restarts}.log")
+        again = _spawn(service.name, recipe.argv, log, recipe.env, self.tied)
+        self.services[self.services.index(service)] = again
+        self._write_pids()
+        _wait_for({again.name: (again, _http_answers(recipe.url))}, self.timeout)
 
     def _check_through_keystone(self, token: str, checks: dict[str, tuple[Service, Callable[[], bool]]]) -> None:
         """One authenticated request to each service, as a client would make it: proves its keystonemiddleware
