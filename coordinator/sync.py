@@ -34,6 +34,7 @@ from isthmus import sync as s
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.auth import Auth
 from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is, present
+from isthmus.coordinator.views import ViewsPlanner, write_addresses, write_capacity, write_usage
 from isthmus.edge import grpc_errors
 from isthmus.errors import (
     Aborted,
@@ -47,6 +48,7 @@ from isthmus.errors import (
 )
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
+from isthmus.v1 import views_pb2 as vpb
 
 log = logging.getLogger(__name__)
 
@@ -455,8 +457,10 @@ class SyncRegistry:
             known = {i.name for i in inventory.images} | {i.id for i in inventory.images}
             for i, name in enumerate(img.selector.names):
                 if name not in known:
-                    raise NotFound(f"no image {name!r} in region {img.source_region} (as its agent last reported, "
-                                   f"{len(inventory.images)} images)", f"image.selector.names[{i}]")
+                    age = max(0, now_ms() - inventory.updated_unix_ms) // 1000
+                    raise NotFound(f"no image {name!r} in region {img.source_region} (its agent's image list: "
+                                   f"{len(inventory.images)} images, last changed {age}s ago; an image uploaded "
+                                   "just now is listed within --inventory-interval)", f"image.selector.names[{i}]")
         return [(r.site_key(x), kv.mod_revision) for x, kv in zip(regions, kvs, strict=True) if kv is not None]
 
     async def create(self, intent: s.SyncIntent) -> s.SyncIntent:
@@ -717,10 +721,12 @@ def _intent(request: spb.SyncIntent) -> s.SyncIntent:
 class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
     """The agents' sync stream: assignments down, statuses and image inventory up."""
 
-    def __init__(self, store: Store, planner: SyncPlanner, auth: Auth | None = None) -> None:
+    def __init__(self, store: Store, planner: SyncPlanner, auth: Auth | None = None,
+                 views: ViewsPlanner | None = None) -> None:
         self.store = store
         self.planner = planner
         self.auth = auth
+        self.views = views
 
     async def Attach(  # noqa: N802
         self, request_iterator: AsyncIterator[spb.RegionUp], context: grpc.aio.ServicerContext
@@ -747,9 +753,15 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
         changed = self.planner.site_event(site)
         reader = asyncio.create_task(self._read(site, hello.region, requests), name=f"sync-read-{site}")
         sent: list[s.SyncTask] | None = None
+        sent_quotas: list[vpb.QuotaTarget] | None = None
         try:
             while True:
                 changed.clear()
+                if self.views is not None:
+                    targets = self.views.quota_targets(site)
+                    if targets != sent_quotas:
+                        sent_quotas = targets
+                        yield spb.RegionDown(quotas=vpb.QuotaAssignment(targets=targets))
                 tasks = self.planner.view.tasks_for(site)
                 if tasks != sent:
                     sent = tasks
@@ -776,6 +788,8 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
             kind = msg.WhichOneof("msg")
             if kind == "report":
                 await self._write_statuses(site, [s.status_from_pb(x) for x in msg.report.statuses])
+            elif kind in ("usage", "addresses", "capacity") and self.views is not None:
+                await self._write_view(site, kind, msg)
             elif kind == "inventory":
                 images = [s.image_info_from_pb(x) for x in msg.inventory.images]
                 record = InventoryRecord(site, region, images, now_ms())
@@ -783,6 +797,21 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
                 if held is None or held.images != images or held.region != region:
                     await self.store.put(inventory_key(site), record.encode())
                     log.info("site %s: image inventory of %d images", site, len(images))
+
+    async def _write_view(self, site: str, kind: str, msg: spb.RegionUp) -> None:
+        assert self.views is not None
+        st = self.views.state
+        try:
+            if kind == "usage":
+                await write_usage(self.store, site, msg.usage, st.usage.get(site))
+            elif kind == "capacity":
+                await write_capacity(self.store, site, msg.capacity, st.capacity.get(site))
+            else:
+                n = await write_addresses(self.store, site, msg.addresses, st.addresses.get(site, {}))
+                log.debug("site %s: address delta %d (%s): %d writes", site, msg.addresses.seq,
+                          "full" if msg.addresses.full else "incremental", n)
+        except InvalidArgument as exc:
+            log.warning("site %s sent a bad %s report, ignored: %s", site, kind, exc)
 
     async def _write_statuses(self, site: str, statuses: list[s.SyncStatus]) -> None:
         ops: list[Put | Delete] = []

@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from . import api_writes, convergence, fanout, footprint, mesh, storm
+from . import addresses, api_writes, convergence, fanout, footprint, mesh, storm
 from .cluster import default_coordinator_args
 from .context import Context, Sizes
 from .figures import ScenarioResult, code_version, machine
@@ -45,8 +45,10 @@ SCENARIOS: dict[str, Scenario] = {
     mesh.NAME: mesh.run,
     storm.NAME: storm.run,
     footprint.NAME: footprint.run,
+    addresses.NAME: addresses.run,
 }
-ALIASES = {"api": api_writes.NAME, "fan-out": fanout.NAME, "reconnect": storm.NAME, "full-mesh": mesh.NAME}
+ALIASES = {"api": api_writes.NAME, "fan-out": fanout.NAME, "reconnect": storm.NAME, "full-mesh": mesh.NAME,
+           "addresses": addresses.NAME}
 
 HOW = [
     "etcd 3 (Debian's etcd-server) runs as a child process with its data on disk; isthmus-coordinator runs as a "
@@ -61,9 +63,10 @@ HOW = [
     "Reference clients use etcd's v3 stubs from aetcd.rpc on grpc.aio channels, as coordinator/store.py does.",
     "Default sizes: API 64 clients x 1280 creates of each kind x 5 runs; convergence at 10, 100 and 1000 sites, 100 "
     "trials each; fan-out 1000 sites, 5 changes; full mesh 100 sites (4,950 connections); reconnect storm 1000 "
-    "sessions; agent footprint 100 peerings over 60 s. The 200-site mesh (19,900 connections) does not fit into "
-    "the 10 minutes here: it progressed at about 50 connections/s and slowing (more than 6 minutes on its own), "
-    "and the agents' status write-backs grow etcd's database towards its default 2 GB quota (see the mesh "
+    "sessions; agent footprint 100 peerings over 60 s; address index 100,000 ports over 10 regions (in the load "
+    "process, no etcd or coordinator), 2,000 lookups of each kind. The 200-site mesh (19,900 connections) does not "
+    "fit into the 10 minutes here: it progressed at about 50 connections/s and slowing (more than 6 minutes on its "
+    "own), and the agents' status write-backs grow etcd's database towards its default 2 GB quota (see the mesh "
     "section); `--mesh-sites 200` runs it.",
     "Profiling: `--profile-coordinator DIR` runs the coordinator under cProfile (one file per start), "
     "`--profile-load FILE` the load process.",
@@ -89,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mesh-sites", type=int, default=0, help="sites of the full mesh (default 100; full size 200)")
     p.add_argument("--footprint-seconds", type=float, default=0, help="agent footprint window (default 60)")
     p.add_argument("--footprint-peerings", type=int, default=0, help="peerings of the measured agent (default 100)")
+    p.add_argument("--address-ports", type=int, default=0, help="VM ports in the address index (default 100000)")
+    p.add_argument("--address-regions", type=int, default=0, help="regions of the address index (default 10)")
+    p.add_argument("--address-queries", type=int, default=0, help="address lookups of each kind (default 2000)")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="where performance.md and performance.json go (default: docs/ when every scenario runs, "
                    "else the working directory)")
@@ -129,11 +135,13 @@ def sizes_from(a: argparse.Namespace) -> Sizes:
     if a.convergence_sizes:
         s.convergence_sizes = sorted({int(x) for x in a.convergence_sizes.split(",") if x.strip()})
     for attr in ("trials", "api_clients", "api_ops", "runs", "fanout_trials", "mesh_sites", "footprint_seconds",
-                 "footprint_peerings"):
+                 "footprint_peerings", "address_ports", "address_regions", "address_queries"):
         if getattr(a, attr):
             setattr(s, attr, getattr(a, attr))
     if min(s.convergence_sizes) < 2 or s.fanout_sites < 1 or s.storm_sites < 1 or s.mesh_sites < 2:
         raise SystemExit("sizes: convergence needs at least 2 sites, the mesh 2, fan-out and storm 1")
+    if min(s.address_ports, s.address_regions, s.address_queries) < 1:
+        raise SystemExit("sizes: the address index needs at least 1 port, 1 region and 1 query")
     return s
 
 
