@@ -30,7 +30,7 @@ from isthmus.v1 import agent_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-JOURNAL_ON_CONNECT = 50  # journal entries sent upward when a stream starts
+JOURNAL_CHUNK = 100  # journal entries per LocalReport
 
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -89,6 +89,7 @@ class CoordinatorLink:
         self._synced = False
         self.link_down_since_ms = int(time.time() * 1000)
         self._last_logged = ("", 0.0)
+        self._journal_after: int | None = None  # this stream: the journal seq reported up to (None: not asked yet)
 
     async def run(self) -> None:
         attempt = 0
@@ -149,7 +150,9 @@ class CoordinatorLink:
             instance_id=self.instance_id,
             desired_revision=held.revision,
             desired_digest=m.peerings_digest(held.peerings) if held.revision else "",
+            journal_limit=self.reconciler.journal.limit,
         )))
+        self._journal_after = None
         synced = False
         tasks: list[asyncio.Task[None]] = []
         async with channel:
@@ -187,7 +190,8 @@ class CoordinatorLink:
                 if synced:
                     self.link_down_since_ms = int(time.time() * 1000)
                     self.reconciler.note("link", f"lost coordinator {address}; keeping desired rev "
-                                         f"{self.reconciler.desired.revision} and every peering as it is")
+                                         f"{self.reconciler.desired.revision} and every peering as it is",
+                                         level="warning")
         return synced
 
     def _receive(self, msg: apb.CoordinatorMessage) -> None:
@@ -207,6 +211,9 @@ class CoordinatorLink:
                 peerings.pop(name, None)
             for p in msg.delta.upserts:
                 peerings[p.connection] = convert.peering_from_pb(p)
+        elif kind == "events_from":
+            self._events_from(msg.events_from.seq)
+            return
         else:
             return
         if revision < held.revision:
@@ -215,6 +222,15 @@ class CoordinatorLink:
                                    "ignored (if etcd was restored from an older backup, remove "
                                    f"{self.state_file.path} to accept it)")
         self._take(DesiredState(self.site, revision, peerings))
+
+    def _events_from(self, seq: int) -> None:
+        """The coordinators hold the site's events up to ``seq``: report every journal entry after it."""
+        if self.reconciler.journal.continue_after(seq):
+            self.reconciler.note("agent", f"journal numbered on after seq {seq}: the coordinators hold the site's "
+                                 "events up to it from an earlier journal (state directory lost or restored)",
+                                 level="warning")
+        self._journal_after = seq
+        self.reconciler.local_changed()
 
     def _take(self, state: DesiredState) -> None:
         """Persist, then hand to the reconciler: a crash after this line re-applies from disk."""
@@ -235,18 +251,24 @@ class CoordinatorLink:
         return not self.connected
 
     async def _send_local(self, outbox: asyncio.Queue[apb.AgentMessage]) -> None:
-        """Overrides and journal: everything recent on connect, then what is new."""
-        sent_journal = max(0, self.reconciler.journal.seq - JOURNAL_ON_CONNECT)
+        """Overrides on connect and on every change; the journal once the coordinator said where its history ends.
+
+        Then every entry after that, oldest first and in chunks (a long cut-off
+        loses nothing the journal still holds), and new entries as they come.
+        """
         seq = self.reconciler.local_seq
         while True:
-            entries = self.reconciler.journal.since(sent_journal)
-            outbox.put_nowait(apb.AgentMessage(local=apb.LocalReport(
-                overrides=[convert.override_to_pb(o) for o in self.reconciler.overrides.items.values()],
-                journal=[convert.journal_to_pb(e) for e in entries],
-                partitioned=False,
-            )))
+            overrides = [convert.override_to_pb(o) for o in self.reconciler.overrides.items.values()]
+            after = self._journal_after
+            entries = self.reconciler.journal.since(after) if after is not None else []
+            for start in range(0, max(1, len(entries)), JOURNAL_CHUNK):
+                outbox.put_nowait(apb.AgentMessage(local=apb.LocalReport(
+                    overrides=overrides,
+                    journal=[convert.journal_to_pb(e) for e in entries[start:start + JOURNAL_CHUNK]],
+                    partitioned=False,
+                )))
             if entries:
-                sent_journal = entries[-1].seq
+                self._journal_after = entries[-1].seq
             seq = await self.reconciler.wait_local(seq)
 
     async def _send_reports(self, outbox: asyncio.Queue[apb.AgentMessage]) -> None:

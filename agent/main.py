@@ -74,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--inventory-interval", type=float, default=15.0,
                    help="seconds between image list reports to the coordinator (default 15)")
     g.add_argument("--sync-workers", type=int, default=4, help="sync tasks run at once (default 4)")
+    g.add_argument("--usage-interval", type=float, default=30.0,
+                   help="seconds between quota usage reads of the projects with a global quota (default 30)")
+    g.add_argument("--address-interval", type=float, default=30.0,
+                   help="seconds between reads of the region's ports, floating IPs, routers and subnets for the "
+                   "global address view (default 30)")
+    g.add_argument("--capacity-interval", type=float, default=60.0,
+                   help="seconds between capacity reads (default 60)")
     p.add_argument("--log-level", default=os.environ.get("ISTHMUS_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.add_argument("--version", action="version", version=f"isthmus-agent {isthmus.__version__}")
@@ -106,8 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or not site or not cloud:
             p.error(f"--source-cloud {opt!r}: expected SITE=CLOUD")
         a.source_clouds.append((site, cloud))
-    if a.sync_interval <= 0 or a.inventory_interval <= 0 or a.sync_workers < 1:
-        p.error("--sync-interval and --inventory-interval must be positive, --sync-workers at least 1")
+    if min(a.sync_interval, a.inventory_interval, a.usage_interval, a.address_interval, a.capacity_interval) <= 0 \
+            or a.sync_workers < 1:
+        p.error("the --*-interval options must be positive, --sync-workers at least 1")
     if a.os_config and not Path(a.os_config).is_file():
         p.error(f"--os-config {a.os_config}: no such file")
     if a.reconcile_interval <= 0 or a.heartbeat <= 0:
@@ -165,7 +173,9 @@ async def run(args: argparse.Namespace) -> int:
                                             tuple(args.source_clouds)),
                                 Path(args.state_dir), TlsFiles(args.tls_ca, args.tls_cert, args.tls_key),
                                 interval=args.sync_interval, inventory_interval=args.inventory_interval,
-                                workers=args.sync_workers)
+                                workers=args.sync_workers, note=reconciler.note,
+                                usage_interval=args.usage_interval, address_interval=args.address_interval,
+                                capacity_interval=args.capacity_interval)
         except (ValueError, OSError) as exc:
             log.error("cannot start the sync worker: %s", exc)
             return 2

@@ -27,6 +27,9 @@ FAST_RECHECK = 0.25  # seconds, while a peering is CONNECTING
 MAX_BACKOFF = 30.0
 
 
+_LOG_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -73,10 +76,23 @@ class Reconciler:
     def poke(self) -> None:
         self._wake.set()
 
-    def note(self, kind: str, message: str, connection: str = "") -> None:
-        """Record an event in the journal (and the log) and tell the link there is something to report."""
-        self.journal.append(kind, message, connection)
-        log.info("site %s: %s%s", self.site, f"{connection}: " if connection else "", message)
+    def note(self, kind: str, message: str, connection: str = "", level: str = "") -> None:
+        """Record an event of the site: journal (on disk), log, and the coordinators' event history.
+
+        The one way for any agent component to raise an event (kinds: link,
+        desired, peering, override, agent, sync, quota, error; level info,
+        warning or error, "" for the kind's default). Call it on the event
+        loop's thread; from another thread, ``loop.call_soon_threadsafe(note,
+        kind, message)``. It never raises: a journal that cannot be written is
+        logged and the entry kept in memory.
+        """
+        entry = self.journal.append(kind, message, connection, level)
+        log.log(_LOG_LEVELS.get(entry.level, logging.INFO), "site %s: %s%s", self.site,
+                f"{connection}: " if connection else "", message)
+        self._bump_local()
+
+    def local_changed(self) -> None:
+        """Wake the link's local report (something besides the journal changed what it sends)."""
         self._bump_local()
 
     def _bump_local(self) -> None:
@@ -203,7 +219,7 @@ class Reconciler:
             before = self.observed.get(name)
             if before is None or before.state != o.state:
                 text = f"{before.state if before else 'new'} -> {o.state}" + (f": {o.error}" if o.error else "")
-                self.note("peering", text, name)
+                self.note("peering", text, name, _transition_level(before, o))
         for name in self.observed.keys() - observed.keys():
             self.note("peering", "removed", name)
         changed = applied != self.applied_revision or observed != self.observed
@@ -228,3 +244,12 @@ class Reconciler:
         async with self._report_changed:
             await self._report_changed.wait_for(lambda: self._report_seq != after)
         return self.report()
+
+
+def _transition_level(before: m.ObservedPeering | None, after: m.ObservedPeering) -> str:
+    """error when a peering fails, warning when an established one goes (DOWN held by an override too)."""
+    if after.state == m.PeeringState.ERROR:
+        return "error"
+    if before is not None and before.state == m.PeeringState.ESTABLISHED:
+        return "warning"
+    return "info"

@@ -32,6 +32,7 @@ import grpc.aio
 from isthmus import model as m
 from isthmus import sync as s
 from isthmus.agent.link import CHANNEL_OPTIONS, TlsFiles, backoff
+from isthmus.agent.views import RegionViews
 from isthmus.drivers import openstack_region as osr
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
@@ -132,7 +133,9 @@ class Region:
 class SyncWorker:
     def __init__(self, site: str, coordinators: Sequence[str], config: CloudConfig, state_dir: Path,
                  tls: TlsFiles | None = None, interval: float = 60.0, inventory_interval: float = 15.0,
-                 workers: int = 4) -> None:
+                 workers: int = 4, note: Callable[[str, str], None] | None = None,
+                 usage_interval: float = 30.0, address_interval: float = 30.0,
+                 capacity_interval: float = 60.0) -> None:
         self.site = site
         self.coordinators = list(coordinators)
         self.config = config
@@ -155,6 +158,9 @@ class SyncWorker:
         self.inventory: list[s.ImageInfo] | None = None
         self._inventory_sent: list[s.ImageInfo] | None = None
         self._inventory_wake = asyncio.Event()
+        self.note = note
+        self.views = RegionViews(site, self.region.conn, self._report.set, note, usage_interval=usage_interval,
+                                 address_interval=address_interval, capacity_interval=capacity_interval)
 
     # ------------------------------------------------------------ the stream to the coordinators
 
@@ -164,6 +170,7 @@ class SyncWorker:
                  self.config.region, self.config.cloud, len(self.ledger.tasks))
         self.assign(self.ledger.tasks, self.ledger.revision, persist=False)
         inventory = asyncio.create_task(self._inventory_loop(), name="sync-inventory")
+        views = asyncio.create_task(self.views.run(), name="region-views")
         attempt, index = 0, 0
         try:
             while True:
@@ -185,9 +192,10 @@ class SyncWorker:
         finally:
             self._withdrawn.update(self._running)  # copies in flight stop at their next chunk and clean up
             inventory.cancel()
+            views.cancel()
             for t in self._runners.values():
                 t.cancel()
-            await asyncio.gather(inventory, *self._runners.values(), return_exceptions=True)
+            await asyncio.gather(inventory, views, *self._runners.values(), return_exceptions=True)
 
     async def _session(self, address: str) -> bool:
         creds = self.tls.credentials()
@@ -203,13 +211,16 @@ class SyncWorker:
                                                                 instance_id=self.instance_id)))
             self.unsent = dict(self.statuses)  # a new stream: the coordinator may have missed anything
             self._inventory_sent = None
+            self.views.new_stream()
             sender = asyncio.create_task(self._send(call), name="sync-send")
             try:
                 while True:
                     msg = await call.read()
                     if msg is grpc.aio.EOF:
                         break
-                    if msg.WhichOneof("msg") == "assignment":
+                    if msg.WhichOneof("msg") == "quotas":
+                        self.views.assign_quotas(list(msg.quotas.targets))
+                    elif msg.WhichOneof("msg") == "assignment":
                         if not got_any:
                             log.info("site %s: sync stream to %s up", self.site, address)
                         got_any = self.connected = True
@@ -236,6 +247,8 @@ class SyncWorker:
                 await call.write(spb.RegionUp(inventory=spb.Inventory(
                     images=[s.to_pb(i, spb.ImageInfo()) for i in images])))
                 self._inventory_sent = images
+            for report in self.views.take():
+                await call.write(report)
             if self.unsent:
                 batch, self.unsent = list(self.unsent.values()), {}
                 for start in range(0, len(batch), 200):
@@ -251,6 +264,10 @@ class SyncWorker:
                                                                             updated_unix_ms=0):
             return  # unchanged: a re-check that found everything in place writes nothing
         status = replace(status, region=self.site, updated_unix_ms=int(time.time() * 1000))
+        if self.note is not None and status.state != (last.state if last else None) and status.state in (
+                s.State.IN_SYNC, s.State.CONFLICT, s.State.FAILED, s.State.REMOVED):
+            self.note("sync", f"sync {status.intent}: {status.resource} {status.state.value}"
+                      + (f": {status.error or status.detail}" if status.error or status.detail else ""))
         self.statuses[key] = status
         self.unsent[key] = status
         self._report.set()

@@ -4,7 +4,9 @@ On Hello the session claims the site's status key under a lease of its own
 (presence), sends a full snapshot of the site's desired peerings, then a delta
 each time the planner changes them. Acks and observed reports from the agent
 are written to the status key; the lease ends with the stream, so a site whose
-agent is gone shows as disconnected within the lease TTL at the latest.
+agent is gone shows as disconnected within the lease TTL at the latest. After
+the first snapshot or delta the session tells the agent where the site's event
+history ends (EventsFrom); the agent's journal entries go to the event writer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from isthmus import convert
 from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.auth import Auth, Principal
+from isthmus.coordinator.events import EventFilter, EventWriter, list_events
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
 from isthmus.errors import InvalidArgument, OutOfRange, Unavailable
@@ -206,6 +209,7 @@ class AgentSession:
         self.lease_lost = asyncio.Event()
         self.sent: dict[str, m.DesiredPeering] = {}
         self.closed = False
+        self.journal_limit = hello.journal_limit
 
     @property
     def store(self) -> Store:
@@ -267,8 +271,10 @@ class AgentSession:
         elif kind == "local":
             self.record.overrides = [convert.override_from_pb(o) for o in msg.local.overrides]
             if msg.local.journal:
+                entries = [convert.journal_from_pb(e) for e in msg.local.journal]
+                self.service.events.add(self.site, entries, self.journal_limit)
                 seen = {e.seq for e in self.record.journal}
-                fresh = [convert.journal_from_pb(e) for e in msg.local.journal if e.seq not in seen]
+                fresh = [e for e in entries if e.seq not in seen]
                 self.record.journal = (self.record.journal + fresh)[-JOURNAL_KEPT:]
             self.mark_dirty()
         elif kind == "heartbeat":
@@ -310,6 +316,12 @@ class AgentSession:
         changed.clear()
         first = await self.first_message(hello)
         yield first
+        # Where the site's event history ends: the agent sends every journal entry after it. The
+        # status shows the newest entries from the history until the agent reports new ones.
+        recent, _ = await list_events(self.store, EventFilter(site=self.site), JOURNAL_KEPT)
+        kept = {e.seq: e for e in [*(e.to_journal() for e in recent), *self.record.journal]}
+        self.record.journal = [kept[seq] for seq in sorted(kept)][-JOURNAL_KEPT:]
+        yield apb.CoordinatorMessage(events_from=apb.EventsFrom(seq=await self.service.events.cursor(self.site)))
         base = first.snapshot.revision if first.HasField("snapshot") else first.delta.revision
         while True:
             await changed.wait()
@@ -342,6 +354,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self.lease_ttl = lease_ttl
         self.sessions: dict[str, AgentSession] = {}
         self.status_writer = StatusWriter(store)
+        self.events = EventWriter(store)
         self.lease_keeper = LeaseKeeper(store, lease_ttl)
         self._closing = asyncio.Event()
 

@@ -30,21 +30,35 @@ from isthmus.coordinator.api import (
 from isthmus.coordinator.auth import Auth, TokenFile, describe_mode, secure, trim_audit
 from isthmus.coordinator.border import BorderRegistry
 from isthmus.coordinator.etcd import EmbeddedEtcd, EtcdMissing
+from isthmus.coordinator.events import (
+    DEFAULT_MAX_PER_SITE,
+    DEFAULT_RETENTION_S,
+    TRIM_EVERY,
+    EventService,
+    trimmer,
+)
+from isthmus.coordinator.events import record as record_event
 from isthmus.coordinator.leader import Membership, collect_garbage
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store
 from isthmus.coordinator.sync import RegionAgentService, SyncPlanner, SyncRegistry, SyncService
+from isthmus.coordinator.views import GlobalViewService, ViewsPlanner
+from isthmus.ctl import duration
 from isthmus.errors import Unavailable
 from isthmus.v1 import (
     agent_pb2,
     agent_pb2_grpc,
     api_pb2,
     api_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     l2gw_pb2,
     l2gw_pb2_grpc,
     sync_pb2,
     sync_pb2_grpc,
+    views_pb2,
+    views_pb2_grpc,
 )
 
 log = logging.getLogger("isthmus.coordinator")
@@ -86,6 +100,8 @@ class Options:
     etcd_ca: str = ""
     etcd_cert: str = ""
     etcd_key: str = ""
+    event_retention_s: int = DEFAULT_RETENTION_S
+    event_max_per_site: int = DEFAULT_MAX_PER_SITE
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -118,6 +134,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--etcd-ca", default="", help="PEM CA of the etcd cluster's certificates (enables TLS to etcd)")
     p.add_argument("--etcd-cert", default="", help="PEM client certificate for etcd")
     p.add_argument("--etcd-key", default="", help="PEM private key of --etcd-cert")
+    p.add_argument("--event-retention", type=duration, default=DEFAULT_RETENTION_S, metavar="DURATION",
+                   help="how long the sites' events are kept: seconds, or 30s, 15m, 2h, 7d (default 7d; 0: no "
+                   "age limit)")
+    p.add_argument("--event-max-per-site", type=int, default=DEFAULT_MAX_PER_SITE, metavar="N",
+                   help=f"events kept per site, the newest (default {DEFAULT_MAX_PER_SITE}; 0: no count limit)")
     p.add_argument("--lease-ttl", type=int, default=10, help="seconds an agent's presence, and this "
                    "coordinator's leadership, outlive a coordinator that died (default 10)")
     p.add_argument("--ready-file", default="", help="write the HOST:PORT actually served to this file once ready "
@@ -138,6 +159,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if exposed and not a.tls_cert and not a.insecure:
         p.error(f"--listen {exposed[0]} is not a loopback address: give --tls-cert/--tls-key (and --tls-ca), "
                 "or --insecure to serve plain text anyway")
+    if a.event_max_per_site < 0:
+        p.error("--event-max-per-site must be 0 or more")
     if a.lease_ttl < 2:
         p.error("--lease-ttl must be at least 2 seconds")
     endpoints = [e.strip() for e in a.etcd_endpoints.split(",") if e.strip()]
@@ -149,7 +172,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         p.error(f"--token-file {a.token_file} does not exist")
     return Options(listens, a.advertise, endpoints, Path(a.data_dir), a.tls_cert, a.tls_key, a.tls_ca,
                    a.insecure, a.lease_ttl, a.ready_file, a.token_file, a.write_rate, a.etcd_ca, a.etcd_cert,
-                   a.etcd_key)
+                   a.etcd_key, a.event_retention, a.event_max_per_site)
 
 
 def _is_loopback(hostport: str) -> bool:
@@ -182,6 +205,7 @@ class Coordinator:
         self.store: Store | None = None
         self.planner: Planner | None = None
         self.sync_planner: SyncPlanner | None = None
+        self.views: ViewsPlanner | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.agents: AgentService | None = None
@@ -202,6 +226,10 @@ class Coordinator:
         registry = Registry(self.store)
         self.sync_planner = SyncPlanner(self.store)
         await self.sync_planner.start()
+        store = self.store
+        self.views = ViewsPlanner(self.store, self.planner, self.sync_planner.wake_all,
+                                  event=lambda kind, level, message: record_event(store, kind, level, message))
+        await self.views.start()
 
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         creds = _credentials(self.opts)
@@ -231,8 +259,12 @@ class Coordinator:
             (agent_pb2, "AgentService", self.agents, agent_pb2_grpc.add_AgentServiceServicer_to_server),
             (sync_pb2, "SyncService", SyncService(SyncRegistry(self.store, self.sync_planner), self.store),
              sync_pb2_grpc.add_SyncServiceServicer_to_server),
-            (sync_pb2, "RegionAgentService", RegionAgentService(self.store, self.sync_planner, self.auth),
+            (sync_pb2, "RegionAgentService", RegionAgentService(self.store, self.sync_planner, self.auth,
+                                                                self.views),
              sync_pb2_grpc.add_RegionAgentServiceServicer_to_server),
+            (views_pb2, "GlobalViewService", GlobalViewService(self.store, self.views),
+             views_pb2_grpc.add_GlobalViewServiceServicer_to_server),
+            (events_pb2, "EventService", EventService(self.store), events_pb2_grpc.add_EventServiceServicer_to_server),
         ]
         for module, name, servicer, add in guarded:
             methods = [mth.name for mth in module.DESCRIPTOR.services_by_name[name].methods]
@@ -244,12 +276,16 @@ class Coordinator:
         ] + [agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
              l2gw_pb2.DESCRIPTOR.services_by_name["BorderGatewayService"].full_name,
              sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name,
-             sync_pb2.DESCRIPTOR.services_by_name["RegionAgentService"].full_name]
+             sync_pb2.DESCRIPTOR.services_by_name["RegionAgentService"].full_name,
+             views_pb2.DESCRIPTOR.services_by_name["GlobalViewService"].full_name,
+             events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name]
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.server.start()
         self.membership = Membership(self.store, self.opts.advertise or self.address, self.opts.lease_ttl,
                                      jobs=[("garbage-collection", 300.0, collect_garbage),
-                                           ("audit-trim", 600.0, trim_audit)])
+                                           ("audit-trim", 600.0, trim_audit),
+                                           ("event-trim", TRIM_EVERY, trimmer(self.opts.event_retention_s,
+                                                                              self.opts.event_max_per_site))])
         await self.membership.start()
         for name in ["", *services]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -282,6 +318,8 @@ class Coordinator:
             await self.planner.stop()
         if self.sync_planner is not None:
             await self.sync_planner.stop()
+        if self.views is not None:
+            await self.views.stop()
         if self.store is not None:
             await self.store.close()
         if self.etcd is not None:

@@ -59,6 +59,7 @@ class Put:
 class Delete:
     key: str
     prefix: bool = False
+    end: str = ""  # delete the range [key, end)
 
 
 def mod_is(key: str, revision: int) -> Compare:
@@ -118,6 +119,8 @@ def _op_msg(op: Put | Delete) -> rpc.RequestOp:
     req = rpc.DeleteRangeRequest(key=op.key.encode())
     if op.prefix:
         req.range_end = prefix_end(op.key.encode())
+    elif op.end:
+        req.range_end = op.end.encode()
     return rpc.RequestOp(request_delete_range=req)
 
 
@@ -248,6 +251,32 @@ class Store:
                 raise OutOfRange(f"etcd cannot read at revision {revision}: {exc.details()}", "revision") from exc
             raise
         return [_kv(kv) for kv in resp.kvs], int(resp.header.revision)  # type: ignore[attr-defined]
+
+    async def get_range(self, key: str, end: str, *, revision: int = 0, limit: int = 0, descending: bool = False,
+                        keys_only: bool = False) -> tuple[list[KV], bool, int]:
+        """Keys in [key, end) in key order (or reversed), at most ``limit`` (0: all).
+
+        Returns the keys, whether more are in the range, and the store revision
+        of the read; ``revision`` reads the past (OutOfRange when compacted).
+        """
+        req = rpc.RangeRequest(key=key.encode(), range_end=end.encode(), revision=revision, limit=limit,
+                               keys_only=keys_only, sort_target=rpc.RangeRequest.KEY,
+                               sort_order=rpc.RangeRequest.DESCEND if descending else rpc.RangeRequest.ASCEND)
+        try:
+            resp = await self._call("Range", "_kv", req)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                raise OutOfRange(f"etcd cannot read at revision {revision}: {exc.details()}", "revision") from exc
+            raise
+        return ([_kv(kv) for kv in resp.kvs], bool(resp.more),  # type: ignore[attr-defined]
+                int(resp.header.revision))  # type: ignore[attr-defined]
+
+    async def count(self, prefix: str, revision: int = 0) -> int:
+        """How many keys are under ``prefix``."""
+        req = rpc.RangeRequest(key=prefix.encode(), range_end=prefix_end(prefix.encode()), revision=revision,
+                               count_only=True)
+        resp = await self._call("Range", "_kv", req)
+        return int(resp.count)  # type: ignore[attr-defined]
 
     async def txn(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> tuple[bool, int]:
         """Apply ``ops`` if every compare holds; returns (succeeded, revision after)."""

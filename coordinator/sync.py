@@ -304,6 +304,10 @@ class SyncPlanner:
     def site_event(self, site: str) -> asyncio.Event:
         return self._site_events.setdefault(site, asyncio.Event())
 
+    def wake_all(self) -> None:
+        for event in self._site_events.values():
+            event.set()
+
     async def status_changed(self, timeout: float) -> None:
         """Return when any status changes (or after ``timeout``)."""
         event = self._status_event
@@ -727,6 +731,8 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
         self.planner = planner
         self.auth = auth
         self.views = views
+        self._full_seq: dict[str, int] = {}
+        self._full_seen: dict[str, set[tuple[str, str]]] = {}
 
     async def Attach(  # noqa: N802
         self, request_iterator: AsyncIterator[spb.RegionUp], context: grpc.aio.ServicerContext
@@ -807,7 +813,11 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
             elif kind == "capacity":
                 await write_capacity(self.store, site, msg.capacity, st.capacity.get(site))
             else:
-                n = await write_addresses(self.store, site, msg.addresses, st.addresses.get(site, {}))
+                if not msg.addresses.full or msg.addresses.seq != self._full_seq.get(site):
+                    self._full_seen[site] = set()  # a new delta: a full list starts afresh
+                self._full_seq[site] = msg.addresses.seq
+                n = await write_addresses(self.store, site, msg.addresses, st.addresses.get(site, {}),
+                                          self._full_seen[site])
                 log.debug("site %s: address delta %d (%s): %d writes", site, msg.addresses.seq,
                           "full" if msg.addresses.full else "incremental", n)
         except InvalidArgument as exc:

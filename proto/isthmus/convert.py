@@ -252,11 +252,13 @@ def override_from_pb(msg: pb.Override) -> m.Override:
 
 
 def journal_to_pb(e: m.JournalEntry) -> pb.JournalEntry:
-    return pb.JournalEntry(seq=e.seq, time_unix_ms=e.time_ms, kind=e.kind, connection=e.connection, message=e.message)
+    return pb.JournalEntry(seq=e.seq, time_unix_ms=e.time_ms, kind=e.kind, connection=e.connection, message=e.message,
+                           level=e.level)
 
 
 def journal_from_pb(msg: pb.JournalEntry) -> m.JournalEntry:
-    return m.JournalEntry(msg.seq, msg.time_unix_ms, msg.kind, msg.connection, msg.message)
+    return m.JournalEntry(msg.seq, msg.time_unix_ms, msg.kind, msg.connection, msg.message,
+                          m.event_level(msg.kind, msg.level))
 
 
 # ---------------------------------------------------------------- border gateway

@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from isthmus import border, convert, ctl_sync
+from isthmus import border, convert, ctl_events, ctl_sync, ctl_views
 from isthmus import model as m
 from isthmus.errors import IsthmusError
 from isthmus.v1 import admin_pb2, admin_pb2_grpc, api_pb2, api_pb2_grpc, l2gw_pb2, l2gw_pb2_grpc, types_pb2
@@ -1143,6 +1143,8 @@ COMMANDS: dict[str, Callable[[Ctl, Namespace], None]] = {
     "local remove-override": local_remove_override,
     "local journal": local_journal,
     **ctl_sync.COMMANDS,
+    **ctl_events.COMMANDS,
+    **ctl_views.COMMANDS,
 }
 
 
@@ -1215,6 +1217,7 @@ examples:
 """,
 }
 _EPILOGS.update(ctl_sync.EPILOGS)
+_EPILOGS.update(ctl_views.EPILOGS)
 
 
 def _global_options() -> argparse.ArgumentParser:
@@ -1487,6 +1490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_bounded_int(2**31 - 1), default=50, metavar="N",
                    help="the last N events (default 50; 0: all the agent keeps)")
     ctl_sync.add_parsers(groups, top, _group, _command, _add_version)
+    ctl_events.add_parsers(groups, top, _group, _command)
+    ctl_views.add_parsers(groups, top, _group, _command, _add_version)
     return parser
 
 

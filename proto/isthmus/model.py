@@ -189,13 +189,17 @@ class Override:
         return bool(self.expires_ms) and now_ms >= self.expires_ms
 
 
+EVENT_LEVELS = ("info", "warning", "error")
+
+
 @dataclass(frozen=True)
 class JournalEntry:
     seq: int
     time_ms: int
-    kind: str  # link, desired, peering, override
+    kind: str  # link, desired, peering, override, agent, sync, quota, error
     connection: str = ""
     message: str = ""
+    level: str = "info"  # one of EVENT_LEVELS
 
 
 # ---------------------------------------------------------------- JSON (etcd values, agent disk)
@@ -318,7 +322,15 @@ def override_from_json(d: dict[str, Any]) -> Override:
 
 
 def journal_from_json(d: dict[str, Any]) -> JournalEntry:
-    return JournalEntry(int(d["seq"]), int(d["time_ms"]), d["kind"], d.get("connection", ""), d.get("message", ""))
+    return JournalEntry(int(d["seq"]), int(d["time_ms"]), d["kind"], d.get("connection", ""), d.get("message", ""),
+                        event_level(d["kind"], d.get("level", "")))
+
+
+def event_level(kind: str, level: str = "") -> str:
+    """The level of a journal entry: the one given if known, else from its kind (error: error, gap: warning)."""
+    if level in EVENT_LEVELS:
+        return level
+    return {"error": "error", "gap": "warning"}.get(kind, "info")
 
 
 # ---------------------------------------------------------------- validation

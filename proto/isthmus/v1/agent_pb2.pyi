@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Hello(_message.Message):
-    __slots__ = ("site", "agent_version", "applied_revision", "driver", "host", "instance_id", "desired_revision", "desired_digest")
+    __slots__ = ("site", "agent_version", "applied_revision", "driver", "host", "instance_id", "desired_revision", "desired_digest", "journal_limit")
     SITE_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class Hello(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     DESIRED_REVISION_FIELD_NUMBER: _ClassVar[int]
     DESIRED_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_LIMIT_FIELD_NUMBER: _ClassVar[int]
     site: str
     agent_version: str
     applied_revision: int
@@ -25,7 +26,8 @@ class Hello(_message.Message):
     instance_id: str
     desired_revision: int
     desired_digest: str
-    def __init__(self, site: _Optional[str] = ..., agent_version: _Optional[str] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., host: _Optional[str] = ..., instance_id: _Optional[str] = ..., desired_revision: _Optional[int] = ..., desired_digest: _Optional[str] = ...) -> None: ...
+    journal_limit: int
+    def __init__(self, site: _Optional[str] = ..., agent_version: _Optional[str] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., host: _Optional[str] = ..., instance_id: _Optional[str] = ..., desired_revision: _Optional[int] = ..., desired_digest: _Optional[str] = ..., journal_limit: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("revision",)
@@ -89,10 +91,18 @@ class Delta(_message.Message):
     base_revision: int
     def __init__(self, revision: _Optional[int] = ..., upserts: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ..., removes: _Optional[_Iterable[str]] = ..., base_revision: _Optional[int] = ...) -> None: ...
 
+class EventsFrom(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("snapshot", "delta")
+    __slots__ = ("snapshot", "delta", "events_from")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FROM_FIELD_NUMBER: _ClassVar[int]
     snapshot: Snapshot
     delta: Delta
-    def __init__(self, snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., delta: _Optional[_Union[Delta, _Mapping]] = ...) -> None: ...
+    events_from: EventsFrom
+    def __init__(self, snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., delta: _Optional[_Union[Delta, _Mapping]] = ..., events_from: _Optional[_Union[EventsFrom, _Mapping]] = ...) -> None: ...

@@ -46,7 +46,8 @@ class AgentServiceServicer:
 
     def Connect(self, request_iterator, context):
         """The agent sends Hello first; the coordinator answers with a Snapshot (or, when it
-        can rebuild the agent's state at Hello.desired_revision, a Delta from it), then Deltas.
+        can rebuild the agent's state at Hello.desired_revision, a Delta from it), then
+        EventsFrom, then Deltas.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

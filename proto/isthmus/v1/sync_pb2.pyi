@@ -1,3 +1,4 @@
+from isthmus.v1 import views_pb2 as _views_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -333,14 +334,20 @@ class Inventory(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[ImageInfo, _Mapping]]] = ...) -> None: ...
 
 class RegionUp(_message.Message):
-    __slots__ = ("hello", "report", "inventory")
+    __slots__ = ("hello", "report", "inventory", "usage", "addresses", "capacity")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
     hello: RegionHello
     report: SyncReport
     inventory: Inventory
-    def __init__(self, hello: _Optional[_Union[RegionHello, _Mapping]] = ..., report: _Optional[_Union[SyncReport, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ...) -> None: ...
+    usage: _views_pb2.UsageReport
+    addresses: _views_pb2.AddressDelta
+    capacity: _views_pb2.RegionCapacity
+    def __init__(self, hello: _Optional[_Union[RegionHello, _Mapping]] = ..., report: _Optional[_Union[SyncReport, _Mapping]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., usage: _Optional[_Union[_views_pb2.UsageReport, _Mapping]] = ..., addresses: _Optional[_Union[_views_pb2.AddressDelta, _Mapping]] = ..., capacity: _Optional[_Union[_views_pb2.RegionCapacity, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("revision", "tasks")
@@ -351,7 +358,9 @@ class Assignment(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[SyncTask, _Mapping]]] = ...) -> None: ...
 
 class RegionDown(_message.Message):
-    __slots__ = ("assignment",)
+    __slots__ = ("assignment", "quotas")
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
     assignment: Assignment
-    def __init__(self, assignment: _Optional[_Union[Assignment, _Mapping]] = ...) -> None: ...
+    quotas: _views_pb2.QuotaAssignment
+    def __init__(self, assignment: _Optional[_Union[Assignment, _Mapping]] = ..., quotas: _Optional[_Union[_views_pb2.QuotaAssignment, _Mapping]] = ...) -> None: ...

@@ -218,15 +218,17 @@ class Override(_message.Message):
     def __init__(self, connection: _Optional[str] = ..., kind: _Optional[_Union[OverrideKind, str]] = ..., peering: _Optional[_Union[DesiredPeering, _Mapping]] = ..., reason: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ...) -> None: ...
 
 class JournalEntry(_message.Message):
-    __slots__ = ("seq", "time_unix_ms", "kind", "connection", "message")
+    __slots__ = ("seq", "time_unix_ms", "kind", "connection", "message", "level")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time_unix_ms: int
     kind: str
     connection: str
     message: str
-    def __init__(self, seq: _Optional[int] = ..., time_unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., connection: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    level: str
+    def __init__(self, seq: _Optional[int] = ..., time_unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., connection: _Optional[str] = ..., message: _Optional[str] = ..., level: _Optional[str] = ...) -> None: ...

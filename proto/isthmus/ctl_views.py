@@ -1,0 +1,276 @@
+"""isthmusctl's global views: ``quota``, ``capacity``, ``address``, ``routing-domain`` (see docs/multisite.md)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from argparse import Namespace
+from collections.abc import Callable
+from typing import Any
+
+from isthmus.v1 import views_pb2 as vpb
+from isthmus.v1 import views_pb2_grpc
+
+RESOURCES = ("instances", "cores", "ram", "key_pairs", "server_groups", "networks", "subnets", "ports", "floatingips",
+             "security_groups", "security_group_rules", "routers")
+
+
+def network_ref(text: str) -> vpb.NetworkRef:
+    region, sep, network = text.partition(":")
+    if not sep or not region or not network:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected REGION:NETWORK_ID")
+    return vpb.NetworkRef(region=region, network=network)
+
+
+def _stub(ctl: Any) -> Any:
+    return ctl.stub(views_pb2_grpc.GlobalViewServiceStub)
+
+
+def _limit(n: int) -> str:
+    return "-" if n < 0 else str(n)
+
+
+def _age(unix_ms: int, now: float) -> str:
+    if not unix_ms:
+        return "-"
+    age = max(0.0, now - unix_ms / 1000)
+    return f"{age:.0f}s ago" if age < 120 else f"{age / 60:.0f}m ago"
+
+
+def format_quota(pq: vpb.ProjectQuota, now: float) -> str:
+    from isthmus.ctl import format_table
+
+    rows = []
+    for rq in pq.resources:
+        flag = " SOFT LIMIT REACHED" if rq.soft_exceeded else ""
+        rows.append([rq.resource, "(all)", _limit(rq.hard), _limit(rq.soft), str(rq.total), "-", "-",
+                     _limit(rq.headroom) + flag])
+        for reg in rq.regions:
+            if not reg.known:
+                rows.append(["", reg.region, "", "", "?", "?", "?", "not reported" + (" (stale)" if reg.stale else "")])
+                continue
+            state = "stale: keeps its limit" if reg.stale else reg.reason
+            rows.append(["", reg.region, "", "", str(reg.usage), _limit(reg.limit), _limit(reg.setting),
+                         f"{state} ({_age(reg.updated_unix_ms, now)})"])
+    header = ["RESOURCE", "REGION", "HARD", "SOFT", "USAGE", "LIMIT", "SETTING", "HEADROOM / NOTE"]
+    return f"project {pq.project}\n" + format_table(header, rows)
+
+
+def quota_show(ctl: Any, args: Namespace) -> None:
+    pq = _stub(ctl).GetQuota(vpb.GetQuotaRequest(project=args.project), timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(pq)
+    else:
+        print(format_quota(pq, time.time()))
+
+
+def quota_set(ctl: Any, args: Namespace) -> None:
+    soft = args.soft if args.soft is not None else -1
+    made = _stub(ctl).SetQuota(vpb.QuotaLimit(project=args.project, resource=args.resource, hard=args.hard,
+                                              soft=soft, version=args.version or 0), timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(made)
+    else:
+        print(f"project {made.project}: {made.resource} hard {_limit(made.hard)}, soft {_limit(made.soft)} across all "
+              "regions")
+
+
+def quota_unset(ctl: Any, args: Namespace) -> None:
+    reply = _stub(ctl).UnsetQuota(vpb.UnsetQuotaRequest(project=args.project, resource=args.resource or ""),
+                                  timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(reply)
+    else:
+        print(f"removed {reply.removed} global limits of project {args.project}; the regions keep their last "
+              "limits (set them with the OpenStack tools)")
+
+
+def quota_list(ctl: Any, args: Namespace) -> None:
+    reply = _stub(ctl).ListQuotas(vpb.ListQuotasRequest(), timeout=ctl.timeout)
+    ctl.show(list(reply.limits), ["PROJECT", "RESOURCE", "HARD", "SOFT"],
+             lambda x: [x.project, x.resource, _limit(x.hard), _limit(x.soft)])
+
+
+def _capacity_row(c: vpb.RegionCapacity) -> list[str]:
+    if c.compute_known:
+        compute = [f"{c.vcpus_used}/{c.vcpus}", f"{c.ram_mb_used}/{c.ram_mb}", str(c.instances)]
+    else:
+        compute = ["unknown"] * 3
+    nets = ", ".join(f"{k} {v}" for k, v in sorted(c.network_objects.items())) or "-"
+    return [c.region + (" (stale)" if c.stale else ""), *compute, c.source or "-", nets]
+
+
+def capacity(ctl: Any, args: Namespace) -> None:
+    from isthmus.ctl import format_table
+
+    cap = _stub(ctl).GetCapacity(vpb.GetCapacityRequest(), timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(cap)
+        return
+    rows = [_capacity_row(c) for c in cap.regions] + [_capacity_row(cap.total)]
+    print(format_table(["REGION", "VCPUS USED/TOTAL", "RAM MB USED/TOTAL", "INSTANCES", "SOURCE", "NETWORK OBJECTS"],
+                       rows))
+
+
+def _record_row(r: vpb.AddressRecord) -> list[str]:
+    what = ", ".join([*r.ips, *([r.mac] if r.mac else []), *([r.cidr] if r.cidr else [])])
+    return [r.region, r.kind, r.id, r.project or "-", r.network or "-", what, r.device or r.name or "-"]
+
+
+RECORD_COLUMNS = ["REGION", "KIND", "ID", "PROJECT", "NETWORK", "ADDRESSES", "DEVICE"]
+
+
+def address_lookup(ctl: Any, args: Namespace) -> None:
+    reply = _stub(ctl).ListAddresses(vpb.ListAddressesRequest(query=args.query), timeout=ctl.timeout)
+    ctl.show(list(reply.records), RECORD_COLUMNS, _record_row)
+
+
+def address_conflicts(ctl: Any, args: Namespace) -> None:
+    from isthmus.ctl import format_table
+
+    reply = _stub(ctl).ListAddressConflicts(vpb.ListAddressConflictsRequest(), timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(list(reply.conflicts))
+        return
+    if not reply.conflicts:
+        print("no conflicts")
+        return
+    rows = []
+    for c in reply.conflicts:
+        for i, r in enumerate(c.records):
+            rows.append([c.kind if i == 0 else "", c.value if i == 0 else "", c.domain if i == 0 else "",
+                         *_record_row(r)[:5]])
+    print(format_table(["CONFLICT", "VALUE", "DOMAIN", "REGION", "KIND", "ID", "PROJECT", "NETWORK"], rows))
+
+
+def _domain_row(d: vpb.RoutingDomain) -> list[str]:
+    return [d.name, " ".join(f"{n.region}:{n.network}" for n in d.networks), d.description or "-"]
+
+
+DOMAIN_COLUMNS = ["NAME", "NETWORKS", "DESCRIPTION"]
+
+
+def domain_create(ctl: Any, args: Namespace) -> None:
+    made = _stub(ctl).CreateRoutingDomain(vpb.RoutingDomain(name=args.name, networks=args.network,
+                                                            description=args.description or ""), timeout=ctl.timeout)
+    ctl.show_one(made, DOMAIN_COLUMNS, _domain_row)
+
+
+def domain_update(ctl: Any, args: Namespace) -> None:
+    stub = _stub(ctl)
+    current = stub.GetRoutingDomain(vpb.GetRoutingDomainRequest(name=args.name), timeout=ctl.timeout)
+    networks = list(current.networks)
+    for ref in args.add_network or []:
+        if all((n.region, n.network) != (ref.region, ref.network) for n in networks):
+            networks.append(ref)
+    drop = {(n.region, n.network) for n in args.remove_network or []}
+    networks = [n for n in networks if (n.region, n.network) not in drop]
+    made = stub.UpdateRoutingDomain(vpb.RoutingDomain(
+        name=args.name, networks=networks, version=args.version or current.version,
+        description=args.description if args.description is not None else current.description), timeout=ctl.timeout)
+    ctl.show_one(made, DOMAIN_COLUMNS, _domain_row)
+
+
+def domain_list(ctl: Any, args: Namespace) -> None:
+    reply = _stub(ctl).ListRoutingDomains(vpb.ListRoutingDomainsRequest(), timeout=ctl.timeout)
+    ctl.show(list(reply.domains), DOMAIN_COLUMNS, _domain_row)
+
+
+def domain_show(ctl: Any, args: Namespace) -> None:
+    ctl.show_one(_stub(ctl).GetRoutingDomain(vpb.GetRoutingDomainRequest(name=args.name), timeout=ctl.timeout),
+                 DOMAIN_COLUMNS, _domain_row)
+
+
+def domain_delete(ctl: Any, args: Namespace) -> None:
+    reply = _stub(ctl).DeleteRoutingDomain(vpb.DeleteRoutingDomainRequest(name=args.name, version=args.version or 0),
+                                           timeout=ctl.timeout)
+    ctl.show_deleted(f"routing domain {args.name}", reply)
+
+
+COMMANDS: dict[str, Callable[[Any, Namespace], None]] = {
+    "quota show": quota_show,
+    "quota set": quota_set,
+    "quota unset": quota_unset,
+    "quota list": quota_list,
+    "capacity": capacity,
+    "address lookup": address_lookup,
+    "address conflicts": address_conflicts,
+    "routing-domain create": domain_create,
+    "routing-domain update": domain_update,
+    "routing-domain list": domain_list,
+    "routing-domain show": domain_show,
+    "routing-domain delete": domain_delete,
+}
+
+EPILOGS = {
+    "quota set": """The hard limit holds across all regions together: isthmus sets each region's own
+quota so that the regions' limits never add up to more than it, sharing the
+headroom by recent use with a floor (docs/multisite.md). Crossing the soft
+limit raises an event (isthmusctl events --kind quota.soft-limit).
+
+examples:
+  isthmusctl quota set PROJECT_ID instances --hard 100 --soft 80
+  isthmusctl quota set PROJECT_ID security_groups --hard 50
+""",
+    "address lookup": """QUERY is an IP address (the records that hold it and the subnets that contain it),
+a MAC address, or a CIDR (every record with an address in it, and the subnets
+that overlap it). IPv4 and IPv6.
+
+examples:
+  isthmusctl address lookup 10.0.0.12
+  isthmusctl address lookup fa:16:3e:00:11:22
+  isthmusctl address lookup 2001:db8:5::/64
+""",
+    "routing-domain create": """Networks in one routing domain can reach each other across regions: the same IP,
+the same MAC or overlapping subnets among them are conflicts (isthmusctl
+address conflicts). Networks joined by an l2-gateway-connection are one domain
+without this; floating and router gateway IPs are always one global domain.
+
+examples:
+  isthmusctl routing-domain create corp --network region-one:NET_ID_1 --network region-two:NET_ID_2
+""",
+}
+
+
+def add_parsers(groups: Any, top: list[argparse.ArgumentParser],
+                group: Callable[..., Any], command: Callable[..., argparse.ArgumentParser],
+                add_version: Callable[[argparse.ArgumentParser], None]) -> None:
+    quota = group(groups, "quota", "global quotas: hard and soft limits across all regions", top)
+    command(quota, "quota show", "per resource: the global limits, usage per region, total, headroom", top
+            ).add_argument("project", metavar="PROJECT", help="the project id")
+    p = command(quota, "quota set", "set a project's global hard (and soft) limit for a resource", top)
+    p.add_argument("project", metavar="PROJECT", help="the project id")
+    p.add_argument("resource", choices=RESOURCES, metavar="RESOURCE", help=", ".join(RESOURCES))
+    p.add_argument("--hard", type=int, required=True, metavar="N", help="global hard limit (-1: none)")
+    p.add_argument("--soft", type=int, metavar="N", help="global soft limit: an event when crossed")
+    add_version(p)
+    p = command(quota, "quota unset", "remove a project's global limits (one resource, or all)", top)
+    p.add_argument("project", metavar="PROJECT", help="the project id")
+    p.add_argument("resource", nargs="?", choices=RESOURCES, metavar="RESOURCE", help="only this resource")
+    command(quota, "quota list", "list every global limit", top)
+    command(groups, "capacity", "capacity and usage per region and in total", top)
+    address = group(groups, "address", "the global IP / MAC address view", top)
+    command(address, "address lookup", "which region, project, network and port hold an IP, MAC or CIDR", top
+            ).add_argument("query", metavar="QUERY", help="an IP, a MAC or a CIDR")
+    command(address, "address conflicts", "duplicate IPs and MACs and overlapping subnets that can reach each other",
+            top)
+    rd = group(groups, "routing-domain", "networks of several regions that reach each other", top)
+    p = command(rd, "routing-domain create", "create a routing domain", top)
+    p.add_argument("name", metavar="NAME", help="a DNS label, unique")
+    p.add_argument("--network", action="append", required=True, type=network_ref, metavar="REGION:NETWORK_ID",
+                   help="a network of a region, repeatable")
+    p.add_argument("--description", metavar="TEXT", help="free text")
+    p = command(rd, "routing-domain update", "add or remove networks (read, modify, write)", top)
+    p.add_argument("name", metavar="NAME", help="the domain's name")
+    p.add_argument("--add-network", action="append", type=network_ref, metavar="REGION:NETWORK_ID",
+                   help="add a network, repeatable")
+    p.add_argument("--remove-network", action="append", type=network_ref, metavar="REGION:NETWORK_ID",
+                   help="remove a network, repeatable")
+    p.add_argument("--description", metavar="TEXT", help="replace the description")
+    add_version(p)
+    command(rd, "routing-domain list", "list routing domains", top)
+    command(rd, "routing-domain show", "show one routing domain", top).add_argument("name", metavar="NAME",
+                                                                                   help="the domain's name")
+    p = command(rd, "routing-domain delete", "delete a routing domain", top)
+    p.add_argument("name", metavar="NAME", help="the domain's name")
+    add_version(p)
