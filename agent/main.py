@@ -19,8 +19,10 @@ from isthmus.agent.link import CoordinatorLink, TlsFiles
 from isthmus.agent.overrides import Overrides
 from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import StateError, StateFile
+from isthmus.agent.telemetry import AgentMetrics
 from isthmus.drivers import base as drivers
 from isthmus.errors import InvalidArgument
+from isthmus.metrics import MetricsServer, parse_listen
 
 log = logging.getLogger("isthmus.agent")
 
@@ -81,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "global address view (default 30)")
     g.add_argument("--capacity-interval", type=float, default=60.0,
                    help="seconds between capacity reads (default 60)")
+    p.add_argument("--metrics-listen", default=os.environ.get("ISTHMUS_METRICS_LISTEN", ""), metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9101; default: off)")
     p.add_argument("--log-level", default=os.environ.get("ISTHMUS_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.add_argument("--version", action="version", version=f"isthmus-agent {isthmus.__version__}")
@@ -118,6 +122,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("the --*-interval options must be positive, --sync-workers at least 1")
     if a.os_config and not Path(a.os_config).is_file():
         p.error(f"--os-config {a.os_config}: no such file")
+    if a.metrics_listen:
+        try:
+            parse_listen(a.metrics_listen)
+        except ValueError as exc:
+            p.error(f"--metrics-listen: {exc}")
     if a.reconcile_interval <= 0 or a.heartbeat <= 0:
         p.error("--reconcile-interval and --heartbeat must be positive")
     return a
@@ -164,6 +173,7 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(reconciler.run(), name="reconciler"),
              asyncio.create_task(link.run(), name="link")]
+    worker = None
     if args.os_cloud:
         from isthmus.agent.sync import CloudConfig, SyncWorker
 
@@ -180,12 +190,26 @@ async def run(args: argparse.Namespace) -> int:
             log.error("cannot start the sync worker: %s", exc)
             return 2
         tasks.append(asyncio.create_task(worker.run(), name="sync"))
+    metrics = None
+    if args.metrics_listen:
+        telemetry = AgentMetrics(args.site, reconciler, link, worker)
+        reconciler.observe_pass = telemetry.reconcile_seconds.observe
+        host, port = parse_listen(args.metrics_listen)
+        metrics = MetricsServer(telemetry.registry, host, port)
+        try:
+            bound = await metrics.start()
+        except OSError as exc:
+            log.error("cannot serve metrics on %s: %s", args.metrics_listen, exc)
+            return 2
+        log.info("Prometheus metrics on http://%s:%d/metrics", host or "*", bound)
     await stop.wait()
     reconciler.note("agent", "stopping (the dataplane is left as it is)")
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await admin_socket.stop()
+    if metrics is not None:
+        await metrics.stop()
     for d in active:
         await d.close()
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from isthmus import model as m
@@ -47,6 +47,7 @@ class Reconciler:
 
     def __init__(self, site: str, drivers: Sequence[Driver], overrides: Overrides, journal: Journal,
                  interval: float = 10.0) -> None:
+        self.observe_pass: Callable[[float], None] | None = None  # the metrics' reconcile latency, when served
         self.site = site
         self.drivers = list(drivers)
         self.overrides = overrides
@@ -151,6 +152,14 @@ class Reconciler:
 
     async def reconcile_once(self) -> float:
         """One pass; returns the delay before the next one."""
+        started = time.monotonic()
+        try:
+            return await self._pass()
+        finally:
+            if self.observe_pass is not None:
+                self.observe_pass(time.monotonic() - started)
+
+    async def _pass(self) -> float:
         async with self._lock:
             self._wake.clear()
             self.passes += 1

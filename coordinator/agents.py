@@ -31,6 +31,7 @@ from isthmus.coordinator.events import EventFilter, EventWriter, list_events
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
 from isthmus.errors import InvalidArgument, OutOfRange, Unavailable
+from isthmus.metrics import Histogram
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 
@@ -325,6 +326,7 @@ class AgentSession:
         base = first.snapshot.revision if first.HasField("snapshot") else first.delta.revision
         while True:
             await changed.wait()
+            woke = time.monotonic()
             changed.clear()
             peerings, revision = self.service.planner.desired(self.site)
             upserts = [p for name, p in peerings.items() if self.sent.get(name) != p]
@@ -341,6 +343,8 @@ class AgentSession:
                     upserts=[convert.peering_to_pb(p) for p in upserts], removes=removes,
                 )
             )
+            if self.service.push_seconds is not None:
+                self.service.push_seconds.observe(time.monotonic() - woke)
             base = revision
 
 
@@ -348,6 +352,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def __init__(self, store: Store, planner: Planner, advertise: str, lease_ttl: int = 10,
                  auth: Auth | None = None) -> None:
         self.auth = auth
+        self.push_seconds: Histogram | None = None  # set when the coordinator serves metrics
         self.store = store
         self.planner = planner
         self.advertise = advertise

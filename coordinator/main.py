@@ -43,9 +43,11 @@ from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store
 from isthmus.coordinator.sync import RegionAgentService, SyncPlanner, SyncRegistry, SyncService
+from isthmus.coordinator.telemetry import CoordinatorMetrics
 from isthmus.coordinator.views import GlobalViewService, ViewsPlanner
 from isthmus.ctl import duration
 from isthmus.errors import Unavailable
+from isthmus.metrics import MetricsServer, parse_listen
 from isthmus.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -102,6 +104,7 @@ class Options:
     etcd_key: str = ""
     event_retention_s: int = DEFAULT_RETENTION_S
     event_max_per_site: int = DEFAULT_MAX_PER_SITE
+    metrics_listen: str = ""
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -139,6 +142,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    "age limit)")
     p.add_argument("--event-max-per-site", type=int, default=DEFAULT_MAX_PER_SITE, metavar="N",
                    help=f"events kept per site, the newest (default {DEFAULT_MAX_PER_SITE}; 0: no count limit)")
+    p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9100; default: off)")
     p.add_argument("--lease-ttl", type=int, default=10, help="seconds an agent's presence, and this "
                    "coordinator's leadership, outlive a coordinator that died (default 10)")
     p.add_argument("--ready-file", default="", help="write the HOST:PORT actually served to this file once ready "
@@ -159,6 +164,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if exposed and not a.tls_cert and not a.insecure:
         p.error(f"--listen {exposed[0]} is not a loopback address: give --tls-cert/--tls-key (and --tls-ca), "
                 "or --insecure to serve plain text anyway")
+    if a.metrics_listen:
+        try:
+            parse_listen(a.metrics_listen)
+        except ValueError as exc:
+            p.error(f"--metrics-listen: {exc}")
     if a.event_max_per_site < 0:
         p.error("--event-max-per-site must be 0 or more")
     if a.lease_ttl < 2:
@@ -172,7 +182,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         p.error(f"--token-file {a.token_file} does not exist")
     return Options(listens, a.advertise, endpoints, Path(a.data_dir), a.tls_cert, a.tls_key, a.tls_ca,
                    a.insecure, a.lease_ttl, a.ready_file, a.token_file, a.write_rate, a.etcd_ca, a.etcd_cert,
-                   a.etcd_key, a.event_retention, a.event_max_per_site)
+                   a.etcd_key, a.event_retention, a.event_max_per_site, a.metrics_listen)
 
 
 def _is_loopback(hostport: str) -> bool:
@@ -206,6 +216,7 @@ class Coordinator:
         self.planner: Planner | None = None
         self.sync_planner: SyncPlanner | None = None
         self.views: ViewsPlanner | None = None
+        self.metrics: MetricsServer | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.agents: AgentService | None = None
@@ -298,6 +309,13 @@ class Coordinator:
                 log.warning("--insecure: serving PLAIN TEXT on %s: anyone on that network can read and change "
                             "every site's configuration; use only on a closed development network",
                             ", ".join(exposed))
+        if self.opts.metrics_listen:
+            telemetry = CoordinatorMetrics(self)
+            self.agents.push_seconds = telemetry.push_seconds
+            host, port = parse_listen(self.opts.metrics_listen)
+            self.metrics = MetricsServer(telemetry.registry, host, port)
+            bound = await self.metrics.start()
+            log.info("Prometheus metrics on http://%s:%d/metrics", host or "*", bound)
         if self.opts.ready_file:
             Path(self.opts.ready_file).write_text(self.address + "\n")
         return self.address
@@ -320,6 +338,8 @@ class Coordinator:
             await self.sync_planner.stop()
         if self.views is not None:
             await self.views.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.store is not None:
             await self.store.close()
         if self.etcd is not None:
