@@ -8,6 +8,7 @@ Key layout (under ``/isthmus/v1/views/``)::
     addresses/{site}/{kind}/{id}        one port, floating IP, router gateway, subnet (agent deltas)
     domains/{name}                      a routing domain: networks that reach each other
     soft/{project}/{resource}           whether the soft limit is crossed (one event per crossing)
+    alloc/{project}/{resource}          the limit granted to each region: {"site": {"last": n, "high": n}}
 
 Every coordinator follows this prefix (and which sites have a connected
 agent) and keeps it in memory: the address index, the quota allocation per
@@ -46,6 +47,7 @@ CAPACITY = VIEWS + "capacity/"
 ADDRESSES = VIEWS + "addresses/"
 DOMAINS = VIEWS + "domains/"
 SOFT = VIEWS + "soft/"
+ALLOC = VIEWS + "alloc/"
 
 # Resources a global quota may name, and which service counts them.
 NOVA_RESOURCES = ("instances", "cores", "ram", "key_pairs", "server_groups")
@@ -75,6 +77,8 @@ class ViewState:
     domains: dict[str, vpb.RoutingDomain] = field(default_factory=dict)
     addresses: dict[str, dict[tuple[str, str], ad.AddressRecord]] = field(default_factory=dict)  # site -> records
     soft: dict[tuple[str, str], tuple[bool, int]] = field(default_factory=dict)  # -> (exceeded, mod revision)
+    # (project, resource) -> ({site: (last granted, highest granted since the last confirmed)}, mod revision)
+    alloc: dict[tuple[str, str], tuple[dict[str, tuple[int, int]], int]] = field(default_factory=dict)
     present: set[str] = field(default_factory=set)  # sites whose agent is connected
 
 
@@ -89,12 +93,35 @@ def usage_of(state: ViewState, project: str, resource: str) -> dict[str, tuple[i
 
 
 def allocation(state: ViewState, project: str, resource: str) -> dict[str, q.Allocation]:
+    """The policy's allocation (``isthmus.coordinator.quota``) over the regions that report the resource.
+
+    A region's current limit is what it reports, or a higher limit granted to it and not yet confirmed: its
+    agent may apply that grant any moment, so the others' share must leave room for it.
+    """
     hard, _ = state.quotas[(project, resource)]
-    regions = {site: q.RegionQuota(usage=use, applied=limit, recent=recent, stale=site not in state.present)
-               for site, (use, limit, recent) in usage_of(state, project, resource).items()}
+    grants = state.alloc.get((project, resource), ({}, 0))[0]
+    regions = {}
+    for site, (use, limit, recent) in usage_of(state, project, resource).items():
+        last, high = grants.get(site, (limit, limit))
+        current = limit if limit < 0 or limit == last else max(limit, high)
+        regions[site] = q.RegionQuota(usage=use, applied=current, recent=recent, stale=site not in state.present)
     if not regions:
         return {}
     return q.allocate(hard, regions)
+
+
+def next_grants(state: ViewState, project: str, resource: str) -> dict[str, tuple[int, int]]:
+    """The grants after this allocation: (last, highest not yet confirmed) per region."""
+    held = state.alloc.get((project, resource), ({}, 0))[0]
+    usage = usage_of(state, project, resource)
+    out = {}
+    for site, a in allocation(state, project, resource).items():
+        limit = usage[site][1]
+        last, high = held.get(site, (a.now, a.now))
+        if limit == last:  # the region applied the last grant (in order): older grants are gone
+            high = last
+        out[site] = (a.now, max(high, a.now))
+    return out
 
 
 class ViewsPlanner:
@@ -163,7 +190,7 @@ class ViewsPlanner:
         self.refresh_domains()
         self.wake()
 
-    def _apply_presence(self, revision: int, events: list[Event]) -> None:
+    async def _apply_presence(self, revision: int, events: list[Event]) -> None:
         changed = False
         for e in events:
             site = e.kv.key[len(r.STATUS):]
@@ -174,6 +201,7 @@ class ViewsPlanner:
                 self.state.present.add(site)
                 changed = True
         if changed:  # a region came or went: the others' share of the quotas moves
+            await self._allocate()
             self.wake()
 
     async def _apply_views(self, revision: int, events: list[Event]) -> None:
@@ -197,7 +225,7 @@ class ViewsPlanner:
                 self._delete(key)
             else:
                 self._put(e.kv)
-            if key.startswith((QUOTAS, USAGE)):
+            if key.startswith((QUOTAS, USAGE, ALLOC)):
                 wake_all = True
                 if key.startswith(USAGE):
                     usage_changed.add(key[len(USAGE):])
@@ -212,6 +240,7 @@ class ViewsPlanner:
                 self.index.apply(ad.AddressDelta(site, revision, records, full=True))
         self.revision = revision
         if wake_all:
+            await self._allocate()
             self.wake()
             await self._check_soft_limits()
 
@@ -236,6 +265,10 @@ class ViewsPlanner:
         elif key.startswith(SOFT):
             project, resource = key[len(SOFT):].split("/", 1)
             st.soft[(project, resource)] = (bool(json.loads(kv.value).get("exceeded")), kv.mod_revision)
+        elif key.startswith(ALLOC):
+            project, resource = key[len(ALLOC):].split("/", 1)
+            grants = {site: (int(g["last"]), int(g["high"])) for site, g in json.loads(kv.value).items()}
+            st.alloc[(project, resource)] = (grants, kv.mod_revision)
 
     def _delete(self, key: str) -> None:
         st = self.state
@@ -251,6 +284,9 @@ class ViewsPlanner:
         elif key.startswith(SOFT):
             project, resource = key[len(SOFT):].split("/", 1)
             st.soft.pop((project, resource), None)
+        elif key.startswith(ALLOC):
+            project, resource = key[len(ALLOC):].split("/", 1)
+            st.alloc.pop((project, resource), None)
 
     def domains(self) -> dict[str, set[tuple[str, str]]]:
         """Routing domains, plus one per l2-gateway-connection: its network at every site of the gateway."""
@@ -297,12 +333,37 @@ class ViewsPlanner:
 
     # ------------------------------------------------------------ what an agent is told
 
+    async def _allocate(self) -> None:
+        """Grant each region its limit, one compare-and-swap per project and resource.
+
+        Every coordinator may compute it; the compare on the allocation key makes the grants of one resource a
+        single sequence, so no two coordinators hand out the same headroom twice.
+        """
+        for project, resource in sorted(self.state.quotas):
+            grants = next_grants(self.state, project, resource)
+            held, rev = self.state.alloc.get((project, resource), ({}, 0))
+            if grants == held or not grants:
+                continue
+            key = f"{ALLOC}{project}/{resource}"
+            body = _dumps({site: {"last": last, "high": high} for site, (last, high) in grants.items()})
+            try:
+                ok, new_rev = await self.store.txn([mod_is(key, rev)], [Put(key, body)])
+            except Unavailable as exc:
+                log.warning("cannot store the quota grants of %s %s: %s", project, resource, exc)
+                continue
+            if ok:
+                self.state.alloc[(project, resource)] = (grants, new_rev)
+                log.info("project %s %s: regional limits granted %s", project, resource,
+                         ", ".join(f"{site} {last}" for site, (last, _) in sorted(grants.items())))
+
+    # ------------------------------------------------------------ what an agent is told
+
     def quota_targets(self, site: str) -> list[vpb.QuotaTarget]:
-        """Every (project, resource) with a global limit: the limit the site applies now (-2: report only)."""
+        """Every (project, resource) with a global limit: the limit granted to the site (-2: report only)."""
         out = []
         for project, resource in sorted(self.state.quotas):
-            alloc = allocation(self.state, project, resource).get(site)
-            out.append(vpb.QuotaTarget(project=project, resource=resource, limit=alloc.now if alloc else -2))
+            grant = self.state.alloc.get((project, resource), ({}, 0))[0].get(site)
+            out.append(vpb.QuotaTarget(project=project, resource=resource, limit=grant[0] if grant else -2))
         return out
 
 
@@ -420,7 +481,8 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
             raise NotFound(f"project {request.project} has no global quota"
                            + (f" for {request.resource}" if request.resource else ""), "resource")
         ok, rev = await self.store.txn([], [Delete(kv.key) for kv in kvs]
-                                       + [Delete(SOFT + kv.key[len(QUOTAS):]) for kv in kvs])
+                                       + [Delete(SOFT + kv.key[len(QUOTAS):]) for kv in kvs]
+                                       + [Delete(ALLOC + kv.key[len(QUOTAS):]) for kv in kvs])
         await self._caught_up(rev)
         return vpb.UnsetQuotaResponse(revision=rev, removed=len(kvs))
 
@@ -451,8 +513,9 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
                     continue
                 use, limit, _ = usage[site]
                 a = alloc.get(site)
+                grant = st.alloc.get((request.project, res), ({}, 0))[0].get(site)
                 rq.regions.add(region=site, known=True, usage=use, limit=limit, target=a.target if a else limit,
-                               setting=a.now if a else limit, reason=a.reason if a else "",
+                               setting=grant[0] if grant else limit, reason=a.reason if a else "",
                                stale=site not in st.present,
                                updated_unix_ms=int(st.usage[site].get("updated_unix_ms", 0)))
             out.resources.append(rq)

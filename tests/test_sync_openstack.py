@@ -8,6 +8,7 @@ target whose Glance the test can stop without touching RegionTwo's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -48,7 +49,8 @@ class SyncLab:
     def start_agent(self, site: str, region: str) -> Proc:
         args = agent_cmd(site, self.address, self.base, "--os-cloud", ADMIN_CLOUD, "--os-region", region,
                          "--os-config", str(self.cloud.clouds_yaml), "--inventory-interval", "1",
-                         "--sync-interval", "2")
+                         "--sync-interval", "2", "--usage-interval", "1", "--address-interval", "1",
+                         "--capacity-interval", "2")
         proc = Proc(f"agent-{site}", args, self.base / f"agent-{site}.log")
         self.agents[site] = proc
         return proc
@@ -78,7 +80,13 @@ class SyncLab:
 @pytest.fixture(scope="module")
 def lab(two_region_cloud: TwoRegionCloud, regions: dict[str, Any],
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncLab]:
-    base = tmp_path_factory.mktemp("sync")
+    with running_lab(two_region_cloud, regions, tmp_path_factory.mktemp("sync")) as lab:
+        yield lab
+
+
+@contextlib.contextmanager
+def running_lab(two_region_cloud: TwoRegionCloud, regions: dict[str, Any], base: Path) -> Iterator[SyncLab]:
+    """A coordinator (its own etcd) and agents of sites one and two (RegionOne, RegionTwo), as processes."""
     ready = base / "addr"
     coordinator = Proc("coordinator", coordinator_cmd(base / "coord", ready), base / "coord.log")
     lab = SyncLab(two_region_cloud, base, "", {site: regions[region] for site, region in SITES.items()},
