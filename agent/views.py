@@ -153,7 +153,11 @@ class RegionViews:
         report = vpb.UsageReport()
         now = time.monotonic()
         for project, wanted in sorted(by_project.items()):
-            usage = osr.project_usage(conn, project, wanted)
+            try:
+                usage = osr.project_usage(conn, project, wanted)
+            except osr.SpecError as exc:  # e.g. a project this region's Nova does not know: the others go on
+                log.warning("site %s: no quota usage for project %s: %s", self.site, project, exc)
+                continue
             change = {res: limit for res, limit in wanted.items()
                       if limit != REPORT_ONLY and res in usage and usage[res][1] != limit}
             if change:

@@ -38,6 +38,7 @@ CURSORS = r.ROOT + "event-cursors/"
 
 DEFAULT_RETENTION_S = 7 * 86_400
 DEFAULT_MAX_PER_SITE = 10_000
+COORDINATOR_SITE = "_coordinators"  # not a DNS label: no agent's journal can collide with it
 TRIM_EVERY = 60.0  # seconds between the leader's trim runs
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
@@ -108,7 +109,7 @@ class EventFilter:
 
     def check(self) -> EventFilter:
         """Self, or InvalidArgument naming the field."""
-        if self.site:
+        if self.site and self.site != COORDINATOR_SITE:
             m.check_name(self.site, "site")
         if self.since_ms < 0:
             raise InvalidArgument(f"{self.since_ms} is negative", "since_unix_ms")
@@ -432,8 +433,6 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         except IsthmusError as exc:
             await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
 
-
-COORDINATOR_SITE = "_coordinators"  # not a DNS label: no agent's journal can collide with it
 
 
 async def record(store: Store, kind: str, level: str, message: str, site: str = COORDINATOR_SITE) -> int:

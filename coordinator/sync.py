@@ -34,7 +34,7 @@ from isthmus import sync as s
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.auth import Auth
 from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is, present
-from isthmus.coordinator.views import ViewsPlanner, write_addresses, write_capacity, write_usage
+from isthmus.coordinator.views import ViewsPlanner, register_region, write_addresses, write_capacity, write_usage
 from isthmus.edge import grpc_errors
 from isthmus.errors import (
     Aborted,
@@ -756,6 +756,9 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
                                     f"{who.who if who else 'an unidentified peer'} may not speak for site {hello.site}")
         site = hello.site
         log.info("sync agent of site %s attached (OpenStack region %s)", site, hello.region)
+        if self.views is not None:
+            await register_region(self.store, site, hello.region, self.views.state.regions.get(site))
+            self._full_seq.pop(site, None)  # a new stream: its first address list starts afresh
         changed = self.planner.site_event(site)
         reader = asyncio.create_task(self._read(site, hello.region, requests), name=f"sync-read-{site}")
         sent: list[s.SyncTask] | None = None

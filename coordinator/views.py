@@ -9,6 +9,7 @@ Key layout (under ``/isthmus/v1/views/``)::
     domains/{name}                      a routing domain: networks that reach each other
     soft/{project}/{resource}           whether the soft limit is crossed (one event per crossing)
     alloc/{project}/{resource}          the limit granted to each region: {"site": {"last": n, "high": n}}
+    regions/{site}                      the site has an OpenStack region (its agent attached for sync and views)
 
 Every coordinator follows this prefix (and which sites have a connected
 agent) and keeps it in memory: the address index, the quota allocation per
@@ -48,9 +49,11 @@ ADDRESSES = VIEWS + "addresses/"
 DOMAINS = VIEWS + "domains/"
 SOFT = VIEWS + "soft/"
 ALLOC = VIEWS + "alloc/"
+REGIONS = VIEWS + "regions/"
 
 # Resources a global quota may name, and which service counts them.
-NOVA_RESOURCES = ("instances", "cores", "ram", "key_pairs", "server_groups")
+# (Not key_pairs: Nova limits them per user and counts no project usage for them.)
+NOVA_RESOURCES = ("instances", "cores", "ram", "server_groups")
 NEUTRON_RESOURCES = ("networks", "subnets", "ports", "floatingips", "security_groups", "security_group_rules",
                      "routers")
 RESOURCES = NOVA_RESOURCES + NEUTRON_RESOURCES
@@ -80,6 +83,7 @@ class ViewState:
     # (project, resource) -> ({site: (last granted, highest granted since the last confirmed)}, mod revision)
     alloc: dict[tuple[str, str], tuple[dict[str, tuple[int, int]], int]] = field(default_factory=dict)
     present: set[str] = field(default_factory=set)  # sites whose agent is connected
+    regions: dict[str, str] = field(default_factory=dict)  # site -> OpenStack region name
 
 
 def usage_of(state: ViewState, project: str, resource: str) -> dict[str, tuple[int, int, float]]:
@@ -111,9 +115,15 @@ def allocation(state: ViewState, project: str, resource: str) -> dict[str, q.All
 
 
 def next_grants(state: ViewState, project: str, resource: str) -> dict[str, tuple[int, int]]:
-    """The grants after this allocation: (last, highest not yet confirmed) per region."""
+    """The grants after this allocation: (last, highest not yet confirmed) per region.
+
+    Nothing changes until every connected region has reported this resource: the limit a silent region
+    enforces is unknown, and headroom given out meanwhile could overshoot the hard limit.
+    """
     held = state.alloc.get((project, resource), ({}, 0))[0]
     usage = usage_of(state, project, resource)
+    if {site for site in state.regions if site in state.present} - set(usage):
+        return held  # a connected region has not reported it yet (it was just told to)
     out = {}
     for site, a in allocation(state, project, resource).items():
         limit = usage[site][1]
@@ -225,7 +235,7 @@ class ViewsPlanner:
                 self._delete(key)
             else:
                 self._put(e.kv)
-            if key.startswith((QUOTAS, USAGE, ALLOC)):
+            if key.startswith((QUOTAS, USAGE, ALLOC, REGIONS)):
                 wake_all = True
                 if key.startswith(USAGE):
                     usage_changed.add(key[len(USAGE):])
@@ -265,6 +275,8 @@ class ViewsPlanner:
         elif key.startswith(SOFT):
             project, resource = key[len(SOFT):].split("/", 1)
             st.soft[(project, resource)] = (bool(json.loads(kv.value).get("exceeded")), kv.mod_revision)
+        elif key.startswith(REGIONS):
+            st.regions[key[len(REGIONS):]] = json.loads(kv.value).get("region", "")
         elif key.startswith(ALLOC):
             project, resource = key[len(ALLOC):].split("/", 1)
             grants = {site: (int(g["last"]), int(g["high"])) for site, g in json.loads(kv.value).items()}
@@ -287,6 +299,8 @@ class ViewsPlanner:
         elif key.startswith(ALLOC):
             project, resource = key[len(ALLOC):].split("/", 1)
             st.alloc.pop((project, resource), None)
+        elif key.startswith(REGIONS):
+            st.regions.pop(key[len(REGIONS):], None)
 
     def domains(self) -> dict[str, set[tuple[str, str]]]:
         """Routing domains, plus one per l2-gateway-connection: its network at every site of the gateway."""
@@ -303,8 +317,12 @@ class ViewsPlanner:
         domains = self.domains()
         digest = repr(sorted((k, sorted(v)) for k, v in domains.items()))
         if digest != self._domains_digest:
+            try:
+                self.index.set_domains(domains)
+            except ValueError as exc:  # a domain written to etcd by hand that the index refuses
+                log.error("routing domains not applied: %s", exc)
+                return
             self._domains_digest = digest
-            self.index.set_domains(domains)
 
     async def _check_soft_limits(self) -> None:
         """One event per upward crossing of a soft limit, whichever coordinator sees it first."""
@@ -370,6 +388,12 @@ class ViewsPlanner:
 # ---------------------------------------------------------------- writes from agents
 
 
+async def register_region(store: Store, site: str, region: str, held: str | None) -> None:
+    """Record that the site has an OpenStack region: quota raises wait for its usage reports from now on."""
+    if held != region:
+        await store.put(REGIONS + site, _dumps({"region": region, "since_unix_ms": now_ms()}))
+
+
 async def write_usage(store: Store, site: str, report: vpb.UsageReport, held: dict[str, Any] | None) -> None:
     projects = {p.project: {res: {"in_use": e.in_use, "limit": e.limit, "recent": e.recent}
                             for res, e in p.resources.items()} for p in report.projects}
@@ -404,7 +428,9 @@ async def write_addresses(store: Store, site: str, delta: vpb.AddressDelta,
         try:
             upserts.append(ad.check_record(d, f"upserts[{i}]."))
         except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
+            # One record the index cannot take is left out (its stored version stays), not the whole delta.
+            log.warning("site %s reported an address record that is left out: %s", site, exc)
+            seen.add((rec.kind, rec.id))
     ops: list[Put | Delete] = []
     for rec in upserts:
         seen.add((rec.kind, rec.id))
@@ -562,6 +588,8 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
 
     async def _check_domain(self, d: vpb.RoutingDomain) -> None:
         m.check_name(d.name, "name")
+        if d.name == ad.GLOBAL_DOMAIN:
+            raise InvalidArgument(f"{d.name!r} is reserved: floating and router gateway IPs are always in it", "name")
         if not d.networks:
             raise InvalidArgument("name at least one REGION:NETWORK", "networks")
         seen = set()

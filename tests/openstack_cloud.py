@@ -448,7 +448,7 @@ def _neutron_conf(db: MariaDB, base: Path, region: Region, keystone: str, passwo
 [DEFAULT]
 auth_strategy = keystone
 core_plugin = ml2
-service_plugins =
+service_plugins = router
 bind_host = 127.0.0.1
 bind_port = {region.neutron_port}
 transport_url = fake://

@@ -87,10 +87,15 @@ class Env:
         self.sync = sync_pb2_grpc.SyncServiceStub(channel)
         self.sites = api_pb2_grpc.SiteServiceStub(channel)
         self.agents: list[FakeRegionAgent] = []
+        self.coordinator: Any = None
 
     async def agent(self, site: str, images: list[spb.ImageInfo] | None = None) -> FakeRegionAgent:
         a = await FakeRegionAgent(self.channel, site).start(images)
         self.agents.append(a)
+        if images is not None and self.coordinator is not None:  # an intent naming them is checked against it
+            planner = self.coordinator.sync_planner
+            await await_for(lambda: planner is not None and site in planner.view.inventories,
+                            what=f"the image list of {site} stored")
         return a
 
     async def revision(self) -> list[tuple[str, int]]:
@@ -106,6 +111,7 @@ async def sync_env(etcd: str, tmp_path: Path) -> AsyncIterator[Env]:
         await store.connect()
         async with grpc.aio.insecure_channel(coordinator.address) as channel:
             e = Env(channel, store)
+            e.coordinator = coordinator
             for name in ("one", "two", "three"):
                 await e.sites.CreateSite(pb.Site(name=name, kind=pb.SITE_KIND_REGION))
             try:

@@ -11,7 +11,7 @@ from typing import Any
 from isthmus.v1 import views_pb2 as vpb
 from isthmus.v1 import views_pb2_grpc
 
-RESOURCES = ("instances", "cores", "ram", "key_pairs", "server_groups", "networks", "subnets", "ports", "floatingips",
+RESOURCES = ("instances", "cores", "ram", "server_groups", "networks", "subnets", "ports", "floatingips",
              "security_groups", "security_group_rules", "routers")
 
 
