@@ -58,6 +58,17 @@ class TlsFiles:
         )
 
 
+def open_channel(address: str, tls: TlsFiles) -> grpc.aio.Channel:
+    """A channel to a coordinator with the agent's keepalive settings, TLS when ``tls`` names a CA."""
+    creds = tls.credentials()
+    options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
+    if creds and address.startswith("unix:"):
+        # A unix socket has no host name; the coordinator's certificate names localhost.
+        options.append(("grpc.ssl_target_name_override", "localhost"))
+    return (grpc.aio.secure_channel(address, creds, options=options) if creds
+            else grpc.aio.insecure_channel(address, options=options))
+
+
 def backoff(attempt: int, base: float = 0.2, cap: float = 5.0) -> float:
     """Exponential backoff with full jitter: uniform in [base/2, min(cap, base * 2**attempt)]."""
     return random.uniform(base / 2, min(cap, base * 2 ** min(attempt, 16)))
@@ -132,13 +143,7 @@ class CoordinatorLink:
 
     async def _session(self, address: str) -> bool:
         """One stream; returns whether the desired state was received before it ended."""
-        creds = self.tls.credentials()
-        options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
-        if creds and address.startswith("unix:"):
-            # A unix socket has no host name; the coordinator's certificate names localhost.
-            options.append(("grpc.ssl_target_name_override", "localhost"))
-        channel = (grpc.aio.secure_channel(address, creds, options=options) if creds
-                   else grpc.aio.insecure_channel(address, options=options))
+        channel = open_channel(address, self.tls)
         held = self.reconciler.desired
         outbox: asyncio.Queue[apb.AgentMessage] = asyncio.Queue()
         outbox.put_nowait(apb.AgentMessage(hello=apb.Hello(

@@ -21,6 +21,26 @@ class StateError(Exception):
     pass
 
 
+def write_atomically(path: Path, body: str) -> None:
+    """Replace ``path`` with ``body``: temp file, fsync, rename, fsync of the directory (a crash leaves either)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 @dataclass(frozen=True)
 class DesiredState:
     """The desired peerings of the site at a coordinator revision."""
@@ -72,21 +92,6 @@ class StateFile:
             },
             separators=(",", ":"),  # compact: written on every change, and indent is slow
         )
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".desired.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, body)
         log.debug("persisted %d peerings of %s at rev %d", len(state.peerings), state.site, state.revision)
 

@@ -16,8 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -31,7 +29,8 @@ import grpc.aio
 
 from isthmus import model as m
 from isthmus import sync as s
-from isthmus.agent.link import CHANNEL_OPTIONS, TlsFiles, backoff
+from isthmus.agent.link import TlsFiles, backoff, open_channel
+from isthmus.agent.state import write_atomically
 from isthmus.agent.views import RegionViews
 from isthmus.drivers import openstack_region as osr
 from isthmus.v1 import sync_pb2 as spb
@@ -86,17 +85,7 @@ class Ledger:
         with self._lock:
             body = json.dumps({"format": FORMAT, "revision": self.revision, "tasks": m.to_json(self.tasks),
                                "created": self.created}, sort_keys=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".sync-")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(body)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_atomically(self.path, body)
 
     def record(self, task: s.SyncTask, target_id: str) -> None:
         entry: dict[str, Any] = {"kind": task.kind.value, "resource": task.resource, "intent": task.intent,
@@ -198,12 +187,7 @@ class SyncWorker:
             await asyncio.gather(inventory, views, *self._runners.values(), return_exceptions=True)
 
     async def _session(self, address: str) -> bool:
-        creds = self.tls.credentials()
-        options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
-        if creds and address.startswith("unix:"):
-            options.append(("grpc.ssl_target_name_override", "localhost"))
-        channel = (grpc.aio.secure_channel(address, creds, options=options) if creds
-                   else grpc.aio.insecure_channel(address, options=options))
+        channel = open_channel(address, self.tls)
         got_any = False
         async with channel:
             call = sync_pb2_grpc.RegionAgentServiceStub(channel).Attach()

@@ -26,7 +26,7 @@ import grpc.aio
 from isthmus import convert
 from isthmus import model as m
 from isthmus.coordinator import registry as r
-from isthmus.coordinator.auth import Auth, Principal
+from isthmus.coordinator.auth import Auth, Principal, check_agent
 from isthmus.coordinator.events import EventFilter, EventWriter, list_events
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
@@ -382,13 +382,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             m.check_name(hello.site, "hello.site")
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if self.auth is not None and self.auth.enforce:
-            who = self.auth.principal(context)
-            if who is None or who.kind != "site" or who.name != hello.site:
-                reason = (f"{who.who if who else 'an unidentified peer'} may not speak for site {hello.site}; "
-                          "an agent's certificate names its site (isthmus://site/<site>)")
-                await self.auth.audit(who or OPEN_ANONYMOUS, "/isthmus.v1.AgentService/Connect", False, reason)
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+        await check_agent(self.auth, context, hello.site, "/isthmus.v1.AgentService/Connect")
         session = AgentSession(self, hello, context.peer())
         try:
             await session.claim()

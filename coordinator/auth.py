@@ -290,3 +290,14 @@ def describe_mode(auth: Auth, listen: list[str]) -> str:
     return ("NO AUTHENTICATION: anyone who can reach " + ", ".join(listen) + " is admin and may speak for any "
             "site (development only; give --tls-ca for mutual TLS or --token-file)")
 
+
+async def check_agent(auth: Auth | None, context: grpc.aio.ServicerContext, site: str, method: str) -> None:
+    """An agent stream may speak only for the site its certificate names; aborts PERMISSION_DENIED (audited)."""
+    if auth is None or not auth.enforce:
+        return
+    who = auth.principal(context)
+    if who is None or who.kind != "site" or who.name != site:
+        reason = (f"{who.who if who else 'an unidentified peer'} may not speak for site {site}; "
+                  "an agent's certificate names its site (isthmus://site/<site>)")
+        await auth.audit(who or Principal("anonymous", "", ""), method, False, reason)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)

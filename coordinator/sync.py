@@ -32,7 +32,7 @@ import grpc.aio
 from isthmus import model as m
 from isthmus import sync as s
 from isthmus.coordinator import registry as r
-from isthmus.coordinator.auth import Auth
+from isthmus.coordinator.auth import Auth, check_agent
 from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is, present
 from isthmus.coordinator.views import ViewsPlanner, register_region, write_addresses, write_capacity, write_usage
 from isthmus.edge import grpc_errors
@@ -749,11 +749,7 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
             m.check_name(hello.site, "hello.site")
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if self.auth is not None and self.auth.enforce:
-            who = self.auth.principal(context)
-            if who is None or who.kind != "site" or who.name != hello.site:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                    f"{who.who if who else 'an unidentified peer'} may not speak for site {hello.site}")
+        await check_agent(self.auth, context, hello.site, "/isthmus.v1.RegionAgentService/Attach")
         site = hello.site
         log.info("sync agent of site %s attached (OpenStack region %s)", site, hello.region)
         if self.views is not None:

@@ -995,22 +995,25 @@ def watch(ctl: Ctl, args: Namespace) -> None:
     request = api_pb2.WatchRequest(
         kinds=args.kind or [], site=args.site or "", start_revision=args.from_revision or 0
     )
-    call = ctl.status().Watch(request)  # no deadline: a watch runs until stopped
+    follow(ctl, ctl.status().Watch(request), WATCH_HEADER, event_line, "--from-revision")
+
+
+def follow(ctl: Ctl, call: Any, header: str, line: Callable[[Any], str], resume_flag: str) -> None:
+    """Print a server stream as it comes (no deadline: until stopped); a broken one says where to resume."""
     last = 0
     try:
         if ctl.output == "table":
-            print(WATCH_HEADER, flush=True)
-        for event in call:
-            last = event.revision
-            print(json.dumps(message_json(event)) if ctl.output == "json" else event_line(event), flush=True)
+            print(header, flush=True)
+        for item in call:
+            last = item.revision
+            print(json.dumps(message_json(item)) if ctl.output == "json" else line(item), flush=True)
     except KeyboardInterrupt:
         call.cancel()
     except grpc.RpcError as exc:
         if not last:
             raise
-        # Replaying the last revision may repeat an event but never skips one.
-        resume = f"; resume with --from-revision {last}"
-        raise CtlError(describe_rpc_error(exc, ctl.unavailable_hint) + resume) from exc
+        # Replaying the last revision may repeat an item but never skips one.
+        raise CtlError(describe_rpc_error(exc, ctl.unavailable_hint) + f"; resume with {resume_flag} {last}") from exc
 
 
 def local_status(ctl: Ctl, args: Namespace) -> None:

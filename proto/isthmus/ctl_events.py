@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from argparse import Namespace
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-
-import grpc
 
 from isthmus.v1 import events_pb2 as epb
 from isthmus.v1 import events_pb2_grpc
@@ -71,26 +68,11 @@ def events(ctl: Any, args: Namespace) -> None:
         reply = stub.ListEvents(epb.ListEventsRequest(limit=args.limit or 0, **_filters(args)), timeout=ctl.timeout)
         ctl.show(list(reply.events), COLUMNS, event_row)
         return
-    from isthmus.ctl import CtlError, describe_rpc_error, message_json
+    from isthmus.ctl import follow
 
     request = epb.WatchEventsRequest(limit=args.limit or 0, start_revision=args.from_revision or 0,
                                      **_filters(args))
-    call = stub.WatchEvents(request)  # no deadline: it follows until stopped
-    last = 0
-    try:
-        if ctl.output == "table":
-            print(FOLLOW_HEADER, flush=True)
-        for e in call:
-            last = e.revision
-            print(json.dumps(message_json(e)) if ctl.output == "json" else follow_line(e), flush=True)
-    except KeyboardInterrupt:
-        call.cancel()
-    except grpc.RpcError as exc:
-        if not last:
-            raise
-        # Replaying the last revision may repeat an event but never skips one.
-        raise CtlError(describe_rpc_error(exc, ctl.unavailable_hint)
-                       + f"; resume with --follow --from-revision {last}") from exc
+    follow(ctl, stub.WatchEvents(request), FOLLOW_HEADER, follow_line, "--follow --from-revision")
 
 
 COMMANDS: dict[str, Callable[[Any, Namespace], None]] = {
