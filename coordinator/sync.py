@@ -732,6 +732,7 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
         self.auth = auth
         self.views = views
         self._full_seq: dict[str, int] = {}
+        self.attached: dict[str, str] = {}  # site -> instance id of the agent whose sync stream is here
         self._full_seen: dict[str, set[tuple[str, str]]] = {}
 
     async def Attach(  # noqa: N802
@@ -751,6 +752,12 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         await check_agent(self.auth, context, hello.site, "/isthmus.v1.RegionAgentService/Attach")
         site = hello.site
+        holder = self.attached.get(site)
+        if holder is not None and holder != hello.instance_id:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                f"site {site} already has a sync stream from another agent on this coordinator; "
+                                "stop it first")
+        self.attached[site] = hello.instance_id
         log.info("sync agent of site %s attached (OpenStack region %s)", site, hello.region)
         if self.views is not None:
             await register_region(self.store, site, hello.region, self.views.state.regions.get(site))
@@ -786,6 +793,8 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+            if self.attached.get(site) == hello.instance_id:
+                del self.attached[site]
             log.info("sync agent of site %s detached", site)
 
     async def _read(self, site: str, region: str, requests: AsyncIterator[spb.RegionUp]) -> None:

@@ -51,8 +51,9 @@ class FakeRegionAgent:
         self.assignments = 0
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self, images: list[spb.ImageInfo] | None = None) -> FakeRegionAgent:
-        await self.call.write(spb.RegionUp(hello=spb.RegionHello(site=self.site, region=f"Region-{self.site}")))
+    async def start(self, images: list[spb.ImageInfo] | None = None, instance: str = "") -> FakeRegionAgent:
+        await self.call.write(spb.RegionUp(hello=spb.RegionHello(site=self.site, region=f"Region-{self.site}",
+                                                                 instance_id=instance or f"fake-{self.site}")))
         if images is not None:
             await self.call.write(spb.RegionUp(inventory=spb.Inventory(images=images)))
         self._reader = asyncio.create_task(self._read())
@@ -388,6 +389,22 @@ async def test_without_rollback_a_failure_stops_and_abort_and_resume_work(env: E
     await wait_rollout(env, "roll", "ABORTED")
     await env.sync.ControlRollout(spb.ControlRolloutRequest(name="roll", action="resume"))
     await await_for(lambda: two.task("roll", "ENSURE"), what="canary again")
+
+
+@with_env
+async def test_a_second_agent_for_a_site_is_refused(env: Env) -> None:
+    first = await env.agent("one")
+    await env.sync.CreateSync(keypair_intent(regions=("one",)))
+    await await_for(lambda: first.task("ops"), what="the first agent's task")
+    second = FakeRegionAgent(env.channel, "one")
+    await second.call.write(spb.RegionUp(hello=spb.RegionHello(site="one", instance_id="another")))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await second.call.read()
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS and "site one" in err.value.details()
+    # The same agent reconnecting (a new stream, its instance id) is welcome.
+    again = await FakeRegionAgent(env.channel, "one").start()
+    env.agents.append(again)
+    await await_for(lambda: again.task("ops"), what="the task on the new stream of the same agent")
 
 
 def test_public_key_parser_says_what_is_wrong() -> None:
