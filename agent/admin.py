@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import grp
 import logging
@@ -13,6 +14,7 @@ import stat
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -31,7 +33,9 @@ log = logging.getLogger(__name__)
 
 
 class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
-    def __init__(self, site: str, reconciler: Reconciler, link: CoordinatorLink, driver: str, version: str) -> None:
+    def __init__(self, site: str, reconciler: Reconciler, link: CoordinatorLink, driver: str, version: str,
+                 sync: Any = None) -> None:
+        self.sync = sync  # the SyncWorker, when the agent runs one
         self.site = site
         self.reconciler = reconciler
         self.link = link
@@ -54,7 +58,15 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
             agent_version=self.version,
             last_error="; ".join(errors),
             started_unix_ms=self.started_ms,
+            **self._sync_status(),
         )
+
+    def _sync_status(self) -> dict[str, Any]:
+        if self.sync is None:
+            return {}
+        states = collections.Counter(st.state.value for st in self.sync.statuses.values())
+        return {"sync_enabled": True, "sync_connected": self.sync.connected, "sync_region": self.sync.config.region,
+                "sync_states": dict(states)}
 
     async def ListPeerings(  # noqa: N802
         self, request: adm.ListPeeringsRequest, context: object

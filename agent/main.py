@@ -189,6 +189,7 @@ async def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             log.error("cannot start the sync worker: %s", exc)
             return 2
+        admin.sync = worker
         tasks.append(asyncio.create_task(worker.run(), name="sync"))
     metrics = None
     if args.metrics_listen:

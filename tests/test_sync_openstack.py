@@ -139,6 +139,9 @@ def test_keypair_create_change_conflict_catch_up_and_delete(lab: SyncLab, tmp_pa
     assert same_key(keypairs(one)[name], first) and same_key(keypairs(two)[name], first)
     view = lab.show(name)
     assert all(st.get("created") for st in view["statuses"])
+    # The region's own view, through the agent's admin socket (what an operator of a cut-off site sees).
+    local = lab.ctl("local", "status", "--socket", str(lab.base / "one" / "admin.sock")).stdout
+    assert "region RegionOne, stream up" in local and "IN_SYNC" in local
 
     # A change of key is followed; region two's agent is stopped during the change and catches up after restart.
     lab.agents["two"].stop()

@@ -1036,6 +1036,9 @@ def agent_status_fields(st: admin_pb2.AgentStatus, now: float) -> list[tuple[str
         ("overrides", str(st.overrides)),
         ("driver", st.driver), ("agent-version", st.agent_version), ("started", started),
         ("last-error", _one_line(st.last_error)),
+        ("sync", (f"region {st.sync_region}, stream {'up' if st.sync_connected else 'down'}; "
+                  + (", ".join(f"{n} {state}" for state, n in sorted(st.sync_states.items())) or "nothing to do"))
+         if st.sync_enabled else "off (no --os-cloud)"),
     ]
 
 

@@ -12,7 +12,14 @@ class AgentStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("site", "connected", "coordinator", "desired_revision", "applied_revision", "driver", "agent_version", "last_error", "started_unix_ms", "partitioned", "link_down_since_unix_ms", "overrides")
+    __slots__ = ("site", "connected", "coordinator", "desired_revision", "applied_revision", "driver", "agent_version", "last_error", "started_unix_ms", "partitioned", "link_down_since_unix_ms", "overrides", "sync_enabled", "sync_connected", "sync_region", "sync_states")
+    class SyncStatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SITE_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +32,10 @@ class AgentStatus(_message.Message):
     PARTITIONED_FIELD_NUMBER: _ClassVar[int]
     LINK_DOWN_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    SYNC_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    SYNC_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    SYNC_REGION_FIELD_NUMBER: _ClassVar[int]
+    SYNC_STATES_FIELD_NUMBER: _ClassVar[int]
     site: str
     connected: bool
     coordinator: str
@@ -37,7 +48,11 @@ class AgentStatus(_message.Message):
     partitioned: bool
     link_down_since_unix_ms: int
     overrides: int
-    def __init__(self, site: _Optional[str] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., agent_version: _Optional[str] = ..., last_error: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., partitioned: _Optional[bool] = ..., link_down_since_unix_ms: _Optional[int] = ..., overrides: _Optional[int] = ...) -> None: ...
+    sync_enabled: bool
+    sync_connected: bool
+    sync_region: str
+    sync_states: _containers.ScalarMap[str, int]
+    def __init__(self, site: _Optional[str] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., agent_version: _Optional[str] = ..., last_error: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., partitioned: _Optional[bool] = ..., link_down_since_unix_ms: _Optional[int] = ..., overrides: _Optional[int] = ..., sync_enabled: _Optional[bool] = ..., sync_connected: _Optional[bool] = ..., sync_region: _Optional[str] = ..., sync_states: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ListPeeringsRequest(_message.Message):
     __slots__ = ()
