@@ -217,10 +217,14 @@ def test_security_group_with_all_its_rules_drift_repair_and_deletion(lab: SyncLa
                                            protocol="tcp", port_range_min=23, port_range_max=23)
     wait_for(lambda: group_rules(two, name) == expected, 60, "drift repaired in RegionTwo")
 
-    # A change of rules is followed.
+    # A change of rules is followed; region two's agent is stopped during the change and catches up after.
+    lab.agents["two"].stop()
     lab.ctl("sync", "update", name, "--rule", "proto=tcp,port=443,remote=0.0.0.0/0")
     wanted = {("ingress", "IPv4", "tcp", 443, 443, "")}
-    wait_for(lambda: group_rules(one, name) == wanted and group_rules(two, name) == wanted, 60, "the new rule set")
+    wait_for(lambda: group_rules(one, name) == wanted, 60, "the new rule set in RegionOne")
+    assert group_rules(two, name) == expected  # untouched while its agent is away
+    lab.start_agent("two", "RegionTwo")
+    wait_for(lambda: group_rules(two, name) == wanted, 60, "RegionTwo catching up after its agent restarted")
 
     lab.ctl("sync", "delete", name)
     wait_for(lambda: group_rules(one, name) is None and group_rules(two, name) is None
@@ -257,10 +261,14 @@ def test_auto_images_follow_with_properties_and_a_different_checksum_is_a_confli
         assert copy.hash_value == src.hash_value and tag in copy.tags
         assert copy.properties.get("os_distro") == "debian" or getattr(copy, "os_distro", None) == "debian"
         assert [i.id for i in copies(two, clash)] == [theirs.id]
-        # A new matching image follows.
+        # A new matching image follows, also when region two's agent was stopped as it appeared.
+        lab.agents["two"].stop()
         made.append(upload(one, later, tags=[tag]))
+        wait_for(lambda: (later, "two") in lab.states(f"auto-{tag}"), 30, "the new image listed for region two")
+        assert not copies(two, later)  # nobody copies for a stopped agent
+        lab.start_agent("two", "RegionTwo")
         wait_for(lambda: len(copies(two, later)) == 1 and copies(two, later)[0].status == "active", 90,
-                 "the new image copied")
+                 "the new image copied once the agent is back")
         assert copies(two, later)[0].checksum == made[-1].checksum
         lab.ctl("sync", "delete", f"auto-{tag}")
         wait_for(lambda: not copies(two, name) and not copies(two, later), 60, "copies removed")
