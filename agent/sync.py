@@ -290,10 +290,8 @@ class SyncWorker:
             if key not in wanted or wanted[key] != self._running[key]:
                 self._stop(key)
         for key, task in wanted.items():
-            if key not in self._running:
+            if key not in self._running:  # unchanged tasks keep their pace (a new list is no reason to re-check)
                 self._start(key, task)
-            else:
-                self._wakes[key].set()
         for key, entry in list(self.ledger.created.items()):
             if key not in wanted and key not in self._running:
                 orphan = s.SyncTask(entry["intent"], s.Kind(entry["kind"]), entry["resource"], s.Action.REMOVE,
