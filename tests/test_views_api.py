@@ -8,6 +8,9 @@ test_views_openstack.py.
 from __future__ import annotations
 
 import asyncio
+import random
+import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,12 +18,13 @@ import grpc.aio
 import pytest
 from test_sync_api import Env, FakeRegionAgent, with_env
 
-from conftest import await_for
+from conftest import await_for, running_coordinator
 from isthmus.coordinator.views import VIEWS
 from isthmus.v1 import agent_pb2 as apb
-from isthmus.v1 import agent_pb2_grpc, events_pb2_grpc, views_pb2_grpc
+from isthmus.v1 import agent_pb2_grpc, api_pb2_grpc, events_pb2_grpc, views_pb2_grpc
 from isthmus.v1 import events_pb2 as epb
 from isthmus.v1 import sync_pb2 as spb
+from isthmus.v1 import types_pb2 as pb
 from isthmus.v1 import views_pb2 as vpb
 
 
@@ -30,6 +34,7 @@ class ViewAgent(FakeRegionAgent):
     def __init__(self, channel: grpc.aio.Channel, site: str) -> None:
         super().__init__(channel, site)
         self.targets: dict[tuple[str, str], int] = {}
+        self.history: list[dict[tuple[str, str], int]] = []  # every assignment, in the order received
         # The peering stream too: it is what makes the site present (not stale) for the coordinator.
         self.presence = agent_pb2_grpc.AgentServiceStub(channel).Connect()
 
@@ -47,6 +52,7 @@ class ViewAgent(FakeRegionAgent):
         async for msg in self.call:
             if msg.WhichOneof("msg") == "quotas":
                 self.targets = {(t.project, t.resource): t.limit for t in msg.quotas.targets}
+                self.history.append(self.targets)
             else:
                 self.tasks = list(msg.assignment.tasks)
 
@@ -249,3 +255,58 @@ async def test_floating_ips_are_one_global_domain_and_capacity_sums(env: Env) ->
         await asyncio.sleep(0.05)
     assert [r.region for r in cap.regions] == ["one", "two"]
     assert cap.total.network_objects["networks"] == 7 and not cap.total.compute_known
+
+
+async def test_two_coordinators_never_hand_out_the_same_headroom_twice(etcd: str, tmp_path: Path) -> None:
+    """Regions attached to different coordinators grow at random moments: the applied limits stay within the
+    hard limit at every step, and the grants converge to exactly the hard limit."""
+    hard = 30
+    async with running_coordinator(etcd, tmp_path / "a") as ca, running_coordinator(etcd, tmp_path / "b") as cb:
+        async with grpc.aio.insecure_channel(ca.address) as cha, grpc.aio.insecure_channel(cb.address) as chb:
+            sites = api_pb2_grpc.SiteServiceStub(cha)
+            names = ["one", "two", "three"]
+            for name in names:
+                await sites.CreateSite(pb.Site(name=name, kind=pb.SITE_KIND_REGION))
+            agents = [await ViewAgent(ch, name).start() for ch, name in zip((cha, chb, cha), names, strict=True)]
+            try:
+                await views_pb2_grpc.GlobalViewServiceStub(chb).SetQuota(
+                    vpb.QuotaLimit(project="p1", resource="cores", hard=hard))
+                key = ("p1", "cores")
+                applied = dict.fromkeys(names, 10)  # OpenStack's defaults: 30 in all, at the limit already
+                in_use = dict.fromkeys(names, 1)
+                for a in agents:
+                    await a.usage("p1", "cores", in_use[a.site], applied[a.site])
+                rng = random.Random(7)
+                deadline = time.monotonic() + 4
+                steps = 0
+                pos = dict.fromkeys(names, 0)
+                while time.monotonic() < deadline:
+                    a = rng.choice(agents)
+                    # The region applies an assignment it received, in order, but maybe not the newest yet (it
+                    # lags): the coordinators must have left room for every grant still in flight.
+                    if len(a.history) > pos[a.site]:
+                        pos[a.site] = rng.randrange(pos[a.site], len(a.history))
+                        target = a.history[pos[a.site]].get(key, -2)
+                        if target >= 0:
+                            applied[a.site] = target
+                    assert sum(applied.values()) <= hard, (steps, applied)
+                    if rng.random() < 0.5 and in_use[a.site] < applied[a.site]:
+                        in_use[a.site] += 1  # someone creates an instance there
+                    await a.usage("p1", "cores", in_use[a.site], applied[a.site], recent=float(in_use[a.site]))
+                    steps += 1
+                    await asyncio.sleep(rng.uniform(0, 0.03))
+                assert steps > 50 and sum(in_use.values()) > 3  # it did grow
+
+                async def settled() -> bool:  # every region applies its grant and reports it
+                    for a in agents:
+                        if a.targets.get(key, -2) >= 0:
+                            applied[a.site] = a.targets[key]
+                        assert sum(applied.values()) <= hard, applied
+                        await a.usage("p1", "cores", in_use[a.site], applied[a.site], recent=1.0)
+                    await asyncio.sleep(0.1)
+                    return all(a.targets.get(key) == applied[a.site] for a in agents) and sum(applied.values()) == hard
+
+                await await_for(settled, what="grants adding up to the hard limit")
+            finally:
+                for a in agents:
+                    await a.close()
