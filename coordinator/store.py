@@ -30,6 +30,7 @@ class KV:
     mod_revision: int
     create_revision: int
     lease: int = 0
+    version: int = 0  # writes since the key was created
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def _op_msg(op: Put | Delete) -> rpc.RequestOp:
 
 
 def _kv(kv: rpc.KeyValue) -> KV:
-    return KV(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision, kv.lease)
+    return KV(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision, kv.lease, kv.version)
 
 
 @dataclass(frozen=True)

@@ -415,3 +415,44 @@ def test_public_key_parser_says_what_is_wrong() -> None:
         with pytest.raises(s.InvalidArgument) as err:
             s.parse_public_key(text)
         assert words in str(err.value) and str(err.value).startswith("keypair.public_key:")
+
+
+async def test_a_rollout_moves_on_once_when_its_regions_sit_on_two_coordinators(etcd: str, tmp_path: Path) -> None:
+    async with running_coordinator(etcd, tmp_path / "a") as ca, running_coordinator(etcd, tmp_path / "b") as cb:
+        async with grpc.aio.insecure_channel(ca.address) as cha, grpc.aio.insecure_channel(cb.address) as chb:
+            sites = api_pb2_grpc.SiteServiceStub(cha)
+            for name in ("one", "two", "three"):
+                await sites.CreateSite(pb.Site(name=name, kind=pb.SITE_KIND_REGION))
+            source = await FakeRegionAgent(cha, "one").start([image("ubuntu", "u1")])
+            two, three = await FakeRegionAgent(cha, "two").start(), await FakeRegionAgent(chb, "three").start()
+            try:
+                await await_for(lambda: all(c.sync_planner is not None and "one" in c.sync_planner.view.inventories
+                                            for c in (ca, cb)), what="the image list on both coordinators")
+                stub = sync_pb2_grpc.SyncServiceStub(chb)
+                await stub.CreateSync(controlled())
+                await await_for(lambda: two.task("roll", "ENSURE") and three.task("roll", "HOLD"), what="wave 1")
+                task = two.task("roll")
+                assert task is not None
+                await two.report(task, "IN_SYNC", created=True)
+                await await_for(lambda: three.task("roll", "ENSURE"), what="wave 2 started by either coordinator")
+                t3 = three.task("roll")
+                assert t3 is not None
+                await three.report(t3, "IN_SYNC", created=True)
+
+                async def done() -> bool:
+                    ro = (await stub.GetSync(spb.GetSyncRequest(name="roll"))).rollout
+                    return ro.state == "DONE" and ro.wave == 2
+
+                await await_for(done, what="the rollout DONE")
+                # Both coordinators evaluated every step; the compare-and-swap let one write win each time:
+                # wave 0 -> 1 -> DONE is three writes of the rollout key (create included), not more.
+                store = Store([etcd])
+                await store.connect()
+                try:
+                    kv = await store.get(SYNC + "rollouts/roll")
+                    assert kv is not None and kv.version == 3, kv
+                finally:
+                    await store.close()
+            finally:
+                for a in (source, two, three):
+                    await a.close()
