@@ -84,6 +84,7 @@ class ViewState:
     alloc: dict[tuple[str, str], tuple[dict[str, tuple[int, int]], int]] = field(default_factory=dict)
     present: set[str] = field(default_factory=set)  # sites whose agent is connected
     regions: dict[str, str] = field(default_factory=dict)  # site -> OpenStack region name
+    quota_versions: dict[tuple[str, str], int] = field(default_factory=dict)  # mod revision of each global limit
 
 
 def usage_of(state: ViewState, project: str, resource: str) -> dict[str, tuple[int, int, float]]:
@@ -260,6 +261,7 @@ class ViewsPlanner:
             project, resource = key[len(QUOTAS):].split("/", 1)
             d = json.loads(kv.value)
             st.quotas[(project, resource)] = (int(d["hard"]), int(d.get("soft", -1)))
+            st.quota_versions[(project, resource)] = kv.mod_revision
         elif key.startswith(USAGE):
             st.usage[key[len(USAGE):]] = json.loads(kv.value)
         elif key.startswith(CAPACITY):
@@ -287,6 +289,7 @@ class ViewsPlanner:
         if key.startswith(QUOTAS):
             project, resource = key[len(QUOTAS):].split("/", 1)
             st.quotas.pop((project, resource), None)
+            st.quota_versions.pop((project, resource), None)
         elif key.startswith(USAGE):
             st.usage.pop(key[len(USAGE):], None)
         elif key.startswith(CAPACITY):
@@ -514,8 +517,10 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
 
     @grpc_errors
     async def ListQuotas(self, request: vpb.ListQuotasRequest, context: Any) -> vpb.ListQuotasResponse:  # noqa: N802
-        return vpb.ListQuotasResponse(limits=[vpb.QuotaLimit(project=p, resource=res, hard=h, soft=s)
-                                              for (p, res), (h, s) in sorted(self.views.state.quotas.items())])
+        st = self.views.state
+        return vpb.ListQuotasResponse(limits=[
+            vpb.QuotaLimit(project=p, resource=res, hard=h, soft=s, version=st.quota_versions.get((p, res), 0))
+            for (p, res), (h, s) in sorted(st.quotas.items())])
 
     @grpc_errors
     async def GetQuota(self, request: vpb.GetQuotaRequest, context: Any) -> vpb.ProjectQuota:  # noqa: N802
@@ -563,7 +568,8 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
                 setattr(total, name, getattr(total, name) + getattr(cap, name))
             for k, v in cap.network_objects.items():
                 total.network_objects[k] = total.network_objects[k] + v
-        total.source = "sum" if total.compute_known else "partly unknown"
+        total.source = ("none reported" if not st.capacity else "sum" if total.compute_known
+                        else "partly unknown")
         out.total.CopyFrom(total)
         return out
 

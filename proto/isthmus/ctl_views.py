@@ -51,7 +51,7 @@ def format_quota(pq: vpb.ProjectQuota, now: float) -> str:
                 continue
             state = "stale: keeps its limit" if reg.stale else reg.reason
             rows.append(["", reg.region, "", "", str(reg.usage), _limit(reg.limit), _limit(reg.setting),
-                         f"{state} ({_age(reg.updated_unix_ms, now)})"])
+                         f"{state} (report changed {_age(reg.updated_unix_ms, now)})"])
     header = ["RESOURCE", "REGION", "HARD", "SOFT", "USAGE", "LIMIT", "SETTING", "HEADROOM / NOTE"]
     return f"project {pq.project}\n" + format_table(header, rows)
 
@@ -87,8 +87,8 @@ def quota_unset(ctl: Any, args: Namespace) -> None:
 
 def quota_list(ctl: Any, args: Namespace) -> None:
     reply = _stub(ctl).ListQuotas(vpb.ListQuotasRequest(), timeout=ctl.timeout)
-    ctl.show(list(reply.limits), ["PROJECT", "RESOURCE", "HARD", "SOFT"],
-             lambda x: [x.project, x.resource, _limit(x.hard), _limit(x.soft)])
+    ctl.show(list(reply.limits), ["PROJECT", "RESOURCE", "HARD", "SOFT", "VERSION"],
+             lambda x: [x.project, x.resource, _limit(x.hard), _limit(x.soft), str(x.version)])
 
 
 def _capacity_row(c: vpb.RegionCapacity) -> list[str]:
