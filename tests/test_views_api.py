@@ -158,8 +158,14 @@ async def test_quota_input_is_checked_and_unset_removes(env: Env) -> None:
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith(f"{field}:")
     kvs, _ = await env.store.get_prefix(VIEWS)
     assert kvs == []
-    await v.SetQuota(vpb.QuotaLimit(project="p1", resource="cores", hard=10))
-    assert [x.resource for x in (await v.ListQuotas(vpb.ListQuotasRequest())).limits] == ["cores"]
+    made = await v.SetQuota(vpb.QuotaLimit(project="p1", resource="cores", hard=10))
+    [listed] = (await v.ListQuotas(vpb.ListQuotasRequest())).limits
+    assert (listed.resource, listed.hard, listed.version) == ("cores", 10, made.version) and made.version > 0
+    # A write naming the version it read wins once; the second one with that version is stale.
+    await v.SetQuota(vpb.QuotaLimit(project="p1", resource="cores", hard=12, version=listed.version))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await v.SetQuota(vpb.QuotaLimit(project="p1", resource="cores", hard=14, version=listed.version))
+    assert err.value.code() == grpc.StatusCode.ABORTED and err.value.details().startswith("version:")
     assert (await v.UnsetQuota(vpb.UnsetQuotaRequest(project="p1"))).removed == 1
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await v.GetQuota(vpb.GetQuotaRequest(project="p1"))
