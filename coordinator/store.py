@@ -145,6 +145,9 @@ class EtcdTls:
         )
 
 
+PREFIX_PAGE = 5000  # keys per etcd range request of get_prefix
+
+
 class Store:
     """etcd access: get, range, transactions with revision compares, watches, leases.
 
@@ -242,16 +245,22 @@ class Store:
             out.append(_kv(kvs[0]) if kvs else None)
         return out
 
-    async def get_prefix(self, prefix: str, revision: int = 0) -> tuple[list[KV], int]:
-        """Every key under ``prefix`` (sorted by key) and the store revision of the read."""
-        req = rpc.RangeRequest(key=prefix.encode(), range_end=prefix_end(prefix.encode()), revision=revision)
-        try:
-            resp = await self._call("Range", "_kv", req)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.OUT_OF_RANGE:  # compacted, or a future revision
-                raise OutOfRange(f"etcd cannot read at revision {revision}: {exc.details()}", "revision") from exc
-            raise
-        return [_kv(kv) for kv in resp.kvs], int(resp.header.revision)  # type: ignore[attr-defined]
+    async def get_prefix(self, prefix: str, revision: int = 0, page: int = PREFIX_PAGE) -> tuple[list[KV], int]:
+        """Every key under ``prefix`` (sorted by key) and the store revision of the read.
+
+        Read ``page`` keys per request, all at the revision of the first: one consistent snapshot however many
+        keys there are (a single response is capped by etcd's message size, 64 MiB at most).
+        """
+        end = prefix_end(prefix.encode()).decode()
+        out: list[KV] = []
+        start = prefix
+        while True:
+            kvs, more, read_at = await self.get_range(start, end, revision=revision, limit=page)
+            out += kvs
+            revision = revision or read_at
+            if not more or not kvs:
+                return out, revision
+            start = kvs[-1].key + "\x00"
 
     async def get_range(self, key: str, end: str, *, revision: int = 0, limit: int = 0, descending: bool = False,
                         keys_only: bool = False) -> tuple[list[KV], bool, int]:
