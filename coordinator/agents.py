@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -138,6 +138,13 @@ class StatusWriter:
             await self._write([s])
 
 
+class Leased(Protocol):
+    """What the lease keeper keeps alive: a lease, and the event it sets when the lease is gone."""
+
+    lease: int
+    lease_lost: asyncio.Event
+
+
 class LeaseKeeper:
     """Keeps every session's presence lease alive over one keep-alive stream per round.
 
@@ -150,15 +157,15 @@ class LeaseKeeper:
     def __init__(self, store: Store, ttl: int) -> None:
         self.store = store
         self.ttl = ttl
-        self.sessions: dict[int, AgentSession] = {}
+        self.sessions: dict[int, Leased] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, session: AgentSession) -> None:
+    def add(self, session: Leased) -> None:
         self.sessions[session.lease] = session
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="lease-keeper")
 
-    def remove(self, session: AgentSession) -> None:
+    def remove(self, session: Leased) -> None:
         if self.sessions.get(session.lease) is session:
             del self.sessions[session.lease]
 

@@ -271,7 +271,7 @@ class Coordinator:
             (sync_pb2, "SyncService", SyncService(SyncRegistry(self.store, self.sync_planner), self.store),
              sync_pb2_grpc.add_SyncServiceServicer_to_server),
             (sync_pb2, "RegionAgentService", RegionAgentService(self.store, self.sync_planner, self.auth,
-                                                                self.views),
+                                                                self.views, self.opts.lease_ttl),
              sync_pb2_grpc.add_RegionAgentServiceServicer_to_server),
             (views_pb2, "GlobalViewService", GlobalViewService(self.store, self.views),
              views_pb2_grpc.add_GlobalViewServiceServicer_to_server),

@@ -17,6 +17,7 @@ so any number of coordinators may evaluate it and only one write wins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -32,9 +33,17 @@ import grpc.aio
 from isthmus import model as m
 from isthmus import sync as s
 from isthmus.coordinator import registry as r
+from isthmus.coordinator.agents import LeaseKeeper
 from isthmus.coordinator.auth import Auth, check_agent
 from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is, present
-from isthmus.coordinator.views import ViewsPlanner, register_region, write_addresses, write_capacity, write_usage
+from isthmus.coordinator.views import (
+    ATTACHED,
+    ViewsPlanner,
+    register_region,
+    write_addresses,
+    write_capacity,
+    write_usage,
+)
 from isthmus.edge import grpc_errors
 from isthmus.errors import (
     Aborted,
@@ -617,8 +626,9 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
         return self.registry.planner.view
 
     async def _present(self, sites: Iterable[str]) -> set[str]:
+        """The sites whose agent's sync stream is up."""
         names = sorted(set(sites))
-        kvs = await self.store.get_many([r.status_key(x) for x in names])
+        kvs = await self.store.get_many([ATTACHED + x for x in names])
         return {n for n, kv in zip(names, kvs, strict=True) if kv is not None}
 
     async def _view(self, intent: s.SyncIntent) -> spb.SyncView:
@@ -722,11 +732,19 @@ def _intent(request: spb.SyncIntent) -> s.SyncIntent:
     return s.intent_from_pb(request)
 
 
+@dataclass
+class _Presence:
+    lease: int
+    lease_lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
     """The agents' sync stream: assignments down, statuses and image inventory up."""
 
     def __init__(self, store: Store, planner: SyncPlanner, auth: Auth | None = None,
-                 views: ViewsPlanner | None = None) -> None:
+                 views: ViewsPlanner | None = None, lease_ttl: int = 10) -> None:
+        self.keeper = LeaseKeeper(store, lease_ttl)
+        self.lease_ttl = lease_ttl
         self.store = store
         self.planner = planner
         self.auth = auth
@@ -758,6 +776,12 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
                                 f"site {site} already has a sync stream from another agent on this coordinator; "
                                 "stop it first")
         self.attached[site] = hello.instance_id
+        # Presence, bound to a lease kept alive while this stream lives: the views show the region stale and
+        # keep its limits when it goes (its agent's peering stream may well be up).
+        presence = _Presence(await self.store.grant_lease(self.lease_ttl))
+        await self.store.put(ATTACHED + site, json.dumps({"region": hello.region}).encode(), presence.lease)
+        self.keeper.add(presence)
+        lost = asyncio.create_task(presence.lease_lost.wait(), name=f"sync-lease-{site}")
         log.info("sync agent of site %s attached (OpenStack region %s)", site, hello.region)
         if self.views is not None:
             await register_region(self.store, site, hello.region, self.views.state.regions.get(site))
@@ -783,7 +807,11 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
                              self.planner.revision)
                     yield msg
                 waiter = asyncio.create_task(changed.wait())
-                done, _ = await asyncio.wait([waiter, reader], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait([waiter, reader, lost], return_when=asyncio.FIRST_COMPLETED)
+                if lost in done:
+                    waiter.cancel()
+                    log.warning("sync stream of site %s: its presence lease expired (etcd unreachable?)", site)
+                    return
                 if reader in done:
                     waiter.cancel()
                     failure = None if reader.cancelled() else reader.exception()
@@ -792,7 +820,11 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
                     return
         finally:
             reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            lost.cancel()
+            await asyncio.gather(reader, lost, return_exceptions=True)
+            self.keeper.remove(presence)
+            with contextlib.suppress(IsthmusError):
+                await self.store.revoke_lease(presence.lease)  # the attached key goes with it
             if self.attached.get(site) == hello.instance_id:
                 del self.attached[site]
             log.info("sync agent of site %s detached", site)

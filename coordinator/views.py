@@ -10,6 +10,7 @@ Key layout (under ``/isthmus/v1/views/``)::
     soft/{project}/{resource}           whether the soft limit is crossed (one event per crossing)
     alloc/{project}/{resource}          the limit granted to each region: {"site": {"last": n, "high": n}}
     regions/{site}                      the site has an OpenStack region (its agent attached for sync and views)
+    attached/{site}                     its agent's sync stream is up (bound to that stream's lease)
 
 Every coordinator follows this prefix (and which sites have a connected
 agent) and keeps it in memory: the address index, the quota allocation per
@@ -50,6 +51,7 @@ DOMAINS = VIEWS + "domains/"
 SOFT = VIEWS + "soft/"
 ALLOC = VIEWS + "alloc/"
 REGIONS = VIEWS + "regions/"
+ATTACHED = VIEWS + "attached/"
 
 # Resources a global quota may name, and which service counts them.
 # (Not key_pairs: Nova limits them per user and counts no project usage for them.)
@@ -82,7 +84,7 @@ class ViewState:
     soft: dict[tuple[str, str], tuple[bool, int]] = field(default_factory=dict)  # -> (exceeded, mod revision)
     # (project, resource) -> ({site: (last granted, highest granted since the last confirmed)}, mod revision)
     alloc: dict[tuple[str, str], tuple[dict[str, tuple[int, int]], int]] = field(default_factory=dict)
-    present: set[str] = field(default_factory=set)  # sites whose agent is connected
+    present: set[str] = field(default_factory=set)  # sites whose agent's sync stream is up (attached/)
     regions: dict[str, str] = field(default_factory=dict)  # site -> OpenStack region name
     quota_versions: dict[tuple[str, str], int] = field(default_factory=dict)  # mod revision of each global limit
 
@@ -156,14 +158,11 @@ class ViewsPlanner:
             self._put(kv)
         for site, records in self.state.addresses.items():
             self.index.apply(ad.AddressDelta(site, rev, tuple(records.values()), full=True))
-        present, _ = await self.store.get_prefix(r.STATUS)
-        self.state.present = {kv.key[len(r.STATUS):] for kv in present}
         self.revision = rev
         self.refresh_domains()
         log.info("views loaded: %d quotas, %d regions reporting, %d address records at rev %d",
                  len(self.state.quotas), len(self.state.usage), len(self.index), rev)
-        self._tasks = [asyncio.create_task(self._follow(VIEWS, self._apply_views), name="views"),
-                       asyncio.create_task(self._follow(r.STATUS, self._apply_presence), name="views-presence")]
+        self._tasks = [asyncio.create_task(self._follow(VIEWS, self._apply_views), name="views")]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -192,7 +191,7 @@ class ViewsPlanner:
 
     async def _reload(self) -> None:
         kvs, rev = await self.store.get_prefix(VIEWS)
-        self.state = ViewState(present=self.state.present)
+        self.state = ViewState()
         for kv in kvs:
             self._put(kv)
         self.index = ad.AddressIndex()
@@ -200,20 +199,6 @@ class ViewsPlanner:
             self.index.apply(ad.AddressDelta(site, rev, tuple(records.values()), full=True))
         self.refresh_domains()
         self.wake()
-
-    async def _apply_presence(self, revision: int, events: list[Event]) -> None:
-        changed = False
-        for e in events:
-            site = e.kv.key[len(r.STATUS):]
-            if e.deleted and site in self.state.present:
-                self.state.present.discard(site)
-                changed = True
-            elif not e.deleted and site not in self.state.present:
-                self.state.present.add(site)
-                changed = True
-        if changed:  # a region came or went: the others' share of the quotas moves
-            await self._allocate()
-            self.wake()
 
     async def _apply_views(self, revision: int, events: list[Event]) -> None:
         deltas: dict[str, tuple[list[ad.AddressRecord], list[tuple[str, str]]]] = {}
@@ -236,7 +221,7 @@ class ViewsPlanner:
                 self._delete(key)
             else:
                 self._put(e.kv)
-            if key.startswith((QUOTAS, USAGE, ALLOC, REGIONS)):
+            if key.startswith((QUOTAS, USAGE, ALLOC, REGIONS, ATTACHED)):  # a region's share may move
                 wake_all = True
                 if key.startswith(USAGE):
                     usage_changed.add(key[len(USAGE):])
@@ -279,6 +264,8 @@ class ViewsPlanner:
             st.soft[(project, resource)] = (bool(json.loads(kv.value).get("exceeded")), kv.mod_revision)
         elif key.startswith(REGIONS):
             st.regions[key[len(REGIONS):]] = json.loads(kv.value).get("region", "")
+        elif key.startswith(ATTACHED):
+            st.present.add(key[len(ATTACHED):])
         elif key.startswith(ALLOC):
             project, resource = key[len(ALLOC):].split("/", 1)
             grants = {site: (int(g["last"]), int(g["high"])) for site, g in json.loads(kv.value).items()}
@@ -304,6 +291,8 @@ class ViewsPlanner:
             st.alloc.pop((project, resource), None)
         elif key.startswith(REGIONS):
             st.regions.pop(key[len(REGIONS):], None)
+        elif key.startswith(ATTACHED):
+            st.present.discard(key[len(ATTACHED):])
 
     def domains(self) -> dict[str, set[tuple[str, str]]]:
         """Routing domains, plus one per l2-gateway-connection: its network at every site of the gateway."""

@@ -20,8 +20,7 @@ from test_sync_api import Env, FakeRegionAgent, with_env
 
 from conftest import await_for, running_coordinator
 from isthmus.coordinator.views import VIEWS
-from isthmus.v1 import agent_pb2 as apb
-from isthmus.v1 import agent_pb2_grpc, api_pb2_grpc, events_pb2_grpc, views_pb2_grpc
+from isthmus.v1 import api_pb2_grpc, events_pb2_grpc, views_pb2_grpc
 from isthmus.v1 import events_pb2 as epb
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import types_pb2 as pb
@@ -35,18 +34,10 @@ class ViewAgent(FakeRegionAgent):
         super().__init__(channel, site)
         self.targets: dict[tuple[str, str], int] = {}
         self.history: list[dict[tuple[str, str], int]] = []  # every assignment, in the order received
-        # The peering stream too: it is what makes the site present (not stale) for the coordinator.
-        self.presence = agent_pb2_grpc.AgentServiceStub(channel).Connect()
 
-    async def start(self, images: list[spb.ImageInfo] | None = None) -> ViewAgent:
-        await self.presence.write(apb.AgentMessage(hello=apb.Hello(site=self.site, instance_id=f"fake-{self.site}")))
-        await self.presence.read()  # the first snapshot: the session holds the site
-        await super().start(images)
+    async def start(self, images: list[spb.ImageInfo] | None = None, instance: str = "") -> ViewAgent:
+        await super().start(images, instance)
         return self
-
-    async def close(self) -> None:
-        self.presence.cancel()
-        await super().close()
 
     async def _read(self) -> None:
         async for msg in self.call:
