@@ -432,7 +432,8 @@ class SyncWorker:
                 removed = int(osr.remove_security_group(conn, owned["intent"], owned["resource"],
                                                         owned.get("project_id", "")))
             else:
-                removed = osr.remove_image(conn, owned["intent"], owned["resource"], owned.get("rollout", ""))
+                # The ledger says the copy is the intent's (one per name), whichever attempt labelled it.
+                removed = osr.remove_image(conn, owned["intent"], owned["resource"])
             self.ledger.forget(task.intent, task.resource)
         elif task.kind == s.Kind.IMAGE and task.rollout:
             # A copy interrupted before the ledger knew it: whatever this rollout left under that name.

@@ -361,3 +361,43 @@ def test_image_mode_none_is_shown_as_a_choice(lab: SyncLab) -> None:
     assert "nothing is copied" in lab.ctl("sync", "show", name).stdout
     lab.ctl("sync", "delete", name)
 
+
+
+def test_a_failed_rollout_resumed_completes_and_a_rollback_later_removes_every_copy(lab: SyncLab) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    name = unique("resume")
+    intent = f"resume-{name[-6:]}"
+    src = upload(one, name)
+    lab.start_agent("one-b", "RegionOne")
+    stopped = False
+    try:
+        wait_for(lambda: "sync stream to" in lab.log("one-b"), 60, "the one-b agent")
+        lab.create_once_listed(intent, "--kind", "image", "--mode", "controlled", "--source", "one",
+                               "--image", name, "--wave", "canary=two", "--wave", "rest=one-b",
+                               "--pause-between-waves")
+        wait_for(lambda: lab.show(intent)["rollout"]["state"] == "PAUSED", 90, "canary done, paused")
+        first_attempt = lab.show(intent)["rollout"]["id"]
+        lab.cloud.stop_service("glance-api", "RegionOne")
+        stopped = True
+        lab.ctl("sync", "resume", intent)
+        wait_for(lambda: lab.show(intent)["rollout"]["state"] == "FAILED", 120, "wave rest failing")
+        assert len(copies(two, name)) == 1  # no rollback asked: the canary copy stays
+        lab.cloud.start_service("glance-api", "RegionOne")
+        stopped = False
+        lab.ctl("sync", "resume", intent)  # a new attempt: the old failure does not stop it again
+        wait_for(lambda: lab.show(intent)["rollout"]["state"] == "DONE", 120, "the resumed rollout done")
+        assert lab.show(intent)["rollout"]["id"] != first_attempt
+        assert lab.states(intent) == {(name, "two"): "IN_SYNC", (name, "one-b"): "IN_SYNC"}
+        # Rolled back after the fact: the copy the canary wave made (in the first attempt) goes too.
+        lab.ctl("sync", "rollback", intent)
+        wait_for(lambda: lab.show(intent)["rollout"]["state"] == "ROLLED_BACK", 120, "rolled back")
+        assert not copies(two, name)
+        assert [i.id for i in copies(one, name)] == [src.id]  # in RegionOne the original is the only one
+        lab.ctl("sync", "delete", intent)
+    finally:
+        if stopped:
+            lab.cloud.start_service("glance-api", "RegionOne")
+        lab.agents.pop("one-b").stop()
+        one.image.delete_image(src, ignore_missing=True)
+        for img in copies(two, name):
+            two.image.delete_image(img, ignore_missing=True)
