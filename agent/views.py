@@ -42,6 +42,7 @@ class RegionViews:
         self.capacity_interval = capacity_interval
         self.targets: list[vpb.QuotaTarget] = []
         self._history: dict[tuple[str, str], collections.deque[tuple[float, int]]] = {}
+        self._applied: dict[tuple[str, str], int] = {}  # (project, resource) -> number of the grant in force
         self._usage: vpb.UsageReport | None = None
         self._usage_sent: vpb.UsageReport | None = None
         self._capacity: vpb.RegionCapacity | None = None
@@ -148,6 +149,7 @@ class RegionViews:
         """Apply the assigned limits that differ from the region's, then read usage (in one pass per project)."""
         conn = self.conn()
         by_project: dict[str, dict[str, int]] = {}
+        numbers = {(t.project, t.resource): t.grant for t in targets}
         for t in targets:
             by_project.setdefault(t.project, {})[t.resource] = t.limit
         report = vpb.UsageReport()
@@ -169,6 +171,9 @@ class RegionViews:
                         self._loop.call_soon_threadsafe(self.note, "quota",
                                                         f"project {project}: limits set ({text})")
                     usage = osr.project_usage(conn, project, wanted)
+            for res, limit in wanted.items():
+                if limit != REPORT_ONLY and res in usage and usage[res][1] == limit:
+                    self._applied[(project, res)] = numbers[(project, res)]  # this grant is in force
             entry = report.projects.add(project=project)
             for res, (in_use, limit) in sorted(usage.items()):
                 history = self._history.setdefault((project, res), collections.deque())
@@ -176,5 +181,6 @@ class RegionViews:
                 while history and history[0][0] < now - RECENT_WINDOW:
                     history.popleft()
                 recent = max(0, in_use - history[0][1])
-                entry.resources[res].CopyFrom(vpb.UsageEntry(in_use=in_use, limit=limit, recent=float(recent)))
+                entry.resources[res].CopyFrom(vpb.UsageEntry(in_use=in_use, limit=limit, recent=float(recent),
+                                                             grant=self._applied.get((project, res), 0)))
         return report

@@ -74,6 +74,15 @@ def address_key(site: str, kind: str, id_: str) -> str:
     return f"{ADDRESSES}{site}/{kind}/{id_}"
 
 
+@dataclass(frozen=True)
+class Grant:
+    """The limit granted to a region for one project and resource."""
+
+    last: int  # the limit granted last
+    high: int  # the highest limit granted since the region last confirmed a grant
+    seq: int  # the number of ``last``: the region reports the number of the grant it has applied
+
+
 @dataclass
 class ViewState:
     quotas: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (project, resource) -> (hard, soft)
@@ -82,8 +91,7 @@ class ViewState:
     domains: dict[str, vpb.RoutingDomain] = field(default_factory=dict)
     addresses: dict[str, dict[tuple[str, str], ad.AddressRecord]] = field(default_factory=dict)  # site -> records
     soft: dict[tuple[str, str], tuple[bool, int]] = field(default_factory=dict)  # -> (exceeded, mod revision)
-    # (project, resource) -> ({site: (last granted, highest granted since the last confirmed)}, mod revision)
-    alloc: dict[tuple[str, str], tuple[dict[str, tuple[int, int]], int]] = field(default_factory=dict)
+    alloc: dict[tuple[str, str], tuple[dict[str, Grant], int]] = field(default_factory=dict)  # -> (grants, mod rev)
     present: set[str] = field(default_factory=set)  # sites whose agent's sync stream is up (attached/)
     regions: dict[str, str] = field(default_factory=dict)  # site -> OpenStack region name
     quota_versions: dict[tuple[str, str], int] = field(default_factory=dict)  # mod revision of each global limit
@@ -99,26 +107,38 @@ def usage_of(state: ViewState, project: str, resource: str) -> dict[str, tuple[i
     return out
 
 
+def reported_grant(state: ViewState, site: str, project: str, resource: str) -> int:
+    """The sequence number of the grant the region says is in force (0: none)."""
+    entry = state.usage.get(site, {}).get("projects", {}).get(project, {}).get(resource) or {}
+    return int(entry.get("grant", 0))
+
+
+def _confirmed(grant: Grant | None, reported: int) -> bool:
+    """The region applied the newest grant: grants are applied in order, so no older one can come back."""
+    return grant is not None and grant.seq > 0 and reported == grant.seq
+
+
 def allocation(state: ViewState, project: str, resource: str) -> dict[str, q.Allocation]:
     """The policy's allocation (``isthmus.coordinator.quota``) over the regions that report the resource.
 
-    A region's current limit is what it reports, or a higher limit granted to it and not yet confirmed: its
-    agent may apply that grant any moment, so the others' share must leave room for it.
+    A region's current limit is what it reports, unless it has not confirmed the newest grant: then any
+    grant since its last confirmation may still come into force, so the highest of them counts.
     """
     hard, _ = state.quotas[(project, resource)]
     grants = state.alloc.get((project, resource), ({}, 0))[0]
     regions = {}
     for site, (use, limit, recent) in usage_of(state, project, resource).items():
-        last, high = grants.get(site, (limit, limit))
-        current = limit if limit < 0 or limit == last else max(limit, high)
+        grant = grants.get(site)
+        settled = limit < 0 or grant is None or _confirmed(grant, reported_grant(state, site, project, resource))
+        current = limit if settled else max(limit, grant.high if grant else limit)
         regions[site] = q.RegionQuota(usage=use, applied=current, recent=recent, stale=site not in state.present)
     if not regions:
         return {}
     return q.allocate(hard, regions)
 
 
-def next_grants(state: ViewState, project: str, resource: str) -> dict[str, tuple[int, int]]:
-    """The grants after this allocation: (last, highest not yet confirmed) per region.
+def next_grants(state: ViewState, project: str, resource: str) -> dict[str, Grant]:
+    """The grants after this allocation, numbered per region.
 
     Nothing changes until every connected region has reported this resource: the limit a silent region
     enforces is unknown, and headroom given out meanwhile could overshoot the hard limit.
@@ -129,11 +149,15 @@ def next_grants(state: ViewState, project: str, resource: str) -> dict[str, tupl
         return held  # a connected region has not reported it yet (it was just told to)
     out = {}
     for site, a in allocation(state, project, resource).items():
-        limit = usage[site][1]
-        last, high = held.get(site, (a.now, a.now))
-        if limit == last:  # the region applied the last grant (in order): older grants are gone
-            high = last
-        out[site] = (a.now, max(high, a.now))
+        grant = held.get(site)
+        if grant is None:
+            out[site] = Grant(a.now, a.now, 1)
+            continue
+        high = grant.last if _confirmed(grant, reported_grant(state, site, project, resource)) else grant.high
+        if a.now != grant.last:
+            out[site] = Grant(a.now, max(high, a.now), grant.seq + 1)
+        else:
+            out[site] = Grant(grant.last, max(high, grant.last), grant.seq)
     return out
 
 
@@ -268,7 +292,8 @@ class ViewsPlanner:
             st.present.add(key[len(ATTACHED):])
         elif key.startswith(ALLOC):
             project, resource = key[len(ALLOC):].split("/", 1)
-            grants = {site: (int(g["last"]), int(g["high"])) for site, g in json.loads(kv.value).items()}
+            grants = {site: Grant(int(g["last"]), int(g["high"]), int(g.get("seq", 0)))
+                      for site, g in json.loads(kv.value).items()}
             st.alloc[(project, resource)] = (grants, kv.mod_revision)
 
     def _delete(self, key: str) -> None:
@@ -355,7 +380,7 @@ class ViewsPlanner:
             if grants == held or not grants:
                 continue
             key = f"{ALLOC}{project}/{resource}"
-            body = _dumps({site: {"last": last, "high": high} for site, (last, high) in grants.items()})
+            body = _dumps({site: {"last": g.last, "high": g.high, "seq": g.seq} for site, g in grants.items()})
             try:
                 ok, new_rev = await self.store.txn([mod_is(key, rev)], [Put(key, body)])
             except Unavailable as exc:
@@ -364,7 +389,7 @@ class ViewsPlanner:
             if ok:
                 self.state.alloc[(project, resource)] = (grants, new_rev)
                 log.info("project %s %s: regional limits granted %s", project, resource,
-                         ", ".join(f"{site} {last}" for site, (last, _) in sorted(grants.items())))
+                         ", ".join(f"{site} {g.last} (#{g.seq})" for site, g in sorted(grants.items())))
 
     # ------------------------------------------------------------ what an agent is told
 
@@ -373,7 +398,8 @@ class ViewsPlanner:
         out = []
         for project, resource in sorted(self.state.quotas):
             grant = self.state.alloc.get((project, resource), ({}, 0))[0].get(site)
-            out.append(vpb.QuotaTarget(project=project, resource=resource, limit=grant[0] if grant else -2))
+            out.append(vpb.QuotaTarget(project=project, resource=resource, limit=grant.last if grant else -2,
+                                       grant=grant.seq if grant else 0))
         return out
 
 
@@ -387,7 +413,7 @@ async def register_region(store: Store, site: str, region: str, held: str | None
 
 
 async def write_usage(store: Store, site: str, report: vpb.UsageReport, held: dict[str, Any] | None) -> None:
-    projects = {p.project: {res: {"in_use": e.in_use, "limit": e.limit, "recent": e.recent}
+    projects = {p.project: {res: {"in_use": e.in_use, "limit": e.limit, "recent": e.recent, "grant": e.grant}
                             for res, e in p.resources.items()} for p in report.projects}
     body: dict[str, Any] = {"site": site, "projects": projects}
     if held is not None and held.get("projects") == body["projects"]:
@@ -535,7 +561,7 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
                 a = alloc.get(site)
                 grant = st.alloc.get((request.project, res), ({}, 0))[0].get(site)
                 rq.regions.add(region=site, known=True, usage=use, limit=limit, target=a.target if a else limit,
-                               setting=grant[0] if grant else limit, reason=a.reason if a else "",
+                               setting=grant.last if grant else limit, reason=a.reason if a else "",
                                stale=site not in st.present,
                                updated_unix_ms=int(st.usage[site].get("updated_unix_ms", 0)))
             out.resources.append(rq)

@@ -33,7 +33,8 @@ class ViewAgent(FakeRegionAgent):
     def __init__(self, channel: grpc.aio.Channel, site: str) -> None:
         super().__init__(channel, site)
         self.targets: dict[tuple[str, str], int] = {}
-        self.history: list[dict[tuple[str, str], int]] = []  # every assignment, in the order received
+        self.grants: dict[tuple[str, str], int] = {}  # the grant numbers of ``targets``
+        self.history: list[dict[tuple[str, str], tuple[int, int]]] = []  # (limit, grant) per assignment, in order
 
     async def start(self, images: list[spb.ImageInfo] | None = None, instance: str = "") -> ViewAgent:
         await super().start(images, instance)
@@ -43,14 +44,16 @@ class ViewAgent(FakeRegionAgent):
         async for msg in self.call:
             if msg.WhichOneof("msg") == "quotas":
                 self.targets = {(t.project, t.resource): t.limit for t in msg.quotas.targets}
-                self.history.append(self.targets)
+                self.grants = {(t.project, t.resource): t.grant for t in msg.quotas.targets}
+                self.history.append({(t.project, t.resource): (t.limit, t.grant) for t in msg.quotas.targets})
             else:
                 self.tasks = list(msg.assignment.tasks)
 
-    async def usage(self, project: str, resource: str, in_use: int, limit: int, recent: float = 0.0) -> None:
+    async def usage(self, project: str, resource: str, in_use: int, limit: int, recent: float = 0.0,
+                    grant: int = 0) -> None:
         report = vpb.UsageReport()
         entry = report.projects.add(project=project)
-        entry.resources[resource].CopyFrom(vpb.UsageEntry(in_use=in_use, limit=limit, recent=recent))
+        entry.resources[resource].CopyFrom(vpb.UsageEntry(in_use=in_use, limit=limit, recent=recent, grant=grant))
         await self.call.write(spb.RegionUp(usage=report))
 
     async def addresses(self, seq: int, upserts: list[vpb.AddressRecord], removes: list[tuple[str, str]] = (),
@@ -96,7 +99,8 @@ async def test_regional_limits_never_add_up_to_more_than_the_hard_limit(env: Env
         for agent in (one, two):
             limits[agent.site] = agent.targets[("p1", "security_groups")]
             assert sum(limits.values()) <= 20, limits
-            await agent.usage("p1", "security_groups", in_use[agent.site], limits[agent.site], recent=2)
+            await agent.usage("p1", "security_groups", in_use[agent.site], limits[agent.site], recent=2,
+                              grant=agent.grants[("p1", "security_groups")])
         await asyncio.sleep(0.2)
     pq = await v.GetQuota(vpb.GetQuotaRequest(project="p1"))
     [rq] = pq.resources
@@ -107,7 +111,8 @@ async def test_regional_limits_never_add_up_to_more_than_the_hard_limit(env: Env
     # Both grow at once, up to their limits: still within 20 in total, and the soft limit is seen crossed.
     in_use = {"one": limits["one"], "two": limits["two"]}
     for agent in (one, two):
-        await agent.usage("p1", "security_groups", in_use[agent.site], limits[agent.site], recent=10)
+        await agent.usage("p1", "security_groups", in_use[agent.site], limits[agent.site], recent=10,
+                          grant=agent.grants[("p1", "security_groups")])
     await await_for(lambda: v.GetQuota(vpb.GetQuotaRequest(project="p1")), what="view")
     for _ in range(100):
         rq = (await v.GetQuota(vpb.GetQuotaRequest(project="p1"))).resources[0]
@@ -277,19 +282,21 @@ async def test_two_coordinators_never_hand_out_the_same_headroom_twice(etcd: str
                 deadline = time.monotonic() + 4
                 steps = 0
                 pos = dict.fromkeys(names, 0)
+                grant = dict.fromkeys(names, 0)  # the number of the grant each region has in force
                 while time.monotonic() < deadline:
                     a = rng.choice(agents)
                     # The region applies an assignment it received, in order, but maybe not the newest yet (it
                     # lags): the coordinators must have left room for every grant still in flight.
                     if len(a.history) > pos[a.site]:
                         pos[a.site] = rng.randrange(pos[a.site], len(a.history))
-                        target = a.history[pos[a.site]].get(key, -2)
+                        target, number = a.history[pos[a.site]].get(key, (-2, 0))
                         if target >= 0:
-                            applied[a.site] = target
+                            applied[a.site], grant[a.site] = target, number
                     assert sum(applied.values()) <= hard, (steps, applied)
                     if rng.random() < 0.5 and in_use[a.site] < applied[a.site]:
                         in_use[a.site] += 1  # someone creates an instance there
-                    await a.usage("p1", "cores", in_use[a.site], applied[a.site], recent=float(in_use[a.site]))
+                    await a.usage("p1", "cores", in_use[a.site], applied[a.site], recent=float(in_use[a.site]),
+                                  grant=grant[a.site])
                     steps += 1
                     await asyncio.sleep(rng.uniform(0, 0.03))
                 assert steps > 50 and sum(in_use.values()) > 3  # it did grow
@@ -297,9 +304,10 @@ async def test_two_coordinators_never_hand_out_the_same_headroom_twice(etcd: str
                 async def settled() -> bool:  # every region applies its grant and reports it
                     for a in agents:
                         if a.targets.get(key, -2) >= 0:
-                            applied[a.site] = a.targets[key]
+                            applied[a.site], grant[a.site] = a.targets[key], a.grants[key]
                         assert sum(applied.values()) <= hard, applied
-                        await a.usage("p1", "cores", in_use[a.site], applied[a.site], recent=1.0)
+                        await a.usage("p1", "cores", in_use[a.site], applied[a.site], recent=1.0,
+                                      grant=grant[a.site])
                     await asyncio.sleep(0.1)
                     return all(a.targets.get(key) == applied[a.site] for a in agents) and sum(applied.values()) == hard
 

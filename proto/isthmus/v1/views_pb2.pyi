@@ -262,14 +262,16 @@ class DeleteRoutingDomainResponse(_message.Message):
     def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class UsageEntry(_message.Message):
-    __slots__ = ("in_use", "limit", "recent")
+    __slots__ = ("in_use", "limit", "recent", "grant")
     IN_USE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     RECENT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
     in_use: int
     limit: int
     recent: float
-    def __init__(self, in_use: _Optional[int] = ..., limit: _Optional[int] = ..., recent: _Optional[float] = ...) -> None: ...
+    grant: int
+    def __init__(self, in_use: _Optional[int] = ..., limit: _Optional[int] = ..., recent: _Optional[float] = ..., grant: _Optional[int] = ...) -> None: ...
 
 class ProjectUsage(_message.Message):
     __slots__ = ("project", "resources")
@@ -307,14 +309,16 @@ class AddressDelta(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., full: _Optional[bool] = ..., upserts: _Optional[_Iterable[_Union[AddressRecord, _Mapping]]] = ..., removes: _Optional[_Iterable[_Union[AddressKey, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class QuotaTarget(_message.Message):
-    __slots__ = ("project", "resource", "limit")
+    __slots__ = ("project", "resource", "limit", "grant")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
     project: str
     resource: str
     limit: int
-    def __init__(self, project: _Optional[str] = ..., resource: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    grant: int
+    def __init__(self, project: _Optional[str] = ..., resource: _Optional[str] = ..., limit: _Optional[int] = ..., grant: _Optional[int] = ...) -> None: ...
 
 class QuotaAssignment(_message.Message):
     __slots__ = ("targets",)
