@@ -56,6 +56,7 @@ CONNECTIONS = CONFIG + "connections/"
 INDEX = ROOT + "index/"
 REFS = ROOT + "refs/"
 STATUS = ROOT + "status/"
+VIEWS = ROOT + "views/"  # the global views (coordinator/views.py): a deleted site's reports go with it
 
 MAX_ATTEMPTS = 16
 
@@ -272,6 +273,10 @@ class Registry:
             ops: list[Put | Delete] = [Delete(site_key(name))]
             if current.parent:
                 ops.append(Delete(site_refs(current.parent) + name))
+            # What the site's agent reported for the global views goes with it (a region that no longer
+            # exists must not hold back the others' quota raises).
+            ops += [Delete(f"{VIEWS}{part}/{name}") for part in ("regions", "attached", "usage", "capacity")]
+            ops.append(Delete(f"{VIEWS}addresses/{name}/", prefix=True))
             return Plan(
                 [mod_is(site_key(name), current.version), prefix_empty(f"{ENDPOINTS}{name}/"),
                  prefix_empty(site_refs(name)), prefix_empty(device_names(name))],

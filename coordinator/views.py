@@ -42,7 +42,7 @@ from isthmus.v1 import views_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-VIEWS = r.ROOT + "views/"
+VIEWS = r.VIEWS
 QUOTAS = VIEWS + "quotas/"
 USAGE = VIEWS + "usage/"
 CAPACITY = VIEWS + "capacity/"
@@ -140,13 +140,14 @@ def allocation(state: ViewState, project: str, resource: str) -> dict[str, q.All
 def next_grants(state: ViewState, project: str, resource: str) -> dict[str, Grant]:
     """The grants after this allocation, numbered per region.
 
-    Nothing changes until every connected region has reported this resource: the limit a silent region
-    enforces is unknown, and headroom given out meanwhile could overshoot the hard limit.
+    Nothing changes until every region (every site whose agent ever attached for sync and views, until the
+    site is deleted) has reported this resource: the limit a silent region enforces is unknown, and headroom
+    given out meanwhile could overshoot the hard limit.
     """
     held = state.alloc.get((project, resource), ({}, 0))[0]
     usage = usage_of(state, project, resource)
-    if {site for site in state.regions if site in state.present} - set(usage):
-        return held  # a connected region has not reported it yet (it was just told to)
+    if set(state.regions) - set(usage):
+        return held  # a region has not reported it yet (just told to, or its agent is away)
     out = {}
     for site, a in allocation(state, project, resource).items():
         grant = held.get(site)

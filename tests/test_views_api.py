@@ -20,6 +20,7 @@ from test_sync_api import Env, FakeRegionAgent, with_env
 
 from conftest import await_for, running_coordinator
 from isthmus.coordinator.views import VIEWS
+from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc, events_pb2_grpc, views_pb2_grpc
 from isthmus.v1 import events_pb2 as epb
 from isthmus.v1 import sync_pb2 as spb
@@ -257,6 +258,11 @@ async def test_floating_ips_are_one_global_domain_and_capacity_sums(env: Env) ->
         await asyncio.sleep(0.05)
     assert [r.region for r in cap.regions] == ["one", "two"]
     assert cap.total.network_objects["networks"] == 7 and not cap.total.compute_known
+    # A deleted site's reports go with it (a region that no longer exists holds back no quota).
+    await two.close()
+    await env.sites.DeleteSite(api.DeleteSiteRequest(name="two"))
+    left = [kv.key for kv in (await env.store.get_prefix(VIEWS))[0]]
+    assert left and not [k for k in left if "/two" in k], left
 
 
 async def test_two_coordinators_never_hand_out_the_same_headroom_twice(etcd: str, tmp_path: Path) -> None:
@@ -271,6 +277,9 @@ async def test_two_coordinators_never_hand_out_the_same_headroom_twice(etcd: str
                 await sites.CreateSite(pb.Site(name=name, kind=pb.SITE_KIND_REGION))
             agents = [await ViewAgent(ch, name).start() for ch, name in zip((cha, chb, cha), names, strict=True)]
             try:
+                # Every region known to both coordinators first: a region never seen is outside any limit.
+                await await_for(lambda: all(c.views is not None and set(c.views.state.regions) == set(names)
+                                            for c in (ca, cb)), what="the three regions registered")
                 await views_pb2_grpc.GlobalViewServiceStub(chb).SetQuota(
                     vpb.QuotaLimit(project="p1", resource="cores", hard=hard))
                 key = ("p1", "cores")
