@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from isthmus import model as m
+from isthmus.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -19,26 +17,6 @@ FORMAT = 1
 
 class StateError(Exception):
     pass
-
-
-def write_atomically(path: Path, body: str) -> None:
-    """Replace ``path`` with ``body``: temp file, fsync, rename, fsync of the directory (a crash leaves either)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(frozen=True)

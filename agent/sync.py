@@ -30,9 +30,9 @@ import grpc.aio
 from isthmus import model as m
 from isthmus import sync as s
 from isthmus.agent.link import TlsFiles, backoff, open_channel
-from isthmus.agent.state import write_atomically
 from isthmus.agent.views import RegionViews
 from isthmus.drivers import openstack_region as osr
+from isthmus.files import write_atomically
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 

@@ -54,7 +54,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +66,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from isthmus import model
 from isthmus.errors import InvalidArgument, IsthmusError
+from isthmus.files import write_atomically
 
 # ---------------------------------------------------------------- the conventions (the contract)
 
@@ -177,20 +177,8 @@ def _check_days(days: int) -> None:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    # A temporary file renamed into place: a reader never sees half a key, and the key file
-    # is 0600 from its first byte (mkstemp creates it so).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # Renamed into place: a reader never sees half a key, and the key file is 0600 from its first byte.
+    write_atomically(path, data, mode)
 
 
 def _write_pair(cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey,
