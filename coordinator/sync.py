@@ -750,7 +750,7 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
         self.auth = auth
         self.views = views
         self._full_seq: dict[str, int] = {}
-        self.attached: dict[str, str] = {}  # site -> instance id of the agent whose sync stream is here
+        self.attached: dict[str, tuple[str, object]] = {}  # site -> (agent instance id, the stream's token)
         self._full_seen: dict[str, set[tuple[str, str]]] = {}
 
     async def Attach(  # noqa: N802
@@ -771,63 +771,74 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
         await check_agent(self.auth, context, hello.site, "/isthmus.v1.RegionAgentService/Attach")
         site = hello.site
         holder = self.attached.get(site)
-        if holder is not None and holder != hello.instance_id:
+        if holder is not None and holder[0] != hello.instance_id:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                 f"site {site} already has a sync stream from another agent on this coordinator; "
                                 "stop it first")
-        self.attached[site] = hello.instance_id
-        # Presence, bound to a lease kept alive while this stream lives: the views show the region stale and
-        # keep its limits when it goes (its agent's peering stream may well be up).
-        presence = _Presence(await self.store.grant_lease(self.lease_ttl))
-        await self.store.put(ATTACHED + site, json.dumps({"region": hello.region}).encode(), presence.lease)
-        self.keeper.add(presence)
-        lost = asyncio.create_task(presence.lease_lost.wait(), name=f"sync-lease-{site}")
-        log.info("sync agent of site %s attached (OpenStack region %s)", site, hello.region)
-        if self.views is not None:
-            await register_region(self.store, site, hello.region, self.views.state.regions.get(site))
-            self._full_seq.pop(site, None)  # a new stream: its first address list starts afresh
-        changed = self.planner.site_event(site)
-        reader = asyncio.create_task(self._read(site, hello.region, requests), name=f"sync-read-{site}")
+        token = object()  # this stream's claim on the site: only it may give the site back
+        self.attached[site] = (hello.instance_id, token)
+        presence: _Presence | None = None
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            # Presence, bound to a lease kept alive while this stream lives: the views show the region stale
+            # and keep its limits when it goes (its agent's peering stream may well be up).
+            presence = _Presence(await self.store.grant_lease(self.lease_ttl))
+            await self.store.put(ATTACHED + site, json.dumps({"region": hello.region}).encode(), presence.lease)
+            self.keeper.add(presence)
+            lost = asyncio.create_task(presence.lease_lost.wait(), name=f"sync-lease-{site}")
+            tasks.append(lost)
+            log.info("sync agent of site %s attached (OpenStack region %s)", site, hello.region)
+            if self.views is not None:
+                await register_region(self.store, site, hello.region, self.views.state.regions.get(site))
+                self._full_seq.pop(site, None)  # a new stream: its first address list starts afresh
+            changed = self.planner.site_event(site)
+            reader = asyncio.create_task(self._read(site, hello.region, requests), name=f"sync-read-{site}")
+            tasks.append(reader)
+            async for msg in self._assignments(site, changed, reader, lost):
+                yield msg
+        finally:
+            # Bookkeeping first, without awaiting: a second cancellation must not leave the site claimed.
+            if self.attached.get(site, ("", None))[1] is token:
+                del self.attached[site]
+            for t in tasks:
+                t.cancel()
+            if presence is not None:
+                self.keeper.remove(presence)
+                # Shielded: the attached key goes with the lease, even when this stream is cancelled again.
+                with contextlib.suppress(IsthmusError, asyncio.CancelledError):
+                    await asyncio.shield(self.store.revoke_lease(presence.lease))
+            log.info("sync agent of site %s detached", site)
+
+    async def _assignments(self, site: str, changed: asyncio.Event, reader: asyncio.Task[None],
+                           lost: asyncio.Task[Any]) -> AsyncIterator[spb.RegionDown]:
+        """The quota targets and the task list of the site, each time they change, until the stream ends."""
         sent: list[s.SyncTask] | None = None
         sent_quotas: list[vpb.QuotaTarget] | None = None
-        try:
-            while True:
-                changed.clear()
-                if self.views is not None:
-                    targets = self.views.quota_targets(site)
-                    if targets != sent_quotas:
-                        sent_quotas = targets
-                        yield spb.RegionDown(quotas=vpb.QuotaAssignment(targets=targets))
-                tasks = self.planner.view.tasks_for(site)
-                if tasks != sent:
-                    sent = tasks
-                    msg = spb.RegionDown(assignment=spb.Assignment(
-                        revision=self.planner.revision, tasks=[s.to_pb(t, spb.SyncTask()) for t in tasks]))
-                    log.info("site %s: sync assignment of %d tasks at rev %d", site, len(tasks),
-                             self.planner.revision)
-                    yield msg
-                waiter = asyncio.create_task(changed.wait())
-                done, _ = await asyncio.wait([waiter, reader, lost], return_when=asyncio.FIRST_COMPLETED)
-                if lost in done:
-                    waiter.cancel()
-                    log.warning("sync stream of site %s: its presence lease expired (etcd unreachable?)", site)
-                    return
-                if reader in done:
-                    waiter.cancel()
-                    failure = None if reader.cancelled() else reader.exception()
-                    if failure is not None:
-                        log.warning("sync stream of site %s: %s", site, failure)
-                    return
-        finally:
-            reader.cancel()
-            lost.cancel()
-            await asyncio.gather(reader, lost, return_exceptions=True)
-            self.keeper.remove(presence)
-            with contextlib.suppress(IsthmusError):
-                await self.store.revoke_lease(presence.lease)  # the attached key goes with it
-            if self.attached.get(site) == hello.instance_id:
-                del self.attached[site]
-            log.info("sync agent of site %s detached", site)
+        while True:
+            changed.clear()
+            if self.views is not None:
+                targets = self.views.quota_targets(site)
+                if targets != sent_quotas:
+                    sent_quotas = targets
+                    yield spb.RegionDown(quotas=vpb.QuotaAssignment(targets=targets))
+            tasks = self.planner.view.tasks_for(site)
+            if tasks != sent:
+                sent = tasks
+                msg = spb.RegionDown(assignment=spb.Assignment(
+                    revision=self.planner.revision, tasks=[s.to_pb(t, spb.SyncTask()) for t in tasks]))
+                log.info("site %s: sync assignment of %d tasks at rev %d", site, len(tasks), self.planner.revision)
+                yield msg
+            waiter = asyncio.create_task(changed.wait())
+            done, _ = await asyncio.wait([waiter, reader, lost], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if lost in done:
+                log.warning("sync stream of site %s: its presence lease expired (etcd unreachable?)", site)
+                return
+            if reader in done:
+                failure = None if reader.cancelled() else reader.exception()
+                if failure is not None:
+                    log.warning("sync stream of site %s: %s", site, failure)
+                return
 
     async def _read(self, site: str, region: str, requests: AsyncIterator[spb.RegionUp]) -> None:
         async for msg in requests:
