@@ -154,6 +154,9 @@ class EventWriter:
         self.transactions = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # One flush at a time in this coordinator: two interleaved flushes could write from each other's
+        # stale view of a cursor (other coordinators are kept apart by the compare on the cursor).
+        self._flushing = asyncio.Lock()
 
     async def cursor(self, site: str) -> int:
         """The newest seq stored for ``site``, read from etcd (another coordinator may have stored more)."""
@@ -198,6 +201,10 @@ class EventWriter:
 
     async def flush(self) -> None:
         """Store everything pending now (raises Unavailable when etcd is away; nothing is lost then)."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         for _ in range(1000):  # each round stores something or learns a cursor; bounded all the same
             for site in [s for s in self.pending if s not in self.cursors]:
                 await self.cursor(site)
