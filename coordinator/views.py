@@ -178,16 +178,23 @@ class ViewsPlanner:
         self._domains_digest = ""
 
     async def start(self) -> None:
+        await self._load()
+        log.info("views loaded: %d quotas, %d regions reporting, %d address records at rev %d",
+                 len(self.state.quotas), len(self.state.usage), len(self.index), self.revision)
+        self._tasks = [asyncio.create_task(self._follow(VIEWS, self._apply_views), name="views")]
+
+    async def _load(self) -> None:
+        """Everything under ``views/`` read afresh at one revision: the state, the address index, its domains."""
         kvs, rev = await self.store.get_prefix(VIEWS)
+        self.state = ViewState()
         for kv in kvs:
             self._put(kv)
+        self.index = ad.AddressIndex()
         for site, records in self.state.addresses.items():
             self.index.apply(ad.AddressDelta(site, rev, tuple(records.values()), full=True))
         self.revision = rev
+        self._domains_digest = ""  # a new index has no domains yet
         self.refresh_domains()
-        log.info("views loaded: %d quotas, %d regions reporting, %d address records at rev %d",
-                 len(self.state.quotas), len(self.state.usage), len(self.index), rev)
-        self._tasks = [asyncio.create_task(self._follow(VIEWS, self._apply_views), name="views")]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -207,28 +214,17 @@ class ViewsPlanner:
                     delay = 0.2
             except OutOfRange as exc:
                 log.warning("views watch of %s fell behind a compaction (%s); reloading", prefix, exc)
-                _, start = await self.store.get_prefix(prefix)
-                await self._reload()
+                await self._load()
+                start = self.revision + 1
+                self.wake()
             except Unavailable as exc:
                 log.warning("views lost the etcd watch of %s (%s); resuming", prefix, exc)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 5.0)
 
-    async def _reload(self) -> None:
-        kvs, rev = await self.store.get_prefix(VIEWS)
-        self.state = ViewState()
-        for kv in kvs:
-            self._put(kv)
-        self.index = ad.AddressIndex()
-        for site, records in self.state.addresses.items():
-            self.index.apply(ad.AddressDelta(site, rev, tuple(records.values()), full=True))
-        self.refresh_domains()
-        self.wake()
-
     async def _apply_views(self, revision: int, events: list[Event]) -> None:
         deltas: dict[str, tuple[list[ad.AddressRecord], list[tuple[str, str]]]] = {}
         wake_all = False
-        usage_changed: set[str] = set()
         for e in events:
             key = e.kv.key
             if key.startswith(ADDRESSES):
@@ -248,8 +244,6 @@ class ViewsPlanner:
                 self._put(e.kv)
             if key.startswith((QUOTAS, USAGE, ALLOC, REGIONS, ATTACHED)):  # a region's share may move
                 wake_all = True
-                if key.startswith(USAGE):
-                    usage_changed.add(key[len(USAGE):])
             if key.startswith(DOMAINS):
                 self.refresh_domains()
         for site, (ups, rems) in deltas.items():
