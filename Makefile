@@ -3,47 +3,76 @@ SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
-STAMP := $(VENV)/.isthmus-installed
 
-.PHONY: all demo test lint typecheck gen check-gen install deps clean bench openstack-up openstack-down
+# The Python dependencies come from two lockfiles made by pip-compile (pip-tools) from pyproject.toml,
+# every file pinned with its sha256: requirements.txt (what isthmus runs with, plus the build backend)
+# and requirements-dev.txt (the same pins plus the test and lint tools). `make lock` refreshes both.
+LOCK := requirements.txt
+DEV_LOCK := requirements-dev.txt
+RUNTIME_STAMP := $(VENV)/.isthmus-runtime
+DEV_STAMP := $(VENV)/.isthmus-dev
+PIP_TOOLS_VERSION := 7.7.0
+PIP_COMPILE_FLAGS := --generate-hashes --allow-unsafe --all-build-deps --strip-extras \
+	--no-emit-index-url --no-emit-find-links --quiet
+
+.PHONY: all demo test lint gen lock install install-runtime deps deps-demo deps-test clean bench \
+	openstack-up openstack-down
 
 all: test
 
-# Debian packages the project runs against (etcd for the coordinator, the rest for tests).
-APT_PACKAGES := etcd-server etcd-client gobgpd iproute2 iputils-ping systemd neutron-server \
-	mariadb-server keystone glance-api nova-api openssh-client
+# Debian packages, as "command-it-provides:package". The demo needs etcd (the coordinator's embedded
+# default), iproute2 and ping (each site a network namespace when run as root); the suite needs the
+# rest too: gobgpd as a real BGP peer, and MariaDB, Keystone, Glance, nova-api and neutron-server
+# for the two-region OpenStack the multisite tests run against.
+DEMO_PACKAGES := etcd:etcd-server ip:iproute2 ping:iputils-ping
+TEST_PACKAGES := $(DEMO_PACKAGES) etcdctl:etcd-client gobgpd:gobgpd systemd-analyze:systemd \
+	neutron-server:neutron-server mariadbd:mariadb-server keystone-manage:keystone glance-api:glance-api \
+	nova-api:nova-api ssh-keygen:openssh-client
 
-deps:
+# Installs, with apt, the packages of $(1) whose command is missing (mariadbd lives in /usr/sbin).
+define apt_install
 	@missing=""; \
-	command -v etcd >/dev/null || missing="$$missing etcd-server etcd-client"; \
-	command -v gobgpd >/dev/null || missing="$$missing gobgpd"; \
-	command -v ip >/dev/null || missing="$$missing iproute2"; \
-	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
-	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
-	command -v neutron-server >/dev/null || missing="$$missing neutron-server"; \
-	[ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
-	command -v keystone-manage >/dev/null || missing="$$missing keystone"; \
-	command -v glance-api >/dev/null || missing="$$missing glance-api"; \
-	command -v nova-api >/dev/null || missing="$$missing nova-api"; \
-	command -v ssh-keygen >/dev/null || missing="$$missing openssh-client"; \
+	for pair in $(1); do \
+	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
 
-$(STAMP): pyproject.toml
+deps-demo:
+	$(call apt_install,$(DEMO_PACKAGES))
+
+deps-test deps:
+	$(call apt_install,$(TEST_PACKAGES))
+
+# A venv that holds exactly the locked versions (pip checks every hash), then isthmus itself, editable,
+# built with the locked setuptools (no build isolation, so nothing unlocked is fetched to build it).
+define venv_install
 	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(VPY) -m pip install -q --require-hashes --no-deps -r $(1)
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
+endef
 
-install: $(STAMP)
+$(RUNTIME_STAMP): $(LOCK) pyproject.toml
+	$(call venv_install,$(LOCK))
+	touch $@
 
-demo: deps install
+$(DEV_STAMP): $(DEV_LOCK) pyproject.toml
+	$(call venv_install,$(DEV_LOCK))
+	touch $@ $(RUNTIME_STAMP)
+
+install-runtime: $(RUNTIME_STAMP)
+
+install: $(DEV_STAMP)
+
+demo: deps-demo install-runtime
 	$(VPY) -m isthmus.coordinator.demo
 
-test: deps install
+test: deps-test install
 	$(VPY) -m pytest -q tests
 
 # mypy sees the package as installed (isthmus.agent = agent/, ...) through a tree of symlinks.
@@ -59,6 +88,20 @@ lint: install
 gen: install
 	$(VPY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 	  --grpc_python_out=proto proto/isthmus/v1/*.proto
+
+# Refresh both lockfiles to the newest releases pyproject.toml's ranges allow (LOCK_UPGRADE= keeps
+# today's pins and only resolves what pyproject.toml changed), then install them and regenerate the
+# stubs with the newly locked grpcio-tools, so a refresh never leaves the stubs drifting. Only PyPI is
+# asked (local wheel folders and constraints of the machine are set aside), so the lock is the same
+# wherever it is made.
+LOCK_UPGRADE ?= --upgrade
+PIP_COMPILE := env PIP_FIND_LINKS= PIP_CONSTRAINT= build/pip-tools/bin/pip-compile --index-url https://pypi.org/simple
+lock:
+	test -x build/pip-tools/bin/pip-compile || { $(PY) -m venv build/pip-tools && \
+	  build/pip-tools/bin/pip install -q pip-tools==$(PIP_TOOLS_VERSION); }
+	$(PIP_COMPILE) $(PIP_COMPILE_FLAGS) $(LOCK_UPGRADE) --extra dev -o $(DEV_LOCK) pyproject.toml
+	$(PIP_COMPILE) $(PIP_COMPILE_FLAGS) -c $(DEV_LOCK) -o $(LOCK) pyproject.toml
+	$(MAKE) gen
 
 # Benchmarks, not part of `make test` (about 5-6 minutes on 2 cores): writes docs/performance.md and .json.
 # e.g. make bench BENCH_ARGS="--scenario convergence --sites 1000"
