@@ -390,6 +390,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         await check_agent(self.auth, context, hello.site, "/isthmus.v1.AgentService/Connect")
+        known = self.planner.sites.get(hello.site)
+        if known is not None and known.kind == m.SiteKind.EXTERNAL:
+            log.warning("refused agent from %s: site %s is external", context.peer(), hello.site)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"site {hello.site} is external: it runs no isthmus agent (create it as a region, "
+                                "cell or instance to connect one)")
         session = AgentSession(self, hello, context.peer())
         try:
             await session.claim()

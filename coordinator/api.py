@@ -180,6 +180,7 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
             site=site,
             defined=site in self.planner.sites,
             connected=record is not None,
+            external=site in self.planner.sites and self.planner.sites[site].kind == m.SiteKind.EXTERNAL,
             desired_revision=self.planner.site_revision.get(site, 0),
         )
         observed: dict[str, m.ObservedPeering] = {}

@@ -309,6 +309,10 @@ class Registry:
             site = decode_site(site_kv)
             if existing is not None:
                 raise AlreadyExists(f"endpoint {ep.site}/{ep.name} already exists", "name")
+            if site.kind == m.SiteKind.EXTERNAL and ep.role != m.EndpointRole.REMOTE:
+                raise InvalidArgument(
+                    f"site {site.name} is external (it runs no agent to realize a local endpoint); "
+                    "its endpoints are remote", "role")
             return Plan(
                 [mod_is(site_key(site.name), site.version), absent(key)],
                 [Put(key, encode(ep))],

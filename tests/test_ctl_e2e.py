@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Proc, agent_cmd, ctl
+from conftest import Proc, agent_cmd, ctl, wait_for
 
 
 def test_create_show_update_delete_with_json_output(coordinator: str) -> None:
@@ -92,3 +92,33 @@ def test_status_and_local_views_of_a_converged_site(coordinator: str, tmp_path: 
     assert "one-two" in peerings and "established" in peerings and "2001:db8::2" in peerings
     resync = ctl("local", "--socket", sock, "resync", "-o", "json").stdout
     assert json.loads(resync)["peerings"] == 1
+
+
+def test_an_external_site_holds_remote_endpoints_and_expects_no_agent(coordinator: str, tmp_path: Path,
+                                                                      procs: Callable[..., Proc]) -> None:
+    c = ("--coordinator", coordinator)
+    procs("region-one", agent_cmd("region-one", coordinator, tmp_path), tmp_path / "region-one.log")
+    ctl(*c, "site", "create", "region-one", "--kind", "region")
+    ctl(*c, "site", "create", "dc-east", "--kind", "external", "--description", "datacenter router")
+    ctl(*c, "endpoint", "create", "region-one/gw", "--address", "192.0.2.1", "--asn", "65001")
+    refused = ctl(*c, "endpoint", "create", "dc-east/rtr", "--address", "198.51.100.7", "--asn", "64999",
+                  check=False)
+    assert refused.returncode == 1
+    assert "INVALID_ARGUMENT: role: site dc-east is external" in refused.stderr
+    assert "dc-east/rtr" not in ctl(*c, "endpoint", "list").stdout, "a refused endpoint was stored"
+    ctl(*c, "endpoint", "create", "dc-east/rtr", "--address", "198.51.100.7", "--asn", "64999", "--role", "remote")
+    ctl(*c, "connection", "create", "one-dc", "--a", "region-one/gw", "--b", "dc-east/rtr", "--type", "bgp")
+
+    out = ctl(*c, "status", "--wait-established", "--wait-timeout", "30").stdout
+    dc_row = next(line for line in out.splitlines() if line.startswith("dc-east"))
+    assert "external (no agent)" in dc_row and "disconnected" not in dc_row
+    statuses = {s["site"]: s for s in json.loads(ctl(*c, "status", "-o", "json").stdout)}
+    assert statuses["dc-east"].get("external") is True and not statuses["dc-east"].get("connected")
+    assert statuses["region-one"].get("external") is not True
+    peering = statuses["region-one"]["peerings"][0]
+    assert peering["desired"]["remote"]["address"] == "198.51.100.7"
+    assert peering["observed"]["state"] == "PEERING_STATE_ESTABLISHED"
+
+    rogue = procs("dc-east", agent_cmd("dc-east", coordinator, tmp_path), tmp_path / "dc-east.log")
+    wait_for(lambda: "is external: it runs no isthmus agent" in rogue.output(), 20, "the agent's refusal")
+    assert not json.loads(ctl(*c, "status", "dc-east", "-o", "json").stdout).get("connected")

@@ -15,6 +15,7 @@ _SITE_KIND: list[tuple[pb.SiteKind, m.SiteKind]] = [
     (pb.SITE_KIND_REGION, m.SiteKind.REGION),
     (pb.SITE_KIND_CELL, m.SiteKind.CELL),
     (pb.SITE_KIND_INSTANCE, m.SiteKind.INSTANCE),
+    (pb.SITE_KIND_EXTERNAL, m.SiteKind.EXTERNAL),
 ]
 _ROLE: list[tuple[pb.EndpointRole, m.EndpointRole]] = [
     (pb.ENDPOINT_ROLE_LOCAL, m.EndpointRole.LOCAL),

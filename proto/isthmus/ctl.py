@@ -446,7 +446,12 @@ def _established(p: api_pb2.PeeringStatus) -> bool:
 
 
 def status_row(st: api_pb2.SiteStatus) -> list[str]:
-    agent = ("connected" if st.connected else "disconnected") if st.defined else "undefined site"
+    if not st.defined:
+        agent = "undefined site"
+    elif st.external:
+        agent = "external (no agent)"
+    else:
+        agent = "connected" if st.connected else "disconnected"
     desired = [p for p in st.peerings if p.HasField("desired")]
     peerings = f"{sum(1 for p in desired if _established(p))}/{len(desired)}"
     return [st.site, agent, str(st.desired_revision), str(st.applied_revision), peerings, st.driver,
@@ -901,7 +906,7 @@ def not_established(statuses: Sequence[api_pb2.SiteStatus]) -> list[str]:
     """
     missing = []
     for st in statuses:
-        if not st.defined:
+        if not st.defined or st.external:
             continue
         if st.applied_revision < st.desired_revision:
             missing.append(f"{st.site} (applied revision {st.applied_revision} < {st.desired_revision})")
@@ -1304,10 +1309,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="Run 'isthmusctl COMMAND --help' for the flags of each command.")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
-    site = _group(groups, "site", "create, show, change and delete sites (regions, cells, instances)", top)
+    site = _group(groups, "site", "create, show, change and delete sites (regions, cells, instances, external peers)",
+                  top)
     p = _command(site, "site create", "create a site", top)
     p.add_argument("name", metavar="NAME", help="site name: a DNS label, unique")
-    p.add_argument("--kind", required=True, choices=[k.value for k in m.SiteKind], help="what the site is")
+    p.add_argument("--kind", required=True, choices=[k.value for k in m.SiteKind],
+                   help="what the site is: region, cell (of --parent), instance, or external (a router or cloud "
+                        "that runs no isthmus agent; it holds remote endpoints only)")
     p.add_argument("--parent", metavar="REGION", help="the region a cell belongs to (cells only)")
     _add_pairs(p, "--label", "label, repeatable")
     p.add_argument("--description", metavar="TEXT", help="free text")

@@ -25,6 +25,7 @@ class SiteKind(enum.StrEnum):
     REGION = "region"
     CELL = "cell"
     INSTANCE = "instance"
+    EXTERNAL = "external"  # a router or cloud that runs no isthmus agent: remote endpoints only
 
 
 class EndpointRole(enum.StrEnum):

@@ -6,7 +6,7 @@ import warnings
 from isthmus.v1 import api_pb2 as isthmus_dot_v1_dot_api__pb2
 from isthmus.v1 import types_pb2 as isthmus_dot_v1_dot_types__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -5,7 +5,7 @@ import warnings
 
 from isthmus.v1 import l2gw_pb2 as isthmus_dot_v1_dot_l2gw__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

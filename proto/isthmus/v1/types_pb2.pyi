@@ -13,6 +13,7 @@ class SiteKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SITE_KIND_REGION: _ClassVar[SiteKind]
     SITE_KIND_CELL: _ClassVar[SiteKind]
     SITE_KIND_INSTANCE: _ClassVar[SiteKind]
+    SITE_KIND_EXTERNAL: _ClassVar[SiteKind]
 
 class EndpointRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +50,7 @@ SITE_KIND_UNSPECIFIED: SiteKind
 SITE_KIND_REGION: SiteKind
 SITE_KIND_CELL: SiteKind
 SITE_KIND_INSTANCE: SiteKind
+SITE_KIND_EXTERNAL: SiteKind
 ENDPOINT_ROLE_UNSPECIFIED: EndpointRole
 ENDPOINT_ROLE_LOCAL: EndpointRole
 ENDPOINT_ROLE_REMOTE: EndpointRole
