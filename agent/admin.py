@@ -19,12 +19,12 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from isthmus import convert
-from isthmus import model as m
 from isthmus.agent.link import CoordinatorLink
 from isthmus.agent.reconciler import Reconciler
-from isthmus.edge import grpc_errors
-from isthmus.errors import InvalidArgument
+from isthmus.core import convert
+from isthmus.core import model as m
+from isthmus.core.edge import grpc_errors
+from isthmus.core.errors import InvalidArgument
 from isthmus.v1 import admin_pb2 as adm
 from isthmus.v1 import admin_pb2_grpc
 from isthmus.v1 import types_pb2 as pb

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from isthmus import model as m
+from isthmus.core import model as m
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ import grpc
 import grpc.aio
 
 import isthmus
-from isthmus import convert
-from isthmus import model as m
 from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import DesiredState, StateFile
+from isthmus.core import convert
+from isthmus.core import model as m
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import isthmus
-from isthmus import model as m
 from isthmus.agent.admin import AdminSocket, AgentAdmin
 from isthmus.agent.journal import Journal
 from isthmus.agent.link import CoordinatorLink, TlsFiles
@@ -20,9 +19,10 @@ from isthmus.agent.overrides import Overrides
 from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import StateError, StateFile
 from isthmus.agent.telemetry import AgentMetrics
+from isthmus.core import model as m
+from isthmus.core.errors import InvalidArgument
+from isthmus.core.metrics import MetricsServer, parse_listen
 from isthmus.drivers import base as drivers
-from isthmus.errors import InvalidArgument
-from isthmus.metrics import MetricsServer, parse_listen
 
 log = logging.getLogger("isthmus.agent")
 

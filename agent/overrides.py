@@ -21,8 +21,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from isthmus import model as m
-from isthmus.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from isthmus.core import model as m
+from isthmus.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 
 def _now_ms() -> int:

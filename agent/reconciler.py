@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from isthmus import model as m
 from isthmus.agent.journal import Journal
 from isthmus.agent.overrides import Overrides
 from isthmus.agent.state import DesiredState
+from isthmus.core import model as m
 from isthmus.drivers.base import Driver, DriverError
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from isthmus import model as m
-from isthmus.files import write_atomically
+from isthmus.core import model as m
+from isthmus.core.files import write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from isthmus import model as m
-from isthmus import sync as s
 from isthmus.agent.link import TlsFiles, backoff, open_channel
 from isthmus.agent.views import RegionViews
+from isthmus.core import model as m
+from isthmus.core import sync as s
+from isthmus.core.files import write_atomically
 from isthmus.drivers import openstack_region as osr
-from isthmus.files import write_atomically
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 

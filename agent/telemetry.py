@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import isthmus
-from isthmus.metrics import Histogram, Registry, Sample
+from isthmus.core.metrics import Histogram, Registry, Sample
 
 RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

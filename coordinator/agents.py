@@ -23,15 +23,15 @@ from typing import Any, Protocol
 import grpc
 import grpc.aio
 
-from isthmus import convert
-from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.auth import Auth, Principal, check_agent
 from isthmus.coordinator.events import EventFilter, EventWriter, list_events
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
-from isthmus.errors import InvalidArgument, OutOfRange, Unavailable
-from isthmus.metrics import Histogram
+from isthmus.core import convert
+from isthmus.core import model as m
+from isthmus.core.errors import InvalidArgument, OutOfRange, Unavailable
+from isthmus.core.metrics import Histogram
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 

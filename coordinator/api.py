@@ -11,8 +11,6 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from isthmus import border, convert
-from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import AgentStatusRecord
 from isthmus.coordinator.auth import list_audit
@@ -21,8 +19,10 @@ from isthmus.coordinator.leader import list_coordinators
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import Event, Store
-from isthmus.edge import grpc_errors
-from isthmus.errors import InvalidArgument, IsthmusError, NotFound
+from isthmus.core import border, convert
+from isthmus.core import model as m
+from isthmus.core.edge import grpc_errors
+from isthmus.core.errors import InvalidArgument, IsthmusError, NotFound
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import l2gw_pb2 as l2pb

@@ -28,10 +28,10 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from isthmus import pki
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.store import Delete, Put, Store
-from isthmus.errors import IsthmusError
+from isthmus.core import pki
+from isthmus.core.errors import IsthmusError
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ import json
 import uuid
 from typing import Any
 
-from isthmus import border as b
-from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.registry import Plan, Registry, _check_version
 from isthmus.coordinator.store import KV, Compare, Delete, Put, absent, mod_is, prefix_empty
-from isthmus.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from isthmus.core import border as b
+from isthmus.core import model as m
+from isthmus.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 DEVICES = r.CONFIG + "gw-devices/"
 GATEWAYS = r.CONFIG + "l2gws/"

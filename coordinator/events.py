@@ -23,11 +23,11 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.store import KV, Delete, Put, Store, mod_is, prefix_end
-from isthmus.edge import grpc_errors
-from isthmus.errors import InvalidArgument, IsthmusError
+from isthmus.core import model as m
+from isthmus.core.edge import grpc_errors
+from isthmus.core.errors import InvalidArgument, IsthmusError
 from isthmus.v1 import events_pb2 as epb
 from isthmus.v1 import events_pb2_grpc
 

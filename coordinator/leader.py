@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import isthmus
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.store import Delete, Put, Store, absent, mod_is
-from isthmus.errors import IsthmusError, Unavailable
+from isthmus.core.errors import IsthmusError, Unavailable
 
 log = logging.getLogger(__name__)
 

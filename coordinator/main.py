@@ -45,9 +45,9 @@ from isthmus.coordinator.store import EtcdTls, Store
 from isthmus.coordinator.sync import RegionAgentService, SyncPlanner, SyncRegistry, SyncService
 from isthmus.coordinator.telemetry import CoordinatorMetrics
 from isthmus.coordinator.views import GlobalViewService, ViewsPlanner
-from isthmus.ctl import duration
-from isthmus.errors import Unavailable
-from isthmus.metrics import MetricsServer, parse_listen
+from isthmus.core.errors import Unavailable
+from isthmus.core.flags import duration
+from isthmus.core.metrics import MetricsServer, parse_listen
 from isthmus.v1 import (
     agent_pb2,
     agent_pb2_grpc,

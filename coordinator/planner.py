@@ -15,12 +15,12 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from isthmus import border as b
-from isthmus import model as m
 from isthmus.coordinator import border as br
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.store import KV, Event, Store
-from isthmus.errors import OutOfRange, Unavailable
+from isthmus.core import border as b
+from isthmus.core import model as m
+from isthmus.core.errors import OutOfRange, Unavailable
 
 log = logging.getLogger(__name__)
 

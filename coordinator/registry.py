@@ -27,7 +27,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from isthmus import model as m
 from isthmus.coordinator.store import (
     KV,
     Compare,
@@ -38,7 +37,8 @@ from isthmus.coordinator.store import (
     mod_is,
     prefix_empty,
 )
-from isthmus.errors import (
+from isthmus.core import model as m
+from isthmus.core.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,

@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 from aetcd import rpc
 
-from isthmus.errors import OutOfRange, Unavailable
+from isthmus.core.errors import OutOfRange, Unavailable
 
 log = logging.getLogger(__name__)
 

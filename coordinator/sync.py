@@ -30,8 +30,6 @@ from urllib.parse import quote, unquote
 import grpc
 import grpc.aio
 
-from isthmus import model as m
-from isthmus import sync as s
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import LeaseKeeper
 from isthmus.coordinator.auth import Auth, check_agent
@@ -44,8 +42,10 @@ from isthmus.coordinator.views import (
     write_capacity,
     write_usage,
 )
-from isthmus.edge import grpc_errors
-from isthmus.errors import (
+from isthmus.core import model as m
+from isthmus.core import sync as s
+from isthmus.core.edge import grpc_errors
+from isthmus.core.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,

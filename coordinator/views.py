@@ -29,14 +29,14 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from isthmus import model as m
 from isthmus.coordinator import addresses as ad
 from isthmus.coordinator import quota as q
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is
-from isthmus.edge import grpc_errors
-from isthmus.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, OutOfRange, Unavailable
+from isthmus.core import model as m
+from isthmus.core.edge import grpc_errors
+from isthmus.core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, OutOfRange, Unavailable
 from isthmus.v1 import views_pb2 as vpb
 from isthmus.v1 import views_pb2_grpc
 

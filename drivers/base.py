@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
-from isthmus.model import ConnectionType, DesiredPeering, ObservedPeering, PeeringState
+from isthmus.core.model import ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 
 ENTRY_POINT_GROUP = "isthmus.drivers"
 

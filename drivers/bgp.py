@@ -71,8 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
-from isthmus.drivers.base import Driver, DriverContext, DriverError
-from isthmus.model import (
+from isthmus.core.model import (
     ADVERTISE_PROPERTY,
     AdminState,
     ConnectionType,
@@ -82,6 +81,7 @@ from isthmus.model import (
     PeeringState,
     default_address_families,
 )
+from isthmus.drivers.base import Driver, DriverContext, DriverError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import json
 import time
 from collections.abc import Mapping
 
+from isthmus.core.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
-from isthmus.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 
 
 def _now_ms() -> int:

@@ -72,8 +72,8 @@ from openstack import exceptions as os_exceptions
 from openstack import warnings as os_warnings
 from openstack.connection import Connection
 
+from isthmus.core.model import ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
-from isthmus.model import ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 
 log = logging.getLogger(__name__)
 

@@ -80,9 +80,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from isthmus.core.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 from isthmus.drivers.opendaylight import ControllerClient, OwnedRecord, canonical_address, observations, refused
-from isthmus.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 
 log = logging.getLogger(__name__)
 

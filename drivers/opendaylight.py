@@ -90,8 +90,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
-from isthmus.model import (
+from isthmus.core.model import (
     AdminState,
     ConnectionType,
     DesiredPeering,
@@ -99,6 +98,7 @@ from isthmus.model import (
     PeeringState,
     default_address_families,
 )
+from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 
 log = logging.getLogger(__name__)
 

@@ -57,8 +57,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
-from isthmus.model import (
+from isthmus.core.model import (
     VXLAN_BRIDGE_PROPERTY,
     AdminState,
     ConnectionType,
@@ -66,6 +65,7 @@ from isthmus.model import (
     ObservedPeering,
     PeeringState,
 )
+from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 
 log = logging.getLogger(__name__)
 

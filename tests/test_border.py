@@ -10,8 +10,8 @@ import grpc.aio
 import pytest
 
 from conftest import await_for, running_coordinator
-from isthmus import border as b
 from isthmus.coordinator.registry import ROOT
+from isthmus.core import border as b
 from isthmus.v1 import api_pb2_grpc, l2gw_pb2_grpc
 from isthmus.v1 import l2gw_pb2 as l2
 from isthmus.v1 import types_pb2 as pb

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import Proc, agent_cmd, ctl, wait_for
-from isthmus import model as m
 from isthmus.agent.state import DesiredState, StateFile
+from isthmus.core import model as m
 
 SITE = "region-one"
 NOWHERE = "127.0.0.1:1"  # nothing listens there: the agent runs partitioned

@@ -15,8 +15,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from isthmus import border, convert, ctl
-from isthmus import model as m
+from isthmus.core import border, convert, flags
+from isthmus.core import model as m
+from isthmus.ctl import main as ctl
 from isthmus.v1 import admin_pb2, api_pb2, l2gw_pb2_grpc
 from isthmus.v1 import l2gw_pb2 as l2
 from isthmus.v1 import types_pb2 as pb
@@ -399,21 +400,21 @@ ADD_ARGV = ["local", "add", "dc", "--type", "bgp", "--local-address", "192.0.2.1
 @pytest.mark.parametrize(
     "text, value",
     [("0", 0), ("90", 90), ("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400), (" 5m ", 300),
-     ("0s", 0), (f"{ctl.MAX_TTL_DAYS}d", ctl.MAX_TTL_DAYS * 86400)],
+     ("0s", 0), (f"{flags.MAX_TTL_DAYS}d", flags.MAX_TTL_DAYS * 86400)],
 )
 def test_duration_is_seconds_or_a_number_with_a_unit(text: str, value: int) -> None:
-    assert ctl.duration(text) == value
+    assert flags.duration(text) == value
 
 
 @pytest.mark.parametrize("text", ["", "m", "-5", "1.5h", "10w", "1h30m", "2 h", "五m", "１s"])
 def test_duration_rejects_anything_else(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="30s, 15m, 2h, 1d"):
-        ctl.duration(text)
+        flags.duration(text)
 
 
 def test_a_duration_beyond_the_bound_is_refused_with_the_way_to_never_expire() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="use 0 for no expiry"):
-        ctl.duration(f"{ctl.MAX_TTL_DAYS + 1}d")
+        flags.duration(f"{flags.MAX_TTL_DAYS + 1}d")
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ import grpc
 import pytest
 
 from conftest import Proc, agent_cmd, await_for, coordinator_cmd, ctl, wait_for
-from isthmus import model as m
+from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
 from isthmus.drivers.bgp import (
     BgpDriver,

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from conftest import Proc
-from isthmus import model as m
 from isthmus.agent.journal import Journal
 from isthmus.agent.overrides import Overrides
 from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import DesiredState
 from isthmus.coordinator.etcd import free_port
+from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
 from isthmus.drivers.fake import FakeDriver
 from isthmus.drivers.neutron import NeutronDriver

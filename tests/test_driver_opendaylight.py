@@ -43,11 +43,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from isthmus import model as m
 from isthmus.agent.journal import Journal
 from isthmus.agent.overrides import Overrides
 from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import DesiredState
+from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
 from isthmus.drivers.opendaylight import ControllerAuthFailed, ControllerUnavailable, OpenDaylightDriver
 

@@ -21,10 +21,7 @@ import grpc
 import pytest
 
 from conftest import Proc, agent_cmd, coordinator_cmd, ctl, wait_for
-from isthmus.drivers import base
-from isthmus.drivers.base import DriverContext, DriverError
-from isthmus.drivers.vxlan import VxlanDriver
-from isthmus.model import (
+from isthmus.core.model import (
     VXLAN_BRIDGE_PROPERTY,
     AdminState,
     ConnectionType,
@@ -33,6 +30,9 @@ from isthmus.model import (
     PeeringState,
     VxlanParams,
 )
+from isthmus.drivers import base
+from isthmus.drivers.base import DriverContext, DriverError
+from isthmus.drivers.vxlan import VxlanDriver
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import types_pb2 as pb

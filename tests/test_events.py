@@ -23,7 +23,6 @@ import grpc.aio
 import pytest
 
 from conftest import Proc, agent_cmd, await_for, coordinator_cmd, ctl, wait_for
-from isthmus import model as m
 from isthmus.agent.journal import Journal
 from isthmus.agent.link import CoordinatorLink
 from isthmus.agent.overrides import Overrides
@@ -32,6 +31,7 @@ from isthmus.agent.state import StateFile
 from isthmus.coordinator import events as ev
 from isthmus.coordinator.main import Coordinator, Options
 from isthmus.coordinator.store import Store
+from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext
 from isthmus.drivers.fake import FakeDriver
 from isthmus.v1 import admin_pb2 as adm
@@ -451,7 +451,7 @@ def test_coordinator_options_for_retention() -> None:
 
 
 def test_since_takes_a_duration_ago_or_an_iso_time() -> None:
-    from isthmus.ctl_events import since_ms
+    from isthmus.ctl.events import since_ms
 
     assert since_ms("15m", now=10_000.0) == (10_000 - 900) * 1000
     assert since_ms("2024-05-01T12:00:00+00:00") == 1_714_564_800_000

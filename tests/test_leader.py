@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from conftest import await_for
-from isthmus import model as m
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.leader import LEADER, Membership, collect_garbage, list_coordinators
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import Put, Store
+from isthmus.core import model as m
 
 
 async def test_one_leader_and_a_stopped_leader_is_replaced_at_once(etcd: str) -> None:

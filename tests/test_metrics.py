@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from isthmus.metrics import CONTENT_TYPE, MetricsServer, Registry, Sample, parse_listen
+from isthmus.core.metrics import CONTENT_TYPE, MetricsServer, Registry, Sample, parse_listen
 
 # ---------------------------------------------------------------- a small parser of the text format 0.0.4
 
@@ -243,7 +243,7 @@ def test_a_failing_collector_leaves_the_rest_of_the_scrape(bad: Any, caplog: pyt
     reg.counter("served_total", "Served.").inc()
     reg.collector(bad)
     reg.collector(lambda: [Sample("good", {}, 1)])
-    with caplog.at_level(logging.ERROR, logger="isthmus.metrics"):
+    with caplog.at_level(logging.ERROR, logger="isthmus.core.metrics"):
         text = reg.render()
     assert text == "# HELP served_total Served.\n# TYPE served_total counter\nserved_total 1\n" \
                    "# HELP good \n# TYPE good gauge\ngood 1\n"

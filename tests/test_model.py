@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from isthmus import model as m
-from isthmus.errors import InvalidArgument
+from isthmus.core import model as m
+from isthmus.core.errors import InvalidArgument
 
 
 def ep(**kw: object) -> m.Endpoint:

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from isthmus import pki
-from isthmus.pki import Identity, PkiError
+from isthmus.core import pki
+from isthmus.core.pki import Identity, PkiError
 
 SLACK = dt.timedelta(minutes=10)  # between now() and the moment pki issues, less its CLOCK_SKEW
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from isthmus import model as m
 from isthmus.coordinator.planner import plan_site
+from isthmus.core import model as m
 
 
 def _ep(site: str, name: str, addr: str, asn: int, role: m.EndpointRole = m.EndpointRole.LOCAL) -> m.Endpoint:

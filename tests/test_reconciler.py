@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from isthmus import model as m
 from isthmus.agent.journal import Journal
 from isthmus.agent.overrides import Overrides
 from isthmus.agent.reconciler import MAX_BACKOFF, Reconciler
 from isthmus.agent.state import DesiredState
+from isthmus.core import model as m
 from isthmus.drivers.base import Driver, DriverContext, DriverError
 from isthmus.drivers.fake import FakeDriver
 

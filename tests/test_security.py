@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from conftest import BIN, Proc, agent_cmd, coordinator_cmd, ctl, wait_for
-from isthmus import pki
+from isthmus.core import pki
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import types_pb2 as pb

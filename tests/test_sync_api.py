@@ -22,9 +22,9 @@ import grpc.aio
 import pytest
 
 from conftest import await_for, running_coordinator
-from isthmus import sync as s
 from isthmus.coordinator.store import Store
 from isthmus.coordinator.sync import SYNC
+from isthmus.core import sync as s
 from isthmus.v1 import api_pb2_grpc, sync_pb2_grpc
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import types_pb2 as pb

@@ -13,8 +13,8 @@ import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from isthmus import model as m
 from isthmus.coordinator.registry import encode
+from isthmus.core import model as m
 
 from .cluster import RawEtcd
 from .context import Context

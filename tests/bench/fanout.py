@@ -14,8 +14,8 @@ from functools import partial
 
 import grpc.aio
 
-from isthmus import model as m
 from isthmus.coordinator.registry import encode, endpoint_key
+from isthmus.core import model as m
 
 from .cluster import Cluster, RawEtcd, RawWatcher, quiesce, wait_seen
 from .context import Context

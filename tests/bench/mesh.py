@@ -19,9 +19,9 @@ import asyncio
 import time
 from functools import partial
 
-from isthmus import model as m
 from isthmus.coordinator.etcd import EmbeddedEtcd
 from isthmus.coordinator.registry import encode
+from isthmus.core import model as m
 
 from .cluster import RawEtcd
 from .context import Context

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from isthmus import model as m
-from isthmus.errors import InvalidArgument, NotFound
+from isthmus.core import model as m
+from isthmus.core.errors import InvalidArgument, NotFound
 
 MAX_VLAN = 4094
 DEFAULT_SEGMENT_BRIDGE = "brs{segmentation_id}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 from typing import TypeVar
 
-from isthmus import border
-from isthmus import model as m
-from isthmus.errors import InvalidArgument
+from isthmus.core import border
+from isthmus.core import model as m
+from isthmus.core.errors import InvalidArgument
 from isthmus.v1 import l2gw_pb2 as l2pb
 from isthmus.v1 import types_pb2 as pb
 

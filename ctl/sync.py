@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from isthmus import sync as s
-from isthmus.errors import InvalidArgument
+from isthmus.core import sync as s
+from isthmus.core.errors import InvalidArgument
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 
@@ -213,14 +213,14 @@ def sync_update(ctl: Any, args: Namespace) -> None:
 
 
 def sync_list(ctl: Any, args: Namespace) -> None:
-    from isthmus.ctl import all_pages
+    from isthmus.ctl.main import all_pages
 
     views = all_pages(_stub(ctl).ListSyncs, spb.ListSyncsRequest(kind=args.kind or ""), "syncs", ctl.timeout)
     ctl.show(views, SYNC_COLUMNS, sync_row)
 
 
 def format_view(view: spb.SyncView, now: float) -> str:
-    from isthmus.ctl import format_fields, format_table
+    from isthmus.ctl.main import format_fields, format_table
 
     intent = view.intent
     pairs = [("name", intent.name), ("kind", intent.kind), ("what", what(intent)), ("regions", targets(intent)),

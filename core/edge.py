@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from isthmus.errors import IsthmusError
+from isthmus.core.errors import IsthmusError
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 

@@ -64,9 +64,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from isthmus import model
-from isthmus.errors import InvalidArgument, IsthmusError
-from isthmus.files import write_atomically
+from isthmus.core import model
+from isthmus.core.errors import InvalidArgument, IsthmusError
+from isthmus.core.files import write_atomically
 
 # ---------------------------------------------------------------- the conventions (the contract)
 

@@ -19,7 +19,7 @@ MAX_LIMIT = 10_000
 
 def since_ms(text: str, now: float | None = None) -> int:
     """--since: a duration ago (90, 30s, 15m, 2h, 7d) or an ISO 8601 time (without a zone: local time)."""
-    from isthmus.ctl import duration
+    from isthmus.core.flags import duration
 
     try:
         return int(((time.time() if now is None else now) - duration(text)) * 1000)
@@ -43,7 +43,7 @@ def message_text(e: epb.Event) -> str:
 
 
 def event_row(e: epb.Event) -> list[str]:
-    from isthmus.ctl import format_clock
+    from isthmus.ctl.main import format_clock
 
     return [format_clock(e.time_unix_ms), e.site, str(e.seq), e.kind, message_text(e)]
 
@@ -68,7 +68,7 @@ def events(ctl: Any, args: Namespace) -> None:
         reply = stub.ListEvents(epb.ListEventsRequest(limit=args.limit or 0, **_filters(args)), timeout=ctl.timeout)
         ctl.show(list(reply.events), COLUMNS, event_row)
         return
-    from isthmus.ctl import follow
+    from isthmus.ctl.main import follow
 
     request = epb.WatchEventsRequest(limit=args.limit or 0, start_revision=args.from_revision or 0,
                                      **_filters(args))
@@ -94,7 +94,7 @@ examples:
 
 def add_parsers(groups: Any, top: list[argparse.ArgumentParser], group: Callable[..., Any],
                 command: Callable[..., argparse.ArgumentParser]) -> None:
-    from isthmus.ctl import _bounded_int, int64
+    from isthmus.ctl.main import _bounded_int, int64
 
     p = command(groups, "events", "show the sites' event history (from their agents' journals), or follow it", top)
     p.epilog = EPILOG

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from isthmus.errors import InvalidArgument
+from isthmus.core.errors import InvalidArgument
 
 
 class SiteKind(enum.StrEnum):

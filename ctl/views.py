@@ -38,7 +38,7 @@ def _age(unix_ms: int, now: float) -> str:
 
 
 def format_quota(pq: vpb.ProjectQuota, now: float) -> str:
-    from isthmus.ctl import format_table
+    from isthmus.ctl.main import format_table
 
     rows = []
     for rq in pq.resources:
@@ -101,7 +101,7 @@ def _capacity_row(c: vpb.RegionCapacity) -> list[str]:
 
 
 def capacity(ctl: Any, args: Namespace) -> None:
-    from isthmus.ctl import format_table
+    from isthmus.ctl.main import format_table
 
     cap = _stub(ctl).GetCapacity(vpb.GetCapacityRequest(), timeout=ctl.timeout)
     if ctl.output == "json":
@@ -126,7 +126,7 @@ def address_lookup(ctl: Any, args: Namespace) -> None:
 
 
 def address_conflicts(ctl: Any, args: Namespace) -> None:
-    from isthmus.ctl import format_table
+    from isthmus.ctl.main import format_table
 
     reply = _stub(ctl).ListAddressConflicts(vpb.ListAddressConflictsRequest(), timeout=ctl.timeout)
     if ctl.output == "json":

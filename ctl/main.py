@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,9 +17,13 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from isthmus import border, convert, ctl_events, ctl_sync, ctl_views
-from isthmus import model as m
-from isthmus.errors import IsthmusError
+from isthmus.core import border, convert
+from isthmus.core import model as m
+from isthmus.core.errors import IsthmusError
+from isthmus.core.flags import duration
+from isthmus.ctl import events as ctl_events
+from isthmus.ctl import sync as ctl_sync
+from isthmus.ctl import views as ctl_views
 from isthmus.v1 import admin_pb2, admin_pb2_grpc, api_pb2, api_pb2_grpc, l2gw_pb2, l2gw_pb2_grpc, types_pb2
 
 ENV_COORDINATOR = "ISTHMUS_COORDINATOR"
@@ -98,23 +101,6 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not more than 0")
-    return value
-
-
-_DURATION = re.compile(r"(\d+)([smhd]?)", re.ASCII)
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_TTL_DAYS = 3650
-
-
-def duration(text: str) -> int:
-    """Whole seconds of a --ttl: '90' or '30s', '15m', '2h', '1d'; 0 means no expiry."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"expected seconds or a duration like 30s, 15m, 2h, 1d, got {text!r}")
-    value = int(match[1]) * _DURATION_UNITS[match[2]]
-    # The agent keeps expiry times in int64 milliseconds; a bound far below that keeps them valid.
-    if value > MAX_TTL_DAYS * 86400:
-        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_TTL_DAYS}d; use 0 for no expiry")
     return value
 
 
@@ -1539,7 +1525,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pki"]:
-        from isthmus import pki  # only here: it needs the cryptography package
+        from isthmus.core import pki  # only here: it needs the cryptography package
 
         return pki.main(argv[1:])
     args = parse_args(argv)

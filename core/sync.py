@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from isthmus import model as m
-from isthmus.errors import InvalidArgument
+from isthmus.core import model as m
+from isthmus.core.errors import InvalidArgument
 
 
 class Kind(enum.StrEnum):
