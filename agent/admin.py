@@ -21,10 +21,10 @@ import grpc.aio
 
 from isthmus.agent.link import CoordinatorLink
 from isthmus.agent.reconciler import Reconciler
-from isthmus.core import convert
 from isthmus.core import model as m
 from isthmus.core.edge import grpc_errors
 from isthmus.core.errors import InvalidArgument
+from isthmus.core.wire import network as wire
 from isthmus.v1 import admin_pb2 as adm
 from isthmus.v1 import admin_pb2_grpc
 from isthmus.v1 import types_pb2 as pb
@@ -78,11 +78,11 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
         for name in sorted(set(effective) | set(observed)):
             lp = adm.LocalPeering()
             if name in effective:
-                lp.desired.CopyFrom(convert.peering_to_pb(effective[name]))
+                lp.desired.CopyFrom(wire.peering_to_pb(effective[name]))
             if name in observed:
-                lp.observed.CopyFrom(convert.observed_to_pb(observed[name]))
+                lp.observed.CopyFrom(wire.observed_to_pb(observed[name]))
             if name in overrides:
-                lp.override.CopyFrom(convert.override_to_pb(overrides[name]))
+                lp.override.CopyFrom(wire.override_to_pb(overrides[name]))
             out.peerings.append(lp)
         return out
 
@@ -101,7 +101,7 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
         o = self.reconciler.overrides.disable(request.connection, self.reconciler.desired.peerings,
                                                request.ttl_seconds, request.reason)
         self.reconciler.overrides_changed(_describe("disabled locally", o), o.connection)
-        return convert.override_to_pb(o)
+        return wire.override_to_pb(o)
 
     @grpc_errors
     async def EnablePeering(  # noqa: N802
@@ -109,27 +109,27 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
     ) -> adm.RemoveOverrideResponse:
         o = self.reconciler.overrides.enable(request.connection)
         self.reconciler.overrides_changed("enabled again locally (disable override removed)", o.connection)
-        return adm.RemoveOverrideResponse(removed=convert.override_to_pb(o))
+        return adm.RemoveOverrideResponse(removed=wire.override_to_pb(o))
 
     @grpc_errors
     async def AddLocalPeering(self, request: adm.AddLocalPeeringRequest, context: object) -> pb.Override:  # noqa: N802
         if not request.HasField("peering"):
             raise InvalidArgument("is required", "peering")
-        peering = convert.peering_from_pb(request.peering)
+        peering = wire.peering_from_pb(request.peering)
         o = self.reconciler.overrides.add(peering, self.reconciler.desired.peerings, request.ttl_seconds,
                                           request.reason)
         assert o.peering is not None
         target = o.peering.remote.address + (f" AS {o.peering.remote.asn}" if o.peering.type == m.ConnectionType.BGP
                                              else f" VNI {o.peering.vxlan.vni if o.peering.vxlan else '?'}")
         self.reconciler.overrides_changed(_describe(f"added locally: {o.peering.type} to {target}", o), o.connection)
-        return convert.override_to_pb(o)
+        return wire.override_to_pb(o)
 
     @grpc_errors
     async def ListOverrides(  # noqa: N802
         self, request: adm.ListOverridesRequest, context: object
     ) -> adm.ListOverridesResponse:
         items = self.reconciler.overrides.items.values()
-        return adm.ListOverridesResponse(overrides=[convert.override_to_pb(o) for o in items])
+        return adm.ListOverridesResponse(overrides=[wire.override_to_pb(o) for o in items])
 
     @grpc_errors
     async def RemoveOverride(  # noqa: N802
@@ -137,14 +137,14 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
     ) -> adm.RemoveOverrideResponse:
         o = self.reconciler.overrides.remove(request.connection)
         self.reconciler.overrides_changed(f"local {o.kind} override removed", o.connection)
-        return adm.RemoveOverrideResponse(removed=convert.override_to_pb(o))
+        return adm.RemoveOverrideResponse(removed=wire.override_to_pb(o))
 
     @grpc_errors
     async def Journal(self, request: adm.JournalRequest, context: object) -> adm.JournalResponse:  # noqa: N802
         if request.limit < 0:
             raise InvalidArgument("must be 0 (all) or positive", "limit")
         entries = self.reconciler.journal.last(request.limit)
-        return adm.JournalResponse(entries=[convert.journal_to_pb(e) for e in entries])
+        return adm.JournalResponse(entries=[wire.journal_to_pb(e) for e in entries])
 
 
 def _describe(what: str, o: m.Override) -> str:

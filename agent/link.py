@@ -23,8 +23,8 @@ import grpc.aio
 import isthmus
 from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import DesiredState, StateFile
-from isthmus.core import convert
 from isthmus.core import model as m
+from isthmus.core.wire import network as wire
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 
@@ -205,7 +205,7 @@ class CoordinatorLink:
         kind = msg.WhichOneof("msg")
         if kind == "snapshot":
             revision = msg.snapshot.revision
-            peerings = {p.connection: convert.peering_from_pb(p) for p in msg.snapshot.peerings}
+            peerings = {p.connection: wire.peering_from_pb(p) for p in msg.snapshot.peerings}
         elif kind == "delta":
             revision = msg.delta.revision
             if msg.delta.base_revision != held.revision:
@@ -215,7 +215,7 @@ class CoordinatorLink:
             for name in msg.delta.removes:
                 peerings.pop(name, None)
             for p in msg.delta.upserts:
-                peerings[p.connection] = convert.peering_from_pb(p)
+                peerings[p.connection] = wire.peering_from_pb(p)
         elif kind == "events_from":
             self._events_from(msg.events_from.seq)
             return
@@ -263,13 +263,13 @@ class CoordinatorLink:
         """
         seq = self.reconciler.local_seq
         while True:
-            overrides = [convert.override_to_pb(o) for o in self.reconciler.overrides.items.values()]
+            overrides = [wire.override_to_pb(o) for o in self.reconciler.overrides.items.values()]
             after = self._journal_after
             entries = self.reconciler.journal.since(after) if after is not None else []
             for start in range(0, max(1, len(entries)), JOURNAL_CHUNK):
                 outbox.put_nowait(apb.AgentMessage(local=apb.LocalReport(
                     overrides=overrides,
-                    journal=[convert.journal_to_pb(e) for e in entries[start:start + JOURNAL_CHUNK]],
+                    journal=[wire.journal_to_pb(e) for e in entries[start:start + JOURNAL_CHUNK]],
                     partitioned=False,
                 )))
             if entries:
@@ -282,7 +282,7 @@ class CoordinatorLink:
         while True:
             outbox.put_nowait(apb.AgentMessage(observed=apb.ObservedReport(
                 revision=report.applied_revision,
-                peerings=[convert.observed_to_pb(o) for o in report.observed.values()],
+                peerings=[wire.observed_to_pb(o) for o in report.observed.values()],
             )))
             outbox.put_nowait(apb.AgentMessage(ack=apb.Ack(revision=report.applied_revision)))
             while True:

@@ -32,6 +32,7 @@ from isthmus.agent.views import RegionViews
 from isthmus.core import model as m
 from isthmus.core import sync as s
 from isthmus.core.files import write_atomically
+from isthmus.core.wire import sync as sync_wire
 from isthmus.drivers import openstack_region as osr
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
@@ -216,7 +217,7 @@ class SyncWorker:
                                         "%d; ignored (remove %s to accept it)", self.site, address, revision,
                                         self.ledger.revision, self.ledger.path)
                             break
-                        tasks = [s.task_from_pb(t) for t in msg.assignment.tasks]
+                        tasks = [sync_wire.task_from_pb(t) for t in msg.assignment.tasks]
                         self.assign(tasks, revision)
             finally:
                 call.cancel()
@@ -229,7 +230,7 @@ class SyncWorker:
             if self._inventory_sent != self.inventory and self.inventory is not None:
                 images = self.inventory
                 await call.write(spb.RegionUp(inventory=spb.Inventory(
-                    images=[s.to_pb(i, spb.ImageInfo()) for i in images])))
+                    images=[sync_wire.to_pb(i, spb.ImageInfo()) for i in images])))
                 self._inventory_sent = images
             for report in self.views.take():
                 await call.write(report)
@@ -237,7 +238,7 @@ class SyncWorker:
                 batch, self.unsent = list(self.unsent.values()), {}
                 for start in range(0, len(batch), 200):
                     await call.write(spb.RegionUp(report=spb.SyncReport(
-                        statuses=[s.to_pb(x, spb.SyncStatus()) for x in batch[start:start + 200]])))
+                        statuses=[sync_wire.to_pb(x, spb.SyncStatus()) for x in batch[start:start + 200]])))
             self._report.clear()
             await self._report.wait()
 

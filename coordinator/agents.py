@@ -28,10 +28,10 @@ from isthmus.coordinator.auth import Auth, Principal, check_agent
 from isthmus.coordinator.events import EventFilter, EventWriter, list_events
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
-from isthmus.core import convert
 from isthmus.core import model as m
 from isthmus.core.errors import InvalidArgument, OutOfRange, Unavailable
 from isthmus.core.metrics import Histogram
+from isthmus.core.wire import network as wire
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 
@@ -273,13 +273,13 @@ class AgentSession:
             self.mark_dirty()
             log.debug("site %s acked rev %d", self.site, msg.ack.revision)
         elif kind == "observed":
-            self.record.observed = [convert.observed_from_pb(p) for p in msg.observed.peerings]
+            self.record.observed = [wire.observed_from_pb(p) for p in msg.observed.peerings]
             self.record.last_report_ms = now_ms()
             self.mark_dirty()
         elif kind == "local":
-            self.record.overrides = [convert.override_from_pb(o) for o in msg.local.overrides]
+            self.record.overrides = [wire.override_from_pb(o) for o in msg.local.overrides]
             if msg.local.journal:
-                entries = [convert.journal_from_pb(e) for e in msg.local.journal]
+                entries = [wire.journal_from_pb(e) for e in msg.local.journal]
                 self.service.events.add(self.site, entries, self.journal_limit)
                 seen = {e.seq for e in self.record.journal}
                 fresh = [e for e in entries if e.seq not in seen]
@@ -313,10 +313,10 @@ class AgentSession:
                          self.site, hello.desired_revision, revision, len(upserts), len(removes))
                 return apb.CoordinatorMessage(delta=apb.Delta(
                     revision=revision, base_revision=hello.desired_revision,
-                    upserts=[convert.peering_to_pb(p) for p in upserts], removes=removes))
+                    upserts=[wire.peering_to_pb(p) for p in upserts], removes=removes))
         log.info("site %s: snapshot of %d peerings at rev %d", self.site, len(peerings), revision)
         return apb.CoordinatorMessage(snapshot=apb.Snapshot(
-            revision=revision, peerings=[convert.peering_to_pb(p) for p in peerings.values()]))
+            revision=revision, peerings=[wire.peering_to_pb(p) for p in peerings.values()]))
 
     async def updates(self, hello: apb.Hello) -> AsyncIterator[apb.CoordinatorMessage]:
         """The first message (delta or snapshot), then a delta each time the site's desired peerings change."""
@@ -347,7 +347,7 @@ class AgentSession:
             yield apb.CoordinatorMessage(
                 delta=apb.Delta(
                     revision=revision, base_revision=base,
-                    upserts=[convert.peering_to_pb(p) for p in upserts], removes=removes,
+                    upserts=[wire.peering_to_pb(p) for p in upserts], removes=removes,
                 )
             )
             if self.service.push_seconds is not None:

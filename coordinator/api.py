@@ -19,10 +19,12 @@ from isthmus.coordinator.leader import list_coordinators
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import Event, Store
-from isthmus.core import border, convert
+from isthmus.core import border
 from isthmus.core import model as m
 from isthmus.core.edge import grpc_errors
 from isthmus.core.errors import InvalidArgument, IsthmusError, NotFound
+from isthmus.core.wire import border as border_wire
+from isthmus.core.wire import network as wire
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import l2gw_pb2 as l2pb
@@ -60,21 +62,21 @@ class SiteService(api_pb2_grpc.SiteServiceServicer):
 
     @grpc_errors
     async def CreateSite(self, request: pb.Site, context: Any) -> pb.Site:  # noqa: N802
-        return convert.site_to_pb(await self.registry.create_site(convert.site_from_pb(request)))
+        return wire.site_to_pb(await self.registry.create_site(wire.site_from_pb(request)))
 
     @grpc_errors
     async def GetSite(self, request: api.GetSiteRequest, context: Any) -> pb.Site:  # noqa: N802
-        return convert.site_to_pb(await self.registry.get_site(request.name))
+        return wire.site_to_pb(await self.registry.get_site(request.name))
 
     @grpc_errors
     async def ListSites(self, request: api.ListSitesRequest, context: Any) -> api.ListSitesResponse:  # noqa: N802
         sites, rev = await self.registry.list_sites()
         chunk, token = page(sites, lambda x: x.name, request.page_size, request.page_token)
-        return api.ListSitesResponse(sites=[convert.site_to_pb(s) for s in chunk], revision=rev, next_page_token=token)
+        return api.ListSitesResponse(sites=[wire.site_to_pb(s) for s in chunk], revision=rev, next_page_token=token)
 
     @grpc_errors
     async def UpdateSite(self, request: pb.Site, context: Any) -> pb.Site:  # noqa: N802
-        kind = convert.site_from_pb(request).kind if request.kind else None
+        kind = wire.site_from_pb(request).kind if request.kind else None
         site = await self.registry.update_site(
             request.name,
             labels=dict(request.labels),
@@ -83,7 +85,7 @@ class SiteService(api_pb2_grpc.SiteServiceServicer):
             kind=kind,
             parent=request.parent or None,
         )
-        return convert.site_to_pb(site)
+        return wire.site_to_pb(site)
 
     @grpc_errors
     async def DeleteSite(self, request: api.DeleteSiteRequest, context: Any) -> api.DeleteResponse:  # noqa: N802
@@ -96,11 +98,11 @@ class EndpointService(api_pb2_grpc.EndpointServiceServicer):
 
     @grpc_errors
     async def CreateEndpoint(self, request: pb.Endpoint, context: Any) -> pb.Endpoint:  # noqa: N802
-        return convert.endpoint_to_pb(await self.registry.create_endpoint(convert.endpoint_from_pb(request)))
+        return wire.endpoint_to_pb(await self.registry.create_endpoint(wire.endpoint_from_pb(request)))
 
     @grpc_errors
     async def GetEndpoint(self, request: api.GetEndpointRequest, context: Any) -> pb.Endpoint:  # noqa: N802
-        return convert.endpoint_to_pb(await self.registry.get_endpoint(request.site, request.name))
+        return wire.endpoint_to_pb(await self.registry.get_endpoint(request.site, request.name))
 
     @grpc_errors
     async def ListEndpoints(  # noqa: N802
@@ -108,13 +110,13 @@ class EndpointService(api_pb2_grpc.EndpointServiceServicer):
     ) -> api.ListEndpointsResponse:
         eps, rev = await self.registry.list_endpoints(request.site)
         chunk, token = page(eps, lambda e: f"{e.site}/{e.name}", request.page_size, request.page_token)
-        return api.ListEndpointsResponse(endpoints=[convert.endpoint_to_pb(e) for e in chunk], revision=rev,
+        return api.ListEndpointsResponse(endpoints=[wire.endpoint_to_pb(e) for e in chunk], revision=rev,
                                          next_page_token=token)
 
     @grpc_errors
     async def UpdateEndpoint(self, request: pb.Endpoint, context: Any) -> pb.Endpoint:  # noqa: N802
-        ep = convert.endpoint_from_pb(request)
-        return convert.endpoint_to_pb(
+        ep = wire.endpoint_from_pb(request)
+        return wire.endpoint_to_pb(
             await self.registry.update_endpoint(ep, role_given=request.role != pb.ENDPOINT_ROLE_UNSPECIFIED)
         )
 
@@ -132,12 +134,12 @@ class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
 
     @grpc_errors
     async def CreateConnection(self, request: pb.Connection, context: Any) -> pb.Connection:  # noqa: N802
-        conn = await self.registry.create_connection(convert.connection_from_pb(request))
-        return convert.connection_to_pb(conn)
+        conn = await self.registry.create_connection(wire.connection_from_pb(request))
+        return wire.connection_to_pb(conn)
 
     @grpc_errors
     async def GetConnection(self, request: api.GetConnectionRequest, context: Any) -> pb.Connection:  # noqa: N802
-        return convert.connection_to_pb(await self.registry.get_connection(request.name))
+        return wire.connection_to_pb(await self.registry.get_connection(request.name))
 
     @grpc_errors
     async def ListConnections(  # noqa: N802
@@ -145,7 +147,7 @@ class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
     ) -> api.ListConnectionsResponse:
         conns, rev = await self.registry.list_connections(request.site)
         chunk, token = page(conns, lambda c: c.name, request.page_size, request.page_token)
-        return api.ListConnectionsResponse(connections=[convert.connection_to_pb(c) for c in chunk], revision=rev,
+        return api.ListConnectionsResponse(connections=[wire.connection_to_pb(c) for c in chunk], revision=rev,
                                            next_page_token=token)
 
     @grpc_errors
@@ -154,9 +156,9 @@ class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
         if not type_given:
             # The type is fixed; fill it in so the message converts, the registry keeps the stored one.
             current = await self.registry.get_connection(request.name)
-            request.type = convert.connection_to_pb(current).type
-        conn = convert.connection_from_pb(request)
-        return convert.connection_to_pb(await self.registry.update_connection(conn, type_given=type_given))
+            request.type = wire.connection_to_pb(current).type
+        conn = wire.connection_from_pb(request)
+        return wire.connection_to_pb(await self.registry.update_connection(conn, type_given=type_given))
 
     @grpc_errors
     async def DeleteConnection(  # noqa: N802
@@ -195,16 +197,16 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
             out.last_report_unix_ms = record.last_report_ms
             observed = {o.connection: o for o in record.observed}
             overrides = {o.connection: o for o in record.overrides}
-            out.overrides.extend(convert.override_to_pb(o) for o in record.overrides)
-            out.journal.extend(convert.journal_to_pb(e) for e in record.journal)
+            out.overrides.extend(wire.override_to_pb(o) for o in record.overrides)
+            out.journal.extend(wire.journal_to_pb(e) for e in record.journal)
         for name in sorted(set(desired) | set(observed) | set(overrides)):
             ps = api.PeeringStatus()
             if name in desired:
-                ps.desired.CopyFrom(convert.peering_to_pb(desired[name]))
+                ps.desired.CopyFrom(wire.peering_to_pb(desired[name]))
             if name in observed:
-                ps.observed.CopyFrom(convert.observed_to_pb(observed[name]))
+                ps.observed.CopyFrom(wire.observed_to_pb(observed[name]))
             if name in overrides:
-                ps.override.CopyFrom(convert.override_to_pb(overrides[name]))
+                ps.override.CopyFrom(wire.override_to_pb(overrides[name]))
             out.peerings.append(ps)
         return out
 
@@ -263,11 +265,11 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         if kv is None:
             return None  # deleted before the watch could see it (compacted prev value)
         if kind == "site":
-            ev.site.CopyFrom(convert.site_to_pb(r.decode_site(kv)))
+            ev.site.CopyFrom(wire.site_to_pb(r.decode_site(kv)))
         elif kind == "endpoint":
-            ev.endpoint.CopyFrom(convert.endpoint_to_pb(r.decode_endpoint(kv)))
+            ev.endpoint.CopyFrom(wire.endpoint_to_pb(r.decode_endpoint(kv)))
         else:
-            ev.connection.CopyFrom(convert.connection_to_pb(r.decode_connection(kv)))
+            ev.connection.CopyFrom(wire.connection_to_pb(r.decode_connection(kv)))
         return ev
 
     @staticmethod
@@ -322,26 +324,26 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
 
     @grpc_errors
     async def CreateGatewayDevice(self, request: l2pb.GatewayDevice, context: Any) -> l2pb.GatewayDevice:  # noqa: N802
-        return convert.device_to_pb(await self.registry.create_device(convert.device_from_pb(request)))
+        return border_wire.device_to_pb(await self.registry.create_device(border_wire.device_from_pb(request)))
 
     @grpc_errors
     async def GetGatewayDevice(self, request: l2pb.GetByIdRequest, context: Any) -> l2pb.GatewayDevice:  # noqa: N802
-        return convert.device_to_pb(await self.registry.get_device(request.id))
+        return border_wire.device_to_pb(await self.registry.get_device(request.id))
 
     @grpc_errors
     async def ListGatewayDevices(  # noqa: N802
         self, request: l2pb.ListGatewayDevicesRequest, context: Any
     ) -> l2pb.ListGatewayDevicesResponse:
         devices = await self.registry.list_devices(request.site)
-        return l2pb.ListGatewayDevicesResponse(devices=[convert.device_to_pb(d) for d in devices])
+        return l2pb.ListGatewayDevicesResponse(devices=[border_wire.device_to_pb(d) for d in devices])
 
     @grpc_errors
     async def UpdateGatewayDevice(self, request: l2pb.GatewayDevice, context: Any) -> l2pb.GatewayDevice:  # noqa: N802
         type_given = bool(request.type)
         if not type_given:
             request.type = l2pb.GATEWAY_DEVICE_TYPE_HW_VTEP  # the type is fixed; the stored one is kept
-        device = convert.device_from_pb(request)
-        return convert.device_to_pb(await self.registry.update_device(device, type_given=type_given))
+        device = border_wire.device_from_pb(request)
+        return border_wire.device_to_pb(await self.registry.update_device(device, type_given=type_given))
 
     @grpc_errors
     async def DeleteGatewayDevice(  # noqa: N802
@@ -351,22 +353,22 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
 
     @grpc_errors
     async def CreateL2Gateway(self, request: l2pb.L2Gateway, context: Any) -> l2pb.L2Gateway:  # noqa: N802
-        return convert.gateway_to_pb(await self.registry.create_gateway(convert.gateway_from_pb(request)))
+        return border_wire.gateway_to_pb(await self.registry.create_gateway(border_wire.gateway_from_pb(request)))
 
     @grpc_errors
     async def GetL2Gateway(self, request: l2pb.GetByIdRequest, context: Any) -> l2pb.L2Gateway:  # noqa: N802
-        return convert.gateway_to_pb(await self.registry.get_gateway(request.id))
+        return border_wire.gateway_to_pb(await self.registry.get_gateway(request.id))
 
     @grpc_errors
     async def ListL2Gateways(  # noqa: N802
         self, request: l2pb.ListL2GatewaysRequest, context: Any
     ) -> l2pb.ListL2GatewaysResponse:
         gateways = await self.registry.list_gateways(request.project_id)
-        return l2pb.ListL2GatewaysResponse(l2_gateways=[convert.gateway_to_pb(g) for g in gateways])
+        return l2pb.ListL2GatewaysResponse(l2_gateways=[border_wire.gateway_to_pb(g) for g in gateways])
 
     @grpc_errors
     async def UpdateL2Gateway(self, request: l2pb.L2Gateway, context: Any) -> l2pb.L2Gateway:  # noqa: N802
-        return convert.gateway_to_pb(await self.registry.update_gateway(convert.gateway_from_pb(request)))
+        return border_wire.gateway_to_pb(await self.registry.update_gateway(border_wire.gateway_from_pb(request)))
 
     @grpc_errors
     async def DeleteL2Gateway(  # noqa: N802
@@ -378,20 +380,21 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
     async def CreateL2GatewayConnection(  # noqa: N802
         self, request: l2pb.L2GatewayConnection, context: Any
     ) -> l2pb.L2GatewayConnection:
-        return convert.l2conn_to_pb(await self.registry.create_l2conn(convert.l2conn_from_pb(request)))
+        return border_wire.l2conn_to_pb(await self.registry.create_l2conn(border_wire.l2conn_from_pb(request)))
 
     @grpc_errors
     async def GetL2GatewayConnection(  # noqa: N802
         self, request: l2pb.GetByIdRequest, context: Any
     ) -> l2pb.L2GatewayConnection:
-        return convert.l2conn_to_pb(await self.registry.get_l2conn(request.id))
+        return border_wire.l2conn_to_pb(await self.registry.get_l2conn(request.id))
 
     @grpc_errors
     async def ListL2GatewayConnections(  # noqa: N802
         self, request: l2pb.ListL2GatewayConnectionsRequest, context: Any
     ) -> l2pb.ListL2GatewayConnectionsResponse:
         conns = await self.registry.list_l2conns(request.l2_gateway_id, request.project_id)
-        return l2pb.ListL2GatewayConnectionsResponse(l2_gateway_connections=[convert.l2conn_to_pb(c) for c in conns])
+        return l2pb.ListL2GatewayConnectionsResponse(
+            l2_gateway_connections=[border_wire.l2conn_to_pb(c) for c in conns])
 
     @grpc_errors
     async def DeleteL2GatewayConnection(  # noqa: N802
@@ -406,7 +409,7 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
         conn = await self.registry.get_l2conn(request.id)
         gw = await self.registry.get_gateway(conn.l2_gateway_id)
         devices = {d.id: d for d in await self.registry.list_devices()}
-        out = l2pb.L2GatewayConnectionStatus(connection=convert.l2conn_to_pb(conn))
+        out = l2pb.L2GatewayConnectionStatus(connection=border_wire.l2conn_to_pb(conn))
         sites = sorted({devices[ref.device_id].site for ref in gw.devices if ref.device_id in devices})
         for site in sites:
             kv = await self.store.get(r.status_key(site))
@@ -418,7 +421,7 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
                 t = l2pb.TunnelStatus(peering=name, local_device=p.local.name, remote_site=p.remote.site,
                                       remote_device=p.remote.name)
                 if name in observed:
-                    t.observed.CopyFrom(convert.observed_to_pb(observed[name]))
+                    t.observed.CopyFrom(wire.observed_to_pb(observed[name]))
                 st.tunnels.append(t)
             st.complete = bool(tunnels) and all(
                 observed.get(n) is not None and observed[n].state == m.PeeringState.ESTABLISHED for n in tunnels)

@@ -55,6 +55,7 @@ from isthmus.core.errors import (
     OutOfRange,
     Unavailable,
 )
+from isthmus.core.wire import sync as sync_wire
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 from isthmus.v1 import views_pb2 as vpb
@@ -609,11 +610,11 @@ class SyncRegistry:
 
 
 def intent_to_pb(intent: s.SyncIntent) -> spb.SyncIntent:
-    return s.to_pb(intent, spb.SyncIntent())
+    return sync_wire.to_pb(intent, spb.SyncIntent())
 
 
 def status_to_pb(status: s.SyncStatus) -> spb.SyncStatus:
-    return s.to_pb(status, spb.SyncStatus())
+    return sync_wire.to_pb(status, spb.SyncStatus())
 
 
 class SyncService(sync_pb2_grpc.SyncServiceServicer):
@@ -638,7 +639,7 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
         out.statuses.extend(status_to_pb(replace(x, stale=x.region not in present)) for x in statuses)
         held = self.view.rollouts.get(intent.name)
         if held is not None:
-            out.rollout.CopyFrom(s.to_pb(held[0], spb.Rollout()))
+            out.rollout.CopyFrom(sync_wire.to_pb(held[0], spb.Rollout()))
         return out
 
     @grpc_errors
@@ -681,7 +682,7 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
 
     @grpc_errors
     async def ControlRollout(self, request: spb.ControlRolloutRequest, context: Any) -> spb.Rollout:  # noqa: N802
-        return s.to_pb(await self.registry.control(request.name, request.action), spb.Rollout())
+        return sync_wire.to_pb(await self.registry.control(request.name, request.action), spb.Rollout())
 
     async def EnsureImage(  # noqa: N802
         self, request: spb.EnsureImageRequest, context: grpc.aio.ServicerContext
@@ -729,7 +730,7 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
 
 
 def _intent(request: spb.SyncIntent) -> s.SyncIntent:
-    return s.intent_from_pb(request)
+    return sync_wire.intent_from_pb(request)
 
 
 @dataclass
@@ -825,7 +826,7 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
             if tasks != sent:
                 sent = tasks
                 msg = spb.RegionDown(assignment=spb.Assignment(
-                    revision=self.planner.revision, tasks=[s.to_pb(t, spb.SyncTask()) for t in tasks]))
+                    revision=self.planner.revision, tasks=[sync_wire.to_pb(t, spb.SyncTask()) for t in tasks]))
                 log.info("site %s: sync assignment of %d tasks at rev %d", site, len(tasks), self.planner.revision)
                 yield msg
             waiter = asyncio.create_task(changed.wait())
@@ -844,11 +845,11 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
         async for msg in requests:
             kind = msg.WhichOneof("msg")
             if kind == "report":
-                await self._write_statuses(site, [s.status_from_pb(x) for x in msg.report.statuses])
+                await self._write_statuses(site, [sync_wire.status_from_pb(x) for x in msg.report.statuses])
             elif kind in ("usage", "addresses", "capacity") and self.views is not None:
                 await self._write_view(site, kind, msg)
             elif kind == "inventory":
-                images = [s.image_info_from_pb(x) for x in msg.inventory.images]
+                images = [sync_wire.image_info_from_pb(x) for x in msg.inventory.images]
                 record = InventoryRecord(site, region, images, now_ms())
                 held = self.planner.view.inventories.get(site)
                 if held is None or held.images != images or held.region != region:

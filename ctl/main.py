@@ -17,10 +17,12 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from isthmus.core import border, convert
+from isthmus.core import border
 from isthmus.core import model as m
 from isthmus.core.errors import IsthmusError
 from isthmus.core.flags import duration
+from isthmus.core.wire import border as border_wire
+from isthmus.core.wire import network as wire
 from isthmus.ctl import events as ctl_events
 from isthmus.ctl import sync as ctl_sync
 from isthmus.ctl import views as ctl_views
@@ -255,7 +257,7 @@ def local_peering(args: Namespace) -> m.DesiredPeering:
 
 
 def add_local_peering_request(args: Namespace) -> admin_pb2.AddLocalPeeringRequest:
-    return admin_pb2.AddLocalPeeringRequest(peering=convert.peering_to_pb(local_peering(args)),
+    return admin_pb2.AddLocalPeeringRequest(peering=wire.peering_to_pb(local_peering(args)),
                                             ttl_seconds=args.ttl or 0, reason=args.reason or "")
 
 
@@ -337,37 +339,37 @@ RECENT_EVENTS = 10  # journal entries `status SITE` shows
 
 
 def site_row(msg: types_pb2.Site) -> list[str]:
-    s = convert.site_from_pb(msg)
+    s = wire.site_from_pb(msg)
     return [s.name, s.kind.value, s.parent, _pairs(s.labels), s.description, str(s.version)]
 
 
 def endpoint_row(msg: types_pb2.Endpoint) -> list[str]:
-    e = convert.endpoint_from_pb(msg)
+    e = wire.endpoint_from_pb(msg)
     return [e.site, e.name, e.address, str(e.asn), e.role.value, e.router_id, _pairs(e.properties),
             str(e.version)]
 
 
 def connection_row(msg: types_pb2.Connection) -> list[str]:
-    c = convert.connection_from_pb(msg)
+    c = wire.connection_from_pb(msg)
     return [c.name, c.type.value, str(c.a), str(c.b), c.admin_state.value, _params_text(c.bgp, c.vxlan),
             c.description, str(c.version)]
 
 
 def gateway_device_row(msg: l2gw_pb2.GatewayDevice) -> list[str]:
-    d = convert.device_from_pb(msg)
+    d = border_wire.device_from_pb(msg)
     return [d.id, d.site, d.name, d.type.value, ",".join(d.tunnel_ips), _pairs(d.management), str(d.version)]
 
 
 def l2_gateway_row(msg: l2gw_pb2.L2Gateway) -> list[str]:
     """DEVICES: DEVICE_ID=SEGID, comma-separated, as --device takes them."""
-    g = convert.gateway_from_pb(msg)
+    g = border_wire.gateway_from_pb(msg)
     devices = ",".join(f"{ref.device_id}={ref.segmentation_id}" if ref.segmentation_id else ref.device_id
                        for ref in g.devices)
     return [g.id, g.name, g.project_id, devices, str(g.version)]
 
 
 def l2_connection_row(msg: l2gw_pb2.L2GatewayConnection) -> list[str]:
-    c = convert.l2conn_from_pb(msg)
+    c = border_wire.l2conn_from_pb(msg)
     return [c.id, c.l2_gateway_id, c.network_id, str(c.segmentation_id), c.project_id, str(c.version)]
 
 
@@ -386,7 +388,7 @@ def tunnel_rows(st: l2gw_pb2.L2GatewayConnectionStatus, now: float) -> list[list
         for t in site.tunnels:
             state, error, since = "unreported", "", ""
             if t.HasField("observed"):
-                o = convert.observed_from_pb(t.observed)
+                o = wire.observed_from_pb(t.observed)
                 state, error = o.state.value, _one_line(o.error)
                 since = format_age(now - o.since_ms / 1000) if o.since_ms else ""
             rows.append([site.site, agent, t.local_device, f"{t.remote_site}/{t.remote_device}", state, error, since,
@@ -410,7 +412,7 @@ def missing_sites(st: l2gw_pb2.L2GatewayConnectionStatus) -> list[str]:
         else:
             why = ", ".join(
                 f"to {t.remote_site}/{t.remote_device}: "
-                + (convert.observed_from_pb(t.observed).state.value if t.HasField("observed") else "unreported")
+                + (wire.observed_from_pb(t.observed).state.value if t.HasField("observed") else "unreported")
                 for t in site.tunnels if not _tunnel_up(t))
         out.append(f"{name} ({why})")
     return out
@@ -455,9 +457,9 @@ def override_text(o: m.Override, now: float) -> str:
 
 def peering_row(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering, now: float) -> list[str]:
     """One row of PEERING_COLUMNS; now is the current Unix time in seconds, for SINCE and expiries."""
-    desired = convert.peering_from_pb(p.desired) if p.HasField("desired") else None
-    observed = convert.observed_from_pb(p.observed) if p.HasField("observed") else None
-    override = convert.override_from_pb(p.override) if p.HasField("override") else None
+    desired = wire.peering_from_pb(p.desired) if p.HasField("desired") else None
+    observed = wire.observed_from_pb(p.observed) if p.HasField("observed") else None
+    override = wire.override_from_pb(p.override) if p.HasField("override") else None
     added = override.peering if override is not None else None
     # The coordinator reports a peering added at a site without desired: show what the site realizes.
     shown = desired if desired is not None else added
@@ -486,7 +488,7 @@ def peering_row(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering, now: float) -
 
 def override_row(msg: types_pb2.Override, now: float) -> list[str]:
     """One row of OVERRIDE_COLUMNS; now is the current Unix time in seconds."""
-    o = convert.override_from_pb(msg)
+    o = wire.override_from_pb(msg)
     detail = ""
     if o.peering is not None:
         p = o.peering
@@ -672,7 +674,7 @@ class Ctl:
 
 
 def site_create(ctl: Ctl, args: Namespace) -> None:
-    reply = ctl.sites().CreateSite(convert.site_to_pb(new_site(args)), timeout=ctl.timeout)
+    reply = ctl.sites().CreateSite(wire.site_to_pb(new_site(args)), timeout=ctl.timeout)
     ctl.show_one(reply, SITE_COLUMNS, site_row)
 
 
@@ -699,8 +701,8 @@ def site_list(ctl: Ctl, args: Namespace) -> None:
 
 def site_update(ctl: Ctl, args: Namespace) -> None:
     stub = ctl.sites()
-    current = convert.site_from_pb(stub.GetSite(api_pb2.GetSiteRequest(name=args.name), timeout=ctl.timeout))
-    reply = stub.UpdateSite(convert.site_to_pb(updated_site(current, args)), timeout=ctl.timeout)
+    current = wire.site_from_pb(stub.GetSite(api_pb2.GetSiteRequest(name=args.name), timeout=ctl.timeout))
+    reply = stub.UpdateSite(wire.site_to_pb(updated_site(current, args)), timeout=ctl.timeout)
     ctl.show_one(reply, SITE_COLUMNS, site_row)
 
 
@@ -710,7 +712,7 @@ def site_delete(ctl: Ctl, args: Namespace) -> None:
 
 
 def endpoint_create(ctl: Ctl, args: Namespace) -> None:
-    reply = ctl.endpoints().CreateEndpoint(convert.endpoint_to_pb(new_endpoint(args)), timeout=ctl.timeout)
+    reply = ctl.endpoints().CreateEndpoint(wire.endpoint_to_pb(new_endpoint(args)), timeout=ctl.timeout)
     ctl.show_one(reply, ENDPOINT_COLUMNS, endpoint_row)
 
 
@@ -729,7 +731,7 @@ def endpoint_update(ctl: Ctl, args: Namespace) -> None:
     stub = ctl.endpoints()
     key = api_pb2.GetEndpointRequest(site=args.ref.site, name=args.ref.name)
     read = stub.GetEndpoint(key, timeout=ctl.timeout)
-    request = convert.endpoint_to_pb(updated_endpoint(convert.endpoint_from_pb(read), args))
+    request = wire.endpoint_to_pb(updated_endpoint(wire.endpoint_from_pb(read), args))
     ctl.show_one(stub.UpdateEndpoint(request, timeout=ctl.timeout), ENDPOINT_COLUMNS, endpoint_row)
 
 
@@ -739,7 +741,7 @@ def endpoint_delete(ctl: Ctl, args: Namespace) -> None:
 
 
 def connection_create(ctl: Ctl, args: Namespace) -> None:
-    request = convert.connection_to_pb(new_connection(args))
+    request = wire.connection_to_pb(new_connection(args))
     ctl.show_one(ctl.connections().CreateConnection(request, timeout=ctl.timeout), CONNECTION_COLUMNS,
                  connection_row)
 
@@ -758,7 +760,7 @@ def connection_list(ctl: Ctl, args: Namespace) -> None:
 def connection_update(ctl: Ctl, args: Namespace) -> None:
     stub = ctl.connections()
     read = stub.GetConnection(api_pb2.GetConnectionRequest(name=args.name), timeout=ctl.timeout)
-    request = convert.connection_to_pb(updated_connection(convert.connection_from_pb(read), args))
+    request = wire.connection_to_pb(updated_connection(wire.connection_from_pb(read), args))
     ctl.show_one(stub.UpdateConnection(request, timeout=ctl.timeout), CONNECTION_COLUMNS, connection_row)
 
 
@@ -769,7 +771,7 @@ def connection_delete(ctl: Ctl, args: Namespace) -> None:
 
 
 def gateway_device_create(ctl: Ctl, args: Namespace) -> None:
-    request = convert.device_to_pb(new_gateway_device(args))
+    request = border_wire.device_to_pb(new_gateway_device(args))
     ctl.show_one(ctl.border().CreateGatewayDevice(request, timeout=ctl.timeout), GATEWAY_DEVICE_COLUMNS,
                  gateway_device_row)
 
@@ -788,7 +790,7 @@ def gateway_device_list(ctl: Ctl, args: Namespace) -> None:
 def gateway_device_update(ctl: Ctl, args: Namespace) -> None:
     stub = ctl.border()
     read = stub.GetGatewayDevice(l2gw_pb2.GetByIdRequest(id=args.id), timeout=ctl.timeout)
-    request = convert.device_to_pb(updated_gateway_device(convert.device_from_pb(read), args))
+    request = border_wire.device_to_pb(updated_gateway_device(border_wire.device_from_pb(read), args))
     ctl.show_one(stub.UpdateGatewayDevice(request, timeout=ctl.timeout), GATEWAY_DEVICE_COLUMNS, gateway_device_row)
 
 
@@ -798,7 +800,7 @@ def gateway_device_delete(ctl: Ctl, args: Namespace) -> None:
 
 
 def l2_gateway_create(ctl: Ctl, args: Namespace) -> None:
-    request = convert.gateway_to_pb(new_l2_gateway(args))
+    request = border_wire.gateway_to_pb(new_l2_gateway(args))
     ctl.show_one(ctl.border().CreateL2Gateway(request, timeout=ctl.timeout), L2_GATEWAY_COLUMNS, l2_gateway_row)
 
 
@@ -816,7 +818,7 @@ def l2_gateway_list(ctl: Ctl, args: Namespace) -> None:
 def l2_gateway_update(ctl: Ctl, args: Namespace) -> None:
     stub = ctl.border()
     read = stub.GetL2Gateway(l2gw_pb2.GetByIdRequest(id=args.id), timeout=ctl.timeout)
-    request = convert.gateway_to_pb(updated_l2_gateway(convert.gateway_from_pb(read), args))
+    request = border_wire.gateway_to_pb(updated_l2_gateway(border_wire.gateway_from_pb(read), args))
     ctl.show_one(stub.UpdateL2Gateway(request, timeout=ctl.timeout), L2_GATEWAY_COLUMNS, l2_gateway_row)
 
 
@@ -826,7 +828,7 @@ def l2_gateway_delete(ctl: Ctl, args: Namespace) -> None:
 
 
 def l2_connection_create(ctl: Ctl, args: Namespace) -> None:
-    request = convert.l2conn_to_pb(new_l2_connection(args))
+    request = border_wire.l2conn_to_pb(new_l2_connection(args))
     ctl.show_one(ctl.border().CreateL2GatewayConnection(request, timeout=ctl.timeout), L2_CONNECTION_COLUMNS,
                  l2_connection_row)
 
@@ -904,7 +906,7 @@ def not_established(statuses: Sequence[api_pb2.SiteStatus]) -> list[str]:
             if _established(p):
                 continue
             observed = p.HasField("observed")
-            state = convert.observed_from_pb(p.observed).state.value if observed else "unreported"
+            state = wire.observed_from_pb(p.observed).state.value if observed else "unreported"
             missing.append(f"{st.site}/{p.desired.connection} ({state})")
     return missing
 
@@ -1082,7 +1084,7 @@ def local_remove_override(ctl: Ctl, args: Namespace) -> None:
     if ctl.output == "json":
         ctl.print_json(reply)
     else:
-        kind = convert.override_from_pb(reply.removed).kind.value
+        kind = wire.override_from_pb(reply.removed).kind.value
         print(f"removed the local {kind} override of {reply.removed.connection}")
 
 

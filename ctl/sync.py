@@ -13,6 +13,7 @@ from typing import Any
 
 from isthmus.core import sync as s
 from isthmus.core.errors import InvalidArgument
+from isthmus.core.wire import sync as sync_wire
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 
@@ -189,7 +190,7 @@ def _stub(ctl: Any) -> Any:
 
 def sync_create(ctl: Any, args: Namespace) -> None:
     intent = s.validate_intent(intent_from_args(args))
-    made = _stub(ctl).CreateSync(s.to_pb(intent, spb.SyncIntent()), timeout=ctl.timeout)
+    made = _stub(ctl).CreateSync(sync_wire.to_pb(intent, spb.SyncIntent()), timeout=ctl.timeout)
     if ctl.output == "json":
         ctl.print_json(made)
     else:
@@ -200,12 +201,12 @@ def sync_create(ctl: Any, args: Namespace) -> None:
 def sync_update(ctl: Any, args: Namespace) -> None:
     stub = _stub(ctl)
     current = stub.GetSync(spb.GetSyncRequest(name=args.name), timeout=ctl.timeout)
-    base = s.intent_from_pb(current.intent)
+    base = sync_wire.intent_from_pb(current.intent)
     if args.kind and args.kind != base.kind.value:
         raise InvalidArgument(f"sync {args.name} is a {base.kind.value} intent", "--kind")
     args.kind = None
     intent = s.validate_intent(intent_from_args(args, base))
-    made = stub.UpdateSync(s.to_pb(intent, spb.SyncIntent()), timeout=ctl.timeout)
+    made = stub.UpdateSync(sync_wire.to_pb(intent, spb.SyncIntent()), timeout=ctl.timeout)
     if ctl.output == "json":
         ctl.print_json(made)
     else:

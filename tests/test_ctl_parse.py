@@ -15,8 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from isthmus.core import border, convert, flags
+from isthmus.core import border, flags
 from isthmus.core import model as m
+from isthmus.core.wire import border as border_wire
+from isthmus.core.wire import network as wire
 from isthmus.ctl import main as ctl
 from isthmus.v1 import admin_pb2, api_pb2, l2gw_pb2_grpc
 from isthmus.v1 import l2gw_pb2 as l2
@@ -89,7 +91,7 @@ def test_asn_that_protobuf_cannot_hold_is_a_usage_error(
 
 def test_asn_zero_reaches_the_coordinator_which_names_the_field() -> None:
     args = ctl.parse_args(["endpoint", "create", "s/e", "--address", "192.0.2.1", "--asn", "0"])
-    assert convert.endpoint_to_pb(ctl.new_endpoint(args)).asn == 0
+    assert wire.endpoint_to_pb(ctl.new_endpoint(args)).asn == 0
 
 
 # ---------------------------------------------------------------- global options
@@ -208,7 +210,7 @@ def test_site_update_merges_labels_and_keeps_the_version_read() -> None:
     updated = ctl.updated_site(current, ctl.parse_args(argv))
     assert updated == m.Site("one", m.SiteKind.REGION, labels={"az": "b", "new": "x"}, description="d",
                              version=7)
-    assert convert.site_to_pb(updated).version == 7
+    assert wire.site_to_pb(updated).version == 7
 
 
 def test_site_update_sends_the_version_given_and_can_clear_the_description() -> None:
@@ -247,7 +249,7 @@ def test_connection_update_changes_bgp_params_and_keeps_the_rest() -> None:
     assert (updated.vxlan, updated.admin_state, updated.description, updated.version) == (
         None, m.AdminState.DOWN, "main", 9,
     )
-    request = convert.connection_to_pb(updated)
+    request = wire.connection_to_pb(updated)
     assert request.bgp.HasField("hold_time") and request.bgp.hold_time == 0
     assert not request.HasField("vxlan")
 
@@ -297,7 +299,7 @@ def test_gateway_device_create_builds_the_device() -> None:
     dev = ctl.new_gateway_device(ctl.parse_args(argv))
     assert dev == border.GatewayDevice("", "s1", "gw", border.DeviceType.HW_VTEP, ("192.0.2.1", "2001:db8::1"),
                                        {"segment_bridge": "br-{network_id}"})
-    request = convert.device_to_pb(dev)
+    request = border_wire.device_to_pb(dev)
     assert (request.type, request.id) == (l2.GATEWAY_DEVICE_TYPE_HW_VTEP, "")
 
 
@@ -329,7 +331,7 @@ def test_gateway_device_update_replaces_tunnel_ips_and_merges_management() -> No
     argv = ["gateway-device", "update", "d1", "--tunnel-ip", "192.0.2.9", "--version", "3"]
     moved = ctl.updated_gateway_device(current, ctl.parse_args(argv))
     assert (moved.tunnel_ips, moved.management, moved.version) == (("192.0.2.9",), current.management, 3)
-    assert convert.device_to_pb(moved).type == l2.GATEWAY_DEVICE_TYPE_ROUTER_VTEP, "the type read is sent back"
+    assert border_wire.device_to_pb(moved).type == l2.GATEWAY_DEVICE_TYPE_ROUTER_VTEP, "the type read is sent back"
 
 
 def test_l2_gateway_create_takes_segmentation_ids_per_device_or_for_all() -> None:
@@ -337,7 +339,7 @@ def test_l2_gateway_create_takes_segmentation_ids_per_device_or_for_all() -> Non
             "--segmentation-id", "200"]
     gw = ctl.new_l2_gateway(ctl.parse_args(argv))
     assert gw == border.L2Gateway("", "blue", "p1", (border.DeviceRef("d1", 100), border.DeviceRef("d2", 200)))
-    request = convert.gateway_to_pb(gw)
+    request = border_wire.gateway_to_pb(gw)
     assert [(d.device_id, d.segmentation_id) for d in request.devices] == [("d1", 100), ("d2", 200)]
 
 
@@ -378,10 +380,10 @@ def test_l2_connection_create_sends_a_segmentation_id_only_when_given() -> None:
     assert plain == border.L2GatewayConnection("", "g", "net-blue")
     argv = ["l2-gateway-connection", "create", "g", "--network", "net-blue", "--segmentation-id", "100",
             "--project", "p1"]
-    request = convert.l2conn_to_pb(ctl.new_l2_connection(ctl.parse_args(argv)))
+    request = border_wire.l2conn_to_pb(ctl.new_l2_connection(ctl.parse_args(argv)))
     assert (request.l2_gateway_id, request.network_id, request.segmentation_id, request.project_id) == (
         "g", "net-blue", 100, "p1")
-    assert convert.l2conn_from_pb(request).explicit_segmentation_id
+    assert border_wire.l2conn_from_pb(request).explicit_segmentation_id
 
 
 def test_l2_connection_status_waits_only_when_asked() -> None:
@@ -440,7 +442,7 @@ def test_local_flag_errors_are_usage_errors_naming_the_flag(
 def test_local_add_builds_a_bgp_peering_with_only_the_flags_given() -> None:
     request = ctl.add_local_peering_request(ctl.parse_args(ADD_ARGV))
     assert (request.ttl_seconds, request.reason) == (0, "")
-    peering = convert.peering_from_pb(request.peering)
+    peering = wire.peering_from_pb(request.peering)
     assert peering == m.DesiredPeering(
         "dc", m.ConnectionType.BGP,
         local=m.Endpoint("", "", "192.0.2.1", 64512, role=m.EndpointRole.LOCAL),
@@ -459,13 +461,13 @@ def test_local_add_passes_bgp_params_ttl_and_reason() -> None:
     assert (request.ttl_seconds, request.reason) == (7200, "dc link")
     assert request.peering.local.router_id == "10.0.0.1"
     assert request.peering.bgp.HasField("hold_time") and request.peering.bgp.hold_time == 0
-    assert convert.peering_from_pb(request.peering).bgp == m.BgpParams(0, "env:PEER",
+    assert wire.peering_from_pb(request.peering).bgp == m.BgpParams(0, "env:PEER",
                                                                        ("ipv4-unicast", "l2vpn-evpn"))
 
 
 def test_local_add_builds_a_vxlan_peering() -> None:
     argv = [*ADD_ARGV, "--type", "vxlan", "--vni", "5001", "--mtu", "1400"]
-    peering = convert.peering_from_pb(ctl.add_local_peering_request(ctl.parse_args(argv)).peering)
+    peering = wire.peering_from_pb(ctl.add_local_peering_request(ctl.parse_args(argv)).peering)
     assert (peering.type, peering.bgp, peering.vxlan) == (
         m.ConnectionType.VXLAN, None, m.VxlanParams(vni=5001, mtu=1400),
     )

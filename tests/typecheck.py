@@ -2,8 +2,9 @@
 
 setuptools maps each import path to a top-level folder (``isthmus.core`` is ``core/``, see
 ``[tool.setuptools.package-dir]`` in pyproject.toml), a mapping mypy cannot read from an editable install.
-This hands mypy every module with its import name, read from that same table, so no tree of links is
-needed; the rest of the configuration is ``[tool.mypy]`` in pyproject.toml.
+This hands mypy every module of the packages pyproject.toml lists, named by its import path and found
+through that same table, so no tree of links is needed; the rest of the configuration is ``[tool.mypy]``
+in pyproject.toml. Every run checks everything (no incremental cache: about 4 s).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from mypy.modulefinder import BuildSource
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def sources(package_dirs: dict[str, str], exclude: list[str]) -> list[BuildSource]:
-    """One BuildSource per module of every mapped package, named by its import path."""
+def sources(packages: list[str], package_dirs: dict[str, str], exclude: list[str]) -> list[BuildSource]:
+    """One BuildSource per module of every package pyproject.toml lists, named by its import path."""
     out = []
-    for package, folder in sorted(package_dirs.items()):
-        base = ROOT / folder
-        if any(f"{folder}/".startswith(e) for e in exclude):
+    for package in sorted(packages):
+        # A package's folder: the longest mapped prefix, then the rest of the name as subfolders.
+        mapped = max((p for p in package_dirs if package == p or package.startswith(p + ".")), key=len)
+        folder = Path(package_dirs[mapped], *package[len(mapped):].split(".")[1:])
+        if any(f"{folder.as_posix()}/".startswith(e) for e in exclude):
             continue
-        for path in sorted(base.glob("*.py")):
+        for path in sorted((ROOT / folder).glob("*.py")):
             name = package if path.stem == "__init__" else f"{package}.{path.stem}"
             out.append(BuildSource(str(path.relative_to(ROOT)), name, None))
     return out
@@ -35,11 +38,13 @@ def sources(package_dirs: dict[str, str], exclude: list[str]) -> list[BuildSourc
 
 def main() -> int:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["setuptools"]["packages"]
     package_dirs = pyproject["tool"]["setuptools"]["package-dir"]
     exclude = pyproject["tool"]["mypy"].get("exclude", [])
     _, options = process_options(["--config-file", str(ROOT / "pyproject.toml"), "-c", ""], fscache=FileSystemCache())
+    options.incremental = False
     options.mypy_path = [str(ROOT / "proto")]  # the contract: isthmus.v1, found as a normal package
-    modules = sources(package_dirs, exclude)
+    modules = sources(packages, package_dirs, exclude)
     try:
         result = build.build(modules, options)
     except Exception as exc:  # mypy's CompileError: print its messages as mypy would

@@ -1,14 +1,12 @@
-"""Conversion between protobuf messages and the domain model, used only at the gRPC edge."""
+"""The wire form of the network contract (types.proto, api.proto, admin.proto): protobuf <-> domain model."""
 
 from __future__ import annotations
 
 import enum
 from typing import TypeVar
 
-from isthmus.core import border
 from isthmus.core import model as m
 from isthmus.core.errors import InvalidArgument
-from isthmus.v1 import l2gw_pb2 as l2pb
 from isthmus.v1 import types_pb2 as pb
 
 _SITE_KIND: list[tuple[pb.SiteKind, m.SiteKind]] = [
@@ -45,7 +43,7 @@ P = TypeVar("P", bound=int)
 E = TypeVar("E", bound=enum.Enum)
 
 
-def _from_pb(pairs: list[tuple[P, E]], value: int, field_name: str, default: E | None = None) -> E:
+def enum_from_pb(pairs: list[tuple[P, E]], value: int, field_name: str, default: E | None = None) -> E:
     for pb_value, domain in pairs:
         if pb_value == value:
             return domain
@@ -55,7 +53,7 @@ def _from_pb(pairs: list[tuple[P, E]], value: int, field_name: str, default: E |
     raise InvalidArgument(f"is required: one of {names}" if value == 0 else f"unknown value {value}", field_name)
 
 
-def _to_pb(pairs: list[tuple[P, E]], value: E) -> P:
+def enum_to_pb(pairs: list[tuple[P, E]], value: E) -> P:
     return next(p for p, d in pairs if d == value)
 
 
@@ -65,7 +63,7 @@ def _to_pb(pairs: list[tuple[P, E]], value: E) -> P:
 def site_from_pb(msg: pb.Site) -> m.Site:
     return m.Site(
         name=msg.name,
-        kind=_from_pb(_SITE_KIND, msg.kind, "kind"),
+        kind=enum_from_pb(_SITE_KIND, msg.kind, "kind"),
         parent=msg.parent,
         labels=dict(msg.labels),
         description=msg.description,
@@ -76,7 +74,7 @@ def site_from_pb(msg: pb.Site) -> m.Site:
 def site_to_pb(site: m.Site) -> pb.Site:
     return pb.Site(
         name=site.name,
-        kind=_to_pb(_SITE_KIND, site.kind),
+        kind=enum_to_pb(_SITE_KIND, site.kind),
         parent=site.parent,
         labels=site.labels,
         description=site.description,
@@ -93,7 +91,7 @@ def endpoint_from_pb(msg: pb.Endpoint) -> m.Endpoint:
         name=msg.name,
         address=msg.address,
         asn=msg.asn,
-        role=_from_pb(_ROLE, msg.role, "role", m.EndpointRole.LOCAL),
+        role=enum_from_pb(_ROLE, msg.role, "role", m.EndpointRole.LOCAL),
         router_id=msg.router_id,
         properties=dict(msg.properties),
         version=msg.version,
@@ -106,7 +104,7 @@ def endpoint_to_pb(ep: m.Endpoint) -> pb.Endpoint:
         name=ep.name,
         address=ep.address,
         asn=ep.asn,
-        role=_to_pb(_ROLE, ep.role),
+        role=enum_to_pb(_ROLE, ep.role),
         router_id=ep.router_id,
         properties=ep.properties,
         version=ep.version,
@@ -155,10 +153,10 @@ def connection_from_pb(msg: pb.Connection) -> m.Connection:
         name=msg.name,
         a=m.EndpointRef(msg.a.site, msg.a.name),
         b=m.EndpointRef(msg.b.site, msg.b.name),
-        type=_from_pb(_CTYPE, msg.type, "type"),
+        type=enum_from_pb(_CTYPE, msg.type, "type"),
         bgp=_bgp_from_pb(msg),
         vxlan=_vxlan_from_pb(msg),
-        admin_state=_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
+        admin_state=enum_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
         description=msg.description,
         version=msg.version,
     )
@@ -169,10 +167,10 @@ def connection_to_pb(conn: m.Connection) -> pb.Connection:
         name=conn.name,
         a=pb.EndpointRef(site=conn.a.site, name=conn.a.name),
         b=pb.EndpointRef(site=conn.b.site, name=conn.b.name),
-        type=_to_pb(_CTYPE, conn.type),
+        type=enum_to_pb(_CTYPE, conn.type),
         bgp=_bgp_to_pb(conn.bgp),
         vxlan=_vxlan_to_pb(conn.vxlan),
-        admin_state=_to_pb(_ADMIN, conn.admin_state),
+        admin_state=enum_to_pb(_ADMIN, conn.admin_state),
         description=conn.description,
         version=conn.version,
     )
@@ -184,31 +182,31 @@ def connection_to_pb(conn: m.Connection) -> pb.Connection:
 def peering_to_pb(p: m.DesiredPeering) -> pb.DesiredPeering:
     return pb.DesiredPeering(
         connection=p.connection,
-        type=_to_pb(_CTYPE, p.type),
+        type=enum_to_pb(_CTYPE, p.type),
         local=endpoint_to_pb(p.local),
         remote=endpoint_to_pb(p.remote),
         bgp=_bgp_to_pb(p.bgp),
         vxlan=_vxlan_to_pb(p.vxlan),
-        admin_state=_to_pb(_ADMIN, p.admin_state),
+        admin_state=enum_to_pb(_ADMIN, p.admin_state),
     )
 
 
 def peering_from_pb(msg: pb.DesiredPeering) -> m.DesiredPeering:
     return m.DesiredPeering(
         connection=msg.connection,
-        type=_from_pb(_CTYPE, msg.type, "type"),
+        type=enum_from_pb(_CTYPE, msg.type, "type"),
         local=endpoint_from_pb(msg.local),
         remote=endpoint_from_pb(msg.remote),
         bgp=_bgp_from_pb(msg),
         vxlan=_vxlan_from_pb(msg),
-        admin_state=_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
+        admin_state=enum_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
     )
 
 
 def observed_to_pb(o: m.ObservedPeering) -> pb.ObservedPeering:
     return pb.ObservedPeering(
         connection=o.connection,
-        state=_to_pb(_PSTATE, o.state),
+        state=enum_to_pb(_PSTATE, o.state),
         error=o.error,
         since_unix_ms=o.since_ms,
         driver=o.driver,
@@ -219,7 +217,7 @@ def observed_to_pb(o: m.ObservedPeering) -> pb.ObservedPeering:
 def observed_from_pb(msg: pb.ObservedPeering) -> m.ObservedPeering:
     return m.ObservedPeering(
         connection=msg.connection,
-        state=_from_pb(_PSTATE, msg.state, "state"),
+        state=enum_from_pb(_PSTATE, msg.state, "state"),
         error=msg.error,
         since_ms=msg.since_unix_ms,
         driver=msg.driver,
@@ -233,7 +231,7 @@ def observed_from_pb(msg: pb.ObservedPeering) -> m.ObservedPeering:
 def override_to_pb(o: m.Override) -> pb.Override:
     return pb.Override(
         connection=o.connection,
-        kind=_to_pb(_OKIND, o.kind),
+        kind=enum_to_pb(_OKIND, o.kind),
         peering=peering_to_pb(o.peering) if o.peering is not None else None,
         reason=o.reason,
         created_unix_ms=o.created_ms,
@@ -244,7 +242,7 @@ def override_to_pb(o: m.Override) -> pb.Override:
 def override_from_pb(msg: pb.Override) -> m.Override:
     return m.Override(
         connection=msg.connection,
-        kind=_from_pb(_OKIND, msg.kind, "kind"),
+        kind=enum_from_pb(_OKIND, msg.kind, "kind"),
         peering=peering_from_pb(msg.peering) if msg.HasField("peering") else None,
         reason=msg.reason,
         created_ms=msg.created_unix_ms,
@@ -260,52 +258,3 @@ def journal_to_pb(e: m.JournalEntry) -> pb.JournalEntry:
 def journal_from_pb(msg: pb.JournalEntry) -> m.JournalEntry:
     return m.JournalEntry(msg.seq, msg.time_unix_ms, msg.kind, msg.connection, msg.message,
                           m.event_level(msg.kind, msg.level))
-
-
-# ---------------------------------------------------------------- border gateway
-
-_DTYPE: list[tuple[l2pb.GatewayDeviceType, border.DeviceType]] = [
-    (l2pb.GATEWAY_DEVICE_TYPE_HW_VTEP, border.DeviceType.HW_VTEP),
-    (l2pb.GATEWAY_DEVICE_TYPE_ROUTER_VTEP, border.DeviceType.ROUTER_VTEP),
-    (l2pb.GATEWAY_DEVICE_TYPE_NETWORK_VLAN, border.DeviceType.NETWORK_VLAN),
-]
-
-
-def device_from_pb(msg: l2pb.GatewayDevice) -> border.GatewayDevice:
-    return border.GatewayDevice(msg.id, msg.site, msg.name, _from_pb(_DTYPE, msg.type, "type"),
-                                tuple(msg.tunnel_ips), dict(msg.management), msg.version)
-
-
-def device_to_pb(d: border.GatewayDevice) -> l2pb.GatewayDevice:
-    return l2pb.GatewayDevice(id=d.id, site=d.site, name=d.name, type=_to_pb(_DTYPE, d.type),
-                              tunnel_ips=list(d.tunnel_ips), management=d.management, version=d.version)
-
-
-def gateway_from_pb(msg: l2pb.L2Gateway) -> border.L2Gateway:
-    devices = tuple(
-        border.DeviceRef(ref.device_id, ref.segmentation_id,
-                         tuple(border.GatewayInterface(i.name, tuple(i.segmentation_id)) for i in ref.interfaces))
-        for ref in msg.devices
-    )
-    return border.L2Gateway(msg.id, msg.name, msg.project_id, devices, msg.version)
-
-
-def gateway_to_pb(g: border.L2Gateway) -> l2pb.L2Gateway:
-    return l2pb.L2Gateway(
-        id=g.id, name=g.name, project_id=g.project_id, version=g.version,
-        devices=[l2pb.L2GatewayDeviceRef(
-            device_id=ref.device_id, segmentation_id=ref.segmentation_id,
-            interfaces=[l2pb.L2GatewayInterface(name=i.name, segmentation_id=list(i.segmentation_id))
-                        for i in ref.interfaces])
-            for ref in g.devices],
-    )
-
-
-def l2conn_from_pb(msg: l2pb.L2GatewayConnection) -> border.L2GatewayConnection:
-    return border.L2GatewayConnection(msg.id, msg.l2_gateway_id, msg.network_id, msg.segmentation_id,
-                                      msg.project_id, bool(msg.segmentation_id), msg.version)
-
-
-def l2conn_to_pb(c: border.L2GatewayConnection) -> l2pb.L2GatewayConnection:
-    return l2pb.L2GatewayConnection(id=c.id, l2_gateway_id=c.l2_gateway_id, network_id=c.network_id,
-                                    segmentation_id=c.segmentation_id, project_id=c.project_id, version=c.version)
