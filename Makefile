@@ -83,9 +83,13 @@ lint: install
 
 # Regenerate the committed stubs after editing proto/isthmus/v1/*.proto
 # (tests/test_proto_stubs.py fails while they drift).
+# contract.binpb is the same contract as a FileDescriptorSet: the Neutron side builds its messages from it
+# with whatever protobuf neutron-server's environment has.
 gen: install
 	$(VPY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 	  --grpc_python_out=proto proto/isthmus/v1/*.proto
+	$(VPY) -m grpc_tools.protoc -Iproto --include_imports --descriptor_set_out=proto/isthmus/v1/contract.binpb \
+	  proto/isthmus/v1/*.proto
 
 # Refresh both lockfiles to the newest releases pyproject.toml's ranges allow (LOCK_UPGRADE= keeps
 # today's pins and only resolves what pyproject.toml changed), then install them and regenerate the

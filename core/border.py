@@ -22,6 +22,7 @@ MAX_VLAN = 4094
 DEFAULT_SEGMENT_BRIDGE = "brs{segmentation_id}"
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
+_OWNER_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
 class DeviceType(enum.StrEnum):
@@ -74,6 +75,7 @@ class L2Gateway:
     project_id: str
     devices: tuple[DeviceRef, ...] = ()
     version: int = 0
+    owner: str = ""  # who made it: "neutron" through Neutron's API; fixed at creation
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class L2GatewayConnection:
     project_id: str = ""
     explicit_segmentation_id: bool = False  # given by the client, not taken from the devices
     version: int = 0
+    owner: str = ""  # as L2Gateway.owner
 
 
 # ---------------------------------------------------------------- JSON
@@ -102,12 +105,13 @@ def gateway_from_json(d: dict[str, Any], version: int = 0) -> L2Gateway:
                         for i in x.get("interfaces", ())))
         for x in d.get("devices", ())
     )
-    return L2Gateway(d["id"], d["name"], d["project_id"], devices, version)
+    return L2Gateway(d["id"], d["name"], d["project_id"], devices, version, d.get("owner", ""))
 
 
 def connection_from_json(d: dict[str, Any], version: int = 0) -> L2GatewayConnection:
     return L2GatewayConnection(d["id"], d["l2_gateway_id"], d["network_id"], int(d["segmentation_id"]),
-                               d.get("project_id", ""), bool(d.get("explicit_segmentation_id", False)), version)
+                               d.get("project_id", ""), bool(d.get("explicit_segmentation_id", False)), version,
+                               d.get("owner", ""))
 
 
 # ---------------------------------------------------------------- validation
@@ -140,6 +144,11 @@ def validate_device(dev: GatewayDevice) -> GatewayDevice:
     return dataclasses.replace(dev, tunnel_ips=ips)
 
 
+def check_owner(owner: str) -> None:
+    if owner and not _OWNER_RE.fullmatch(owner):
+        raise InvalidArgument(f"{owner[:40]!r} must be 1-32 of a-z 0-9 -, starting with a letter", "owner")
+
+
 def check_segmentation_id(value: int, dtype: DeviceType, field_name: str) -> None:
     if not 1 <= value <= dtype.max_segmentation_id:
         raise InvalidArgument(f"{value} is out of range 1..{dtype.max_segmentation_id} for a {dtype} device "
@@ -150,6 +159,7 @@ def validate_gateway(gw: L2Gateway, devices: dict[str, GatewayDevice]) -> L2Gate
     """Check a gateway against the devices it names (``devices`` by id: the existing ones)."""
     if not gw.name or len(gw.name) > 255:
         raise InvalidArgument("is required, at most 255 characters", "name")
+    check_owner(gw.owner)
     _check_id(gw.project_id, "project_id")
     if not gw.devices:
         raise InvalidArgument("give at least one device", "devices")
@@ -202,6 +212,7 @@ def validate_connection(conn: L2GatewayConnection) -> L2GatewayConnection:
     _check_id(conn.network_id, "network_id")
     if conn.project_id:
         _check_id(conn.project_id, "project_id")
+    check_owner(conn.owner)
     return conn
 
 

@@ -191,3 +191,26 @@ def test_plan_tunnels_mesh_and_bridge_template() -> None:
     assert {p.local.properties["vxlan.bridge"] for p in s1.values()} == {"tblue"}
     assert all(p.vxlan is not None and p.vxlan.vni == 42 and p.local.address == "192.0.2.1" for p in s1.values())
     assert b.plan_tunnels("s4", devs, {"g": gw}, [conn]) == {}
+
+
+async def test_owner_is_kept_fixed_at_creation_and_checked(etcd: str, tmp_path: Path) -> None:
+    async def body(api: Any, sites: Any, conns: Any, eps: Any, coord: Any) -> None:
+        ids = await seed(api, sites)
+        made = gateway("g1", (ids["s1"], 100), (ids["s2"], 100))
+        made.id, made.owner = "0b6c9a52-8f8e-4f55-9d7c-1f3c1f1d2a10", "neutron"
+        g1 = await api.CreateL2Gateway(made)
+        assert g1.id == made.id and g1.owner == "neutron"
+        # An update through isthmus' own API keeps the owner (it is fixed at creation).
+        g1 = await api.UpdateL2Gateway(l2.L2Gateway(id=g1.id, name="renamed", devices=made.devices))
+        assert g1.owner == "neutron" and (await api.GetL2Gateway(l2.GetByIdRequest(id=g1.id))).owner == "neutron"
+        c = await api.CreateL2GatewayConnection(l2.L2GatewayConnection(l2_gateway_id=g1.id, network_id="blue",
+                                                                       owner="neutron"))
+        assert (await api.GetL2GatewayConnection(l2.GetByIdRequest(id=c.id))).owner == "neutron"
+        bad = gateway("g2", (ids["s3"], 200))
+        bad.owner = "Neutron Server"
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await api.CreateL2Gateway(bad)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and exc.value.details().startswith("owner: ")
+        assert [g.name for g in (await api.ListL2Gateways(l2.ListL2GatewaysRequest())).l2_gateways] == ["renamed"]
+
+    await with_api(etcd, tmp_path, body)

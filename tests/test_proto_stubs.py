@@ -63,7 +63,7 @@ def test_committed_stubs_match_the_proto_files(tmp_path: Path) -> None:
     sources = sorted((PROTO / "isthmus" / "v1").glob("*.proto"))
     assert sources, "no .proto files found"
     shutil.copytree(PROTO / "isthmus" / "v1", tmp_path / "isthmus" / "v1",
-                    ignore=shutil.ignore_patterns("*.py", "*.pyi", "__pycache__"))
+                    ignore=shutil.ignore_patterns("*.py", "*.pyi", "*.binpb", "__pycache__"))
     args = ["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}",
             f"--grpc_python_out={tmp_path}"] + [str(tmp_path / "isthmus" / "v1" / s.name) for s in sources]
     assert grpc_tools.main(args) == 0
@@ -73,6 +73,11 @@ def test_committed_stubs_match_the_proto_files(tmp_path: Path) -> None:
     stale = [n for n in generated
              if (tmp_path / "isthmus" / "v1" / n).read_text() != (PROTO / "isthmus" / "v1" / n).read_text()]
     assert not stale, f"stubs drifted from the .proto files: {stale}; run `make gen` and commit"
+    descriptors = tmp_path / "contract.binpb"
+    assert grpc_tools.main(["protoc", f"-I{tmp_path}", "--include_imports", f"--descriptor_set_out={descriptors}"]
+                           + [str(tmp_path / "isthmus" / "v1" / s.name) for s in sources]) == 0
+    assert descriptors.read_bytes() == (PROTO / "isthmus" / "v1" / "contract.binpb").read_bytes(), (
+        "contract.binpb (the descriptor set the Neutron side loads) drifted from the .proto files: run `make gen`")
 
 
 def test_stubs_import_under_the_isthmus_namespace() -> None:

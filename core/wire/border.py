@@ -29,12 +29,12 @@ def gateway_from_pb(msg: l2pb.L2Gateway) -> border.L2Gateway:
                          tuple(border.GatewayInterface(i.name, tuple(i.segmentation_id)) for i in ref.interfaces))
         for ref in msg.devices
     )
-    return border.L2Gateway(msg.id, msg.name, msg.project_id, devices, msg.version)
+    return border.L2Gateway(msg.id, msg.name, msg.project_id, devices, msg.version, msg.owner)
 
 
 def gateway_to_pb(g: border.L2Gateway) -> l2pb.L2Gateway:
     return l2pb.L2Gateway(
-        id=g.id, name=g.name, project_id=g.project_id, version=g.version,
+        id=g.id, name=g.name, project_id=g.project_id, version=g.version, owner=g.owner,
         devices=[l2pb.L2GatewayDeviceRef(
             device_id=ref.device_id, segmentation_id=ref.segmentation_id,
             interfaces=[l2pb.L2GatewayInterface(name=i.name, segmentation_id=list(i.segmentation_id))
@@ -45,9 +45,10 @@ def gateway_to_pb(g: border.L2Gateway) -> l2pb.L2Gateway:
 
 def l2conn_from_pb(msg: l2pb.L2GatewayConnection) -> border.L2GatewayConnection:
     return border.L2GatewayConnection(msg.id, msg.l2_gateway_id, msg.network_id, msg.segmentation_id,
-                                      msg.project_id, bool(msg.segmentation_id), msg.version)
+                                      msg.project_id, bool(msg.segmentation_id), msg.version, msg.owner)
 
 
 def l2conn_to_pb(c: border.L2GatewayConnection) -> l2pb.L2GatewayConnection:
     return l2pb.L2GatewayConnection(id=c.id, l2_gateway_id=c.l2_gateway_id, network_id=c.network_id,
-                                    segmentation_id=c.segmentation_id, project_id=c.project_id, version=c.version)
+                                    segmentation_id=c.segmentation_id, project_id=c.project_id, version=c.version,
+                                    owner=c.owner)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from isthmus.v1 import types_pb2 as isthmus_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15isthmus/v1/l2gw.proto\x12\nisthmus.v1\x1a\x16isthmus/v1/types.proto\"\xfb\x01\n\rGatewayDevice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12+\n\x04type\x18\x04 \x01(\x0e\x32\x1d.isthmus.v1.GatewayDeviceType\x12\x12\n\ntunnel_ips\x18\x05 \x03(\t\x12=\n\nmanagement\x18\x06 \x03(\x0b\x32).isthmus.v1.GatewayDevice.ManagementEntry\x12\x0f\n\x07version\x18\x07 \x01(\x03\x1a\x31\n\x0fManagementEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x12L2GatewayInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsegmentation_id\x18\x02 \x03(\r\"t\n\x12L2GatewayDeviceRef\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0fsegmentation_id\x18\x02 \x01(\r\x12\x32\n\ninterfaces\x18\x03 \x03(\x0b\x32\x1e.isthmus.v1.L2GatewayInterface\"{\n\tL2Gateway\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nproject_id\x18\x03 \x01(\t\x12/\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x1e.isthmus.v1.L2GatewayDeviceRef\x12\x0f\n\x07version\x18\x05 \x01(\x03\"\x8a\x01\n\x13L2GatewayConnection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rl2_gateway_id\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\x12\x17\n\x0fsegmentation_id\x18\x04 \x01(\r\x12\x12\n\nproject_id\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\"\x1c\n\x0eGetByIdRequest\x12\n\n\x02id\x18\x01 \x01(\t\"0\n\x11\x44\x65leteByIdRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"&\n\x12\x44\x65leteByIdResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\")\n\x19ListGatewayDevicesRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\"H\n\x1aListGatewayDevicesResponse\x12*\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x19.isthmus.v1.GatewayDevice\"+\n\x15ListL2GatewaysRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\"D\n\x16ListL2GatewaysResponse\x12*\n\x0bl2_gateways\x18\x01 \x03(\x0b\x32\x15.isthmus.v1.L2Gateway\"L\n\x1fListL2GatewayConnectionsRequest\x12\x15\n\rl2_gateway_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\"c\n ListL2GatewayConnectionsResponse\x12?\n\x16l2_gateway_connections\x18\x01 \x03(\x0b\x32\x1f.isthmus.v1.L2GatewayConnection\"\x90\x01\n\x0cTunnelStatus\x12\x0f\n\x07peering\x18\x01 \x01(\t\x12\x14\n\x0clocal_device\x18\x02 \x01(\t\x12\x13\n\x0bremote_site\x18\x03 \x01(\t\x12\x15\n\rremote_device\x18\x04 \x01(\t\x12-\n\x08observed\x18\x05 \x01(\x0b\x32\x1b.isthmus.v1.ObservedPeering\"q\n\x0bSiteTunnels\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x17\n\x0f\x61gent_connected\x18\x02 \x01(\x08\x12)\n\x07tunnels\x18\x03 \x03(\x0b\x32\x18.isthmus.v1.TunnelStatus\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\"\x8f\x01\n\x19L2GatewayConnectionStatus\x12\x33\n\nconnection\x18\x01 \x01(\x0b\x32\x1f.isthmus.v1.L2GatewayConnection\x12&\n\x05sites\x18\x02 \x03(\x0b\x32\x17.isthmus.v1.SiteTunnels\x12\x15\n\rmissing_sites\x18\x03 \x03(\t*\xa4\x01\n\x11GatewayDeviceType\x12#\n\x1fGATEWAY_DEVICE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bGATEWAY_DEVICE_TYPE_HW_VTEP\x10\x01\x12#\n\x1fGATEWAY_DEVICE_TYPE_ROUTER_VTEP\x10\x02\x12$\n GATEWAY_DEVICE_TYPE_NETWORK_VLAN\x10\x03\x32\x92\n\n\x14\x42orderGatewayService\x12K\n\x13\x43reateGatewayDevice\x12\x19.isthmus.v1.GatewayDevice\x1a\x19.isthmus.v1.GatewayDevice\x12I\n\x10GetGatewayDevice\x12\x1a.isthmus.v1.GetByIdRequest\x1a\x19.isthmus.v1.GatewayDevice\x12\x63\n\x12ListGatewayDevices\x12%.isthmus.v1.ListGatewayDevicesRequest\x1a&.isthmus.v1.ListGatewayDevicesResponse\x12K\n\x13UpdateGatewayDevice\x12\x19.isthmus.v1.GatewayDevice\x1a\x19.isthmus.v1.GatewayDevice\x12T\n\x13\x44\x65leteGatewayDevice\x12\x1d.isthmus.v1.DeleteByIdRequest\x1a\x1e.isthmus.v1.DeleteByIdResponse\x12?\n\x0f\x43reateL2Gateway\x12\x15.isthmus.v1.L2Gateway\x1a\x15.isthmus.v1.L2Gateway\x12\x41\n\x0cGetL2Gateway\x12\x1a.isthmus.v1.GetByIdRequest\x1a\x15.isthmus.v1.L2Gateway\x12W\n\x0eListL2Gateways\x12!.isthmus.v1.ListL2GatewaysRequest\x1a\".isthmus.v1.ListL2GatewaysResponse\x12?\n\x0fUpdateL2Gateway\x12\x15.isthmus.v1.L2Gateway\x1a\x15.isthmus.v1.L2Gateway\x12P\n\x0f\x44\x65leteL2Gateway\x12\x1d.isthmus.v1.DeleteByIdRequest\x1a\x1e.isthmus.v1.DeleteByIdResponse\x12]\n\x19\x43reateL2GatewayConnection\x12\x1f.isthmus.v1.L2GatewayConnection\x1a\x1f.isthmus.v1.L2GatewayConnection\x12U\n\x16GetL2GatewayConnection\x12\x1a.isthmus.v1.GetByIdRequest\x1a\x1f.isthmus.v1.L2GatewayConnection\x12u\n\x18ListL2GatewayConnections\x12+.isthmus.v1.ListL2GatewayConnectionsRequest\x1a,.isthmus.v1.ListL2GatewayConnectionsResponse\x12Z\n\x19\x44\x65leteL2GatewayConnection\x12\x1d.isthmus.v1.DeleteByIdRequest\x1a\x1e.isthmus.v1.DeleteByIdResponse\x12\x61\n\x1cGetL2GatewayConnectionStatus\x12\x1a.isthmus.v1.GetByIdRequest\x1a%.isthmus.v1.L2GatewayConnectionStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15isthmus/v1/l2gw.proto\x12\nisthmus.v1\x1a\x16isthmus/v1/types.proto\"\xfb\x01\n\rGatewayDevice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12+\n\x04type\x18\x04 \x01(\x0e\x32\x1d.isthmus.v1.GatewayDeviceType\x12\x12\n\ntunnel_ips\x18\x05 \x03(\t\x12=\n\nmanagement\x18\x06 \x03(\x0b\x32).isthmus.v1.GatewayDevice.ManagementEntry\x12\x0f\n\x07version\x18\x07 \x01(\x03\x1a\x31\n\x0fManagementEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x12L2GatewayInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsegmentation_id\x18\x02 \x03(\r\"t\n\x12L2GatewayDeviceRef\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0fsegmentation_id\x18\x02 \x01(\r\x12\x32\n\ninterfaces\x18\x03 \x03(\x0b\x32\x1e.isthmus.v1.L2GatewayInterface\"\x8a\x01\n\tL2Gateway\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nproject_id\x18\x03 \x01(\t\x12/\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x1e.isthmus.v1.L2GatewayDeviceRef\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\r\n\x05owner\x18\x06 \x01(\t\"\x99\x01\n\x13L2GatewayConnection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rl2_gateway_id\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\x12\x17\n\x0fsegmentation_id\x18\x04 \x01(\r\x12\x12\n\nproject_id\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12\r\n\x05owner\x18\x07 \x01(\t\"\x1c\n\x0eGetByIdRequest\x12\n\n\x02id\x18\x01 \x01(\t\"0\n\x11\x44\x65leteByIdRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"&\n\x12\x44\x65leteByIdResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\")\n\x19ListGatewayDevicesRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\"H\n\x1aListGatewayDevicesResponse\x12*\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x19.isthmus.v1.GatewayDevice\"+\n\x15ListL2GatewaysRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\"D\n\x16ListL2GatewaysResponse\x12*\n\x0bl2_gateways\x18\x01 \x03(\x0b\x32\x15.isthmus.v1.L2Gateway\"L\n\x1fListL2GatewayConnectionsRequest\x12\x15\n\rl2_gateway_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\"c\n ListL2GatewayConnectionsResponse\x12?\n\x16l2_gateway_connections\x18\x01 \x03(\x0b\x32\x1f.isthmus.v1.L2GatewayConnection\"\x90\x01\n\x0cTunnelStatus\x12\x0f\n\x07peering\x18\x01 \x01(\t\x12\x14\n\x0clocal_device\x18\x02 \x01(\t\x12\x13\n\x0bremote_site\x18\x03 \x01(\t\x12\x15\n\rremote_device\x18\x04 \x01(\t\x12-\n\x08observed\x18\x05 \x01(\x0b\x32\x1b.isthmus.v1.ObservedPeering\"q\n\x0bSiteTunnels\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x17\n\x0f\x61gent_connected\x18\x02 \x01(\x08\x12)\n\x07tunnels\x18\x03 \x03(\x0b\x32\x18.isthmus.v1.TunnelStatus\x12\x10\n\x08\x63omplete\x18\x04 \x01(\x08\"\x8f\x01\n\x19L2GatewayConnectionStatus\x12\x33\n\nconnection\x18\x01 \x01(\x0b\x32\x1f.isthmus.v1.L2GatewayConnection\x12&\n\x05sites\x18\x02 \x03(\x0b\x32\x17.isthmus.v1.SiteTunnels\x12\x15\n\rmissing_sites\x18\x03 \x03(\t*\xa4\x01\n\x11GatewayDeviceType\x12#\n\x1fGATEWAY_DEVICE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bGATEWAY_DEVICE_TYPE_HW_VTEP\x10\x01\x12#\n\x1fGATEWAY_DEVICE_TYPE_ROUTER_VTEP\x10\x02\x12$\n GATEWAY_DEVICE_TYPE_NETWORK_VLAN\x10\x03\x32\x92\n\n\x14\x42orderGatewayService\x12K\n\x13\x43reateGatewayDevice\x12\x19.isthmus.v1.GatewayDevice\x1a\x19.isthmus.v1.GatewayDevice\x12I\n\x10GetGatewayDevice\x12\x1a.isthmus.v1.GetByIdRequest\x1a\x19.isthmus.v1.GatewayDevice\x12\x63\n\x12ListGatewayDevices\x12%.isthmus.v1.ListGatewayDevicesRequest\x1a&.isthmus.v1.ListGatewayDevicesResponse\x12K\n\x13UpdateGatewayDevice\x12\x19.isthmus.v1.GatewayDevice\x1a\x19.isthmus.v1.GatewayDevice\x12T\n\x13\x44\x65leteGatewayDevice\x12\x1d.isthmus.v1.DeleteByIdRequest\x1a\x1e.isthmus.v1.DeleteByIdResponse\x12?\n\x0f\x43reateL2Gateway\x12\x15.isthmus.v1.L2Gateway\x1a\x15.isthmus.v1.L2Gateway\x12\x41\n\x0cGetL2Gateway\x12\x1a.isthmus.v1.GetByIdRequest\x1a\x15.isthmus.v1.L2Gateway\x12W\n\x0eListL2Gateways\x12!.isthmus.v1.ListL2GatewaysRequest\x1a\".isthmus.v1.ListL2GatewaysResponse\x12?\n\x0fUpdateL2Gateway\x12\x15.isthmus.v1.L2Gateway\x1a\x15.isthmus.v1.L2Gateway\x12P\n\x0f\x44\x65leteL2Gateway\x12\x1d.isthmus.v1.DeleteByIdRequest\x1a\x1e.isthmus.v1.DeleteByIdResponse\x12]\n\x19\x43reateL2GatewayConnection\x12\x1f.isthmus.v1.L2GatewayConnection\x1a\x1f.isthmus.v1.L2GatewayConnection\x12U\n\x16GetL2GatewayConnection\x12\x1a.isthmus.v1.GetByIdRequest\x1a\x1f.isthmus.v1.L2GatewayConnection\x12u\n\x18ListL2GatewayConnections\x12+.isthmus.v1.ListL2GatewayConnectionsRequest\x1a,.isthmus.v1.ListL2GatewayConnectionsResponse\x12Z\n\x19\x44\x65leteL2GatewayConnection\x12\x1d.isthmus.v1.DeleteByIdRequest\x1a\x1e.isthmus.v1.DeleteByIdResponse\x12\x61\n\x1cGetL2GatewayConnectionStatus\x12\x1a.isthmus.v1.GetByIdRequest\x1a%.isthmus.v1.L2GatewayConnectionStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GATEWAYDEVICE_MANAGEMENTENTRY']._loaded_options = None
   _globals['_GATEWAYDEVICE_MANAGEMENTENTRY']._serialized_options = b'8\001'
-  _globals['_GATEWAYDEVICETYPE']._serialized_start=1700
-  _globals['_GATEWAYDEVICETYPE']._serialized_end=1864
+  _globals['_GATEWAYDEVICETYPE']._serialized_start=1731
+  _globals['_GATEWAYDEVICETYPE']._serialized_end=1895
   _globals['_GATEWAYDEVICE']._serialized_start=62
   _globals['_GATEWAYDEVICE']._serialized_end=313
   _globals['_GATEWAYDEVICE_MANAGEMENTENTRY']._serialized_start=264
@@ -44,34 +44,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_L2GATEWAYINTERFACE']._serialized_end=374
   _globals['_L2GATEWAYDEVICEREF']._serialized_start=376
   _globals['_L2GATEWAYDEVICEREF']._serialized_end=492
-  _globals['_L2GATEWAY']._serialized_start=494
-  _globals['_L2GATEWAY']._serialized_end=617
-  _globals['_L2GATEWAYCONNECTION']._serialized_start=620
-  _globals['_L2GATEWAYCONNECTION']._serialized_end=758
-  _globals['_GETBYIDREQUEST']._serialized_start=760
-  _globals['_GETBYIDREQUEST']._serialized_end=788
-  _globals['_DELETEBYIDREQUEST']._serialized_start=790
-  _globals['_DELETEBYIDREQUEST']._serialized_end=838
-  _globals['_DELETEBYIDRESPONSE']._serialized_start=840
-  _globals['_DELETEBYIDRESPONSE']._serialized_end=878
-  _globals['_LISTGATEWAYDEVICESREQUEST']._serialized_start=880
-  _globals['_LISTGATEWAYDEVICESREQUEST']._serialized_end=921
-  _globals['_LISTGATEWAYDEVICESRESPONSE']._serialized_start=923
-  _globals['_LISTGATEWAYDEVICESRESPONSE']._serialized_end=995
-  _globals['_LISTL2GATEWAYSREQUEST']._serialized_start=997
-  _globals['_LISTL2GATEWAYSREQUEST']._serialized_end=1040
-  _globals['_LISTL2GATEWAYSRESPONSE']._serialized_start=1042
-  _globals['_LISTL2GATEWAYSRESPONSE']._serialized_end=1110
-  _globals['_LISTL2GATEWAYCONNECTIONSREQUEST']._serialized_start=1112
-  _globals['_LISTL2GATEWAYCONNECTIONSREQUEST']._serialized_end=1188
-  _globals['_LISTL2GATEWAYCONNECTIONSRESPONSE']._serialized_start=1190
-  _globals['_LISTL2GATEWAYCONNECTIONSRESPONSE']._serialized_end=1289
-  _globals['_TUNNELSTATUS']._serialized_start=1292
-  _globals['_TUNNELSTATUS']._serialized_end=1436
-  _globals['_SITETUNNELS']._serialized_start=1438
-  _globals['_SITETUNNELS']._serialized_end=1551
-  _globals['_L2GATEWAYCONNECTIONSTATUS']._serialized_start=1554
-  _globals['_L2GATEWAYCONNECTIONSTATUS']._serialized_end=1697
-  _globals['_BORDERGATEWAYSERVICE']._serialized_start=1867
-  _globals['_BORDERGATEWAYSERVICE']._serialized_end=3165
+  _globals['_L2GATEWAY']._serialized_start=495
+  _globals['_L2GATEWAY']._serialized_end=633
+  _globals['_L2GATEWAYCONNECTION']._serialized_start=636
+  _globals['_L2GATEWAYCONNECTION']._serialized_end=789
+  _globals['_GETBYIDREQUEST']._serialized_start=791
+  _globals['_GETBYIDREQUEST']._serialized_end=819
+  _globals['_DELETEBYIDREQUEST']._serialized_start=821
+  _globals['_DELETEBYIDREQUEST']._serialized_end=869
+  _globals['_DELETEBYIDRESPONSE']._serialized_start=871
+  _globals['_DELETEBYIDRESPONSE']._serialized_end=909
+  _globals['_LISTGATEWAYDEVICESREQUEST']._serialized_start=911
+  _globals['_LISTGATEWAYDEVICESREQUEST']._serialized_end=952
+  _globals['_LISTGATEWAYDEVICESRESPONSE']._serialized_start=954
+  _globals['_LISTGATEWAYDEVICESRESPONSE']._serialized_end=1026
+  _globals['_LISTL2GATEWAYSREQUEST']._serialized_start=1028
+  _globals['_LISTL2GATEWAYSREQUEST']._serialized_end=1071
+  _globals['_LISTL2GATEWAYSRESPONSE']._serialized_start=1073
+  _globals['_LISTL2GATEWAYSRESPONSE']._serialized_end=1141
+  _globals['_LISTL2GATEWAYCONNECTIONSREQUEST']._serialized_start=1143
+  _globals['_LISTL2GATEWAYCONNECTIONSREQUEST']._serialized_end=1219
+  _globals['_LISTL2GATEWAYCONNECTIONSRESPONSE']._serialized_start=1221
+  _globals['_LISTL2GATEWAYCONNECTIONSRESPONSE']._serialized_end=1320
+  _globals['_TUNNELSTATUS']._serialized_start=1323
+  _globals['_TUNNELSTATUS']._serialized_end=1467
+  _globals['_SITETUNNELS']._serialized_start=1469
+  _globals['_SITETUNNELS']._serialized_end=1582
+  _globals['_L2GATEWAYCONNECTIONSTATUS']._serialized_start=1585
+  _globals['_L2GATEWAYCONNECTIONSTATUS']._serialized_end=1728
+  _globals['_BORDERGATEWAYSERVICE']._serialized_start=1898
+  _globals['_BORDERGATEWAYSERVICE']._serialized_end=3196
 # @@protoc_insertion_point(module_scope)

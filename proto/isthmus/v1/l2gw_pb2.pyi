@@ -63,34 +63,38 @@ class L2GatewayDeviceRef(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., segmentation_id: _Optional[int] = ..., interfaces: _Optional[_Iterable[_Union[L2GatewayInterface, _Mapping]]] = ...) -> None: ...
 
 class L2Gateway(_message.Message):
-    __slots__ = ("id", "name", "project_id", "devices", "version")
+    __slots__ = ("id", "name", "project_id", "devices", "version", "owner")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     project_id: str
     devices: _containers.RepeatedCompositeFieldContainer[L2GatewayDeviceRef]
     version: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., project_id: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[L2GatewayDeviceRef, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., project_id: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[L2GatewayDeviceRef, _Mapping]]] = ..., version: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class L2GatewayConnection(_message.Message):
-    __slots__ = ("id", "l2_gateway_id", "network_id", "segmentation_id", "project_id", "version")
+    __slots__ = ("id", "l2_gateway_id", "network_id", "segmentation_id", "project_id", "version", "owner")
     ID_FIELD_NUMBER: _ClassVar[int]
     L2_GATEWAY_ID_FIELD_NUMBER: _ClassVar[int]
     NETWORK_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENTATION_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     l2_gateway_id: str
     network_id: str
     segmentation_id: int
     project_id: str
     version: int
-    def __init__(self, id: _Optional[str] = ..., l2_gateway_id: _Optional[str] = ..., network_id: _Optional[str] = ..., segmentation_id: _Optional[int] = ..., project_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., l2_gateway_id: _Optional[str] = ..., network_id: _Optional[str] = ..., segmentation_id: _Optional[int] = ..., project_id: _Optional[str] = ..., version: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class GetByIdRequest(_message.Message):
     __slots__ = ("id",)
