@@ -1038,6 +1038,29 @@ class TwoRegionCloud:
         self._write_pids()
         _wait_for({again.name: (again, _http_answers(recipe.url))}, self.timeout)
 
+    def add_neutron_server(self, region: str, name: str, conf: str, *, env: dict[str, str] | None = None,
+                           subprojects: Sequence[str] = ()) -> str:
+        """Another neutron-server of ``region`` on the same database, with ``conf`` read after the region's own
+        configuration (its options win), started and answering; its URL. ``subprojects``: neutron-db-manage
+        ``--subproject`` migrations run first (e.g. networking-l2gw's tables). Stopped with the cloud."""
+        assert self.base is not None
+        r = self.region(region)
+        folder, logs = self.base / r.key, self.base / "logs"
+        (port,) = free_ports(1)
+        extra = _write(folder / f"{name}.conf", f"[DEFAULT]\nbind_port = {port}\n{conf}")
+        files = ["--config-file", str(folder / "neutron.conf"), "--config-file", str(folder / "ml2.ini")]
+        for sub in subprojects:
+            self._commands.run(f"neutron-db-manage --subproject {sub} upgrade head",
+                               [_binary("neutron-db-manage"), *files, "--subproject", sub, "upgrade", "head"],
+                               logs / f"neutron-db-manage-{name}.log")
+        service_env = _child_env(self.base, env)
+        argv = [_binary("neutron-server"), *files, "--config-file", str(extra)]
+        url = f"http://127.0.0.1:{port}"
+        service = self._spawn(f"{name} ({region})", argv, logs / f"{name}.log", service_env)
+        self._recipes[service.name] = _Recipe(tuple(argv), service.log, service_env, url + "/")
+        _wait_for({service.name: (service, _http_answers(url + "/"))}, self.timeout)
+        return url
+
     def _check_through_keystone(self, token: str, checks: dict[str, tuple[Service, Callable[[], bool]]]) -> None:
         """One authenticated request to each service, as a client would make it: proves its keystonemiddleware
         works (and pays its first validation now rather than in a test)."""
