@@ -22,19 +22,21 @@ all: test
 
 # Debian packages, as "command-it-provides:package". The demo needs etcd (the coordinator's embedded
 # default), iproute2 and ping (each site a network namespace when run as root); the suite needs the
-# rest too: gobgpd as a real BGP peer, and MariaDB, Keystone, Glance, nova-api and neutron-server
-# for the two-region OpenStack the multisite tests run against.
+# rest too: gobgpd as a real BGP peer, MariaDB, Keystone, Glance, nova-api and neutron-server for the
+# two-region OpenStack the multisite tests run against, networking-l2gw and the openstack CLI for the
+# Neutron integration's tests.
 DEMO_PACKAGES := etcd:etcd-server ip:iproute2 ping:iputils-ping
 TEST_PACKAGES := $(DEMO_PACKAGES) etcdctl:etcd-client gobgpd:gobgpd systemd-analyze:systemd \
 	neutron-server:neutron-server mariadbd:mariadb-server keystone-manage:keystone glance-api:glance-api \
-	nova-api:nova-api ssh-keygen:openssh-client
+	nova-api:nova-api ssh-keygen:openssh-client openstack:python3-openstackclient \
+	/usr/lib/python3/dist-packages/networking_l2gw:python3-networking-l2gw
 
-# Installs, with apt, the packages of $(1) whose command is missing (mariadbd lives in /usr/sbin).
+# Installs, with apt, the packages of $(1) whose command (or, for a path, file) is missing.
 define apt_install
 	@missing=""; \
 	for pair in $(1); do \
 	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
-	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null || missing="$$missing $$pkg"; \
+	  [ -e "$$cmd" ] || PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
