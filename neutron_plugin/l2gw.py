@@ -131,10 +131,13 @@ def gateway_request(gw: dict[str, Any]) -> dict[str, Any]:
             seg = _seg_ids(interfaces[0].get(l2gw_const.SEG_ID))
             devices.append({"device_id": device["device_name"], "segmentation_id": seg[0] if seg else 0})
         else:
-            devices.append({"device_id": device["device_name"],
-                            "interfaces": [{"name": i.get("name", ""),
-                                            "segmentation_id": _seg_ids(i.get(l2gw_const.SEG_ID) or [])}
-                                           for i in interfaces]})
+            ifaces = [{"name": i.get("name", ""), "segmentation_id": _seg_ids(i.get(l2gw_const.SEG_ID) or [])}
+                      for i in interfaces]
+            ref: dict[str, Any] = {"device_id": device["device_name"], "interfaces": ifaces}
+            shared = {sid for i in ifaces for sid in i["segmentation_id"]}
+            if len(shared) == 1:  # the device's segment: what a connection without its own id joins
+                ref["segmentation_id"] = shared.pop()
+            devices.append(ref)
     return {"id": gw["id"], "name": gw.get("name") or gw["id"],
             "project_id": gw.get("tenant_id") or gw.get("project_id") or "", "devices": devices}
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import grpc
 import pytest
-from openstack_cloud import REGIONS, CloudError, TwoRegionCloud, missing_packages
 
 from isthmus.coordinator.etcd import EmbeddedEtcd, free_port
 from isthmus.coordinator.main import Coordinator, Options
 from isthmus.coordinator.registry import ROOT
 from isthmus.coordinator.store import Delete, Store
+from openstack_cloud import REGIONS, CloudError, TwoRegionCloud, missing_packages
 
 BIN = Path(sys.executable).parent
 

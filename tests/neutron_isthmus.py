@@ -27,6 +27,27 @@ def install_plugin(target: Path) -> Path:
     return target
 
 
+REGION = "RegionOne-isthmus"  # in Keystone's catalog: the identity endpoint and this neutron-server
+
+
+def register_region(identity: str, token: str, url: str) -> None:
+    """A catalog region whose network endpoint is this neutron-server, so clients (the openstack CLI) find it
+    the way they find any Neutron; the cloud's own regions are left as they are."""
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        req = urllib.request.Request(f"{identity}{path}", data=json.dumps(body).encode() if body else None,
+                                     headers={"X-Auth-Token": token, "Content-Type": "application/json"},
+                                     method=method)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read()
+            return json.loads(text) if text else {}
+
+    call("POST", "/regions", {"region": {"id": REGION}})
+    services = {s["type"]: s["id"] for s in call("GET", "/services")["services"]}
+    for kind, endpoint in (("identity", identity), ("network", url)):
+        call("POST", "/endpoints", {"endpoint": {"service_id": services[kind], "interface": "public",
+                                                 "region_id": REGION, "url": endpoint}})
+
+
 def neutron_conf(site: Path, socket: Path) -> str:
     return f"""\
 service_plugins = router,l2gw

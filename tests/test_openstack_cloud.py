@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from openstack_cloud import ADMIN_CLOUD, REGION_CLOUDS, REGIONS, TwoRegionCloud
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does

@@ -16,7 +16,6 @@ from typing import Any
 
 import openstack.connection
 import pytest
-from openstack_cloud import ADMIN_CLOUD, ADMIN_PROJECT, REGIONS, TwoRegionCloud
 
 from isthmus.drivers.openstack_region import (
     CONFLICT,
@@ -38,6 +37,7 @@ from isthmus.drivers.openstack_region import (
     remove_keypair,
     remove_security_group,
 )
+from openstack_cloud import ADMIN_CLOUD, ADMIN_PROJECT, REGIONS, TwoRegionCloud
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does
 # (an InfluxDB notice without InfluxDB configured, ...): ignored where raised inside openstacksdk only, as the

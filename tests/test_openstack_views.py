@@ -16,7 +16,6 @@ import openstack.connection
 import pytest
 import requests
 from openstack import exceptions as os_exceptions
-from openstack_cloud import ADMIN_CLOUD, REGIONS, TwoRegionCloud
 
 from isthmus.coordinator.addresses import check_record
 from isthmus.drivers.openstack_region import (
@@ -29,6 +28,7 @@ from isthmus.drivers.openstack_region import (
     project_usage,
     set_project_limits,
 )
+from openstack_cloud import ADMIN_CLOUD, REGIONS, TwoRegionCloud
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does
 # (an InfluxDB notice without InfluxDB configured, ...): ignored where raised inside openstacksdk only, as the

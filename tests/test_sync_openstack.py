@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openstack_cloud import ADMIN_CLOUD, TwoRegionCloud
 
 from conftest import BIN, Proc, agent_cmd, coordinator_cmd, wait_for
+from openstack_cloud import ADMIN_CLOUD, TwoRegionCloud
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore::openstack.warnings.RemovedInSDK{v}0Warning:openstack")
               for v in (5, 6)]

@@ -12,10 +12,10 @@ from typing import Any
 
 import openstack.exceptions
 import pytest
-from openstack_cloud import TwoRegionCloud
 from test_sync_openstack import SyncLab, running_lab
 
 from conftest import wait_for
+from openstack_cloud import TwoRegionCloud
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore::openstack.warnings.RemovedInSDK{v}0Warning:openstack")
               for v in (5, 6)]
