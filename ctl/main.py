@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
+from argparse import Namespace
+from collections.abc import Iterable, Sequence
 
 import grpc
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 
 from isthmus.core import border
 from isthmus.core import model as m
@@ -26,118 +21,53 @@ from isthmus.core.wire import network as wire
 from isthmus.ctl import events as ctl_events
 from isthmus.ctl import sync as ctl_sync
 from isthmus.ctl import views as ctl_views
-from isthmus.v1 import admin_pb2, admin_pb2_grpc, api_pb2, api_pb2_grpc, l2gw_pb2, l2gw_pb2_grpc, types_pb2
-
-ENV_COORDINATOR = "ISTHMUS_COORDINATOR"
-ENV_TOKEN = "ISTHMUS_TOKEN"
-ENV_ADMIN_SOCKET = "ISTHMUS_ADMIN_SOCKET"
-DEFAULT_COORDINATOR = "127.0.0.1:7800"
-DEFAULT_ADMIN_SOCKET = "/run/isthmus/agent.sock"
-DEFAULT_TIMEOUT = 10.0
-WAIT_POLL_SECONDS = 0.5
-
-T = TypeVar("T")
-Namespace = argparse.Namespace
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # argparse has no public name
-
-
-class CtlError(Exception):
-    """A failure reported as one line on stderr with exit status 1."""
-
-
-# ---------------------------------------------------------------- flag values (usage errors: exit 2)
-
-
-def key_value(text: str) -> tuple[str, str]:
-    """KEY=VALUE of a --label or --property flag."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
-def endpoint_ref(text: str) -> m.EndpointRef:
-    """SITE/NAME naming an endpoint."""
-    site, sep, name = text.partition("/")
-    if not sep or not site or not name or "/" in name:
-        raise argparse.ArgumentTypeError(f"expected SITE/NAME, got {text!r}")
-    return m.EndpointRef(site, name)
-
-
-def _bounded_int(limit: int) -> Callable[[str], int]:
-    # Values protobuf cannot hold are usage errors here; the coordinator checks the real
-    # ranges (asn 1.., hold time 0 or 3..) and its error names the field.
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not 0 <= value <= limit:
-            raise argparse.ArgumentTypeError(f"{value} is out of range 0..{limit}")
-        return value
-
-    return parse
-
-
-uint32 = _bounded_int(2**32 - 1)
-int64 = _bounded_int(2**63 - 1)
-
-
-def device_segment(text: str) -> tuple[str, int | None]:
-    """DEVICE_ID=SEGID or DEVICE_ID of a --device flag (None: the --segmentation-id applies)."""
-    device, sep, segid = text.partition("=")
-    if not device:
-        raise argparse.ArgumentTypeError(f"expected DEVICE_ID or DEVICE_ID=SEGID, got {text!r}")
-    if not sep:
-        return device, None
-    try:
-        return device, uint32(segid)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"segmentation id of {device}: {exc}") from None
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not more than 0")
-    return value
-
+from isthmus.ctl.client import (
+    DEFAULT_ADMIN_SOCKET,
+    DEFAULT_COORDINATOR,
+    DEFAULT_TIMEOUT,
+    ENV_ADMIN_SOCKET,
+    ENV_COORDINATOR,
+    ENV_TOKEN,
+    WAIT_POLL_SECONDS,
+    Command,
+    Ctl,
+    CtlError,
+    all_pages,
+    follow,
+)
+from isthmus.ctl.flags import (
+    Parsers,
+    add_pairs,
+    add_peering_params,
+    add_version,
+    bgp_params,
+    bounded_int,
+    device_segment,
+    endpoint_ref,
+    given,
+    int64,
+    merged,
+    seconds,
+    uint32,
+    vxlan_params,
+)
+from isthmus.ctl.render import (
+    OVERRIDE_COLUMNS,
+    PEERING_COLUMNS,
+    describe_rpc_error,
+    format_age,
+    format_fields,
+    format_journal,
+    format_table,
+    one_line,
+    override_row,
+    pairs,
+    peering_name,
+    peering_row,
+)
+from isthmus.v1 import admin_pb2, api_pb2, l2gw_pb2, types_pb2
 
 # ---------------------------------------------------------------- objects from flags (pure, tested)
-
-
-def _given(value: T | None, current: T) -> T:
-    return current if value is None else value
-
-
-def merged(current: dict[str, str], add: Iterable[tuple[str, str]] | None, remove: Iterable[str] | None
-           ) -> dict[str, str]:
-    """current without the keys in remove, then with the pairs in add."""
-    removed = set(remove or ())
-    out = {k: v for k, v in current.items() if k not in removed}
-    out.update(add or ())
-    return out
-
-
-def bgp_params(base: m.BgpParams | None, args: Namespace) -> m.BgpParams | None:
-    """base with the BGP flags given applied; base itself when none was given."""
-    if args.hold_time is None and args.password_ref is None and not args.address_family:
-        return base
-    b = base or m.BgpParams()
-    families = tuple(args.address_family) if args.address_family else b.address_families
-    hold_time, password_ref = _given(args.hold_time, b.hold_time), _given(args.password_ref, b.password_ref)
-    return m.BgpParams(hold_time, password_ref, families)
-
-
-def vxlan_params(base: m.VxlanParams | None, args: Namespace) -> m.VxlanParams | None:
-    """base with the VXLAN flags given applied; base itself when none was given."""
-    if args.vni is None and args.udp_port is None and args.mtu is None:
-        return base
-    v = base or m.VxlanParams()
-    return m.VxlanParams(_given(args.vni, v.vni), _given(args.udp_port, v.udp_port), _given(args.mtu, v.mtu))
 
 
 def new_site(args: Namespace) -> m.Site:
@@ -150,8 +80,8 @@ def updated_site(current: m.Site, args: Namespace) -> m.Site:
     return dataclasses.replace(
         current,
         labels=merged(current.labels, args.label, args.remove_label),
-        description=_given(args.description, current.description),
-        version=_given(args.version, current.version),
+        description=given(args.description, current.description),
+        version=given(args.version, current.version),
     )
 
 
@@ -163,16 +93,16 @@ def new_endpoint(args: Namespace) -> m.Endpoint:
 
 def updated_endpoint(current: m.Endpoint, args: Namespace) -> m.Endpoint:
     """What to send to UpdateEndpoint: current with the flags applied, at --version or the version read."""
-    router_id = _given(args.router_id, current.router_id)
+    router_id = given(args.router_id, current.router_id)
     if args.address is not None and args.router_id is None and current.router_id == current.address:
         router_id = ""  # it was derived from the old address: let the coordinator derive it again
     return dataclasses.replace(
         current,
-        address=_given(args.address, current.address),
-        asn=_given(args.asn, current.asn),
+        address=given(args.address, current.address),
+        asn=given(args.asn, current.asn),
         router_id=router_id,
         properties=merged(current.properties, args.property, args.remove_property),
-        version=_given(args.version, current.version),
+        version=given(args.version, current.version),
     )
 
 
@@ -189,9 +119,9 @@ def updated_connection(current: m.Connection, args: Namespace) -> m.Connection:
         current,
         bgp=bgp_params(current.bgp, args),
         vxlan=vxlan_params(current.vxlan, args),
-        admin_state=m.AdminState(_given(args.admin_state, current.admin_state)),
-        description=_given(args.description, current.description),
-        version=_given(args.version, current.version),
+        admin_state=m.AdminState(given(args.admin_state, current.admin_state)),
+        description=given(args.description, current.description),
+        version=given(args.version, current.version),
     )
 
 
@@ -206,7 +136,7 @@ def updated_gateway_device(current: border.GatewayDevice, args: Namespace) -> bo
         current,
         tunnel_ips=tuple(args.tunnel_ip) if args.tunnel_ip else current.tunnel_ips,
         management=merged(current.management, args.management, args.remove_management),
-        version=_given(args.version, current.version),
+        version=given(args.version, current.version),
     )
 
 
@@ -235,8 +165,8 @@ def updated_l2_gateway(current: border.L2Gateway, args: Namespace) -> border.L2G
             devices.append(ref)
         else:
             devices[at] = dataclasses.replace(devices[at], segmentation_id=ref.segmentation_id)
-    return dataclasses.replace(current, name=_given(args.name, current.name), devices=tuple(devices),
-                               version=_given(args.version, current.version))
+    return dataclasses.replace(current, name=given(args.name, current.name), devices=tuple(devices),
+                               version=given(args.version, current.version))
 
 
 def new_l2_connection(args: Namespace) -> border.L2GatewayConnection:
@@ -269,49 +199,6 @@ def disable_peering_request(args: Namespace) -> admin_pb2.DisablePeeringRequest:
 # ---------------------------------------------------------------- text output
 
 
-def format_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Left-aligned columns two spaces apart; an empty cell shows as '-' so every row has every column."""
-    cells = [list(columns)] + [[str(c) or "-" for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
-
-
-def format_fields(pairs: Sequence[tuple[str, str]]) -> str:
-    """'key: value' lines with the values aligned."""
-    width = max((len(k) for k, _ in pairs), default=0) + 1
-    return "\n".join(f"{k + ':':<{width}} {v}".rstrip() for k, v in pairs)
-
-
-def format_age(age_seconds: float) -> str:
-    """An age in its largest whole unit: '5s', '3m', '2h', '4d' (clock skew shows as '0s')."""
-    s = max(0, int(age_seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{s // size}{unit}"
-    return f"{s}s"
-
-
-def format_clock(unix_ms: int) -> str:
-    """A Unix time in milliseconds as local 'YYYY-MM-DD HH:MM:SS'."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_ms / 1000))
-
-
-def format_expiry(expires_ms: int, now: float) -> str:
-    """When an override ends: 'in 5m', 'never' (0: until removed), or 'expired' (not yet purged)."""
-    if not expires_ms:
-        return "never"
-    left = math.ceil(expires_ms / 1000 - now)  # rounded up: a TTL of 15m just set shows 'in 15m'
-    return f"in {format_age(left)}" if left > 0 else "expired"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _pairs(values: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(values.items()))
-
-
 def _params_text(bgp: m.BgpParams | None, vxlan: m.VxlanParams | None) -> str:
     parts = []
     if bgp is not None:
@@ -326,10 +213,6 @@ SITE_COLUMNS = ("NAME", "KIND", "PARENT", "LABELS", "DESCRIPTION", "VERSION")
 ENDPOINT_COLUMNS = ("SITE", "NAME", "ADDRESS", "ASN", "ROLE", "ROUTER-ID", "PROPERTIES", "VERSION")
 CONNECTION_COLUMNS = ("NAME", "TYPE", "A", "B", "ADMIN", "PARAMS", "DESCRIPTION", "VERSION")
 STATUS_COLUMNS = ("SITE", "AGENT", "DESIRED-REV", "APPLIED-REV", "PEERINGS", "DRIVER", "COORDINATOR")
-PEERING_COLUMNS = ("CONNECTION", "TYPE", "LOCAL", "REMOTE", "ADMIN", "DESIRED", "LOCAL-OVERRIDE", "OBSERVED",
-                   "RECEIVED", "ERROR", "SINCE")
-OVERRIDE_COLUMNS = ("CONNECTION", "KIND", "DETAIL", "REASON", "CREATED", "EXPIRES")
-JOURNAL_COLUMNS = ("TIME", "KIND", "CONNECTION", "MESSAGE")
 COORDINATOR_COLUMNS = ("ID", "ADDRESS", "LEADER", "AGENTS", "VERSION", "UP")
 GATEWAY_DEVICE_COLUMNS = ("ID", "SITE", "NAME", "TYPE", "TUNNEL-IPS", "MANAGEMENT", "VERSION")
 L2_GATEWAY_COLUMNS = ("ID", "NAME", "PROJECT", "DEVICES", "VERSION")
@@ -340,12 +223,12 @@ RECENT_EVENTS = 10  # journal entries `status SITE` shows
 
 def site_row(msg: types_pb2.Site) -> list[str]:
     s = wire.site_from_pb(msg)
-    return [s.name, s.kind.value, s.parent, _pairs(s.labels), s.description, str(s.version)]
+    return [s.name, s.kind.value, s.parent, pairs(s.labels), s.description, str(s.version)]
 
 
 def endpoint_row(msg: types_pb2.Endpoint) -> list[str]:
     e = wire.endpoint_from_pb(msg)
-    return [e.site, e.name, e.address, str(e.asn), e.role.value, e.router_id, _pairs(e.properties),
+    return [e.site, e.name, e.address, str(e.asn), e.role.value, e.router_id, pairs(e.properties),
             str(e.version)]
 
 
@@ -357,7 +240,7 @@ def connection_row(msg: types_pb2.Connection) -> list[str]:
 
 def gateway_device_row(msg: l2gw_pb2.GatewayDevice) -> list[str]:
     d = border_wire.device_from_pb(msg)
-    return [d.id, d.site, d.name, d.type.value, ",".join(d.tunnel_ips), _pairs(d.management), str(d.version)]
+    return [d.id, d.site, d.name, d.type.value, ",".join(d.tunnel_ips), pairs(d.management), str(d.version)]
 
 
 def l2_gateway_row(msg: l2gw_pb2.L2Gateway) -> list[str]:
@@ -389,7 +272,7 @@ def tunnel_rows(st: l2gw_pb2.L2GatewayConnectionStatus, now: float) -> list[list
             state, error, since = "unreported", "", ""
             if t.HasField("observed"):
                 o = wire.observed_from_pb(t.observed)
-                state, error = o.state.value, _one_line(o.error)
+                state, error = o.state.value, one_line(o.error)
                 since = format_age(now - o.since_ms / 1000) if o.since_ms else ""
             rows.append([site.site, agent, t.local_device, f"{t.remote_site}/{t.remote_device}", state, error, since,
                          t.peering])
@@ -446,75 +329,9 @@ def status_row(st: api_pb2.SiteStatus) -> list[str]:
             st.coordinator]
 
 
-def override_text(o: m.Override, now: float) -> str:
-    """The LOCAL-OVERRIDE cell: 'disabled (until enabled)', 'added locally (expires in 5m)', ..."""
-    what = "disabled" if o.kind == m.OverrideKind.DISABLE else "added locally"
-    if not o.expires_ms:
-        return f"{what} (until enabled)" if o.kind == m.OverrideKind.DISABLE else what
-    left = format_expiry(o.expires_ms, now)
-    return f"{what} (expired)" if left == "expired" else f"{what} (expires {left})"
-
-
-def peering_row(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering, now: float) -> list[str]:
-    """One row of PEERING_COLUMNS; now is the current Unix time in seconds, for SINCE and expiries."""
-    desired = wire.peering_from_pb(p.desired) if p.HasField("desired") else None
-    observed = wire.observed_from_pb(p.observed) if p.HasField("observed") else None
-    override = wire.override_from_pb(p.override) if p.HasField("override") else None
-    added = override.peering if override is not None else None
-    # The coordinator reports a peering added at a site without desired: show what the site realizes.
-    shown = desired if desired is not None else added
-    intent = ["", "", "", "", "no"]
-    if shown is not None:
-        local, remote = shown.local, shown.remote
-        # A peering added at the site has no remote site: the agent names its ends with placeholders.
-        where = "" if shown == added else f"{remote.site}/{remote.name} "
-        intent = [shown.type.value, f"{local.address} AS {local.asn}", f"{where}{remote.address} AS {remote.asn}",
-                  shown.admin_state.value, "yes" if desired is not None else "no"]
-    local_override = ""
-    if override is not None:
-        local_override = override_text(override, now)
-        if added is not None and desired is not None and desired != added:
-            local_override += ", replacing the coordinator's"  # the coordinator desires the same name
-    seen = ["", "", "", ""]
-    if observed is not None:
-        since = format_age(now - observed.since_ms / 1000) if observed.since_ms else ""
-        # Only BGP receives prefixes: a VXLAN tunnel's count would always be a misleading 0.
-        bgp = shown is None or shown.type == m.ConnectionType.BGP
-        received = str(len(observed.received_prefixes)) if bgp else ""
-        seen = [observed.state.value, received, _one_line(observed.error), since]
-    name = desired.connection if desired else observed.connection if observed else p.override.connection
-    return [name, *intent, local_override, *seen]
-
-
-def override_row(msg: types_pb2.Override, now: float) -> list[str]:
-    """One row of OVERRIDE_COLUMNS; now is the current Unix time in seconds."""
-    o = wire.override_from_pb(msg)
-    detail = ""
-    if o.peering is not None:
-        p = o.peering
-        via = f"VNI {p.vxlan.vni}" if p.vxlan is not None else f"AS {p.remote.asn}"
-        detail = f"{p.type.value} to {p.remote.address} {via}"
-    created = f"{format_age(now - o.created_ms / 1000)} ago" if o.created_ms else ""
-    return [o.connection, o.kind.value, detail, _one_line(o.reason), created, format_expiry(o.expires_ms, now)]
-
-
-def journal_row(e: types_pb2.JournalEntry) -> list[str]:
-    """One row of JOURNAL_COLUMNS: local time, kind, connection, and the message on one line."""
-    return [format_clock(e.time_unix_ms), e.kind, e.connection, _one_line(e.message)]
-
-
-def format_journal(entries: Iterable[types_pb2.JournalEntry]) -> str:
-    """TIME  KIND  CONNECTION  MESSAGE, one line per entry, oldest first."""
-    return format_table(JOURNAL_COLUMNS, [journal_row(e) for e in entries])
-
-
 def coordinator_row(c: api_pb2.CoordinatorInfo, now: float) -> list[str]:
     up = format_age(now - c.started_unix_ms / 1000) if c.started_unix_ms else ""
     return [c.id, c.address, "yes" if c.leader else "", str(c.agents), c.version, up]
-
-
-def _peering_name(p: api_pb2.PeeringStatus | admin_pb2.LocalPeering) -> str:
-    return p.desired.connection or p.observed.connection or p.override.connection
 
 
 def event_line(event: api_pb2.WatchEvent) -> str:
@@ -532,144 +349,6 @@ def event_line(event: api_pb2.WatchEvent) -> str:
 WATCH_HEADER = f"{'REV':<8} {'TYPE':<7} {'KIND':<11} NAME"
 
 
-def message_json(msg: Message) -> dict[str, Any]:
-    data: dict[str, Any] = MessageToDict(msg, preserving_proto_field_name=True)
-    return data
-
-
-def describe_rpc_error(exc: grpc.RpcError, unavailable_hint: str = "") -> str:
-    """'<CODE>: <details>' on one line, with a hint where the code alone does not say what to do."""
-    code = exc.code()
-    text = f"{code.name}: {' '.join((exc.details() or '').split())}"
-    if code == grpc.StatusCode.UNAVAILABLE and unavailable_hint:
-        text += f" ({unavailable_hint})"
-    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        text += " (no answer in time; see --timeout)"
-    return text
-
-
-# ---------------------------------------------------------------- the session of one command
-
-
-def _stub(factory: Any, channel: Any) -> Any:
-    # The generated *_pb2_grpc modules have no type stubs; calling through Any keeps mypy strict quiet.
-    return factory(channel)
-
-
-def _read(path: str, flag: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise CtlError(f"{flag}: cannot read {path}: {exc.strerror}") from exc
-
-
-class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """Adds ``authorization: Bearer TOKEN`` to every call."""
-
-    def __init__(self, token: str) -> None:
-        self.metadata = ("authorization", f"Bearer {token}")
-
-    def _with_token(self, details: Any) -> Any:
-        return details._replace(metadata=[*(details.metadata or ()), self.metadata])
-
-    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return continuation(self._with_token(client_call_details), request)
-
-    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return continuation(self._with_token(client_call_details), request)
-
-
-@dataclass
-class Ctl:
-    """What every command needs: where to connect, how to print, and the one channel it opens."""
-
-    coordinator: str = DEFAULT_COORDINATOR
-    admin_socket: str = DEFAULT_ADMIN_SOCKET
-    output: str = "table"
-    timeout: float = DEFAULT_TIMEOUT
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    token: str | None = None
-    unavailable_hint: str = ""  # names the address tried, once a channel is open
-    _channel: Any = None
-
-    def _coordinator_channel(self) -> Any:
-        if self._channel is None:
-            self.unavailable_hint = (f"is a coordinator running at {self.coordinator}? "
-                                     f"set --coordinator or ${ENV_COORDINATOR}")
-            if self.tls_ca is None:
-                self._channel = grpc.insecure_channel(self.coordinator)
-            else:
-                creds = grpc.ssl_channel_credentials(
-                    root_certificates=_read(self.tls_ca, "--tls-ca"),
-                    private_key=_read(self.tls_key, "--tls-key") if self.tls_key else None,
-                    certificate_chain=_read(self.tls_cert, "--tls-cert") if self.tls_cert else None,
-                )
-                # A unix socket has no host name; the coordinator's certificate names localhost.
-                options = ([("grpc.ssl_target_name_override", "localhost")]
-                           if self.coordinator.startswith("unix:") else [])
-                self._channel = grpc.secure_channel(self.coordinator, creds, options=options)
-            if self.token:
-                self._channel = grpc.intercept_channel(self._channel, BearerToken(self.token))
-        return self._channel
-
-    def sites(self) -> Any:
-        return _stub(api_pb2_grpc.SiteServiceStub, self._coordinator_channel())
-
-    def endpoints(self) -> Any:
-        return _stub(api_pb2_grpc.EndpointServiceStub, self._coordinator_channel())
-
-    def connections(self) -> Any:
-        return _stub(api_pb2_grpc.ConnectionServiceStub, self._coordinator_channel())
-
-    def status(self) -> Any:
-        return _stub(api_pb2_grpc.StatusServiceStub, self._coordinator_channel())
-
-    def border(self) -> Any:
-        return _stub(l2gw_pb2_grpc.BorderGatewayServiceStub, self._coordinator_channel())
-
-    def stub(self, factory: Any) -> Any:
-        return _stub(factory, self._coordinator_channel())
-
-    def admin(self) -> Any:
-        if self._channel is None:
-            self.unavailable_hint = (f"is the agent running with admin socket {self.admin_socket}? "
-                                     f"set --socket or ${ENV_ADMIN_SOCKET}")
-            self._channel = grpc.insecure_channel("unix:" + self.admin_socket)
-        return _stub(admin_pb2_grpc.AgentAdminStub, self._channel)
-
-    def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
-
-    def print_json(self, value: Message | Sequence[Message]) -> None:
-        data = message_json(value) if isinstance(value, Message) else [message_json(v) for v in value]
-        print(json.dumps(data, indent=2))
-
-    def show(self, items: Sequence[Any], columns: Sequence[str], row: Callable[[Any], list[str]]) -> None:
-        """A list of objects: a table, or a JSON array."""
-        if self.output == "json":
-            self.print_json(items)
-        else:
-            print(format_table(columns, [row(i) for i in items]))
-
-    def show_one(self, item: Any, columns: Sequence[str], row: Callable[[Any], list[str]]) -> None:
-        """One object: a one-row table, or a JSON object."""
-        if self.output == "json":
-            self.print_json(item)
-        else:
-            print(format_table(columns, [row(item)]))
-
-    def show_deleted(self, what: str, reply: api_pb2.DeleteResponse | l2gw_pb2.DeleteByIdResponse) -> None:
-        if self.output == "json":
-            self.print_json(reply)
-        else:
-            print(f"deleted {what} at revision {reply.revision}")
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -681,17 +360,6 @@ def site_create(ctl: Ctl, args: Namespace) -> None:
 def site_get(ctl: Ctl, args: Namespace) -> None:
     reply = ctl.sites().GetSite(api_pb2.GetSiteRequest(name=args.name), timeout=ctl.timeout)
     ctl.show_one(reply, SITE_COLUMNS, site_row)
-
-
-def all_pages(call: Callable[..., Any], request: Any, field: str, timeout: float) -> list[Any]:
-    """Every item of a paged List call, following next_page_token."""
-    items: list[Any] = []
-    while True:
-        reply = call(request, timeout=timeout)
-        items += list(getattr(reply, field))
-        if not reply.next_page_token:
-            return items
-        request.page_token = reply.next_page_token
 
 
 def site_list(ctl: Ctl, args: Namespace) -> None:
@@ -898,7 +566,7 @@ def not_established(statuses: Sequence[api_pb2.SiteStatus]) -> list[str]:
             continue
         if st.applied_revision < st.desired_revision:
             missing.append(f"{st.site} (applied revision {st.applied_revision} < {st.desired_revision})")
-        for p in sorted(st.peerings, key=_peering_name):
+        for p in sorted(st.peerings, key=peering_name):
             if not p.HasField("desired") or p.desired.admin_state == types_pb2.ADMIN_STATE_DOWN:
                 continue
             if p.HasField("override"):
@@ -952,7 +620,7 @@ def status(ctl: Ctl, args: Namespace) -> None:
 
 def site_details(st: api_pb2.SiteStatus, now: float) -> str:
     """What `status SITE` shows below the site's row: peerings, then local overrides and recent events if any."""
-    peerings = sorted(st.peerings, key=_peering_name)
+    peerings = sorted(st.peerings, key=peering_name)
     parts = [format_table(PEERING_COLUMNS, [peering_row(p, now) for p in peerings])]
     if st.overrides:
         overrides = sorted(st.overrides, key=lambda o: o.connection)
@@ -991,24 +659,6 @@ def watch(ctl: Ctl, args: Namespace) -> None:
     follow(ctl, ctl.status().Watch(request), WATCH_HEADER, event_line, "--from-revision")
 
 
-def follow(ctl: Ctl, call: Any, header: str, line: Callable[[Any], str], resume_flag: str) -> None:
-    """Print a server stream as it comes (no deadline: until stopped); a broken one says where to resume."""
-    last = 0
-    try:
-        if ctl.output == "table":
-            print(header, flush=True)
-        for item in call:
-            last = item.revision
-            print(json.dumps(message_json(item)) if ctl.output == "json" else line(item), flush=True)
-    except KeyboardInterrupt:
-        call.cancel()
-    except grpc.RpcError as exc:
-        if not last:
-            raise
-        # Replaying the last revision may repeat an item but never skips one.
-        raise CtlError(describe_rpc_error(exc, ctl.unavailable_hint) + f"; resume with {resume_flag} {last}") from exc
-
-
 def local_status(ctl: Ctl, args: Namespace) -> None:
     st = ctl.admin().Status(admin_pb2.AgentStatusRequest(), timeout=ctl.timeout)
     if ctl.output == "json":
@@ -1028,7 +678,7 @@ def agent_status_fields(st: admin_pb2.AgentStatus, now: float) -> list[tuple[str
         ("desired-revision", str(st.desired_revision)), ("applied-revision", str(st.applied_revision)),
         ("overrides", str(st.overrides)),
         ("driver", st.driver), ("agent-version", st.agent_version), ("started", started),
-        ("last-error", _one_line(st.last_error)),
+        ("last-error", one_line(st.last_error)),
         ("sync", (f"region {st.sync_region}, stream {'up' if st.sync_connected else 'down'}; "
                   + (", ".join(f"{n} {state}" for state, n in sorted(st.sync_states.items())) or "nothing to do"))
          if st.sync_enabled else "off (no --os-cloud)"),
@@ -1037,7 +687,7 @@ def agent_status_fields(st: admin_pb2.AgentStatus, now: float) -> list[tuple[str
 
 def local_peerings(ctl: Ctl, args: Namespace) -> None:
     reply = ctl.admin().ListPeerings(admin_pb2.ListPeeringsRequest(), timeout=ctl.timeout)
-    peerings = sorted(reply.peerings, key=_peering_name)
+    peerings = sorted(reply.peerings, key=peering_name)
     now = time.time()
     ctl.show(peerings, PEERING_COLUMNS, lambda p: peering_row(p, now))
 
@@ -1097,7 +747,7 @@ def local_journal(ctl: Ctl, args: Namespace) -> None:
 
 
 # Each command prints its result; a failure is raised and becomes one line on stderr with exit status 1.
-COMMANDS: dict[str, Callable[[Ctl, Namespace], None]] = {
+COMMANDS: dict[str, Command] = {
     "site create": site_create,
     "site get": site_get,
     "site list": site_list,
@@ -1149,7 +799,7 @@ COMMANDS: dict[str, Callable[[Ctl, Namespace], None]] = {
 
 # ---------------------------------------------------------------- command line
 
-_EPILOGS = {
+EPILOGS = {
     "site create": """examples:
   isthmusctl site create region-one --kind region --label az=one
   isthmusctl site create cell-a --kind cell --parent region-one --description "first cell"
@@ -1215,8 +865,6 @@ examples:
       --remote-address 198.51.100.9 --remote-asn 64999 --vni 5001
 """,
 }
-_EPILOGS.update(ctl_sync.EPILOGS)
-_EPILOGS.update(ctl_views.EPILOGS)
 
 
 def _global_options() -> argparse.ArgumentParser:
@@ -1239,34 +887,12 @@ def _global_options() -> argparse.ArgumentParser:
     return common
 
 
-def _group(subs: Subparsers, name: str, help: str, parents: list[argparse.ArgumentParser]) -> Subparsers:
-    p = subs.add_parser(name, help=help, description=help, parents=parents, allow_abbrev=False)
-    return p.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-
-def _command(subs: Subparsers, command: str, help: str, parents: list[argparse.ArgumentParser]
-             ) -> argparse.ArgumentParser:
-    p = subs.add_parser(command.split()[-1], help=help, description=help, parents=parents,
-                        epilog=_EPILOGS.get(command), formatter_class=argparse.RawDescriptionHelpFormatter,
-                        allow_abbrev=False)
-    p.set_defaults(command=command)
-    return p
-
-
-def _add_version(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--version", type=int64, metavar="N", help="only if the stored version is N, else ABORTED")
-
-
 def _add_ref(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", type=endpoint_ref, metavar="SITE/NAME", help="the endpoint's site and name")
 
 
-def _add_pairs(p: argparse.ArgumentParser, flag: str, help: str) -> None:
-    p.add_argument(flag, type=key_value, action="append", metavar="K=V", help=help)
-
-
 def _add_connection_params(p: argparse.ArgumentParser) -> None:
-    _add_peering_params(p)
+    add_peering_params(p)
     p.add_argument("--admin-state", choices=[a.value for a in m.AdminState], help="up (default) or down")
     p.add_argument("--description", metavar="TEXT", help="free text")
 
@@ -1278,178 +904,165 @@ def _add_override_flags(p: argparse.ArgumentParser, until: str) -> None:
     p.add_argument("--reason", metavar="TEXT", help="why, for the overrides list and the journal")
 
 
-def _add_peering_params(p: argparse.ArgumentParser) -> None:
-    families = ", ".join(m.ADDRESS_FAMILIES)
-    p.add_argument("--hold-time", type=uint32, metavar="S", help="BGP hold time in seconds: 0 or 3..65535")
-    p.add_argument("--password-ref", metavar="REF", help="BGP password reference: file:/PATH or env:NAME")
-    p.add_argument("--address-family", action="append", choices=m.ADDRESS_FAMILIES, metavar="F",
-                   help=f"BGP address family, repeatable; replaces the list: {families}")
-    p.add_argument("--vni", type=uint32, metavar="N", help=f"VXLAN network identifier 1..{m.MAX_VNI}")
-    p.add_argument("--udp-port", type=uint32, metavar="P",
-                   help=f"VXLAN UDP port (default {m.DEFAULT_VXLAN_PORT})")
-    p.add_argument("--mtu", type=uint32, metavar="M", help=f"VXLAN MTU (default {m.DEFAULT_VXLAN_MTU})")
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = _global_options()
     top = [common]
     parser = argparse.ArgumentParser(prog="isthmusctl", description=__doc__, parents=top, allow_abbrev=False,
                                      epilog="Run 'isthmusctl COMMAND --help' for the flags of each command.")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    cli = Parsers(top, EPILOGS)
 
-    site = _group(groups, "site", "create, show, change and delete sites (regions, cells, instances, external peers)",
-                  top)
-    p = _command(site, "site create", "create a site", top)
+    site = cli.group(groups, "site", "create, show, change and delete sites (regions, cells, instances, "
+                     "external peers)")
+    p = cli.command(site, "site create", "create a site")
     p.add_argument("name", metavar="NAME", help="site name: a DNS label, unique")
     p.add_argument("--kind", required=True, choices=[k.value for k in m.SiteKind],
                    help="what the site is: region, cell (of --parent), instance, or external (a router or cloud "
                         "that runs no isthmus agent; it holds remote endpoints only)")
     p.add_argument("--parent", metavar="REGION", help="the region a cell belongs to (cells only)")
-    _add_pairs(p, "--label", "label, repeatable")
+    add_pairs(p, "--label", "label, repeatable")
     p.add_argument("--description", metavar="TEXT", help="free text")
-    _command(site, "site get", "show one site", top).add_argument("name", metavar="NAME", help="site name")
-    _command(site, "site list", "list all sites", top)
-    p = _command(site, "site update", "change a site's labels or description (read, modify, write)", top)
+    cli.command(site, "site get", "show one site").add_argument("name", metavar="NAME", help="site name")
+    cli.command(site, "site list", "list all sites")
+    p = cli.command(site, "site update", "change a site's labels or description (read, modify, write)")
     p.add_argument("name", metavar="NAME", help="site name")
-    _add_pairs(p, "--label", "set a label, repeatable")
+    add_pairs(p, "--label", "set a label, repeatable")
     p.add_argument("--remove-label", action="append", metavar="K", help="remove a label, repeatable")
     p.add_argument("--description", metavar="TEXT", help="replace the description")
-    _add_version(p)
-    p = _command(site, "site delete", "delete a site", top)
+    add_version(p)
+    p = cli.command(site, "site delete", "delete a site")
     p.add_argument("name", metavar="NAME", help="site name")
-    _add_version(p)
+    add_version(p)
 
-    endpoint = _group(groups, "endpoint", "create, show, change and delete endpoints of sites", top)
-    p = _command(endpoint, "endpoint create", "create an endpoint", top)
+    endpoint = cli.group(groups, "endpoint", "create, show, change and delete endpoints of sites")
+    p = cli.command(endpoint, "endpoint create", "create an endpoint")
     _add_ref(p)
     p.add_argument("--address", required=True, metavar="IP", help="IPv4 or IPv6 address")
     p.add_argument("--asn", required=True, type=uint32, metavar="N", help=f"BGP AS number 1..{m.MAX_ASN}")
     p.add_argument("--role", choices=[r.value for r in m.EndpointRole], default="local",
                    help="local: realized by the site's agent (default); remote: an external peer")
     p.add_argument("--router-id", metavar="A.B.C.D", help="BGP router id (default: the IPv4 address)")
-    _add_pairs(p, "--property", "property, repeatable")
-    _add_ref(_command(endpoint, "endpoint get", "show one endpoint", top))
-    p = _command(endpoint, "endpoint list", "list endpoints", top)
+    add_pairs(p, "--property", "property, repeatable")
+    _add_ref(cli.command(endpoint, "endpoint get", "show one endpoint"))
+    p = cli.command(endpoint, "endpoint list", "list endpoints")
     p.add_argument("--site", metavar="S", help="only the endpoints of site S")
-    p = _command(endpoint, "endpoint update", "change an endpoint (read, modify, write)", top)
+    p = cli.command(endpoint, "endpoint update", "change an endpoint (read, modify, write)")
     _add_ref(p)
     p.add_argument("--address", metavar="IP", help="new IPv4 or IPv6 address")
     p.add_argument("--asn", type=uint32, metavar="N", help="new BGP AS number")
     p.add_argument("--router-id", metavar="A.B.C.D", help="new BGP router id")
-    _add_pairs(p, "--property", "set a property, repeatable")
+    add_pairs(p, "--property", "set a property, repeatable")
     p.add_argument("--remove-property", action="append", metavar="K", help="remove a property, repeatable")
-    _add_version(p)
-    p = _command(endpoint, "endpoint delete", "delete an endpoint that no connection uses", top)
+    add_version(p)
+    p = cli.command(endpoint, "endpoint delete", "delete an endpoint that no connection uses")
     _add_ref(p)
-    _add_version(p)
+    add_version(p)
 
-    conn = _group(groups, "connection", "create, show, change and delete connections between sites", top)
-    p = _command(conn, "connection create", "create a connection between endpoints of two sites", top)
+    conn = cli.group(groups, "connection", "create, show, change and delete connections between sites")
+    p = cli.command(conn, "connection create", "create a connection between endpoints of two sites")
     p.add_argument("name", metavar="NAME", help="connection name: a DNS label, unique")
     p.add_argument("--a", required=True, type=endpoint_ref, metavar="SITE/EP", help="one end")
     p.add_argument("--b", required=True, type=endpoint_ref, metavar="SITE/EP", help="the other end")
     p.add_argument("--type", required=True, choices=[t.value for t in m.ConnectionType],
                    help="bgp: a BGP session; vxlan: a VXLAN tunnel")
     _add_connection_params(p)
-    p = _command(conn, "connection get", "show one connection", top)
+    p = cli.command(conn, "connection get", "show one connection")
     p.add_argument("name", metavar="NAME", help="connection name")
-    p = _command(conn, "connection list", "list connections", top)
+    p = cli.command(conn, "connection list", "list connections")
     p.add_argument("--site", metavar="S", help="only connections with an end in site S")
-    p = _command(conn, "connection update", "change a connection's parameters (read, modify, write)", top)
+    p = cli.command(conn, "connection update", "change a connection's parameters (read, modify, write)")
     p.add_argument("name", metavar="NAME", help="connection name")
     _add_connection_params(p)
-    _add_version(p)
-    p = _command(conn, "connection delete", "delete a connection", top)
+    add_version(p)
+    p = cli.command(conn, "connection delete", "delete a connection")
     p.add_argument("name", metavar="NAME", help="connection name")
-    _add_version(p)
+    add_version(p)
 
-    gdev = _group(groups, "gateway-device", "create, show, change and delete the gateway devices of sites", top)
-    p = _command(gdev, "gateway-device create", "create a gateway device (a site's VTEP)", top)
+    gdev = cli.group(groups, "gateway-device", "create, show, change and delete the gateway devices of sites")
+    p = cli.command(gdev, "gateway-device create", "create a gateway device (a site's VTEP)")
     p.add_argument("ref", type=endpoint_ref, metavar="SITE/NAME", help="the site and the device's name in it")
     p.add_argument("--type", required=True, choices=[t.value for t in border.DeviceType],
                    help="hw_vtep and router_vtep: segmentation ids are VNIs; network_vlan: VLAN ids")
     p.add_argument("--tunnel-ip", required=True, action="append", metavar="IP",
                    help="VTEP address, repeatable (the first one is used)")
-    _add_pairs(p, "--management", "management setting, repeatable (segment_bridge=TEMPLATE)")
-    _command(gdev, "gateway-device get", "show one gateway device", top).add_argument(
+    add_pairs(p, "--management", "management setting, repeatable (segment_bridge=TEMPLATE)")
+    cli.command(gdev, "gateway-device get", "show one gateway device").add_argument(
         "id", metavar="ID", help="the device's id")
-    p = _command(gdev, "gateway-device list", "list gateway devices", top)
+    p = cli.command(gdev, "gateway-device list", "list gateway devices")
     p.add_argument("--site", metavar="S", help="only the devices of site S")
-    p = _command(gdev, "gateway-device update", "change a gateway device's tunnel IPs or management settings "
-                 "(read, modify, write)", top)
+    p = cli.command(gdev, "gateway-device update", "change a gateway device's tunnel IPs or management settings "
+                    "(read, modify, write)")
     p.add_argument("id", metavar="ID", help="the device's id")
     p.add_argument("--tunnel-ip", action="append", metavar="IP", help="replace the VTEP addresses, repeatable")
-    _add_pairs(p, "--management", "set a management setting, repeatable")
+    add_pairs(p, "--management", "set a management setting, repeatable")
     p.add_argument("--remove-management", action="append", metavar="K", help="remove a management setting, "
                    "repeatable")
-    _add_version(p)
-    p = _command(gdev, "gateway-device delete", "delete a gateway device that no l2-gateway names", top)
+    add_version(p)
+    p = cli.command(gdev, "gateway-device delete", "delete a gateway device that no l2-gateway names")
     p.add_argument("id", metavar="ID", help="the device's id")
-    _add_version(p)
+    add_version(p)
 
-    l2gw = _group(groups, "l2-gateway", "create, show, change and delete l2-gateways (devices with segmentation "
-                  "ids)", top)
-    p = _command(l2gw, "l2-gateway create", "create an l2-gateway", top)
+    l2gw = cli.group(groups, "l2-gateway", "create, show, change and delete l2-gateways (devices with segmentation "
+                     "ids)")
+    p = cli.command(l2gw, "l2-gateway create", "create an l2-gateway")
     p.add_argument("name", metavar="NAME", help="the gateway's name")
     p.add_argument("--project", required=True, metavar="P", help="the owning project")
     p.add_argument("--device", required=True, action="append", type=device_segment, metavar="DEVICE_ID[=SEGID]",
                    help="a gateway device and its segmentation id, repeatable")
     p.add_argument("--segmentation-id", type=uint32, metavar="N", help="for every --device given without =SEGID")
-    _command(l2gw, "l2-gateway get", "show one l2-gateway", top).add_argument(
+    cli.command(l2gw, "l2-gateway get", "show one l2-gateway").add_argument(
         "id", metavar="ID", help="the gateway's id")
-    p = _command(l2gw, "l2-gateway list", "list l2-gateways", top)
+    p = cli.command(l2gw, "l2-gateway list", "list l2-gateways")
     p.add_argument("--project", metavar="P", help="only the gateways of project P")
-    p = _command(l2gw, "l2-gateway update", "rename an l2-gateway or add and remove devices (read, modify, write)",
-                 top)
+    p = cli.command(l2gw, "l2-gateway update", "rename an l2-gateway or add and remove devices (read, modify, write)")
     p.add_argument("id", metavar="ID", help="the gateway's id")
     p.add_argument("--name", metavar="N", help="new name")
     p.add_argument("--add-device", action="append", type=device_segment, metavar="DEVICE_ID[=SEGID]",
                    help="add a device, or change its segmentation id; repeatable")
     p.add_argument("--remove-device", action="append", metavar="DEVICE_ID", help="remove a device, repeatable")
     p.add_argument("--segmentation-id", type=uint32, metavar="N", help="for every --add-device given without =SEGID")
-    _add_version(p)
-    p = _command(l2gw, "l2-gateway delete", "delete an l2-gateway without connections", top)
+    add_version(p)
+    p = cli.command(l2gw, "l2-gateway delete", "delete an l2-gateway without connections")
     p.add_argument("id", metavar="ID", help="the gateway's id")
-    _add_version(p)
+    add_version(p)
 
-    l2c = _group(groups, "l2-gateway-connection", "connect l2-gateways to tenant networks, show their tunnels",
-                 top)
-    p = _command(l2c, "l2-gateway-connection create", "connect an l2-gateway to a tenant network", top)
+    l2c = cli.group(groups, "l2-gateway-connection", "connect l2-gateways to tenant networks, show their tunnels")
+    p = cli.command(l2c, "l2-gateway-connection create", "connect an l2-gateway to a tenant network")
     p.add_argument("gateway", metavar="GATEWAY_ID", help="the l2-gateway's id")
     p.add_argument("--network", required=True, metavar="NETWORK_ID", help="the tenant network")
     p.add_argument("--segmentation-id", type=uint32, metavar="N",
                    help="the segmentation id (default: the one the gateway's devices share)")
     p.add_argument("--project", metavar="P", help="the project; must own the gateway (default: the gateway's)")
-    _command(l2c, "l2-gateway-connection get", "show one l2-gateway-connection", top).add_argument(
+    cli.command(l2c, "l2-gateway-connection get", "show one l2-gateway-connection").add_argument(
         "id", metavar="ID", help="the connection's id")
-    p = _command(l2c, "l2-gateway-connection list", "list l2-gateway-connections", top)
+    p = cli.command(l2c, "l2-gateway-connection list", "list l2-gateway-connections")
     p.add_argument("--gateway", metavar="ID", help="only the connections of this l2-gateway")
     p.add_argument("--project", metavar="P", help="only the connections of project P")
-    p = _command(l2c, "l2-gateway-connection delete", "delete an l2-gateway-connection (its tunnels go)", top)
+    p = cli.command(l2c, "l2-gateway-connection delete", "delete an l2-gateway-connection (its tunnels go)")
     p.add_argument("id", metavar="ID", help="the connection's id")
-    _add_version(p)
-    p = _command(l2c, "l2-gateway-connection status", "show each site's tunnels of a connection and whether "
-                 "every site is complete", top)
+    add_version(p)
+    p = cli.command(l2c, "l2-gateway-connection status", "show each site's tunnels of a connection and whether "
+                    "every site is complete")
     p.add_argument("id", metavar="ID", help="the connection's id")
     p.add_argument("--wait-complete", action="store_true", help="first wait until no site is missing")
     p.add_argument("--wait-timeout", type=seconds, default=60.0, metavar="S",
                    help="stop waiting after S seconds and exit 1 naming the missing sites (default 60)")
 
-    p = _command(groups, "status", "show what each site's agent has applied and observed", top)
+    p = cli.command(groups, "status", "show what each site's agent has applied and observed")
     p.add_argument("site", nargs="?", metavar="SITE", help="only this site, with a row per peering")
     p.add_argument("--wait-established", action="store_true",
                    help="first wait until every desired peering that is up is applied and established")
     p.add_argument("--wait-timeout", type=seconds, default=60.0, metavar="S",
                    help="stop waiting after S seconds and exit 1 (default 60)")
 
-    _command(groups, "coordinators", "list the running coordinators, their leader and their agents", top)
-    p = _command(groups, "audit", "show the audit history: writes and refused calls, who and when", top)
-    p.add_argument("--limit", type=_bounded_int(10_000), default=100, metavar="N",
+    cli.command(groups, "coordinators", "list the running coordinators, their leader and their agents")
+    p = cli.command(groups, "audit", "show the audit history: writes and refused calls, who and when")
+    p.add_argument("--limit", type=bounded_int(10_000), default=100, metavar="N",
                    help="the last N events (default 100)")
     groups.add_parser("pki", help="create a CA and certificates for coordinators, agents and people "
                       "(isthmusctl pki --help)", add_help=False)
 
-    p = _command(groups, "watch", "print changes as they happen, one line each, until Ctrl-C", top)
+    p = cli.command(groups, "watch", "print changes as they happen, one line each, until Ctrl-C")
     p.add_argument("--kind", action="append", choices=("site", "endpoint", "connection", "status"),
                    help="only this kind of object, repeatable (default: all)")
     p.add_argument("--site", metavar="S", help="only objects of site S (connections: either end)")
@@ -1458,22 +1071,19 @@ def build_parser() -> argparse.ArgumentParser:
     socket = argparse.ArgumentParser(add_help=False)
     socket.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS,
                         help=f"agent admin socket (default ${ENV_ADMIN_SOCKET}, else {DEFAULT_ADMIN_SOCKET})")
-    with_socket = [common, socket]
-    local = _group(groups, "local", "ask this host's agent on its admin socket (no coordinator used)",
-                   with_socket)
-    _command(local, "local status", "show the agent's coordinator session (or since when it is cut off), "
-             "revisions and overrides", with_socket)
-    _command(local, "local peerings", "list the agent's desired and observed peerings", with_socket)
-    _command(local, "local resync", "re-observe and re-apply the desired state now", with_socket)
-    p = _command(local, "local disable", "hold a desired peering down at this site (a local override)",
-                 with_socket)
+    on_socket = Parsers([common, socket], EPILOGS)
+    local = on_socket.group(groups, "local", "ask this host's agent on its admin socket (no coordinator used)")
+    on_socket.command(local, "local status", "show the agent's coordinator session (or since when it is cut off), "
+                      "revisions and overrides")
+    on_socket.command(local, "local peerings", "list the agent's desired and observed peerings")
+    on_socket.command(local, "local resync", "re-observe and re-apply the desired state now")
+    p = on_socket.command(local, "local disable", "hold a desired peering down at this site (a local override)")
     p.add_argument("connection", metavar="CONNECTION", help="the peering's connection name")
     _add_override_flags(p, "'local enable'")
-    p = _command(local, "local enable", "end a local disable: the coordinator's admin state applies again",
-                 with_socket)
+    p = on_socket.command(local, "local enable", "end a local disable: the coordinator's admin state applies again")
     p.add_argument("connection", metavar="CONNECTION", help="the peering's connection name")
-    p = _command(local, "local add", "add a peering at this site only, for a new remote endpoint reached "
-                 "while the site is cut off from the coordinator (a local override)", with_socket)
+    p = on_socket.command(local, "local add", "add a peering at this site only, for a new remote endpoint "
+                          "reached while the site is cut off from the coordinator (a local override)")
     p.add_argument("name", metavar="NAME", help="the new peering's name: a DNS label no desired peering has")
     p.add_argument("--type", required=True, choices=[t.value for t in m.ConnectionType],
                    help="bgp: a BGP session; vxlan: a VXLAN tunnel")
@@ -1483,17 +1093,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote-address", required=True, metavar="IP", help="the remote endpoint's address")
     p.add_argument("--remote-asn", required=True, type=uint32, metavar="N",
                    help="the remote endpoint's BGP AS number")
-    _add_peering_params(p)
+    add_peering_params(p)
     _add_override_flags(p, "'local remove-override'")
-    _command(local, "local overrides", "list the local overrides in force at this site", with_socket)
-    p = _command(local, "local remove-override", "remove a local override (disable or add) now", with_socket)
+    on_socket.command(local, "local overrides", "list the local overrides in force at this site")
+    p = on_socket.command(local, "local remove-override", "remove a local override (disable or add) now")
     p.add_argument("connection", metavar="CONNECTION", help="the connection name the override applies to")
-    p = _command(local, "local journal", "show the agent's recent events, oldest first", with_socket)
-    p.add_argument("--limit", type=_bounded_int(2**31 - 1), default=50, metavar="N",
+    p = on_socket.command(local, "local journal", "show the agent's recent events, oldest first")
+    p.add_argument("--limit", type=bounded_int(2**31 - 1), default=50, metavar="N",
                    help="the last N events (default 50; 0: all the agent keeps)")
-    ctl_sync.add_parsers(groups, top, _group, _command, _add_version)
-    ctl_events.add_parsers(groups, top, _group, _command)
-    ctl_views.add_parsers(groups, top, _group, _command, _add_version)
+    ctl_sync.add_parsers(groups, top)
+    ctl_events.add_parsers(groups, top)
+    ctl_views.add_parsers(groups, top)
     return parser
 
 

@@ -19,7 +19,10 @@ from isthmus.core import border, flags
 from isthmus.core import model as m
 from isthmus.core.wire import border as border_wire
 from isthmus.core.wire import network as wire
+from isthmus.ctl import client as ctl_client
+from isthmus.ctl import flags as ctl_flags
 from isthmus.ctl import main as ctl
+from isthmus.ctl import render as ctl_render
 from isthmus.v1 import admin_pb2, api_pb2, l2gw_pb2_grpc
 from isthmus.v1 import l2gw_pb2 as l2
 from isthmus.v1 import types_pb2 as pb
@@ -38,13 +41,13 @@ def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 @pytest.mark.parametrize("text, pair", [("a=b", ("a", "b")), ("k=", ("k", "")), ("a=b=c", ("a", "b=c"))])
 def test_key_value_splits_at_the_first_equals_sign(text: str, pair: tuple[str, str]) -> None:
-    assert ctl.key_value(text) == pair
+    assert ctl_flags.key_value(text) == pair
 
 
 @pytest.mark.parametrize("text", ["foo", "=v", ""])
 def test_key_value_rejects_text_without_a_key(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
-        ctl.key_value(text)
+        ctl_flags.key_value(text)
 
 
 @pytest.mark.parametrize(
@@ -65,13 +68,13 @@ def test_a_pair_without_equals_sign_is_a_usage_error_naming_the_flag(
 
 
 def test_endpoint_ref_parses_site_and_name() -> None:
-    assert ctl.endpoint_ref("region-one/gw") == m.EndpointRef("region-one", "gw")
+    assert ctl_flags.endpoint_ref("region-one/gw") == m.EndpointRef("region-one", "gw")
 
 
 @pytest.mark.parametrize("text", ["gw", "/gw", "region-one/", "a/b/c", ""])
 def test_endpoint_ref_rejects_anything_but_site_slash_name(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="SITE/NAME"):
-        ctl.endpoint_ref(text)
+        ctl_flags.endpoint_ref(text)
 
 
 def test_bad_site_name_is_a_usage_error_naming_the_argument(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,14 +114,14 @@ def test_global_options_are_accepted_before_and_after_the_command(argv: list[str
 
 
 def test_global_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ctl.ENV_COORDINATOR, raising=False)
-    monkeypatch.delenv(ctl.ENV_ADMIN_SOCKET, raising=False)
+    monkeypatch.delenv(ctl_client.ENV_COORDINATOR, raising=False)
+    monkeypatch.delenv(ctl_client.ENV_ADMIN_SOCKET, raising=False)
     args = ctl.parse_args(["local", "status"])
     assert (args.coordinator, args.socket, args.output, args.timeout) == (
-        ctl.DEFAULT_COORDINATOR, ctl.DEFAULT_ADMIN_SOCKET, "table", ctl.DEFAULT_TIMEOUT,
+        ctl_client.DEFAULT_COORDINATOR, ctl_client.DEFAULT_ADMIN_SOCKET, "table", ctl_client.DEFAULT_TIMEOUT,
     )
-    monkeypatch.setenv(ctl.ENV_COORDINATOR, "coord.example:7800")
-    monkeypatch.setenv(ctl.ENV_ADMIN_SOCKET, "/tmp/agent.sock")
+    monkeypatch.setenv(ctl_client.ENV_COORDINATOR, "coord.example:7800")
+    monkeypatch.setenv(ctl_client.ENV_ADMIN_SOCKET, "/tmp/agent.sock")
     args = ctl.parse_args(["local", "status"])
     assert (args.coordinator, args.socket) == ("coord.example:7800", "/tmp/agent.sock")
     assert ctl.parse_args(["local", "status", "--socket", "/x.sock"]).socket == "/x.sock"
@@ -281,7 +284,7 @@ def test_connection_create_sends_params_only_for_the_flags_given() -> None:
 
 @pytest.mark.parametrize("text, pair", [("d1=100", ("d1", 100)), ("d1", ("d1", None)), ("d1=0", ("d1", 0))])
 def test_device_segment_is_an_id_with_an_optional_segmentation_id(text: str, pair: tuple[str, int | None]) -> None:
-    assert ctl.device_segment(text) == pair
+    assert ctl_flags.device_segment(text) == pair
 
 
 @pytest.mark.parametrize("text, error", [("", "expected DEVICE_ID or DEVICE_ID=SEGID"),
@@ -290,7 +293,7 @@ def test_device_segment_is_an_id_with_an_optional_segmentation_id(text: str, pai
                                          ("d1=4294967296", "segmentation id of d1: 4294967296 is out of range")])
 def test_device_segment_rejects_a_missing_id_or_a_bad_number(text: str, error: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=error):
-        ctl.device_segment(text)
+        ctl_flags.device_segment(text)
 
 
 def test_gateway_device_create_builds_the_device() -> None:
@@ -370,7 +373,7 @@ def test_l2_gateway_update_adds_removes_and_changes_devices_at_the_version_read(
 
 def test_l2_gateway_update_refuses_to_remove_a_device_it_does_not_have() -> None:
     current = border.L2Gateway("g", "blue", "p1", (border.DeviceRef("d1", 100),))
-    with pytest.raises(ctl.CtlError, match="--remove-device: l2-gateway g has no device d7, d9"):
+    with pytest.raises(ctl_client.CtlError, match="--remove-device: l2-gateway g has no device d7, d9"):
         ctl.updated_l2_gateway(current, ctl.parse_args(["l2-gateway", "update", "g", "--remove-device", "d9",
                                                         "--remove-device", "d7"]))
 
@@ -491,7 +494,7 @@ def test_local_journal_limit_defaults_to_50() -> None:
 
 
 def test_format_table_aligns_columns_and_shows_empty_cells_as_dashes() -> None:
-    text = ctl.format_table(("NAME", "KIND", "X"), [["region-one", "region", "1"], ["c", "", "22"]])
+    text = ctl_render.format_table(("NAME", "KIND", "X"), [["region-one", "region", "1"], ["c", "", "22"]])
     assert text.splitlines() == [
         "NAME        KIND    X",
         "region-one  region  1",
@@ -500,11 +503,11 @@ def test_format_table_aligns_columns_and_shows_empty_cells_as_dashes() -> None:
 
 
 def test_format_table_with_no_rows_is_the_header() -> None:
-    assert ctl.format_table(("A", "B"), []) == "A  B"
+    assert ctl_render.format_table(("A", "B"), []) == "A  B"
 
 
 def test_format_fields_aligns_values() -> None:
-    text = ctl.format_fields([("site", "one"), ("applied-revision", "5"), ("last-error", "")])
+    text = ctl_render.format_fields([("site", "one"), ("applied-revision", "5"), ("last-error", "")])
     assert text.splitlines() == [
         "site:             one",
         "applied-revision: 5",
@@ -518,7 +521,7 @@ def test_format_fields_aligns_values() -> None:
      (86399, "23h"), (2 * 86400 + 5, "2d"), (-3, "0s")],
 )
 def test_format_age(age: float, text: str) -> None:
-    assert ctl.format_age(age) == text
+    assert ctl_render.format_age(age) == text
 
 
 def _endpoint(site: str, address: str, asn: int) -> pb.Endpoint:
@@ -537,39 +540,39 @@ def _peering(name: str, state: int | None, admin: int = pb.ADMIN_STATE_UP) -> ap
 
 
 def test_peering_row_shows_desired_and_observed_in_lowercase() -> None:
-    row = ctl.peering_row(_peering("one-two", pb.PEERING_STATE_ESTABLISHED), now=1_000 + 180)
+    row = ctl_render.peering_row(_peering("one-two", pb.PEERING_STATE_ESTABLISHED), now=1_000 + 180)
     assert row == [
         "one-two", "bgp", "192.0.2.1 AS 64512", "two/gw 192.0.2.2 AS 64513", "up", "yes", "",
         "established", "0", "", "3m",
     ]
-    assert len(row) == len(ctl.PEERING_COLUMNS)
+    assert len(row) == len(ctl_render.PEERING_COLUMNS)
 
 
 def test_peering_row_of_a_peering_no_longer_desired() -> None:
     observed = pb.ObservedPeering(connection="old", state=pb.PEERING_STATE_ERROR, error="boom\n  at line 2")
-    row = ctl.peering_row(admin_pb2.LocalPeering(observed=observed), now=0)
+    row = ctl_render.peering_row(admin_pb2.LocalPeering(observed=observed), now=0)
     assert row == ["old", "", "", "", "", "no", "", "error", "0", "boom at line 2", ""]
 
 
 def test_peering_row_counts_received_prefixes_of_bgp_only() -> None:
     p = _peering("one-two", pb.PEERING_STATE_ESTABLISHED)
     p.observed.received_prefixes.extend(["10.0.0.0/24", "10.0.1.0/24"])
-    assert _column(ctl.peering_row(p, now=0), "RECEIVED") == "2"
+    assert _column(ctl_render.peering_row(p, now=0), "RECEIVED") == "2"
     p.desired.type = pb.CONNECTION_TYPE_VXLAN
-    assert _column(ctl.peering_row(p, now=0), "RECEIVED") == ""
+    assert _column(ctl_render.peering_row(p, now=0), "RECEIVED") == ""
 
 
 def _column(row: list[str], name: str) -> str:
-    return row[ctl.PEERING_COLUMNS.index(name)]
+    return row[ctl_render.PEERING_COLUMNS.index(name)]
 
 
 def test_peering_row_marks_a_peering_disabled_at_the_site() -> None:
     p = _peering("one-two", pb.PEERING_STATE_DOWN)
     p.override.CopyFrom(pb.Override(connection="one-two", kind=pb.OVERRIDE_KIND_DISABLE))
-    assert _column(ctl.peering_row(p, now=0), "LOCAL-OVERRIDE") == "disabled (until enabled)"
+    assert _column(ctl_render.peering_row(p, now=0), "LOCAL-OVERRIDE") == "disabled (until enabled)"
     p.override.expires_unix_ms = 1_000_000 + 300_000
-    assert _column(ctl.peering_row(p, now=1_000), "LOCAL-OVERRIDE") == "disabled (expires in 5m)"
-    assert _column(ctl.peering_row(p, now=2_000), "LOCAL-OVERRIDE") == "disabled (expired)"
+    assert _column(ctl_render.peering_row(p, now=1_000), "LOCAL-OVERRIDE") == "disabled (expires in 5m)"
+    assert _column(ctl_render.peering_row(p, now=2_000), "LOCAL-OVERRIDE") == "disabled (expired)"
 
 
 def test_peering_row_of_a_peering_added_at_the_site_shows_no_placeholder_names() -> None:
@@ -578,11 +581,11 @@ def test_peering_row_of_a_peering_added_at_the_site_shows_no_placeholder_names()
         desired=added.peering, override=added,
         observed=pb.ObservedPeering(connection="dc", state=pb.PEERING_STATE_ESTABLISHED),
     )
-    row = ctl.peering_row(local, now=0)
+    row = ctl_render.peering_row(local, now=0)
     assert row[:7] == ["dc", "bgp", "192.0.2.1 AS 64512", "198.51.100.9 AS 64999", "up", "yes", "added locally"]
     # As the coordinator shows it: overridden and observed, not desired by the coordinator.
     status = api_pb2.PeeringStatus(override=added)
-    assert ctl.peering_row(status, now=0)[:7] == [
+    assert ctl_render.peering_row(status, now=0)[:7] == [
         "dc", "bgp", "192.0.2.1 AS 64512", "198.51.100.9 AS 64999", "up", "no", "added locally",
     ]
 
@@ -590,7 +593,7 @@ def test_peering_row_of_a_peering_added_at_the_site_shows_no_placeholder_names()
 def test_peering_row_says_when_a_peering_added_at_the_site_replaces_the_coordinators() -> None:
     status = _peering("dc", pb.PEERING_STATE_ESTABLISHED)
     status.override.CopyFrom(_added_override())
-    row = ctl.peering_row(status, now=0)
+    row = ctl_render.peering_row(status, now=0)
     assert row[3] == "two/gw 192.0.2.2 AS 64513"
     assert _column(row, "LOCAL-OVERRIDE") == "added locally, replacing the coordinator's"
 
@@ -653,12 +656,12 @@ def test_override_rows_describe_kind_detail_age_and_expiry() -> None:
     disable = pb.Override(connection="one-two", kind=pb.OVERRIDE_KIND_DISABLE, reason="new optics\ntoday",
                           created_unix_ms=1_000_000, expires_unix_ms=1_000_000 + 900_000)
     now = 1_000 + 120
-    assert ctl.override_row(disable, now) == ["one-two", "disable", "", "new optics today", "2m ago", "in 13m"]
-    assert ctl.override_row(_added_override(), now) == [
+    assert ctl_render.override_row(disable, now) == ["one-two", "disable", "", "new optics today", "2m ago", "in 13m"]
+    assert ctl_render.override_row(_added_override(), now) == [
         "dc", "add", "bgp to 198.51.100.9 AS 64999", "dc link", "2m ago", "never",
     ]
-    assert ctl.override_row(disable, now=1_000 + 900)[-1] == "expired"
-    text = ctl.format_table(ctl.OVERRIDE_COLUMNS, [ctl.override_row(_added_override(), now)])
+    assert ctl_render.override_row(disable, now=1_000 + 900)[-1] == "expired"
+    text = ctl_render.format_table(ctl_render.OVERRIDE_COLUMNS, [ctl_render.override_row(_added_override(), now)])
     assert text.splitlines()[0].split() == ["CONNECTION", "KIND", "DETAIL", "REASON", "CREATED", "EXPIRES"]
 
 
@@ -667,12 +670,12 @@ def test_override_row_of_a_vxlan_peering_names_its_vni() -> None:
     o.peering.type = pb.CONNECTION_TYPE_VXLAN
     o.peering.ClearField("bgp")
     o.peering.vxlan.vni = 5001
-    assert ctl.override_row(o, now=1_000)[2] == "vxlan to 198.51.100.9 VNI 5001"
+    assert ctl_render.override_row(o, now=1_000)[2] == "vxlan to 198.51.100.9 VNI 5001"
 
 
 def test_an_expiry_just_set_shows_the_whole_ttl() -> None:
-    assert ctl.format_expiry(1_000_000 + 900_000, now=1_000.2) == "in 15m"
-    assert ctl.format_expiry(0, now=1_000) == "never"
+    assert ctl_render.format_expiry(1_000_000 + 900_000, now=1_000.2) == "in 15m"
+    assert ctl_render.format_expiry(0, now=1_000) == "never"
 
 
 @pytest.fixture
@@ -691,7 +694,7 @@ def test_journal_lines_show_local_time_kind_connection_and_message(utc: None) ->
         pb.JournalEntry(seq=2, time_unix_ms=1_700_000_061_500, kind="override", connection="one-two",
                         message="disabled locally\nuntil removed"),
     ]
-    assert ctl.format_journal(entries).splitlines() == [
+    assert ctl_render.format_journal(entries).splitlines() == [
         "TIME                 KIND      CONNECTION  MESSAGE",
         "2023-11-14 22:13:20  link      -           lost coordinator c1",
         "2023-11-14 22:14:21  override  one-two     disabled locally until removed",
@@ -719,10 +722,10 @@ def test_status_of_a_site_adds_its_local_overrides_and_last_ten_events(utc: None
     assert lines[0].split()[:7] == ["CONNECTION", "TYPE", "LOCAL", "REMOTE", "ADMIN", "DESIRED", "LOCAL-OVERRIDE"]
     assert "disabled (until enabled)" in lines[1]
     assert lines[2:4] == ["", "local overrides at one:"]
-    assert [line.split() for line in lines[4:6]] == [list(ctl.OVERRIDE_COLUMNS),
+    assert [line.split() for line in lines[4:6]] == [list(ctl_render.OVERRIDE_COLUMNS),
                                                     ["one-two", "disable", "-", "-", "-", "never"]]
     assert lines[6:8] == ["", "recent events at one (from its agent):"]
-    assert lines[8].split() == list(ctl.JOURNAL_COLUMNS)
+    assert lines[8].split() == list(ctl_render.JOURNAL_COLUMNS)
     assert [line.split()[-1] for line in lines[9:]] == [str(i) for i in range(3, 13)]
     quiet = ctl.site_details(api_pb2.SiteStatus(site="one", peerings=[disabled]), now=0)
     assert len(quiet.splitlines()) == 2
@@ -747,7 +750,7 @@ def test_event_line_names_revision_type_kind_and_object() -> None:
 
 def test_message_json_keeps_proto_field_names() -> None:
     msg = pb.Endpoint(site="one", name="gw", router_id="10.0.0.1", role=pb.ENDPOINT_ROLE_REMOTE)
-    assert ctl.message_json(msg) == {"site": "one", "name": "gw", "router_id": "10.0.0.1",
+    assert ctl_render.message_json(msg) == {"site": "one", "name": "gw", "router_id": "10.0.0.1",
                                      "role": "ENDPOINT_ROLE_REMOTE"}
 
 
@@ -886,12 +889,12 @@ class FakeRpcError(grpc.RpcError):
 
 def test_describe_rpc_error_is_one_line_with_the_code() -> None:
     exc = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "asn: 0 is out of range\n1..4294967295")
-    assert ctl.describe_rpc_error(exc, "hint") == "INVALID_ARGUMENT: asn: 0 is out of range 1..4294967295"
+    assert ctl_render.describe_rpc_error(exc, "hint") == "INVALID_ARGUMENT: asn: 0 is out of range 1..4294967295"
 
 
 def test_describe_rpc_error_adds_the_hint_when_unavailable() -> None:
     exc = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
-    assert ctl.describe_rpc_error(exc, "is it running?") == "UNAVAILABLE: connection refused (is it running?)"
+    assert ctl_render.describe_rpc_error(exc, "is it running?") == "UNAVAILABLE: connection refused (is it running?)"
 
 
 @pytest.fixture
