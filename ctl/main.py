@@ -106,7 +106,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pki"]:
-        from isthmus.core import pki  # only here: it needs the cryptography package
+        from isthmus.ctl import pki  # only here: it loads the cryptography package, which no other command needs
 
         return pki.main(argv[1:])
     args = parse_args(argv)
