@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 from argparse import Namespace
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from isthmus.core.flags import duration
+from isthmus.ctl.client import Command, Ctl, follow
+from isthmus.ctl.flags import Parsers, Subparsers, bounded_int, int64
+from isthmus.ctl.render import format_clock
 from isthmus.v1 import events_pb2 as epb
 from isthmus.v1 import events_pb2_grpc
 
@@ -19,8 +22,6 @@ MAX_LIMIT = 10_000
 
 def since_ms(text: str, now: float | None = None) -> int:
     """--since: a duration ago (90, 30s, 15m, 2h, 7d) or an ISO 8601 time (without a zone: local time)."""
-    from isthmus.core.flags import duration
-
     try:
         return int(((time.time() if now is None else now) - duration(text)) * 1000)
     except argparse.ArgumentTypeError:
@@ -43,8 +44,6 @@ def message_text(e: epb.Event) -> str:
 
 
 def event_row(e: epb.Event) -> list[str]:
-    from isthmus.ctl.main import format_clock
-
     return [format_clock(e.time_unix_ms), e.site, str(e.seq), e.kind, message_text(e)]
 
 
@@ -62,24 +61,23 @@ def _filters(args: Namespace) -> dict[str, Any]:
             "level": args.level or ""}
 
 
-def events(ctl: Any, args: Namespace) -> None:
+def events(ctl: Ctl, args: Namespace) -> None:
     stub = ctl.stub(events_pb2_grpc.EventServiceStub)
     if not args.follow:
         reply = stub.ListEvents(epb.ListEventsRequest(limit=args.limit or 0, **_filters(args)), timeout=ctl.timeout)
         ctl.show(list(reply.events), COLUMNS, event_row)
         return
-    from isthmus.ctl.main import follow
-
     request = epb.WatchEventsRequest(limit=args.limit or 0, start_revision=args.from_revision or 0,
                                      **_filters(args))
     follow(ctl, stub.WatchEvents(request), FOLLOW_HEADER, follow_line, "--follow --from-revision")
 
 
-COMMANDS: dict[str, Callable[[Any, Namespace], None]] = {
+COMMANDS: dict[str, Command] = {
     "events": events,
 }
 
-EPILOG = """Events are what the sites' agents recorded (link, desired, peering, override, agent, sync,
+EPILOGS = {
+    "events": """Events are what the sites' agents recorded (link, desired, peering, override, agent, sync,
 quota, error), kept centrally for --event-retention (default 7d), at most --event-max-per-site
 (default 10000) per site. A site cut off from the coordinators delivers its events when it
 reconnects, in order; events its journal no longer held show as one 'gap' event.
@@ -89,15 +87,13 @@ examples:
   isthmusctl events --kind peering --level warning --since 2024-05-01T08:00
   isthmusctl events --follow                      # new events from now on
   isthmusctl events --site region-one --since 15m --follow -o json
-"""
+""",
+}
 
 
-def add_parsers(groups: Any, top: list[argparse.ArgumentParser], group: Callable[..., Any],
-                command: Callable[..., argparse.ArgumentParser]) -> None:
-    from isthmus.ctl.main import _bounded_int, int64
-
-    p = command(groups, "events", "show the sites' event history (from their agents' journals), or follow it", top)
-    p.epilog = EPILOG
+def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
+    cli = Parsers(top, EPILOGS)
+    p = cli.command(groups, "events", "show the sites' event history (from their agents' journals), or follow it")
     p.add_argument("--site", metavar="S", help="only the events of site S")
     p.add_argument("--since", type=since_ms, metavar="T",
                    help="only events since T: a duration ago (15m, 2h, 7d) or an ISO time (local unless it has a "
@@ -105,7 +101,7 @@ def add_parsers(groups: Any, top: list[argparse.ArgumentParser], group: Callable
     p.add_argument("--kind", metavar="K", help="only events of kind K (link, desired, peering, override, agent, "
                    "sync, quota, error, gap)")
     p.add_argument("--level", choices=("info", "warning", "error"), help="only events of this level or above")
-    p.add_argument("--limit", type=_bounded_int(MAX_LIMIT), metavar="N",
+    p.add_argument("--limit", type=bounded_int(MAX_LIMIT), metavar="N",
                    help=f"the newest N events (default {DEFAULT_LIMIT}); with --follow: first the newest N stored "
                    "(default: none unless --since)")
     p.add_argument("--follow", action="store_true", help="then print new events as they are stored, until Ctrl-C "

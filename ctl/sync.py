@@ -7,13 +7,16 @@ import dataclasses
 import sys
 import time
 from argparse import Namespace
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from isthmus.core import sync as s
 from isthmus.core.errors import InvalidArgument
 from isthmus.core.wire import sync as sync_wire
+from isthmus.ctl.client import Command, Ctl, all_pages
+from isthmus.ctl.flags import Parsers, Subparsers, add_version
+from isthmus.ctl.render import format_fields, format_table
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 
@@ -184,11 +187,11 @@ STATUS_COLUMNS = ["RESOURCE", "REGION", "STATE", "WAVE", "UPDATED", "DETAIL"]
 # ---------------------------------------------------------------- commands
 
 
-def _stub(ctl: Any) -> Any:
+def _stub(ctl: Ctl) -> Any:
     return ctl.stub(sync_pb2_grpc.SyncServiceStub)
 
 
-def sync_create(ctl: Any, args: Namespace) -> None:
+def sync_create(ctl: Ctl, args: Namespace) -> None:
     intent = s.validate_intent(intent_from_args(args))
     made = _stub(ctl).CreateSync(sync_wire.to_pb(intent, spb.SyncIntent()), timeout=ctl.timeout)
     if ctl.output == "json":
@@ -198,7 +201,7 @@ def sync_create(ctl: Any, args: Namespace) -> None:
               f"isthmusctl sync show {made.name}")
 
 
-def sync_update(ctl: Any, args: Namespace) -> None:
+def sync_update(ctl: Ctl, args: Namespace) -> None:
     stub = _stub(ctl)
     current = stub.GetSync(spb.GetSyncRequest(name=args.name), timeout=ctl.timeout)
     base = sync_wire.intent_from_pb(current.intent)
@@ -213,16 +216,12 @@ def sync_update(ctl: Any, args: Namespace) -> None:
         print(f"updated sync {made.name} (version {made.version})")
 
 
-def sync_list(ctl: Any, args: Namespace) -> None:
-    from isthmus.ctl.main import all_pages
-
+def sync_list(ctl: Ctl, args: Namespace) -> None:
     views = all_pages(_stub(ctl).ListSyncs, spb.ListSyncsRequest(kind=args.kind or ""), "syncs", ctl.timeout)
     ctl.show(views, SYNC_COLUMNS, sync_row)
 
 
 def format_view(view: spb.SyncView, now: float) -> str:
-    from isthmus.ctl.main import format_fields, format_table
-
     intent = view.intent
     pairs = [("name", intent.name), ("kind", intent.kind), ("what", what(intent)), ("regions", targets(intent)),
              ("version", str(intent.version))]
@@ -237,7 +236,7 @@ def format_view(view: spb.SyncView, now: float) -> str:
     return format_fields(pairs) + "\n\n" + format_table(STATUS_COLUMNS, status_rows(view, now))
 
 
-def sync_show(ctl: Any, args: Namespace) -> None:
+def sync_show(ctl: Ctl, args: Namespace) -> None:
     view = _stub(ctl).GetSync(spb.GetSyncRequest(name=args.name), timeout=ctl.timeout)
     if ctl.output == "json":
         ctl.print_json(view)
@@ -245,7 +244,7 @@ def sync_show(ctl: Any, args: Namespace) -> None:
         print(format_view(view, time.time()))
 
 
-def sync_delete(ctl: Any, args: Namespace) -> None:
+def sync_delete(ctl: Ctl, args: Namespace) -> None:
     reply = _stub(ctl).DeleteSync(spb.DeleteSyncRequest(name=args.name, version=args.version or 0),
                                   timeout=ctl.timeout)
     if ctl.output == "json":
@@ -255,8 +254,8 @@ def sync_delete(ctl: Any, args: Namespace) -> None:
               "made")
 
 
-def _control(action: str) -> Callable[[Any, Namespace], None]:
-    def run(ctl: Any, args: Namespace) -> None:
+def _control(action: str) -> Command:
+    def run(ctl: Ctl, args: Namespace) -> None:
         ro = _stub(ctl).ControlRollout(spb.ControlRolloutRequest(name=args.name, action=action), timeout=ctl.timeout)
         if ctl.output == "json":
             ctl.print_json(ro)
@@ -266,7 +265,7 @@ def _control(action: str) -> Callable[[Any, Namespace], None]:
     return run
 
 
-def image_ensure(ctl: Any, args: Namespace) -> None:
+def image_ensure(ctl: Ctl, args: Namespace) -> None:
     """Follow a lazy copy until the image is active in the region; progress on stderr, the result on stdout."""
     request = spb.EnsureImageRequest(image=args.image, region=args.region, intent=args.intent or "",
                                      timeout_seconds=int(args.wait_timeout))
@@ -283,7 +282,7 @@ def image_ensure(ctl: Any, args: Namespace) -> None:
         print(f"image {last.status.resource} is active in {last.status.region} (id {last.status.target_id})")
 
 
-COMMANDS: dict[str, Callable[[Any, Namespace], None]] = {
+COMMANDS: dict[str, Command] = {
     "sync create": sync_create,
     "sync update": sync_update,
     "sync list": sync_list,
@@ -329,13 +328,12 @@ examples:
 }
 
 
-def add_parsers(groups: Any, top: list[argparse.ArgumentParser],
-                group: Callable[..., Any], command: Callable[..., argparse.ArgumentParser],
-                add_version: Callable[[argparse.ArgumentParser], None]) -> None:
-    sync = group(groups, "sync", "make keypairs, security groups and images exist in several regions", top)
+def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
+    cli = Parsers(top, EPILOGS)
+    sync = cli.group(groups, "sync", "make keypairs, security groups and images exist in several regions")
     for verb, help in (("create", "create a sync intent"),
                        ("update", "change a sync intent (read, modify, write; flags not given stay)")):
-        p = command(sync, f"sync {verb}", help, top)
+        p = cli.command(sync, f"sync {verb}", help)
         p.add_argument("name", metavar="NAME", help="intent name: a DNS label, unique")
         p.add_argument("--kind", choices=[k.value for k in s.Kind], required=verb == "create",
                        help="what is synced")
@@ -374,20 +372,20 @@ def add_parsers(groups: Any, top: list[argparse.ArgumentParser],
             add_version(p)
         else:
             p.set_defaults(version=0)
-    p = command(sync, "sync list", "list sync intents with a status summary", top)
+    p = cli.command(sync, "sync list", "list sync intents with a status summary")
     p.add_argument("--kind", choices=[k.value for k in s.Kind], help="only intents of this kind")
-    command(sync, "sync show", "show an intent and its status per resource and region", top).add_argument(
+    cli.command(sync, "sync show", "show an intent and its status per resource and region").add_argument(
         "name", metavar="NAME", help="intent name")
-    p = command(sync, "sync delete", "delete an intent; the agents remove the copies isthmus made", top)
+    p = cli.command(sync, "sync delete", "delete an intent; the agents remove the copies isthmus made")
     p.add_argument("name", metavar="NAME", help="intent name")
     add_version(p)
     for verb, help in (("pause", "pause a controlled rollout (no new wave starts)"),
                        ("resume", "resume a paused, failed or aborted rollout"),
                        ("abort", "stop a rollout where it is (copies made so far stay)"),
                        ("rollback", "remove every copy the rollout made")):
-        command(sync, f"sync {verb}", help, top).add_argument("name", metavar="NAME", help="intent name")
-    image = group(groups, "image", "images across regions", top)
-    p = command(image, "image ensure", "copy an image to a region now (lazy sync) and wait until it is active", top)
+        cli.command(sync, f"sync {verb}", help).add_argument("name", metavar="NAME", help="intent name")
+    image = cli.group(groups, "image", "images across regions")
+    p = cli.command(image, "image ensure", "copy an image to a region now (lazy sync) and wait until it is active")
     p.add_argument("image", metavar="IMAGE", help="image name or id in the source region")
     p.add_argument("--region", required=True, metavar="SITE", help="the region that needs it")
     p.add_argument("--intent", metavar="NAME", help="the sync intent to use (default: the one that covers it)")

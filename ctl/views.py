@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 from argparse import Namespace
-from collections.abc import Callable
 from typing import Any
 
+from isthmus.ctl.client import Command, Ctl
+from isthmus.ctl.flags import Parsers, Subparsers, add_version
+from isthmus.ctl.render import format_table
 from isthmus.v1 import views_pb2 as vpb
 from isthmus.v1 import views_pb2_grpc
 
@@ -22,7 +24,7 @@ def network_ref(text: str) -> vpb.NetworkRef:
     return vpb.NetworkRef(region=region, network=network)
 
 
-def _stub(ctl: Any) -> Any:
+def _stub(ctl: Ctl) -> Any:
     return ctl.stub(views_pb2_grpc.GlobalViewServiceStub)
 
 
@@ -38,8 +40,6 @@ def _age(unix_ms: int, now: float) -> str:
 
 
 def format_quota(pq: vpb.ProjectQuota, now: float) -> str:
-    from isthmus.ctl.main import format_table
-
     rows = []
     for rq in pq.resources:
         flag = " SOFT LIMIT REACHED" if rq.soft_exceeded else ""
@@ -56,7 +56,7 @@ def format_quota(pq: vpb.ProjectQuota, now: float) -> str:
     return f"project {pq.project}\n" + format_table(header, rows)
 
 
-def quota_show(ctl: Any, args: Namespace) -> None:
+def quota_show(ctl: Ctl, args: Namespace) -> None:
     pq = _stub(ctl).GetQuota(vpb.GetQuotaRequest(project=args.project), timeout=ctl.timeout)
     if ctl.output == "json":
         ctl.print_json(pq)
@@ -64,7 +64,7 @@ def quota_show(ctl: Any, args: Namespace) -> None:
         print(format_quota(pq, time.time()))
 
 
-def quota_set(ctl: Any, args: Namespace) -> None:
+def quota_set(ctl: Ctl, args: Namespace) -> None:
     soft = args.soft if args.soft is not None else -1
     made = _stub(ctl).SetQuota(vpb.QuotaLimit(project=args.project, resource=args.resource, hard=args.hard,
                                               soft=soft, version=args.version or 0), timeout=ctl.timeout)
@@ -75,7 +75,7 @@ def quota_set(ctl: Any, args: Namespace) -> None:
               "regions")
 
 
-def quota_unset(ctl: Any, args: Namespace) -> None:
+def quota_unset(ctl: Ctl, args: Namespace) -> None:
     reply = _stub(ctl).UnsetQuota(vpb.UnsetQuotaRequest(project=args.project, resource=args.resource or ""),
                                   timeout=ctl.timeout)
     if ctl.output == "json":
@@ -85,7 +85,7 @@ def quota_unset(ctl: Any, args: Namespace) -> None:
               "limits (set them with the OpenStack tools)")
 
 
-def quota_list(ctl: Any, args: Namespace) -> None:
+def quota_list(ctl: Ctl, args: Namespace) -> None:
     reply = _stub(ctl).ListQuotas(vpb.ListQuotasRequest(), timeout=ctl.timeout)
     ctl.show(list(reply.limits), ["PROJECT", "RESOURCE", "HARD", "SOFT", "VERSION"],
              lambda x: [x.project, x.resource, _limit(x.hard), _limit(x.soft), str(x.version)])
@@ -100,9 +100,7 @@ def _capacity_row(c: vpb.RegionCapacity) -> list[str]:
     return [c.region + (" (stale)" if c.stale else ""), *compute, c.source or "-", nets]
 
 
-def capacity(ctl: Any, args: Namespace) -> None:
-    from isthmus.ctl.main import format_table
-
+def capacity(ctl: Ctl, args: Namespace) -> None:
     cap = _stub(ctl).GetCapacity(vpb.GetCapacityRequest(), timeout=ctl.timeout)
     if ctl.output == "json":
         ctl.print_json(cap)
@@ -120,14 +118,12 @@ def _record_row(r: vpb.AddressRecord) -> list[str]:
 RECORD_COLUMNS = ["REGION", "KIND", "ID", "PROJECT", "NETWORK", "ADDRESSES", "DEVICE"]
 
 
-def address_lookup(ctl: Any, args: Namespace) -> None:
+def address_lookup(ctl: Ctl, args: Namespace) -> None:
     reply = _stub(ctl).ListAddresses(vpb.ListAddressesRequest(query=args.query), timeout=ctl.timeout)
     ctl.show(list(reply.records), RECORD_COLUMNS, _record_row)
 
 
-def address_conflicts(ctl: Any, args: Namespace) -> None:
-    from isthmus.ctl.main import format_table
-
+def address_conflicts(ctl: Ctl, args: Namespace) -> None:
     reply = _stub(ctl).ListAddressConflicts(vpb.ListAddressConflictsRequest(), timeout=ctl.timeout)
     if ctl.output == "json":
         ctl.print_json(list(reply.conflicts))
@@ -150,13 +146,13 @@ def _domain_row(d: vpb.RoutingDomain) -> list[str]:
 DOMAIN_COLUMNS = ["NAME", "NETWORKS", "DESCRIPTION"]
 
 
-def domain_create(ctl: Any, args: Namespace) -> None:
+def domain_create(ctl: Ctl, args: Namespace) -> None:
     made = _stub(ctl).CreateRoutingDomain(vpb.RoutingDomain(name=args.name, networks=args.network,
                                                             description=args.description or ""), timeout=ctl.timeout)
     ctl.show_one(made, DOMAIN_COLUMNS, _domain_row)
 
 
-def domain_update(ctl: Any, args: Namespace) -> None:
+def domain_update(ctl: Ctl, args: Namespace) -> None:
     stub = _stub(ctl)
     current = stub.GetRoutingDomain(vpb.GetRoutingDomainRequest(name=args.name), timeout=ctl.timeout)
     networks = list(current.networks)
@@ -171,23 +167,23 @@ def domain_update(ctl: Any, args: Namespace) -> None:
     ctl.show_one(made, DOMAIN_COLUMNS, _domain_row)
 
 
-def domain_list(ctl: Any, args: Namespace) -> None:
+def domain_list(ctl: Ctl, args: Namespace) -> None:
     reply = _stub(ctl).ListRoutingDomains(vpb.ListRoutingDomainsRequest(), timeout=ctl.timeout)
     ctl.show(list(reply.domains), DOMAIN_COLUMNS, _domain_row)
 
 
-def domain_show(ctl: Any, args: Namespace) -> None:
+def domain_show(ctl: Ctl, args: Namespace) -> None:
     ctl.show_one(_stub(ctl).GetRoutingDomain(vpb.GetRoutingDomainRequest(name=args.name), timeout=ctl.timeout),
                  DOMAIN_COLUMNS, _domain_row)
 
 
-def domain_delete(ctl: Any, args: Namespace) -> None:
+def domain_delete(ctl: Ctl, args: Namespace) -> None:
     reply = _stub(ctl).DeleteRoutingDomain(vpb.DeleteRoutingDomainRequest(name=args.name, version=args.version or 0),
                                            timeout=ctl.timeout)
     ctl.show_deleted(f"routing domain {args.name}", reply)
 
 
-COMMANDS: dict[str, Callable[[Any, Namespace], None]] = {
+COMMANDS: dict[str, Command] = {
     "quota show": quota_show,
     "quota set": quota_set,
     "quota unset": quota_unset,
@@ -232,35 +228,34 @@ examples:
 }
 
 
-def add_parsers(groups: Any, top: list[argparse.ArgumentParser],
-                group: Callable[..., Any], command: Callable[..., argparse.ArgumentParser],
-                add_version: Callable[[argparse.ArgumentParser], None]) -> None:
-    quota = group(groups, "quota", "global quotas: hard and soft limits across all regions", top)
-    command(quota, "quota show", "per resource: the global limits, usage per region, total, headroom", top
-            ).add_argument("project", metavar="PROJECT", help="the project id")
-    p = command(quota, "quota set", "set a project's global hard (and soft) limit for a resource", top)
+def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
+    cli = Parsers(top, EPILOGS)
+    quota = cli.group(groups, "quota", "global quotas: hard and soft limits across all regions")
+    cli.command(quota, "quota show", "per resource: the global limits, usage per region, total, headroom"
+                ).add_argument("project", metavar="PROJECT", help="the project id")
+    p = cli.command(quota, "quota set", "set a project's global hard (and soft) limit for a resource")
     p.add_argument("project", metavar="PROJECT", help="the project id")
     p.add_argument("resource", choices=RESOURCES, metavar="RESOURCE", help=", ".join(RESOURCES))
     p.add_argument("--hard", type=int, required=True, metavar="N", help="global hard limit (-1: none)")
     p.add_argument("--soft", type=int, metavar="N", help="global soft limit: an event when crossed")
     add_version(p)
-    p = command(quota, "quota unset", "remove a project's global limits (one resource, or all)", top)
+    p = cli.command(quota, "quota unset", "remove a project's global limits (one resource, or all)")
     p.add_argument("project", metavar="PROJECT", help="the project id")
     p.add_argument("resource", nargs="?", choices=RESOURCES, metavar="RESOURCE", help="only this resource")
-    command(quota, "quota list", "list every global limit", top)
-    command(groups, "capacity", "capacity and usage per region and in total", top)
-    address = group(groups, "address", "the global IP / MAC address view", top)
-    command(address, "address lookup", "which region, project, network and port hold an IP, MAC or CIDR", top
-            ).add_argument("query", metavar="QUERY", help="an IP, a MAC or a CIDR")
-    command(address, "address conflicts", "duplicate IPs and MACs and overlapping subnets that can reach each other",
-            top)
-    rd = group(groups, "routing-domain", "networks of several regions that reach each other", top)
-    p = command(rd, "routing-domain create", "create a routing domain", top)
+    cli.command(quota, "quota list", "list every global limit")
+    cli.command(groups, "capacity", "capacity and usage per region and in total")
+    address = cli.group(groups, "address", "the global IP / MAC address view")
+    cli.command(address, "address lookup", "which region, project, network and port hold an IP, MAC or CIDR"
+                ).add_argument("query", metavar="QUERY", help="an IP, a MAC or a CIDR")
+    cli.command(address, "address conflicts",
+                "duplicate IPs and MACs and overlapping subnets that can reach each other")
+    rd = cli.group(groups, "routing-domain", "networks of several regions that reach each other")
+    p = cli.command(rd, "routing-domain create", "create a routing domain")
     p.add_argument("name", metavar="NAME", help="a DNS label, unique")
     p.add_argument("--network", action="append", required=True, type=network_ref, metavar="REGION:NETWORK_ID",
                    help="a network of a region, repeatable")
     p.add_argument("--description", metavar="TEXT", help="free text")
-    p = command(rd, "routing-domain update", "add or remove networks (read, modify, write)", top)
+    p = cli.command(rd, "routing-domain update", "add or remove networks (read, modify, write)")
     p.add_argument("name", metavar="NAME", help="the domain's name")
     p.add_argument("--add-network", action="append", type=network_ref, metavar="REGION:NETWORK_ID",
                    help="add a network, repeatable")
@@ -268,9 +263,9 @@ def add_parsers(groups: Any, top: list[argparse.ArgumentParser],
                    help="remove a network, repeatable")
     p.add_argument("--description", metavar="TEXT", help="replace the description")
     add_version(p)
-    command(rd, "routing-domain list", "list routing domains", top)
-    command(rd, "routing-domain show", "show one routing domain", top).add_argument("name", metavar="NAME",
-                                                                                   help="the domain's name")
-    p = command(rd, "routing-domain delete", "delete a routing domain", top)
+    cli.command(rd, "routing-domain list", "list routing domains")
+    cli.command(rd, "routing-domain show", "show one routing domain").add_argument("name", metavar="NAME",
+                                                                                help="the domain's name")
+    p = cli.command(rd, "routing-domain delete", "delete a routing domain")
     p.add_argument("name", metavar="NAME", help="the domain's name")
     add_version(p)

@@ -19,7 +19,15 @@ from isthmus.core import border, flags
 from isthmus.core import model as m
 from isthmus.core.wire import border as border_wire
 from isthmus.core.wire import network as wire
+from isthmus.ctl import border as ctl_border
+from isthmus.ctl import client as ctl_client
+from isthmus.ctl import flags as ctl_flags
+from isthmus.ctl import local as ctl_local
 from isthmus.ctl import main as ctl
+from isthmus.ctl import network as ctl_network
+from isthmus.ctl import render as ctl_render
+from isthmus.ctl import status as ctl_status
+from isthmus.ctl import watch as ctl_watch
 from isthmus.v1 import admin_pb2, api_pb2, l2gw_pb2_grpc
 from isthmus.v1 import l2gw_pb2 as l2
 from isthmus.v1 import types_pb2 as pb
@@ -38,13 +46,13 @@ def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 @pytest.mark.parametrize("text, pair", [("a=b", ("a", "b")), ("k=", ("k", "")), ("a=b=c", ("a", "b=c"))])
 def test_key_value_splits_at_the_first_equals_sign(text: str, pair: tuple[str, str]) -> None:
-    assert ctl.key_value(text) == pair
+    assert ctl_flags.key_value(text) == pair
 
 
 @pytest.mark.parametrize("text", ["foo", "=v", ""])
 def test_key_value_rejects_text_without_a_key(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
-        ctl.key_value(text)
+        ctl_flags.key_value(text)
 
 
 @pytest.mark.parametrize(
@@ -65,13 +73,13 @@ def test_a_pair_without_equals_sign_is_a_usage_error_naming_the_flag(
 
 
 def test_endpoint_ref_parses_site_and_name() -> None:
-    assert ctl.endpoint_ref("region-one/gw") == m.EndpointRef("region-one", "gw")
+    assert ctl_flags.endpoint_ref("region-one/gw") == m.EndpointRef("region-one", "gw")
 
 
 @pytest.mark.parametrize("text", ["gw", "/gw", "region-one/", "a/b/c", ""])
 def test_endpoint_ref_rejects_anything_but_site_slash_name(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="SITE/NAME"):
-        ctl.endpoint_ref(text)
+        ctl_flags.endpoint_ref(text)
 
 
 def test_bad_site_name_is_a_usage_error_naming_the_argument(capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,7 +99,7 @@ def test_asn_that_protobuf_cannot_hold_is_a_usage_error(
 
 def test_asn_zero_reaches_the_coordinator_which_names_the_field() -> None:
     args = ctl.parse_args(["endpoint", "create", "s/e", "--address", "192.0.2.1", "--asn", "0"])
-    assert wire.endpoint_to_pb(ctl.new_endpoint(args)).asn == 0
+    assert wire.endpoint_to_pb(ctl_network.new_endpoint(args)).asn == 0
 
 
 # ---------------------------------------------------------------- global options
@@ -111,14 +119,14 @@ def test_global_options_are_accepted_before_and_after_the_command(argv: list[str
 
 
 def test_global_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ctl.ENV_COORDINATOR, raising=False)
-    monkeypatch.delenv(ctl.ENV_ADMIN_SOCKET, raising=False)
+    monkeypatch.delenv(ctl_client.ENV_COORDINATOR, raising=False)
+    monkeypatch.delenv(ctl_client.ENV_ADMIN_SOCKET, raising=False)
     args = ctl.parse_args(["local", "status"])
     assert (args.coordinator, args.socket, args.output, args.timeout) == (
-        ctl.DEFAULT_COORDINATOR, ctl.DEFAULT_ADMIN_SOCKET, "table", ctl.DEFAULT_TIMEOUT,
+        ctl_client.DEFAULT_COORDINATOR, ctl_client.DEFAULT_ADMIN_SOCKET, "table", ctl_client.DEFAULT_TIMEOUT,
     )
-    monkeypatch.setenv(ctl.ENV_COORDINATOR, "coord.example:7800")
-    monkeypatch.setenv(ctl.ENV_ADMIN_SOCKET, "/tmp/agent.sock")
+    monkeypatch.setenv(ctl_client.ENV_COORDINATOR, "coord.example:7800")
+    monkeypatch.setenv(ctl_client.ENV_ADMIN_SOCKET, "/tmp/agent.sock")
     args = ctl.parse_args(["local", "status"])
     assert (args.coordinator, args.socket) == ("coord.example:7800", "/tmp/agent.sock")
     assert ctl.parse_args(["local", "status", "--socket", "/x.sock"]).socket == "/x.sock"
@@ -207,7 +215,7 @@ def test_help_explains_every_flag() -> None:
 def test_site_update_merges_labels_and_keeps_the_version_read() -> None:
     current = m.Site("one", m.SiteKind.REGION, labels={"az": "a", "tier": "1"}, description="d", version=7)
     argv = ["site", "update", "one", "--label", "az=b", "--label", "new=x", "--remove-label", "tier"]
-    updated = ctl.updated_site(current, ctl.parse_args(argv))
+    updated = ctl_network.updated_site(current, ctl.parse_args(argv))
     assert updated == m.Site("one", m.SiteKind.REGION, labels={"az": "b", "new": "x"}, description="d",
                              version=7)
     assert wire.site_to_pb(updated).version == 7
@@ -216,7 +224,7 @@ def test_site_update_merges_labels_and_keeps_the_version_read() -> None:
 def test_site_update_sends_the_version_given_and_can_clear_the_description() -> None:
     current = m.Site("one", m.SiteKind.REGION, labels={"az": "a"}, description="d", version=7)
     argv = ["site", "update", "one", "--description", "", "--version", "3"]
-    updated = ctl.updated_site(current, ctl.parse_args(argv))
+    updated = ctl_network.updated_site(current, ctl.parse_args(argv))
     assert (updated.labels, updated.description, updated.version) == ({"az": "a"}, "", 3)
 
 
@@ -224,7 +232,7 @@ def test_endpoint_update_changes_only_the_fields_given() -> None:
     current = m.Endpoint("one", "gw", "2001:db8::1", 64512, router_id="10.0.0.1", properties={"a": "1"},
                          version=4)
     args = ctl.parse_args(["endpoint", "update", "one/gw", "--asn", "64513", "--property", "b=2"])
-    assert ctl.updated_endpoint(current, args) == m.Endpoint(
+    assert ctl_network.updated_endpoint(current, args) == m.Endpoint(
         "one", "gw", "2001:db8::1", 64513, router_id="10.0.0.1", properties={"a": "1", "b": "2"}, version=4
     )
 
@@ -232,10 +240,10 @@ def test_endpoint_update_changes_only_the_fields_given() -> None:
 def test_endpoint_update_lets_a_derived_router_id_follow_the_address() -> None:
     current = m.Endpoint("one", "gw", "192.0.2.1", 64512, router_id="192.0.2.1", version=4)
     argv = ["endpoint", "update", "one/gw", "--address", "192.0.2.9"]
-    moved = ctl.updated_endpoint(current, ctl.parse_args(argv))
+    moved = ctl_network.updated_endpoint(current, ctl.parse_args(argv))
     assert (moved.address, moved.router_id) == ("192.0.2.9", "")
     argv = ["endpoint", "update", "one/gw", "--address", "192.0.2.9", "--router-id", "192.0.2.1"]
-    assert ctl.updated_endpoint(current, ctl.parse_args(argv)).router_id == "192.0.2.1"
+    assert ctl_network.updated_endpoint(current, ctl.parse_args(argv)).router_id == "192.0.2.1"
 
 
 def test_connection_update_changes_bgp_params_and_keeps_the_rest() -> None:
@@ -244,7 +252,7 @@ def test_connection_update_changes_bgp_params_and_keeps_the_rest() -> None:
         bgp=m.BgpParams(hold_time=90, address_families=("ipv4-unicast",)), description="main", version=9,
     )
     args = ctl.parse_args(["connection", "update", "one-two", "--hold-time", "0", "--admin-state", "down"])
-    updated = ctl.updated_connection(current, args)
+    updated = ctl_network.updated_connection(current, args)
     assert updated.bgp == m.BgpParams(hold_time=0, address_families=("ipv4-unicast",))
     assert (updated.vxlan, updated.admin_state, updated.description, updated.version) == (
         None, m.AdminState.DOWN, "main", 9,
@@ -259,19 +267,19 @@ def test_connection_update_without_param_flags_sends_the_params_read() -> None:
         "l2", m.EndpointRef("one", "v"), m.EndpointRef("two", "v"), m.ConnectionType.VXLAN,
         vxlan=m.VxlanParams(vni=100, mtu=1400), version=2,
     )
-    updated = ctl.updated_connection(current, ctl.parse_args(["connection", "update", "l2", "--mtu", "1500"]))
+    updated = ctl_network.updated_connection(current, ctl.parse_args(["connection", "update", "l2", "--mtu", "1500"]))
     assert (updated.bgp, updated.vxlan) == (None, m.VxlanParams(vni=100, mtu=1500))
-    assert ctl.updated_connection(current, ctl.parse_args(["connection", "update", "l2"])) == current
+    assert ctl_network.updated_connection(current, ctl.parse_args(["connection", "update", "l2"])) == current
 
 
 def test_connection_create_sends_params_only_for_the_flags_given() -> None:
     args = ctl.parse_args(["connection", "create", "c", "--a", "one/gw", "--b", "two/gw", "--type", "bgp"])
-    assert ctl.new_connection(args) == m.Connection(
+    assert ctl_network.new_connection(args) == m.Connection(
         "c", m.EndpointRef("one", "gw"), m.EndpointRef("two", "gw"), m.ConnectionType.BGP
     )
     argv = ["connection", "create", "c", "--a", "one/v", "--b", "two/v", "--type", "vxlan", "--vni", "7",
             "--address-family", "l2vpn-evpn", "--address-family", "ipv4-unicast"]
-    conn = ctl.new_connection(ctl.parse_args(argv))
+    conn = ctl_network.new_connection(ctl.parse_args(argv))
     assert conn.vxlan == m.VxlanParams(vni=7)
     assert conn.bgp is not None and conn.bgp.address_families == ("l2vpn-evpn", "ipv4-unicast")
 
@@ -281,7 +289,7 @@ def test_connection_create_sends_params_only_for_the_flags_given() -> None:
 
 @pytest.mark.parametrize("text, pair", [("d1=100", ("d1", 100)), ("d1", ("d1", None)), ("d1=0", ("d1", 0))])
 def test_device_segment_is_an_id_with_an_optional_segmentation_id(text: str, pair: tuple[str, int | None]) -> None:
-    assert ctl.device_segment(text) == pair
+    assert ctl_flags.device_segment(text) == pair
 
 
 @pytest.mark.parametrize("text, error", [("", "expected DEVICE_ID or DEVICE_ID=SEGID"),
@@ -290,13 +298,13 @@ def test_device_segment_is_an_id_with_an_optional_segmentation_id(text: str, pai
                                          ("d1=4294967296", "segmentation id of d1: 4294967296 is out of range")])
 def test_device_segment_rejects_a_missing_id_or_a_bad_number(text: str, error: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=error):
-        ctl.device_segment(text)
+        ctl_flags.device_segment(text)
 
 
 def test_gateway_device_create_builds_the_device() -> None:
     argv = ["gateway-device", "create", "s1/gw", "--type", "hw_vtep", "--tunnel-ip", "192.0.2.1",
             "--tunnel-ip", "2001:db8::1", "--management", "segment_bridge=br-{network_id}"]
-    dev = ctl.new_gateway_device(ctl.parse_args(argv))
+    dev = ctl_border.new_gateway_device(ctl.parse_args(argv))
     assert dev == border.GatewayDevice("", "s1", "gw", border.DeviceType.HW_VTEP, ("192.0.2.1", "2001:db8::1"),
                                        {"segment_bridge": "br-{network_id}"})
     request = border_wire.device_to_pb(dev)
@@ -326,10 +334,10 @@ def test_gateway_device_update_replaces_tunnel_ips_and_merges_management() -> No
     current = border.GatewayDevice("d1", "s1", "gw", border.DeviceType.ROUTER_VTEP, ("192.0.2.1",),
                                    {"segment_bridge": "br{segmentation_id}", "rack": "7"}, version=5)
     argv = ["gateway-device", "update", "d1", "--management", "rack=8", "--remove-management", "segment_bridge"]
-    updated = ctl.updated_gateway_device(current, ctl.parse_args(argv))
+    updated = ctl_border.updated_gateway_device(current, ctl.parse_args(argv))
     assert (updated.tunnel_ips, updated.management, updated.version) == (("192.0.2.1",), {"rack": "8"}, 5)
     argv = ["gateway-device", "update", "d1", "--tunnel-ip", "192.0.2.9", "--version", "3"]
-    moved = ctl.updated_gateway_device(current, ctl.parse_args(argv))
+    moved = ctl_border.updated_gateway_device(current, ctl.parse_args(argv))
     assert (moved.tunnel_ips, moved.management, moved.version) == (("192.0.2.9",), current.management, 3)
     assert border_wire.device_to_pb(moved).type == l2.GATEWAY_DEVICE_TYPE_ROUTER_VTEP, "the type read is sent back"
 
@@ -337,7 +345,7 @@ def test_gateway_device_update_replaces_tunnel_ips_and_merges_management() -> No
 def test_l2_gateway_create_takes_segmentation_ids_per_device_or_for_all() -> None:
     argv = ["l2-gateway", "create", "blue", "--project", "p1", "--device", "d1=100", "--device", "d2",
             "--segmentation-id", "200"]
-    gw = ctl.new_l2_gateway(ctl.parse_args(argv))
+    gw = ctl_border.new_l2_gateway(ctl.parse_args(argv))
     assert gw == border.L2Gateway("", "blue", "p1", (border.DeviceRef("d1", 100), border.DeviceRef("d2", 200)))
     request = border_wire.gateway_to_pb(gw)
     assert [(d.device_id, d.segmentation_id) for d in request.devices] == [("d1", 100), ("d2", 200)]
@@ -359,28 +367,29 @@ def test_l2_gateway_update_adds_removes_and_changes_devices_at_the_version_read(
                                version=7)
     argv = ["l2-gateway", "update", "g", "--add-device", "d3=100", "--add-device", "d1=101",
             "--remove-device", "d2", "--name", "blue2"]
-    updated = ctl.updated_l2_gateway(current, ctl.parse_args(argv))
+    updated = ctl_border.updated_l2_gateway(current, ctl.parse_args(argv))
     assert updated == border.L2Gateway("g", "blue2", "p1", (border.DeviceRef("d1", 101), border.DeviceRef("d3", 100)),
                                        version=7)
     argv = ["l2-gateway", "update", "g", "--add-device", "d3", "--segmentation-id", "100", "--version", "2"]
-    assert ctl.updated_l2_gateway(current, ctl.parse_args(argv)).devices[-1] == border.DeviceRef("d3", 100)
-    assert ctl.updated_l2_gateway(current, ctl.parse_args(argv)).version == 2
-    assert ctl.updated_l2_gateway(current, ctl.parse_args(["l2-gateway", "update", "g"])) == current
+    assert ctl_border.updated_l2_gateway(current, ctl.parse_args(argv)).devices[-1] == border.DeviceRef("d3", 100)
+    assert ctl_border.updated_l2_gateway(current, ctl.parse_args(argv)).version == 2
+    assert ctl_border.updated_l2_gateway(current, ctl.parse_args(["l2-gateway", "update", "g"])) == current
 
 
 def test_l2_gateway_update_refuses_to_remove_a_device_it_does_not_have() -> None:
     current = border.L2Gateway("g", "blue", "p1", (border.DeviceRef("d1", 100),))
-    with pytest.raises(ctl.CtlError, match="--remove-device: l2-gateway g has no device d7, d9"):
-        ctl.updated_l2_gateway(current, ctl.parse_args(["l2-gateway", "update", "g", "--remove-device", "d9",
+    with pytest.raises(ctl_client.CtlError, match="--remove-device: l2-gateway g has no device d7, d9"):
+        ctl_border.updated_l2_gateway(current, ctl.parse_args(["l2-gateway", "update", "g", "--remove-device", "d9",
                                                         "--remove-device", "d7"]))
 
 
 def test_l2_connection_create_sends_a_segmentation_id_only_when_given() -> None:
-    plain = ctl.new_l2_connection(ctl.parse_args(["l2-gateway-connection", "create", "g", "--network", "net-blue"]))
+    plain = ctl_border.new_l2_connection(
+        ctl.parse_args(["l2-gateway-connection", "create", "g", "--network", "net-blue"]))
     assert plain == border.L2GatewayConnection("", "g", "net-blue")
     argv = ["l2-gateway-connection", "create", "g", "--network", "net-blue", "--segmentation-id", "100",
             "--project", "p1"]
-    request = border_wire.l2conn_to_pb(ctl.new_l2_connection(ctl.parse_args(argv)))
+    request = border_wire.l2conn_to_pb(ctl_border.new_l2_connection(ctl.parse_args(argv)))
     assert (request.l2_gateway_id, request.network_id, request.segmentation_id, request.project_id) == (
         "g", "net-blue", 100, "p1")
     assert border_wire.l2conn_from_pb(request).explicit_segmentation_id
@@ -440,7 +449,7 @@ def test_local_flag_errors_are_usage_errors_naming_the_flag(
 
 
 def test_local_add_builds_a_bgp_peering_with_only_the_flags_given() -> None:
-    request = ctl.add_local_peering_request(ctl.parse_args(ADD_ARGV))
+    request = ctl_local.add_local_peering_request(ctl.parse_args(ADD_ARGV))
     assert (request.ttl_seconds, request.reason) == (0, "")
     peering = wire.peering_from_pb(request.peering)
     assert peering == m.DesiredPeering(
@@ -457,7 +466,7 @@ def test_local_add_passes_bgp_params_ttl_and_reason() -> None:
     argv = [*ADD_ARGV, "--router-id", "10.0.0.1", "--hold-time", "0", "--password-ref", "env:PEER",
             "--address-family", "ipv4-unicast", "--address-family", "l2vpn-evpn", "--ttl", "2h",
             "--reason", "dc link"]
-    request = ctl.add_local_peering_request(ctl.parse_args(argv))
+    request = ctl_local.add_local_peering_request(ctl.parse_args(argv))
     assert (request.ttl_seconds, request.reason) == (7200, "dc link")
     assert request.peering.local.router_id == "10.0.0.1"
     assert request.peering.bgp.HasField("hold_time") and request.peering.bgp.hold_time == 0
@@ -467,7 +476,7 @@ def test_local_add_passes_bgp_params_ttl_and_reason() -> None:
 
 def test_local_add_builds_a_vxlan_peering() -> None:
     argv = [*ADD_ARGV, "--type", "vxlan", "--vni", "5001", "--mtu", "1400"]
-    peering = wire.peering_from_pb(ctl.add_local_peering_request(ctl.parse_args(argv)).peering)
+    peering = wire.peering_from_pb(ctl_local.add_local_peering_request(ctl.parse_args(argv)).peering)
     assert (peering.type, peering.bgp, peering.vxlan) == (
         m.ConnectionType.VXLAN, None, m.VxlanParams(vni=5001, mtu=1400),
     )
@@ -475,10 +484,10 @@ def test_local_add_builds_a_vxlan_peering() -> None:
 
 def test_local_disable_request() -> None:
     args = ctl.parse_args(["local", "disable", "one-two", "--ttl", "15m", "--reason", "optics"])
-    assert ctl.disable_peering_request(args) == admin_pb2.DisablePeeringRequest(
+    assert ctl_local.disable_peering_request(args) == admin_pb2.DisablePeeringRequest(
         connection="one-two", ttl_seconds=900, reason="optics"
     )
-    plain = ctl.disable_peering_request(ctl.parse_args(["local", "disable", "one-two", "--ttl", "0"]))
+    plain = ctl_local.disable_peering_request(ctl.parse_args(["local", "disable", "one-two", "--ttl", "0"]))
     assert (plain.ttl_seconds, plain.reason) == (0, "")
 
 
@@ -491,7 +500,7 @@ def test_local_journal_limit_defaults_to_50() -> None:
 
 
 def test_format_table_aligns_columns_and_shows_empty_cells_as_dashes() -> None:
-    text = ctl.format_table(("NAME", "KIND", "X"), [["region-one", "region", "1"], ["c", "", "22"]])
+    text = ctl_render.format_table(("NAME", "KIND", "X"), [["region-one", "region", "1"], ["c", "", "22"]])
     assert text.splitlines() == [
         "NAME        KIND    X",
         "region-one  region  1",
@@ -500,11 +509,11 @@ def test_format_table_aligns_columns_and_shows_empty_cells_as_dashes() -> None:
 
 
 def test_format_table_with_no_rows_is_the_header() -> None:
-    assert ctl.format_table(("A", "B"), []) == "A  B"
+    assert ctl_render.format_table(("A", "B"), []) == "A  B"
 
 
 def test_format_fields_aligns_values() -> None:
-    text = ctl.format_fields([("site", "one"), ("applied-revision", "5"), ("last-error", "")])
+    text = ctl_render.format_fields([("site", "one"), ("applied-revision", "5"), ("last-error", "")])
     assert text.splitlines() == [
         "site:             one",
         "applied-revision: 5",
@@ -518,7 +527,7 @@ def test_format_fields_aligns_values() -> None:
      (86399, "23h"), (2 * 86400 + 5, "2d"), (-3, "0s")],
 )
 def test_format_age(age: float, text: str) -> None:
-    assert ctl.format_age(age) == text
+    assert ctl_render.format_age(age) == text
 
 
 def _endpoint(site: str, address: str, asn: int) -> pb.Endpoint:
@@ -537,39 +546,39 @@ def _peering(name: str, state: int | None, admin: int = pb.ADMIN_STATE_UP) -> ap
 
 
 def test_peering_row_shows_desired_and_observed_in_lowercase() -> None:
-    row = ctl.peering_row(_peering("one-two", pb.PEERING_STATE_ESTABLISHED), now=1_000 + 180)
+    row = ctl_render.peering_row(_peering("one-two", pb.PEERING_STATE_ESTABLISHED), now=1_000 + 180)
     assert row == [
         "one-two", "bgp", "192.0.2.1 AS 64512", "two/gw 192.0.2.2 AS 64513", "up", "yes", "",
         "established", "0", "", "3m",
     ]
-    assert len(row) == len(ctl.PEERING_COLUMNS)
+    assert len(row) == len(ctl_render.PEERING_COLUMNS)
 
 
 def test_peering_row_of_a_peering_no_longer_desired() -> None:
     observed = pb.ObservedPeering(connection="old", state=pb.PEERING_STATE_ERROR, error="boom\n  at line 2")
-    row = ctl.peering_row(admin_pb2.LocalPeering(observed=observed), now=0)
+    row = ctl_render.peering_row(admin_pb2.LocalPeering(observed=observed), now=0)
     assert row == ["old", "", "", "", "", "no", "", "error", "0", "boom at line 2", ""]
 
 
 def test_peering_row_counts_received_prefixes_of_bgp_only() -> None:
     p = _peering("one-two", pb.PEERING_STATE_ESTABLISHED)
     p.observed.received_prefixes.extend(["10.0.0.0/24", "10.0.1.0/24"])
-    assert _column(ctl.peering_row(p, now=0), "RECEIVED") == "2"
+    assert _column(ctl_render.peering_row(p, now=0), "RECEIVED") == "2"
     p.desired.type = pb.CONNECTION_TYPE_VXLAN
-    assert _column(ctl.peering_row(p, now=0), "RECEIVED") == ""
+    assert _column(ctl_render.peering_row(p, now=0), "RECEIVED") == ""
 
 
 def _column(row: list[str], name: str) -> str:
-    return row[ctl.PEERING_COLUMNS.index(name)]
+    return row[ctl_render.PEERING_COLUMNS.index(name)]
 
 
 def test_peering_row_marks_a_peering_disabled_at_the_site() -> None:
     p = _peering("one-two", pb.PEERING_STATE_DOWN)
     p.override.CopyFrom(pb.Override(connection="one-two", kind=pb.OVERRIDE_KIND_DISABLE))
-    assert _column(ctl.peering_row(p, now=0), "LOCAL-OVERRIDE") == "disabled (until enabled)"
+    assert _column(ctl_render.peering_row(p, now=0), "LOCAL-OVERRIDE") == "disabled (until enabled)"
     p.override.expires_unix_ms = 1_000_000 + 300_000
-    assert _column(ctl.peering_row(p, now=1_000), "LOCAL-OVERRIDE") == "disabled (expires in 5m)"
-    assert _column(ctl.peering_row(p, now=2_000), "LOCAL-OVERRIDE") == "disabled (expired)"
+    assert _column(ctl_render.peering_row(p, now=1_000), "LOCAL-OVERRIDE") == "disabled (expires in 5m)"
+    assert _column(ctl_render.peering_row(p, now=2_000), "LOCAL-OVERRIDE") == "disabled (expired)"
 
 
 def test_peering_row_of_a_peering_added_at_the_site_shows_no_placeholder_names() -> None:
@@ -578,11 +587,11 @@ def test_peering_row_of_a_peering_added_at_the_site_shows_no_placeholder_names()
         desired=added.peering, override=added,
         observed=pb.ObservedPeering(connection="dc", state=pb.PEERING_STATE_ESTABLISHED),
     )
-    row = ctl.peering_row(local, now=0)
+    row = ctl_render.peering_row(local, now=0)
     assert row[:7] == ["dc", "bgp", "192.0.2.1 AS 64512", "198.51.100.9 AS 64999", "up", "yes", "added locally"]
     # As the coordinator shows it: overridden and observed, not desired by the coordinator.
     status = api_pb2.PeeringStatus(override=added)
-    assert ctl.peering_row(status, now=0)[:7] == [
+    assert ctl_render.peering_row(status, now=0)[:7] == [
         "dc", "bgp", "192.0.2.1 AS 64512", "198.51.100.9 AS 64999", "up", "no", "added locally",
     ]
 
@@ -590,7 +599,7 @@ def test_peering_row_of_a_peering_added_at_the_site_shows_no_placeholder_names()
 def test_peering_row_says_when_a_peering_added_at_the_site_replaces_the_coordinators() -> None:
     status = _peering("dc", pb.PEERING_STATE_ESTABLISHED)
     status.override.CopyFrom(_added_override())
-    row = ctl.peering_row(status, now=0)
+    row = ctl_render.peering_row(status, now=0)
     assert row[3] == "two/gw 192.0.2.2 AS 64513"
     assert _column(row, "LOCAL-OVERRIDE") == "added locally, replacing the coordinator's"
 
@@ -600,8 +609,8 @@ def test_status_row_counts_established_of_desired_peerings() -> None:
         site="one", defined=True, connected=True, driver="fake", coordinator="c1", desired_revision=5,
         applied_revision=4, peerings=[_peering("a", pb.PEERING_STATE_ESTABLISHED), _peering("b", None)],
     )
-    assert ctl.status_row(st) == ["one", "connected", "5", "4", "1/2", "fake", "c1"]
-    assert ctl.status_row(api_pb2.SiteStatus(site="x", connected=True))[:2] == ["x", "undefined site"]
+    assert ctl_status.status_row(st) == ["one", "connected", "5", "4", "1/2", "fake", "c1"]
+    assert ctl_status.status_row(api_pb2.SiteStatus(site="x", connected=True))[:2] == ["x", "undefined site"]
 
 
 def test_overridden_peerings_are_not_waited_for() -> None:
@@ -616,7 +625,7 @@ def test_overridden_peerings_are_not_waited_for() -> None:
     clash.override.CopyFrom(pb.Override(connection="clash", kind=pb.OVERRIDE_KIND_ADD))
     st = api_pb2.SiteStatus(site="one", defined=True, desired_revision=5, applied_revision=5,
                             peerings=[disabled, added, clash, _peering("b", pb.PEERING_STATE_CONNECTING)])
-    assert ctl.not_established([st]) == ["one/b (connecting)"]
+    assert ctl_status.not_established([st]) == ["one/b (connecting)"]
 
 
 def test_not_established_names_each_peering_and_revision_behind() -> None:
@@ -628,12 +637,12 @@ def test_not_established_names_each_peering_and_revision_behind() -> None:
         ],
     )
     undefined = api_pb2.SiteStatus(site="ghost", connected=True)
-    assert ctl.not_established([st, undefined]) == [
+    assert ctl_status.not_established([st, undefined]) == [
         "one (applied revision 4 < 5)", "one/b (connecting)", "one/c (unreported)",
     ]
     done = api_pb2.SiteStatus(site="one", defined=True, desired_revision=5, applied_revision=5,
                               peerings=[_peering("a", pb.PEERING_STATE_ESTABLISHED)])
-    assert ctl.not_established([done]) == []
+    assert ctl_status.not_established([done]) == []
 
 
 def _added_override(expires_ms: int = 0) -> pb.Override:
@@ -653,12 +662,12 @@ def test_override_rows_describe_kind_detail_age_and_expiry() -> None:
     disable = pb.Override(connection="one-two", kind=pb.OVERRIDE_KIND_DISABLE, reason="new optics\ntoday",
                           created_unix_ms=1_000_000, expires_unix_ms=1_000_000 + 900_000)
     now = 1_000 + 120
-    assert ctl.override_row(disable, now) == ["one-two", "disable", "", "new optics today", "2m ago", "in 13m"]
-    assert ctl.override_row(_added_override(), now) == [
+    assert ctl_render.override_row(disable, now) == ["one-two", "disable", "", "new optics today", "2m ago", "in 13m"]
+    assert ctl_render.override_row(_added_override(), now) == [
         "dc", "add", "bgp to 198.51.100.9 AS 64999", "dc link", "2m ago", "never",
     ]
-    assert ctl.override_row(disable, now=1_000 + 900)[-1] == "expired"
-    text = ctl.format_table(ctl.OVERRIDE_COLUMNS, [ctl.override_row(_added_override(), now)])
+    assert ctl_render.override_row(disable, now=1_000 + 900)[-1] == "expired"
+    text = ctl_render.format_table(ctl_render.OVERRIDE_COLUMNS, [ctl_render.override_row(_added_override(), now)])
     assert text.splitlines()[0].split() == ["CONNECTION", "KIND", "DETAIL", "REASON", "CREATED", "EXPIRES"]
 
 
@@ -667,12 +676,12 @@ def test_override_row_of_a_vxlan_peering_names_its_vni() -> None:
     o.peering.type = pb.CONNECTION_TYPE_VXLAN
     o.peering.ClearField("bgp")
     o.peering.vxlan.vni = 5001
-    assert ctl.override_row(o, now=1_000)[2] == "vxlan to 198.51.100.9 VNI 5001"
+    assert ctl_render.override_row(o, now=1_000)[2] == "vxlan to 198.51.100.9 VNI 5001"
 
 
 def test_an_expiry_just_set_shows_the_whole_ttl() -> None:
-    assert ctl.format_expiry(1_000_000 + 900_000, now=1_000.2) == "in 15m"
-    assert ctl.format_expiry(0, now=1_000) == "never"
+    assert ctl_render.format_expiry(1_000_000 + 900_000, now=1_000.2) == "in 15m"
+    assert ctl_render.format_expiry(0, now=1_000) == "never"
 
 
 @pytest.fixture
@@ -691,7 +700,7 @@ def test_journal_lines_show_local_time_kind_connection_and_message(utc: None) ->
         pb.JournalEntry(seq=2, time_unix_ms=1_700_000_061_500, kind="override", connection="one-two",
                         message="disabled locally\nuntil removed"),
     ]
-    assert ctl.format_journal(entries).splitlines() == [
+    assert ctl_render.format_journal(entries).splitlines() == [
         "TIME                 KIND      CONNECTION  MESSAGE",
         "2023-11-14 22:13:20  link      -           lost coordinator c1",
         "2023-11-14 22:14:21  override  one-two     disabled locally until removed",
@@ -701,10 +710,10 @@ def test_journal_lines_show_local_time_kind_connection_and_message(utc: None) ->
 def test_local_status_says_whether_and_since_when_the_site_is_cut_off() -> None:
     st = admin_pb2.AgentStatus(site="one", partitioned=True, link_down_since_unix_ms=1_000_000, overrides=2,
                                last_error="UNAVAILABLE: refused\n")
-    fields = dict(ctl.agent_status_fields(st, now=1_000 + 300))
+    fields = dict(ctl_local.agent_status_fields(st, now=1_000 + 300))
     assert (fields["partitioned"], fields["link-down-since"], fields["overrides"]) == ("yes", "5m ago", "2")
     assert fields["last-error"] == "UNAVAILABLE: refused"
-    connected = dict(ctl.agent_status_fields(admin_pb2.AgentStatus(site="one", connected=True), now=1_000))
+    connected = dict(ctl_local.agent_status_fields(admin_pb2.AgentStatus(site="one", connected=True), now=1_000))
     assert (connected["partitioned"], connected["link-down-since"], connected["overrides"]) == ("no", "", "0")
 
 
@@ -715,55 +724,56 @@ def test_status_of_a_site_adds_its_local_overrides_and_last_ten_events(utc: None
                                connection="one-two", message=f"event {i}") for i in range(1, 13)]
     st = api_pb2.SiteStatus(site="one", peerings=[disabled], journal=journal,
                             overrides=[pb.Override(connection="one-two", kind=pb.OVERRIDE_KIND_DISABLE)])
-    lines = ctl.site_details(st, now=0).splitlines()
+    lines = ctl_status.site_details(st, now=0).splitlines()
     assert lines[0].split()[:7] == ["CONNECTION", "TYPE", "LOCAL", "REMOTE", "ADMIN", "DESIRED", "LOCAL-OVERRIDE"]
     assert "disabled (until enabled)" in lines[1]
     assert lines[2:4] == ["", "local overrides at one:"]
-    assert [line.split() for line in lines[4:6]] == [list(ctl.OVERRIDE_COLUMNS),
+    assert [line.split() for line in lines[4:6]] == [list(ctl_render.OVERRIDE_COLUMNS),
                                                     ["one-two", "disable", "-", "-", "-", "never"]]
     assert lines[6:8] == ["", "recent events at one (from its agent):"]
-    assert lines[8].split() == list(ctl.JOURNAL_COLUMNS)
+    assert lines[8].split() == list(ctl_render.JOURNAL_COLUMNS)
     assert [line.split()[-1] for line in lines[9:]] == [str(i) for i in range(3, 13)]
-    quiet = ctl.site_details(api_pb2.SiteStatus(site="one", peerings=[disabled]), now=0)
+    quiet = ctl_status.site_details(api_pb2.SiteStatus(site="one", peerings=[disabled]), now=0)
     assert len(quiet.splitlines()) == 2
 
 
 def test_coordinator_row_marks_the_leader() -> None:
     c = api_pb2.CoordinatorInfo(id="c1", address="10.0.0.5:7800", leader=True, version="0.1.0",
                                 started_unix_ms=1_000_000, agents=3)
-    assert ctl.coordinator_row(c, now=1_000 + 7200) == ["c1", "10.0.0.5:7800", "yes", "3", "0.1.0", "2h"]
-    assert ctl.coordinator_row(api_pb2.CoordinatorInfo(id="c2"), now=0)[2:4] == ["", "0"]
+    assert ctl_status.coordinator_row(c, now=1_000 + 7200) == ["c1", "10.0.0.5:7800", "yes", "3", "0.1.0", "2h"]
+    assert ctl_status.coordinator_row(api_pb2.CoordinatorInfo(id="c2"), now=0)[2:4] == ["", "0"]
 
 
 def test_event_line_names_revision_type_kind_and_object() -> None:
     put = api_pb2.WatchEvent(type=api_pb2.PUT, revision=12, site=pb.Site(name="one"))
     gone = api_pb2.WatchEvent(type=api_pb2.DELETE, revision=13, endpoint=pb.Endpoint(site="one", name="gw"))
     status = api_pb2.WatchEvent(type=api_pb2.PUT, revision=14, status=api_pb2.SiteStatus(site="two"))
-    assert [ctl.event_line(e).split() for e in (put, gone, status)] == [
+    assert [ctl_watch.event_line(e).split() for e in (put, gone, status)] == [
         ["12", "put", "site", "one"], ["13", "delete", "endpoint", "one/gw"], ["14", "put", "status", "two"],
     ]
-    assert ctl.event_line(put).index("site") == ctl.WATCH_HEADER.index("KIND")
+    assert ctl_watch.event_line(put).index("site") == ctl_watch.WATCH_HEADER.index("KIND")
 
 
 def test_message_json_keeps_proto_field_names() -> None:
     msg = pb.Endpoint(site="one", name="gw", router_id="10.0.0.1", role=pb.ENDPOINT_ROLE_REMOTE)
-    assert ctl.message_json(msg) == {"site": "one", "name": "gw", "router_id": "10.0.0.1",
+    assert ctl_render.message_json(msg) == {"site": "one", "name": "gw", "router_id": "10.0.0.1",
                                      "role": "ENDPOINT_ROLE_REMOTE"}
 
 
 def test_border_rows() -> None:
     dev = l2.GatewayDevice(id="d1", site="s1", name="gw", type=l2.GATEWAY_DEVICE_TYPE_ROUTER_VTEP,
                            tunnel_ips=["192.0.2.1", "2001:db8::1"], management={"b": "2", "a": "1"}, version=4)
-    assert ctl.gateway_device_row(dev) == ["d1", "s1", "gw", "router_vtep", "192.0.2.1,2001:db8::1", "a=1,b=2", "4"]
+    assert ctl_border.gateway_device_row(dev) == ["d1", "s1", "gw", "router_vtep", "192.0.2.1,2001:db8::1", "a=1,b=2",
+                                                  "4"]
     gw = l2.L2Gateway(id="g", name="blue", project_id="p1", version=9, devices=[
         l2.L2GatewayDeviceRef(device_id="d1", segmentation_id=100), l2.L2GatewayDeviceRef(device_id="d2")])
-    assert ctl.l2_gateway_row(gw) == ["g", "blue", "p1", "d1=100,d2", "9"]
+    assert ctl_border.l2_gateway_row(gw) == ["g", "blue", "p1", "d1=100,d2", "9"]
     conn = l2.L2GatewayConnection(id="c", l2_gateway_id="g", network_id="net-blue", segmentation_id=100,
                                   project_id="p1", version=11)
-    assert ctl.l2_connection_row(conn) == ["c", "g", "net-blue", "100", "p1", "11"]
-    assert len(ctl.gateway_device_row(dev)) == len(ctl.GATEWAY_DEVICE_COLUMNS)
-    assert len(ctl.l2_gateway_row(gw)) == len(ctl.L2_GATEWAY_COLUMNS)
-    assert len(ctl.l2_connection_row(conn)) == len(ctl.L2_CONNECTION_COLUMNS)
+    assert ctl_border.l2_connection_row(conn) == ["c", "g", "net-blue", "100", "p1", "11"]
+    assert len(ctl_border.gateway_device_row(dev)) == len(ctl_border.GATEWAY_DEVICE_COLUMNS)
+    assert len(ctl_border.l2_gateway_row(gw)) == len(ctl_border.L2_GATEWAY_COLUMNS)
+    assert len(ctl_border.l2_connection_row(conn)) == len(ctl_border.L2_CONNECTION_COLUMNS)
 
 
 def _tunnel(remote: str, state: int | None, error: str = "") -> l2.TunnelStatus:
@@ -796,26 +806,26 @@ def _l2_status(complete: bool) -> l2.L2GatewayConnectionStatus:
 
 
 def test_l2_status_shows_each_sites_tunnels_then_complete() -> None:
-    lines = ctl.format_l2_status(_l2_status(True), now=1_000 + 120).splitlines()
-    assert lines[0].split() == list(ctl.L2_CONNECTION_COLUMNS)
+    lines = ctl_border.format_l2_status(_l2_status(True), now=1_000 + 120).splitlines()
+    assert lines[0].split() == list(ctl_border.L2_CONNECTION_COLUMNS)
     assert lines[1].split() == ["c", "g", "net-blue", "100", "p1", "3"]
-    assert lines[3].split() == list(ctl.TUNNEL_COLUMNS)
+    assert lines[3].split() == list(ctl_border.TUNNEL_COLUMNS)
     assert lines[4].split() == ["s1", "connected", "gw", "s2/gw", "established", "-", "2m", "l2gw-c-gw-s2-gw"]
     assert len(lines) == 3 + 1 + 6 + 2 and lines[-2:] == ["", "complete"]
 
 
 def test_l2_status_names_the_missing_sites_and_why() -> None:
     st = _l2_status(False)
-    assert ctl.missing_sites(st) == ["s1 (to s3/gw: error)", "s3 (agent disconnected)"]
-    text = ctl.format_l2_status(st, now=1_000)
+    assert ctl_border.missing_sites(st) == ["s1 (to s3/gw: error)", "s3 (agent disconnected)"]
+    text = ctl_border.format_l2_status(st, now=1_000)
     assert text.splitlines()[-1] == "missing sites: s1 (to s3/gw: error), s3 (agent disconnected)"
-    rows = {tuple(r[:4]): r for r in ctl.tunnel_rows(st, now=1_000)}
+    rows = {tuple(r[:4]): r for r in ctl_border.tunnel_rows(st, now=1_000)}
     assert rows[("s1", "connected", "gw", "s3/gw")][4:6] == ["error", "isx100: bridge brs100 does not exist"]
     assert rows[("s3", "disconnected", "gw", "s1/gw")][4:7] == ["unreported", "", ""]
     lonely = l2.L2GatewayConnectionStatus(sites=[l2.SiteTunnels(site="s1", agent_connected=True)],
                                           missing_sites=["s1"])
-    assert ctl.missing_sites(lonely) == ["s1 (no tunnels)"]
-    assert ctl.tunnel_rows(lonely, now=0)[0][5].startswith("no tunnels")
+    assert ctl_border.missing_sites(lonely) == ["s1 (no tunnels)"]
+    assert ctl_border.tunnel_rows(lonely, now=0)[0][5].startswith("no tunnels")
 
 
 class FakeBorder(l2gw_pb2_grpc.BorderGatewayServiceServicer):
@@ -886,12 +896,12 @@ class FakeRpcError(grpc.RpcError):
 
 def test_describe_rpc_error_is_one_line_with_the_code() -> None:
     exc = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "asn: 0 is out of range\n1..4294967295")
-    assert ctl.describe_rpc_error(exc, "hint") == "INVALID_ARGUMENT: asn: 0 is out of range 1..4294967295"
+    assert ctl_render.describe_rpc_error(exc, "hint") == "INVALID_ARGUMENT: asn: 0 is out of range 1..4294967295"
 
 
 def test_describe_rpc_error_adds_the_hint_when_unavailable() -> None:
     exc = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
-    assert ctl.describe_rpc_error(exc, "is it running?") == "UNAVAILABLE: connection refused (is it running?)"
+    assert ctl_render.describe_rpc_error(exc, "is it running?") == "UNAVAILABLE: connection refused (is it running?)"
 
 
 @pytest.fixture

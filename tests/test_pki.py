@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from isthmus.core import pki
 from isthmus.core.pki import Identity, PkiError
+from isthmus.ctl import pki as ctl_pki
 
 SLACK = dt.timedelta(minutes=10)  # between now() and the moment pki issues, less its CLOCK_SKEW
 
@@ -419,7 +420,7 @@ def test_describe_says_what_show_shows(ca_dir: Path) -> None:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = pki.main(list(argv))
+    status = ctl_pki.main(list(argv))
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -530,7 +531,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_cli_help_goes_to_out(capsys: pytest.CaptureFixture[str]) -> None:
     out = io.StringIO()
-    assert pki.main(["--help"], out=out) == 0
+    assert ctl_pki.main(["--help"], out=out) == 0
     assert "isthmusctl pki issue agent" in out.getvalue()
     assert capsys.readouterr() == ("", "")
 
