@@ -82,13 +82,13 @@ from isthmus.core.model import (
     default_address_families,
 )
 from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger(__name__)
 
 SPEAKER_MODULE = "isthmus.drivers.bgp_speaker"
 BGP_PORT = 179
 OSKEN_MIN_HOLD_TIME = 10
-MAX_MD5_KEY = 80  # bytes: TCP_MD5SIG_MAXKEYLEN of Linux
 START_TIMEOUT = 30.0  # seconds for a child to import os-ken and listen
 REQUEST_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -180,9 +180,9 @@ class Event(TypedDict):
 #   SpeakerError          the child did not do what was asked
 #   ├── SpeakerGone       it is not running (exited, never started, stopped answering)
 #   └── SpeakerRefused    it answered ok=false (os-ken refused the operation)
-#   SecretError           a password_ref cannot be read
 #
-# They stay inside this module: apply/observe turn them into peering states.
+# They stay inside this module, as does SecretError (isthmus.drivers.secrets, an
+# unreadable password_ref): apply/observe turn them into peering states.
 
 
 class SpeakerError(Exception):
@@ -197,41 +197,7 @@ class SpeakerRefused(SpeakerError):
     """The speaker child answered with an error (os-ken refused the operation)."""
 
 
-class SecretError(Exception):
-    """A password reference cannot be resolved; the message names the path or variable, never a secret."""
-
-
 # ---------------------------------------------------------------- what a peering asks for
-
-
-def read_secret(ref: str) -> str:
-    """The secret named by ``ref`` (``file:/PATH`` or ``env:NAME``), without a trailing newline.
-
-    Raises SecretError naming the path or variable when it is missing, unreadable,
-    empty or longer than TCP MD5 allows.
-    """
-    if ref.startswith("file:"):
-        path = ref[len("file:"):]
-        try:
-            secret = Path(path).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise SecretError(f"cannot read the BGP password file {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise SecretError(f"the BGP password file {path} is not UTF-8 text") from None
-        where = f"password file {path}"
-    elif ref.startswith("env:"):
-        name = ref[len("env:"):]
-        if name not in os.environ:
-            raise SecretError(f"environment variable {name} (BGP password) is not set for the agent")
-        secret = os.environ[name]
-        where = f"environment variable {name}"
-    else:
-        raise SecretError(f"password_ref must be file:/PATH or env:NAME, not {ref.split(':', 1)[0]!r}")
-    if not secret:
-        raise SecretError(f"the BGP {where} is empty")
-    if len(secret.encode()) > MAX_MD5_KEY:
-        raise SecretError(f"the BGP password in {where} is longer than {MAX_MD5_KEY} bytes (TCP MD5 limit)")
-    return secret
 
 
 def speaker_hold_time(hold_time: int) -> int:

@@ -99,6 +99,7 @@ from isthmus.core.model import (
     default_address_families,
 )
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
+from isthmus.drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger(__name__)
 
@@ -460,45 +461,12 @@ def canonical_address(text: str) -> str:
     return str(ipaddress.ip_address(text.strip()))
 
 
-# ---------------------------------------------------------------- secrets
-
-MAX_MD5_KEY = 80  # bytes, RFC 2385 / Linux TCP_MD5SIG_MAXKEYLEN
+# ---------------------------------------------------------------- RESTCONF resources of bgpcep
 
 
 class _PeeringError(Exception):
     """One peering cannot be realized; the others go on."""
 
-
-def read_bgp_password(ref: str) -> str:
-    """The BGP password named by ``ref`` (``file:/PATH`` or ``env:NAME``), without a trailing newline.
-
-    Raises _PeeringError naming the path or variable (never the secret) when it is
-    missing, unreadable, empty or too long for TCP MD5.
-    """
-    if ref.startswith("file:"):
-        path = ref[len("file:"):]
-        try:
-            secret = Path(path).read_text().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _PeeringError(f"cannot read the BGP password file {path}: "
-                                f"{getattr(exc, 'strerror', None) or exc}") from None
-        where = f"password file {path}"
-    elif ref.startswith("env:"):
-        name = ref[len("env:"):]
-        if name not in os.environ:
-            raise _PeeringError(f"environment variable {name} (BGP password) is not set for the agent")
-        secret = os.environ[name]
-        where = f"environment variable {name}"
-    else:
-        raise _PeeringError(f"password_ref must be file:/PATH or env:NAME, not {ref.split(':', 1)[0]!r}")
-    if not secret:
-        raise _PeeringError(f"the BGP {where} is empty")
-    if len(secret.encode()) > MAX_MD5_KEY:
-        raise _PeeringError(f"the BGP password in {where} is longer than {MAX_MD5_KEY} bytes (TCP MD5 limit)")
-    return secret
-
-
-# ---------------------------------------------------------------- RESTCONF resources of bgpcep
 
 NETWORK_INSTANCE = "global-bgp"
 BGP_IDENTIFIER = "openconfig-policy-types:BGP"
@@ -858,11 +826,12 @@ class OpenDaylightDriver(Driver):
                         raise _PeeringError(f"connection {other} already has neighbor {w.neighbor.address} "
                                             f"in instance {w.instance}")
                 wanted[name] = w
-            except _PeeringError as exc:
+            except (_PeeringError, SecretError) as exc:
                 errors[name] = str(exc)
         return wanted, errors
 
     def _wanted_of(self, p: DesiredPeering) -> _Wanted:
+        """What peering ``p`` needs; raises _PeeringError, or SecretError for its password."""
         instance = self.instance_name(p.local.name)
         try:
             local = ipaddress.ip_address(p.local.address)
@@ -877,7 +846,7 @@ class OpenDaylightDriver(Driver):
             return _Wanted(p.connection, instance, p.local.asn, router_id, None)
         bgp = p.bgp
         families = (bgp.address_families if bgp is not None else ()) or default_address_families(remote)
-        password = read_bgp_password(bgp.password_ref) if bgp is not None and bgp.password_ref else ""
+        password = read_secret(bgp.password_ref) if bgp is not None and bgp.password_ref else ""
         neighbor = Neighbor(
             address=remote,
             peer_as=p.remote.asn,

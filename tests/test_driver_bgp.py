@@ -29,14 +29,8 @@ import pytest
 from conftest import Proc, agent_cmd, await_for, coordinator_cmd, ctl, wait_for
 from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
-from isthmus.drivers.bgp import (
-    BgpDriver,
-    NeighborConfig,
-    SecretError,
-    advertised_prefixes,
-    read_secret,
-    speaker_hold_time,
-)
+from isthmus.drivers.bgp import BgpDriver, NeighborConfig, advertised_prefixes, speaker_hold_time
+from isthmus.drivers.secrets import SecretError, read_secret
 from isthmus.v1 import admin_pb2 as adm
 from isthmus.v1 import admin_pb2_grpc, api_pb2_grpc
 from isthmus.v1 import api_pb2 as api
