@@ -2,7 +2,7 @@
 
 os-ken (and the eventlet it brings) never runs in the agent's asyncio/grpc.aio
 process: each local endpoint that has BGP peerings gets one speaker child,
-``python -m isthmus.drivers.bgp_speaker`` (see that module for the protocol on
+``python -m isthmus.drivers.bgp.speaker`` (see that module for the protocol on
 its stdin/stdout, whose message types are defined here). A crash of a child
 takes down that endpoint's sessions, never the agent; the driver logs the exit
 code with the child's last stderr lines, starts a new child on the next apply
@@ -86,7 +86,7 @@ from isthmus.drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger(__name__)
 
-SPEAKER_MODULE = "isthmus.drivers.bgp_speaker"
+SPEAKER_MODULE = "isthmus.drivers.bgp.speaker"
 BGP_PORT = 179
 OSKEN_MIN_HOLD_TIME = 10
 START_TIMEOUT = 30.0  # seconds for a child to import os-ken and listen
@@ -276,7 +276,7 @@ def _now_ms() -> int:
 
 
 class SpeakerProcess:
-    """One running ``bgp_speaker`` child: requests over its stdin/stdout, stderr to the log.
+    """One running ``bgp.speaker`` child: requests over its stdin/stdout, stderr to the log.
 
     Use ``await SpeakerProcess.start(...)``; ``request`` sends one operation;
     ``stop`` ends the child (shutdown op, then kill).
