@@ -3,11 +3,11 @@
 os-ken (and the eventlet it brings) never runs in the agent's asyncio/grpc.aio
 process: each local endpoint that has BGP peerings gets one speaker child,
 ``python -m isthmus.drivers.bgp.speaker`` (see that module for the protocol on
-its stdin/stdout, whose message types are defined here). A crash of a child
-takes down that endpoint's sessions, never the agent; the driver logs the exit
-code with the child's last stderr lines, starts a new child on the next apply
-(backoff 0.5 s doubling up to 30 s while it keeps dying) and re-adds every
-desired neighbor and prefix. Child stderr goes to the agent's log, each line
+its stdin/stdout, whose message types are in ``isthmus.drivers.bgp.protocol``).
+A crash of a child takes down that endpoint's sessions, never the agent; the
+driver logs the exit code with the child's last stderr lines, starts a new
+child on the next apply (backoff 0.5 s doubling up to 30 s while it keeps
+dying) and re-adds every desired neighbor and prefix. Child stderr goes to the agent's log, each line
 prefixed with the endpoint and the child's pid; the pid is also written to
 ``STATE_DIR/speaker-SITE-ENDPOINT.pid`` while the child runs.
 
@@ -69,7 +69,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, cast
 
 from isthmus.core.model import (
     ADVERTISE_PROPERTY,
@@ -82,6 +82,16 @@ from isthmus.core.model import (
     default_address_families,
 )
 from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.drivers.bgp.protocol import (
+    AddressArgs,
+    Event,
+    NeighborArgs,
+    Op,
+    PrefixArgs,
+    Request,
+    Response,
+    StateResult,
+)
 from isthmus.drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger(__name__)
@@ -101,78 +111,6 @@ MAX_LINE = 16 * 1024 * 1024  # a state reply lists every received prefix
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OPEN_MESSAGE_ERROR = 2  # BGP error code (RFC 4271 6.2): a configuration mismatch
 _DIGEST_KEY = os.urandom(32)  # passwords are compared as keyed digests that mean nothing outside this process
-
-
-# ---------------------------------------------------------------- the protocol with the speaker child
-#
-# JSON lines. The driver writes Requests on the child's stdin; the child writes
-# one Response per Request (same id) and unsolicited Events on its stdout.
-
-Op = Literal["neighbor_add", "neighbor_del", "prefix_add", "prefix_del", "state", "shutdown"]
-
-
-class Request(TypedDict):
-    id: int
-    op: Op
-    args: dict[str, Any]  # NeighborArgs, AddressArgs, PrefixArgs, or {} for state and shutdown
-
-
-class Response(TypedDict):
-    id: int
-    ok: bool
-    result: NotRequired[Any]  # StateResult for state, else null
-    error: NotRequired[str]  # when not ok: what os-ken refused, in its words
-
-
-class NeighborArgs(TypedDict):
-    """Args of ``neighbor_add``. ``password`` travels only here; the child never logs or echoes it."""
-
-    address: str
-    remote_as: int
-    hold_time: int  # >= 10 (os-ken's minimum)
-    password: str | None
-    ipv4: bool
-    ipv6: bool
-    evpn: bool
-
-
-class AddressArgs(TypedDict):
-    """Args of ``neighbor_del``."""
-
-    address: str
-
-
-class PrefixArgs(TypedDict):
-    """Args of ``prefix_add`` and ``prefix_del``."""
-
-    prefix: str
-
-
-class NeighborStatus(TypedDict):
-    state: str  # os-ken's FSM state: Idle, Connect, Active, OpenSent, OpenConfirm, Established
-    uptime: float  # seconds since Established, -1 when not
-    last_error: str  # "NOTIFICATION sent|received: TEXT" since the neighbor was added or last came up, else ""
-    error_code: int  # BGP error code of last_error, 0 when none
-    received: list[str]  # prefixes in the neighbor's adj-RIB-in
-
-
-class StateResult(TypedDict):
-    """Result of ``state``: every neighbor by address."""
-
-    neighbors: dict[str, NeighborStatus]
-
-
-class Event(TypedDict):
-    """Unsolicited: ``ready`` (once, when listening), ``peer_up``, ``peer_down``, ``notification``."""
-
-    event: Literal["ready", "peer_up", "peer_down", "notification"]
-    pid: NotRequired[int]  # ready
-    address: NotRequired[str]  # peer_up, peer_down, notification
-    remote_as: NotRequired[int]  # peer_up, peer_down
-    direction: NotRequired[Literal["sent", "received"]]  # notification
-    code: NotRequired[int]  # notification
-    subcode: NotRequired[int]  # notification
-    reason: NotRequired[str]  # notification
 
 
 # ---------------------------------------------------------------- errors of this module

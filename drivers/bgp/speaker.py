@@ -6,7 +6,7 @@ This is the only isthmus module that imports os-ken. Run by the driver as::
         --listen-host 192.0.2.1 --listen-port 179 [--log-level info]
 
 Protocol: JSON, one object per line. The message types are defined (as
-TypedDicts) in ``isthmus.drivers.bgp.driver``.
+TypedDicts) in ``isthmus.drivers.bgp.protocol``.
 
 - Requests, on stdin: ``{"id": N, "op": OP, "args": {...}}``. Ops:
 
@@ -55,7 +55,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from isthmus.drivers.bgp.driver import Event, NeighborStatus, Request, Response, StateResult
+from isthmus.drivers.bgp.protocol import Event, NeighborStatus, Request, Response, StateResult
 
 log = logging.getLogger("isthmus.bgp_speaker")
 
