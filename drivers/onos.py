@@ -82,7 +82,8 @@ from typing import Any
 
 from isthmus.core.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
-from isthmus.drivers.opendaylight import ControllerClient, OwnedRecord, canonical_address, observations, refused
+from isthmus.drivers.ownership import OwnedRecord, canonical_address, observations
+from isthmus.drivers.rest import ControllerClient, refused
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,6 @@ DEFAULT_SPEAKER = "isthmus-{site}-{endpoint}"
 CONNECT_POINT_PROPERTY = "onos.connect_point"
 VLAN_PROPERTY = "onos.vlan"
 _NO_VLAN = ("", "None", "NONE", "-1")  # how ONOS writes "no VLAN" (VlanId.NONE), or none at all
-
 
 
 class _PeeringError(Exception):

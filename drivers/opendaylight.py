@@ -69,26 +69,20 @@ the retries is a DriverError the agent retries with backoff; a 4xx answer to
 one neighbor or instance shows as the ERROR of the peerings concerned, with the
 controller's error-message.
 
-The HTTP client here (``ControllerClient``) is shared with the onos driver.
+The HTTP client and its errors are ``isthmus.drivers.rest``'s, the record of
+what isthmus created ``isthmus.drivers.ownership``'s (both shared with the onos
+driver).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import http.client
 import ipaddress
-import json
 import logging
-import os
-import re
-import ssl
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from isthmus.core.model import (
     AdminState,
@@ -99,403 +93,15 @@ from isthmus.core.model import (
     default_address_families,
 )
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
+from isthmus.drivers.ownership import OwnedRecord, canonical_address, observations
+from isthmus.drivers.rest import ControllerAuthFailed, ControllerClient, ControllerRefused, Reply, member, refused
+from isthmus.drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger(__name__)
 
 
-
-# ---------------------------------------------------------------- errors of the controller client
-#
-#   DriverError (isthmus.drivers.base)
-#   └── ControllerError            the controller did not do what was asked
-#       ├── ControllerUnavailable  no answer: connection refused or reset, timeout, 5xx after every retry
-#       └── ControllerRefused      a 4xx answer; .status and the controller's .message
-#           └── ControllerAuthFailed   401 or 403: the credentials are wrong or lack the right
-#
-# The drivers let ControllerUnavailable and ControllerAuthFailed end the pass (the
-# agent shows ERROR on every peering and retries) and turn a ControllerRefused of
-# one object into the ERROR of the peerings that need it.
-
-
-class ControllerError(DriverError):
-    """The controller did not do what was asked."""
-
-
-class ControllerUnavailable(ControllerError):
-    """The controller did not answer usefully: connection failed, timed out, or 5xx after every retry."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, terminal=False)
-
-
-class ControllerRefused(ControllerError):
-    """The controller answered 4xx; ``status`` and the controller's own ``message``."""
-
-    def __init__(self, message: str, status: int, controller_message: str) -> None:
-        super().__init__(message, terminal=True)
-        self.status = status
-        self.message = controller_message
-
-
-class ControllerAuthFailed(ControllerRefused):
-    """The controller refused the credentials (401) or the user's rights (403)."""
-
-
-# ---------------------------------------------------------------- the HTTP client (shared with onos)
-
-CLIENT_OPTIONS = ("url", "username", "password_file", "password_env", "ca", "timeout", "retries")
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_RETRIES = 3
-BACKOFF = 0.25  # seconds before the first retry, doubled each time
-MAX_BACKOFF = 4.0
-_TAG_RE = re.compile(r"<[^>]*>")
-
-
-def controller_message(payload: bytes) -> str:
-    """The controller's own explanation in an error body: RESTCONF ``error-message``s, ONOS ``message``, or text."""
-    text = payload.decode("utf-8", errors="replace").strip()
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict):
-        errors = member(doc, "errors")
-        items = member(errors, "error") if isinstance(errors, dict) else None
-        if isinstance(items, list):
-            found = []
-            for item in items:
-                if isinstance(item, dict):
-                    msg = item.get("error-message") or item.get("error-tag")
-                    if msg:
-                        tag = item.get("error-tag")
-                        found.append(f"{msg} ({tag})" if tag and tag != msg else str(msg))
-            if found:
-                return "; ".join(found)
-        if isinstance(doc.get("message"), str | list):
-            msg = doc["message"]
-            return "; ".join(map(str, msg)) if isinstance(msg, list) else msg
-    text = " ".join(_TAG_RE.sub(" ", text).split())  # an HTML error page, flattened
-    return text[:300]
-
-
-def member(obj: Any, name: str) -> Any:
-    """The member ``name`` of a JSON object, with or without a module prefix (``module:name``, RFC 7951)."""
-    if not isinstance(obj, dict):
-        return None
-    if name in obj:
-        return obj[name]
-    suffix = ":" + name
-    for key, value in obj.items():
-        if isinstance(key, str) and key.endswith(suffix):
-            return value
-    return None
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A controller's answer below 500 (other than 401/403): status, body and how many attempts it took."""
-
-    status: int
-    reason: str
-    body: bytes
-    attempts: int
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def json(self) -> Any:
-        """The body as JSON (None when empty); raises ControllerError when it is not JSON."""
-        if not self.body.strip():
-            return None
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            raise ControllerError(f"the controller answered {self.status} with a body that is not JSON: "
-                                  f"{self.body[:100]!r}") from None
-
-    def message(self) -> str:
-        return controller_message(self.body) or self.reason
-
-
-def observations(names: Iterable[str], errors: Mapping[str, str],
-                 states: Mapping[str, tuple[PeeringState, str]], clock: StateClock,
-                 driver: str) -> dict[str, ObservedPeering]:
-    """What a controller driver reports: the apply error of a peering, else what the controller has."""
-    out: dict[str, ObservedPeering] = {}
-    for name in names:
-        if name in errors:
-            state, error = PeeringState.ERROR, errors[name]
-        else:
-            state, error = states.get(name, (PeeringState.ERROR, "not realized"))
-        out[name] = clock.observed(name, state, error, driver)
-    return out
-
-
-class ControllerClient:
-    """HTTP(S) client of one SDN controller's REST API: basic auth, TLS with an optional CA, timeouts and
-    bounded retries with backoff on connection errors, timeouts and 5xx.
-
-    Blocking: call it from a worker thread (``asyncio.to_thread``). Opens one
-    connection per request, so one client may serve several threads.
-    """
-
-    def __init__(self, driver: str, options: Mapping[str, str], extra_options: Iterable[str] = ()) -> None:
-        """``driver``: the option prefix used in messages; ``options``: the driver's options, of which
-        ``CLIENT_OPTIONS`` are the client's and ``extra_options`` the driver's own.
-
-        Raises DriverError(terminal=True) naming the option for an unknown option, a
-        password given on the command line, a URL or number it cannot use, a CA or
-        password file it cannot read.
-        """
-        self.driver = driver
-        known = (*CLIENT_OPTIONS, *extra_options)
-        opts = dict(options)
-        if "password" in opts:
-            raise self._bad("password", "passwords are never taken on the command line; "
-                            f"use {driver}.password_file=PATH or {driver}.password_env=NAME")
-        for key in opts:
-            if key not in known:
-                raise self._bad(key, f"unknown option (known: {', '.join(known)})")
-        url = opts.get("url", "")
-        if not url:
-            raise self._bad("url", "is required (e.g. https://controller:8181)")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise self._bad("url", f"{url!r} is not an http:// or https:// URL with a host")
-        if parts.username is not None or parts.password is not None:
-            raise self._bad("url", "must not carry credentials; use username and password_file")
-        if parts.query or parts.fragment:
-            raise self._bad("url", f"{url!r} must have no query or fragment")
-        try:
-            self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            raise self._bad("url", f"{url!r} has an invalid port") from None
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname
-        self.base_path = parts.path.rstrip("/")
-        self.url = f"{parts.scheme}://{parts.netloc}{self.base_path}"
-        self.timeout = self._number("timeout", opts.get("timeout"), DEFAULT_TIMEOUT, 0.001, 300.0)
-        self.retries = int(self._number("retries", opts.get("retries"), DEFAULT_RETRIES, 0, 10, integer=True))
-        self.username = opts.get("username", "")
-        self.password_file = opts.get("password_file", "")
-        self.password_env = opts.get("password_env", "")
-        if self.password_file and self.password_env:
-            raise self._bad("password_env", "give password_file or password_env, not both")
-        if (self.password_file or self.password_env) and not self.username:
-            raise self._bad("username", "is required with a password")
-        if self.username and not (self.password_file or self.password_env):
-            raise self._bad("username", "needs password_file or password_env")
-        self.ca = opts.get("ca", "")
-        self._ssl: ssl.SSLContext | None = None
-        if self.ca and not self.https:
-            raise self._bad("ca", "only applies to an https:// url")
-        if self.https:
-            try:
-                self._ssl = ssl.create_default_context(cafile=self.ca or None)
-            except (OSError, ssl.SSLError) as exc:
-                raise self._bad("ca", f"cannot load CA file {self.ca}: {exc}") from None
-        if self.username:
-            self._password()  # fail at start, not at the first request
-            if not self.https:
-                log.warning("%s: %s is plain http: the controller password and BGP passwords cross the network "
-                            "unencrypted", driver, self.url)
-        self._closing = threading.Event()
-
-    def _bad(self, key: str, why: str) -> DriverError:
-        return DriverError(f"{self.driver}.{key}: {why}", terminal=True)
-
-    def _number(self, key: str, text: str | None, default: float, low: float, high: float,
-                integer: bool = False) -> float:
-        if text is None:
-            return default
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
-            raise self._bad(key, f"{text!r} is not {'an integer' if integer else 'a number'}") from None
-        if not low <= value <= high:
-            raise self._bad(key, f"{text} is out of range {low:g}..{high:g}")
-        return value
-
-    def _password(self) -> str:
-        if self.password_file:
-            try:
-                secret = Path(self.password_file).read_text().rstrip("\r\n")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise self._bad("password_file", f"cannot read {self.password_file}: "
-                                f"{getattr(exc, 'strerror', None) or exc}") from None
-            where = f"file {self.password_file}"
-        else:
-            if self.password_env not in os.environ:
-                raise self._bad("password_env", f"environment variable {self.password_env} is not set for the agent")
-            secret = os.environ[self.password_env]
-            where = f"environment variable {self.password_env}"
-        if not secret:
-            raise self._bad("password_file" if self.password_file else "password_env", f"the password {where} is empty")
-        return secret
-
-    def _credentials_hint(self) -> str:
-        where = f"file {self.password_file}" if self.password_file else f"variable {self.password_env}"
-        return (f"check {self.driver}.username ({self.username}) and the password in {where}" if self.username
-                else f"the controller wants credentials: set {self.driver}.username and {self.driver}.password_file")
-
-    def close(self) -> None:
-        """Abort the backoff of requests under way; later requests fail at once."""
-        self._closing.set()
-
-    def request(self, method: str, path: str, body: Any = None) -> Reply:
-        """Send ``method`` ``path`` (below the base URL, with its query) with ``body`` as JSON.
-
-        Returns the Reply of any status below 500 other than 401/403. Raises
-        ControllerAuthFailed for 401/403; ControllerUnavailable when every attempt
-        (1 + retries) failed to connect, timed out or got a 5xx; ControllerError
-        (terminal) when the server's TLS certificate cannot be verified.
-        """
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        what = f"{method} {self.url}{path.split('?')[0]}"
-        attempts = self.retries + 1
-        last = ""
-        for attempt in range(attempts):
-            if self._closing.is_set():
-                raise ControllerUnavailable(f"{what}: the driver is closing")
-            if self.username:
-                token = base64.b64encode(f"{self.username}:{self._password()}".encode()).decode()
-                headers["Authorization"] = f"Basic {token}"
-            try:
-                status, reason, payload = self._once(method, self.base_path + path, data, headers)
-            except ssl.SSLCertVerificationError as exc:
-                raise ControllerError(f"{what}: the controller's TLS certificate is not trusted "
-                                      f"({exc.verify_message}); set {self.driver}.ca to the CA that signed it",
-                                      terminal=True) from None
-            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, garbled
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                if status in (401, 403):
-                    message = controller_message(payload) or reason
-                    raise ControllerAuthFailed(
-                        f"{what}: the controller refused the credentials ({status} {reason}"
-                        f"{': ' + message if message and message != reason else ''}); {self._credentials_hint()}",
-                        status, message)
-                if status < 500:
-                    log.debug("%s -> %d", what, status)
-                    return Reply(status, reason, payload, attempt + 1)
-                last = f"{status} {reason}: {controller_message(payload) or reason}"
-            if attempt + 1 < attempts:
-                delay = min(MAX_BACKOFF, BACKOFF * 2 ** attempt)
-                log.debug("%s failed (%s); retrying in %.2fs", what, last, delay)
-                if self._closing.wait(delay):
-                    raise ControllerUnavailable(f"{what}: the driver is closing")
-        raise ControllerUnavailable(f"{what}: {last} (after {attempts} attempt{'s' if attempts > 1 else ''}, "
-                                    f"timeout {self.timeout:g}s each)")
-
-    def _once(self, method: str, path: str, data: bytes | None,
-              headers: Mapping[str, str]) -> tuple[int, str, bytes]:
-        conn: http.client.HTTPConnection
-        if self._ssl is not None:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        try:
-            conn.request(method, path, body=data, headers=dict(headers))
-            resp = conn.getresponse()
-            return resp.status, resp.reason, resp.read()
-        finally:
-            conn.close()
-
-
-def refused(reply: Reply, what: str) -> ControllerRefused:
-    """The error for an unexpected 4xx (or odd 2xx/3xx) ``reply`` to ``what``."""
-    message = reply.message()
-    return ControllerRefused(f"{what}: {reply.status} {reply.reason}: {message}", reply.status, message)
-
-
-class OwnedRecord:
-    """What a driver created on a controller, kept in its state directory (``{url: {kind: [names]}}``).
-
-    Written atomically (temporary file and rename), readable by the agent's user only.
-    """
-
-    def __init__(self, path: Path, url: str) -> None:
-        self.path = path
-        self.url = url
-
-    def load(self) -> dict[str, list[str]]:
-        """The record of this controller (empty when there is none); raises DriverError when it is unreadable."""
-        try:
-            doc = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise DriverError(f"cannot read {self.path}: {exc}; move it away to start afresh "
-                              "(isthmus then owns nothing it created before)", terminal=True) from None
-        mine = doc.get(self.url, {}) if isinstance(doc, dict) else {}
-        return {k: [str(x) for x in v] for k, v in mine.items() if isinstance(v, list)}
-
-    def save(self, record: Mapping[str, Iterable[str]]) -> None:
-        """Replace this controller's record; raises DriverError when it cannot be written."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                doc = json.loads(self.path.read_text())
-            except (FileNotFoundError, ValueError):
-                doc = {}
-            doc = doc if isinstance(doc, dict) else {}
-            doc[self.url] = {k: sorted(set(v)) for k, v in record.items()}
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise DriverError(f"cannot write {self.path}: {exc}") from exc
-
-
-def canonical_address(text: str) -> str:
-    """``text`` as an IP address in canonical form; raises ValueError."""
-    return str(ipaddress.ip_address(text.strip()))
-
-
-# ---------------------------------------------------------------- secrets
-
-MAX_MD5_KEY = 80  # bytes, RFC 2385 / Linux TCP_MD5SIG_MAXKEYLEN
-
-
 class _PeeringError(Exception):
     """One peering cannot be realized; the others go on."""
-
-
-def read_bgp_password(ref: str) -> str:
-    """The BGP password named by ``ref`` (``file:/PATH`` or ``env:NAME``), without a trailing newline.
-
-    Raises _PeeringError naming the path or variable (never the secret) when it is
-    missing, unreadable, empty or too long for TCP MD5.
-    """
-    if ref.startswith("file:"):
-        path = ref[len("file:"):]
-        try:
-            secret = Path(path).read_text().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _PeeringError(f"cannot read the BGP password file {path}: "
-                                f"{getattr(exc, 'strerror', None) or exc}") from None
-        where = f"password file {path}"
-    elif ref.startswith("env:"):
-        name = ref[len("env:"):]
-        if name not in os.environ:
-            raise _PeeringError(f"environment variable {name} (BGP password) is not set for the agent")
-        secret = os.environ[name]
-        where = f"environment variable {name}"
-    else:
-        raise _PeeringError(f"password_ref must be file:/PATH or env:NAME, not {ref.split(':', 1)[0]!r}")
-    if not secret:
-        raise _PeeringError(f"the BGP {where} is empty")
-    if len(secret.encode()) > MAX_MD5_KEY:
-        raise _PeeringError(f"the BGP password in {where} is longer than {MAX_MD5_KEY} bytes (TCP MD5 limit)")
-    return secret
 
 
 # ---------------------------------------------------------------- RESTCONF resources of bgpcep
@@ -858,11 +464,12 @@ class OpenDaylightDriver(Driver):
                         raise _PeeringError(f"connection {other} already has neighbor {w.neighbor.address} "
                                             f"in instance {w.instance}")
                 wanted[name] = w
-            except _PeeringError as exc:
+            except (_PeeringError, SecretError) as exc:
                 errors[name] = str(exc)
         return wanted, errors
 
     def _wanted_of(self, p: DesiredPeering) -> _Wanted:
+        """What peering ``p`` needs; raises _PeeringError, or SecretError for its password."""
         instance = self.instance_name(p.local.name)
         try:
             local = ipaddress.ip_address(p.local.address)
@@ -877,7 +484,7 @@ class OpenDaylightDriver(Driver):
             return _Wanted(p.connection, instance, p.local.asn, router_id, None)
         bgp = p.bgp
         families = (bgp.address_families if bgp is not None else ()) or default_address_families(remote)
-        password = read_bgp_password(bgp.password_ref) if bgp is not None and bgp.password_ref else ""
+        password = read_secret(bgp.password_ref) if bgp is not None and bgp.password_ref else ""
         neighbor = Neighbor(
             address=remote,
             peer_as=p.remote.asn,

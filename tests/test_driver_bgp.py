@@ -29,14 +29,8 @@ import pytest
 from conftest import Proc, agent_cmd, await_for, coordinator_cmd, ctl, wait_for
 from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
-from isthmus.drivers.bgp import (
-    BgpDriver,
-    NeighborConfig,
-    SecretError,
-    advertised_prefixes,
-    read_secret,
-    speaker_hold_time,
-)
+from isthmus.drivers.bgp.driver import BgpDriver, NeighborConfig, advertised_prefixes, speaker_hold_time
+from isthmus.drivers.secrets import SecretError, read_secret
 from isthmus.v1 import admin_pb2 as adm
 from isthmus.v1 import admin_pb2_grpc, api_pb2_grpc
 from isthmus.v1 import api_pb2 as api
@@ -514,7 +508,7 @@ def test_speaker_child_protocol(lab: Any, tmp_path: Path) -> None:
     """The child alone: answers, refusals in os-ken's words, exit when stdin closes or it cannot listen."""
     ns = lab.netns("child")
     ns.ip("addr", "add", "192.0.2.1/32", "dev", "lo")
-    base = ["ip", "netns", "exec", ns.name, sys.executable, "-m", "isthmus.drivers.bgp_speaker",
+    base = ["ip", "netns", "exec", ns.name, sys.executable, "-m", "isthmus.drivers.bgp.speaker",
             "--asn", "65001", "--router-id", "192.0.2.1", "--listen-port", "1790"]
 
     bad = subprocess.run([*base, "--listen-host", "192.0.2.99"], capture_output=True, text=True, timeout=30)

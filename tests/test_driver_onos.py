@@ -42,7 +42,7 @@ from isthmus.agent.state import DesiredState
 from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
 from isthmus.drivers.onos import OnosDriver
-from isthmus.drivers.opendaylight import ControllerAuthFailed, ControllerRefused, ControllerUnavailable
+from isthmus.drivers.rest import ControllerAuthFailed, ControllerRefused, ControllerUnavailable
 
 SITE = "one"
 SPEAKER = "isthmus-one-gw"

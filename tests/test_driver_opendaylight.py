@@ -49,7 +49,8 @@ from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import DesiredState
 from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
-from isthmus.drivers.opendaylight import ControllerAuthFailed, ControllerUnavailable, OpenDaylightDriver
+from isthmus.drivers.opendaylight import OpenDaylightDriver
+from isthmus.drivers.rest import ControllerAuthFailed, ControllerUnavailable
 
 SITE = "one"
 INSTANCE = "isthmus-one-gw"

@@ -2,11 +2,11 @@
 
 This is the only isthmus module that imports os-ken. Run by the driver as::
 
-    python -m isthmus.drivers.bgp_speaker --asn 65001 --router-id 192.0.2.1 \\
+    python -m isthmus.drivers.bgp.speaker --asn 65001 --router-id 192.0.2.1 \\
         --listen-host 192.0.2.1 --listen-port 179 [--log-level info]
 
 Protocol: JSON, one object per line. The message types are defined (as
-TypedDicts) in ``isthmus.drivers.bgp``.
+TypedDicts) in ``isthmus.drivers.bgp.protocol``.
 
 - Requests, on stdin: ``{"id": N, "op": OP, "args": {...}}``. Ops:
 
@@ -55,7 +55,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from isthmus.drivers.bgp import Event, NeighborStatus, Request, Response, StateResult
+from isthmus.drivers.bgp.protocol import Event, NeighborStatus, Request, Response, StateResult
 
 log = logging.getLogger("isthmus.bgp_speaker")
 
@@ -308,7 +308,7 @@ def check_listen(host: str, port: int) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m isthmus.drivers.bgp_speaker",
+    p = argparse.ArgumentParser(prog="python -m isthmus.drivers.bgp.speaker",
                                 description="BGP speaker child of isthmus' bgp driver (JSON lines on stdin/stdout).")
     p.add_argument("--asn", type=int, required=True, help="local AS number")
     p.add_argument("--router-id", required=True, help="BGP router id (dotted quad)")

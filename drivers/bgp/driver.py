@@ -2,12 +2,12 @@
 
 os-ken (and the eventlet it brings) never runs in the agent's asyncio/grpc.aio
 process: each local endpoint that has BGP peerings gets one speaker child,
-``python -m isthmus.drivers.bgp_speaker`` (see that module for the protocol on
-its stdin/stdout, whose message types are defined here). A crash of a child
-takes down that endpoint's sessions, never the agent; the driver logs the exit
-code with the child's last stderr lines, starts a new child on the next apply
-(backoff 0.5 s doubling up to 30 s while it keeps dying) and re-adds every
-desired neighbor and prefix. Child stderr goes to the agent's log, each line
+``python -m isthmus.drivers.bgp.speaker`` (see that module for the protocol on
+its stdin/stdout, whose message types are in ``isthmus.drivers.bgp.protocol``).
+A crash of a child takes down that endpoint's sessions, never the agent; the
+driver logs the exit code with the child's last stderr lines, starts a new
+child on the next apply (backoff 0.5 s doubling up to 30 s while it keeps
+dying) and re-adds every desired neighbor and prefix. Child stderr goes to the agent's log, each line
 prefixed with the endpoint and the child's pid; the pid is also written to
 ``STATE_DIR/speaker-SITE-ENDPOINT.pid`` while the child runs.
 
@@ -69,7 +69,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, cast
 
 from isthmus.core.model import (
     ADVERTISE_PROPERTY,
@@ -82,13 +82,23 @@ from isthmus.core.model import (
     default_address_families,
 )
 from isthmus.drivers.base import Driver, DriverContext, DriverError
+from isthmus.drivers.bgp.protocol import (
+    AddressArgs,
+    Event,
+    NeighborArgs,
+    Op,
+    PrefixArgs,
+    Request,
+    Response,
+    StateResult,
+)
+from isthmus.drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger(__name__)
 
-SPEAKER_MODULE = "isthmus.drivers.bgp_speaker"
+SPEAKER_MODULE = "isthmus.drivers.bgp.speaker"
 BGP_PORT = 179
 OSKEN_MIN_HOLD_TIME = 10
-MAX_MD5_KEY = 80  # bytes: TCP_MD5SIG_MAXKEYLEN of Linux
 START_TIMEOUT = 30.0  # seconds for a child to import os-ken and listen
 REQUEST_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -103,86 +113,14 @@ OPEN_MESSAGE_ERROR = 2  # BGP error code (RFC 4271 6.2): a configuration mismatc
 _DIGEST_KEY = os.urandom(32)  # passwords are compared as keyed digests that mean nothing outside this process
 
 
-# ---------------------------------------------------------------- the protocol with the speaker child
-#
-# JSON lines. The driver writes Requests on the child's stdin; the child writes
-# one Response per Request (same id) and unsolicited Events on its stdout.
-
-Op = Literal["neighbor_add", "neighbor_del", "prefix_add", "prefix_del", "state", "shutdown"]
-
-
-class Request(TypedDict):
-    id: int
-    op: Op
-    args: dict[str, Any]  # NeighborArgs, AddressArgs, PrefixArgs, or {} for state and shutdown
-
-
-class Response(TypedDict):
-    id: int
-    ok: bool
-    result: NotRequired[Any]  # StateResult for state, else null
-    error: NotRequired[str]  # when not ok: what os-ken refused, in its words
-
-
-class NeighborArgs(TypedDict):
-    """Args of ``neighbor_add``. ``password`` travels only here; the child never logs or echoes it."""
-
-    address: str
-    remote_as: int
-    hold_time: int  # >= 10 (os-ken's minimum)
-    password: str | None
-    ipv4: bool
-    ipv6: bool
-    evpn: bool
-
-
-class AddressArgs(TypedDict):
-    """Args of ``neighbor_del``."""
-
-    address: str
-
-
-class PrefixArgs(TypedDict):
-    """Args of ``prefix_add`` and ``prefix_del``."""
-
-    prefix: str
-
-
-class NeighborStatus(TypedDict):
-    state: str  # os-ken's FSM state: Idle, Connect, Active, OpenSent, OpenConfirm, Established
-    uptime: float  # seconds since Established, -1 when not
-    last_error: str  # "NOTIFICATION sent|received: TEXT" since the neighbor was added or last came up, else ""
-    error_code: int  # BGP error code of last_error, 0 when none
-    received: list[str]  # prefixes in the neighbor's adj-RIB-in
-
-
-class StateResult(TypedDict):
-    """Result of ``state``: every neighbor by address."""
-
-    neighbors: dict[str, NeighborStatus]
-
-
-class Event(TypedDict):
-    """Unsolicited: ``ready`` (once, when listening), ``peer_up``, ``peer_down``, ``notification``."""
-
-    event: Literal["ready", "peer_up", "peer_down", "notification"]
-    pid: NotRequired[int]  # ready
-    address: NotRequired[str]  # peer_up, peer_down, notification
-    remote_as: NotRequired[int]  # peer_up, peer_down
-    direction: NotRequired[Literal["sent", "received"]]  # notification
-    code: NotRequired[int]  # notification
-    subcode: NotRequired[int]  # notification
-    reason: NotRequired[str]  # notification
-
-
 # ---------------------------------------------------------------- errors of this module
 #
 #   SpeakerError          the child did not do what was asked
 #   ├── SpeakerGone       it is not running (exited, never started, stopped answering)
 #   └── SpeakerRefused    it answered ok=false (os-ken refused the operation)
-#   SecretError           a password_ref cannot be read
 #
-# They stay inside this module: apply/observe turn them into peering states.
+# They stay inside this module, as does SecretError (isthmus.drivers.secrets, an
+# unreadable password_ref): apply/observe turn them into peering states.
 
 
 class SpeakerError(Exception):
@@ -197,41 +135,7 @@ class SpeakerRefused(SpeakerError):
     """The speaker child answered with an error (os-ken refused the operation)."""
 
 
-class SecretError(Exception):
-    """A password reference cannot be resolved; the message names the path or variable, never a secret."""
-
-
 # ---------------------------------------------------------------- what a peering asks for
-
-
-def read_secret(ref: str) -> str:
-    """The secret named by ``ref`` (``file:/PATH`` or ``env:NAME``), without a trailing newline.
-
-    Raises SecretError naming the path or variable when it is missing, unreadable,
-    empty or longer than TCP MD5 allows.
-    """
-    if ref.startswith("file:"):
-        path = ref[len("file:"):]
-        try:
-            secret = Path(path).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise SecretError(f"cannot read the BGP password file {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise SecretError(f"the BGP password file {path} is not UTF-8 text") from None
-        where = f"password file {path}"
-    elif ref.startswith("env:"):
-        name = ref[len("env:"):]
-        if name not in os.environ:
-            raise SecretError(f"environment variable {name} (BGP password) is not set for the agent")
-        secret = os.environ[name]
-        where = f"environment variable {name}"
-    else:
-        raise SecretError(f"password_ref must be file:/PATH or env:NAME, not {ref.split(':', 1)[0]!r}")
-    if not secret:
-        raise SecretError(f"the BGP {where} is empty")
-    if len(secret.encode()) > MAX_MD5_KEY:
-        raise SecretError(f"the BGP password in {where} is longer than {MAX_MD5_KEY} bytes (TCP MD5 limit)")
-    return secret
 
 
 def speaker_hold_time(hold_time: int) -> int:
@@ -310,7 +214,7 @@ def _now_ms() -> int:
 
 
 class SpeakerProcess:
-    """One running ``bgp_speaker`` child: requests over its stdin/stdout, stderr to the log.
+    """One running ``bgp.speaker`` child: requests over its stdin/stdout, stderr to the log.
 
     Use ``await SpeakerProcess.start(...)``; ``request`` sends one operation;
     ``stop`` ends the child (shutdown op, then kill).
