@@ -76,7 +76,7 @@ test: deps-test install
 	$(VPY) -m pytest -q tests
 
 # Hand-written code: every folder of [tool.setuptools.package-dir] in pyproject.toml but the stubs.
-CODE := proto/isthmus/__init__.py core ctl agent coordinator drivers
+CODE := proto/isthmus/__init__.py core ctl cloud agent coordinator drivers
 
 # ruff, then mypy --strict over the package by import name (tests/typecheck.py hands mypy each module
 # with the name pyproject.toml's package-dir gives it).

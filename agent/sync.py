@@ -29,11 +29,11 @@ import grpc.aio
 
 from isthmus.agent.link import TlsFiles, backoff, open_channel
 from isthmus.agent.views import RegionViews
+from isthmus.cloud import images as osr
 from isthmus.core import model as m
 from isthmus.core import sync as s
 from isthmus.core.files import write_atomically
 from isthmus.core.wire import sync as sync_wire
-from isthmus.drivers import openstack_region as osr
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 

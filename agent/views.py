@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from isthmus.drivers import openstack_region as osr
+from isthmus.cloud import images as osr
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import views_pb2 as vpb
 

@@ -18,7 +18,7 @@ import openstack.connection
 import pytest
 from openstack_cloud import ADMIN_CLOUD, ADMIN_PROJECT, REGIONS, TwoRegionCloud
 
-from isthmus.drivers.openstack_region import (
+from isthmus.cloud.images import (
     CONFLICT,
     IN_SYNC,
     CloudError,

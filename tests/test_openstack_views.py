@@ -18,8 +18,7 @@ import requests
 from openstack import exceptions as os_exceptions
 from openstack_cloud import ADMIN_CLOUD, REGIONS, TwoRegionCloud
 
-from isthmus.coordinator.addresses import check_record
-from isthmus.drivers.openstack_region import (
+from isthmus.cloud.images import (
     NEUTRON_QUOTA_RESOURCES,
     NOVA_QUOTA_RESOURCES,
     CloudError,
@@ -29,6 +28,7 @@ from isthmus.drivers.openstack_region import (
     project_usage,
     set_project_limits,
 )
+from isthmus.coordinator.addresses import check_record
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does
 # (an InfluxDB notice without InfluxDB configured, ...): ignored where raised inside openstacksdk only, as the
