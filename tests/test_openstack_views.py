@@ -1,5 +1,6 @@
-"""drivers/openstack_region.py's views of a region against the real two-region OpenStack of openstack_cloud.py:
-a project's quota usage and limits (enforcement included), the region's capacity and its addresses."""
+"""isthmus.cloud's views of a region (usage, addresses) against the real two-region OpenStack of
+openstack_cloud.py: a project's quota usage and limits (enforcement included), the region's capacity and its
+addresses."""
 
 from __future__ import annotations
 
@@ -18,13 +19,12 @@ import requests
 from openstack import exceptions as os_exceptions
 from openstack_cloud import ADMIN_CLOUD, REGIONS, TwoRegionCloud
 
-from isthmus.cloud.images import (
+from isthmus.cloud.addresses import list_addresses
+from isthmus.cloud.session import CloudError, SpecError
+from isthmus.cloud.usage import (
     NEUTRON_QUOTA_RESOURCES,
     NOVA_QUOTA_RESOURCES,
-    CloudError,
-    SpecError,
     capacity,
-    list_addresses,
     project_usage,
     set_project_limits,
 )
