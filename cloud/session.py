@@ -1,4 +1,5 @@
-"""The connection to one region (clouds.yaml), and how openstacksdk's and keystoneauth's failures leave this package.
+"""The connection to one region (clouds.yaml, openstacksdk's notices about itself quieted), and how openstacksdk's
+and keystoneauth's failures leave this package.
 
 Every failure of an isthmus.cloud call is one of::
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,9 +20,8 @@ import openstack
 import openstack.config
 from keystoneauth1 import exceptions as ks_exceptions
 from openstack import exceptions as os_exceptions
+from openstack import warnings as os_warnings
 from openstack.connection import Connection
-
-from isthmus.drivers.neutron import _quiet_openstacksdk
 
 API_TIMEOUT = 60.0  # seconds one API call of a connection from open_region may take
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})  # 4xx that may pass on a later try
@@ -40,6 +41,19 @@ class SpecError(Exception):
     """Retrying cannot fix it: the spec, the credentials or the cloud's configuration must change."""
 
 
+def quiet_openstacksdk() -> None:
+    """Silence openstacksdk's notices about its own internals.
+
+    openstacksdk 4.x warns (RemovedInSDK50Warning/RemovedInSDK60Warning) from
+    inside itself on every resource it builds and every connection it makes,
+    whatever the caller does (e.g. "The _compute_attributes method is
+    deprecated for removal", an InfluxDB notice without InfluxDB configured).
+    Only warnings raised in openstacksdk's own modules are ignored.
+    """
+    for category in (os_warnings.RemovedInSDK50Warning, os_warnings.RemovedInSDK60Warning):
+        warnings.filterwarnings("ignore", category=category, module=r"openstack\.")
+
+
 def open_region(cloud: str, region: str, config_file: str | None = None) -> Connection:
     """An openstacksdk Connection to region ``region`` of clouds.yaml entry ``cloud``.
 
@@ -50,7 +64,7 @@ def open_region(cloud: str, region: str, config_file: str | None = None) -> Conn
 
     Raises SpecError when the file or the cloud is unknown, or the region is not in the cloud's ``regions``.
     """
-    _quiet_openstacksdk()
+    quiet_openstacksdk()
     try:
         if config_file is not None:
             if not os.path.isfile(config_file):
