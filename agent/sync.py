@@ -31,7 +31,7 @@ from isthmus.agent.link import TlsFiles, backoff, open_channel
 from isthmus.agent.views import RegionViews
 from isthmus.cloud.images import copy_image, list_images, remove_image
 from isthmus.cloud.keypairs import ensure_keypair, remove_keypair
-from isthmus.cloud.security_groups import GroupSpec, RuleSpec, ensure_security_group, remove_security_group
+from isthmus.cloud.security_groups import GroupSpec, ensure_security_group, remove_security_group
 from isthmus.cloud.session import CloudError, SpecError, open_region
 from isthmus.core import model as m
 from isthmus.core import sync as s
@@ -268,13 +268,9 @@ class SyncWorker:
     async def _inventory_loop(self) -> None:
         while True:
             try:
-                images = await asyncio.to_thread(lambda: list_images(self.region.conn()))
-                images_m = sorted((s.ImageInfo(**{k: getattr(i, k) for k in (
-                    "id", "name", "status", "size", "checksum", "hash_algo", "hash_value", "disk_format",
-                    "container_format", "visibility", "owner")}, tags=tuple(i.tags), properties=dict(i.properties))
-                    for i in images), key=lambda x: x.id)
-                if images_m != self.inventory:
-                    self.inventory = images_m
+                images = sorted(await asyncio.to_thread(lambda: list_images(self.region.conn())), key=lambda x: x.id)
+                if images != self.inventory:
+                    self.inventory = images
                     self._report.set()
             except (CloudError, SpecError) as exc:
                 log.warning("site %s: cannot list the images of %s: %s", self.site, self.config.region, exc)
@@ -404,8 +400,7 @@ class SyncWorker:
                                  owned=owned is not None)
         elif task.security_group is not None:
             g = task.security_group
-            spec = GroupSpec(name=g.name, description=g.description, project_id=g.project_id,
-                             rules=tuple(RuleSpec(**m.to_json(rule)) for rule in g.rules))
+            spec = GroupSpec(name=g.name, description=g.description, project_id=g.project_id, rules=g.rules)
             out = ensure_security_group(conn, task.intent, spec, replace=g.replace)
         elif task.source_image is not None:
             src = task.source_image

@@ -13,7 +13,6 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from openstack import exceptions as os_exceptions
@@ -21,6 +20,7 @@ from openstack.connection import Connection
 
 from isthmus.cloud.outcome import CONFLICT, IN_SYNC, Outcome
 from isthmus.cloud.session import CloudError, CopyError, SpecError, calls, http_text, region_name
+from isthmus.core.sync import ImageInfo
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +42,6 @@ BASE_IMAGE_ATTRIBUTES = frozenset({
 })
 RESERVED_PROPERTY_PREFIX = "os_glance_"  # Glance sets these itself and refuses them in a create
 ISTHMUS_PROPERTIES = frozenset({SYNC_PROPERTY, SOURCE_PROPERTY, ROLLOUT_PROPERTY})
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """One image as Glance shows it."""
-
-    id: str
-    name: str
-    status: str
-    size: int
-    checksum: str  # MD5
-    hash_algo: str  # of hash_value (Glance's os_hash_algo, sha512 by default)
-    hash_value: str
-    disk_format: str
-    container_format: str
-    visibility: str
-    owner: str
-    tags: tuple[str, ...]
-    properties: dict[str, str]  # the custom (non-base) properties, as strings
 
 
 def _image_info(body: dict[str, Any]) -> ImageInfo:

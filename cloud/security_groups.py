@@ -17,6 +17,7 @@ from openstack.connection import Connection
 
 from isthmus.cloud.outcome import CONFLICT, IN_SYNC, Outcome
 from isthmus.cloud.session import CloudError, SpecError, by_status, calls, http_text, region_name
+from isthmus.core.sync import RuleSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +36,6 @@ IP_PROTOCOLS = {  # neutron-lib's IP_PROTOCOL_MAP: the names Neutron accepts
     "ipv6-route": 43, "ospf": 89, "pgm": 113, "rsvp": 46, "sctp": 132, "tcp": 6, "udp": 17, "udplite": 136,
     "vrrp": 112,
 }
-
-
-@dataclass(frozen=True)
-class RuleSpec:
-    """One security group rule as the spec wants it."""
-
-    direction: str = "ingress"  # ingress | egress
-    ethertype: str = "IPv4"  # IPv4 | IPv6
-    protocol: str = ""  # "" (any), a name Neutron knows ("tcp", "udp", "icmp", "icmpv6", ...) or a number
-    port_range_min: int | None = None  # for icmp: the type
-    port_range_max: int | None = None  # for icmp: the code
-    remote_ip_prefix: str = ""  # a CIDR; "" = none
-    remote_group: str = ""  # the NAME of a synced security group of the same project (or the group itself)
-    description: str = ""
 
 
 @dataclass(frozen=True)

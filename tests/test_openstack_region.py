@@ -22,8 +22,9 @@ from openstack_cloud import ADMIN_CLOUD, ADMIN_PROJECT, REGIONS, TwoRegionCloud
 from isthmus.cloud.images import copy_image, get_image, list_images, remove_image
 from isthmus.cloud.keypairs import ensure_keypair, keypair_fingerprint, remove_keypair
 from isthmus.cloud.outcome import CONFLICT, IN_SYNC, Outcome
-from isthmus.cloud.security_groups import GroupSpec, RuleSpec, ensure_security_group, remove_security_group
+from isthmus.cloud.security_groups import GroupSpec, ensure_security_group, remove_security_group
 from isthmus.cloud.session import CloudError, CopyError, SpecError, open_region
+from isthmus.core.sync import RuleSpec
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does
 # (an InfluxDB notice without InfluxDB configured, ...): ignored where raised inside openstacksdk only, as the
