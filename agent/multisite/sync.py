@@ -28,7 +28,7 @@ import grpc
 import grpc.aio
 
 from isthmus.agent.link import TlsFiles, backoff, open_channel
-from isthmus.agent.views import RegionViews
+from isthmus.agent.multisite.views import RegionViews
 from isthmus.cloud.images import copy_image, list_images, remove_image
 from isthmus.cloud.keypairs import ensure_keypair, remove_keypair
 from isthmus.cloud.security_groups import GroupSpec, ensure_security_group, remove_security_group
