@@ -175,7 +175,7 @@ async def run(args: argparse.Namespace) -> int:
              asyncio.create_task(link.run(), name="link")]
     worker = None
     if args.os_cloud:
-        from isthmus.agent.sync import CloudConfig, SyncWorker
+        from isthmus.agent.multisite.sync import CloudConfig, SyncWorker
 
         try:
             worker = SyncWorker(args.site, args.coordinators,

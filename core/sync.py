@@ -79,13 +79,15 @@ class KeypairSpec:
 
 @dataclass(frozen=True)
 class RuleSpec:
-    direction: str = "ingress"
-    ethertype: str = "IPv4"
-    protocol: str = ""
-    port_range_min: int | None = None
-    port_range_max: int | None = None
-    remote_ip_prefix: str = ""
-    remote_group: str = ""
+    """One security group rule as the spec wants it."""
+
+    direction: str = "ingress"  # ingress | egress
+    ethertype: str = "IPv4"  # IPv4 | IPv6
+    protocol: str = ""  # "" (any), a protocol name ("tcp", "udp", "icmp", "icmpv6", ...) or a number
+    port_range_min: int | None = None  # for icmp: the type
+    port_range_max: int | None = None  # for icmp: the code
+    remote_ip_prefix: str = ""  # a CIDR; "" = none
+    remote_group: str = ""  # the NAME of a synced security group of the same project (or the group itself)
     description: str = ""
 
 
@@ -138,19 +140,21 @@ class SyncIntent:
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """One image as Glance shows it (a region's inventory, a task's source image)."""
+
     id: str
     name: str
     status: str = ""
     size: int = 0
-    checksum: str = ""
-    hash_algo: str = ""
+    checksum: str = ""  # MD5
+    hash_algo: str = ""  # of hash_value (Glance's os_hash_algo, sha512 by default)
     hash_value: str = ""
     disk_format: str = ""
     container_format: str = ""
     visibility: str = ""
     owner: str = ""
     tags: tuple[str, ...] = ()
-    properties: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, str] = field(default_factory=dict)  # the custom (non-base) properties, as strings
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,6 @@ import concurrent.futures
 import functools
 import ipaddress
 import logging
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -69,9 +68,9 @@ from typing import Any, TypeVar
 import openstack
 from keystoneauth1 import exceptions as ks_exceptions
 from openstack import exceptions as os_exceptions
-from openstack import warnings as os_warnings
 from openstack.connection import Connection
 
+from isthmus.cloud.session import quiet_openstacksdk
 from isthmus.core.model import ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 
@@ -361,7 +360,7 @@ class NeutronDriver(Driver):
                               terminal=True)
         self._where = endpoint or f"cloud {cloud}" + (f" region {opts['region']}" if opts.get("region") else "")
         self._site_tag = site_tag(context.site)
-        _quiet_openstacksdk()
+        quiet_openstacksdk()
         kwargs: dict[str, Any] = {"api_timeout": timeout}
         if endpoint:
             kwargs["network_endpoint_override"] = endpoint
@@ -747,16 +746,3 @@ def _to_api(key: str, value: Any) -> Any:
 
 def _describe(diffs: Mapping[str, tuple[Any, Any]], keys: frozenset[str] | set[str]) -> str:
     return ", ".join(f"{k} {have} -> {want}" for k, (have, want) in diffs.items() if k in keys)
-
-
-def _quiet_openstacksdk() -> None:
-    """Silence openstacksdk's notices about its own internals.
-
-    openstacksdk 4.x warns (RemovedInSDK50Warning/RemovedInSDK60Warning) from
-    inside itself on every resource it builds and every connection it makes,
-    whatever the caller does (e.g. "The _compute_attributes method is
-    deprecated for removal", an InfluxDB notice without InfluxDB configured).
-    Only warnings raised in openstacksdk's own modules are ignored.
-    """
-    for category in (os_warnings.RemovedInSDK50Warning, os_warnings.RemovedInSDK60Warning):
-        warnings.filterwarnings("ignore", category=category, module=r"openstack\.")

@@ -21,7 +21,7 @@ from openstack_cloud import ADMIN_CLOUD, REGION_CLOUDS, REGIONS, TwoRegionCloud
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does
 # (an InfluxDB notice without InfluxDB configured, ...): ignored where raised inside openstacksdk only, as the
-# neutron driver does (drivers/neutron.py, _quiet_openstacksdk).
+# agent and the neutron driver do (cloud/session.py, quiet_openstacksdk).
 pytestmark = [pytest.mark.filterwarnings(f"ignore::openstack.warnings.RemovedInSDK{v}0Warning:openstack")
               for v in (5, 6)]
 

@@ -1,5 +1,6 @@
-"""drivers/openstack_region.py against the real two-region OpenStack of openstack_cloud.py: keypairs, security
-groups and images made to exist in one region from a spec or from the other region, faults included."""
+"""isthmus.cloud's keypairs, security_groups and images against the real two-region OpenStack of
+openstack_cloud.py: keypairs, security groups and images made to exist in one region from a spec or from the
+other region, faults included."""
 
 from __future__ import annotations
 
@@ -17,31 +18,17 @@ from typing import Any
 import openstack.connection
 import pytest
 
-from isthmus.drivers.openstack_region import (
-    CONFLICT,
-    IN_SYNC,
-    CloudError,
-    CopyError,
-    GroupSpec,
-    Outcome,
-    RuleSpec,
-    SpecError,
-    copy_image,
-    ensure_keypair,
-    ensure_security_group,
-    get_image,
-    keypair_fingerprint,
-    list_images,
-    open_region,
-    remove_image,
-    remove_keypair,
-    remove_security_group,
-)
+from isthmus.cloud.images import copy_image, get_image, list_images, remove_image
+from isthmus.cloud.keypairs import ensure_keypair, keypair_fingerprint, remove_keypair
+from isthmus.cloud.outcome import CONFLICT, IN_SYNC, Outcome
+from isthmus.cloud.security_groups import GroupSpec, ensure_security_group, remove_security_group
+from isthmus.cloud.session import CloudError, CopyError, SpecError, open_region
+from isthmus.core.sync import RuleSpec
 from openstack_cloud import ADMIN_CLOUD, ADMIN_PROJECT, REGIONS, TwoRegionCloud
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does
 # (an InfluxDB notice without InfluxDB configured, ...): ignored where raised inside openstacksdk only, as the
-# neutron driver does (drivers/neutron.py, _quiet_openstacksdk).
+# agent and the neutron driver do (cloud/session.py, quiet_openstacksdk).
 pytestmark = [pytest.mark.filterwarnings(f"ignore::openstack.warnings.RemovedInSDK{v}0Warning:openstack")
               for v in (5, 6)]
 

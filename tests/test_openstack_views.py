@@ -1,5 +1,6 @@
-"""drivers/openstack_region.py's views of a region against the real two-region OpenStack of openstack_cloud.py:
-a project's quota usage and limits (enforcement included), the region's capacity and its addresses."""
+"""isthmus.cloud's views of a region (usage, addresses) against the real two-region OpenStack of
+openstack_cloud.py: a project's quota usage and limits (enforcement included), the region's capacity and its
+addresses."""
 
 from __future__ import annotations
 
@@ -17,22 +18,21 @@ import pytest
 import requests
 from openstack import exceptions as os_exceptions
 
-from isthmus.coordinator.addresses import check_record
-from isthmus.drivers.openstack_region import (
+from isthmus.cloud.addresses import list_addresses
+from isthmus.cloud.session import CloudError, SpecError
+from isthmus.cloud.usage import (
     NEUTRON_QUOTA_RESOURCES,
     NOVA_QUOTA_RESOURCES,
-    CloudError,
-    SpecError,
     capacity,
-    list_addresses,
     project_usage,
     set_project_limits,
 )
+from isthmus.coordinator.addresses import check_record
 from openstack_cloud import ADMIN_CLOUD, REGIONS, TwoRegionCloud
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does
 # (an InfluxDB notice without InfluxDB configured, ...): ignored where raised inside openstacksdk only, as the
-# neutron driver does (drivers/neutron.py, _quiet_openstacksdk).
+# agent and the neutron driver do (cloud/session.py, quiet_openstacksdk).
 pytestmark = [pytest.mark.filterwarnings(f"ignore::openstack.warnings.RemovedInSDK{v}0Warning:openstack")
               for v in (5, 6)]
 

@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from isthmus.drivers import openstack_region as osr
+from isthmus.cloud.addresses import list_addresses
+from isthmus.cloud.session import CloudError, SpecError
+from isthmus.cloud.usage import capacity, project_usage, set_project_limits
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import views_pb2 as vpb
 
@@ -109,13 +111,13 @@ class RegionViews:
             try:
                 await asyncio.to_thread(poll)
                 self.wake()
-            except (osr.CloudError, osr.SpecError) as exc:
+            except (CloudError, SpecError) as exc:
                 log.warning("site %s: cannot read the region's %s: %s", self.site, what, exc)
             await asyncio.sleep(interval)
 
     def _poll_addresses(self) -> None:
         records = {}
-        for d in osr.list_addresses(self.conn()):
+        for d in list_addresses(self.conn()):
             rec = vpb.AddressRecord(kind=d["kind"], id=d["id"], project=d.get("project", ""),
                                     network=d.get("network", ""), ips=list(d.get("ips", ())), mac=d.get("mac", ""),
                                     cidr=d.get("cidr", ""), device=d.get("device", ""), name=d.get("name", ""))
@@ -124,7 +126,7 @@ class RegionViews:
             self._addresses = records
 
     def _poll_capacity(self) -> None:
-        d = osr.capacity(self.conn())
+        d = capacity(self.conn())
         cap = vpb.RegionCapacity(region=self.site, compute_known=bool(d.get("compute_known")),
                                  source=str(d.get("source", "unknown")))
         for name in ("vcpus", "vcpus_used", "ram_mb", "ram_mb_used", "instances"):
@@ -139,7 +141,7 @@ class RegionViews:
                 try:
                     self._usage = await asyncio.to_thread(self._poll_usage, list(self.targets))
                     self.wake()
-                except (osr.CloudError, osr.SpecError) as exc:
+                except (CloudError, SpecError) as exc:
                     log.warning("site %s: cannot read or apply quota usage: %s", self.site, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._usage_wake.wait(), self.usage_interval)
@@ -156,21 +158,21 @@ class RegionViews:
         now = time.monotonic()
         for project, wanted in sorted(by_project.items()):
             try:
-                usage = osr.project_usage(conn, project, wanted)
-            except osr.SpecError as exc:  # e.g. a project this region's Nova does not know: the others go on
+                usage = project_usage(conn, project, wanted)
+            except SpecError as exc:  # e.g. a project this region's Nova does not know: the others go on
                 log.warning("site %s: no quota usage for project %s: %s", self.site, project, exc)
                 continue
             change = {res: limit for res, limit in wanted.items()
                       if limit != REPORT_ONLY and res in usage and usage[res][1] != limit}
             if change:
-                changed = osr.set_project_limits(conn, project, change)
+                changed = set_project_limits(conn, project, change)
                 if changed:
                     text = ", ".join(f"{res} {usage[res][1]} -> {limit}" for res, limit in sorted(changed.items()))
                     log.info("site %s: project %s quota limits set: %s", self.site, project, text)
                     if self.note is not None and self._loop is not None:
                         self._loop.call_soon_threadsafe(self.note, "quota",
                                                         f"project {project}: limits set ({text})")
-                    usage = osr.project_usage(conn, project, wanted)
+                    usage = project_usage(conn, project, wanted)
             for res, limit in wanted.items():
                 if limit != REPORT_ONLY and res in usage and usage[res][1] == limit:
                     self._applied[(project, res)] = numbers[(project, res)]  # this grant is in force

@@ -28,12 +28,15 @@ import grpc
 import grpc.aio
 
 from isthmus.agent.link import TlsFiles, backoff, open_channel
-from isthmus.agent.views import RegionViews
+from isthmus.agent.multisite.views import RegionViews
+from isthmus.cloud.images import copy_image, list_images, remove_image
+from isthmus.cloud.keypairs import ensure_keypair, remove_keypair
+from isthmus.cloud.security_groups import GroupSpec, ensure_security_group, remove_security_group
+from isthmus.cloud.session import CloudError, SpecError, open_region
 from isthmus.core import model as m
 from isthmus.core import sync as s
 from isthmus.core.files import write_atomically
 from isthmus.core.wire import sync as sync_wire
-from isthmus.drivers import openstack_region as osr
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 
@@ -116,7 +119,7 @@ class Region:
         key = (cloud or self.config.cloud, region or self.config.region)
         cache: dict[tuple[str, str], Any] = self._local.__dict__.setdefault("conns", {})
         if key not in cache:
-            cache[key] = osr.open_region(key[0], key[1], self.config.config_file or None)
+            cache[key] = open_region(key[0], key[1], self.config.config_file or None)
         return cache[key]
 
 
@@ -265,15 +268,11 @@ class SyncWorker:
     async def _inventory_loop(self) -> None:
         while True:
             try:
-                images = await asyncio.to_thread(lambda: osr.list_images(self.region.conn()))
-                images_m = sorted((s.ImageInfo(**{k: getattr(i, k) for k in (
-                    "id", "name", "status", "size", "checksum", "hash_algo", "hash_value", "disk_format",
-                    "container_format", "visibility", "owner")}, tags=tuple(i.tags), properties=dict(i.properties))
-                    for i in images), key=lambda x: x.id)
-                if images_m != self.inventory:
-                    self.inventory = images_m
+                images = sorted(await asyncio.to_thread(lambda: list_images(self.region.conn())), key=lambda x: x.id)
+                if images != self.inventory:
+                    self.inventory = images
                     self._report.set()
-            except (osr.CloudError, osr.SpecError) as exc:
+            except (CloudError, SpecError) as exc:
                 log.warning("site %s: cannot list the images of %s: %s", self.site, self.config.region, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._inventory_wake.wait(), self.inventory_interval)
@@ -369,9 +368,9 @@ class SyncWorker:
             return self._do_task(key, task, base, attempts)
         except Cancelled as exc:
             return replace(base, state=s.State.HELD, detail=str(exc))
-        except osr.SpecError as exc:
+        except SpecError as exc:
             return replace(base, state=s.State.FAILED, error=str(exc), attempts=attempts + 1)
-        except osr.CloudError as exc:  # CopyError included
+        except CloudError as exc:  # CopyError included
             return replace(base, state=s.State.FAILED, error=str(exc), attempts=attempts + 1)
         except Exception as exc:  # a bug must not end the worker: shown, retried
             log.exception("site %s: sync %s %s failed unexpectedly", self.site, task.intent, task.resource)
@@ -397,18 +396,17 @@ class SyncWorker:
             owned = None
         if task.keypair is not None:
             kp = task.keypair
-            out = osr.ensure_keypair(conn, kp.name, kp.public_key, kp.user_id, replace=kp.replace,
-                                     owned=owned is not None)
+            out = ensure_keypair(conn, kp.name, kp.public_key, kp.user_id, replace=kp.replace,
+                                 owned=owned is not None)
         elif task.security_group is not None:
             g = task.security_group
-            spec = osr.GroupSpec(name=g.name, description=g.description, project_id=g.project_id,
-                                 rules=tuple(osr.RuleSpec(**m.to_json(rule)) for rule in g.rules))
-            out = osr.ensure_security_group(conn, task.intent, spec, replace=g.replace)
+            spec = GroupSpec(name=g.name, description=g.description, project_id=g.project_id, rules=g.rules)
+            out = ensure_security_group(conn, task.intent, spec, replace=g.replace)
         elif task.source_image is not None:
             src = task.source_image
             source = self.region.conn(self.config.source_cloud(task.source_site), task.source_region)
-            out = osr.copy_image(source, conn, src.id, task.intent, rollout=task.rollout, replace=task.replace,
-                                 progress=self._progress(key, task, attempts))
+            out = copy_image(source, conn, src.id, task.intent, rollout=task.rollout, replace=task.replace,
+                             progress=self._progress(key, task, attempts))
         else:
             return replace(base, state=s.State.FAILED, error="task without a resource spec (coordinator too new?)")
         # What isthmus made is its to remove later; an adopted group is recorded too, to give it back (untag).
@@ -427,18 +425,18 @@ class SyncWorker:
         if owned is not None and (not task.rollout or owned.get("rollout") == task.rollout):
             kind = s.Kind(owned["kind"])
             if kind == s.Kind.KEYPAIR:
-                removed = int(osr.remove_keypair(conn, owned["resource"], owned.get("user_id", ""),
-                                                 owned.get("public_key", "")))
+                removed = int(remove_keypair(conn, owned["resource"], owned.get("user_id", ""),
+                                             owned.get("public_key", "")))
             elif kind == s.Kind.SECURITY_GROUP:
-                removed = int(osr.remove_security_group(conn, owned["intent"], owned["resource"],
-                                                        owned.get("project_id", "")))
+                removed = int(remove_security_group(conn, owned["intent"], owned["resource"],
+                                                    owned.get("project_id", "")))
             else:
                 # The ledger says the copy is the intent's (one per name), whichever attempt labelled it.
-                removed = osr.remove_image(conn, owned["intent"], owned["resource"])
+                removed = remove_image(conn, owned["intent"], owned["resource"])
             self.ledger.forget(task.intent, task.resource)
         elif task.kind == s.Kind.IMAGE and task.rollout:
             # A copy interrupted before the ledger knew it: whatever this rollout left under that name.
-            removed = osr.remove_image(conn, task.intent, task.resource, task.rollout)
+            removed = remove_image(conn, task.intent, task.resource, task.rollout)
         log.info("site %s: sync %s %s: removed %d copies (%s)", self.site, task.intent, task.resource, removed,
                  task.reason or "rollback")
         return replace(base, state=s.State.REMOVED, detail=f"{task.reason or 'removed'}: {removed} copies removed")
