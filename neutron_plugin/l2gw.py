@@ -35,14 +35,14 @@ from neutron_lib import exceptions as n_exc
 from neutron_lib.api import validators
 from neutron_lib.plugins import directory
 
-from isthmus.neutron_plugin import config
+from isthmus.neutron_plugin import config, resync
 from isthmus.neutron_plugin.client import Coordinator, CoordinatorError
 from isthmus.neutron_plugin.errors import translate
+from isthmus.neutron_plugin.mapping import BORDER_INTERFACE, connection_request, gateway_request, is_border
 
 LOG = logging.getLogger(__name__)
 SERVICE = "BorderGatewayService"
 VALIDATOR = "type:l2gwdevice_list"
-BORDER_INTERFACE = ""  # the stored form of a border device: one interface with this name
 MAX_VNI = 16777215
 OWNER = "neutron"  # isthmus' owner field of what Neutron made: its resync manages only those
 
@@ -83,13 +83,8 @@ def validate_devices(data: Any, valid_values: Any = None) -> str | None:
         device.clear()
         device.update({"device_name": device_id.strip(),
                        "interfaces": [{"name": BORDER_INTERFACE, l2gw_const.SEG_ID: [seg_id]}]})
-    standard = [d for d in data if not _is_border(d)]
+    standard = [d for d in data if not is_border(d)]
     return _upstream_validate(standard, valid_values) if standard else None
-
-
-def _is_border(device: dict[str, Any]) -> bool:
-    interfaces = device.get("interfaces") or []
-    return bool(interfaces) and all(i.get("name") == BORDER_INTERFACE for i in interfaces)
 
 
 def install_border_validator() -> None:
@@ -108,45 +103,6 @@ def install_border_validator() -> None:
     l2gw_validators.validate_gwdevice_list = validate_devices
     validators.validators[VALIDATOR] = validate_devices
     LOG.info("isthmus: %s accepts the border form (device_id + segmentation_id)", VALIDATOR)
-
-
-# ---------------------------------------------------------------- Neutron's objects in isthmus' terms
-
-
-def _seg_ids(value: Any) -> list[int]:
-    items = value if isinstance(value, list) else [value]
-    out = []
-    for item in items:
-        for part in str(item).replace("[", " ").replace("]", " ").replace(",", " ").split():
-            out.append(int(part))
-    return out
-
-
-def gateway_request(gw: dict[str, Any]) -> dict[str, Any]:
-    """An isthmus L2Gateway (dict) from Neutron's l2-gateway (request body or stored dict)."""
-    devices = []
-    for device in gw.get("devices") or []:
-        interfaces = device.get("interfaces") or []
-        if _is_border(device):
-            seg = _seg_ids(interfaces[0].get(l2gw_const.SEG_ID))
-            devices.append({"device_id": device["device_name"], "segmentation_id": seg[0] if seg else 0})
-        else:
-            ifaces = [{"name": i.get("name", ""), "segmentation_id": _seg_ids(i.get(l2gw_const.SEG_ID) or [])}
-                      for i in interfaces]
-            ref: dict[str, Any] = {"device_id": device["device_name"], "interfaces": ifaces}
-            shared = {sid for i in ifaces for sid in i["segmentation_id"]}
-            if len(shared) == 1:  # the device's segment: what a connection without its own id joins
-                ref["segmentation_id"] = shared.pop()
-            devices.append(ref)
-    return {"id": gw["id"], "name": gw.get("name") or gw["id"],
-            "project_id": gw.get("tenant_id") or gw.get("project_id") or "", "devices": devices}
-
-
-def connection_request(conn: dict[str, Any]) -> dict[str, Any]:
-    seg = conn.get(l2gw_const.SEG_ID)
-    return {"id": conn["id"], "l2_gateway_id": conn["l2_gateway_id"], "network_id": conn["network_id"],
-            "segmentation_id": int(seg) if seg not in (None, "") else 0,
-            "project_id": conn.get("tenant_id") or conn.get("project_id") or ""}
 
 
 class IsthmusL2gwDriver(L2gwDriver):
@@ -223,8 +179,6 @@ class IsthmusL2gwDriver(L2gwDriver):
     # ------------------------------------------------------------ drift
 
     def _resync_at_start(self) -> None:
-        from isthmus.neutron_plugin import resync
-
         try:
             report = resync.run(self.service_plugin, self.coordinator, repair=True)
             LOG.info("isthmus resync at start: %s", report.summary())

@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from isthmus.neutron_plugin.client import Coordinator, CoordinatorError
+from isthmus.neutron_plugin.mapping import connection_request, gateway_request
 
 SERVICE = "BorderGatewayService"
 OWNER = "neutron"
@@ -62,8 +63,6 @@ def _comparable_gateway(gw: dict[str, Any]) -> tuple[Any, ...]:
 def run(neutron: Any, coordinator: Coordinator, *, repair: bool, context: Any = None) -> Report:
     """Compare ``neutron`` (networking-l2gw's plugin or DB mixin) with isthmus; repair unless a dry run."""
     from neutron_lib import context as n_context
-
-    from isthmus.neutron_plugin.l2gw import connection_request, gateway_request
 
     ctx = context or n_context.get_admin_context()
     report = Report()
