@@ -194,7 +194,7 @@ class Auth:
                                 f"{who.who}: more than {self.limiter.rate:g} writes per second; slow down")
         return who
 
-    async def audit(self, who: Principal, method: str, allowed: bool, detail: str) -> None:
+    async def audit(self, who: Principal, method: str, allowed: bool, detail: str, on_behalf_of: str = "") -> None:
         """Record a write or a refusal (who, what, when) in the log now and in etcd within milliseconds.
 
         Events are written in batches (one etcd transaction for everything that
@@ -207,6 +207,8 @@ class Auth:
         self._seq += 1
         event = {"time_unix_ms": now, "who": who.who, "role": who.role, "method": method, "allowed": allowed,
                  "detail": detail, "coordinator": self.coordinator}
+        if on_behalf_of:
+            event["on_behalf_of"] = on_behalf_of
         key = f"{AUDIT}{now:013d}-{self.coordinator or 'c'}-{self._seq:06d}"
         self._pending.append(Put(key, json.dumps(event, sort_keys=True).encode()))
         self._flush_wake.set()
@@ -246,7 +248,8 @@ def _guard(impl: Callable[..., Any], service: str, method: str, auth: Auth) -> C
             who = await auth.check(context, service, method)
             result = await impl(request, context)
             if write:
-                await auth.audit(who, f"/isthmus.v1.{service}/{method}", True, _summary(request))
+                await auth.audit(who, f"/isthmus.v1.{service}/{method}", True, _summary(request),
+                                 on_behalf_of(context))
             return result
 
         return unary
@@ -257,6 +260,21 @@ def _guard(impl: Callable[..., Any], service: str, method: str, auth: Auth) -> C
             yield item
 
     return streaming
+
+
+ON_BEHALF_OF = "x-isthmus-on-behalf-of"
+MAX_ON_BEHALF_OF = 256
+
+
+def on_behalf_of(context: grpc.aio.ServicerContext) -> str:
+    """Whom the caller acts for, as it says in its metadata (neutron-server: the Keystone user and project).
+
+    Recorded beside the caller's own identity, never used to authorize; printable ASCII, at most 256 bytes."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ON_BEHALF_OF:
+            text = value if isinstance(value, str) else value.decode("ascii", "replace")
+            return "".join(c if " " <= c <= "~" else "?" for c in text[:MAX_ON_BEHALF_OF])
+    return ""
 
 
 def _summary(request: Any) -> str:

@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 
 PACKAGE = "isthmus.v1"
 ON_BEHALF_OF = "x-isthmus-on-behalf-of"  # who asked Neutron: recorded in the coordinator's audit
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
 class CoordinatorError(Exception):
@@ -90,8 +91,8 @@ class Coordinator:
                 with open(path, "rb") as f:
                     return f.read()
             creds = grpc.ssl_channel_credentials(read(s.ca_file), read(s.key_file), read(s.cert_file))
-            return grpc.secure_channel(s.address, creds)
-        return grpc.insecure_channel(s.address)
+            return grpc.secure_channel(s.address, creds, options=CHANNEL_OPTIONS)
+        return grpc.insecure_channel(s.address, options=CHANNEL_OPTIONS)
 
     def _call(self, service: str, method: str) -> tuple[Any, Any]:
         path = f"/{PACKAGE}.{service}/{method}"
@@ -131,6 +132,10 @@ class Coordinator:
             answer = stub(message, timeout=self.settings.timeout, metadata=self._metadata(on_behalf_of))
         except grpc.RpcError as exc:
             code = exc.code().name if exc.code() is not None else "UNKNOWN"
+            if code in ("UNAVAILABLE", "UNKNOWN", "DEADLINE_EXCEEDED"):
+                # The next call dials afresh instead of waiting out the channel's reconnect backoff: a
+                # coordinator that is back answers Neutron's next request.
+                self.close()
             raise CoordinatorError(code, exc.details() or "") from None
         return to_dict(answer)
 

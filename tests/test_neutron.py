@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from conftest import Proc, coordinator_cmd, ctl, wait_for
+from isthmus.v1 import l2gw_pb2 as l2
+from isthmus.v1 import l2gw_pb2_grpc
 from neutron_isthmus import REGION, NeutronIsthmus, install_plugin, neutron_conf, register_region
 from openstack_cloud import REGION_CLOUDS, TwoRegionCloud, _token
 
@@ -129,6 +132,10 @@ def test_border_form_over_rest_creates_the_gateway_in_isthmus_under_neutrons_id(
     assert stored == sorted((ids[s], [("", [5000])]) for s in ("region-one", "region-two"))
     there = coordinator.json("l2-gateway", "get", gw["id"])
     assert there["owner"] == "neutron" and there["project_id"] == gw["tenant_id"]
+    # The coordinator's audit names the Keystone user and project behind neutron-server's call.
+    audit = wait_for(lambda: [e for e in coordinator.json("audit") if e["method"].endswith("/CreateL2Gateway")],
+                     10, "the audit event of the create")
+    assert f"project={gw['tenant_id']}" in audit[0]["on_behalf_of"] and "keystone user=" in audit[0]["on_behalf_of"]
     assert sorted((d["device_id"], d["segmentation_id"]) for d in there["devices"]) == sorted(
         (ids[s], 5000) for s in ("region-one", "region-two"))
 
@@ -175,3 +182,140 @@ def test_openstack_l2gw_cli_with_a_keystone_user(two_region_cloud: TwoRegionClou
     conn = openstack("l2gw", "connection", "create", gw["ID"], net["id"])
     assert coordinator.json("l2-gateway-connection", "get", conn["ID"])["segmentation_id"] == 120
     assert [c["ID"] for c in openstack("l2gw", "connection", "list")] == [conn["ID"]]
+
+
+def isthmus_unchanged(coord: Coordinator) -> bool:
+    return isthmus_gateways(coord) == [] and coord.json("l2-gateway-connection", "list") == []
+
+
+def test_bad_input_is_400_naming_the_field_and_nothing_is_written(
+        neutron: NeutronIsthmus, coordinator: Coordinator, cleanup: None) -> None:
+    ids = seed_devices(coordinator)
+    vlan = coordinator.json("gateway-device", "create", "region-one/tor", "--type", "network_vlan",
+                            "--tunnel-ip", "192.0.2.9")["id"]
+    cases = [
+        # (body, what the message must say): refused by isthmus' validator at the API layer, or by isthmus itself.
+        (border_body(ids, seg=16777216), "devices[0].segmentation_id: 16777216 is not in 1..16777215"),
+        (border_body(ids, seg="blue"), "devices[0].segmentation_id: 'blue' is not a number"),
+        ({"l2_gateway": {"name": "x", "devices": [{"device_id": ids["region-one"], "segmentation_id": 7,
+                                                    "vlan": 3}]}}, "devices[0]: a border device has"),
+        ({"l2_gateway": {"name": "x", "devices": [{"device_id": "no-such-device", "segmentation_id": 7}]}},
+         "devices[0].device_id: gateway device no-such-device does not exist"),
+        ({"l2_gateway": {"name": "x", "devices": [{"device_id": vlan, "segmentation_id": 5000}]}},
+         "devices[0].segmentation_id: 5000 is out of range 1..4094"),
+        ({"l2_gateway": {"name": "x", "devices": [{"device_id": ids["region-one"], "segmentation_id": 7},
+                                                   {"device_id": vlan, "segmentation_id": 7}]}},
+         "devices[1].device_id: devices"),
+    ]
+    for body, text in cases:
+        answer = neutron.request("POST", "/l2-gateways", body)
+        assert answer.status == 400 and text in answer.error, (body, answer)
+        assert neutron_gateways(neutron) == [], f"Neutron kept a row after {answer.error}"
+        assert isthmus_unchanged(coordinator), f"isthmus kept something after {answer.error}"
+
+    # A connection between a gateway and a network of another project: 400 naming project_id.
+    gw = neutron.request("POST", "/l2-gateways", border_body(ids)).body["l2_gateway"]
+    other = neutron.request("POST", "/networks", {"network": {"name": "theirs", "tenant_id": "another-project"}})
+    assert other.status == 201, other.error
+    answer = neutron.request("POST", "/l2-gateway-connections", {"l2_gateway_connection": {
+        "l2_gateway_id": gw["id"], "network_id": other.body["network"]["id"]}})
+    assert answer.status == 400 and "project_id: network" in answer.error, answer
+    assert neutron.request("GET", "/l2-gateway-connections").body["l2_gateway_connections"] == []
+    assert coordinator.json("l2-gateway-connection", "list") == []
+
+
+def test_no_token_401_and_a_member_403(two_region_cloud: TwoRegionCloud, neutron: NeutronIsthmus,
+                                       coordinator: Coordinator, cleanup: None) -> None:
+    ids = seed_devices(coordinator)
+    assert neutron.request("POST", "/l2-gateways", border_body(ids), token="").status == 401
+    member = member_token(two_region_cloud)
+    answer = neutron.request("POST", "/l2-gateways", border_body(ids), token=member)
+    assert answer.status == 403, answer
+    assert neutron_gateways(neutron) == [] and isthmus_unchanged(coordinator)
+
+
+def member_token(cloud: TwoRegionCloud) -> str:
+    """A token of a user with the member role in a project of its own (made once)."""
+    admin = _token(cloud.auth_url, cloud.password)
+    from openstack_cloud import _api
+
+    def get(path: str) -> Any:
+        return _api("GET", f"{cloud.auth_url}{path}", token=admin)[0]
+
+    if not get("/users?name=isthmus-member")["users"]:
+        project = _api("POST", f"{cloud.auth_url}/projects", {"project": {"name": "isthmus-member-project",
+                                                                          "domain_id": "default"}}, admin)[0]
+        user = _api("POST", f"{cloud.auth_url}/users", {"user": {"name": "isthmus-member", "domain_id": "default",
+                                                                 "password": "member-secret"}}, admin)[0]
+        role = next(r for r in get("/roles")["roles"] if r["name"] in ("member", "_member_"))
+        _api("PUT", f"{cloud.auth_url}/projects/{project['project']['id']}/users/{user['user']['id']}/roles/"
+             f"{role['id']}", token=admin)
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "isthmus-member", "domain": {"id": "default"}, "password": "member-secret"}}},
+        "scope": {"project": {"name": "isthmus-member-project", "domain": {"id": "default"}}}}}
+    return _api("POST", f"{cloud.auth_url}/auth/tokens", body)[1]["X-Subject-Token"]
+
+
+def test_coordinator_stopped_is_503_and_nothing_is_written(neutron: NeutronIsthmus, coordinator: Coordinator,
+                                                           cleanup: None) -> None:
+    ids = seed_devices(coordinator)
+    gw = neutron.request("POST", "/l2-gateways", border_body(ids, name="kept")).body["l2_gateway"]
+    coordinator.proc.stop()
+    answer = neutron.request("POST", "/l2-gateways", border_body(ids, seg=6000, name="new"))
+    assert answer.status == 503 and "isthmus coordinator unavailable" in answer.error, answer
+    assert [g["name"] for g in neutron_gateways(neutron)] == ["kept"]
+    answer = neutron.request("DELETE", f"/l2-gateways/{gw['id']}")
+    assert answer.status == 503, answer
+    assert [g["name"] for g in neutron_gateways(neutron)] == ["kept"]
+    coordinator.restart()
+    assert [g["id"] for g in isthmus_gateways(coordinator)] == [gw["id"]], "the refused delete reached isthmus"
+    assert neutron.request("DELETE", f"/l2-gateways/{gw['id']}").status == 204
+    assert isthmus_gateways(coordinator) == []
+
+
+def resync(neutron: NeutronIsthmus, cloud: TwoRegionCloud, *args: str) -> subprocess.CompletedProcess[str]:
+    assert cloud.base is not None
+    conf = cloud.base / cloud.region("RegionOne").key
+    files = [f"--config-file={conf / name}" for name in ("neutron.conf", "ml2.ini", "neutron-isthmus.conf")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = str(neutron.site)
+    return subprocess.run(["/usr/bin/python3", "-m", "isthmus.neutron_plugin.resync", *files, *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_drift_behind_neutrons_back_is_reported_and_repaired(
+        two_region_cloud: TwoRegionCloud, neutron: NeutronIsthmus, coordinator: Coordinator, cleanup: None) -> None:
+    ids = seed_devices(coordinator)
+    kept = neutron.request("POST", "/l2-gateways", border_body(ids, seg=7001, name="kept")).body["l2_gateway"]
+    lost = neutron.request("POST", "/l2-gateways", border_body(ids, seg=7002, name="lost")).body["l2_gateway"]
+    # Behind Neutron's back: one of its gateways deleted from isthmus, one renamed there, and a gateway made as
+    # if through Neutron that Neutron never had; plus one made with isthmusctl, which is not Neutron's to touch.
+    coordinator.ctl("l2-gateway", "delete", lost["id"])
+    coordinator.ctl("l2-gateway", "update", kept["id"], "--name", "renamed-in-isthmus")
+    channel = grpc.insecure_channel(coordinator.address)
+    stray = l2gw_pb2_grpc.BorderGatewayServiceStub(channel).CreateL2Gateway(l2.L2Gateway(
+        name="stray", project_id="p1", owner="neutron",
+        devices=[l2.L2GatewayDeviceRef(device_id=ids["region-one"], segmentation_id=7003)]), timeout=10)
+    channel.close()
+    own = coordinator.json("l2-gateway", "create", "own", "--project", "p1", "--device", ids["region-two"],
+                           "--segmentation-id", "7004")
+
+    dry = resync(neutron, two_region_cloud, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert f"l2-gateway {stray.id}: made through Neutron, which no longer has it; reported (dry run)" in lines
+    assert f"l2-gateway {lost['id']}: missing in isthmus; reported (dry run)" in lines
+    assert f"l2-gateway {kept['id']}: differs in isthmus; reported (dry run)" in lines
+    assert own["id"] not in dry.stdout
+    assert sorted(g["name"] for g in isthmus_gateways(coordinator)) == ["own", "renamed-in-isthmus", "stray"]
+
+    done = resync(neutron, two_region_cloud)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 differences, 0 not repaired" in done.stdout, done.stdout
+    there = {g["id"]: g for g in isthmus_gateways(coordinator)}
+    assert sorted(there) == sorted([kept["id"], lost["id"], own["id"]])
+    assert (there[kept["id"]]["name"], there[lost["id"]]["name"], there[lost["id"]]["owner"]) == (
+        "kept", "lost", "neutron")
+    again = resync(neutron, two_region_cloud)
+    assert again.returncode == 0 and "no drift" in again.stdout, again.stdout
+    coordinator.ctl("l2-gateway", "delete", own["id"])

@@ -248,7 +248,7 @@ class ListCoordinatorsResponse(_message.Message):
     def __init__(self, coordinators: _Optional[_Iterable[_Union[CoordinatorInfo, _Mapping]]] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
-    __slots__ = ("time_unix_ms", "who", "role", "method", "allowed", "detail", "coordinator")
+    __slots__ = ("time_unix_ms", "who", "role", "method", "allowed", "detail", "coordinator", "on_behalf_of")
     TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     WHO_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +256,7 @@ class AuditEvent(_message.Message):
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
     time_unix_ms: int
     who: str
     role: str
@@ -263,7 +264,8 @@ class AuditEvent(_message.Message):
     allowed: bool
     detail: str
     coordinator: str
-    def __init__(self, time_unix_ms: _Optional[int] = ..., who: _Optional[str] = ..., role: _Optional[str] = ..., method: _Optional[str] = ..., allowed: _Optional[bool] = ..., detail: _Optional[str] = ..., coordinator: _Optional[str] = ...) -> None: ...
+    on_behalf_of: str
+    def __init__(self, time_unix_ms: _Optional[int] = ..., who: _Optional[str] = ..., role: _Optional[str] = ..., method: _Optional[str] = ..., allowed: _Optional[bool] = ..., detail: _Optional[str] = ..., coordinator: _Optional[str] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
 
 class ListAuditEventsRequest(_message.Message):
     __slots__ = ("limit",)
