@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from conftest import Proc, coordinator_cmd, ctl, wait_for
+from conftest import Proc, agent_cmd, coordinator_cmd, ctl, wait_for
 from isthmus.v1 import l2gw_pb2 as l2
 from isthmus.v1 import l2gw_pb2_grpc
 from neutron_isthmus import REGION, NeutronIsthmus, install_plugin, neutron_conf, register_region
@@ -319,3 +319,49 @@ def test_drift_behind_neutrons_back_is_reported_and_repaired(
     again = resync(neutron, two_region_cloud)
     assert again.returncode == 0 and "no drift" in again.stdout, again.stdout
     coordinator.ctl("l2-gateway", "delete", own["id"])
+
+
+@pytest.mark.netns
+def test_tenant_hosts_behind_two_sites_ping_once_neutron_joins_them(
+        lab: Any, neutron: NeutronIsthmus, coordinator: Coordinator, tmp_path: Path, cleanup: None) -> None:
+    """The border form over Neutron's REST API joins tenant segments at two sites (agents with the vxlan driver in
+    network namespaces); deleting the connection through Neutron parts them again."""
+    from test_border_e2e import address, build, vxlan_devices
+
+    gateways, hosts = build(lab)  # three gateway namespaces; this test uses s1 and s2
+    wait_for(lambda: gateways["s1"].ping("192.0.2.2"), 10, "the underlay to work")
+    agents = []
+    try:
+        for site in ("s1", "s2"):
+            cmd = agent_cmd(site, f"unix:{neutron.socket}", tmp_path, "--driver", "vxlan", "--reconcile-interval", "1")
+            agents.append(gateways[site].popen(cmd, tmp_path / f"agent-{site}.log"))
+        ids = {}
+        for n, site in enumerate(("s1", "s2"), start=1):
+            coordinator.ctl("site", "create", site, "--kind", "region")
+            ids[site] = coordinator.json("gateway-device", "create", f"{site}/gw", "--type", "router_vtep",
+                                         "--tunnel-ip", f"192.0.2.{n}")["id"]
+        body = {"l2_gateway": {"name": "blue", "devices": [{"device_id": ids[s], "segmentation_id": 100}
+                                                           for s in ("s1", "s2")]}}
+        gw = neutron.request("POST", "/l2-gateways", body)
+        assert gw.status == 201, gw.error
+        net = network(neutron, "blue")
+        conn = neutron.request("POST", "/l2-gateway-connections", {"l2_gateway_connection": {
+            "l2_gateway_id": gw.body["l2_gateway"]["id"], "network_id": net["id"]}})
+        assert conn.status == 201, conn.error
+        blue1 = hosts["blue-s1"]
+        wait_for(lambda: blue1.ping(address("blue", "s2")), 30, "blue-s1 to reach blue-s2 across the two sites")
+        assert not blue1.ping(address("red", "s2"), count=2), "blue reaches red"
+
+        assert neutron.request("DELETE", f"/l2-gateway-connections/{conn.body['l2_gateway_connection']['id']}"
+                               ).status == 204
+        wait_for(lambda: all("isx100" not in vxlan_devices(gateways[s]) for s in ("s1", "s2")), 20,
+                 "the tunnel device to be removed at both sites")
+        wait_for(lambda: not blue1.ping(address("blue", "s2")), 10, "blue-s1 to lose blue-s2")
+    finally:
+        for p in agents:
+            p.terminate()
+        for p in agents:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
