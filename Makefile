@@ -29,7 +29,8 @@ DEMO_PACKAGES := etcd:etcd-server ip:iproute2 ping:iputils-ping
 TEST_PACKAGES := $(DEMO_PACKAGES) etcdctl:etcd-client gobgpd:gobgpd systemd-analyze:systemd \
 	neutron-server:neutron-server mariadbd:mariadb-server keystone-manage:keystone glance-api:glance-api \
 	nova-api:nova-api ssh-keygen:openssh-client openstack:python3-openstackclient \
-	/usr/lib/python3/dist-packages/networking_l2gw:python3-networking-l2gw
+	/usr/lib/python3/dist-packages/networking_l2gw:python3-networking-l2gw \
+	/usr/lib/python3/dist-packages/grpc:python3-grpcio /usr/lib/python3/dist-packages/google/protobuf:python3-protobuf
 
 # Installs, with apt, the packages of $(1) whose command (or, for a path, file) is missing.
 define apt_install
