@@ -23,7 +23,8 @@ from isthmus.coordinator.etcd import EmbeddedEtcd, free_port
 from isthmus.coordinator.main import Coordinator, Options
 from isthmus.coordinator.registry import ROOT
 from isthmus.coordinator.store import Delete, Store
-from openstack_cloud import REGIONS, CloudError, TwoRegionCloud, missing_packages
+from neutron_isthmus import NeutronIsthmus, install_plugin, neutron_conf, register_region
+from openstack_cloud import REGIONS, CloudError, TwoRegionCloud, _token, missing_packages
 
 BIN = Path(sys.executable).parent
 
@@ -277,3 +278,43 @@ def regions(two_region_cloud: TwoRegionCloud) -> Iterator[dict[str, Any]]:
     yield conns
     for conn in conns.values():
         conn.close()
+
+
+# ---------------------------------------------------------------- isthmus inside Neutron (neutron_isthmus.py)
+
+
+@pytest.fixture(scope="session")
+def neutron(two_region_cloud: TwoRegionCloud) -> NeutronIsthmus:
+    """A second neutron-server of RegionOne with isthmus loaded by configuration only (networking-l2gw's driver
+    and the infrastructure API), for the session; each test starts the coordinator it reaches."""
+    if shutil.which("neutron-db-manage") is None or not Path("/usr/lib/python3/dist-packages/networking_l2gw").is_dir():
+        pytest.skip("needs Debian's python3-networking-l2gw (`make test` installs it)")
+    base = two_region_cloud.base
+    assert base is not None
+    site = install_plugin(base / "isthmus-site")
+    socket = base / "isthmus" / "coordinator.sock"
+    socket.parent.mkdir(exist_ok=True)
+    url = two_region_cloud.add_neutron_server("RegionOne", "neutron-isthmus", neutron_conf(site, socket),
+                                              env={"PYTHONPATH": str(site)}, subprojects=["networking-l2gw"])
+    token = _token(two_region_cloud.auth_url, two_region_cloud.password)
+    register_region(two_region_cloud.auth_url, token, url)  # the openstack CLI finds it through the catalog
+    return NeutronIsthmus(url, socket, site, token)
+
+
+def start_neutron_coordinator(etcd: str, neutron: NeutronIsthmus, tmp: Path,
+                              procs: Callable[..., Proc]) -> tuple[Proc, str]:
+    """A coordinator on ``etcd``, on loopback and on the socket neutron-server reaches; its process and
+    HOST:PORT. ``tmp`` must be new for each one started."""
+    neutron.socket.unlink(missing_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    ready = tmp / "addr"
+    cmd = coordinator_cmd(tmp / "coord", ready, etcd_endpoint=etcd)
+    cmd[cmd.index("--listen") + 1] += f",unix:{neutron.socket}"
+    proc = procs("coordinator", cmd, tmp / "coord.log")
+    return proc, str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the coordinator"))
+
+
+@pytest.fixture
+def neutron_coordinator(etcd: str, neutron: NeutronIsthmus, tmp_path: Path, procs: Callable[..., Proc]) -> str:
+    """A coordinator on the session's (emptied) etcd that the Neutron test bed reaches; its HOST:PORT."""
+    return start_neutron_coordinator(etcd, neutron, tmp_path / "neutron-coordinator", procs)[1]

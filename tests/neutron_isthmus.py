@@ -49,8 +49,11 @@ def register_region(identity: str, token: str, url: str) -> None:
 
 
 def neutron_conf(site: Path, socket: Path) -> str:
+    """The lines docs/neutron.md gives an operator: networking-l2gw with isthmus' driver, and the
+    infrastructure API (service plugin, and the folder of its extension descriptor)."""
     return f"""\
-service_plugins = router,l2gw
+service_plugins = router,l2gw,isthmus.neutron_plugin.infrastructure.InfrastructurePlugin
+api_extensions_path = {site / "isthmus" / "neutron_plugin" / "extensions"}
 [service_providers]
 service_provider = L2GW:isthmus:isthmus.neutron_plugin.l2gw.IsthmusL2gwDriver:default
 [isthmus]

@@ -1,14 +1,14 @@
 """isthmus inside Neutron: networking-l2gw's REST API through isthmus' service driver, on a real neutron-server.
 
 A second neutron-server of RegionOne (Debian's, with python3-networking-l2gw) loads isthmus by configuration
-only; each test starts a coordinator on the unix socket that neutron-server is configured to reach.
+only; each test starts a coordinator on the unix socket that neutron-server is configured to reach (the
+``neutron`` and ``neutron_coordinator`` fixtures in conftest.py, shared with test_neutron_infra.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,24 +21,8 @@ import pytest
 from conftest import Proc, agent_cmd, coordinator_cmd, ctl, wait_for
 from isthmus.v1 import l2gw_pb2 as l2
 from isthmus.v1 import l2gw_pb2_grpc
-from neutron_isthmus import REGION, NeutronIsthmus, install_plugin, neutron_conf, register_region
+from neutron_isthmus import REGION, NeutronIsthmus
 from openstack_cloud import REGION_CLOUDS, TwoRegionCloud, _token
-
-
-@pytest.fixture(scope="session")
-def neutron(two_region_cloud: TwoRegionCloud) -> NeutronIsthmus:
-    if shutil.which("neutron-db-manage") is None or not Path("/usr/lib/python3/dist-packages/networking_l2gw").is_dir():
-        pytest.skip("needs Debian's python3-networking-l2gw (`make test` installs it)")
-    base = two_region_cloud.base
-    assert base is not None
-    site = install_plugin(base / "isthmus-site")
-    socket = base / "isthmus" / "coordinator.sock"
-    socket.parent.mkdir(exist_ok=True)
-    url = two_region_cloud.add_neutron_server("RegionOne", "neutron-isthmus", neutron_conf(site, socket),
-                                              env={"PYTHONPATH": str(site)}, subprojects=["networking-l2gw"])
-    token = _token(two_region_cloud.auth_url, two_region_cloud.password)
-    register_region(two_region_cloud.auth_url, token, url)
-    return NeutronIsthmus(url, socket, site, token)
 
 
 @dataclass
