@@ -39,12 +39,12 @@ from isthmus.coordinator.events import (
 )
 from isthmus.coordinator.events import record as record_event
 from isthmus.coordinator.leader import Membership, collect_garbage
+from isthmus.coordinator.multisite.sync import RegionAgentService, SyncPlanner, SyncRegistry, SyncService
+from isthmus.coordinator.multisite.views import GlobalViewService, ViewsPlanner
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store
-from isthmus.coordinator.sync import RegionAgentService, SyncPlanner, SyncRegistry, SyncService
 from isthmus.coordinator.telemetry import CoordinatorMetrics
-from isthmus.coordinator.views import GlobalViewService, ViewsPlanner
 from isthmus.core.errors import Unavailable
 from isthmus.core.flags import duration
 from isthmus.core.metrics import MetricsServer, parse_listen

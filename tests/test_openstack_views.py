@@ -18,7 +18,7 @@ import requests
 from openstack import exceptions as os_exceptions
 from openstack_cloud import ADMIN_CLOUD, REGIONS, TwoRegionCloud
 
-from isthmus.coordinator.addresses import check_record
+from isthmus.coordinator.multisite.addresses import check_record
 from isthmus.drivers.openstack_region import (
     NEUTRON_QUOTA_RESOURCES,
     NOVA_QUOTA_RESOURCES,

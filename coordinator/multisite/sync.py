@@ -33,8 +33,7 @@ import grpc.aio
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import LeaseKeeper
 from isthmus.coordinator.auth import Auth, check_agent
-from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is, present
-from isthmus.coordinator.views import (
+from isthmus.coordinator.multisite.views import (
     ATTACHED,
     ViewsPlanner,
     register_region,
@@ -42,6 +41,7 @@ from isthmus.coordinator.views import (
     write_capacity,
     write_usage,
 )
+from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is, present
 from isthmus.core import model as m
 from isthmus.core import sync as s
 from isthmus.core.edge import grpc_errors

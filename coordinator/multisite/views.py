@@ -14,7 +14,7 @@ Key layout (under ``/isthmus/v1/views/``)::
 
 Every coordinator follows this prefix (and which sites have a connected
 agent) and keeps it in memory: the address index, the quota allocation per
-region (``isthmus.coordinator.quota``), what the views show.
+region (``isthmus.coordinator.multisite.quota``), what the views show.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from isthmus.coordinator import addresses as ad
-from isthmus.coordinator import quota as q
 from isthmus.coordinator import registry as r
+from isthmus.coordinator.multisite import addresses as ad
+from isthmus.coordinator.multisite import quota as q
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is
 from isthmus.core import model as m
@@ -119,7 +119,7 @@ def _confirmed(grant: Grant | None, reported: int) -> bool:
 
 
 def allocation(state: ViewState, project: str, resource: str) -> dict[str, q.Allocation]:
-    """The policy's allocation (``isthmus.coordinator.quota``) over the regions that report the resource.
+    """The policy's allocation (``isthmus.coordinator.multisite.quota``) over the regions that report the resource.
 
     A region's current limit is what it reports, unless it has not confirmed the newest grant: then any
     grant since its last confirmation may still come into force, so the highest of them counts.
