@@ -40,7 +40,8 @@ from isthmus.coordinator.events import (
 from isthmus.coordinator.events import record as record_event
 from isthmus.coordinator.leader import Membership, collect_garbage
 from isthmus.coordinator.multisite.sync import RegionAgentService, SyncPlanner, SyncRegistry, SyncService
-from isthmus.coordinator.multisite.views import GlobalViewService, ViewsPlanner
+from isthmus.coordinator.multisite.views import GlobalViewService
+from isthmus.coordinator.multisite.views_planner import ViewsPlanner
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store

@@ -33,17 +33,12 @@ import grpc.aio
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import LeaseKeeper
 from isthmus.coordinator.auth import Auth, check_agent
-from isthmus.coordinator.multisite.views import (
-    ATTACHED,
-    ViewsPlanner,
-    register_region,
-    write_addresses,
-    write_capacity,
-    write_usage,
-)
+from isthmus.coordinator.multisite.views_planner import ATTACHED, ViewsPlanner
+from isthmus.coordinator.multisite.views_registry import ViewsRegistry
 from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is, present
 from isthmus.core import model as m
 from isthmus.core import sync as s
+from isthmus.core import views as v
 from isthmus.core.edge import grpc_errors
 from isthmus.core.errors import (
     Aborted,
@@ -56,6 +51,7 @@ from isthmus.core.errors import (
     Unavailable,
 )
 from isthmus.core.wire import sync as sync_wire
+from isthmus.core.wire import views as views_wire
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 from isthmus.v1 import views_pb2 as vpb
@@ -750,6 +746,7 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
         self.planner = planner
         self.auth = auth
         self.views = views
+        self.views_registry = ViewsRegistry(store, views) if views is not None else None
         self._full_seq: dict[str, int] = {}
         self.attached: dict[str, tuple[str, object]] = {}  # site -> (agent instance id, the stream's token)
         self._full_seen: dict[str, set[tuple[str, str]]] = {}
@@ -789,8 +786,8 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
             lost = asyncio.create_task(presence.lease_lost.wait(), name=f"sync-lease-{site}")
             tasks.append(lost)
             log.info("sync agent of site %s attached (OpenStack region %s)", site, hello.region)
-            if self.views is not None:
-                await register_region(self.store, site, hello.region, self.views.state.regions.get(site))
+            if self.views_registry is not None:
+                await self.views_registry.register_region(site, hello.region)
                 self._full_seq.pop(site, None)  # a new stream: its first address list starts afresh
             changed = self.planner.site_event(site)
             reader = asyncio.create_task(self._read(site, hello.region, requests), name=f"sync-read-{site}")
@@ -814,14 +811,15 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
                            lost: asyncio.Task[Any]) -> AsyncIterator[spb.RegionDown]:
         """The quota targets and the task list of the site, each time they change, until the stream ends."""
         sent: list[s.SyncTask] | None = None
-        sent_quotas: list[vpb.QuotaTarget] | None = None
+        sent_quotas: list[v.QuotaTarget] | None = None
         while True:
             changed.clear()
             if self.views is not None:
                 targets = self.views.quota_targets(site)
                 if targets != sent_quotas:
                     sent_quotas = targets
-                    yield spb.RegionDown(quotas=vpb.QuotaAssignment(targets=targets))
+                    yield spb.RegionDown(quotas=vpb.QuotaAssignment(
+                        targets=[views_wire.quota_target_to_pb(x) for x in targets]))
             tasks = self.planner.view.tasks_for(site)
             if tasks != sent:
                 sent = tasks
@@ -846,7 +844,7 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
             kind = msg.WhichOneof("msg")
             if kind == "report":
                 await self._write_statuses(site, [sync_wire.status_from_pb(x) for x in msg.report.statuses])
-            elif kind in ("usage", "addresses", "capacity") and self.views is not None:
+            elif kind in ("usage", "addresses", "capacity") and self.views_registry is not None:
                 await self._write_view(site, kind, msg)
             elif kind == "inventory":
                 images = [sync_wire.image_info_from_pb(x) for x in msg.inventory.images]
@@ -857,19 +855,18 @@ class RegionAgentService(sync_pb2_grpc.RegionAgentServiceServicer):
                     log.info("site %s: image inventory of %d images", site, len(images))
 
     async def _write_view(self, site: str, kind: str, msg: spb.RegionUp) -> None:
-        assert self.views is not None
-        st = self.views.state
+        assert self.views_registry is not None
         try:
             if kind == "usage":
-                await write_usage(self.store, site, msg.usage, st.usage.get(site))
+                await self.views_registry.write_usage(site, views_wire.usage_from_pb(msg.usage))
             elif kind == "capacity":
-                await write_capacity(self.store, site, msg.capacity, st.capacity.get(site))
+                await self.views_registry.write_capacity(site, views_wire.capacity_from_pb(msg.capacity))
             else:
                 if not msg.addresses.full or msg.addresses.seq != self._full_seq.get(site):
                     self._full_seen[site] = set()  # a new delta: a full list starts afresh
                 self._full_seq[site] = msg.addresses.seq
-                n = await write_addresses(self.store, site, msg.addresses, st.addresses.get(site, {}),
-                                          self._full_seen[site])
+                n = await self.views_registry.write_addresses(site, views_wire.address_report_from_pb(msg.addresses),
+                                                              self._full_seen[site])
                 log.debug("site %s: address delta %d (%s): %d writes", site, msg.addresses.seq,
                           "full" if msg.addresses.full else "incremental", n)
         except InvalidArgument as exc:

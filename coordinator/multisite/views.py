@@ -1,694 +1,82 @@
-"""Global views on the coordinator: quotas across regions, capacity, the address space, routing domains.
-
-Key layout (under ``/isthmus/v1/views/``)::
-
-    quotas/{project}/{resource}         {"hard": H, "soft": S}                      (isthmusctl quota set)
-    usage/{site}                        the region's usage and limits per project    (its agent reports)
-    capacity/{site}                     the region's capacity                        (its agent reports)
-    addresses/{site}/{kind}/{id}        one port, floating IP, router gateway, subnet (agent deltas)
-    domains/{name}                      a routing domain: networks that reach each other
-    soft/{project}/{resource}           whether the soft limit is crossed (one event per crossing)
-    alloc/{project}/{resource}          the limit granted to each region: {"site": {"last": n, "high": n}}
-    regions/{site}                      the site has an OpenStack region (its agent attached for sync and views)
-    attached/{site}                     its agent's sync stream is up (bound to that stream's lease)
-
-Every coordinator follows this prefix (and which sites have a connected
-agent) and keeps it in memory: the address index, the quota allocation per
-region (``isthmus.coordinator.multisite.quota``), what the views show.
-"""
+"""The global views' gRPC face (GlobalViewService): each method converts the request with the wire module,
+calls one operation of the views registry and converts the answer back."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
-
-from isthmus.coordinator import registry as r
-from isthmus.coordinator.multisite import addresses as ad
-from isthmus.coordinator.multisite import quota as q
-from isthmus.coordinator.planner import Planner
-from isthmus.coordinator.store import KV, Delete, Event, Put, Store, absent, mod_is
-from isthmus.core import model as m
+from isthmus.coordinator.multisite.views_planner import ViewsPlanner
+from isthmus.coordinator.multisite.views_registry import ViewsRegistry
+from isthmus.coordinator.store import Store
 from isthmus.core.edge import grpc_errors
-from isthmus.core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, OutOfRange, Unavailable
+from isthmus.core.wire import views as wire
 from isthmus.v1 import views_pb2 as vpb
 from isthmus.v1 import views_pb2_grpc
-
-log = logging.getLogger(__name__)
-
-VIEWS = r.VIEWS
-QUOTAS = VIEWS + "quotas/"
-USAGE = VIEWS + "usage/"
-CAPACITY = VIEWS + "capacity/"
-ADDRESSES = VIEWS + "addresses/"
-DOMAINS = VIEWS + "domains/"
-SOFT = VIEWS + "soft/"
-ALLOC = VIEWS + "alloc/"
-REGIONS = VIEWS + "regions/"
-ATTACHED = VIEWS + "attached/"
-
-# Resources a global quota may name, and which service counts them.
-# (Not key_pairs: Nova limits them per user and counts no project usage for them.)
-NOVA_RESOURCES = ("instances", "cores", "ram", "server_groups")
-NEUTRON_RESOURCES = ("networks", "subnets", "ports", "floatingips", "security_groups", "security_group_rules",
-                     "routers")
-RESOURCES = NOVA_RESOURCES + NEUTRON_RESOURCES
-EventSink = Callable[[str, str, str], Any]  # (kind, level, message): an event of the coordinator
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def address_key(site: str, kind: str, id_: str) -> str:
-    return f"{ADDRESSES}{site}/{kind}/{id_}"
-
-
-@dataclass(frozen=True)
-class Grant:
-    """The limit granted to a region for one project and resource."""
-
-    last: int  # the limit granted last
-    high: int  # the highest limit granted since the region last confirmed a grant
-    seq: int  # the number of ``last``: the region reports the number of the grant it has applied
-
-
-@dataclass
-class ViewState:
-    quotas: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (project, resource) -> (hard, soft)
-    usage: dict[str, dict[str, Any]] = field(default_factory=dict)  # site -> report
-    capacity: dict[str, dict[str, Any]] = field(default_factory=dict)
-    domains: dict[str, vpb.RoutingDomain] = field(default_factory=dict)
-    addresses: dict[str, dict[tuple[str, str], ad.AddressRecord]] = field(default_factory=dict)  # site -> records
-    soft: dict[tuple[str, str], tuple[bool, int]] = field(default_factory=dict)  # -> (exceeded, mod revision)
-    alloc: dict[tuple[str, str], tuple[dict[str, Grant], int]] = field(default_factory=dict)  # -> (grants, mod rev)
-    present: set[str] = field(default_factory=set)  # sites whose agent's sync stream is up (attached/)
-    regions: dict[str, str] = field(default_factory=dict)  # site -> OpenStack region name
-    quota_versions: dict[tuple[str, str], int] = field(default_factory=dict)  # mod revision of each global limit
-
-
-def usage_of(state: ViewState, project: str, resource: str) -> dict[str, tuple[int, int, float]]:
-    """site -> (in use, limit enforced, recent growth) for one project and resource, from the agents' reports."""
-    out = {}
-    for site, report in state.usage.items():
-        entry = report.get("projects", {}).get(project, {}).get(resource)
-        if entry is not None:
-            out[site] = (int(entry.get("in_use", 0)), int(entry.get("limit", -1)), float(entry.get("recent", 0.0)))
-    return out
-
-
-def reported_grant(state: ViewState, site: str, project: str, resource: str) -> int:
-    """The sequence number of the grant the region says is in force (0: none)."""
-    entry = state.usage.get(site, {}).get("projects", {}).get(project, {}).get(resource) or {}
-    return int(entry.get("grant", 0))
-
-
-def _confirmed(grant: Grant | None, reported: int) -> bool:
-    """The region applied the newest grant: grants are applied in order, so no older one can come back."""
-    return grant is not None and grant.seq > 0 and reported == grant.seq
-
-
-def allocation(state: ViewState, project: str, resource: str) -> dict[str, q.Allocation]:
-    """The policy's allocation (``isthmus.coordinator.multisite.quota``) over the regions that report the resource.
-
-    A region's current limit is what it reports, unless it has not confirmed the newest grant: then any
-    grant since its last confirmation may still come into force, so the highest of them counts.
-    """
-    hard, _ = state.quotas[(project, resource)]
-    grants = state.alloc.get((project, resource), ({}, 0))[0]
-    regions = {}
-    for site, (use, limit, recent) in usage_of(state, project, resource).items():
-        grant = grants.get(site)
-        settled = limit < 0 or grant is None or _confirmed(grant, reported_grant(state, site, project, resource))
-        current = limit if settled else max(limit, grant.high if grant else limit)
-        regions[site] = q.RegionQuota(usage=use, applied=current, recent=recent, stale=site not in state.present)
-    if not regions:
-        return {}
-    return q.allocate(hard, regions)
-
-
-def next_grants(state: ViewState, project: str, resource: str) -> dict[str, Grant]:
-    """The grants after this allocation, numbered per region.
-
-    Nothing changes until every region (every site whose agent ever attached for sync and views, until the
-    site is deleted) has reported this resource: the limit a silent region enforces is unknown, and headroom
-    given out meanwhile could overshoot the hard limit.
-    """
-    held = state.alloc.get((project, resource), ({}, 0))[0]
-    usage = usage_of(state, project, resource)
-    if set(state.regions) - set(usage):
-        return held  # a region has not reported it yet (just told to, or its agent is away)
-    out = {}
-    for site, a in allocation(state, project, resource).items():
-        grant = held.get(site)
-        if grant is None:
-            out[site] = Grant(a.now, a.now, 1)
-            continue
-        high = grant.last if _confirmed(grant, reported_grant(state, site, project, resource)) else grant.high
-        if a.now != grant.last:
-            out[site] = Grant(a.now, max(high, a.now), grant.seq + 1)
-        else:
-            out[site] = Grant(grant.last, max(high, grant.last), grant.seq)
-    return out
-
-
-class ViewsPlanner:
-    """Follows ``views/`` and the agents' presence in etcd; keeps the address index; wakes agents on change."""
-
-    def __init__(self, store: Store, planner: Planner, wake: Callable[[], None],
-                 event: EventSink | None = None) -> None:
-        self.store = store
-        self.planner = planner  # border gateways join networks into routing domains
-        self.wake = wake  # every agent stream of this coordinator looks at its quota targets again
-        self.event = event
-        self.state = ViewState()
-        self.index = ad.AddressIndex()
-        self.revision = 0
-        self._tasks: list[asyncio.Task[None]] = []
-        self._domains_digest = ""
-
-    async def start(self) -> None:
-        await self._load()
-        log.info("views loaded: %d quotas, %d regions reporting, %d address records at rev %d",
-                 len(self.state.quotas), len(self.state.usage), len(self.index), self.revision)
-        self._tasks = [asyncio.create_task(self._follow(VIEWS, self._apply_views), name="views")]
-
-    async def _load(self) -> None:
-        """Everything under ``views/`` read afresh at one revision: the state, the address index, its domains."""
-        kvs, rev = await self.store.get_prefix(VIEWS)
-        self.state = ViewState()
-        for kv in kvs:
-            self._put(kv)
-        self.index = ad.AddressIndex()
-        for site, records in self.state.addresses.items():
-            self.index.apply(ad.AddressDelta(site, rev, tuple(records.values()), full=True))
-        self.revision = rev
-        self._domains_digest = ""  # a new index has no domains yet
-        self.refresh_domains()
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _follow(self, prefix: str, apply: Callable[[int, list[Event]], Any]) -> None:
-        start = self.revision + 1
-        delay = 0.2
-        while True:
-            try:
-                async for revision, events in self.store.watch_prefix(prefix, start):
-                    result = apply(revision, events)
-                    if asyncio.iscoroutine(result):
-                        await result
-                    start = revision + 1
-                    delay = 0.2
-            except OutOfRange as exc:
-                log.warning("views watch of %s fell behind a compaction (%s); reloading", prefix, exc)
-                await self._load()
-                start = self.revision + 1
-                self.wake()
-            except Unavailable as exc:
-                log.warning("views lost the etcd watch of %s (%s); resuming", prefix, exc)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 5.0)
-
-    async def _apply_views(self, revision: int, events: list[Event]) -> None:
-        deltas: dict[str, tuple[list[ad.AddressRecord], list[tuple[str, str]]]] = {}
-        wake_all = False
-        for e in events:
-            key = e.kv.key
-            if key.startswith(ADDRESSES):
-                site, kind, id_ = key[len(ADDRESSES):].split("/", 2)
-                ups, rems = deltas.setdefault(site, ([], []))
-                if e.deleted:
-                    self.state.addresses.get(site, {}).pop((kind, id_), None)
-                    rems.append((kind, id_))
-                else:
-                    rec = ad.AddressRecord.from_json(json.loads(e.kv.value))
-                    self.state.addresses.setdefault(site, {})[(kind, id_)] = rec
-                    ups.append(rec)
-                continue
-            if e.deleted:
-                self._delete(key)
-            else:
-                self._put(e.kv)
-            if key.startswith((QUOTAS, USAGE, ALLOC, REGIONS, ATTACHED)):  # a region's share may move
-                wake_all = True
-            if key.startswith(DOMAINS):
-                self.refresh_domains()
-        for site, (ups, rems) in deltas.items():
-            delta = ad.AddressDelta(site, revision, tuple(ups), tuple(rems))
-            try:
-                self.index.apply(delta)
-            except ad.SequenceError:
-                records = tuple(self.state.addresses.get(site, {}).values())
-                self.index.apply(ad.AddressDelta(site, revision, records, full=True))
-        self.revision = revision
-        if wake_all:
-            await self._allocate()
-            self.wake()
-            await self._check_soft_limits()
-
-    def _put(self, kv: KV) -> None:
-        key, st = kv.key, self.state
-        if key.startswith(QUOTAS):
-            project, resource = key[len(QUOTAS):].split("/", 1)
-            d = json.loads(kv.value)
-            st.quotas[(project, resource)] = (int(d["hard"]), int(d.get("soft", -1)))
-            st.quota_versions[(project, resource)] = kv.mod_revision
-        elif key.startswith(USAGE):
-            st.usage[key[len(USAGE):]] = json.loads(kv.value)
-        elif key.startswith(CAPACITY):
-            st.capacity[key[len(CAPACITY):]] = json.loads(kv.value)
-        elif key.startswith(DOMAINS):
-            d = vpb.RoutingDomain()
-            json_format.Parse(kv.value, d)
-            d.version = kv.mod_revision
-            st.domains[d.name] = d
-        elif key.startswith(ADDRESSES):
-            site, kind, id_ = key[len(ADDRESSES):].split("/", 2)
-            st.addresses.setdefault(site, {})[(kind, id_)] = ad.AddressRecord.from_json(json.loads(kv.value))
-        elif key.startswith(SOFT):
-            project, resource = key[len(SOFT):].split("/", 1)
-            st.soft[(project, resource)] = (bool(json.loads(kv.value).get("exceeded")), kv.mod_revision)
-        elif key.startswith(REGIONS):
-            st.regions[key[len(REGIONS):]] = json.loads(kv.value).get("region", "")
-        elif key.startswith(ATTACHED):
-            st.present.add(key[len(ATTACHED):])
-        elif key.startswith(ALLOC):
-            project, resource = key[len(ALLOC):].split("/", 1)
-            grants = {site: Grant(int(g["last"]), int(g["high"]), int(g.get("seq", 0)))
-                      for site, g in json.loads(kv.value).items()}
-            st.alloc[(project, resource)] = (grants, kv.mod_revision)
-
-    def _delete(self, key: str) -> None:
-        st = self.state
-        if key.startswith(QUOTAS):
-            project, resource = key[len(QUOTAS):].split("/", 1)
-            st.quotas.pop((project, resource), None)
-            st.quota_versions.pop((project, resource), None)
-        elif key.startswith(USAGE):
-            st.usage.pop(key[len(USAGE):], None)
-        elif key.startswith(CAPACITY):
-            st.capacity.pop(key[len(CAPACITY):], None)
-        elif key.startswith(DOMAINS):
-            st.domains.pop(key[len(DOMAINS):], None)
-        elif key.startswith(SOFT):
-            project, resource = key[len(SOFT):].split("/", 1)
-            st.soft.pop((project, resource), None)
-        elif key.startswith(ALLOC):
-            project, resource = key[len(ALLOC):].split("/", 1)
-            st.alloc.pop((project, resource), None)
-        elif key.startswith(REGIONS):
-            st.regions.pop(key[len(REGIONS):], None)
-        elif key.startswith(ATTACHED):
-            st.present.discard(key[len(ATTACHED):])
-
-    def domains(self) -> dict[str, set[tuple[str, str]]]:
-        """Routing domains, plus one per l2-gateway-connection: its network at every site of the gateway."""
-        out = {name: {(n.region, n.network) for n in d.networks} for name, d in self.state.domains.items()}
-        for conn in self.planner.l2conns.values():
-            gw = self.planner.gateways.get(conn.l2_gateway_id)
-            if gw is None:
-                continue
-            sites = {self.planner.devices[d.device_id].site for d in gw.devices if d.device_id in self.planner.devices}
-            out[f"l2gw:{conn.id}"] = {(site, conn.network_id) for site in sites}
-        return out
-
-    def refresh_domains(self) -> None:
-        domains = self.domains()
-        digest = repr(sorted((k, sorted(v)) for k, v in domains.items()))
-        if digest != self._domains_digest:
-            try:
-                self.index.set_domains(domains)
-            except ValueError as exc:  # a domain written to etcd by hand that the index refuses
-                log.error("routing domains not applied: %s", exc)
-                return
-            self._domains_digest = digest
-
-    async def _check_soft_limits(self) -> None:
-        """One event per upward crossing of a soft limit, whichever coordinator sees it first."""
-        for (project, resource), (_, soft) in sorted(self.state.quotas.items()):
-            if soft <= 0:
-                continue
-            total = sum(use for use, _, _ in usage_of(self.state, project, resource).values())
-            exceeded = total >= soft
-            was, rev = self.state.soft.get((project, resource), (False, 0))
-            if exceeded == was:
-                continue
-            key = f"{SOFT}{project}/{resource}"
-            try:
-                ok, _ = await self.store.txn([mod_is(key, rev)], [Put(key, _dumps({"exceeded": exceeded,
-                                                                                    "total": total}))])
-            except Unavailable:
-                continue
-            if ok and exceeded:
-                message = (f"project {project}: {resource} in use {total} across regions reached the soft limit "
-                           f"{soft} (hard {self.state.quotas[(project, resource)][0]})")
-                log.warning("%s", message)
-                if self.event is not None:
-                    result = self.event("quota.soft-limit", "warning", message)
-                    if asyncio.iscoroutine(result):
-                        await result
-
-    # ------------------------------------------------------------ what an agent is told
-
-    async def _allocate(self) -> None:
-        """Grant each region its limit, one compare-and-swap per project and resource.
-
-        Every coordinator may compute it; the compare on the allocation key makes the grants of one resource a
-        single sequence, so no two coordinators hand out the same headroom twice.
-        """
-        for project, resource in sorted(self.state.quotas):
-            grants = next_grants(self.state, project, resource)
-            held, rev = self.state.alloc.get((project, resource), ({}, 0))
-            if grants == held or not grants:
-                continue
-            key = f"{ALLOC}{project}/{resource}"
-            body = _dumps({site: {"last": g.last, "high": g.high, "seq": g.seq} for site, g in grants.items()})
-            try:
-                ok, new_rev = await self.store.txn([mod_is(key, rev)], [Put(key, body)])
-            except Unavailable as exc:
-                log.warning("cannot store the quota grants of %s %s: %s", project, resource, exc)
-                continue
-            if ok:
-                self.state.alloc[(project, resource)] = (grants, new_rev)
-                log.info("project %s %s: regional limits granted %s", project, resource,
-                         ", ".join(f"{site} {g.last} (#{g.seq})" for site, g in sorted(grants.items())))
-
-    # ------------------------------------------------------------ what an agent is told
-
-    def quota_targets(self, site: str) -> list[vpb.QuotaTarget]:
-        """Every (project, resource) with a global limit: the limit granted to the site (-2: report only)."""
-        out = []
-        for project, resource in sorted(self.state.quotas):
-            grant = self.state.alloc.get((project, resource), ({}, 0))[0].get(site)
-            out.append(vpb.QuotaTarget(project=project, resource=resource, limit=grant.last if grant else -2,
-                                       grant=grant.seq if grant else 0))
-        return out
-
-
-# ---------------------------------------------------------------- writes from agents
-
-
-async def register_region(store: Store, site: str, region: str, held: str | None) -> None:
-    """Record that the site has an OpenStack region: quota raises wait for its usage reports from now on."""
-    if held != region:
-        await store.put(REGIONS + site, _dumps({"region": region, "since_unix_ms": now_ms()}))
-
-
-async def write_usage(store: Store, site: str, report: vpb.UsageReport, held: dict[str, Any] | None) -> None:
-    projects = {p.project: {res: {"in_use": e.in_use, "limit": e.limit, "recent": e.recent, "grant": e.grant}
-                            for res, e in p.resources.items()} for p in report.projects}
-    body: dict[str, Any] = {"site": site, "projects": projects}
-    if held is not None and held.get("projects") == body["projects"]:
-        return
-    body["updated_unix_ms"] = now_ms()
-    await store.put(USAGE + site, _dumps(body))
-
-
-async def write_capacity(store: Store, site: str, cap: vpb.RegionCapacity, held: dict[str, Any] | None) -> None:
-    body = json_format.MessageToDict(cap, preserving_proto_field_name=True)
-    body.pop("updated_unix_ms", None)
-    body.pop("stale", None)
-    if held is not None and {k: v for k, v in held.items() if k != "updated_unix_ms"} == body:
-        return
-    body["updated_unix_ms"] = now_ms()
-    await store.put(CAPACITY + site, _dumps(body))
-
-
-async def write_addresses(store: Store, site: str, delta: vpb.AddressDelta,
-                          held: dict[tuple[str, str], ad.AddressRecord], seen: set[tuple[str, str]]) -> int:
-    """Store one part of a delta of the site's addresses; returns the etcd operations it took.
-
-    A full list comes in parts (``more``): ``seen`` collects the keys of its parts, and after the last one
-    whatever is held and was not seen is deleted. Unchanged records cost nothing.
-    """
-    upserts = []
-    for i, rec in enumerate(delta.upserts):
-        d = json_format.MessageToDict(rec, preserving_proto_field_name=True)
-        d["region"] = site
-        try:
-            upserts.append(ad.check_record(d, f"upserts[{i}]."))
-        except ValueError as exc:
-            # One record the index cannot take is left out (its stored version stays), not the whole delta.
-            log.warning("site %s reported an address record that is left out: %s", site, exc)
-            seen.add((rec.kind, rec.id))
-    ops: list[Put | Delete] = []
-    for rec in upserts:
-        seen.add((rec.kind, rec.id))
-        if held.get((rec.kind, rec.id)) != rec:
-            ops.append(Put(address_key(site, rec.kind, rec.id), _dumps(rec.to_json())))
-    removes = {(k.kind, k.id) for k in delta.removes}
-    if delta.full and not delta.more:
-        removes |= {k for k in held if k not in seen}
-    ops += [Delete(address_key(site, kind, id_)) for kind, id_ in sorted(removes)]
-    for start in range(0, len(ops), 100):
-        await store.txn([], ops[start:start + 100])
-    return len(ops)
-
-
-# ---------------------------------------------------------------- the API
-
-
-def _check_resource(resource: str) -> None:
-    if resource not in RESOURCES:
-        raise InvalidArgument(f"{resource!r} is not one of {', '.join(RESOURCES)}", "resource")
-
-
-def _check_project(project: str) -> None:
-    if not project or len(project) > 64 or not all(c.isalnum() or c in "-_" for c in project):
-        raise InvalidArgument(f"{project!r} is not a project id (1-64 letters, digits, '-', '_')", "project")
-
-
-def record_pb(rec: ad.AddressRecord) -> vpb.AddressRecord:
-    return vpb.AddressRecord(kind=rec.kind, id=rec.id, region=rec.region, project=rec.project, network=rec.network,
-                             ips=list(rec.ips), mac=rec.mac, cidr=rec.cidr, device=rec.device, name=rec.name)
 
 
 class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
     def __init__(self, store: Store, views: ViewsPlanner) -> None:
-        self.store = store
-        self.views = views
-
-    async def _caught_up(self, revision: int, timeout: float = 2.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.views.revision < revision and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        self.registry = ViewsRegistry(store, views)
 
     @grpc_errors
     async def SetQuota(self, request: vpb.QuotaLimit, context: Any) -> vpb.QuotaLimit:  # noqa: N802
-        _check_project(request.project)
-        _check_resource(request.resource)
-        if request.hard < -1:
-            raise InvalidArgument(f"{request.hard} is below -1 (-1: no global limit)", "hard")
-        if request.soft < -1 or (request.hard >= 0 and request.soft > request.hard):
-            raise InvalidArgument(f"{request.soft} must be -1 (none) or 0..hard ({request.hard})", "soft")
-        key = f"{QUOTAS}{request.project}/{request.resource}"
-        body = _dumps({"hard": request.hard, "soft": request.soft})
-        compare = [mod_is(key, request.version)] if request.version else []
-        ok, rev = await self.store.txn(compare, [Put(key, body)])
-        if not ok:
-            raise Aborted(f"the quota of {request.project} {request.resource} was changed; read it again", "version")
-        log.info("global quota of project %s: %s hard %d soft %d", request.project, request.resource, request.hard,
-                 request.soft)
-        await self._caught_up(rev)
-        out = vpb.QuotaLimit()
-        out.CopyFrom(request)
-        out.version = rev
-        return out
+        return wire.quota_limit_to_pb(await self.registry.set_quota(wire.quota_limit_from_pb(request)))
 
     @grpc_errors
     async def UnsetQuota(self, request: vpb.UnsetQuotaRequest, context: Any) -> vpb.UnsetQuotaResponse:  # noqa: N802
-        _check_project(request.project)
-        if request.resource:
-            _check_resource(request.resource)
-        key = f"{QUOTAS}{request.project}/{request.resource}"
-        kvs, _ = await self.store.get_prefix(key)
-        kvs = [kv for kv in kvs if not request.resource or kv.key == key]
-        if not kvs:
-            raise NotFound(f"project {request.project} has no global quota"
-                           + (f" for {request.resource}" if request.resource else ""), "resource")
-        ok, rev = await self.store.txn([], [Delete(kv.key) for kv in kvs]
-                                       + [Delete(SOFT + kv.key[len(QUOTAS):]) for kv in kvs]
-                                       + [Delete(ALLOC + kv.key[len(QUOTAS):]) for kv in kvs])
-        await self._caught_up(rev)
-        return vpb.UnsetQuotaResponse(revision=rev, removed=len(kvs))
+        rev, removed = await self.registry.unset_quota(request.project, request.resource)
+        return vpb.UnsetQuotaResponse(revision=rev, removed=removed)
 
     @grpc_errors
     async def ListQuotas(self, request: vpb.ListQuotasRequest, context: Any) -> vpb.ListQuotasResponse:  # noqa: N802
-        st = self.views.state
-        return vpb.ListQuotasResponse(limits=[
-            vpb.QuotaLimit(project=p, resource=res, hard=h, soft=s, version=st.quota_versions.get((p, res), 0))
-            for (p, res), (h, s) in sorted(st.quotas.items())])
+        return vpb.ListQuotasResponse(limits=[wire.quota_limit_to_pb(x) for x in self.registry.quota_limits()])
 
     @grpc_errors
     async def GetQuota(self, request: vpb.GetQuotaRequest, context: Any) -> vpb.ProjectQuota:  # noqa: N802
-        _check_project(request.project)
-        st = self.views.state
-        resources = sorted(res for p, res in st.quotas if p == request.project)
-        if not resources:
-            raise NotFound(f"project {request.project} has no global quota (isthmusctl quota set)", "project")
-        out = vpb.ProjectQuota(project=request.project)
-        for res in resources:
-            hard, soft = st.quotas[(request.project, res)]
-            usage = usage_of(st, request.project, res)
-            alloc = allocation(st, request.project, res)
-            total = sum(u for u, _, _ in usage.values())
-            rq = vpb.ResourceQuota(resource=res, hard=hard, soft=soft, total=total,
-                                   headroom=hard - total if hard >= 0 else -1,
-                                   soft_exceeded=soft > 0 and total >= soft)
-            for site in sorted(set(usage) | {s for s in st.usage}):
-                if site not in usage:
-                    rq.regions.add(region=site, known=False, stale=site not in st.present)
-                    continue
-                use, limit, _ = usage[site]
-                a = alloc.get(site)
-                grant = st.alloc.get((request.project, res), ({}, 0))[0].get(site)
-                rq.regions.add(region=site, known=True, usage=use, limit=limit, target=a.target if a else limit,
-                               setting=grant.last if grant else limit, reason=a.reason if a else "",
-                               stale=site not in st.present,
-                               updated_unix_ms=int(st.usage[site].get("updated_unix_ms", 0)))
-            out.resources.append(rq)
-        return out
+        return wire.project_quota_to_pb(self.registry.project_quota(request.project))
 
     @grpc_errors
     async def GetCapacity(self, request: vpb.GetCapacityRequest, context: Any) -> vpb.Capacity:  # noqa: N802
-        st = self.views.state
-        out = vpb.Capacity()
-        total = vpb.RegionCapacity(region="all", compute_known=bool(st.capacity))
-        for site in sorted(st.capacity):
-            cap = vpb.RegionCapacity()
-            json_format.ParseDict(st.capacity[site], cap, ignore_unknown_fields=True)
-            cap.region = site
-            cap.stale = site not in st.present
-            out.regions.append(cap)
-            total.compute_known = total.compute_known and cap.compute_known
-            for name in ("vcpus", "vcpus_used", "ram_mb", "ram_mb_used", "instances"):
-                setattr(total, name, getattr(total, name) + getattr(cap, name))
-            for k, v in cap.network_objects.items():
-                total.network_objects[k] = total.network_objects[k] + v
-        total.source = ("none reported" if not st.capacity else "sum" if total.compute_known
-                        else "partly unknown")
-        out.total.CopyFrom(total)
-        return out
+        return wire.capacity_to_pb(self.registry.capacity())
 
     @grpc_errors
     async def ListAddresses(  # noqa: N802
         self, request: vpb.ListAddressesRequest, context: Any
     ) -> vpb.ListAddressesResponse:
-        try:
-            found = self.views.index.lookup(request.query.strip())
-        except ValueError as exc:
-            raise InvalidArgument(str(exc), "query") from None
-        return vpb.ListAddressesResponse(records=[record_pb(x) for x in found])
+        found = self.registry.lookup(request.query)
+        return vpb.ListAddressesResponse(records=[wire.address_record_to_pb(x.to_json()) for x in found])
 
     @grpc_errors
     async def ListAddressConflicts(  # noqa: N802
         self, request: vpb.ListAddressConflictsRequest, context: Any
     ) -> vpb.ListAddressConflictsResponse:
-        self.views.refresh_domains()  # l2-gateway-connections may have changed
-        return vpb.ListAddressConflictsResponse(conflicts=[
-            vpb.AddressConflict(kind=c.kind, value=c.value, domain=c.domain, records=[record_pb(x) for x in c.records])
-            for c in self.views.index.conflicts()])
-
-    async def _check_domain(self, d: vpb.RoutingDomain) -> None:
-        m.check_name(d.name, "name")
-        if d.name == ad.GLOBAL_DOMAIN:
-            raise InvalidArgument(f"{d.name!r} is reserved: floating and router gateway IPs are always in it", "name")
-        if not d.networks:
-            raise InvalidArgument("name at least one REGION:NETWORK", "networks")
-        seen = set()
-        for i, n in enumerate(d.networks):
-            m.check_name(n.region, f"networks[{i}].region")
-            if not n.network or "/" in n.network or len(n.network) > 255:
-                raise InvalidArgument(f"{n.network!r} is not a network id", f"networks[{i}].network")
-            if (n.region, n.network) in seen:
-                raise InvalidArgument(f"{n.region}:{n.network} is listed twice", f"networks[{i}]")
-            seen.add((n.region, n.network))
-        if len(d.description) > 1024:
-            raise InvalidArgument("is longer than 1024 characters", "description")
-        regions = sorted({n.region for n in d.networks})
-        kvs = await self.store.get_many([r.site_key(x) for x in regions])
-        for region, kv in zip(regions, kvs, strict=True):
-            if kv is None:
-                i = next(i for i, n in enumerate(d.networks) if n.region == region)
-                raise NotFound(f"region {region} is not a known site", f"networks[{i}].region")
+        return vpb.ListAddressConflictsResponse(
+            conflicts=[wire.address_conflict_to_pb(c.to_json()) for c in self.registry.conflicts()])
 
     @grpc_errors
     async def CreateRoutingDomain(self, request: vpb.RoutingDomain, context: Any) -> vpb.RoutingDomain:  # noqa: N802
-        await self._check_domain(request)
-        key = DOMAINS + request.name
-        body = vpb.RoutingDomain()
-        body.CopyFrom(request)
-        body.version = 0
-        ok, rev = await self.store.txn([absent(key)], [Put(key, json_format.MessageToJson(body).encode())])
-        if not ok:
-            raise AlreadyExists(f"routing domain {request.name} already exists", "name")
-        await self._caught_up(rev)
-        body.version = rev
-        return body
+        return wire.routing_domain_to_pb(await self.registry.create_domain(wire.routing_domain_from_pb(request)))
 
     @grpc_errors
     async def UpdateRoutingDomain(self, request: vpb.RoutingDomain, context: Any) -> vpb.RoutingDomain:  # noqa: N802
-        await self._check_domain(request)
-        key = DOMAINS + request.name
-        current = await self.store.get(key)
-        if current is None:
-            raise NotFound(f"routing domain {request.name} does not exist", "name")
-        if request.version and request.version != current.mod_revision:
-            raise Aborted(f"routing domain {request.name} was changed (stored version {current.mod_revision}); "
-                          "read it again", "version")
-        body = vpb.RoutingDomain()
-        body.CopyFrom(request)
-        body.version = 0
-        ok, rev = await self.store.txn([mod_is(key, current.mod_revision)],
-                                       [Put(key, json_format.MessageToJson(body).encode())])
-        if not ok:
-            raise Aborted(f"routing domain {request.name} was changed meanwhile; read it again", "version")
-        await self._caught_up(rev)
-        body.version = rev
-        return body
+        return wire.routing_domain_to_pb(await self.registry.update_domain(wire.routing_domain_from_pb(request)))
 
     @grpc_errors
     async def GetRoutingDomain(  # noqa: N802
         self, request: vpb.GetRoutingDomainRequest, context: Any
     ) -> vpb.RoutingDomain:
-        d = self.views.state.domains.get(request.name)
-        if d is None:
-            raise NotFound(f"routing domain {request.name} does not exist", "name")
-        return d
+        return wire.routing_domain_to_pb(self.registry.get_domain(request.name))
 
     @grpc_errors
     async def ListRoutingDomains(  # noqa: N802
         self, request: vpb.ListRoutingDomainsRequest, context: Any
     ) -> vpb.ListRoutingDomainsResponse:
-        return vpb.ListRoutingDomainsResponse(domains=[d for _, d in sorted(self.views.state.domains.items())])
+        return vpb.ListRoutingDomainsResponse(
+            domains=[wire.routing_domain_to_pb(d) for d in self.registry.list_domains()])
 
     @grpc_errors
     async def DeleteRoutingDomain(  # noqa: N802
         self, request: vpb.DeleteRoutingDomainRequest, context: Any
     ) -> vpb.DeleteRoutingDomainResponse:
-        key = DOMAINS + request.name
-        current = await self.store.get(key)
-        if current is None:
-            raise NotFound(f"routing domain {request.name} does not exist", "name")
-        if request.version and request.version != current.mod_revision:
-            raise Aborted(f"routing domain {request.name} was changed (stored version {current.mod_revision})",
-                          "version")
-        ok, rev = await self.store.txn([mod_is(key, current.mod_revision)], [Delete(key)])
-        if not ok:
-            raise Aborted(f"routing domain {request.name} was changed meanwhile", "version")
-        await self._caught_up(rev)
-        return vpb.DeleteRoutingDomainResponse(revision=rev)
-
+        return vpb.DeleteRoutingDomainResponse(revision=await self.registry.delete_domain(request.name,
+                                                                                          request.version))
