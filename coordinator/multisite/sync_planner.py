@@ -21,16 +21,16 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote
 
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.store import KV, Event, Put, Store, mod_is
+from isthmus.coordinator.watch import Watcher
 from isthmus.core import model as m
 from isthmus.core import sync as s
-from isthmus.core.errors import OutOfRange, Unavailable
+from isthmus.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -260,26 +260,14 @@ class SyncView:
 # ---------------------------------------------------------------- the planner (follows etcd)
 
 
-class SyncPlanner:
+class SyncPlanner(Watcher[set[str]]):
     """Follows ``/isthmus/v1/sync/`` in etcd; wakes the agents' streams; moves controlled rollouts on."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
+        super().__init__(store, SYNC, "sync-planner")
         self.view = SyncView()
-        self.revision = 0
-        self._task: asyncio.Task[None] | None = None
         self._site_events: dict[str, asyncio.Event] = {}
         self._status_event = asyncio.Event()
-        self.ready = asyncio.Event()
-
-    async def start(self) -> None:
-        await self._load()
-        self._task = asyncio.create_task(self._follow(), name="sync-planner")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     def site_event(self, site: str) -> asyncio.Event:
         return self._site_events.setdefault(site, asyncio.Event())
@@ -296,38 +284,19 @@ class SyncPlanner:
         except TimeoutError:
             pass
 
-    async def _load(self) -> None:
-        kvs, rev = await self.store.get_prefix(SYNC)
+    def relist(self, kvs: list[KV], revision: int) -> set[str]:
+        """Everything under ``sync/`` at ``revision``; every stream looks at its tasks again, every rollout may
+        move on."""
         self.view = SyncView()
         for kv in kvs:
             self._put(kv)
-        self.revision = rev
-        self.ready.set()
         for event in self._site_events.values():
             event.set()
-        log.info("sync planner loaded %d intents at rev %d", len(self.view.intents), rev)
-        await self._evaluate(list(self.view.intents))
+        log.info("sync planner loaded %d intents at rev %d", len(self.view.intents), revision)
+        return set(self.view.intents)
 
-    async def _follow(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                async for revision, events in self.store.watch_prefix(SYNC, self.revision + 1):
-                    touched = self.apply(events)
-                    self.revision = revision
-                    await self._evaluate(touched)
-                    delay = 0.2
-            except OutOfRange as exc:
-                log.warning("sync planner fell behind a compaction (%s); reloading", exc)
-                await asyncio.sleep(0.2)
-                await self._load()
-            except Unavailable as exc:
-                log.warning("sync planner lost its etcd watch (%s); resuming from rev %d", exc, self.revision + 1)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    def apply(self, events: Iterable[Event]) -> set[str]:
-        """Apply watch events; returns the intents whose rollout may move on."""
+    def apply(self, revision: int, events: list[Event]) -> set[str]:
+        """Apply the events of one revision; returns the intents whose rollout may move on."""
         touched: set[str] = set()
         config = False
         statuses = False
@@ -388,7 +357,7 @@ class SyncPlanner:
             v.requests.discard((intent, site, unquote(image)))
         return set()
 
-    async def _evaluate(self, names: Iterable[str]) -> None:
+    async def reconcile(self, names: set[str]) -> None:
         """Move controlled rollouts on; a lost compare means another coordinator did it first."""
         for name in sorted(set(names)):
             intent = self.view.intents.get(name)

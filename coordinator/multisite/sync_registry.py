@@ -229,9 +229,7 @@ class SyncRegistry:
 
     async def _caught_up(self, revision: int, timeout: float = 2.0) -> None:
         """Let the in-memory view reach ``revision`` (a read right after a write sees the write)."""
-        deadline = time.monotonic() + timeout
-        while self.planner.revision < revision and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await self.planner.wait_for_revision(revision, timeout)
 
     async def _present(self, sites: Iterable[str]) -> set[str]:
         """The sites whose agent's sync stream is up."""

@@ -21,6 +21,7 @@ from the API and from agents are in ``views_registry``.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import time
@@ -33,8 +34,9 @@ from isthmus.coordinator.multisite import addresses as ad
 from isthmus.coordinator.multisite import quota as q
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.store import KV, Event, Put, Store, mod_is
+from isthmus.coordinator.watch import Watcher
 from isthmus.core import views as v
-from isthmus.core.errors import InvalidArgument, OutOfRange, Unavailable
+from isthmus.core.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -205,67 +207,55 @@ def capacity(state: ViewState) -> v.Capacity:
     return v.Capacity(regions=regions, total=total)
 
 
-class ViewsPlanner:
+class Then(enum.Enum):
+    """What a listing or a revision of ``views/`` leaves for the views planner to do."""
+
+    NOTHING = "nothing"
+    WAKE = "wake"  # every agent stream looks at its quota targets again
+    ALLOCATE = "allocate"  # a quota, a report or a region changed: new grants, WAKE, soft limits checked
+
+
+class ViewsPlanner(Watcher[Then]):
     """Follows ``views/`` and the agents' presence in etcd; keeps the address index; wakes agents on change."""
 
     def __init__(self, store: Store, planner: Planner, wake: Callable[[], None],
                  event: EventSink | None = None) -> None:
-        self.store = store
+        super().__init__(store, VIEWS, "views")
         self.planner = planner  # border gateways join networks into routing domains
         self.wake = wake  # every agent stream of this coordinator looks at its quota targets again
         self.event = event
         self.state = ViewState()
         self.index = ad.AddressIndex()
-        self.revision = 0
-        self._tasks: list[asyncio.Task[None]] = []
         self._domains_digest = ""
 
-    async def start(self) -> None:
-        await self._load()
-        log.info("views loaded: %d quotas, %d regions reporting, %d address records at rev %d",
-                 len(self.state.quotas), len(self.state.usage), len(self.index), self.revision)
-        self._tasks = [asyncio.create_task(self._follow(VIEWS, self._apply_views), name="views")]
+    def relist(self, kvs: list[KV], revision: int) -> Then:
+        """Everything under ``views/`` read afresh at one revision: the state, the address index, its domains.
 
-    async def _load(self) -> None:
-        """Everything under ``views/`` read afresh at one revision: the state, the address index, its domains."""
-        kvs, rev = await self.store.get_prefix(VIEWS)
+        On a reload (after a compaction) every agent stream looks at its quota targets again; the grants are
+        recomputed at the next change of a quota, a report or a region, not here.
+        """
         self.state = ViewState()
         for kv in kvs:
             self._put(kv)
         self.index = ad.AddressIndex()
         for site, records in self.state.addresses.items():
-            self.index.apply(ad.AddressDelta(site, rev, tuple(records.values()), full=True))
-        self.revision = rev
+            self.index.apply(ad.AddressDelta(site, revision, tuple(records.values()), full=True))
         self._domains_digest = ""  # a new index has no domains yet
         self.refresh_domains()
+        log.info("views loaded: %d quotas, %d regions reporting, %d address records at rev %d",
+                 len(self.state.quotas), len(self.state.usage), len(self.index), revision)
+        return Then.WAKE if self.ready.is_set() else Then.NOTHING
 
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def reconcile(self, then: Then) -> None:
+        if then == Then.ALLOCATE:
+            await self._allocate()
+        if then != Then.NOTHING:
+            self.wake()
+        if then == Then.ALLOCATE:
+            await self._check_soft_limits()
 
-    async def _follow(self, prefix: str, apply: Callable[[int, list[Event]], Any]) -> None:
-        start = self.revision + 1
-        delay = 0.2
-        while True:
-            try:
-                async for revision, events in self.store.watch_prefix(prefix, start):
-                    result = apply(revision, events)
-                    if asyncio.iscoroutine(result):
-                        await result
-                    start = revision + 1
-                    delay = 0.2
-            except OutOfRange as exc:
-                log.warning("views watch of %s fell behind a compaction (%s); reloading", prefix, exc)
-                await self._load()
-                start = self.revision + 1
-                self.wake()
-            except Unavailable as exc:
-                log.warning("views lost the etcd watch of %s (%s); resuming", prefix, exc)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 5.0)
-
-    async def _apply_views(self, revision: int, events: list[Event]) -> None:
+    def apply(self, revision: int, events: list[Event]) -> Then:
+        """Apply the events of one revision; ALLOCATE when a region's share of a quota may have moved."""
         deltas: dict[str, tuple[list[ad.AddressRecord], list[tuple[str, str]]]] = {}
         wake_all = False
         for e in events:
@@ -296,11 +286,7 @@ class ViewsPlanner:
             except ad.SequenceError:
                 records = tuple(self.state.addresses.get(site, {}).values())
                 self.index.apply(ad.AddressDelta(site, revision, records, full=True))
-        self.revision = revision
-        if wake_all:
-            await self._allocate()
-            self.wake()
-            await self._check_soft_limits()
+        return Then.ALLOCATE if wake_all else Then.NOTHING
 
     def _put(self, kv: KV) -> None:
         key, st = kv.key, self.state

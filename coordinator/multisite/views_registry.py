@@ -3,10 +3,8 @@ usage, capacity and addresses. Reads come from the views planner's in-memory vie
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -64,9 +62,8 @@ class ViewsRegistry:
         self.planner = planner
 
     async def _caught_up(self, revision: int, timeout: float = 2.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.planner.revision < revision and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        """Let the in-memory view reach ``revision`` (a read right after a write sees the write)."""
+        await self.planner.wait_for_revision(revision, timeout)
 
     # ------------------------------------------------------------ global quotas
 
