@@ -14,6 +14,7 @@ from isthmus.coordinator.api import page
 from isthmus.coordinator.auth import Auth, check_agent
 from isthmus.coordinator.multisite.sync_planner import SyncPlanner
 from isthmus.coordinator.multisite.sync_registry import (
+    ImageNotReady,
     IntentView,
     QuotaAssignment,
     RegionSession,
@@ -97,7 +98,7 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
                 yield spb.EnsureImageProgress(status=status_to_pb(status), done=done)
         except IsthmusError as exc:
             await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
-        except TimeoutError as exc:
+        except ImageNotReady as exc:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
 
 

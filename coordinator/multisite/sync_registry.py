@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 ENSURE_TIMEOUT = 600
 
 
+class ImageNotReady(TimeoutError):
+    """An image ensured is not active in the region by the deadline; its copy goes on (gRPC DEADLINE_EXCEEDED)."""
+
+
 @dataclass
 class IntentView:
     """An intent as the API shows it: the status of every resource in every region it covers, its rollout."""
@@ -264,8 +268,7 @@ class SyncRegistry:
     async def ensure_image(self, image: str, region: str, intent_name: str,
                            timeout_seconds: int) -> AsyncIterator[tuple[s.SyncStatus, bool]]:
         """Ask for a copy of ``image`` in ``region`` (lazy intents) and follow it: (status, done) each time it
-        changes, until it is IN_SYNC. FailedPrecondition on a conflict; TimeoutError after the timeout (the
-        copy goes on)."""
+        changes, until it is IN_SYNC. FailedPrecondition on a conflict; ImageNotReady after the timeout."""
         if not image:
             raise InvalidArgument("is required (an image name or id in the source region)", "image")
         m.check_name(region, "region")
@@ -295,7 +298,7 @@ class SyncRegistry:
                 yield last, False
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"image {source.name} is not active in {region} after {timeout}s "
+                raise ImageNotReady(f"image {source.name} is not active in {region} after {timeout}s "
                                    f"(last: {last.state.value if last else 'nothing reported'}); the copy goes on")
             await self.planner.status_changed(min(left, 1.0))
 
