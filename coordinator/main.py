@@ -39,12 +39,15 @@ from isthmus.coordinator.events import (
 )
 from isthmus.coordinator.events import record as record_event
 from isthmus.coordinator.leader import Membership, collect_garbage
+from isthmus.coordinator.multisite.sync import RegionAgentService, SyncService
+from isthmus.coordinator.multisite.sync_planner import SyncPlanner
+from isthmus.coordinator.multisite.sync_registry import SyncRegistry
+from isthmus.coordinator.multisite.views import GlobalViewService
+from isthmus.coordinator.multisite.views_planner import ViewsPlanner
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store
-from isthmus.coordinator.sync import RegionAgentService, SyncPlanner, SyncRegistry, SyncService
 from isthmus.coordinator.telemetry import CoordinatorMetrics
-from isthmus.coordinator.views import GlobalViewService, ViewsPlanner
 from isthmus.core.errors import Unavailable
 from isthmus.core.flags import duration
 from isthmus.core.metrics import MetricsServer, parse_listen
@@ -268,7 +271,7 @@ class Coordinator:
                                                                     self.planner),
              l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server),
             (agent_pb2, "AgentService", self.agents, agent_pb2_grpc.add_AgentServiceServicer_to_server),
-            (sync_pb2, "SyncService", SyncService(SyncRegistry(self.store, self.sync_planner), self.store),
+            (sync_pb2, "SyncService", SyncService(SyncRegistry(self.store, self.sync_planner)),
              sync_pb2_grpc.add_SyncServiceServicer_to_server),
             (sync_pb2, "RegionAgentService", RegionAgentService(self.store, self.sync_planner, self.auth,
                                                                 self.views, self.opts.lease_ttl),

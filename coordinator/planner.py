@@ -1,10 +1,10 @@
 """The planner: follows the configuration in etcd and keeps each site's desired peerings.
 
-It loads ``config/`` at one revision, then follows the watch from the next one.
-After each revision it recomputes the desired peerings of the sites that
-revision touched and wakes whoever waits on those sites (agent sessions). Every
-coordinator runs its own planner; the result depends only on etcd's content,
-so all of them agree.
+It loads ``config/`` at one revision, then follows the watch from the next one
+(``isthmus.coordinator.watch``). After each revision it recomputes the desired
+peerings of the sites that revision touched and wakes whoever waits on those
+sites (agent sessions). Every coordinator runs its own planner; the result
+depends only on etcd's content, so all of them agree.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from isthmus.coordinator import border as br
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.store import KV, Event, Store
+from isthmus.coordinator.watch import Watcher
 from isthmus.core import border as b
 from isthmus.core import model as m
-from isthmus.core.errors import OutOfRange, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,11 @@ def _bare(ep: m.Endpoint) -> m.Endpoint:
     return m.Endpoint(ep.site, ep.name, ep.address, ep.asn, ep.role, ep.router_id, dict(ep.properties))
 
 
-class Planner:
+class Planner(Watcher[set[str]]):
     """In-memory view of the configuration and the per-site desired peerings derived from it."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
+        super().__init__(store, r.CONFIG, "planner")
         self.sites: dict[str, m.Site] = {}
         self.endpoints: dict[m.EndpointRef, m.Endpoint] = {}
         self.connections: dict[str, m.Connection] = {}
@@ -132,28 +132,13 @@ class Planner:
         self._by_site: dict[str, set[str]] = defaultdict(set)  # site -> connection names touching it
         self.peerings: dict[str, dict[str, m.DesiredPeering]] = {}
         self.site_revision: dict[str, int] = {}  # last revision that changed the site's peerings
-        self.revision = 0  # the etcd revision this view is at
         self._changed: dict[str, asyncio.Event] = {}
-        self._advanced = asyncio.Condition()
-        self.ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    # ------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------ listing
 
-    async def start(self) -> None:
-        await self._load()
-        self._task = asyncio.create_task(self._follow(), name="planner")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-
-    async def _load(self) -> None:
-        kvs, rev = await self.store.get_prefix(r.CONFIG)
+    def relist(self, kvs: list[KV], rev: int) -> set[str]:
+        """The whole configuration at ``rev``; returns the sites whose desired peerings it changed (all of them at
+        the first listing), woken on a reload."""
         self.sites.clear()
         self.endpoints.clear()
         self.connections.clear()
@@ -165,46 +150,23 @@ class Planner:
             self._put(kv)
         old, reload = self.peerings, self.ready.is_set()
         self.peerings = {}
+        changed = set()
         for site in set(self._by_site) | set(old) | self._device_sites():
             self.peerings[site] = self._plan(site)
             if reload and old.get(site) != self.peerings[site]:
                 # Changed somewhere in the compacted gap: this read is the first revision known to include it.
                 self.site_revision[site] = rev
                 self._wake(site)
+                changed.add(site)
             elif not reload:
+                changed.add(site)
                 # The newest object the site's peerings come from.
                 self.site_revision[site] = max((self._peering_revision(n) for n in self.peerings[site]), default=0)
-        await self._advance(rev)
-        self.ready.set()
         log.info(
             "planner loaded %d sites, %d endpoints, %d connections at rev %d",
             len(self.sites), len(self.endpoints), len(self.connections), rev,
         )
-
-    async def _follow(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                async for revision, events in self.store.watch_prefix(r.CONFIG, self.revision + 1):
-                    self.apply(revision, events)
-                    await self._advance(revision)
-                    delay = 0.2
-            except OutOfRange as exc:
-                log.warning("planner fell behind a compaction (%s); reloading", exc)
-                await self._reload_when_possible()
-            except Unavailable as exc:
-                log.warning("planner lost its etcd watch (%s); resuming from rev %d", exc, self.revision + 1)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def _reload_when_possible(self) -> None:
-        while True:
-            try:
-                await self._load()
-                return
-            except Unavailable as exc:
-                log.warning("planner cannot reload (%s)", exc)
-                await asyncio.sleep(1.0)
+        return changed
 
     # ------------------------------------------------------------ applying changes
 
@@ -321,20 +283,6 @@ class Planner:
     def changed_event(self, site: str) -> asyncio.Event:
         """An event set whenever the site's desired peerings change (the waiter clears it)."""
         return self._changed.setdefault(site, asyncio.Event())
-
-    async def _advance(self, revision: int) -> None:
-        async with self._advanced:
-            self.revision = max(self.revision, revision)
-            self._advanced.notify_all()
-
-    async def wait_for_revision(self, revision: int, timeout: float) -> bool:
-        """Wait until the planner's view includes ``revision``."""
-        async with self._advanced:
-            try:
-                await asyncio.wait_for(self._advanced.wait_for(lambda: self.revision >= revision), timeout)
-            except TimeoutError:
-                return False
-        return True
 
     def desired(self, site: str) -> tuple[dict[str, m.DesiredPeering], int]:
         """The site's desired peerings and the revision they are current at."""

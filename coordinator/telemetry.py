@@ -58,7 +58,7 @@ class CoordinatorMetrics:
                 yield Sample("isthmus_sync_rollouts", {"state": state}, n, help="Controlled image rollouts by state")
         views = c.views
         if views is not None:
-            from isthmus.coordinator.views import usage_of
+            from isthmus.coordinator.multisite.views_planner import usage_of
 
             for (project, resource), (hard, soft) in sorted(views.state.quotas.items()):
                 total = sum(u for u, _, _ in usage_of(views.state, project, resource).values())

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from isthmus.coordinator import addresses as a
-from isthmus.coordinator.addresses import (
+from isthmus.coordinator.multisite import addresses as a
+from isthmus.coordinator.multisite.addresses import (
     KINDS,
     AddressDelta,
     AddressIndex,

@@ -27,7 +27,7 @@ from isthmus.cloud.usage import (
     project_usage,
     set_project_limits,
 )
-from isthmus.coordinator.addresses import check_record
+from isthmus.coordinator.multisite.addresses import check_record
 from openstack_cloud import ADMIN_CLOUD, REGIONS, TwoRegionCloud
 
 # openstacksdk 4.x warns about its own internals on every connection and resource, whatever the caller does

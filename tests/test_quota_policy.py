@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from isthmus.coordinator.quota import Allocation, RegionQuota, allocate, soft_crossed, unlimited
+from isthmus.coordinator.multisite.quota import Allocation, RegionQuota, allocate, soft_crossed, unlimited
 
 # ---------------------------------------------------------------- worked examples
 

@@ -22,8 +22,8 @@ import grpc.aio
 import pytest
 
 from conftest import await_for, running_coordinator
+from isthmus.coordinator.multisite.sync_planner import SYNC
 from isthmus.coordinator.store import Store
-from isthmus.coordinator.sync import SYNC
 from isthmus.core import sync as s
 from isthmus.v1 import api_pb2_grpc, sync_pb2_grpc
 from isthmus.v1 import sync_pb2 as spb

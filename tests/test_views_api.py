@@ -19,7 +19,7 @@ import pytest
 from test_sync_api import Env, FakeRegionAgent, with_env
 
 from conftest import await_for, running_coordinator
-from isthmus.coordinator.views import VIEWS
+from isthmus.coordinator.multisite.views_planner import VIEWS
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc, events_pb2_grpc, views_pb2_grpc
 from isthmus.v1 import events_pb2 as epb

@@ -1,4 +1,4 @@
-"""Scenario 7, address index: the coordinator's IP/MAC index (coordinator/addresses.py) at 100,000 ports.
+"""Scenario 7, address index: the coordinator's IP/MAC index (coordinator/multisite/addresses.py) at 100,000 ports.
 
 In this process, no etcd: N VM ports over R regions, one network per 100
 ports with an IPv4 and an IPv6 subnet and a router whose gateway (and its
@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from isthmus.coordinator.addresses import AddressDelta, AddressIndex, AddressRecord, check_record
+from isthmus.coordinator.multisite.addresses import AddressDelta, AddressIndex, AddressRecord, check_record
 
 from .context import Context
 from .figures import Figure, ScenarioResult, latency_figures, median

@@ -1,0 +1,82 @@
+"""The global views' gRPC face (GlobalViewService): each method converts the request with the wire module,
+calls one operation of the views registry and converts the answer back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from isthmus.coordinator.multisite.views_planner import ViewsPlanner
+from isthmus.coordinator.multisite.views_registry import ViewsRegistry
+from isthmus.coordinator.store import Store
+from isthmus.core.edge import grpc_errors
+from isthmus.core.wire import views as wire
+from isthmus.v1 import views_pb2 as vpb
+from isthmus.v1 import views_pb2_grpc
+
+
+class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
+    def __init__(self, store: Store, views: ViewsPlanner) -> None:
+        self.registry = ViewsRegistry(store, views)
+
+    @grpc_errors
+    async def SetQuota(self, request: vpb.QuotaLimit, context: Any) -> vpb.QuotaLimit:  # noqa: N802
+        return wire.quota_limit_to_pb(await self.registry.set_quota(wire.quota_limit_from_pb(request)))
+
+    @grpc_errors
+    async def UnsetQuota(self, request: vpb.UnsetQuotaRequest, context: Any) -> vpb.UnsetQuotaResponse:  # noqa: N802
+        rev, removed = await self.registry.unset_quota(request.project, request.resource)
+        return vpb.UnsetQuotaResponse(revision=rev, removed=removed)
+
+    @grpc_errors
+    async def ListQuotas(self, request: vpb.ListQuotasRequest, context: Any) -> vpb.ListQuotasResponse:  # noqa: N802
+        return vpb.ListQuotasResponse(limits=[wire.quota_limit_to_pb(x) for x in self.registry.quota_limits()])
+
+    @grpc_errors
+    async def GetQuota(self, request: vpb.GetQuotaRequest, context: Any) -> vpb.ProjectQuota:  # noqa: N802
+        return wire.project_quota_to_pb(self.registry.project_quota(request.project))
+
+    @grpc_errors
+    async def GetCapacity(self, request: vpb.GetCapacityRequest, context: Any) -> vpb.Capacity:  # noqa: N802
+        return wire.capacity_to_pb(self.registry.capacity())
+
+    @grpc_errors
+    async def ListAddresses(  # noqa: N802
+        self, request: vpb.ListAddressesRequest, context: Any
+    ) -> vpb.ListAddressesResponse:
+        found = self.registry.lookup(request.query)
+        return vpb.ListAddressesResponse(records=[wire.address_record_to_pb(x.to_json()) for x in found])
+
+    @grpc_errors
+    async def ListAddressConflicts(  # noqa: N802
+        self, request: vpb.ListAddressConflictsRequest, context: Any
+    ) -> vpb.ListAddressConflictsResponse:
+        return vpb.ListAddressConflictsResponse(
+            conflicts=[wire.address_conflict_to_pb(c.to_json()) for c in self.registry.conflicts()])
+
+    @grpc_errors
+    async def CreateRoutingDomain(self, request: vpb.RoutingDomain, context: Any) -> vpb.RoutingDomain:  # noqa: N802
+        return wire.routing_domain_to_pb(await self.registry.create_domain(wire.routing_domain_from_pb(request)))
+
+    @grpc_errors
+    async def UpdateRoutingDomain(self, request: vpb.RoutingDomain, context: Any) -> vpb.RoutingDomain:  # noqa: N802
+        return wire.routing_domain_to_pb(await self.registry.update_domain(wire.routing_domain_from_pb(request)))
+
+    @grpc_errors
+    async def GetRoutingDomain(  # noqa: N802
+        self, request: vpb.GetRoutingDomainRequest, context: Any
+    ) -> vpb.RoutingDomain:
+        return wire.routing_domain_to_pb(self.registry.get_domain(request.name))
+
+    @grpc_errors
+    async def ListRoutingDomains(  # noqa: N802
+        self, request: vpb.ListRoutingDomainsRequest, context: Any
+    ) -> vpb.ListRoutingDomainsResponse:
+        return vpb.ListRoutingDomainsResponse(
+            domains=[wire.routing_domain_to_pb(d) for d in self.registry.list_domains()])
+
+    @grpc_errors
+    async def DeleteRoutingDomain(  # noqa: N802
+        self, request: vpb.DeleteRoutingDomainRequest, context: Any
+    ) -> vpb.DeleteRoutingDomainResponse:
+        return vpb.DeleteRoutingDomainResponse(revision=await self.registry.delete_domain(request.name,
+                                                                                          request.version))
