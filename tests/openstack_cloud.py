@@ -997,18 +997,19 @@ class TwoRegionCloud:
     # ------------------------------------------------------------ one service down and up again (fault tests)
 
     def _region_service(self, name: str, region: str) -> Service:
-        if name not in REGION_SERVICES or region not in REGIONS:
-            raise ValueError(f"{name!r} of {region!r}: a service is one of {', '.join(REGION_SERVICES)} "
-                             f"and a region one of {', '.join(REGIONS)}")
         full = f"{name} ({region})"
+        if (name not in REGION_SERVICES and full not in self._recipes) or region not in REGIONS:
+            raise ValueError(f"{name!r} of {region!r}: a service is one of {', '.join(REGION_SERVICES)} "
+                             f"(or one add_neutron_server started) and a region one of {', '.join(REGIONS)}")
         found = next((s for s in self.services if s.name == full), None)
         if found is None:
             raise CloudError(f"{full} is not part of this cloud (is it started?)")
         return found
 
     def stop_service(self, name: str, region: str) -> None:
-        """Stop ``name`` (glance-api, nova-api or neutron-server) of ``region``, the workers it forked
-        included, and return once they are gone; the rest of the cloud runs on. Nothing if it is stopped."""
+        """Stop ``name`` (glance-api, nova-api, neutron-server, or one add_neutron_server started) of ``region``,
+        the workers it forked included, and return once they are gone; the rest of the cloud runs on. Nothing if
+        it is stopped."""
         service = self._region_service(name, region)
         if not service.alive():
             return

@@ -349,3 +349,27 @@ def test_tenant_hosts_behind_two_sites_ping_once_neutron_joins_them(
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_update_through_neutron_reaches_isthmus(neutron: NeutronIsthmus, coordinator: Coordinator,
+                                                cleanup: None) -> None:
+    ids = seed_devices(coordinator)
+    gw = neutron.request("POST", "/l2-gateways", border_body(ids, seg=7100, name="before")).body["l2_gateway"]
+    renamed = neutron.request("PUT", f"/l2-gateways/{gw['id']}", {"l2_gateway": {"name": "after"}})
+    assert renamed.status == 200, renamed.error
+    there = coordinator.json("l2-gateway", "get", gw["id"])
+    assert there["name"] == "after" and there["owner"] == "neutron"
+    assert sorted(d["segmentation_id"] for d in there["devices"]) == [7100, 7100]
+
+
+def test_resync_at_start_repairs_drift(two_region_cloud: TwoRegionCloud, neutron: NeutronIsthmus,
+                                       coordinator: Coordinator, cleanup: None) -> None:
+    """neutron-server starting (resync_on_start) makes again in isthmus what Neutron has and isthmus lost."""
+    ids = seed_devices(coordinator)
+    gw = neutron.request("POST", "/l2-gateways", border_body(ids, seg=7200, name="survivor")).body["l2_gateway"]
+    coordinator.ctl("l2-gateway", "delete", gw["id"])
+    assert isthmus_gateways(coordinator) == []
+    two_region_cloud.stop_service("neutron-isthmus", "RegionOne")
+    two_region_cloud.start_service("neutron-isthmus", "RegionOne")
+    there = wait_for(lambda: isthmus_gateways(coordinator), 30, "the resync at start to make the gateway again")
+    assert [(g["id"], g["name"], g["owner"]) for g in there] == [(gw["id"], "survivor", "neutron")]
