@@ -127,7 +127,17 @@ class BorderRegistry(Registry):
                 raise InvalidArgument(f"is fixed at creation ({current.type})", "type")
             new = b.validate_device(dataclasses.replace(current, tunnel_ips=dev.tunnel_ips or current.tunnel_ips,
                                                         management=dev.management, version=0))
-            return Plan([mod_is(DEVICES + dev.id, current.version)], [Put(DEVICES + dev.id, _encode(new))],
+            compares = [mod_is(DEVICES + dev.id, current.version)]
+            if new.management.get("segment_bridge") != current.management.get("segment_bridge"):
+                # The new template must give a bridge name for every connection through the device.
+                gateways, read_rev = await self.store.get_prefix(device_refs(dev.id))
+                for kv in gateways:
+                    conns, _ = await self._connections_of(kv.key.rsplit("/", 1)[1])
+                    for conn in conns:
+                        b.check_bridges(conn.network_id, conn.segmentation_id, [new])
+                compares.append(Compare(device_refs(dev.id), "mod", "<", read_rev + 1, prefix=True))
+                compares.append(Compare(L2CONNECTIONS, "mod", "<", read_rev + 1, prefix=True))
+            return Plan(compares, [Put(DEVICES + dev.id, _encode(new))],
                         lambda rev: dataclasses.replace(new, version=rev))
 
         return await self._commit(f"updated gateway device {dev.id}", attempt)  # type: ignore[no-any-return]
@@ -197,6 +207,7 @@ class BorderRegistry(Registry):
                             "the devices; keep it on every device, or delete the connection first")
                 for ref in new.devices:
                     b.check_segmentation_id(conn.segmentation_id, devices[ref.device_id].type, "devices")
+                b.check_bridges(conn.network_id, conn.segmentation_id, devices.values())
             old_ids = {ref.device_id for ref in current.devices}
             new_ids = set(devices)
             ops: list[Put | Delete] = [Put(GATEWAYS + gw.id, _encode(new))]
@@ -247,6 +258,7 @@ class BorderRegistry(Registry):
             segid = b.effective_segmentation_id(gw, conn.segmentation_id if conn.explicit_segmentation_id else 0,
                                                 devices)
             final = dataclasses.replace(conn, segmentation_id=segid, project_id=gw.project_id)
+            b.check_bridges(final.network_id, segid, devices.values())
             if await self.store.get(L2CONNECTIONS + conn.id) is not None:
                 raise AlreadyExists(f"l2-gateway-connection {conn.id} already exists", "id")
             infra = await self.store.get(r.vni_key(segid))

@@ -12,15 +12,17 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from isthmus.core import checks
 from isthmus.core import model as m
 from isthmus.core.errors import InvalidArgument, NotFound
 
 MAX_VLAN = 4094
 DEFAULT_SEGMENT_BRIDGE = "brs{segmentation_id}"
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+TEMPLATE_NAMES = ("segmentation_id", "network_id")  # what a segment_bridge template may name
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 _OWNER_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
@@ -52,7 +54,7 @@ class GatewayDevice:
     def segment_bridge(self, segmentation_id: int, network_id: str) -> str:
         """Name of the bridge of the local tenant segment this device joins for a connection."""
         template = self.management.get("segment_bridge", DEFAULT_SEGMENT_BRIDGE)
-        return template.format(segmentation_id=segmentation_id, network_id=network_id)
+        return checks.render(template, {"segmentation_id": str(segmentation_id), "network_id": network_id})
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,8 @@ def connection_from_json(d: dict[str, Any], version: int = 0) -> L2GatewayConnec
 def _check_id(value: str, field_name: str) -> None:
     if not value:
         raise InvalidArgument("is required", field_name)
-    if not _ID_RE.match(value):
-        raise InvalidArgument(f"{value!r} must be 1-255 of A-Z a-z 0-9 _ . : -", field_name)
+    if not _ID_RE.fullmatch(value):
+        raise InvalidArgument(f"{checks.shown(value)} must be 1-255 of A-Z a-z 0-9 _ . : -", field_name)
 
 
 def validate_device(dev: GatewayDevice) -> GatewayDevice:
@@ -130,18 +132,22 @@ def validate_device(dev: GatewayDevice) -> GatewayDevice:
     if not dev.tunnel_ips:
         raise InvalidArgument("give at least one VTEP address", "tunnel_ips")
     ips = tuple(str(m.parse_address(ip, f"tunnel_ips[{i}]")) for i, ip in enumerate(dev.tunnel_ips))
-    for key, value in dev.management.items():
-        if not key or len(key) > 128 or len(value) > 1024:
-            raise InvalidArgument(f"key {key!r}: keys 1-128 characters, values at most 1024", "management")
-    try:
-        sample = dataclasses.replace(dev, management=dict(dev.management)).segment_bridge(m.MAX_VNI, "n")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise InvalidArgument(f"template may use only {{segmentation_id}} and {{network_id}} ({exc})",
-                              "management.segment_bridge") from None
-    if not _IFNAME_RE.match(sample):
-        raise InvalidArgument(f"gives {sample!r} for VNI {m.MAX_VNI}: a bridge name is 1-15 of A-Z a-z 0-9 _ . -",
-                              "management.segment_bridge")
+    checks.check_map(dev.management, "management")
+    template = dev.management.get("segment_bridge", DEFAULT_SEGMENT_BRIDGE)
+    checks.template_names(template, TEMPLATE_NAMES, "management.segment_bridge")
+    # The worst case the device can be filled with: its largest segmentation id and the shortest network id
+    # (a longer network id is checked against the template when a connection names it).
+    top = dev.type.max_segmentation_id
+    checks.interface_name(dev.segment_bridge(top, "n"), "management.segment_bridge",
+                          f"the template, for segmentation id {top},")
     return dataclasses.replace(dev, tunnel_ips=ips)
+
+
+def check_bridges(network_id: str, segmentation_id: int, devices: Iterable[GatewayDevice]) -> None:
+    """Every device's segment bridge for this network and segmentation id is a name Linux can create."""
+    for dev in devices:
+        checks.interface_name(dev.segment_bridge(segmentation_id, network_id), "network_id",
+                              f"the segment_bridge template of device {dev.id}, filled with this network id,")
 
 
 def check_owner(owner: str) -> None:
@@ -157,8 +163,9 @@ def check_segmentation_id(value: int, dtype: DeviceType, field_name: str) -> Non
 
 def validate_gateway(gw: L2Gateway, devices: dict[str, GatewayDevice]) -> L2Gateway:
     """Check a gateway against the devices it names (``devices`` by id: the existing ones)."""
-    if not gw.name or len(gw.name) > 255:
-        raise InvalidArgument("is required, at most 255 characters", "name")
+    if not gw.name:
+        raise InvalidArgument("is required", "name")
+    checks.check_text(gw.name, "name", checks.TEXT_NAME)
     check_owner(gw.owner)
     _check_id(gw.project_id, "project_id")
     if not gw.devices:

@@ -22,6 +22,12 @@ def grpc_errors(fn: F) -> F:
         try:
             return await fn(self, request, context)
         except IsthmusError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
+            code, message = exc.code_name, exc.message
+        # The status is set and nothing returned, rather than raised with context.abort: an exception's traceback
+        # would hold the frames (and the request, up to the 4 MiB message limit) in a reference cycle until the
+        # cycle collector runs, and a stream of large refused requests would pile up in memory meanwhile.
+        context.set_code(getattr(grpc.StatusCode, code))
+        context.set_details(message)
+        return None
 
     return wrapper  # type: ignore[return-value]

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from isthmus.core import checks
 from isthmus.core.errors import InvalidArgument
 
 
@@ -55,15 +56,12 @@ DEFAULT_HOLD_TIME = 90
 DEFAULT_VXLAN_PORT = 4789
 DEFAULT_VXLAN_MTU = 1450
 MAX_VNI = 16_777_215
-AS_TRANS = 23456
-MAX_ASN = 4_294_967_295
 # Endpoint property: comma-separated prefixes the endpoint's BGP speaker advertises.
 ADVERTISE_PROPERTY = "bgp.advertise"
 # Local endpoint property: the bridge a VXLAN peering's device joins (overrides the vxlan driver's bridge option).
 VXLAN_BRIDGE_PROPERTY = "vxlan.bridge"
 
-_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:/-]{0,126}[A-Za-z0-9])?$")
+_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _SECRET_REF_RE = re.compile(r"^(file:/\S+|env:[A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -338,26 +336,18 @@ def event_level(kind: str, level: str = "") -> str:
 
 
 def check_name(value: str, field_name: str) -> None:
+    """The one rule for the names of sites, endpoints, connections, gateway devices and sync intents."""
     if not value:
         raise InvalidArgument("is required", field_name)
-    if not _LABEL_RE.match(value):
+    if not _LABEL_RE.fullmatch(value):
         raise InvalidArgument(
-            f"{value!r} is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-')",
+            f"{checks.shown(value)} is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-')",
             field_name,
         )
 
 
-def _check_map(values: dict[str, str], field_name: str) -> None:
-    for key, value in values.items():
-        if not _KEY_RE.match(key):
-            raise InvalidArgument(f"key {key!r} must be 1-128 of A-Z a-z 0-9 _ . : / -", field_name)
-        if len(value) > 1024:
-            raise InvalidArgument(f"value of {key!r} is longer than 1024 characters", field_name)
-
-
 def _check_description(value: str) -> None:
-    if len(value) > 1024:
-        raise InvalidArgument("is longer than 1024 characters", "description")
+    checks.check_text(value, "description", checks.DESCRIPTION)
 
 
 def validate_site(site: Site) -> Site:
@@ -370,40 +360,27 @@ def validate_site(site: Site) -> Site:
             raise InvalidArgument("a site cannot be its own parent", "parent")
     elif site.parent:
         raise InvalidArgument(f"only a cell has a parent, not a {site.kind}", "parent")
-    _check_map(site.labels, "labels")
+    checks.check_map(site.labels, "labels")
     _check_description(site.description)
     return site
 
 
 def parse_address(value: str, field_name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    if not value:
-        raise InvalidArgument("is required", field_name)
-    try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
-        raise InvalidArgument(f"{value!r} is not an IPv4 or IPv6 address", field_name) from None
-    if addr.is_unspecified or addr.is_multicast:
-        raise InvalidArgument(f"{value} is not a unicast address", field_name)
-    return addr
+    """An address that becomes a BGP peer or a tunnel's end (``checks.unicast_address``)."""
+    return checks.unicast_address(value, field_name)
 
 
 def validate_endpoint(ep: Endpoint) -> Endpoint:
     check_name(ep.site, "site")
     check_name(ep.name, "name")
     addr = parse_address(ep.address, "address")
-    if not 1 <= ep.asn <= MAX_ASN:
-        raise InvalidArgument(f"{ep.asn} is out of range 1..{MAX_ASN}", "asn")
-    if ep.asn == AS_TRANS:
-        raise InvalidArgument(f"{AS_TRANS} is AS_TRANS (RFC 6793) and cannot be a peer's AS", "asn")
+    checks.check_asn(ep.asn)
     router_id = ep.router_id
     if router_id:
-        try:
-            ipaddress.IPv4Address(router_id)
-        except ValueError:
-            raise InvalidArgument(f"{router_id!r} is not a dotted-quad router id", "router_id") from None
+        router_id = checks.router_id(router_id)
     elif addr.version == 4:
         router_id = str(addr)
-    _check_map(ep.properties, "properties")
+    checks.check_map(ep.properties, "properties")
     advertise = ep.properties.get(ADVERTISE_PROPERTY)
     if advertise is not None:
         ep = dataclasses.replace(

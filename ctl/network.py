@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from argparse import Namespace
 
+from isthmus.core import checks
 from isthmus.core import model as m
 from isthmus.core.wire import network as wire
 from isthmus.ctl.client import Command, Ctl, all_pages
@@ -282,7 +283,7 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     p = cli.command(endpoint, "endpoint create", "create an endpoint")
     _add_ref(p)
     p.add_argument("--address", required=True, metavar="IP", help="IPv4 or IPv6 address")
-    p.add_argument("--asn", required=True, type=uint32, metavar="N", help=f"BGP AS number 1..{m.MAX_ASN}")
+    p.add_argument("--asn", required=True, type=uint32, metavar="N", help=f"BGP AS number 1..{checks.MAX_ASN}")
     p.add_argument("--role", choices=[r.value for r in m.EndpointRole], default="local",
                    help="local: realized by the site's agent (default); remote: an external peer")
     p.add_argument("--router-id", metavar="A.B.C.D", help="BGP router id (default: the IPv4 address)")

@@ -57,8 +57,32 @@ async def test_validation_table_codes_fields_and_nothing_written(etcd: str, tmp_
                                                    a=pb.EndpointRef(site="s1", name="e"),
                                                    b=pb.EndpointRef(site="s2", name="e"),
                                                    vxlan=pb.VxlanParams(vni=5000)))
+        named = await api.CreateGatewayDevice(l2.GatewayDevice(site="s3", name="nt", type=VTEP,
+                                                               tunnel_ips=["192.0.2.33"],
+                                                               management={"segment_bridge": "n{network_id}"}))
+        by_network = await api.CreateL2Gateway(gateway("by-network", (named.id, 400)))
         c = grpc.StatusCode
         table: list[tuple[str, Any, grpc.StatusCode, str]] = [
+            # Templates: plain {name} only, rendered with the worst case, and with each network id they meet.
+            ("CreateGatewayDevice", l2.GatewayDevice(site="s1", name="x", type=VTEP, tunnel_ips=["192.0.2.7"],
+                                                     management={"segment_bridge": "{segmentation_id:>999999999}"}),
+             c.INVALID_ARGUMENT, "management.segment_bridge: '{segmentation_id:>999999999}' is not one of"),
+            ("CreateGatewayDevice", l2.GatewayDevice(site="s1", name="x", type=VTEP, tunnel_ips=["192.0.2.7"],
+                                                     management={"segment_bridge": "b{{segmentation_id}}"}),
+             c.INVALID_ARGUMENT, "management.segment_bridge:"),
+            ("CreateGatewayDevice", l2.GatewayDevice(site="s1", name="x", type=VTEP, tunnel_ips=["192.0.2.7"],
+                                                     management={"segment_bridge": "br {segmentation_id}"}),
+             c.INVALID_ARGUMENT, "management.segment_bridge:"),
+            ("CreateGatewayDevice", l2.GatewayDevice(site="s1", name="x", type=VTEP, tunnel_ips=["127.0.0.1"]),
+             c.INVALID_ARGUMENT, "tunnel_ips[0]: 127.0.0.1 is loopback"),
+            ("CreateL2GatewayConnection", l2.L2GatewayConnection(l2_gateway_id=by_network.id, network_id="ab:cd"),
+             c.INVALID_ARGUMENT, "network_id: the segment_bridge template of device"),
+            ("CreateL2GatewayConnection", l2.L2GatewayConnection(l2_gateway_id=by_network.id, network_id="n" * 15),
+             c.INVALID_ARGUMENT, "network_id: the segment_bridge template of device"),
+            ("UpdateGatewayDevice", l2.GatewayDevice(id=ids["s1"], tunnel_ips=["192.0.2.1"],
+                                                     management={"segment_bridge": "abcdefgh{network_id}"}),
+             c.INVALID_ARGUMENT, "network_id: the segment_bridge template of device"),
+            ("CreateL2Gateway", gateway("tab\tname", (ids["s1"], 10)), c.INVALID_ARGUMENT, "name:"),
             ("CreateGatewayDevice", l2.GatewayDevice(site="nope", name="gw", type=VTEP, tunnel_ips=["192.0.2.7"]),
              c.NOT_FOUND, "site:"),
             ("CreateGatewayDevice", l2.GatewayDevice(site="s1", name="gw", type=VTEP, tunnel_ips=["192.0.2.7"]),

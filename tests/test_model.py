@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from isthmus.core import checks
 from isthmus.core import model as m
 from isthmus.core.errors import InvalidArgument
 
@@ -21,19 +22,21 @@ def conn(**kw: object) -> m.Connection:
     return m.Connection(**base)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("asn", [1, 65535, 4_200_000_000, m.MAX_ASN])
+@pytest.mark.parametrize("asn", [1, 64496, 64512, 65534, 65536, 131072, 4_200_000_000, 4_294_967_294])
 def test_asn_in_range_is_accepted(asn: int) -> None:
     assert m.validate_endpoint(ep(asn=asn)).asn == asn
 
 
-@pytest.mark.parametrize("asn", [0, 23456, m.MAX_ASN + 1, -1])
-def test_asn_out_of_range_names_the_field(asn: int) -> None:
+@pytest.mark.parametrize("asn", [0, 23456, 65535, 65552, 131071, checks.MAX_ASN, checks.MAX_ASN + 1, -1])
+def test_asn_out_of_range_or_reserved_names_the_field(asn: int) -> None:
     with pytest.raises(InvalidArgument) as exc:
         m.validate_endpoint(ep(asn=asn))
     assert exc.value.field == "asn"
 
 
-@pytest.mark.parametrize("address", ["", "10.0.0.256", "fe80::1::2", "0.0.0.0", "224.0.0.1", "::", "ff02::1"])
+@pytest.mark.parametrize("address", ["", "10.0.0.256", "fe80::1::2", "0.0.0.0", "224.0.0.1", "::", "ff02::1",
+                                     "127.0.0.1", "::1", "169.254.1.1", "fe80::1", "255.255.255.255", "0.1.2.3",
+                                     "240.0.0.1", "::ffff:192.0.2.1", "192.0.2.1%eth0"])
 def test_bad_addresses(address: str) -> None:
     with pytest.raises(InvalidArgument) as exc:
         m.validate_endpoint(ep(address=address))
@@ -47,7 +50,7 @@ def test_address_is_canonical_and_router_id_defaults_to_ipv4() -> None:
     assert m.validate_endpoint(ep(address="fd00::9")).router_id == ""
 
 
-@pytest.mark.parametrize("name", ["", "A", "-a", "a-", "a_b", "a" * 64, "a.b"])
+@pytest.mark.parametrize("name", ["", "A", "-a", "a-", "a_b", "a" * 64, "a.b", "a\n", "a b", "a\x00"])
 def test_names_are_dns_labels(name: str) -> None:
     with pytest.raises(InvalidArgument) as exc:
         m.validate_site(m.Site(name, m.SiteKind.REGION))
@@ -108,3 +111,33 @@ def test_advertised_prefixes_are_validated_and_canonical() -> None:
     with pytest.raises(InvalidArgument) as exc:
         m.validate_endpoint(ep(properties={"bgp.advertise": "10.1.0.1/16"}))
     assert exc.value.field == "properties.bgp.advertise"
+
+
+@pytest.mark.parametrize("router_id", ["0.0.0.0", "255.255.255.255", "1.2.3", "r1", "::1"])
+def test_router_ids_are_bgp_identifiers(router_id: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        m.validate_endpoint(ep(router_id=router_id))
+    assert exc.value.field == "router_id"
+
+
+@pytest.mark.parametrize(("labels", "field", "text"), [
+    ({f"k{i}": "v" for i in range(checks.MAP_ENTRIES + 1)}, "labels", "the budget is 64"),
+    ({f"k{i}": "v" * 1000 for i in range(9)}, "labels", "the budget is 8192"),
+    ({"k": "v" * (checks.MAP_VALUE + 1)}, "labels.k", "the budget is 1024"),
+    ({"k": "line\nbreak"}, "labels.k", "a control character"),
+    ({"k": "zero\u200bwidth"}, "labels.k", "a control character"),
+    ({"bad key": "v"}, "labels", "key 'bad key'"),
+])
+def test_maps_have_a_budget_and_hold_text(labels: dict[str, str], field: str, text: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        m.validate_site(m.Site("r1", m.SiteKind.REGION, labels=labels))
+    assert exc.value.field == field and text in exc.value.message
+
+
+def test_errors_show_only_a_short_prefix_of_a_bad_value() -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        m.validate_site(m.Site("x" * 100_000, m.SiteKind.REGION))
+    assert len(str(exc.value)) < 200 and "100000 characters" in str(exc.value)
+    with pytest.raises(InvalidArgument) as exc:
+        m.validate_site(m.Site("r1", m.SiteKind.REGION, description="d" * 10_000_000))
+    assert len(str(exc.value)) < 200

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from isthmus.core import border
-from isthmus.core.wire.network import enum_from_pb, enum_to_pb
+from isthmus.core.wire.network import enum_from_pb, enum_to_pb, small_map
 from isthmus.v1 import l2gw_pb2 as l2pb
 
 _DTYPE: list[tuple[l2pb.GatewayDeviceType, border.DeviceType]] = [
@@ -15,7 +15,7 @@ _DTYPE: list[tuple[l2pb.GatewayDeviceType, border.DeviceType]] = [
 
 def device_from_pb(msg: l2pb.GatewayDevice) -> border.GatewayDevice:
     return border.GatewayDevice(msg.id, msg.site, msg.name, enum_from_pb(_DTYPE, msg.type, "type"),
-                                tuple(msg.tunnel_ips), dict(msg.management), msg.version)
+                                tuple(msg.tunnel_ips), small_map(msg.management, "management"), msg.version)
 
 
 def device_to_pb(d: border.GatewayDevice) -> l2pb.GatewayDevice:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from isthmus.core import checks
 from isthmus.core import model as m
 from isthmus.core.errors import InvalidArgument
 from isthmus.v1 import types_pb2 as pb
@@ -43,6 +44,13 @@ P = TypeVar("P", bound=int)
 E = TypeVar("E", bound=enum.Enum)
 
 
+def small_map(values: Any, field_name: str) -> dict[str, str]:
+    """A protobuf map as a dict, refused before it is copied when it has more entries than any map may hold."""
+    if len(values) > checks.MAP_ENTRIES:
+        raise InvalidArgument(f"has {len(values)} entries; the budget is {checks.MAP_ENTRIES}", field_name)
+    return dict(values)
+
+
 def enum_from_pb(pairs: list[tuple[P, E]], value: int, field_name: str, default: E | None = None) -> E:
     for pb_value, domain in pairs:
         if pb_value == value:
@@ -65,7 +73,7 @@ def site_from_pb(msg: pb.Site) -> m.Site:
         name=msg.name,
         kind=enum_from_pb(_SITE_KIND, msg.kind, "kind"),
         parent=msg.parent,
-        labels=dict(msg.labels),
+        labels=small_map(msg.labels, "labels"),
         description=msg.description,
         version=msg.version,
     )
@@ -93,7 +101,7 @@ def endpoint_from_pb(msg: pb.Endpoint) -> m.Endpoint:
         asn=msg.asn,
         role=enum_from_pb(_ROLE, msg.role, "role", m.EndpointRole.LOCAL),
         router_id=msg.router_id,
-        properties=dict(msg.properties),
+        properties=small_map(msg.properties, "properties"),
         version=msg.version,
     )
 
