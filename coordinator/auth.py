@@ -247,7 +247,7 @@ def _guard(impl: Callable[..., Any], service: str, method: str, auth: Auth) -> C
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             who = await auth.check(context, service, method)
             result = await impl(request, context)
-            if write:
+            if write and context.code() in (None, grpc.StatusCode.OK):  # a refusal sets its status and returns
                 await auth.audit(who, f"/isthmus.v1.{service}/{method}", True, _summary(request),
                                  on_behalf_of(context))
             return result

@@ -426,7 +426,7 @@ def test_md5_wrong_peer_as_and_missing_secret(bgp_lab: BgpLab) -> None:
     bl.site("ext", pb.SITE_KIND_INSTANCE)
     bl.endpoint("one/md5", "192.0.2.3", 65003)
     bl.endpoint("one/bad", "192.0.2.4", 65004)
-    bl.endpoint("one/renumbered", "192.0.2.5", 65555)  # gobgpd expects AS 65005 from 192.0.2.5
+    bl.endpoint("one/renumbered", "192.0.2.5", 64555)  # gobgpd expects AS 65005 from 192.0.2.5
     bl.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
     bl.endpoint("ext/liar", "192.0.2.2", 65099, remote=True)  # gobgpd really is AS 65002
     bl.endpoint("ext/ghost", "192.0.2.9", 65009, remote=True)
@@ -455,7 +455,7 @@ def test_md5_wrong_peer_as_and_missing_secret(bgp_lab: BgpLab) -> None:
     # restarts with the new AS and the session comes up.
     wait_for(lambda: bl.state_of("one", "one-renumbered")[0] == "ERROR", 30, "one-renumbered in ERROR")
     assert "received: Open Message Error: bad peer AS" in bl.state_of("one", "one-renumbered")[1]
-    assert "does not expect our AS 65555" in bl.state_of("one", "one-renumbered")[1]
+    assert "does not expect our AS 64555" in bl.state_of("one", "one-renumbered")[1]
     pid = bl.speaker_pid("one", "renumbered")
     bl.endpoint("one/renumbered", "192.0.2.5", 65005, update=True)
     wait_for(lambda: bl.speaker_pid("one", "renumbered") not in (0, pid), 15, "a speaker with the new AS")
