@@ -6,8 +6,10 @@ import collections
 from collections.abc import Iterable
 from typing import Any
 
+from prometheus_client import Histogram
+
 import isthmus
-from isthmus.core.metrics import Histogram, Registry, Sample
+from isthmus.core.metrics import LoopCollector, Sample, new_registry
 
 RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -18,11 +20,11 @@ class AgentMetrics:
         self.reconciler = reconciler
         self.link = link
         self.worker = worker
-        self.registry = Registry()
-        self.reconcile_seconds: Histogram = self.registry.histogram(
+        self.registry = new_registry()
+        self.reconcile_seconds = Histogram(
             "isthmus_agent_reconcile_seconds", "Seconds one reconcile pass takes (observe, apply, report)",
-            buckets=RECONCILE_BUCKETS)
-        self.registry.collector(self._collect)
+            buckets=RECONCILE_BUCKETS, registry=self.registry)
+        LoopCollector(self._collect, registry=self.registry)
 
     def _collect(self) -> Iterable[Sample]:
         site = {"site": self.site}
@@ -39,7 +41,8 @@ class AgentMetrics:
             yield Sample("isthmus_agent_peerings", {**site, "state": state}, states.get(state, 0),
                          help="The site's peerings by observed state")
         yield Sample("isthmus_agent_overrides", site, len(r.overrides.items), help="Local overrides in force")
-        yield Sample("isthmus_agent_journal_seq", site, r.journal.seq, "counter",
+        # A gauge: prometheus-client would write a counter's samples as isthmus_agent_journal_seq_total.
+        yield Sample("isthmus_agent_journal_seq", site, r.journal.seq,
                      help="Events the agent has journaled (sequence number of the last)")
         w = self.worker
         if w is not None:

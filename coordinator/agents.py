@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import grpc
 import grpc.aio
+from prometheus_client import Histogram
 
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.auth import Auth, Principal, check_agent
@@ -30,7 +31,6 @@ from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
 from isthmus.core import model as m
 from isthmus.core.errors import InvalidArgument, OutOfRange, Unavailable
-from isthmus.core.metrics import Histogram
 from isthmus.core.wire import network as wire
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc

@@ -6,8 +6,10 @@ import collections
 from collections.abc import Iterable
 from typing import Any
 
+from prometheus_client import Histogram
+
 import isthmus
-from isthmus.core.metrics import Histogram, Registry, Sample
+from isthmus.core.metrics import LoopCollector, Sample, new_registry
 
 PUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -17,12 +19,12 @@ class CoordinatorMetrics:
 
     def __init__(self, coordinator: Any) -> None:
         self.c = coordinator
-        self.registry = Registry()
-        self.push_seconds: Histogram = self.registry.histogram(
+        self.registry = new_registry()
+        self.push_seconds = Histogram(
             "isthmus_coordinator_push_seconds",
             "Seconds from a configuration change reaching this coordinator to the delta sent to a site's agent",
-            buckets=PUSH_BUCKETS)
-        self.registry.collector(self._collect)
+            buckets=PUSH_BUCKETS, registry=self.registry)
+        LoopCollector(self._collect, registry=self.registry)
 
     def _collect(self) -> Iterable[Sample]:
         c = self.c

@@ -73,7 +73,6 @@ ERROR alone.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 from collections.abc import Mapping
@@ -83,7 +82,7 @@ from typing import Any
 from isthmus.core.model import AdminState, ConnectionType, DesiredPeering, ObservedPeering, PeeringState
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 from isthmus.drivers.ownership import OwnedRecord, canonical_address, observations
-from isthmus.drivers.rest import ControllerClient, refused
+from isthmus.drivers.rest import ControllerClient, refused, uninterrupted
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +209,7 @@ class OnosDriver(Driver):
         cannot be read or written.
         """
         wanted, errors = self._plan(peerings)
-        errors.update(await asyncio.to_thread(self._apply_sync, wanted))
+        errors.update(await self._apply_wanted(wanted))
         for name, text in errors.items():
             if text != self._errors.get(name):  # once, not every pass
                 log.warning("site %s: connection %s: %s", self.context.site, name, text)
@@ -230,12 +229,12 @@ class OnosDriver(Driver):
         Raises ControllerAuthFailed or ControllerUnavailable (DriverErrors) when
         ONOS cannot be read.
         """
-        states = await asyncio.to_thread(self._observe_sync, dict(self._wanted))
+        states = await self._states(dict(self._wanted))
         return observations(self._names, self._errors, states, self._clock, self.name)
 
     async def close(self) -> None:
-        """Stop waiting between retries; ONOS's configuration stays as it is."""
-        self.client.close()
+        """Stop waiting between retries and close the connections; ONOS's configuration stays as it is."""
+        await self.client.aclose()
 
     # ------------------------------------------------------------ planning (no I/O)
 
@@ -288,10 +287,10 @@ class OnosDriver(Driver):
         return _Wanted(p.connection, self.speaker_name(p.local.name), cp, vlan, address,
                        p.admin_state == AdminState.UP)
 
-    # ------------------------------------------------------------ on a worker thread
+    # ------------------------------------------------------------ talking to ONOS
 
-    def _read(self) -> dict[str, Any]:
-        reply = self.client.request("GET", CONFIG_PATH)
+    async def _read(self) -> dict[str, Any]:
+        reply = await self.client.request("GET", CONFIG_PATH)
         if reply.status == 404:  # no bgp configuration yet
             return {}
         if not reply.ok:
@@ -304,12 +303,12 @@ class OnosDriver(Driver):
                               "not an object")
         return doc
 
-    def _apply_sync(self, wanted: dict[str, _Wanted]) -> dict[str, str]:
+    async def _apply_wanted(self, wanted: dict[str, _Wanted]) -> dict[str, str]:
         site, url = self.context.site, self.client.url
         record = self.record.load()
         created = set(record.get("speakers", []))
         added = {k.split(":", 1)[1]: set(v) for k, v in record.items() if k.startswith("peers:")}
-        current = self._read()
+        current = await self._read()
         doc = copy.deepcopy(current)
         entries = doc.get("bgpSpeakers")
         if not isinstance(entries, list):
@@ -388,21 +387,25 @@ class OnosDriver(Driver):
 
         if entries or "bgpSpeakers" in doc:
             doc["bgpSpeakers"] = entries
-        if doc != current:
-            reply = self.client.request("POST", CONFIG_PATH, doc)
-            if not reply.ok:
-                raise refused(reply, "writing apps/org.onosproject.router/bgp")
-            for change in changes:
-                log.info("site %s: %s on %s", site, change, url)
         new_record: dict[str, set[str]] = {"speakers": created}
         new_record.update({f"peers:{k}": v for k, v in added.items() if v})
         old_record = {k: set(v) for k, v in record.items() if v}
-        if {k: v for k, v in new_record.items() if v} != old_record:
-            self.record.save(new_record)
+
+        async def write() -> None:
+            if doc != current:
+                reply = await self.client.request("POST", CONFIG_PATH, doc)
+                if not reply.ok:
+                    raise refused(reply, "writing apps/org.onosproject.router/bgp")
+                for change in changes:
+                    log.info("site %s: %s on %s", site, change, url)
+            if {k: v for k, v in new_record.items() if v} != old_record:
+                self.record.save(new_record)
+
+        await uninterrupted(write())
         return errors
 
-    def _observe_sync(self, wanted: dict[str, _Wanted]) -> dict[str, tuple[PeeringState, str]]:
-        doc = self._read()
+    async def _states(self, wanted: dict[str, _Wanted]) -> dict[str, tuple[PeeringState, str]]:
+        doc = await self._read()
         entries = {str(e.get("name", "")): e for e in doc.get("bgpSpeakers") or [] if isinstance(e, dict)}
         out: dict[str, tuple[PeeringState, str]] = {}
         for name, w in wanted.items():

@@ -76,7 +76,6 @@ driver).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
@@ -94,7 +93,15 @@ from isthmus.core.model import (
 )
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
 from isthmus.drivers.ownership import OwnedRecord, canonical_address, observations
-from isthmus.drivers.rest import ControllerAuthFailed, ControllerClient, ControllerRefused, Reply, member, refused
+from isthmus.drivers.rest import (
+    ControllerAuthFailed,
+    ControllerClient,
+    ControllerRefused,
+    Reply,
+    member,
+    refused,
+    uninterrupted,
+)
 from isthmus.drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger(__name__)
@@ -411,7 +418,8 @@ class OpenDaylightDriver(Driver):
         answer, times out or keeps failing with 5xx, DriverError when the ownership
         record cannot be read or written.
         """
-        wanted, errors = await asyncio.to_thread(self._plan_and_apply, dict(peerings))
+        wanted, errors = self._plan(peerings)
+        errors.update(await self._apply_wanted(wanted))
         for name, text in errors.items():
             if text != self._errors.get(name):  # once, not every pass
                 log.warning("site %s: connection %s: %s", self.context.site, name, text)
@@ -431,12 +439,12 @@ class OpenDaylightDriver(Driver):
         Raises ControllerAuthFailed or ControllerUnavailable (DriverErrors) when
         the controller cannot be read.
         """
-        states = await asyncio.to_thread(self._observe_sync, dict(self._wanted))
+        states = await self._states(dict(self._wanted))
         return observations(self._names, self._errors, states, self._clock, self.name)
 
     async def close(self) -> None:
-        """Stop waiting between retries; the controller's configuration stays as it is."""
-        self.client.close()
+        """Stop waiting between retries and close the connections; the controller's configuration stays as it is."""
+        await self.client.aclose()
 
     # ------------------------------------------------------------ planning (no I/O but reading secrets)
 
@@ -497,13 +505,13 @@ class OpenDaylightDriver(Driver):
         )
         return _Wanted(p.connection, instance, p.local.asn, router_id, neighbor)
 
-    # ------------------------------------------------------------ on a worker thread
+    # ------------------------------------------------------------ talking to the controller
 
     def _mine(self, n: Neighbor) -> bool:
         return n.description.startswith(self.marker_head)
 
-    def _read(self) -> dict[str, Instance]:
-        reply = self.client.request("GET", self.api.read_protocols())
+    async def _read(self) -> dict[str, Instance]:
+        reply = await self.client.request("GET", self.api.read_protocols())
         if reply.status == 404:  # no protocol configured at all
             return {}
         if not reply.ok:
@@ -517,8 +525,8 @@ class OpenDaylightDriver(Driver):
                 text = text.replace(w.neighbor.password, "***")
         return text
 
-    def _write(self, method: str, path: str, body: Any, what: str) -> Reply:
-        reply = self.client.request(method, path, body)
+    async def _write(self, method: str, path: str, body: Any, what: str) -> Reply:
+        reply = await self.client.request(method, path, body)
         if reply.ok or (method == "POST" and reply.status == 409 and reply.attempts > 1):
             # a 409 after a retried POST: the first attempt did create it
             return reply
@@ -526,16 +534,11 @@ class OpenDaylightDriver(Driver):
             return reply
         raise refused(reply, what)
 
-    def _plan_and_apply(self, peerings: dict[str, DesiredPeering]) -> tuple[dict[str, _Wanted], dict[str, str]]:
-        wanted, errors = self._plan(peerings)  # reads the password files: not on the event loop
-        errors.update(self._apply_sync(wanted))
-        return wanted, errors
-
-    def _apply_sync(self, wanted: dict[str, _Wanted]) -> dict[str, str]:
+    async def _apply_wanted(self, wanted: dict[str, _Wanted]) -> dict[str, str]:
         site, url = self.context.site, self.client.url
         record = self.record.load()
         created = set(record.get("instances", []))
-        have = self._read()
+        have = await self._read()
         errors: dict[str, str] = {}
         by_instance: dict[str, list[_Wanted]] = {}
         for w in wanted.values():
@@ -550,7 +553,7 @@ class OpenDaylightDriver(Driver):
                 if (inst.name, address) in keep:
                     continue
                 try:
-                    self._write("DELETE", self.api.neighbor(inst.name, address), None,
+                    await self._write("DELETE", self.api.neighbor(inst.name, address), None,
                                 f"removing neighbor {address} from instance {inst.name}")
                 except ControllerAuthFailed:
                     raise
@@ -564,7 +567,7 @@ class OpenDaylightDriver(Driver):
 
         for instance, ws in sorted(by_instance.items()):
             try:
-                self._ensure_instance(instance, ws, have, created)
+                await self._ensure_instance(instance, ws, have, created)
             except ControllerAuthFailed:
                 raise
             except ControllerRefused as exc:
@@ -579,7 +582,7 @@ class OpenDaylightDriver(Driver):
                 if w.neighbor is None:
                     continue
                 try:
-                    self._ensure_neighbor(inst, w.neighbor)
+                    await self._ensure_neighbor(inst, w.neighbor)
                 except ControllerAuthFailed:
                     raise
                 except ControllerRefused as exc:
@@ -595,7 +598,7 @@ class OpenDaylightDriver(Driver):
                 created.discard(name)
             elif not left.neighbors:
                 try:
-                    self._write("DELETE", self.api.protocol(name), None, f"removing instance {name}")
+                    await self._write("DELETE", self.api.protocol(name), None, f"removing instance {name}")
                 except ControllerAuthFailed:
                     raise
                 except ControllerRefused as exc:
@@ -607,7 +610,8 @@ class OpenDaylightDriver(Driver):
             self.record.save({"instances": created})
         return errors
 
-    def _ensure_instance(self, name: str, ws: list[_Wanted], have: dict[str, Instance], created: set[str]) -> None:
+    async def _ensure_instance(self, name: str, ws: list[_Wanted], have: dict[str, Instance],
+                               created: set[str]) -> None:
         site, url = self.context.site, self.client.url
         asn, router_id = ws[0].asn, ws[0].router_id
         needed = frozenset().union(*(w.neighbor.families for w in ws if w.neighbor is not None))
@@ -629,9 +633,12 @@ class OpenDaylightDriver(Driver):
                     "afi-safis": _afi_safis(families),
                 }},
             }]}
-            self._write("POST", self.api.protocols(), body, f"creating instance {name}")
-            created.add(name)
-            self.record.save({"instances": created})  # at once: it is ours even if a later step fails
+            async def create() -> None:
+                await self._write("POST", self.api.protocols(), body, f"creating instance {name}")
+                created.add(name)
+                self.record.save({"instances": created})  # at once: it is ours even if a later step fails
+
+            await uninterrupted(create())
             have[name] = Instance(name, asn, router_id, families, {})
             log.info("site %s: created BGP instance %s (AS %d, router id %s) on %s", site, name, asn, router_id, url)
             return
@@ -642,27 +649,28 @@ class OpenDaylightDriver(Driver):
                                     f"not AS {asn} router id {router_id}; it was not created by isthmus, so it is "
                                     "left alone")
             body = {self.api.qualified("config"): {"router-id": router_id, "as": asn}}
-            self._write("PUT", self.api.global_config(name), body, f"changing instance {name}")
+            await self._write("PUT", self.api.global_config(name), body, f"changing instance {name}")
             log.info("site %s: changed BGP instance %s to AS %d router id %s (was AS %s router id %s) on %s", site,
                      name, asn, router_id, inst.asn, inst.router_id, url)
             inst.asn, inst.router_id = asn, router_id
         if inst.families != families:
             if ours:
                 body = {self.api.qualified("afi-safis"): _afi_safis(families)}
-                self._write("PUT", self.api.global_afi_safis(name), body, f"changing the families of instance {name}")
+                await self._write("PUT", self.api.global_afi_safis(name), body,
+                                  f"changing the families of instance {name}")
                 log.info("site %s: instance %s on %s now enables %s", site, name, url, ", ".join(sorted(families)))
                 inst.families = families
             elif not needed <= inst.families:
                 missing = ", ".join(sorted(needed - inst.families))
                 raise _PeeringError(f"instance {name} (not created by isthmus) does not enable {missing}")
 
-    def _ensure_neighbor(self, inst: Instance, want: Neighbor) -> None:
+    async def _ensure_neighbor(self, inst: Instance, want: Neighbor) -> None:
         site, url = self.context.site, self.client.url
         conn = want.description[len(self.marker_head):]
         got = inst.neighbors.get(want.address)
         if got is None:
-            self._write("POST", self.api.neighbors(inst.name), {"neighbor": [want.body()]},
-                        f"adding neighbor {want.address} to instance {inst.name}")
+            await self._write("POST", self.api.neighbors(inst.name), {"neighbor": [want.body()]},
+                              f"adding neighbor {want.address} to instance {inst.name}")
             log.info("site %s: added neighbor %s (AS %s) to instance %s on %s for connection %s", site, want.address,
                      want.peer_as, inst.name, url, conn)
         elif not self._mine(got):
@@ -670,20 +678,20 @@ class OpenDaylightDriver(Driver):
                                 f"(description {got.description!r}); it is left alone")
         elif got != want:
             why = "; ".join(want.differences(got))
-            self._write("PUT", self.api.neighbor(inst.name, want.address),
-                        {self.api.qualified("neighbor"): [want.body()]},
-                        f"changing neighbor {want.address} in instance {inst.name}")
+            await self._write("PUT", self.api.neighbor(inst.name, want.address),
+                              {self.api.qualified("neighbor"): [want.body()]},
+                              f"changing neighbor {want.address} in instance {inst.name}")
             log.info("site %s: changed neighbor %s in instance %s on %s for connection %s (%s)", site, want.address,
                      inst.name, url, conn, why)
         else:
             return
         inst.neighbors[want.address] = want
 
-    def _observe_sync(self, wanted: dict[str, _Wanted]) -> dict[str, tuple[PeeringState, str]]:
-        have = self._read()
+    async def _states(self, wanted: dict[str, _Wanted]) -> dict[str, tuple[PeeringState, str]]:
+        have = await self._read()
         sessions: dict[str, dict[str, str]] = {}
         for instance in sorted({w.instance for w in wanted.values() if w.neighbor is not None and w.instance in have}):
-            reply = self.client.request("GET", self.api.neighbors_state(instance))
+            reply = await self.client.request("GET", self.api.neighbors_state(instance))
             if reply.status == 404:
                 sessions[instance] = {}
             elif reply.ok:

@@ -1,31 +1,39 @@
 """The HTTP(S) client of an SDN controller's REST API and its error tree, shared by the controller drivers.
 
-``ControllerClient`` does basic authentication (the password read from a file or an
-environment variable at every request, never taken on the command line), TLS with an
-optional CA, timeouts and bounded retries with backoff on connection errors, timeouts and
-5xx; its options (``CLIENT_OPTIONS``) are the same for every driver that uses it
-(opendaylight, onos), named with the driver's prefix in every message.
+``ControllerClient`` is one httpx.AsyncClient per controller (connections kept alive and
+reused, on the agent's event loop): basic authentication (the password read from a file or
+an environment variable at every request, never taken on the command line), TLS verified
+against the system's CAs or the ``ca`` option, timeouts and bounded retries with backoff on
+connection errors, timeouts and 5xx; its options (``CLIENT_OPTIONS``) are the same for every
+driver that uses it (opendaylight, onos), named with the driver's prefix in every message.
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
+import asyncio
+import contextlib
+import http.cookiejar
 import json
 import logging
 import os
 import re
 import ssl
-import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+import httpx
 
 from isthmus.drivers.base import DriverError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# httpx logs every request at INFO and httpcore the controller's response headers (cookies) at DEBUG; this
+# module logs what is needed, without secrets, at DEBUG.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------- errors of the controller client
@@ -146,8 +154,8 @@ class ControllerClient:
     """HTTP(S) client of one SDN controller's REST API: basic auth, TLS with an optional CA, timeouts and
     bounded retries with backoff on connection errors, timeouts and 5xx.
 
-    Blocking: call it from a worker thread (``asyncio.to_thread``). Opens one
-    connection per request, so one client may serve several threads.
+    Asynchronous, on the event loop that first uses it: one httpx.AsyncClient, whose
+    connections are kept alive and reused between requests; ``aclose`` ends them.
     """
 
     def __init__(self, driver: str, options: Mapping[str, str], extra_options: Iterable[str] = ()) -> None:
@@ -197,12 +205,12 @@ class ControllerClient:
         if self.username and not (self.password_file or self.password_env):
             raise self._bad("username", "needs password_file or password_env")
         self.ca = opts.get("ca", "")
-        self._ssl: ssl.SSLContext | None = None
+        tls: ssl.SSLContext | None = None
         if self.ca and not self.https:
             raise self._bad("ca", "only applies to an https:// url")
         if self.https:
             try:
-                self._ssl = ssl.create_default_context(cafile=self.ca or None)
+                tls = ssl.create_default_context(cafile=self.ca or None)
             except (OSError, ssl.SSLError) as exc:
                 raise self._bad("ca", f"cannot load CA file {self.ca}: {exc}") from None
         if self.username:
@@ -210,7 +218,17 @@ class ControllerClient:
             if not self.https:
                 log.warning("%s: %s is plain http: the controller password and BGP passwords cross the network "
                             "unencrypted", driver, self.url)
-        self._closing = threading.Event()
+        self._closing = asyncio.Event()
+        self._http = httpx.AsyncClient(
+            verify=tls if tls is not None else True,  # (a plain http:// URL: never used)
+            timeout=httpx.Timeout(self.timeout),  # to connect, and for each read and write
+            headers={"Accept": "application/json"},
+            # No cookie is kept: every request authenticates with the password as it is now, as a session
+            # cookie of the controller would not.
+            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+            # Straight to the controller: no proxy, .netrc or CA bundle from the agent's environment.
+            trust_env=False,
+        )
 
     def _bad(self, key: str, why: str) -> DriverError:
         return DriverError(f"{self.driver}.{key}: {why}", terminal=True)
@@ -249,11 +267,12 @@ class ControllerClient:
         return (f"check {self.driver}.username ({self.username}) and the password in {where}" if self.username
                 else f"the controller wants credentials: set {self.driver}.username and {self.driver}.password_file")
 
-    def close(self) -> None:
-        """Abort the backoff of requests under way; later requests fail at once."""
+    async def aclose(self) -> None:
+        """Abort the backoff of requests under way (later requests fail at once) and close the connections."""
         self._closing.set()
+        await self._http.aclose()
 
-    def request(self, method: str, path: str, body: Any = None) -> Reply:
+    async def request(self, method: str, path: str, body: Any = None) -> Reply:
         """Send ``method`` ``path`` (below the base URL, with its query) with ``body`` as JSON.
 
         Returns the Reply of any status below 500 other than 401/403. Raises
@@ -262,27 +281,26 @@ class ControllerClient:
         (terminal) when the server's TLS certificate cannot be verified.
         """
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
+        headers = {"Content-Type": "application/json"} if data is not None else {}
         what = f"{method} {self.url}{path.split('?')[0]}"
         attempts = self.retries + 1
         last = ""
         for attempt in range(attempts):
             if self._closing.is_set():
                 raise ControllerUnavailable(f"{what}: the driver is closing")
-            if self.username:
-                token = base64.b64encode(f"{self.username}:{self._password()}".encode()).decode()
-                headers["Authorization"] = f"Basic {token}"
+            auth = httpx.BasicAuth(self.username, self._password()) if self.username else None
             try:
-                status, reason, payload = self._once(method, self.base_path + path, data, headers)
-            except ssl.SSLCertVerificationError as exc:
-                raise ControllerError(f"{what}: the controller's TLS certificate is not trusted "
-                                      f"({exc.verify_message}); set {self.driver}.ca to the CA that signed it",
-                                      terminal=True) from None
-            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, garbled
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                response = await self._http.request(method, self.url + path, content=data, headers=headers,
+                                                    auth=auth)
+            except httpx.TransportError as exc:  # refused, reset, timed out, garbled, TLS
+                untrusted = _cause(exc, ssl.SSLCertVerificationError)
+                if untrusted is not None:
+                    raise ControllerError(f"{what}: the controller's TLS certificate is not trusted "
+                                          f"({untrusted.verify_message}); set {self.driver}.ca to the CA that "
+                                          "signed it", terminal=True) from None
+                last = _reason(exc)
             else:
+                status, reason, payload = response.status_code, response.reason_phrase, response.content
                 if status in (401, 403):
                     message = controller_message(payload) or reason
                     raise ControllerAuthFailed(
@@ -296,24 +314,47 @@ class ControllerClient:
             if attempt + 1 < attempts:
                 delay = min(MAX_BACKOFF, BACKOFF * 2 ** attempt)
                 log.debug("%s failed (%s); retrying in %.2fs", what, last, delay)
-                if self._closing.wait(delay):
-                    raise ControllerUnavailable(f"{what}: the driver is closing")
+                try:
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                except TimeoutError:
+                    continue
+                raise ControllerUnavailable(f"{what}: the driver is closing")
         raise ControllerUnavailable(f"{what}: {last} (after {attempts} attempt{'s' if attempts > 1 else ''}, "
                                     f"timeout {self.timeout:g}s each)")
 
-    def _once(self, method: str, path: str, data: bytes | None,
-              headers: Mapping[str, str]) -> tuple[int, str, bytes]:
-        conn: http.client.HTTPConnection
-        if self._ssl is not None:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        try:
-            conn.request(method, path, body=data, headers=dict(headers))
-            resp = conn.getresponse()
-            return resp.status, resp.reason, resp.read()
-        finally:
-            conn.close()
+
+def _cause(exc: BaseException, kind: type[ssl.SSLCertVerificationError]) -> ssl.SSLCertVerificationError | None:
+    """The exception of type ``kind`` that ``exc`` was raised from, directly or further down."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    """What went wrong, e.g. ``TimeoutError (ReadTimeout)`` or ``ConnectionRefusedError: [Errno 111] ...``."""
+    if isinstance(exc, httpx.TimeoutException):  # while connecting, reading or writing
+        return f"TimeoutError ({type(exc).__name__})"
+    root: BaseException = exc
+    while (below := root.__cause__ or root.__context__) is not None:  # httpx's, httpcore's, anyio's, the socket's
+        root = below
+    errors = root.exceptions if isinstance(root, BaseExceptionGroup) else (root,)  # one per address tried
+    text = "; ".join(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__ for e in errors)
+    return text if root is exc else f"{text} ({type(exc).__name__})"
+
+
+async def uninterrupted(step: Coroutine[Any, Any, T]) -> T:
+    """Run ``step`` to its end even when the caller is cancelled meanwhile (the agent stopping), then let the
+    cancellation through: a write to the controller and the record of what it created go together."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(task)  # its error, if any, is the next pass's to find
+        raise
 
 
 def refused(reply: Reply, what: str) -> ControllerRefused:

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from isthmus.coordinator.multisite import addresses as a
 from isthmus.coordinator.multisite.addresses import (
     KINDS,
     AddressDelta,
@@ -308,25 +307,6 @@ def test_set_domains_refuses_bad_input() -> None:
         ix.set_domains({"global": [("r1", "n1")]})
     with pytest.raises(ValueError, match=r"domains\['blue'\]\[1\]: \('r1',\) is not \(region, network id\)"):
         ix.set_domains({"blue": [("r1", "n1"), ("r1",)]})  # type: ignore[list-item]
-
-
-# ---------------------------------------------------------------- the sorted integers
-
-
-@given(st.lists(st.tuples(st.booleans(), st.integers(0, 200)), max_size=300), st.integers(0, 200),
-       st.integers(0, 200))
-def test_sorted_ints_match_a_sorted_set(ops: list[tuple[bool, int]], low: int, high: int) -> None:
-    s = a._SortedInts(block=2)  # tiny blocks: every split and join happens
-    model: set[int] = set()
-    for add, value in ops:
-        if add and value not in model:
-            s.add(value)
-            model.add(value)
-        elif not add and value in model:
-            s.remove(value)
-            model.discard(value)
-        assert list(s) == sorted(model) and len(s) == len(model)
-    assert list(s.between(low, high)) == sorted(v for v in model if low <= v <= high)
 
 
 # ---------------------------------------------------------------- against a brute-force model

@@ -22,6 +22,7 @@ state for the tests to check:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import copy
@@ -366,6 +367,23 @@ async def test_timeout_is_retried_within_a_bounded_time(onos: FakeOnos, tmp_path
     onos.release.set()
     await driver.apply({"a": peering("a")})
     assert onos.speaker()["peers"] == ["192.0.2.2"]
+
+
+async def test_a_pass_cancelled_during_its_write_still_records_what_it_wrote(onos: FakeOnos, tmp_path: Path) -> None:
+    driver = make_driver(onos, tmp_path)
+    onos.stall_next(0)  # the read answers at once
+    onos.stall_next(1)  # the write takes a second
+    task = asyncio.ensure_future(driver.apply({"a": peering("a")}))
+    while not onos.requests:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # the write is on its way
+    task.cancel()  # the agent stops
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The write went through, and so did the record that makes the speaker isthmus's to remove later.
+    assert onos.speaker()["peers"] == ["192.0.2.2"] and [w[0] for w in onos.writes] == ["POST"]
+    record = json.loads((tmp_path / "state" / "onos-owned.json").read_text())
+    assert record == {onos.url: {"speakers": [SPEAKER], f"peers:{SPEAKER}": ["192.0.2.2"]}}
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -57,6 +57,9 @@ def test_coordinator_and_agent_metrics_follow_the_mesh(tmp_path: Path, procs: Ca
     assert coord["isthmus_sites"] == 2 and coord["isthmus_connections"] == 1
     assert coord["isthmus_coordinator_push_seconds_count"] >= 2  # the delta to each agent was timed
     assert coord["isthmus_coordinator_leader"] == 1
+    # The standard process series, next to isthmus's.
+    assert coord["process_cpu_seconds_total"] > 0 and coord["process_resident_memory_bytes"] > 0
+    assert coord["process_open_fds"] > 0
     for site, port in aports.items():
         key = f'isthmus_agent_peerings{{site="{site}",state="established"}}'
         agent = wait_for(lambda port=port, key=key: (got := scrape(port)).get(key) == 1 and got, 15,
@@ -66,6 +69,8 @@ def test_coordinator_and_agent_metrics_follow_the_mesh(tmp_path: Path, procs: Ca
         assert agent["isthmus_agent_reconcile_seconds_count"] >= 1
         count = agent["isthmus_agent_reconcile_seconds_count"]
         assert agent['isthmus_agent_reconcile_seconds_bucket{le="+Inf"}'] == count
+        assert agent["process_cpu_seconds_total"] > 0 and agent["process_resident_memory_bytes"] > 0
+        assert agent["process_open_fds"] > 0
 
     # A deleted connection leaves the gauges.
     api_pb2_grpc.ConnectionServiceStub(channel).DeleteConnection(api.DeleteConnectionRequest(name="one-two"))

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar
 
+from sortedcontainers import SortedList
+
 KINDS: Final = ("port", "floating_ip", "router_gateway", "subnet")
 GLOBAL_DOMAIN: Final = "global"  # floating IPs and router gateways: one address space, whatever the domains
 
@@ -317,82 +319,6 @@ def _keys(held: Holders | None) -> Iterable[Key]:
     return (held,) if isinstance(held, tuple) else held
 
 
-class _SortedInts:
-    """A sorted set of integers kept in blocks, so that adding or removing one costs O(log n + block).
-
-    One flat list with ``bisect.insort`` moves half the list on every change: 11 us per insert at 150,000
-    addresses, where a block of at most ``2 * block`` entries costs about 1 us.
-    """
-
-    __slots__ = ("_blocks", "_maxes", "_block", "_len")
-
-    def __init__(self, block: int = 1000) -> None:
-        self._blocks: list[list[int]] = []
-        self._maxes: list[int] = []  # the last (largest) value of each block
-        self._block = block
-        self._len = 0
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __iter__(self) -> Iterator[int]:
-        for block in self._blocks:
-            yield from block
-
-    def add(self, value: int) -> None:
-        """Add ``value``, which is not in the set."""
-        self._len += 1
-        if not self._blocks:
-            self._blocks.append([value])
-            self._maxes.append(value)
-            return
-        i = bisect_left(self._maxes, value)
-        if i == len(self._maxes):
-            i -= 1
-            block = self._blocks[i]
-            block.append(value)
-            self._maxes[i] = value
-        else:
-            block = self._blocks[i]
-            insort(block, value)
-        if len(block) > 2 * self._block:
-            half = len(block) // 2
-            self._blocks[i:i + 1] = [block[:half], block[half:]]
-            self._maxes[i:i + 1] = [block[half - 1], block[-1]]
-
-    def remove(self, value: int) -> None:
-        """Remove ``value``, which is in the set."""
-        i = bisect_left(self._maxes, value)
-        block = self._blocks[i]
-        j = bisect_left(block, value)
-        if j == len(block) or block[j] != value:
-            raise KeyError(value)
-        del block[j]
-        self._len -= 1
-        if not block:
-            del self._blocks[i], self._maxes[i]
-        elif j == len(block):
-            self._maxes[i] = block[-1]
-        # Removals must not leave thousands of tiny blocks behind: a small one joins its successor.
-        if 0 < len(block) < self._block // 4 and i + 1 < len(self._blocks):
-            block.extend(self._blocks[i + 1])
-            self._maxes[i] = block[-1]
-            del self._blocks[i + 1], self._maxes[i + 1]
-
-    def between(self, low: int, high: int) -> Iterator[int]:
-        """The values v with low <= v <= high, in order."""
-        i = bisect_left(self._maxes, low)
-        first = True
-        while i < len(self._blocks):
-            block = self._blocks[i]
-            for value in block[bisect_left(block, low) if first else 0:]:
-                if value > high:
-                    return
-                yield value
-            first = False
-            i += 1
-
-
 class _Family:
     """What the index keeps for one IP version: addresses and subnets, by value and in order."""
 
@@ -401,7 +327,7 @@ class _Family:
     def __init__(self, bits: int) -> None:
         self.bits = bits
         self.holders: dict[int, Holders] = {}  # address -> records holding it
-        self.points = _SortedInts()  # the addresses of holders, for ranges
+        self.points = SortedList()  # the addresses of holders, for ranges
         self.shared: set[int] = set()  # addresses held by more than one record
         self.dirty: set[int] = set()  # shared addresses whose holders changed since the last conflicts()
         self.clashes: dict[int, list[_Found]] = {}  # what conflicts() found for a shared address, until it is dirty
@@ -636,7 +562,7 @@ class AddressIndex:
                 raise wrong from None
             fam = self._families[0 if net.version == 4 else 1]
             start, plen = int(net.network_address), net.prefixlen
-            for value in fam.points.between(start, fam.last(start, plen)):
+            for value in fam.points.irange(start, fam.last(start, plen)):
                 keys.update(_keys(fam.holders[value]))
             keys.update(fam.containing(start, plen))
             keys.update(fam.within(start, plen))
