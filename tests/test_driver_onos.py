@@ -374,9 +374,10 @@ async def test_a_pass_cancelled_during_its_write_still_records_what_it_wrote(ono
     onos.stall_next(0)  # the read answers at once
     onos.stall_next(1)  # the write takes a second
     task = asyncio.ensure_future(driver.apply({"a": peering("a")}))
-    while not onos.requests:
+    deadline = time.monotonic() + 10
+    while onos.faults:  # until the write arrived and is held (its stall taken off the list)
+        assert time.monotonic() < deadline, "the write never reached the fake ONOS"
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)  # the write is on its way
     task.cancel()  # the agent stops
     with pytest.raises(asyncio.CancelledError):
         await task
