@@ -15,6 +15,9 @@ speak for any site. The coordinator says so loudly at start.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -118,17 +121,28 @@ class TokenFile:
 
 
 class RateLimiter:
-    """Writes per second per caller (token bucket); 0 disables."""
+    """Calls per second per caller (token bucket); 0 disables. At most ``max_callers`` buckets are kept: past
+    that, the full ones (callers quiet long enough to have their whole burst back) are forgotten, and if none
+    is, the oldest."""
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, max_callers: int = 10_000) -> None:
         self.rate = rate
         self.burst = burst
+        self.max_callers = max_callers
         self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (tokens, last) in self._buckets.items()
+                if tokens + (now - last) * self.rate >= self.burst]
+        for k in full or sorted(self._buckets, key=lambda k: self._buckets[k][1])[: len(self._buckets) // 2]:
+            del self._buckets[k]
 
     def allow(self, who: str) -> bool:
         if self.rate <= 0:
             return True
         now = time.monotonic()
+        if who not in self._buckets and len(self._buckets) >= self.max_callers:
+            self._prune(now)
         tokens, last = self._buckets.get(who, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
         if tokens < 1:
@@ -138,17 +152,45 @@ class RateLimiter:
         return True
 
 
+REFUSAL_WINDOW = 10.0      # seconds: refusals of one caller for one reason become one audit event per window
+MAX_REFUSAL_KEYS = 1000     # distinct (caller, method, reason) held per window; the rest are counted together
+ANONYMOUS_RATE = 5.0        # calls per second without an identity, per peer host (burst 20), when auth is on
+ANONYMOUS_BURST = 20
+
+
+@dataclasses.dataclass
+class Refusals:
+    """Refusals of one caller, method and reason within a window."""
+
+    count: int
+    first_ms: int
+    last_ms: int
+
+
 class Auth:
-    """Authentication, authorization, rate limits and auditing of every call."""
+    """Authentication, authorization, rate limits and auditing of every call.
+
+    Allowed writes are audited one event each. Refusals cost no write each: they are counted per caller,
+    method and reason and written as one event per window (``count``, first and last time), a log line the
+    first time in a window, and ``refused`` counts them by reason since start (the
+    ``isthmus_coordinator_refusals_total`` metric). Callers without an identity are also rate limited per
+    peer host.
+    """
 
     def __init__(self, store: Store, *, mutual_tls: bool, tokens: TokenFile | None, coordinator: str = "",
-                 write_rate: float = 0.0, write_burst: int = 100) -> None:
+                 write_rate: float = 0.0, write_burst: int = 100, refusal_window: float = REFUSAL_WINDOW) -> None:
         self.store = store
         self.mutual_tls = mutual_tls
         self.tokens = tokens
         self.enforce = mutual_tls or tokens is not None
         self.coordinator = coordinator
         self.limiter = RateLimiter(write_rate, write_burst)
+        self.anonymous = RateLimiter(ANONYMOUS_RATE, ANONYMOUS_BURST)
+        self.refused: collections.Counter[str] = collections.Counter()
+        self.on_refusal: Callable[[str], None] | None = None  # the metrics' counter, when served
+        self._refusals: dict[tuple[str, str, str, str], Refusals] = {}  # (who, role, method, reason)
+        self._refusals_since = time.monotonic()
+        self.refusal_window = refusal_window
         self._seq = 0
         self._pending: list[Put] = []
         self._flush_wake = asyncio.Event()
@@ -179,20 +221,62 @@ class Auth:
         required = required_role(service, method)
         who = self.principal(context)
         if who is None:
-            await self.audit(Principal("anonymous", "", ""), full, False, "no valid certificate or token")
+            host = _peer_host(context.peer())
+            if not self.anonymous.allow(host):
+                self.refuse(Principal("anonymous", host, ""), full, "unauthenticated calls rate limit", "rate_limited")
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"more than {ANONYMOUS_RATE:g} calls per second without an identity from {host}")
+            self.refuse(Principal("anonymous", host, ""), full, "no valid certificate or token", "unauthenticated")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "no identity: present a client certificate or a bearer token known to the coordinator")
         assert who is not None
         if self.enforce and not who.has(required):
             reason = (f"{who.who} has role {who.role or 'none'}; {method} needs the {required} role"
                       if required != "agent" else f"{who.who} is not a site agent; only agents open this stream")
-            await self.audit(who, full, False, reason)
+            self.refuse(who, full, reason, "permission_denied")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         if required in ("operator", "admin") and not self.limiter.allow(who.who or context.peer()):
-            await self.audit(who, full, False, "write rate limit")
+            self.refuse(who, full, "write rate limit", "rate_limited")
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{who.who}: more than {self.limiter.rate:g} writes per second; slow down")
         return who
+
+    def refuse(self, who: Principal, method: str, reason: str, kind: str) -> None:
+        """Count a refusal: one audit event per caller, method and reason per window, written by the flusher."""
+        self.refused[kind] += 1
+        if self.on_refusal is not None:
+            self.on_refusal(kind)
+        now = int(time.time() * 1000)
+        key = (who.who, who.role, method, reason)
+        entry = self._refusals.get(key)
+        if entry is None:
+            if len(self._refusals) >= MAX_REFUSAL_KEYS:
+                key = ("*", "", "*", "other refusals (more distinct callers and reasons than are audited apart)")
+                entry = self._refusals.get(key)
+            else:
+                log.warning("refused %s for %s: %s", method, who.who, reason)
+        if entry is None:
+            self._refusals[key] = Refusals(1, now, now)
+        else:
+            entry.count += 1
+            entry.last_ms = now
+        self._wake_flusher()
+
+    def _take_refusals(self, force: bool) -> list[Put]:
+        """The audit events of the window's refusals, once the window is over (or ``force``)."""
+        if not self._refusals or (not force and time.monotonic() - self._refusals_since < self.refusal_window):
+            return []
+        puts = []
+        for (who, role, method, reason), seen in self._refusals.items():
+            self._seq += 1
+            event = {"time_unix_ms": seen.last_ms, "who": who, "role": role, "method": method, "allowed": False,
+                     "detail": reason, "coordinator": self.coordinator, "count": seen.count,
+                     "first_unix_ms": seen.first_ms}
+            key = f"{AUDIT}{seen.last_ms:013d}-{self.coordinator or 'c'}-{self._seq:06d}"
+            puts.append(Put(key, json.dumps(event, sort_keys=True).encode()))
+        self._refusals.clear()
+        self._refusals_since = time.monotonic()
+        return puts
 
     async def audit(self, who: Principal, method: str, allowed: bool, detail: str, on_behalf_of: str = "") -> None:
         """Record a write or a refusal (who, what, when) in the log now and in etcd within milliseconds.
@@ -202,8 +286,6 @@ class Auth:
         cost every write an extra round trip.
         """
         now = int(time.time() * 1000)
-        if not allowed:
-            log.warning("refused %s for %s: %s", method, who.who, detail)
         self._seq += 1
         event = {"time_unix_ms": now, "who": who.who, "role": who.role, "method": method, "allowed": allowed,
                  "detail": detail, "coordinator": self.coordinator}
@@ -211,14 +293,24 @@ class Auth:
             event["on_behalf_of"] = on_behalf_of
         key = f"{AUDIT}{now:013d}-{self.coordinator or 'c'}-{self._seq:06d}"
         self._pending.append(Put(key, json.dumps(event, sort_keys=True).encode()))
+        self._wake_flusher()
+
+    def _wake_flusher(self) -> None:
         self._flush_wake.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="audit-writer")
 
     async def _flush(self) -> None:
         while True:
-            await self._flush_wake.wait()
+            if self._refusals:
+                # Refusals wait for the end of their window; allowed writes wake the writer at once.
+                left = self.refusal_window - (time.monotonic() - self._refusals_since)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_wake.wait(), max(left, 0.01))
+            else:
+                await self._flush_wake.wait()
             self._flush_wake.clear()
+            self._pending += self._take_refusals(force=False)
             while self._pending:
                 batch, self._pending = self._pending[:100], self._pending[100:]
                 try:
@@ -227,7 +319,8 @@ class Auth:
                     log.warning("could not write %d audit events: %s", len(batch), exc)
 
     async def flush(self) -> None:
-        """Write what is pending now (tests, shutdown)."""
+        """Write what is pending now, refusals of the current window included (tests, shutdown)."""
+        self._pending += self._take_refusals(force=True)
         while self._pending:
             batch, self._pending = self._pending[:100], self._pending[100:]
             await self.store.txn([], batch)
@@ -277,6 +370,14 @@ def on_behalf_of(context: grpc.aio.ServicerContext) -> str:
     return ""
 
 
+def _peer_host(peer: str) -> str:
+    """The host of a gRPC peer string ('ipv4:1.2.3.4:5678', 'ipv6:[::1]:5678', 'unix:...')."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return kind or "unknown"
+
+
 def _summary(request: Any) -> str:
     for field in ("name", "id", "site"):
         value = getattr(request, field, "")
@@ -317,5 +418,5 @@ async def check_agent(auth: Auth | None, context: grpc.aio.ServicerContext, site
     if who is None or who.kind != "site" or who.name != site:
         reason = (f"{who.who if who else 'an unidentified peer'} may not speak for site {site}; "
                   "an agent's certificate names its site (isthmus://site/<site>)")
-        await auth.audit(who or Principal("anonymous", "", ""), method, False, reason)
+        auth.refuse(who or Principal("anonymous", "", ""), method, reason, "permission_denied")
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)

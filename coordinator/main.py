@@ -108,6 +108,7 @@ class Options:
     event_retention_s: int = DEFAULT_RETENTION_S
     event_max_per_site: int = DEFAULT_MAX_PER_SITE
     metrics_listen: str = ""
+    refusal_window: float = 10.0
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -137,6 +138,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    "sha256:HEX of the token; ROLE viewer, operator or admin); re-read when it changes")
     p.add_argument("--write-rate", type=float, default=50.0, help="writes per second allowed per caller, bursts of "
                    "twice that (default 50; 0: no limit)")
+    p.add_argument("--refusal-window", type=float, default=10.0, metavar="SECONDS",
+                   help="refused calls are audited as one event per caller, method and reason per window of this "
+                        "many seconds, with their count (default 10)")
     p.add_argument("--etcd-ca", default="", help="PEM CA of the etcd cluster's certificates (enables TLS to etcd)")
     p.add_argument("--etcd-cert", default="", help="PEM client certificate for etcd")
     p.add_argument("--etcd-key", default="", help="PEM private key of --etcd-cert")
@@ -185,7 +189,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         p.error(f"--token-file {a.token_file} does not exist")
     return Options(listens, a.advertise, endpoints, Path(a.data_dir), a.tls_cert, a.tls_key, a.tls_ca,
                    a.insecure, a.lease_ttl, a.ready_file, a.token_file, a.write_rate, a.etcd_ca, a.etcd_cert,
-                   a.etcd_key, a.event_retention, a.event_max_per_site, a.metrics_listen)
+                   a.etcd_key, a.event_retention, a.event_max_per_site, a.metrics_listen,
+                   max(0.01, a.refusal_window))
 
 
 def _is_loopback(hostport: str) -> bool:
@@ -256,7 +261,8 @@ class Coordinator:
         self.address = addresses[0]
         tokens = TokenFile(Path(self.opts.token_file)) if self.opts.token_file else None
         self.auth = Auth(self.store, mutual_tls=bool(self.opts.tls_ca), tokens=tokens, coordinator=self.address,
-                         write_rate=self.opts.write_rate, write_burst=max(1, int(self.opts.write_rate * 2)))
+                         write_rate=self.opts.write_rate, write_burst=max(1, int(self.opts.write_rate * 2)),
+                         refusal_window=self.opts.refusal_window)
         self.agents = AgentService(self.store, self.planner, self.opts.advertise or self.address, self.opts.lease_ttl,
                                    auth=self.auth)
         self.status = StatusService(self.store, self.planner)

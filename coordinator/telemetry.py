@@ -6,7 +6,7 @@ import collections
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 import isthmus
 from isthmus.core.metrics import LoopCollector, Sample, new_registry
@@ -24,6 +24,14 @@ class CoordinatorMetrics:
             "isthmus_coordinator_push_seconds",
             "Seconds from a configuration change reaching this coordinator to the delta sent to a site's agent",
             buckets=PUSH_BUCKETS, registry=self.registry)
+        self.refusals = Counter(
+            "isthmus_coordinator_refusals", "Calls refused before they ran, by reason (unauthenticated, "
+            "permission_denied, rate_limited)", ["reason"], registry=self.registry)
+        auth = getattr(coordinator, "auth", None)
+        if auth is not None:
+            for reason, n in auth.refused.items():
+                self.refusals.labels(reason).inc(n)
+            auth.on_refusal = lambda reason: self.refusals.labels(reason).inc()
         LoopCollector(self._collect, registry=self.registry)
 
     def _collect(self) -> Iterable[Sample]:

@@ -145,7 +145,9 @@ AUDIT_COLUMNS = ("TIME", "WHO", "ROLE", "METHOD", "ALLOWED", "DETAIL")
 def audit_row(e: api_pb2.AuditEvent) -> list[str]:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time_unix_ms / 1000))
     return [when, e.who, e.role or "-", e.method.rsplit("/", 1)[-1], "yes" if e.allowed else "REFUSED",
-            e.detail + (f" (for {e.on_behalf_of})" if e.on_behalf_of else "") or "-"]
+            e.detail + (f" (for {e.on_behalf_of})" if e.on_behalf_of else "")
+            + (f" ({e.count} times since {time.strftime('%H:%M:%S', time.localtime(e.first_unix_ms / 1000))})"
+               if e.count > 1 else "") or "-"]
 
 
 def audit(ctl: Ctl, args: Namespace) -> None:

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -55,7 +56,8 @@ def secure_coordinator(etcd: str, tmp_path: Path, certs: Path, procs: Callable[.
     tokens.chmod(0o600)
     procs("coordinator", coordinator_cmd(tmp_path / "coord", ready, etcd_endpoint=etcd) + [
         "--tls-cert", str(certs / "coordinator-c1.pem"), "--tls-key", str(certs / "coordinator-c1.key"),
-        "--tls-ca", str(certs / "ca.pem"), "--token-file", str(tokens), "--write-rate", "5"],
+        "--tls-ca", str(certs / "ca.pem"), "--token-file", str(tokens), "--write-rate", "5",
+        "--refusal-window", "0.5"],
         tmp_path / "coord.log")
     return str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the TLS coordinator"))
 
@@ -85,12 +87,15 @@ def test_roles_from_certificates_and_refusals(secure_coordinator: str, certs: Pa
         res = ctl(*c, *args, "--timeout", "3", "site", "list", check=False)
         assert res.returncode == 1 and "UNAVAILABLE" in res.stderr, res.stderr
 
-    # Every refusal is in the audit history, with who and what.
+    # Every refusal is in the audit history, with who and what, once its window (0.5 s here) is over.
+    def refusals() -> list[tuple[str, str]]:
+        events = json.loads(ctl(*c, *tls(certs, "operator", "viewer"), "audit", "-o", "json").stdout)
+        return [(e["who"], e["method"]) for e in events if not e.get("allowed")]
+    expected = {("user:operator", "/isthmus.v1.SiteService/DeleteSite"),
+                ("user:viewer", "/isthmus.v1.EndpointService/DeleteEndpoint"),
+                ("site:region-one", "/isthmus.v1.SiteService/ListSites")}
+    wait_for(lambda: expected <= set(refusals()), 10, "the refusals to reach the audit history")
     events = json.loads(ctl(*c, *tls(certs, "operator", "viewer"), "audit", "-o", "json").stdout)
-    refused = [(e["who"], e["method"]) for e in events if not e.get("allowed")]
-    assert ("user:operator", "/isthmus.v1.SiteService/DeleteSite") in refused
-    assert ("user:viewer", "/isthmus.v1.EndpointService/DeleteEndpoint") in refused
-    assert ("site:region-one", "/isthmus.v1.SiteService/ListSites") in refused
     assert any(e["who"] == "user:admin" and e["method"].endswith("CreateSite") and e.get("allowed") for e in events)
 
 
@@ -255,3 +260,46 @@ def test_secrets_never_reach_etcd_the_api_or_the_logs(etcd: str, coordinator: st
     everything = asyncio.run(dump())
     assert "one-two" in everything and secret not in everything
     assert secret not in (tmp_path / "coord.log").read_text()
+
+
+def test_refusals_are_aggregated_rate_limited_and_counted(etcd: str, tmp_path: Path, procs: Callable[..., Proc],
+                                                          port: int) -> None:
+    """A flood of calls without an identity costs etcd one audit event per caller, method and reason per window,
+    is slowed down per host past its burst, and shows in the refusal counter."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"ci admin sha256:{hashlib.sha256(b'ci-token').hexdigest()}\n")
+    tokens.chmod(0o600)
+    ready = tmp_path / "addr"
+    procs("coordinator", coordinator_cmd(tmp_path / "coord", ready, etcd_endpoint=etcd) + [
+        "--token-file", str(tokens), "--refusal-window", "0.5", "--metrics-listen", f"127.0.0.1:{port}"],
+        tmp_path / "coord.log")
+    address = str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the coordinator"))
+    channel = grpc.insecure_channel(address)
+    sites = api_pb2_grpc.SiteServiceStub(channel)
+    codes = []
+    for _ in range(200):
+        with pytest.raises(grpc.RpcError) as exc:
+            sites.ListSites(api.ListSitesRequest(), timeout=5)
+        codes.append(exc.value.code())
+    assert codes[:20] == [grpc.StatusCode.UNAUTHENTICATED] * 20  # the burst
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 100  # then 5 a second
+    assert set(codes) == {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+    admin = ("--coordinator", address, "--token", "ci-token")
+
+    def refused() -> list[dict[str, Any]]:
+        return [e for e in json.loads(ctl(*admin, "audit", "-o", "json").stdout) if not e.get("allowed")]
+
+    events = wait_for(lambda: sum(int(e.get("count", 1)) for e in refused()) >= 200 and refused(), 10,
+                      "the refusals to be audited")
+    assert len(events) <= 4, events  # one per reason and window, not 200
+    assert {e["detail"] for e in events} == {"no valid certificate or token", "unauthenticated calls rate limit"}
+    assert all(e["who"] == "anonymous:127.0.0.1" and e["first_unix_ms"] <= e["time_unix_ms"] for e in events)
+    table = ctl(*admin, "audit").stdout
+    assert "times since" in table
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    assert 'isthmus_coordinator_refusals_total{reason="unauthenticated"} 20.0' in metrics
+    assert 'isthmus_coordinator_refusals_total{reason="rate_limited"}' in metrics
+    channel.close()

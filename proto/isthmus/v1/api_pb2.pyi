@@ -248,7 +248,7 @@ class ListCoordinatorsResponse(_message.Message):
     def __init__(self, coordinators: _Optional[_Iterable[_Union[CoordinatorInfo, _Mapping]]] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
-    __slots__ = ("time_unix_ms", "who", "role", "method", "allowed", "detail", "coordinator", "on_behalf_of")
+    __slots__ = ("time_unix_ms", "who", "role", "method", "allowed", "detail", "coordinator", "on_behalf_of", "count", "first_unix_ms")
     TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     WHO_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +257,8 @@ class AuditEvent(_message.Message):
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     time_unix_ms: int
     who: str
     role: str
@@ -265,7 +267,9 @@ class AuditEvent(_message.Message):
     detail: str
     coordinator: str
     on_behalf_of: str
-    def __init__(self, time_unix_ms: _Optional[int] = ..., who: _Optional[str] = ..., role: _Optional[str] = ..., method: _Optional[str] = ..., allowed: _Optional[bool] = ..., detail: _Optional[str] = ..., coordinator: _Optional[str] = ..., on_behalf_of: _Optional[str] = ...) -> None: ...
+    count: int
+    first_unix_ms: int
+    def __init__(self, time_unix_ms: _Optional[int] = ..., who: _Optional[str] = ..., role: _Optional[str] = ..., method: _Optional[str] = ..., allowed: _Optional[bool] = ..., detail: _Optional[str] = ..., coordinator: _Optional[str] = ..., on_behalf_of: _Optional[str] = ..., count: _Optional[int] = ..., first_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ListAuditEventsRequest(_message.Message):
     __slots__ = ("limit",)
