@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from isthmus.core import checks
 from isthmus.core import model as m
 from isthmus.core.errors import InvalidArgument
 
@@ -314,9 +315,10 @@ def parse_public_key(text: str, field_name: str = "keypair.public_key") -> tuple
 def _check_resource_name(value: str, field_name: str) -> None:
     if not value or not value.strip():
         raise InvalidArgument("is required", field_name)
-    if len(value) > MAX_RESOURCE_NAME or any(c in value for c in "\n\r\t/\\"):
-        raise InvalidArgument(f"{value!r} must be 1-{MAX_RESOURCE_NAME} characters without '/', '\\' "
-                              "or control characters", field_name)
+    checks.check_text(value, field_name, MAX_RESOURCE_NAME)
+    if any(c in value for c in "/\\"):
+        raise InvalidArgument(f"{checks.shown(value)} must be 1-{MAX_RESOURCE_NAME} characters without '/' or "
+                              "'\\'", field_name)
 
 
 def _check_rule(rule: RuleSpec, n: int) -> None:
