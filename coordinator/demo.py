@@ -109,6 +109,21 @@ class Lab:
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (zombies included until their parent reaps them)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            out.append(int(entry.name))
+    return out
+
+
 class Demo:
     def __init__(self, workdir: Path, timeout: float, kernel: bool = False) -> None:
         self.workdir = workdir
@@ -186,6 +201,13 @@ class Demo:
                 print(f"  {name} did not stop on SIGTERM; killing it")
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            # What it started in its own session (the coordinator's etcd) is gone too before the demo says so.
+            deadline = time.monotonic() + 10
+            while _group_members(proc.pid):
+                if time.monotonic() > deadline:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    deadline = time.monotonic() + 5
+                time.sleep(0.05)
         if self.lab is not None:
             self.lab.close()
 
