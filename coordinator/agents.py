@@ -423,6 +423,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             asyncio.create_task(self._closing.wait(), name=f"closing-{hello.site}"),
         ]
         updates = session.updates(hello).__aiter__()
+        nxt: asyncio.Future[apb.CoordinatorMessage] | None = None
         reason = "agent closed the stream"
         try:
             while True:
@@ -446,12 +447,15 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     reason = f"{finished.get_name()}: {finished.exception()}"
                 break
         finally:
-            for t in tasks:
+            # The next update too: if gRPC cancels the stream while it waits, it must not live on, waking on the
+            # site's changes (and clearing the change event a new session of the site waits on).
+            pending: list[asyncio.Future[Any]] = [*tasks, *([nxt] if nxt is not None else [])]
+            for t in pending:
                 t.cancel()
             # Shielded: a second cancellation of the stream must not skip releasing the site.
-            await asyncio.shield(self._finish(session, tasks, reason))
+            await asyncio.shield(self._finish(session, pending, reason))
 
-    async def _finish(self, session: AgentSession, tasks: list[asyncio.Task[Any]], reason: str) -> None:
+    async def _finish(self, session: AgentSession, tasks: list[asyncio.Future[Any]], reason: str) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.sessions.get(session.site) is session:
             del self.sessions[session.site]
