@@ -158,11 +158,13 @@ def test_the_neutron_side_reads_every_page_of_a_sites_peerings() -> None:
 
 
 class ScriptedCoordinator(agent_pb2_grpc.AgentServiceServicer):
-    """Answers each Connect with the messages of ``script``; None there ends the stream with UNAVAILABLE."""
+    """Answers each Connect with the messages of ``script``; None there ends the stream with UNAVAILABLE. After
+    the whole script, it waits for the agent's first Ack and then ends the stream with UNAVAILABLE too."""
 
     def __init__(self) -> None:
         self.script: list[apb.CoordinatorMessage | None] = []
         self.hellos: list[apb.Hello] = []
+        self.acks: list[int] = []
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         first = await request_iterator.__anext__()
@@ -171,6 +173,11 @@ class ScriptedCoordinator(agent_pb2_grpc.AgentServiceServicer):
             if msg is None:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "cut between pieces")
             yield msg
+        async for report in request_iterator:
+            if report.HasField("ack"):
+                self.acks.append(report.ack.revision)
+                break
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "done")
 
 
 async def test_a_stream_that_breaks_between_pieces_changes_nothing_at_the_agent(tmp_path: Path) -> None:
@@ -216,7 +223,9 @@ async def test_a_stream_that_breaks_between_pieces_changes_nothing_at_the_agent(
 
         # Every piece: the whole is taken, persisted, and the stream counts as synced.
         coordinator.script = [*delta, apb.CoordinatorMessage(events_from=apb.EventsFrom(seq=0))]
-        assert await link._session(address)
+        with pytest.raises((LinkClosed, grpc.aio.AioRpcError)):
+            await link._session(address)
+        assert link._synced and coordinator.acks
         assert reconciler.desired.revision == 9 and sorted(reconciler.desired.peerings) == [
             f"c{i:03d}" for i in range(1, 100)]
         assert state_file.load("big") == reconciler.desired
@@ -319,6 +328,9 @@ async def test_only_an_agent_that_announces_pieces_gets_them(etcd: str, tmp_path
     async with running_coordinator(etcd, tmp_path) as coord, grpc.aio.insecure_channel(coord.address) as ch:
         c = Client(ch)
         await seed_big(c, n=40, kib=32)  # ~2.6 MiB: over the piece size, under the message limit
+        planner = coord.planner
+        assert planner is not None
+        await await_for(lambda: len(planner.desired("big")[0]) == 40, 10, "the coordinator to plan big")
 
         # An agent that does not announce pieces: one whole Snapshot, as before pieces existed.
         old = HandAgent(ch, hello(False))
@@ -351,6 +363,8 @@ async def test_only_an_agent_that_announces_pieces_gets_them(etcd: str, tmp_path
         # Changed while the agent was away: resuming from its revision and digest gives a Delta, in pieces
         # to an agent that takes them, whole to one that does not.
         await set_gw_properties(c, "v3", 32)
+        await await_for(lambda: planner.desired("big")[0]["big-p000"].local.properties == props("v3", 32), 10,
+                        "the coordinator to see the change")
         for takes_pieces, count in ((True, 3), (False, 1)):
             again = HandAgent(ch, hello(takes_pieces, delta, held))
             parts = await again.read_whole()
@@ -523,6 +537,9 @@ def run_big_site(addr: str, proxy: Proxy, tmp_path: Path, procs: Callable[..., P
             raise AssertionError(f"{len(states)} peerings, states {set(states.values())}")
         return True
 
+    # Status answers before the agent connects, and says the coordinator planned every peering.
+    wait_for(lambda: len(json.loads(ctl_ok(*c, "status", "big", "-o", "json"))["peerings"]) == n, 20,
+             "the coordinator to plan every peering of big")
     started = time.monotonic()
     procs("agent-big", agent_cmd("big", proxy.address, tmp_path), tmp_path / "agent-big.log")
     wait_for(established_locally, 40, "every peering of big applied and ESTABLISHED at its agent")
