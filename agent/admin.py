@@ -13,6 +13,7 @@ import socket
 import stat
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from isthmus.core import model as m
 from isthmus.core.edge import grpc_errors
 from isthmus.core.errors import InvalidArgument
 from isthmus.core.wire import network as wire
+from isthmus.core.wire import pieces
 from isthmus.v1 import admin_pb2 as adm
 from isthmus.v1 import admin_pb2_grpc
 from isthmus.v1 import types_pb2 as pb
@@ -68,22 +70,32 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
         return {"sync_enabled": True, "sync_connected": self.sync.connected, "sync_region": self.sync.config.region,
                 "sync_states": dict(states)}
 
+    @grpc_errors
     async def ListPeerings(  # noqa: N802
         self, request: adm.ListPeeringsRequest, context: object
     ) -> adm.ListPeeringsResponse:
+        """The rows after ``page_token``, in name order, until about PAGE_BYTES (a large desired state takes
+        several pages)."""
+        after = pieces.token_key(request.page_token)
         effective = self.reconciler.overrides.effective(self.reconciler.desired.peerings)
         observed = self.reconciler.observed
         overrides = self.reconciler.overrides.items
-        out = adm.ListPeeringsResponse(revision=self.reconciler.desired.revision)
-        for name in sorted(set(effective) | set(observed)):
-            lp = adm.LocalPeering()
-            if name in effective:
-                lp.desired.CopyFrom(wire.peering_to_pb(effective[name]))
-            if name in observed:
-                lp.observed.CopyFrom(wire.observed_to_pb(observed[name]))
-            if name in overrides:
-                lp.override.CopyFrom(wire.override_to_pb(overrides[name]))
-            out.peerings.append(lp)
+
+        def rows() -> Iterator[tuple[str, adm.LocalPeering]]:
+            for name in sorted(n for n in set(effective) | set(observed) if n > after):
+                lp = adm.LocalPeering()
+                if name in effective:
+                    lp.desired.CopyFrom(wire.peering_to_pb(effective[name]))
+                if name in observed:
+                    lp.observed.CopyFrom(wire.observed_to_pb(observed[name]))
+                if name in overrides:
+                    lp.override.CopyFrom(wire.override_to_pb(overrides[name]))
+                yield name, lp
+
+        taken, more = pieces.fit(rows(), lambda row: row[1].ByteSize(), pieces.PAGE_BYTES)
+        out = adm.ListPeeringsResponse(revision=self.reconciler.desired.revision, peerings=[lp for _, lp in taken])
+        if more:
+            out.next_page_token = pieces.page_token(taken[-1][0])
         return out
 
     async def Resync(self, request: adm.ResyncRequest, context: object) -> adm.ResyncResponse:  # noqa: N802

@@ -1,8 +1,10 @@
 """The agent's link to the coordinators: one stream at a time, failover and backoff with jitter.
 
 Desired state received on the stream is persisted before the reconciler sees
-it. While no coordinator answers, the agent keeps the last desired state and
-keeps reconciling it: the dataplane never changes because the link is down.
+it; a snapshot or delta that comes in pieces is taken only once its last piece
+arrived, so a stream that breaks midway changes nothing. While no coordinator
+answers, the agent keeps the last desired state and keeps reconciling it: the
+dataplane never changes because the link is down.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import DesiredState, StateFile
 from isthmus.core import model as m
 from isthmus.core.wire import network as wire
+from isthmus.core.wire import pieces
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 
@@ -39,6 +42,8 @@ CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     # Reconnection is ours (failover + jittered backoff), not the channel's.
     ("grpc.enable_retries", 0),
+    # What the coordinator sends fits: a large desired state comes in pieces (Hello.pieces).
+    ("grpc.max_receive_message_length", pieces.MESSAGE_LIMIT),
 ]
 
 
@@ -113,7 +118,7 @@ class CoordinatorLink:
                 self.last_error = "stream ended by the coordinator"
             except grpc.aio.AioRpcError as exc:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
-            except (OSError, StaleCoordinator, LinkClosed) as exc:
+            except (OSError, StaleCoordinator, LinkClosed, pieces.PieceError) as exc:
                 self.last_error = str(exc)
             except Exception as exc:  # a bug here must not end the link for good
                 log.exception("site %s: link to %s failed unexpectedly", self.site, self.current)
@@ -156,7 +161,9 @@ class CoordinatorLink:
             desired_revision=held.revision,
             desired_digest=m.peerings_digest(held.peerings) if held.revision else "",
             journal_limit=self.reconciler.journal.limit,
+            pieces=True,
         )))
+        assembler = pieces.Assembler()
         self._journal_after = None
         synced = False
         tasks: list[asyncio.Task[None]] = []
@@ -177,7 +184,10 @@ class CoordinatorLink:
                         if code != grpc.StatusCode.OK:
                             raise LinkClosed(f"{code.name}: {await call.details()}")
                         break
-                    self._receive(msg)
+                    whole = assembler.add(msg)
+                    if whole is None:
+                        continue  # more pieces follow
+                    self._receive(whole)
                     if not synced:
                         synced = self._synced = self.connected = True
                         self.sessions += 1
@@ -200,7 +210,7 @@ class CoordinatorLink:
         return synced
 
     def _receive(self, msg: apb.CoordinatorMessage) -> None:
-        """Take a snapshot or delta; refuse one older than what the agent holds (stale coordinator)."""
+        """Take a whole snapshot or delta; refuse one older than what the agent holds (stale coordinator)."""
         held = self.reconciler.desired
         kind = msg.WhichOneof("msg")
         if kind == "snapshot":

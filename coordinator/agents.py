@@ -2,7 +2,8 @@
 
 On Hello the session claims the site's status key under a lease of its own
 (presence), sends a full snapshot of the site's desired peerings, then a delta
-each time the planner changes them. Acks and observed reports from the agent
+each time the planner changes them; to an agent that takes pieces (Hello.pieces),
+one over the piece size goes in pieces. Acks and observed reports from the agent
 are written to the status key; the lease ends with the stream, so a site whose
 agent is gone shows as disconnected within the lease TTL at the latest. After
 the first snapshot or delta the session tells the agent where the site's event
@@ -32,6 +33,7 @@ from isthmus.coordinator.store import Put, Store, absent, mod_is
 from isthmus.core import model as m
 from isthmus.core.errors import InvalidArgument, OutOfRange, Unavailable
 from isthmus.core.wire import network as wire
+from isthmus.core.wire import pieces
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 
@@ -218,6 +220,7 @@ class AgentSession:
         self.sent: dict[str, m.DesiredPeering] = {}
         self.closed = False
         self.journal_limit = hello.journal_limit
+        self.takes_pieces = hello.pieces
 
     @property
     def store(self) -> Store:
@@ -318,12 +321,32 @@ class AgentSession:
         return apb.CoordinatorMessage(snapshot=apb.Snapshot(
             revision=revision, peerings=[wire.peering_to_pb(p) for p in peerings.values()]))
 
+    def in_pieces(self, msg: apb.CoordinatorMessage) -> list[apb.CoordinatorMessage]:
+        """``msg`` in pieces if the agent takes them and it is over the piece size; else ``msg`` whole."""
+        if self.takes_pieces:
+            parts = pieces.split(msg)
+            if len(parts) > 1:
+                kind = msg.WhichOneof("msg")
+                log.info("site %s: %s of rev %d is %d bytes: sent in %d pieces", self.site, kind,
+                         getattr(msg, kind).revision, msg.ByteSize(), len(parts))
+            return parts
+        size = msg.ByteSize()
+        if size > pieces.MESSAGE_LIMIT:
+            log.warning("site %s: the desired state (%d bytes) is over the agent's %d byte message limit and its agent "
+                        "(version %s) does not take pieces; it cannot receive it: upgrade the agent", self.site, size,
+                        pieces.MESSAGE_LIMIT, self.record.agent_version or "?")
+        return [msg]
+
     async def updates(self, hello: apb.Hello) -> AsyncIterator[apb.CoordinatorMessage]:
-        """The first message (delta or snapshot), then a delta each time the site's desired peerings change."""
+        """The first message (delta or snapshot), then a delta each time the site's desired peerings change.
+
+        Each goes whole or in pieces (``in_pieces``); the pieces of one follow each other with nothing between.
+        """
         changed = self.service.planner.changed_event(self.site)
         changed.clear()
         first = await self.first_message(hello)
-        yield first
+        for piece in self.in_pieces(first):
+            yield piece
         # Where the site's event history ends: the agent sends every journal entry after it. The
         # status shows the newest entries from the history until the agent reports new ones.
         recent, _ = await list_events(self.store, EventFilter(site=self.site), JOURNAL_KEPT)
@@ -344,12 +367,14 @@ class AgentSession:
             log.info(
                 "site %s: delta at rev %d (%d upserts, %d removes)", self.site, revision, len(upserts), len(removes)
             )
-            yield apb.CoordinatorMessage(
+            delta = apb.CoordinatorMessage(
                 delta=apb.Delta(
                     revision=revision, base_revision=base,
                     upserts=[wire.peering_to_pb(p) for p in upserts], removes=removes,
                 )
             )
+            for piece in self.in_pieces(delta):
+                yield piece
             if self.service.push_seconds is not None:
                 self.service.push_seconds.observe(time.monotonic() - woke)
             base = revision
@@ -423,6 +448,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             asyncio.create_task(self._closing.wait(), name=f"closing-{hello.site}"),
         ]
         updates = session.updates(hello).__aiter__()
+        nxt: asyncio.Future[apb.CoordinatorMessage] | None = None
         reason = "agent closed the stream"
         try:
             while True:
@@ -446,12 +472,15 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     reason = f"{finished.get_name()}: {finished.exception()}"
                 break
         finally:
-            for t in tasks:
+            # The next update too: if gRPC cancels the stream while it waits, it must not live on, waking on the
+            # site's changes (and clearing the change event a new session of the site waits on).
+            pending: list[asyncio.Future[Any]] = [*tasks, *([nxt] if nxt is not None else [])]
+            for t in pending:
                 t.cancel()
             # Shielded: a second cancellation of the stream must not skip releasing the site.
-            await asyncio.shield(self._finish(session, tasks, reason))
+            await asyncio.shield(self._finish(session, pending, reason))
 
-    async def _finish(self, session: AgentSession, tasks: list[asyncio.Task[Any]], reason: str) -> None:
+    async def _finish(self, session: AgentSession, tasks: list[asyncio.Future[Any]], reason: str) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.sessions.get(session.site) is session:
             del self.sessions[session.site]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
+from isthmus.coordinator import answers
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import AgentStatusRecord
 from isthmus.coordinator.auth import list_audit
@@ -25,6 +25,7 @@ from isthmus.core.edge import grpc_errors
 from isthmus.core.errors import InvalidArgument, IsthmusError, NotFound
 from isthmus.core.wire import border as border_wire
 from isthmus.core.wire import network as wire
+from isthmus.core.wire import pieces
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import l2gw_pb2 as l2pb
@@ -38,22 +39,25 @@ MAX_PAGE = 1000
 T = TypeVar("T")
 
 
-def page(items: list[T], key: Callable[[T], str], size: int, token: str) -> tuple[list[T], str]:
-    """One page of ``items`` in key order after ``token``; the token of the next page ("" when none)."""
+def page(items: list[T], key: Callable[[T], str], size: int, token: str,
+         size_of: Callable[[T], int] | None = None) -> tuple[list[T], str]:
+    """One page of ``items`` in key order after ``token``; the token of the next page ("" when none).
+
+    With ``size_of`` (an item's encoded size), the page also ends before ``PAGE_BYTES`` of items (it
+    always holds one), so that no answer passes the message limit, however large its items are.
+    """
     if size < 0 or size > MAX_PAGE:
         raise InvalidArgument(f"{size} is out of range 0..{MAX_PAGE} (0: {MAX_PAGE})", "page_size")
     size = size or MAX_PAGE
-    after = ""
-    if token:
-        try:
-            after = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument("is not a token from a previous response", "page_token") from None
+    after = pieces.token_key(token)
     ordered = sorted(items, key=key)
     rest = [i for i in ordered if key(i) > after] if after else ordered
     chunk = rest[:size]
     more = len(rest) > size
-    return chunk, base64.urlsafe_b64encode(key(chunk[-1]).encode()).decode() if more and chunk else ""
+    if size_of is not None and chunk:
+        chunk, cut = pieces.fit(chunk, size_of, pieces.PAGE_BYTES)
+        more = more or cut
+    return chunk, pieces.page_token(key(chunk[-1])) if more and chunk else ""
 
 
 class SiteService(api_pb2_grpc.SiteServiceServicer):
@@ -71,7 +75,8 @@ class SiteService(api_pb2_grpc.SiteServiceServicer):
     @grpc_errors
     async def ListSites(self, request: api.ListSitesRequest, context: Any) -> api.ListSitesResponse:  # noqa: N802
         sites, rev = await self.registry.list_sites()
-        chunk, token = page(sites, lambda x: x.name, request.page_size, request.page_token)
+        chunk, token = page(sites, lambda x: x.name, request.page_size, request.page_token,
+                            lambda x: wire.site_to_pb(x).ByteSize())
         return api.ListSitesResponse(sites=[wire.site_to_pb(s) for s in chunk], revision=rev, next_page_token=token)
 
     @grpc_errors
@@ -109,7 +114,8 @@ class EndpointService(api_pb2_grpc.EndpointServiceServicer):
         self, request: api.ListEndpointsRequest, context: Any
     ) -> api.ListEndpointsResponse:
         eps, rev = await self.registry.list_endpoints(request.site)
-        chunk, token = page(eps, lambda e: f"{e.site}/{e.name}", request.page_size, request.page_token)
+        chunk, token = page(eps, lambda e: f"{e.site}/{e.name}", request.page_size, request.page_token,
+                            lambda e: wire.endpoint_to_pb(e).ByteSize())
         return api.ListEndpointsResponse(endpoints=[wire.endpoint_to_pb(e) for e in chunk], revision=rev,
                                          next_page_token=token)
 
@@ -146,7 +152,8 @@ class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
         self, request: api.ListConnectionsRequest, context: Any
     ) -> api.ListConnectionsResponse:
         conns, rev = await self.registry.list_connections(request.site)
-        chunk, token = page(conns, lambda c: c.name, request.page_size, request.page_token)
+        chunk, token = page(conns, lambda c: c.name, request.page_size, request.page_token,
+                            lambda c: wire.connection_to_pb(c).ByteSize())
         return api.ListConnectionsResponse(connections=[wire.connection_to_pb(c) for c in chunk], revision=rev,
                                            next_page_token=token)
 
@@ -176,7 +183,10 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         self.store = store
         self.planner = planner
 
-    def _site_status(self, site: str, record: AgentStatusRecord | None) -> api.SiteStatus:
+    def _site_status(self, site: str, record: AgentStatusRecord | None, after: str = "",
+                     budget: int = pieces.PAGE_BYTES) -> api.SiteStatus:
+        """The site's status with its peering rows after ``after``, as many as fit in ``budget`` bytes
+        (at least one; coordinator/answers.py)."""
         desired, _ = self.planner.desired(site)
         out = api.SiteStatus(
             site=site,
@@ -197,17 +207,21 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
             out.last_report_unix_ms = record.last_report_ms
             observed = {o.connection: o for o in record.observed}
             overrides = {o.connection: o for o in record.overrides}
-            out.overrides.extend(wire.override_to_pb(o) for o in record.overrides)
             out.journal.extend(wire.journal_to_pb(e) for e in record.journal)
-        for name in sorted(set(desired) | set(observed) | set(overrides)):
-            ps = api.PeeringStatus()
-            if name in desired:
-                ps.desired.CopyFrom(wire.peering_to_pb(desired[name]))
-            if name in observed:
-                ps.observed.CopyFrom(wire.observed_to_pb(observed[name]))
-            if name in overrides:
-                ps.override.CopyFrom(wire.override_to_pb(overrides[name]))
-            out.peerings.append(ps)
+            answers.cut_header(out)
+
+        def rows() -> Iterator[tuple[str, api.PeeringStatus]]:
+            for name in sorted(n for n in set(desired) | set(observed) | set(overrides) if n > after):
+                ps = api.PeeringStatus()
+                if name in desired:
+                    ps.desired.CopyFrom(wire.peering_to_pb(desired[name]))
+                if name in observed:
+                    ps.observed.CopyFrom(wire.observed_to_pb(observed[name]))
+                if name in overrides:
+                    ps.override.CopyFrom(wire.override_to_pb(overrides[name]))
+                yield name, answers.trim_row(ps)
+
+        answers.add_rows(out, rows(), budget)
         return out
 
     @grpc_errors
@@ -228,10 +242,11 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         self, request: api.GetSiteStatusRequest, context: Any
     ) -> api.SiteStatus:
         m.check_name(request.site, "site")
+        after = pieces.token_key(request.page_token)
         kv = await self.store.get(r.status_key(request.site))
         if kv is None and request.site not in self.planner.sites:
             raise NotFound(f"site {request.site} is neither defined nor has a connected agent", "site")
-        return self._site_status(request.site, AgentStatusRecord.decode(kv.value) if kv else None)
+        return self._site_status(request.site, AgentStatusRecord.decode(kv.value) if kv else None, after)
 
     @grpc_errors
     async def ListSiteStatus(  # noqa: N802
@@ -241,9 +256,20 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         records = {kv.key[len(r.STATUS):]: AgentStatusRecord.decode(kv.value) for kv in kvs}
         names, token = page(sorted(set(self.planner.sites) | set(records)), lambda n: n, request.page_size,
                             request.page_token)
-        return api.ListSiteStatusResponse(
-            sites=[self._site_status(s, records.get(s)) for s in names], revision=rev, next_page_token=token
-        )
+        # Sites until PAGE_BYTES of answer: a site that would pass it starts the next page, where it has the
+        # whole budget; one that passes it alone shows its first rows and names the next (next_page_token).
+        statuses: list[api.SiteStatus] = []
+        used = 0
+        for name in names:
+            st = self._site_status(name, records.get(name), budget=pieces.PAGE_BYTES - used if statuses
+                                   else pieces.PAGE_BYTES)
+            cost = pieces.element_bytes(st.ByteSize())
+            if statuses and (st.next_page_token or used + cost > pieces.PAGE_BYTES):
+                token = pieces.page_token(statuses[-1].site)
+                break
+            statuses.append(st)
+            used += cost
+        return api.ListSiteStatusResponse(sites=statuses, revision=rev, next_page_token=token)
 
     @grpc_errors
     async def ListAuditEvents(  # noqa: N802

@@ -77,9 +77,23 @@ def agent_status_fields(st: admin_pb2.AgentStatus, now: float) -> list[tuple[str
     ]
 
 
+def all_local_peerings(ctl: Ctl) -> list[admin_pb2.LocalPeering]:
+    """Every row of ListPeerings, following its pages (a large desired state takes several); read again
+    from the start if the desired revision moved meanwhile, so that the rows are of one revision."""
+    for _ in range(3):
+        reply = ctl.admin().ListPeerings(admin_pb2.ListPeeringsRequest(), timeout=ctl.timeout)
+        rows, revision = list(reply.peerings), reply.revision
+        while reply.next_page_token:
+            reply = ctl.admin().ListPeerings(admin_pb2.ListPeeringsRequest(page_token=reply.next_page_token),
+                                             timeout=ctl.timeout)
+            rows += reply.peerings
+        if reply.revision == revision:
+            break
+    return rows
+
+
 def local_peerings(ctl: Ctl, args: Namespace) -> None:
-    reply = ctl.admin().ListPeerings(admin_pb2.ListPeeringsRequest(), timeout=ctl.timeout)
-    peerings = sorted(reply.peerings, key=peering_name)
+    peerings = sorted(all_local_peerings(ctl), key=peering_name)
     now = time.time()
     ctl.show(peerings, PEERING_COLUMNS, lambda p: peering_row(p, now))
 

@@ -80,10 +80,24 @@ def not_established(statuses: Sequence[api_pb2.SiteStatus]) -> list[str]:
     return missing
 
 
+def _all_rows(ctl: Ctl, st: api_pb2.SiteStatus) -> api_pb2.SiteStatus:
+    """``st`` with every peering row: a site with many (an answer holds about 1 MiB of them) names the next
+    ones in next_page_token; they are read and added here."""
+    while st.next_page_token:
+        more = ctl.status().GetSiteStatus(api_pb2.GetSiteStatusRequest(site=st.site, page_token=st.next_page_token),
+                                          timeout=ctl.timeout)
+        st.peerings.extend(more.peerings)
+        st.overrides.extend(more.overrides)
+        st.next_page_token = more.next_page_token
+    return st
+
+
 def _read_status(ctl: Ctl, site: str | None) -> list[api_pb2.SiteStatus]:
     if site:
-        return [ctl.status().GetSiteStatus(api_pb2.GetSiteStatusRequest(site=site), timeout=ctl.timeout)]
-    return all_pages(ctl.status().ListSiteStatus, api_pb2.ListSiteStatusRequest(), "sites", ctl.timeout)
+        return [_all_rows(ctl, ctl.status().GetSiteStatus(api_pb2.GetSiteStatusRequest(site=site),
+                                                          timeout=ctl.timeout))]
+    sites = all_pages(ctl.status().ListSiteStatus, api_pb2.ListSiteStatusRequest(), "sites", ctl.timeout)
+    return [_all_rows(ctl, st) for st in sites]
 
 
 def _wait_established(ctl: Ctl, site: str | None, wait_timeout: float) -> list[api_pb2.SiteStatus]:

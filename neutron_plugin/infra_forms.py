@@ -8,7 +8,7 @@ attributes of what the sites' agents observe. Only the standard library is used 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 SEPARATOR = ":"
@@ -69,6 +69,18 @@ def site_view(site: Mapping[str, Any], status: Mapping[str, Any] | None) -> dict
     if status is not None:
         view.update(site_status_view(status, kind))
     return view
+
+
+def with_all_rows(status: dict[str, Any], next_page: Callable[[str], Mapping[str, Any]]) -> dict[str, Any]:
+    """A GetSiteStatus or ListSiteStatus answer's site status with every peering row: a site with many names
+    the next ones in ``next_page_token``; ``next_page(token)`` is GetSiteStatus with that page_token."""
+    token = status.pop("next_page_token", "")
+    while token:
+        more = next_page(token)
+        status.setdefault("peerings", []).extend(more.get("peerings", []))
+        status.setdefault("overrides", []).extend(more.get("overrides", []))
+        token = more.get("next_page_token", "")
+    return status
 
 
 def site_status_view(status: Mapping[str, Any], kind: str = "") -> dict[str, Any]:

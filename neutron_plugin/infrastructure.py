@@ -98,17 +98,26 @@ class InfrastructurePlugin(service_base.ServicePluginBase):
                 return items
 
     def _statuses(self, context: Any, sites: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
-        """Site statuses by site: of ``sites`` (one call each), or of every site (one list)."""
+        """Site statuses by site, each with every peering row: of ``sites`` (one call each, more for a site
+        whose rows take several answers), or of every site (one list)."""
+
+        def rows_of(site: str) -> Callable[[str], dict[str, Any]]:
+            return lambda token: self._call(context, "StatusService", "GetSiteStatus",
+                                            {"site": site, "page_token": token}, "site", site)
+
         if sites is None:
-            return {s["site"]: s for s in self._all(context, "StatusService", "ListSiteStatus", "sites", "site")}
+            return {s["site"]: forms.with_all_rows(s, rows_of(s["site"]))
+                    for s in self._all(context, "StatusService", "ListSiteStatus", "sites", "site")}
         out = {}
         for site in sorted(set(sites)):
             try:
-                out[site] = self.coordinator.call("StatusService", "GetSiteStatus", {"site": site},
-                                                  on_behalf_of=config.on_behalf_of(context))
+                status = self.coordinator.call("StatusService", "GetSiteStatus", {"site": site},
+                                               on_behalf_of=config.on_behalf_of(context))
             except CoordinatorError as exc:
                 if exc.code != "NOT_FOUND":
                     raise translate(exc, "site") from None
+                continue
+            out[site] = forms.with_all_rows(status, rows_of(site))
         return out
 
     @staticmethod

@@ -55,8 +55,10 @@ class AgentStatus(_message.Message):
     def __init__(self, site: _Optional[str] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., agent_version: _Optional[str] = ..., last_error: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., partitioned: _Optional[bool] = ..., link_down_since_unix_ms: _Optional[int] = ..., overrides: _Optional[int] = ..., sync_enabled: _Optional[bool] = ..., sync_connected: _Optional[bool] = ..., sync_region: _Optional[str] = ..., sync_states: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ListPeeringsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_token",)
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_token: str
+    def __init__(self, page_token: _Optional[str] = ...) -> None: ...
 
 class LocalPeering(_message.Message):
     __slots__ = ("desired", "observed", "override")
@@ -69,12 +71,14 @@ class LocalPeering(_message.Message):
     def __init__(self, desired: _Optional[_Union[_types_pb2.DesiredPeering, _Mapping]] = ..., observed: _Optional[_Union[_types_pb2.ObservedPeering, _Mapping]] = ..., override: _Optional[_Union[_types_pb2.Override, _Mapping]] = ...) -> None: ...
 
 class ListPeeringsResponse(_message.Message):
-    __slots__ = ("revision", "peerings")
+    __slots__ = ("revision", "peerings", "next_page_token")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     PEERINGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     revision: int
     peerings: _containers.RepeatedCompositeFieldContainer[LocalPeering]
-    def __init__(self, revision: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[LocalPeering, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, revision: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[LocalPeering, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ResyncRequest(_message.Message):
     __slots__ = ()

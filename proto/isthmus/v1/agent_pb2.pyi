@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Hello(_message.Message):
-    __slots__ = ("site", "agent_version", "applied_revision", "driver", "host", "instance_id", "desired_revision", "desired_digest", "journal_limit")
+    __slots__ = ("site", "agent_version", "applied_revision", "driver", "host", "instance_id", "desired_revision", "desired_digest", "journal_limit", "pieces")
     SITE_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class Hello(_message.Message):
     DESIRED_REVISION_FIELD_NUMBER: _ClassVar[int]
     DESIRED_DIGEST_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PIECES_FIELD_NUMBER: _ClassVar[int]
     site: str
     agent_version: str
     applied_revision: int
@@ -27,7 +28,8 @@ class Hello(_message.Message):
     desired_revision: int
     desired_digest: str
     journal_limit: int
-    def __init__(self, site: _Optional[str] = ..., agent_version: _Optional[str] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., host: _Optional[str] = ..., instance_id: _Optional[str] = ..., desired_revision: _Optional[int] = ..., desired_digest: _Optional[str] = ..., journal_limit: _Optional[int] = ...) -> None: ...
+    pieces: bool
+    def __init__(self, site: _Optional[str] = ..., agent_version: _Optional[str] = ..., applied_revision: _Optional[int] = ..., driver: _Optional[str] = ..., host: _Optional[str] = ..., instance_id: _Optional[str] = ..., desired_revision: _Optional[int] = ..., desired_digest: _Optional[str] = ..., journal_limit: _Optional[int] = ..., pieces: _Optional[bool] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("revision",)
@@ -72,24 +74,28 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., observed: _Optional[_Union[ObservedReport, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., local: _Optional[_Union[LocalReport, _Mapping]] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("revision", "peerings")
+    __slots__ = ("revision", "peerings", "more")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     PEERINGS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     revision: int
     peerings: _containers.RepeatedCompositeFieldContainer[_types_pb2.DesiredPeering]
-    def __init__(self, revision: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ...) -> None: ...
+    more: bool
+    def __init__(self, revision: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class Delta(_message.Message):
-    __slots__ = ("revision", "upserts", "removes", "base_revision")
+    __slots__ = ("revision", "upserts", "removes", "base_revision", "more")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     UPSERTS_FIELD_NUMBER: _ClassVar[int]
     REMOVES_FIELD_NUMBER: _ClassVar[int]
     BASE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     revision: int
     upserts: _containers.RepeatedCompositeFieldContainer[_types_pb2.DesiredPeering]
     removes: _containers.RepeatedScalarFieldContainer[str]
     base_revision: int
-    def __init__(self, revision: _Optional[int] = ..., upserts: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ..., removes: _Optional[_Iterable[str]] = ..., base_revision: _Optional[int] = ...) -> None: ...
+    more: bool
+    def __init__(self, revision: _Optional[int] = ..., upserts: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ..., removes: _Optional[_Iterable[str]] = ..., base_revision: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class EventsFrom(_message.Message):
     __slots__ = ("seq",)

@@ -128,17 +128,19 @@ class DeleteConnectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PeeringStatus(_message.Message):
-    __slots__ = ("desired", "observed", "override")
+    __slots__ = ("desired", "observed", "override", "trimmed")
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
     OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    TRIMMED_FIELD_NUMBER: _ClassVar[int]
     desired: _types_pb2.DesiredPeering
     observed: _types_pb2.ObservedPeering
     override: _types_pb2.Override
-    def __init__(self, desired: _Optional[_Union[_types_pb2.DesiredPeering, _Mapping]] = ..., observed: _Optional[_Union[_types_pb2.ObservedPeering, _Mapping]] = ..., override: _Optional[_Union[_types_pb2.Override, _Mapping]] = ...) -> None: ...
+    trimmed: bool
+    def __init__(self, desired: _Optional[_Union[_types_pb2.DesiredPeering, _Mapping]] = ..., observed: _Optional[_Union[_types_pb2.ObservedPeering, _Mapping]] = ..., override: _Optional[_Union[_types_pb2.Override, _Mapping]] = ..., trimmed: _Optional[bool] = ...) -> None: ...
 
 class SiteStatus(_message.Message):
-    __slots__ = ("site", "defined", "connected", "coordinator", "agent_version", "agent_host", "driver", "desired_revision", "applied_revision", "connected_since_unix_ms", "last_report_unix_ms", "peerings", "overrides", "journal", "external")
+    __slots__ = ("site", "defined", "connected", "coordinator", "agent_version", "agent_host", "driver", "desired_revision", "applied_revision", "connected_since_unix_ms", "last_report_unix_ms", "peerings", "overrides", "journal", "external", "next_page_token")
     SITE_FIELD_NUMBER: _ClassVar[int]
     DEFINED_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +156,7 @@ class SiteStatus(_message.Message):
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     site: str
     defined: bool
     connected: bool
@@ -169,13 +172,16 @@ class SiteStatus(_message.Message):
     overrides: _containers.RepeatedCompositeFieldContainer[_types_pb2.Override]
     journal: _containers.RepeatedCompositeFieldContainer[_types_pb2.JournalEntry]
     external: bool
-    def __init__(self, site: _Optional[str] = ..., defined: _Optional[bool] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_host: _Optional[str] = ..., driver: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., connected_since_unix_ms: _Optional[int] = ..., last_report_unix_ms: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[PeeringStatus, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[_types_pb2.Override, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[_types_pb2.JournalEntry, _Mapping]]] = ..., external: _Optional[bool] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, site: _Optional[str] = ..., defined: _Optional[bool] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_host: _Optional[str] = ..., driver: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., connected_since_unix_ms: _Optional[int] = ..., last_report_unix_ms: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[PeeringStatus, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[_types_pb2.Override, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[_types_pb2.JournalEntry, _Mapping]]] = ..., external: _Optional[bool] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetSiteStatusRequest(_message.Message):
-    __slots__ = ("site",)
+    __slots__ = ("site", "page_token")
     SITE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     site: str
-    def __init__(self, site: _Optional[str] = ...) -> None: ...
+    page_token: str
+    def __init__(self, site: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListSiteStatusRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
