@@ -52,6 +52,8 @@ class PeeringState(enum.StrEnum):
 
 ADDRESS_FAMILIES = ("ipv4-unicast", "ipv6-unicast", "l2vpn-evpn")
 DEFAULT_HOLD_TIME = 90
+# The one hold-time rule (RFC 4271 4.2), for the API, the CLI and every driver: 0 (no keepalives) or 3..65535 s.
+HOLD_TIME_RULE = "0 or 3..65535 seconds (RFC 4271)"
 DEFAULT_VXLAN_PORT = 4789
 DEFAULT_VXLAN_MTU = 1450
 MAX_VNI = 16_777_215
@@ -440,6 +442,11 @@ def parse_prefixes(text: str, field_name: str = f"properties.{ADVERTISE_PROPERTY
     return out
 
 
+def valid_hold_time(seconds: int) -> bool:
+    """``seconds`` follows HOLD_TIME_RULE: 0 (no keepalives, no hold timer) or 3..65535."""
+    return seconds == 0 or 3 <= seconds <= 65535
+
+
 def validate_params(
     ctype: ConnectionType, bgp: BgpParams | None, vxlan: VxlanParams | None
 ) -> tuple[BgpParams | None, VxlanParams | None]:
@@ -448,8 +455,8 @@ def validate_params(
         if vxlan is not None:
             raise InvalidArgument("is only for VXLAN connections", "vxlan")
         bgp = bgp or BgpParams()
-        if bgp.hold_time != 0 and not 3 <= bgp.hold_time <= 65535:
-            raise InvalidArgument(f"{bgp.hold_time} must be 0 or 3..65535 seconds (RFC 4271)", "bgp.hold_time")
+        if not valid_hold_time(bgp.hold_time):
+            raise InvalidArgument(f"{bgp.hold_time} must be {HOLD_TIME_RULE}", "bgp.hold_time")
         if bgp.password_ref and not _SECRET_REF_RE.match(bgp.password_ref):
             raise InvalidArgument(
                 "must be a secret reference 'file:/ABSOLUTE/PATH' or 'env:NAME', never the password itself",

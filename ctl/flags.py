@@ -111,10 +111,18 @@ def add_pairs(p: argparse.ArgumentParser, flag: str, help: str) -> None:
     p.add_argument(flag, type=key_value, action="append", metavar="K=V", help=help)
 
 
+def hold_time(text: str) -> int:
+    """A BGP hold time following the one rule of the model (the coordinator and the drivers apply the same)."""
+    value = uint32(text)
+    if not m.valid_hold_time(value):
+        raise argparse.ArgumentTypeError(f"{value} is not {m.HOLD_TIME_RULE}")
+    return value
+
+
 def add_peering_params(p: argparse.ArgumentParser) -> None:
     """The BGP and VXLAN flags of a connection or a locally added peering; bgp_params and vxlan_params read them."""
     families = ", ".join(m.ADDRESS_FAMILIES)
-    p.add_argument("--hold-time", type=uint32, metavar="S", help="BGP hold time in seconds: 0 or 3..65535")
+    p.add_argument("--hold-time", type=hold_time, metavar="S", help=f"BGP hold time: {m.HOLD_TIME_RULE}")
     p.add_argument("--password-ref", metavar="REF", help="BGP password reference: file:/PATH or env:NAME")
     p.add_argument("--address-family", action="append", choices=m.ADDRESS_FAMILIES, metavar="F",
                    help=f"BGP address family, repeatable; replaces the list: {families}")

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import pytest
 from conftest import Proc, agent_cmd, await_for, coordinator_cmd, ctl, wait_for
 from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
+from isthmus.drivers.bgp.client import alive
 from isthmus.drivers.bgp.driver import BgpDriver, NeighborConfig, advertised_prefixes, speaker_hold_time
 from isthmus.drivers.secrets import SecretError, read_secret
 from isthmus.v1 import admin_pb2 as adm
@@ -71,9 +73,11 @@ def test_read_secret_from_file_and_env_names_what_is_missing(tmp_path: Path, mon
 
 
 def test_hold_time_families_and_prefixes_of_a_peering(tmp_path: Path) -> None:
-    assert speaker_hold_time(9) == 10 and speaker_hold_time(3) == 10 and speaker_hold_time(90) == 90
-    with pytest.raises(ValueError, match="hold time 0"):
-        speaker_hold_time(0)
+    for offered in (0, 3, 9, 10, 90, 65535):  # the model's one rule, offered as given
+        assert speaker_hold_time(offered) == offered
+    for refused in (1, 2, 65536):
+        with pytest.raises(ValueError, match=f"hold time {refused} is not 0 or 3..65535"):
+            speaker_hold_time(refused)
     local = m.validate_endpoint(m.Endpoint("one", "gw", "2001:db8::1", 4200000001, router_id="192.0.2.11",
                                            properties={m.ADVERTISE_PROPERTY: "2001:db8:100::/48, 203.0.113.0/24"}))
     remote = m.validate_endpoint(m.Endpoint("two", "gw", "2001:db8::2", 65002, role=m.EndpointRole.REMOTE))
@@ -81,7 +85,7 @@ def test_hold_time_families_and_prefixes_of_a_peering(tmp_path: Path) -> None:
     pw.write_text("one")
     peering = m.DesiredPeering("c", m.ConnectionType.BGP, local, remote, m.BgpParams(9, f"file:{pw}", ()))
     cfg, password = NeighborConfig.of(peering)
-    assert (cfg.remote_as, cfg.hold_time, cfg.ipv4, cfg.ipv6, cfg.evpn) == (65002, 10, False, True, False)
+    assert (cfg.remote_as, cfg.hold_time, cfg.ipv4, cfg.ipv6, cfg.evpn) == (65002, 9, False, True, False)
     assert password == "one" and "one" not in repr(cfg)
     pw.write_text("two")
     assert NeighborConfig.of(peering)[0] != cfg, "a new password re-creates the neighbor"
@@ -128,7 +132,7 @@ async def test_conflicts_and_a_speaker_that_cannot_listen(tmp_path: Path) -> Non
         "b-same-neighbor": _bgp(gw, _ep("ext/alias", "192.0.2.2", 65002, remote=True)),
         "c-same-address": _bgp(_ep("one/twin", address, 65009), peer),
         "d-no-router-id": _bgp(_ep("one/v6", "2001:db8::1", 65001), _ep("ext/v6", "2001:db8::2", 65002, remote=True)),
-        "e-hold-time-0": _bgp(gw, _ep("ext/three", "192.0.2.3", 65003, remote=True), hold_time=0),
+        "e-hold-time-2": _bgp(gw, _ep("ext/three", "192.0.2.3", 65003, remote=True), hold_time=2),
         "f-down": _bgp(gw, _ep("ext/four", "192.0.2.4", 65004, remote=True), admin=m.AdminState.DOWN),
     }
     driver = BgpDriver(DriverContext("one", tmp_path / "bgp", {"listen_port": "1790"}))
@@ -140,7 +144,7 @@ async def test_conflicts_and_a_speaker_that_cannot_listen(tmp_path: Path) -> Non
             "b-same-neighbor": (error, "neighbor 192.0.2.2 of one/gw is already used by connection a-main"),
             "c-same-address": (error, f"address {address} is already the BGP speaker of local endpoint one/gw"),
             "d-no-router-id": (error, "no router id"),
-            "e-hold-time-0": (error, "hold time 0"),
+            "e-hold-time-2": (error, "hold time 2 is not 0 or 3..65535"),
             "f-down": (down, ""),
         }
         for name, (state, text) in want.items():
@@ -393,7 +397,7 @@ def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
              "the session back after the speaker was killed")
     wait_for(lambda: gobgp.established("192.0.2.1") and "203.0.113.128/25" in gobgp.rib(), 10,
              "gobgpd to see the session and the prefix again")
-    assert "was killed by signal 9" in bl.log("one")
+    assert f"the BGP speaker of one/gw (pid {pid}) is gone" in bl.log("one")
 
     # Admin state DOWN removes the neighbor: DOWN here, not established at gobgpd.
     bl.set_admin_state("one-gobgp6", pb.ADMIN_STATE_DOWN)
@@ -504,46 +508,72 @@ def test_two_agents_peer_with_each_other(bgp_lab: BgpLab) -> None:
 
 
 @netns
-def test_speaker_child_protocol(lab: Any, tmp_path: Path) -> None:
-    """The child alone: answers, refusals in os-ken's words, exit when stdin closes or it cannot listen."""
+def test_speaker_protocol_on_its_socket(lab: Any, tmp_path: Path) -> None:
+    """The speaker alone: detaches once listening, answers on its socket, refuses in os-ken's words, survives
+    its clients, stops on shutdown with its files removed."""
     ns = lab.netns("child")
     ns.ip("addr", "add", "192.0.2.1/32", "dev", "lo")
-    base = ["ip", "netns", "exec", ns.name, sys.executable, "-m", "isthmus.drivers.bgp.speaker",
-            "--asn", "65001", "--router-id", "192.0.2.1", "--listen-port", "1790"]
+    sock, pid_file = tmp_path / "speaker.sock", tmp_path / "speaker.pid"
+    base = ["ip", "netns", "exec", ns.name, sys.executable, "-m", "isthmus.drivers.bgp.speaker", "--daemon",
+            "--endpoint", "one/gw", "--asn", "65001", "--router-id", "192.0.2.1", "--listen-port", "1790",
+            "--socket", str(sock), "--pid-file", str(pid_file)]
 
     bad = subprocess.run([*base, "--listen-host", "192.0.2.99"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 3 and "cannot listen on 192.0.2.99 port 1790" in bad.stderr
+    assert not sock.exists()
 
-    with subprocess.Popen([*base, "--listen-host", "192.0.2.1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as child:
-        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
-        out, into = child.stdout, child.stdin
+    # The detached speaker keeps its stderr: a file, not a pipe this test would wait on.
+    with open(tmp_path / "speaker.log", "wb") as logf:
+        started = subprocess.run([*base, "--listen-host", "192.0.2.1"], stdout=logf, stderr=logf, timeout=60)
+    assert started.returncode == 0, (tmp_path / "speaker.log").read_text()
+    pid = int(pid_file.read_text())
+    assert (sock.stat().st_mode & 0o777) == 0o600
+    try:
+        def connect() -> tuple[socket.socket, Any]:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(str(sock))
+            conn.settimeout(10)
+            return conn, conn.makefile("rb")
+
+        conn, lines = connect()
 
         def ask(req: dict[str, Any]) -> dict[str, Any]:
-            into.write(json.dumps(req).encode() + b"\n")
-            into.flush()
+            conn.sendall(json.dumps(req).encode() + b"\n")
             while True:
-                msg = json.loads(out.readline())
+                msg = json.loads(lines.readline())
                 if "id" in msg:
                     return msg  # type: ignore[no-any-return]
 
-        try:
-            ready = json.loads(out.readline())
-            assert ready == {"event": "ready", "pid": ready["pid"]}
-            add = {"address": "192.0.2.2", "remote_as": 65002, "hold_time": 10, "password": "pw-not-echoed",
-                   "ipv4": True, "ipv6": False, "evpn": False}
-            assert ask({"id": 1, "op": "neighbor_add", "args": add}) == {"id": 1, "ok": True, "result": None}
-            assert ask({"id": 2, "op": "prefix_add", "args": {"prefix": "203.0.113.0/24"}})["ok"]
-            state = ask({"id": 3, "op": "state", "args": {}})
-            assert state["ok"] and set(state["result"]["neighbors"]) == {"192.0.2.2"}
-            assert state["result"]["neighbors"]["192.0.2.2"]["state"] in ("Idle", "Connect", "Active")
-            assert "pw-not-echoed" not in json.dumps(state)
-            refused = ask({"id": 4, "op": "neighbor_add", "args": {**add, "address": "192.0.2.3", "hold_time": 5}})
-            assert not refused["ok"] and "hold_time" in refused["error"]
-            assert not ask({"id": 5, "op": "no-such-op", "args": {}})["ok"]
-            into.close()  # the agent is gone: the child leaves
-            assert child.wait(10) == 0
-            assert b"pw-not-echoed" not in child.stderr.read()
-        finally:
-            if child.poll() is None:
-                child.kill()
+        hello = ask({"id": 1, "op": "hello", "args": {}})["result"]
+        assert (hello["pid"], hello["endpoint"], hello["asn"], hello["address"], hello["port"]) == (
+            pid, "one/gw", 65001, "192.0.2.1", 1790)
+        assert hello["neighbors"] == [] and hello["prefixes"] == []
+        add = {"address": "192.0.2.2", "remote_as": 65002, "hold_time": 3, "password": "pw-not-echoed",
+               "ipv4": True, "ipv6": False, "evpn": False}
+        assert ask({"id": 2, "op": "neighbor_add", "args": add}) == {"id": 2, "ok": True, "result": None}
+        assert ask({"id": 3, "op": "prefix_add", "args": {"prefix": "203.0.113.0/24"}})["ok"]
+        state = ask({"id": 4, "op": "state", "args": {}})
+        assert state["ok"] and set(state["result"]["neighbors"]) == {"192.0.2.2"}
+        assert state["result"]["neighbors"]["192.0.2.2"]["state"] in ("Idle", "Connect", "Active")
+        refused = ask({"id": 5, "op": "neighbor_add", "args": {**add, "address": "192.0.2.3", "hold_time": 2}})
+        assert not refused["ok"] and "hold_time" in refused["error"]
+        assert ask({"id": 6, "op": "neighbor_add", "args": {**add, "address": "192.0.2.4", "hold_time": 0}})["ok"]
+        assert not ask({"id": 7, "op": "no-such-op", "args": {}})["ok"]
+        lines.close()
+        conn.close()  # the client goes; the speaker stays, holding what it was given
+        time.sleep(0.2)
+        assert alive(pid)
+        conn, lines = connect()
+        hello = ask({"id": 1, "op": "hello", "args": {}})["result"]
+        assert [(n["address"], n["hold_time"], bool(n["password_digest"])) for n in hello["neighbors"]] == [
+            ("192.0.2.2", 3, True), ("192.0.2.4", 0, True)]
+        assert hello["prefixes"] == ["203.0.113.0/24"]
+        assert "pw-not-echoed" not in json.dumps(hello)
+        assert ask({"id": 2, "op": "shutdown", "args": {}})["ok"]
+        lines.close()
+        conn.close()
+        wait_for(lambda: not alive(pid), 10, "the speaker to exit")
+        assert not sock.exists() and not pid_file.exists()
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -1,67 +1,101 @@
-"""The BGP speaker child of the bgp driver: os-ken's BGPSpeaker for one local endpoint, driven over stdin/stdout.
+"""The BGP speaker of the bgp driver: os-ken's BGPSpeaker for one local endpoint, a process that outlives the agent.
 
-This is the only isthmus module that imports os-ken. Run by the driver as::
+This is the only isthmus module that imports os-ken. Started by the driver as::
 
-    python -m isthmus.drivers.bgp.speaker --asn 65001 --router-id 192.0.2.1 \\
-        --listen-host 192.0.2.1 --listen-port 179 [--log-level info]
+    python -m isthmus.drivers.bgp.speaker --daemon --endpoint SITE/EP --asn 65001 --router-id 192.0.2.1 \\
+        --listen-host 192.0.2.1 --listen-port 179 --socket STATE/speaker-SITE-EP.sock \\
+        --pid-file STATE/speaker-SITE-EP.pid [--log-level info]
 
-Protocol: JSON, one object per line. The message types are defined (as
-TypedDicts) in ``isthmus.drivers.bgp.protocol``.
+With ``--daemon`` the process detaches (a process of its own session, no
+longer the agent's child) and the command returns once the speaker listens on
+both its BGP port and its socket (exit 0), or with the speaker's exit code
+when it could not start (3: cannot listen on the address). It then runs until
+asked to stop (the ``shutdown`` op, or SIGTERM): an agent that stops, crashes
+or is replaced leaves it, and every session, as they are; the next agent
+connects to the socket, reads what it holds (``hello``) and goes on from there.
 
-- Requests, on stdin: ``{"id": N, "op": OP, "args": {...}}``. Ops:
+Protocol: JSON, one object per line, on the unix socket (mode 0600). The message
+types are defined (as TypedDicts) in ``isthmus.drivers.bgp.protocol``.
 
+- Requests: ``{"id": N, "op": OP, "args": {...}}``. Ops:
+
+  ``hello``         result HelloResult: protocol version, pid, endpoint, AS, router id, listen address and
+                    port, the neighbors it has (password as a salted digest) and the prefixes it advertises
   ``neighbor_add``  args NeighborArgs ``{address, remote_as, hold_time, password, ipv4, ipv6, evpn}``:
-                    create the neighbor (os-ken ``neighbor.create``; ``hold_time`` >= 10)
-  ``neighbor_del``  args ``{address}``: delete the neighbor (its session ends with a Cease)
+                    create the neighbor (os-ken ``neighbor.create``)
+  ``neighbor_del``  args ``{address, reason}``: delete the neighbor; a session that is up is sent a
+                    NOTIFICATION Cease, Peer De-configured (reason ``deconfigured``) or Administrative
+                    Shutdown (``shutdown``)
   ``prefix_add``    args ``{prefix}``: advertise the prefix to every neighbor (idempotent)
   ``prefix_del``    args ``{prefix}``: withdraw it (idempotent)
-  ``state``         no args; result StateResult ``{neighbors: {ADDRESS: {state, uptime, last_error,
-                    error_code, received}}}``
-  ``shutdown``      no args; answered, then the process exits
+  ``state``         result StateResult ``{neighbors: {ADDRESS: NeighborStatus}, refused_connections}``
+  ``shutdown``      answered, then every session is sent a Cease (Administrative Shutdown) and the
+                    process exits (SIGTERM does the same)
 
-- Responses, on stdout, one per request: ``{"id": N, "ok": true, "result": ...}``
+- Responses, one per request on the connection it came on: ``{"id": N, "ok": true, "result": ...}``
   or ``{"id": N, "ok": false, "error": TEXT}``.
-- Events, on stdout, unsolicited: ``{"event": "ready", "pid": N}`` once the
-  speaker listens; ``{"event": "peer_up"|"peer_down", "address", "remote_as"}``;
-  ``{"event": "notification", "address", "direction": "sent"|"received", "code",
-  "subcode", "reason"}``.
+- Events, unsolicited, to every connected client: ``log`` (the speaker's own log
+  records, which the agent re-logs), ``peer_up``, ``peer_down`` (with the reason:
+  the NOTIFICATION, hold timer expiry or the lost connection), ``notification``,
+  and ``routes`` (the prefixes received from a neighbor changed; sent at most
+  every ROUTES_EVENT_DELAY seconds per neighbor).
 
 Passwords appear only in ``neighbor_add`` requests: they are never logged or
-echoed (os-ken's API log is silenced, and ``state`` reports no configuration).
-Logs go to stderr. The process exits when stdin closes (the agent is gone),
-after ``shutdown``, or with status 3 when it cannot listen on the address.
+echoed (os-ken's API log is silenced; ``hello`` reports a digest keyed by a
+random salt of this process). Logs go to stderr (the driver makes that
+``STATE_DIR/bgp/speaker-SITE-EP.log``) and to the connected clients.
 
 Neighbors are dialled every 10 s (os-ken's minimum connect-retry), from the
-listen address, and accepted at any time.
+listen address, and accepted at any time; a connection from any other address
+is refused quietly (a counter in ``state`` and a debug line).
 
 os-ken runs on its native hub (threads, ``OSKEN_HUB_TYPE=native``, forced
-here), without eventlet or monkey-patching, as seen working against gobgpd; so
-stdin is read with a plain blocking loop in the main thread while os-ken's
-threads run the sessions, and every write to stdout takes one lock.
+here), without eventlet or monkey-patching, as seen working against gobgpd; the
+socket is served by plain threads, one per client plus one writer each, so a
+client that stops reading is dropped rather than stalling os-ken's threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import json
 import logging
 import os
+import queue
+import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
-from isthmus.drivers.bgp.protocol import Event, NeighborStatus, Request, Response, StateResult
+from isthmus.drivers.bgp.protocol import (
+    PROTOCOL_VERSION,
+    Event,
+    HelloResult,
+    NeighborSettings,
+    NeighborStatus,
+    Request,
+    Response,
+    StateResult,
+)
 
 log = logging.getLogger("isthmus.bgp_speaker")
 
 EXIT_CANNOT_LISTEN = 3
 LISTEN_TIMEOUT = 10.0
 CONNECT_RETRY = 10  # seconds between attempts to dial a neighbor: os-ken's minimum (its default is 30)
+CLIENT_QUEUE = 10_000  # messages waiting for a client before it is dropped as not reading
+ROUTES_EVENT_DELAY = 0.1  # seconds: received-route changes of one neighbor are reported together
+CEASE = 6  # RFC 4271 NOTIFICATION error code, and its RFC 4486 subcodes:
+CEASE_SUBCODES = {"shutdown": 2, "deconfigured": 3}
+CEASE_CONNECTION_REJECTED = 5
 
 
 def _canonical(address: str) -> str:
@@ -71,22 +105,107 @@ def _canonical(address: str) -> str:
         return address
 
 
-class Channel:
-    """The protocol's output: one JSON object per line, whole lines only, from any thread."""
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
-    def __init__(self, out: IO[bytes]) -> None:
-        self._out = out
-        self._lock = threading.Lock()
+
+# ---------------------------------------------------------------- clients of the socket
+
+
+class Client:
+    """One connection to the socket: whole JSON lines out through a queue and a writer thread."""
+
+    def __init__(self, conn: socket.socket, gone: Callable[[Client], None]) -> None:
+        self.conn = conn
+        self._gone = gone
+        self._out: queue.Queue[bytes | None] = queue.Queue(CLIENT_QUEUE)
+        self.closed = False
+        threading.Thread(target=self._write, name="speaker-client-writer", daemon=True).start()
 
     def send(self, msg: Response | Event) -> None:
-        data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        if self.closed:
+            return
+        try:
+            self._out.put_nowait(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        except queue.Full:
+            self.close()
+
+    def _write(self) -> None:
+        while True:
+            data = self._out.get()
+            if data is None:
+                break
+            try:
+                self.conn.sendall(data)
+            except OSError:
+                break
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.conn.shutdown(socket.SHUT_RDWR)
+        self._gone(self)
+
+    def close(self) -> None:
+        """Hang up once what is queued is sent (at once if the client stopped reading)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._out.put_nowait(None)
+        except queue.Full:
+            with contextlib.suppress(OSError):
+                self.conn.shutdown(socket.SHUT_RDWR)
+
+
+class Clients:
+    """Every connected client; events go to all of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._all: set[Client] = set()
+
+    def add(self, conn: socket.socket) -> Client:
+        client = Client(conn, self._drop)
         with self._lock:
-            self._out.write(data)
-            self._out.flush()
+            self._all.add(client)
+        return client
+
+    def _drop(self, client: Client) -> None:
+        with self._lock:
+            self._all.discard(client)
+
+    def broadcast(self, ev: Event) -> None:
+        with self._lock:
+            clients = list(self._all)
+        for c in clients:
+            c.send(ev)
 
 
-def adapt_os_ken(host: str) -> None:
-    """Two fixes to os-ken 4.2.2 for this process, which serves the one endpoint at ``host``.
+class ClientLog(logging.Handler):
+    """The speaker's log records as ``log`` events, so that a connected agent logs them too."""
+
+    def __init__(self, clients: Clients) -> None:
+        super().__init__()
+        self.clients = clients
+        self._local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._local, "busy", False):  # a record logged while sending one
+            return
+        self._local.busy = True
+        try:
+            self.clients.broadcast(Event(event="log", level=record.levelname, message=record.getMessage()))
+        except Exception:  # noqa: BLE001 (logging must never raise into os-ken)
+            pass
+        finally:
+            self._local.busy = False
+
+
+# ---------------------------------------------------------------- os-ken
+
+
+def adapt_os_ken(host: str, refused: Callable[[str], None], lost: Callable[[str, str], None],
+                 looped: Callable[[str, int], None]) -> None:
+    """Fixes to os-ken 4.2.2 for this process, which serves the one endpoint at ``host``.
 
     - TCP MD5 keys: os-ken hands the password (a str) to ``struct.pack("80s")``,
       which wants bytes on Python 3, so no MD5 key could be set or cleared.
@@ -96,9 +215,31 @@ def adapt_os_ken(host: str) -> None:
       knows us by the endpoint's address and refuses (with MD5: never sees) a
       connection from another address of this host, so os-ken's one dialling
       method gets ``host`` with an ephemeral port.
+    - Hold time: os-ken refuses hold times below 10 s and, offered 0, would
+      start its timers with a 0 s interval. RFC 4271 allows 0 (no keepalives)
+      and 3..65535: its validator takes those, and a negotiated 0 starts no timers.
+    - Refused connections: a connection from an address that is not a neighbor
+      (a peer whose session was removed keeps dialling) is answered with a
+      Cease (Connection Rejected) and closed; os-ken logged each one as an
+      ERROR. Here ``refused(address)`` counts it and it is logged at debug.
+    - Why a session ended: ``lost(address, reason)`` gets os-ken's reason
+      before the session's down signal is emitted.
+    - AS-path loops: a peer sending our own prefixes back with our AS in the
+      path is normal; os-ken logged each such UPDATE as an ERROR with a full
+      dump. Here ``looped(address, prefixes)`` counts them, logged at debug, and
+      the UPDATE is ignored as before (RFC 4271 9.1.2).
+    - The Cease NOTIFICATIONs this speaker sends on purpose were logged as
+      ERRORs: "Sent notification" lines are logged at info (the speaker reports
+      every NOTIFICATION as an event anyway).
     """
     from os_ken.lib import sockopt
+    from os_ken.lib.packet.bgp import BGPNotification
+    from os_ken.services.protocols.bgp import base as osken_base
+    from os_ken.services.protocols.bgp import core as osken_core
+    from os_ken.services.protocols.bgp import peer as osken_peer
+    from os_ken.services.protocols.bgp import speaker as osken_speaker
     from os_ken.services.protocols.bgp.base import Activity
+    from os_ken.services.protocols.bgp.rtconf.base import HOLD_TIME, ConfigValueError
 
     set_md5 = sockopt.set_tcp_md5sig
 
@@ -116,11 +257,70 @@ def adapt_os_ken(host: str) -> None:
 
     Activity._connect_tcp = dial_from_host
 
+    def validate_hold_time(hold_time: Any) -> int:
+        if not isinstance(hold_time, int) or not (hold_time == 0 or 3 <= hold_time <= 65535):
+            raise ConfigValueError(desc=f"Invalid hold_time configuration value {hold_time} (0 or 3..65535)")
+        return hold_time
+
+    osken_base._VALIDATORS[HOLD_TIME] = validate_hold_time
+    start_timers = osken_speaker.BgpProtocol._start_timers
+
+    def start_timers_unless_zero(self: Any, peer_holdtime: int) -> None:
+        if min(self._holdtime, peer_holdtime) == 0:  # RFC 4271 4.2: no keepalives, no hold timer
+            self._holdtime = 0
+            return
+        start_timers(self, peer_holdtime)
+
+    osken_speaker.BgpProtocol._start_timers = start_timers_unless_zero
+    start_protocol = osken_core.CoreService.start_protocol
+
+    def start_protocol_quietly(self: Any, sock: Any) -> Any:
+        address, _port = self.get_remotename(sock)
+        peer = self._peer_manager.get_by_addr(address)
+        if peer is not None and peer.enabled:
+            return start_protocol(self, sock)
+        refused(_canonical(str(address)))
+        with contextlib.suppress(OSError):
+            sock.sendall(BGPNotification(CEASE, CEASE_CONNECTION_REJECTED).serialize())
+        with contextlib.suppress(OSError):
+            sock.close()
+        return None
+
+    osken_core.CoreService.start_protocol = start_protocol_quietly
+    connection_lost = osken_peer.Peer.connection_lost
+
+    def connection_lost_with_reason(self: Any, reason: Any) -> Any:
+        lost(_canonical(str(self.ip_address)), str(reason or ""))
+        return connection_lost(self, reason)
+
+    osken_peer.Peer.connection_lost = connection_lost_with_reason
+    is_looped = osken_peer.Peer._is_looped_path_attrs
+
+    def is_looped_quietly(self: Any, update_msg: Any) -> Any:
+        from os_ken.lib.packet.bgp import BGP_ATTR_TYPE_AS_PATH
+
+        aspath = update_msg.pathattr_map.get(BGP_ATTR_TYPE_AS_PATH)
+        if aspath is not None and aspath.has_local_as(self.local_as,
+                                                      max_count=self._common_conf.allow_local_as_in_count):
+            looped(_canonical(str(self.ip_address)), len(getattr(update_msg, "nlri", None) or []) or 1)
+            return True
+        return is_looped(self, update_msg)
+
+    osken_peer.Peer._is_looped_path_attrs = is_looped_quietly
+    logging.getLogger("bgpspeaker.speaker").addFilter(_SentNotificationAtInfo())
+
+
+class _SentNotificationAtInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith("Sent notification"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
 
 class Speaker:
-    """os-ken's BGPSpeaker plus what the protocol needs: per-neighbor last errors, events."""
+    """os-ken's BGPSpeaker plus what the protocol needs: per-neighbor settings, errors, session times, events."""
 
-    def __init__(self, channel: Channel, asn: int, router_id: str, host: str, port: int) -> None:
+    def __init__(self, clients: Clients, endpoint: str, asn: int, router_id: str, host: str, port: int) -> None:
         # Imported here, after main() has chosen the hub: os-ken reads OSKEN_HUB_TYPE at import.
         from os_ken.lib.packet.bgp import BGPNotification
         from os_ken.services.protocols.bgp.api.base import call
@@ -133,11 +333,23 @@ class Speaker:
         self._notification = BGPNotification
         self._core = CORE_MANAGER
         self._signals = BgpSignalBus
-        self.channel = channel
+        self.clients = clients
+        self.endpoint, self.asn, self.router_id, self.host, self.port = endpoint, asn, router_id, host, port
+        self.started_ms = _now_ms()
+        self.salt = os.urandom(16).hex()
+        self.settings: dict[str, NeighborSettings] = {}  # neighbor address -> as added
+        self.prefixes: set[str] = set()
+        self.refused_connections = 0
         self._errors: dict[str, tuple[str, int]] = {}  # neighbor address -> (text, BGP error code)
         self._up_since: dict[str, float] = {}  # neighbor address -> monotonic time its session came up
-        self._lock = threading.Lock()
-        adapt_os_ken(host)
+        self._since_ms: dict[str, int] = {}  # neighbor address -> wall clock of its last up or down
+        self._lost: dict[str, str] = {}  # neighbor address -> os-ken's reason the connection ended
+        self._down_reason: dict[str, str] = {}
+        self._flaps: dict[str, int] = {}
+        self._routes_pending: set[str] = set()
+        self._lock = threading.RLock()
+        self._looped: dict[str, int] = {}  # neighbor address -> UPDATEs refused for an AS-path loop
+        adapt_os_ken(host, self._refused, self._connection_lost, self._loop)
 
         class _BGPSpeaker(BGPSpeaker):  # type: ignore[misc]
             def _core_start(self, settings: dict[str, Any]) -> None:
@@ -150,6 +362,7 @@ class Speaker:
         bus = self._bus()
         bus.register_listener(BgpSignalBus.BGP_ADJ_UP, lambda _id, data: self._peer_event("peer_up", data))
         bus.register_listener(BgpSignalBus.BGP_ADJ_DOWN, lambda _id, data: self._peer_event("peer_down", data))
+        bus.register_listener(BgpSignalBus.BGP_ADJ_RIB_IN_CHANGED, lambda _id, data: self._routes_changed(data))
 
     def wait_listening(self, timeout: float) -> bool:
         """True once os-ken listens. Its listening sockets appear after BGPSpeaker() returns, and a
@@ -166,19 +379,58 @@ class Speaker:
         # up/down handlers it offers pass the router id where we need the address.
         return self._core.get_core_service()._signal_bus
 
-    # ------------------------------------------------------------ os-ken signal handlers (os-ken's threads)
+    # ------------------------------------------------------------ os-ken's threads
+
+    def _refused(self, address: str) -> None:
+        with self._lock:
+            self.refused_connections += 1
+            count = self.refused_connections
+        log.debug("refused a connection from %s, not a neighbor (%d refused so far)", address, count)
+
+    def _loop(self, address: str, prefixes: int) -> None:
+        with self._lock:
+            self._looped[address] = self._looped.get(address, 0) + prefixes
+            count = self._looped[address]
+        log.debug("ignored %d route(s) from %s with our AS %d in the path (%d so far)", prefixes, address,
+                  self.asn, count)
+
+    def _connection_lost(self, address: str, reason: str) -> None:
+        with self._lock:
+            self._lost[address] = reason
 
     def _peer_event(self, kind: str, data: Any) -> None:
         peer = data["peer"]
         address = _canonical(str(peer.ip_address))
         with self._lock:
+            self._since_ms[address] = _now_ms()
             if kind == "peer_up":
                 self._errors.pop(address, None)  # a session that came up has no current error
+                self._lost.pop(address, None)
+                self._down_reason.pop(address, None)
                 self._up_since[address] = time.monotonic()
+                reason = ""
             else:
                 self._up_since.pop(address, None)
-        self._send_event(Event(event="peer_up" if kind == "peer_up" else "peer_down", address=address,
-                               remote_as=int(peer.remote_as)))
+                self._flaps[address] = self._flaps.get(address, 0) + 1
+                reason = self._why_down(address)
+                self._down_reason[address] = reason
+        if kind == "peer_up":
+            log.info("session with %s (AS %s) is up", address, peer.remote_as)
+            self._send_event(Event(event="peer_up", address=address, remote_as=int(peer.remote_as)))
+        else:
+            log.info("session with %s (AS %s) went down: %s", address, peer.remote_as, reason)
+            self._send_event(Event(event="peer_down", address=address, remote_as=int(peer.remote_as),
+                                   reason=reason))
+
+    def _why_down(self, address: str) -> str:
+        """The reason of a session that just ended: its NOTIFICATION, else how os-ken lost the connection."""
+        text, code = self._errors.get(address, ("", 0))
+        if text:
+            return text
+        lost = self._lost.get(address, "")
+        if "hold time" in lost.lower():
+            return f"hold timer expired ({lost})"
+        return f"connection lost: {lost}" if lost else "connection lost"
 
     def _notification_event(self, address: str, direction: str, code: int, subcode: int, reason: str) -> None:
         reason = reason or self._notification(code, subcode).reason or f"code {code} subcode {subcode}"
@@ -188,11 +440,23 @@ class Speaker:
                                direction="sent" if direction == "sent" else "received",
                                code=int(code), subcode=int(subcode), reason=reason))
 
+    def _routes_changed(self, data: Any) -> None:
+        address = _canonical(str(data["peer"].ip_address))
+        with self._lock:
+            if address in self._routes_pending:
+                return
+            self._routes_pending.add(address)
+        timer = threading.Timer(ROUTES_EVENT_DELAY, self._routes_event, (address,))
+        timer.daemon = True
+        timer.start()
+
+    def _routes_event(self, address: str) -> None:
+        with self._lock:
+            self._routes_pending.discard(address)
+        self._send_event(Event(event="routes", address=address))
+
     def _send_event(self, ev: Event) -> None:
-        try:
-            self.channel.send(ev)
-        except OSError:
-            pass  # the agent is gone; the main loop sees stdin close and exits
+        self.clients.broadcast(ev)
 
     def _watch_peer(self, address: str) -> None:
         peer = self._core.get_core_service().peer_manager.get_by_addr(address)
@@ -210,7 +474,20 @@ class Speaker:
         bus.register_listener(self._signals.BGP_NOTIFICATION_RECEIVED + (peer,), received)
         bus.register_listener(self._signals.BGP_ERROR + (peer,), sent)
 
-    # ------------------------------------------------------------ operations (main thread)
+    # ------------------------------------------------------------ operations (client threads, one at a time)
+
+    def hello(self) -> HelloResult:
+        with self._lock:
+            neighbors = [self.settings[a] for a in sorted(self.settings)]
+            prefixes = sorted(self.prefixes)
+        return HelloResult(protocol=PROTOCOL_VERSION, pid=os.getpid(), endpoint=self.endpoint, asn=self.asn,
+                           router_id=self.router_id, address=self.host, port=self.port,
+                           started_ms=self.started_ms, salt=self.salt, neighbors=neighbors, prefixes=prefixes)
+
+    def password_digest(self, password: str | None) -> str:
+        if not password:
+            return ""
+        return hmac.new(bytes.fromhex(self.salt), password.encode(), hashlib.sha256).hexdigest()
 
     def neighbor_add(self, address: str, remote_as: int, hold_time: int, password: str | None,
                      ipv4: bool, ipv6: bool, evpn: bool) -> None:
@@ -221,19 +498,58 @@ class Speaker:
         self._call("neighbor.create", ip_address=address, remote_as=int(remote_as), hold_time=int(hold_time),
                    password=password or None, cap_mbgp_ipv4=bool(ipv4), cap_mbgp_ipv6=bool(ipv6),
                    cap_mbgp_evpn=bool(evpn), cap_four_octet_as_number=True)
+        with self._lock:
+            self.settings[address] = NeighborSettings(
+                address=address, remote_as=int(remote_as), hold_time=int(hold_time),
+                password_digest=self.password_digest(password), ipv4=bool(ipv4), ipv6=bool(ipv6), evpn=bool(evpn))
+            self._flaps[address] = 0
+            self._since_ms.pop(address, None)
+            self._down_reason.pop(address, None)
         self._watch_peer(address)
+        log.info("neighbor %s added (AS %d, hold time %d%s)", address, remote_as, hold_time,
+                 ", MD5" if password else "")
 
-    def neighbor_del(self, address: str) -> None:
+    def neighbor_del(self, address: str, reason: str = "deconfigured") -> None:
+        """Delete a neighbor; a session that is up first gets a Cease with ``reason``'s subcode."""
         address = _canonical(address)
+        subcode = CEASE_SUBCODES.get(reason, CEASE_SUBCODES["deconfigured"])
+        peer = self._core.get_core_service().peer_manager.get_by_addr(address)
+        protocol = getattr(peer, "_protocol", None) if peer is not None else None
+        if protocol is not None:
+            # os-ken's neighbor.delete sends Administrative Shutdown whatever the reason: say ours first.
+            # As os-ken's own disabling of a neighbor does, with our subcode.
+            from os_ken.services.protocols.bgp.constants import BGP_FSM_IDLE
+
+            protocol.send_notification(CEASE, subcode)
+            protocol.stop()
+            peer._protocol = None
+            peer.state.bgp_state = BGP_FSM_IDLE
         self.speaker.neighbor_del(address)
         with self._lock:
-            self._errors.pop(address, None)
+            self.settings.pop(address, None)
+            for table in (self._errors, self._up_since, self._since_ms, self._lost, self._down_reason, self._flaps,
+                          self._looped):
+                table.pop(address, None)
+        log.info("neighbor %s removed (Cease: %s)", address,
+                 "Peer De-configured" if subcode == CEASE_SUBCODES["deconfigured"] else "Administrative Shutdown")
 
     def prefix_add(self, prefix: str) -> None:
         self.speaker.prefix_add(prefix)
+        with self._lock:
+            self.prefixes.add(prefix)
 
     def prefix_del(self, prefix: str) -> None:
         self.speaker.prefix_del(prefix)
+        with self._lock:
+            self.prefixes.discard(prefix)
+
+    def shutdown(self) -> None:
+        """Every session gets a Cease (Administrative Shutdown); then nothing is left to do but exit."""
+        with self._lock:
+            addresses = list(self.settings)
+        for address in addresses:
+            with contextlib.suppress(Exception):
+                self.neighbor_del(address, "shutdown")
 
     def state(self) -> StateResult:
         # neighbors_get reports address, AS and FSM state only; neighbor_state_get would dump
@@ -255,21 +571,31 @@ class Speaker:
             with self._lock:
                 text, code = self._errors.get(address, ("", 0))
                 up_since = self._up_since.get(address)
+                since_ms = self._since_ms.get(address, 0)
+                down = self._down_reason.get(address, "")
+                flaps = self._flaps.get(address, 0)
+                looped = self._looped.get(address, 0)
             uptime = now - up_since if fsm == "Established" and up_since is not None else -1.0
-            neighbors[address] = NeighborStatus(state=fsm, uptime=uptime, last_error=text, error_code=code,
-                                                received=sorted(received))
-        return StateResult(neighbors=neighbors)
+            neighbors[address] = NeighborStatus(state=fsm, since_ms=since_ms, uptime=uptime, last_error=text,
+                                                error_code=code, down_reason=down if fsm != "Established" else "",
+                                                flaps=flaps, looped=looped, received=sorted(received))
+        with self._lock:
+            refused = self.refused_connections
+        return StateResult(neighbors=neighbors, refused_connections=refused)
 
 
 def handle(speaker: Speaker, req: Request) -> Any:
-    """Run one request; returns its result. Raises whatever os-ken raises, or ValueError for an unknown op."""
+    """Run one request (not shutdown); returns its result. Raises whatever os-ken raises, or ValueError
+    for an unknown op."""
     op, args = req["op"], req["args"]
+    if op == "hello":
+        return speaker.hello()
     if op == "neighbor_add":
         speaker.neighbor_add(args["address"], args["remote_as"], args["hold_time"], args.get("password"),
                              args.get("ipv4", True), args.get("ipv6", False), args.get("evpn", False))
         return None
     if op == "neighbor_del":
-        speaker.neighbor_del(args["address"])
+        speaker.neighbor_del(args["address"], args.get("reason", "deconfigured"))
         return None
     if op == "prefix_add":
         speaker.prefix_add(args["prefix"])
@@ -309,41 +635,93 @@ def check_listen(host: str, port: int) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m isthmus.drivers.bgp.speaker",
-                                description="BGP speaker child of isthmus' bgp driver (JSON lines on stdin/stdout).")
+                                description="BGP speaker of isthmus' bgp driver (JSON lines on a unix socket).")
+    p.add_argument("--endpoint", required=True, help="SITE/ENDPOINT this speaker serves (reported by hello)")
     p.add_argument("--asn", type=int, required=True, help="local AS number")
     p.add_argument("--router-id", required=True, help="BGP router id (dotted quad)")
     p.add_argument("--listen-host", required=True, help="address to listen on")
     p.add_argument("--listen-port", type=int, default=179, help="TCP port to listen on (default 179)")
+    p.add_argument("--socket", required=True, help="unix socket to serve the protocol on")
+    p.add_argument("--pid-file", default="", help="file to write the pid into while running")
+    p.add_argument("--daemon", action="store_true",
+                   help="detach; return once listening (exit 0) or with the speaker's exit code")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
 
-def serve(speaker: Speaker, channel: Channel, requests: IO[bytes]) -> None:
-    """Answer requests from ``requests`` until it closes or a shutdown arrives."""
-    for line in requests:
-        try:
-            req: Request = json.loads(line)
-            rid = int(req["id"])
-        except (ValueError, KeyError, TypeError):
-            log.error("ignoring a line that is not a request: %.200r", line)
-            continue
-        if req.get("op") == "shutdown":
-            channel.send(Response(id=rid, ok=True, result=None))
-            return
-        try:
-            resp = Response(id=rid, ok=True, result=handle(speaker, req))
-        except Exception as exc:  # noqa: BLE001 (os-ken's refusal goes back to the driver)
-            resp = Response(id=rid, ok=False, error=_error_text(exc))
-        channel.send(resp)
+def serve_client(speaker: Speaker, client: Client, stop: threading.Event, ops: threading.Lock) -> None:
+    """Answer the requests of one client until it disconnects or a shutdown arrives."""
+    try:
+        _serve_lines(speaker, client, stop, ops)
+    except OSError:
+        pass
+    client.close()
+
+
+def _serve_lines(speaker: Speaker, client: Client, stop: threading.Event, ops: threading.Lock) -> None:
+    with client.conn.makefile("rb") as lines:
+        for line in lines:
+            try:
+                req: Request = json.loads(line)
+                rid = int(req["id"])
+            except (ValueError, KeyError, TypeError):
+                log.error("ignoring a line that is not a request: %.200r", line)
+                continue
+            if req.get("op") == "shutdown":
+                log.info("shutdown asked for")
+                with ops:
+                    speaker.shutdown()
+                client.send(Response(id=rid, ok=True, result=None))
+                stop.set()
+                return
+            try:
+                with ops:
+                    resp = Response(id=rid, ok=True, result=handle(speaker, req))
+            except Exception as exc:  # noqa: BLE001 (os-ken's refusal goes back to the driver)
+                resp = Response(id=rid, ok=False, error=_error_text(exc))
+            client.send(resp)
+
+
+def listen_unix(path: str) -> socket.socket:
+    """The protocol's socket at ``path`` (0600), replacing a stale file left by a speaker that died."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(8)
+    return sock
+
+
+def detach() -> int:
+    """Fork: the parent waits until the child says it is ready and exits with 0 (or the child's exit code);
+    returns, in the child, the write end of the pipe to say so on. The child leads a session of its own."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        ready = os.read(r, 1)
+        if ready == b"\0":
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+    os.close(r)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return w
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    # The protocol owns the real stdout; anything else printing to fd 1 lands in stderr.
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
+    ready_fd = detach() if args.daemon else -1
+    os.dup2(2, 1)  # anything printing to stdout lands in the log
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s pid %(process)d %(levelname)s %(name)s: %(message)s")
     logging.getLogger("bgpspeaker.api.base").setLevel(logging.WARNING)  # logs every call with its arguments
     os.environ["OSKEN_HUB_TYPE"] = "native"  # threads; eventlet's hub must not take over this process's I/O
     problem = check_listen(args.listen_host, args.listen_port)
@@ -351,27 +729,70 @@ def main(argv: list[str] | None = None) -> None:
         log.error("%s", problem)
         sys.stderr.flush()
         os._exit(EXIT_CANNOT_LISTEN)
-    channel = Channel(out)
+    clients = Clients()
+    handler = ClientLog(clients)
+    handler.setLevel(args.log_level.upper())
+    logging.getLogger().addHandler(handler)
+    stop = threading.Event()
     code = 0
     try:
-        speaker = Speaker(channel, args.asn, args.router_id, args.listen_host, args.listen_port)
+        speaker = Speaker(clients, args.endpoint, args.asn, args.router_id, args.listen_host, args.listen_port)
         if not speaker.wait_listening(LISTEN_TIMEOUT):
             log.error("os-ken did not listen on %s port %d within %g s", args.listen_host, args.listen_port,
                       LISTEN_TIMEOUT)
             sys.stderr.flush()
             os._exit(EXIT_CANNOT_LISTEN)
-        channel.send(Event(event="ready", pid=os.getpid()))
-        serve(speaker, channel, sys.stdin.buffer)
-    except OSError as exc:  # stdout closed under us: the agent is gone
-        log.info("protocol channel closed: %s", exc)
+        server = listen_unix(args.socket)
+        if args.pid_file:
+            Path(args.pid_file).write_text(f"{os.getpid()}\n")
+        ops = threading.Lock()  # one operation at a time, whichever client asks
+
+        def on_sigterm(_sig: int, _frame: Any) -> None:
+            stop.set()
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        threading.Thread(target=_accept, args=(server, speaker, clients, stop, ops), name="speaker-accept",
+                         daemon=True).start()
+        log.info("BGP speaker of %s listening on %s port %d (AS %d, router id %s), protocol on %s",
+                 args.endpoint, args.listen_host, args.listen_port, args.asn, args.router_id, args.socket)
+        if ready_fd >= 0:
+            os.write(ready_fd, b"\0")
+            os.close(ready_fd)
+        while not stop.wait(1.0):
+            pass
+        log.info("stopping: every session gets a Cease (Administrative Shutdown)")
+        with ops:
+            speaker.shutdown()
+        time.sleep(0.2)  # the last responses and events reach the clients
     except Exception:
         log.exception("the BGP speaker failed")
         code = 1
+    for path in (args.socket, args.pid_file):
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     with contextlib.suppress(Exception):
         sys.stderr.flush()
     # os-ken's threads are not daemons and have no clean stop: leave at once. The
-    # kernel closes the BGP sockets, so peers see the sessions end.
+    # kernel closes the BGP sockets that are left.
     os._exit(code)
+
+
+def _accept(server: socket.socket, speaker: Speaker, clients: Clients, stop: threading.Event,
+            ops: threading.Lock) -> None:
+    while not stop.is_set():
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            if stop.is_set():
+                return
+            time.sleep(0.1)
+            continue
+        client = clients.add(conn)
+        threading.Thread(target=serve_client, args=(speaker, client, stop, ops), name="speaker-client",
+                         daemon=True).start()
 
 
 if __name__ == "__main__":
