@@ -1,9 +1,8 @@
 """The bgp driver against real BGP daemons in network namespaces.
 
-Each site's isthmus-agent runs inside its own namespace (so its os-ken speaker
-children do too) and reaches a coordinator on the host through a unix socket.
+The lab (coordinator, agents in namespaces, gobgpd and BIRD) is tests/bgp_lab.py.
 The peer is Debian's gobgpd in another namespace, joined by a veth pair, or a
-second isthmus agent. Addresses are documentation ranges on those veths only.
+second isthmus agent.
 
 Also, without namespaces: the pieces of the driver that need no speaker
 (secrets, hold time, options).
@@ -13,21 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from bgp_lab import BgpLab, bgp_lab, established_with, needs_daemons, netns
 
-from conftest import Proc, agent_cmd, await_for, coordinator_cmd, ctl, wait_for
+from conftest import await_for, ctl, wait_for
 from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
 from isthmus.drivers.bgp.client import alive
@@ -38,14 +35,7 @@ from isthmus.v1 import admin_pb2_grpc, api_pb2_grpc
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import types_pb2 as pb
 
-GOBGP_API_PORT = 50051  # gobgpd's gRPC API, on the loopback of its own namespace
-ESTABLISHED = 6  # gobgp's session_state enum
-
-needs_daemons = pytest.mark.skipif(
-    shutil.which("gobgpd") is None or shutil.which("gobgp") is None or shutil.which("etcd") is None,
-    reason="needs Debian's gobgpd and etcd-server (`make deps`)",
-)
-netns = pytest.mark.netns
+__all__ = ["bgp_lab"]  # the fixture
 
 
 # ---------------------------------------------------------------- without namespaces
@@ -168,177 +158,6 @@ async def test_conflicts_and_a_speaker_that_cannot_listen(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- the lab: coordinator, agents, gobgpd
 
 
-def gobgpd_config(asn: int, router_id: str, neighbors: list[dict[str, Any]]) -> str:
-    lines = ["[global.config]", f"  as = {asn}", f'  router-id = "{router_id}"']
-    for n in neighbors:
-        family = "ipv6-unicast" if ":" in n["address"] else "ipv4-unicast"
-        lines += ["[[neighbors]]", "  [neighbors.config]", f'    neighbor-address = "{n["address"]}"',
-                  f"    peer-as = {n['peer_as']}"]
-        if n.get("password"):
-            lines.append(f'    auth-password = "{n["password"]}"')
-        lines += ["  [neighbors.timers.config]", "    connect-retry = 1", "    hold-time = 9",
-                  "    keepalive-interval = 3",
-                  "  [[neighbors.afi-safis]]", "    [neighbors.afi-safis.config]", f'      afi-safi-name = "{family}"']
-    return "\n".join(lines) + "\n"
-
-
-@dataclass
-class Gobgpd:
-    """gobgpd in a namespace, read through its CLI's JSON output."""
-
-    ns: Any
-    proc: subprocess.Popen[bytes]
-
-    def cli(self, *args: str) -> str:
-        return str(self.ns.run(["gobgp", "-p", str(GOBGP_API_PORT), *args], timeout=10).stdout)
-
-    def neighbor(self, address: str) -> dict[str, Any]:
-        return json.loads(self.cli("-j", "neighbor", address))  # type: ignore[no-any-return]
-
-    def established(self, address: str) -> bool:
-        return self.neighbor(address)["state"].get("session_state") == ESTABLISHED
-
-    def session(self, address: str) -> tuple[int, int]:
-        """(established-since, flaps) of a neighbor: both stay the same while its session does."""
-        n = self.neighbor(address)
-        return n["timers"]["state"]["uptime"]["seconds"], n["state"].get("flops", 0)
-
-    def rib(self, family: str = "ipv4") -> set[str]:
-        return set(json.loads(self.cli("-j", "global", "rib", "-a", family) or "{}"))
-
-
-@dataclass
-class BgpLab:
-    lab: Any
-    tmp: Path
-    coordinator: str  # host:port, for isthmusctl and the API
-    socket: Path  # unix socket the agents in namespaces use
-    channel: grpc.Channel
-    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def link(self, a: Any, a_addrs: list[str], b: Any, b_addrs: list[str]) -> None:
-        from netns import veth
-
-        veth(a, "eth0", b, "eth0")
-        for ns, addrs in ((a, a_addrs), (b, b_addrs)):
-            for addr in addrs:
-                # nodad: an IPv6 address is usable at once, not after duplicate address detection.
-                ns.ip("addr", "add", addr, "dev", "eth0", *(["nodad"] if ":" in addr else []))
-
-    def gobgpd(self, ns: Any, asn: int, router_id: str, neighbors: list[dict[str, Any]]) -> Gobgpd:
-        conf = self.tmp / f"gobgpd-{ns.name}.toml"
-        conf.write_text(gobgpd_config(asn, router_id, neighbors))
-        proc = ns.popen(["gobgpd", "-f", str(conf), "--api-hosts", f"127.0.0.1:{GOBGP_API_PORT}",
-                         "--pprof-disable"], self.tmp / f"gobgpd-{ns.name}.log")
-        self.daemons.append(proc)
-        d = Gobgpd(ns, proc)
-        wait_for(lambda: ns.run(["gobgp", "-p", str(GOBGP_API_PORT), "neighbor"], check=False).returncode == 0,
-                 15, "gobgpd's API")
-        return d
-
-    def agent(self, ns: Any, site: str) -> subprocess.Popen[bytes]:
-        cmd = agent_cmd(site, f"unix:{self.socket}", self.tmp, "--driver", "bgp", "--reconcile-interval", "1")
-        proc: subprocess.Popen[bytes] = ns.popen(cmd, self.tmp / f"agent-{site}.log")
-        self.agents[site] = proc
-        return proc
-
-    def stop_agent(self, site: str) -> int:
-        proc = self.agents[site]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def log(self, site: str) -> str:
-        return (self.tmp / f"agent-{site}.log").read_text(errors="replace")
-
-    def peerings(self, site: str) -> dict[str, Any]:
-        """The agent's observed peerings by connection name, from its admin socket."""
-        with grpc.insecure_channel(f"unix:{self.tmp / site / 'admin.sock'}") as ch:
-            resp = admin_pb2_grpc.AgentAdminStub(ch).ListPeerings(adm.ListPeeringsRequest(), timeout=2)
-        return {p.desired.connection or p.observed.connection: p.observed for p in resp.peerings}
-
-    def state_of(self, site: str, name: str) -> tuple[str, str, list[str]]:
-        o = self.peerings(site).get(name)
-        if o is None:
-            return ("absent", "", [])
-        return (pb.PeeringState.Name(o.state).removeprefix("PEERING_STATE_"), o.error, sorted(o.received_prefixes))
-
-    def speaker_pid(self, site: str, endpoint: str) -> int:
-        path = self.tmp / site / "state" / "bgp" / f"speaker-{site}-{endpoint}.pid"
-        return int(path.read_text()) if path.exists() else 0
-
-    # ------------------------------------------------------------ the API
-
-    def site(self, name: str, kind: int = pb.SITE_KIND_REGION) -> None:
-        api_pb2_grpc.SiteServiceStub(self.channel).CreateSite(pb.Site(name=name, kind=kind), timeout=10)
-
-    def endpoint(self, ref: str, address: str, asn: int, remote: bool = False, router_id: str = "",
-                 advertise: str = "", update: bool = False) -> None:
-        site, name = ref.split("/")
-        ep = pb.Endpoint(site=site, name=name, address=address, asn=asn, router_id=router_id,
-                         role=pb.ENDPOINT_ROLE_REMOTE if remote else pb.ENDPOINT_ROLE_LOCAL,
-                         properties={m.ADVERTISE_PROPERTY: advertise} if advertise else {})
-        stub = api_pb2_grpc.EndpointServiceStub(self.channel)
-        if update:
-            ep.role = pb.ENDPOINT_ROLE_UNSPECIFIED
-            stub.UpdateEndpoint(ep, timeout=10)
-        else:
-            stub.CreateEndpoint(ep, timeout=10)
-
-    def connection(self, name: str, a: str, b: str, password_ref: str = "") -> None:
-        (sa, na), (sb, nb) = a.split("/"), b.split("/")
-        api_pb2_grpc.ConnectionServiceStub(self.channel).CreateConnection(pb.Connection(
-            name=name, type=pb.CONNECTION_TYPE_BGP, a=pb.EndpointRef(site=sa, name=na),
-            b=pb.EndpointRef(site=sb, name=nb), bgp=pb.BgpParams(hold_time=9, password_ref=password_ref)),
-            timeout=10)
-
-    def set_admin_state(self, name: str, state: int) -> None:
-        api_pb2_grpc.ConnectionServiceStub(self.channel).UpdateConnection(
-            pb.Connection(name=name, admin_state=state), timeout=10)
-
-    def delete_connection(self, name: str) -> None:
-        api_pb2_grpc.ConnectionServiceStub(self.channel).DeleteConnection(
-            api.DeleteConnectionRequest(name=name), timeout=10)
-
-
-@pytest.fixture
-def bgp_lab(lab: Any, etcd: str, tmp_path: Path, procs: Callable[..., Proc]) -> Iterator[BgpLab]:
-    """A coordinator on the host (TCP for the test, a unix socket for agents in namespaces)."""
-    sock = tmp_path / "coord.sock"
-    ready = tmp_path / "coord.addr"
-    cmd = [*coordinator_cmd(tmp_path / "coord", ready, etcd_endpoint=etcd), "--listen", f"127.0.0.1:0,unix:{sock}"]
-    procs("coordinator", cmd, tmp_path / "coordinator.log")
-    addr = str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the coordinator"))
-    channel = grpc.insecure_channel(addr)
-    the_lab = BgpLab(lab, tmp_path, addr, sock, channel)
-    try:
-        yield the_lab
-    finally:
-        # Agents first (their speakers stop with them), then the daemons; the namespaces go last.
-        for site in list(the_lab.agents):
-            the_lab.stop_agent(site)
-        for proc in the_lab.daemons:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        channel.close()
-
-
-def _established_with(bl: BgpLab, site: str, name: str, received: list[str]) -> bool:
-    state = bl.state_of(site, name)
-    if state[0] != "ESTABLISHED" or state[2] != received:
-        raise AssertionError(f"{name}: {state}")
-    return True
-
 
 @netns
 @needs_daemons
@@ -362,8 +181,8 @@ def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
     bl.agent(one, "one")
 
     # Both sessions come up; each side learns what the other advertises.
-    wait_for(lambda: _established_with(bl, "one", "one-gobgp", ["198.51.100.0/24"])
-             and _established_with(bl, "one", "one-gobgp6", ["2001:db8:200::/48"]), 30, "both sessions established")
+    wait_for(lambda: established_with(bl, "one", "one-gobgp", ["198.51.100.0/24"])
+             and established_with(bl, "one", "one-gobgp6", ["2001:db8:200::/48"]), 30, "both sessions established")
     assert gobgp.established("192.0.2.1") and gobgp.established("2001:db8::1")
     wait_for(lambda: "203.0.113.0/25" in gobgp.rib(), 10, "gobgpd to receive 203.0.113.0/25")
     wait_for(lambda: "2001:db8:100::/48" in gobgp.rib("ipv6"), 10, "gobgpd to receive 2001:db8:100::/48")
@@ -375,7 +194,7 @@ def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
 
     # A prefix the peer starts advertising shows up in received_prefixes.
     gobgp.cli("global", "rib", "add", "198.51.100.128/25")
-    wait_for(lambda: _established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 10,
+    wait_for(lambda: established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 10,
              "the new prefix in received_prefixes")
 
     # Applies that change nothing, and one that changes only the advertised prefixes, keep the session.
@@ -393,22 +212,36 @@ def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
     assert pid > 0
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: bl.speaker_pid("one", "gw") not in (0, pid), 15, "a new speaker child")
-    wait_for(lambda: _established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 30,
+    wait_for(lambda: established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 30,
              "the session back after the speaker was killed")
     wait_for(lambda: gobgp.established("192.0.2.1") and "203.0.113.128/25" in gobgp.rib(), 10,
              "gobgpd to see the session and the prefix again")
     assert f"the BGP speaker of one/gw (pid {pid}) is gone" in bl.log("one")
 
-    # Admin state DOWN removes the neighbor: DOWN here, not established at gobgpd.
+    # Admin state DOWN of the endpoint's only session: gobgpd is told (Cease, Administrative Shutdown), the
+    # peering shows DOWN, and the speaker stays, refusing gobgpd's reconnect attempts (every second) quietly.
+    pid6 = bl.speaker_pid("one", "gw6")
     bl.set_admin_state("one-gobgp6", pb.ADMIN_STATE_DOWN)
     wait_for(lambda: bl.state_of("one", "one-gobgp6")[0] == "DOWN", 10, "one-gobgp6 DOWN")
     wait_for(lambda: not gobgp.established("2001:db8::1"), 10, "gobgpd to see the IPv6 session end")
+    assert gobgp.ceases("2001:db8::1") == ["notification-received code 6(cease) subcode 2(administrative shutdown)"]
+    # gobgpd waits a while before dialling again after a Cease: three attempts of our own from its namespace.
+    dial = ("import socket\nfor _ in range(3):\n    s = socket.create_connection(('2001:db8::1', 179), 5)\n"
+            "    print(s.recv(64).hex()); s.close()")
+    answers = peer.run([sys.executable, "-c", dial]).stdout.split()
+    assert len(answers) == 3 and all(a.endswith("0015030605") for a in answers), answers  # Cease / Connection Rejected
+    assert bl.speaker_state("one", "gw6")["refused_connections"] >= 3
+    assert bl.speaker_pid("one", "gw6") == pid6
 
-    # Deleting the connection tears the session down and stops that endpoint's speaker.
+    # Deleting the endpoint's only connection: Cease (Peer De-configured), then its speaker stops.
     bl.delete_connection("one-gobgp")
     wait_for(lambda: "one-gobgp" not in bl.peerings("one"), 10, "one-gobgp to be gone from the agent")
     wait_for(lambda: not gobgp.established("192.0.2.1"), 10, "gobgpd to see the session end")
-    assert bl.speaker_pid("one", "gw") == 0
+    assert gobgp.ceases("192.0.2.1") == ["notification-received code 6(cease) subcode 3(peer deconfigured)"]
+    wait_for(lambda: bl.speaker_pid("one", "gw") == 0, 10, "the speaker of one/gw to stop")
+    agent_log = bl.log("one")
+    assert " ERROR " not in agent_log, [line for line in agent_log.splitlines() if " ERROR " in line]
+    assert "refused a connection from 2001:db8::2" not in agent_log, "logged above debug"
 
 
 @netns
@@ -440,7 +273,7 @@ def test_md5_wrong_peer_as_and_missing_secret(bgp_lab: BgpLab) -> None:
     bl.connection("one-renumbered", "one/renumbered", "ext/gobgp")
     bl.agent(one, "one")
 
-    wait_for(lambda: _established_with(bl, "one", "one-md5", []), 30, "the MD5 session established")
+    wait_for(lambda: established_with(bl, "one", "one-md5", []), 30, "the MD5 session established")
     assert gobgp.established("192.0.2.3")
     wait_for(lambda: bl.state_of("one", "one-liar")[0] == "ERROR", 30, "one-liar in ERROR")
     assert "bad peer AS" in bl.state_of("one", "one-liar")[1]
@@ -463,7 +296,7 @@ def test_md5_wrong_peer_as_and_missing_secret(bgp_lab: BgpLab) -> None:
     pid = bl.speaker_pid("one", "renumbered")
     bl.endpoint("one/renumbered", "192.0.2.5", 65005, update=True)
     wait_for(lambda: bl.speaker_pid("one", "renumbered") not in (0, pid), 15, "a speaker with the new AS")
-    wait_for(lambda: _established_with(bl, "one", "one-renumbered", []), 30, "one-renumbered established")
+    wait_for(lambda: established_with(bl, "one", "one-renumbered", []), 30, "one-renumbered established")
     assert gobgp.established("192.0.2.5")
 
 
@@ -481,8 +314,8 @@ def test_two_agents_peer_with_each_other(bgp_lab: BgpLab) -> None:
     bl.agent(a, "one")
     bl.agent(b, "two")
 
-    wait_for(lambda: _established_with(bl, "one", "one-two", ["198.51.100.0/24"])
-             and _established_with(bl, "two", "one-two", ["203.0.113.0/24"]), 30,
+    wait_for(lambda: established_with(bl, "one", "one-two", ["198.51.100.0/24"])
+             and established_with(bl, "two", "one-two", ["203.0.113.0/24"]), 30,
              "both agents ESTABLISHED, each with the other's prefix")
 
     def converged() -> bool:
@@ -497,14 +330,21 @@ def test_two_agents_peer_with_each_other(bgp_lab: BgpLab) -> None:
 
     wait_for(converged, 15, "the coordinator to show both sites established")
 
-    # An agent that stops takes its speaker with it; the other side notices at once.
+    # An agent that stops leaves its speaker running: the other site's session stays up, longer than the
+    # 9 s hold time, and its SINCE does not move; the agent that comes back adopts the speaker.
     pid = bl.speaker_pid("two", "gw")
+    since = bl.peerings("one")["one-two"].since_unix_ms
     assert pid > 0
     assert bl.stop_agent("two") == 0
-    assert bl.speaker_pid("two", "gw") == 0
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    wait_for(lambda: bl.state_of("one", "one-two")[0] == "CONNECTING", 15, "one-two CONNECTING at site one")
+    assert alive(pid) and bl.speaker_pid("two", "gw") == pid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = bl.peerings("one")["one-two"]
+        assert (seen.state, seen.since_unix_ms) == (pb.PEERING_STATE_ESTABLISHED, since), seen
+        time.sleep(0.5)
+    bl.agent(b, "two")
+    wait_for(lambda: established_with(bl, "two", "one-two", ["203.0.113.0/24"]), 15, "two ESTABLISHED again")
+    assert bl.speaker_pid("two", "gw") == pid and bl.peerings("one")["one-two"].since_unix_ms == since
 
 
 @netns
