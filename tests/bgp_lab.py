@@ -202,8 +202,9 @@ class BgpLab:
                  15, "gobgpd's API")
         return d
 
-    def agent(self, ns: Any, site: str) -> subprocess.Popen[bytes]:
-        cmd = agent_cmd(site, f"unix:{self.socket}", self.tmp, "--driver", "bgp", "--reconcile-interval", "1")
+    def agent(self, ns: Any, site: str, interval: float = 1) -> subprocess.Popen[bytes]:
+        cmd = agent_cmd(site, f"unix:{self.socket}", self.tmp, "--driver", "bgp",
+                        "--reconcile-interval", f"{interval:g}")
         proc: subprocess.Popen[bytes] = ns.popen(cmd, self.tmp / f"agent-{site}.log")
         self.agents[site] = proc
         return proc
@@ -270,11 +271,11 @@ class BgpLab:
         else:
             stub.CreateEndpoint(ep, timeout=10)
 
-    def connection(self, name: str, a: str, b: str, password_ref: str = "") -> None:
+    def connection(self, name: str, a: str, b: str, password_ref: str = "", hold_time: int = 9) -> None:
         (sa, na), (sb, nb) = a.split("/"), b.split("/")
         api_pb2_grpc.ConnectionServiceStub(self.channel).CreateConnection(pb.Connection(
             name=name, type=pb.CONNECTION_TYPE_BGP, a=pb.EndpointRef(site=sa, name=na),
-            b=pb.EndpointRef(site=sb, name=nb), bgp=pb.BgpParams(hold_time=9, password_ref=password_ref)),
+            b=pb.EndpointRef(site=sb, name=nb), bgp=pb.BgpParams(hold_time=hold_time, password_ref=password_ref)),
             timeout=10)
 
     def set_admin_state(self, name: str, state: int) -> None:

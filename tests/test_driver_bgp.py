@@ -302,6 +302,44 @@ def test_md5_wrong_peer_as_and_missing_secret(bgp_lab: BgpLab) -> None:
 
 @netns
 @needs_daemons
+def test_hold_time_edges_with_gobgpd(bgp_lab: BgpLab) -> None:
+    """0 (no keepalives) and 3 s, the edges of the one rule, are offered as given and hold; 2 is refused by the API
+    and by isthmusctl alike."""
+    bl = bgp_lab
+    one, peer = bl.lab.netns("one"), bl.lab.netns("peer")
+    bl.link(one, ["192.0.2.3/24", "192.0.2.4/24"], peer, ["192.0.2.2/24"])
+    gobgp = bl.gobgpd(peer, 65002, "192.0.2.2", [{"address": "192.0.2.3", "peer_as": 65003},
+                                                  {"address": "192.0.2.4", "peer_as": 65004}])
+    bl.site("one")
+    bl.site("ext", pb.SITE_KIND_EXTERNAL)
+    bl.endpoint("one/h0", "192.0.2.3", 65003)
+    bl.endpoint("one/h3", "192.0.2.4", 65004)
+    bl.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
+    with pytest.raises(grpc.RpcError) as exc:
+        bl.connection("one-h2", "one/h0", "ext/gobgp", hold_time=2)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "bgp.hold_time" in str(exc.value.details()) and "0 or 3..65535" in str(exc.value.details())
+    res = ctl("--coordinator", bl.coordinator, "connection", "create", "one-h2", "--a", "one/h0", "--b", "ext/gobgp",
+              "--type", "bgp", "--hold-time", "2", check=False)
+    assert res.returncode == 2 and "2 is not 0 or 3..65535 seconds" in res.stderr
+    bl.connection("one-h0", "one/h0", "ext/gobgp", hold_time=0)
+    bl.connection("one-h3", "one/h3", "ext/gobgp", hold_time=3)
+    bl.agent(one, "one")
+
+    def negotiated(address: str) -> int:
+        return int(gobgp.neighbor(address)["timers"]["state"].get("negotiated_hold_time", 0))
+
+    wait_for(lambda: established_with(bl, "one", "one-h0", []) and established_with(bl, "one", "one-h3", [])
+             and gobgp.established("192.0.2.3") and gobgp.established("192.0.2.4"), 30, "both sessions up")
+    assert (negotiated("192.0.2.3"), negotiated("192.0.2.4")) == (0, 3)
+    before = gobgp.session("192.0.2.3"), gobgp.session("192.0.2.4")
+    time.sleep(10)  # longer than the router's own 9 s: keepalives every second on one, none needed on the other
+    assert (gobgp.session("192.0.2.3"), gobgp.session("192.0.2.4")) == before
+    assert gobgp.established("192.0.2.3") and gobgp.established("192.0.2.4")
+
+
+@netns
+@needs_daemons
 def test_two_agents_peer_with_each_other(bgp_lab: BgpLab) -> None:
     bl = bgp_lab
     a, b = bl.lab.netns("one"), bl.lab.netns("two")

@@ -108,3 +108,29 @@ def test_advertised_prefixes_are_validated_and_canonical() -> None:
     with pytest.raises(InvalidArgument) as exc:
         m.validate_endpoint(ep(properties={"bgp.advertise": "10.1.0.1/16"}))
     assert exc.value.field == "properties.bgp.advertise"
+
+
+@pytest.mark.parametrize(("seconds", "valid"), [
+    (0, True), (1, False), (2, False), (3, True), (9, True), (10, True), (90, True), (65535, True), (65536, False),
+])
+def test_one_hold_time_rule_for_the_api_the_cli_and_the_bgp_driver(seconds: int, valid: bool) -> None:
+    """HOLD_TIME_RULE (RFC 4271: 0 or 3..65535) is applied the same by the coordinator's validation, isthmusctl's
+    --hold-time and the bgp driver, which offers the value as given (its speaker adapts os-ken to 0 and 3..9)."""
+    import argparse
+
+    from isthmus.ctl.flags import hold_time
+    from isthmus.drivers.bgp.driver import speaker_hold_time
+
+    assert m.valid_hold_time(seconds) == valid
+    if valid:
+        assert m.validate_connection(conn(bgp=m.BgpParams(hold_time=seconds))).bgp == m.BgpParams(hold_time=seconds)
+        assert hold_time(str(seconds)) == seconds
+        assert speaker_hold_time(seconds) == seconds
+        return
+    with pytest.raises(InvalidArgument, match=f"{seconds} must be 0 or 3..65535 seconds") as exc:
+        m.validate_connection(conn(bgp=m.BgpParams(hold_time=seconds)))
+    assert exc.value.field == "bgp.hold_time"
+    with pytest.raises(argparse.ArgumentTypeError, match=f"{seconds} is not 0 or 3..65535 seconds"):
+        hold_time(str(seconds))
+    with pytest.raises(ValueError, match=f"hold time {seconds} is not 0 or 3..65535 seconds"):
+        speaker_hold_time(seconds)

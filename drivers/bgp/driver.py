@@ -610,7 +610,7 @@ class BgpDriver(Driver):
             last += (f" (the peer did not announce AS {neighbor.remote_as}, the remote endpoint's AS)"
                      if "sent" in last else f" (the peer does not expect our AS {sp.config.asn})")
         down = status.get("down_reason", "")
-        if down and down not in last:
+        if down:
             last = f"session went down: {down}" + (f"; {last}" if last and last not in down else "")
         error = "; ".join(e for e in (last, refused) if e)
         if status.get("error_code") == OPEN_MESSAGE_ERROR:

@@ -228,9 +228,9 @@ def adapt_os_ken(host: str, refused: Callable[[str], None], lost: Callable[[str,
       path is normal; os-ken logged each such UPDATE as an ERROR with a full
       dump. Here ``looped(address, prefixes)`` counts them, logged at debug, and
       the UPDATE is ignored as before (RFC 4271 9.1.2).
-    - The Cease NOTIFICATIONs this speaker sends on purpose were logged as
-      ERRORs: "Sent notification" lines are logged at info (the speaker reports
-      every NOTIFICATION as an event anyway).
+    - Every NOTIFICATION was logged as an ERROR, the Ceases this speaker sends
+      on purpose too: sent ones are logged at info, received ones at warning
+      (each is also reported as an event, and shown in the peering's state).
     """
     from os_ken.lib import sockopt
     from os_ken.lib.packet.bgp import BGPNotification
@@ -307,13 +307,19 @@ def adapt_os_ken(host: str, refused: Callable[[str], None], lost: Callable[[str,
         return is_looped(self, update_msg)
 
     osken_peer.Peer._is_looped_path_attrs = is_looped_quietly
-    logging.getLogger("bgpspeaker.speaker").addFilter(_SentNotificationAtInfo())
+    logging.getLogger("bgpspeaker.speaker").addFilter(_NotificationLevels())
 
 
-class _SentNotificationAtInfo(logging.Filter):
+class _NotificationLevels(logging.Filter):
+    """os-ken logs every NOTIFICATION as an ERROR: those we send at info, those we receive at warning."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and str(record.msg).startswith("Sent notification"):
-            record.levelno, record.levelname = logging.INFO, "INFO"
+        if record.levelno == logging.ERROR:
+            text = str(record.msg)
+            if text.startswith("Sent notification"):
+                record.levelno, record.levelname = logging.INFO, "INFO"
+            elif text.startswith("Received notification"):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
