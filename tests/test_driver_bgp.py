@@ -197,6 +197,14 @@ def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
     wait_for(lambda: established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 10,
              "the new prefix in received_prefixes")
 
+    # A route that already went through our AS (as routers send the site's own prefix back) is ignored
+    # (RFC 4271 9.1.2), counted, and logged at debug only.
+    gobgp.cli("global", "rib", "add", "192.0.2.128/25", "aspath", "65002,4200000001")
+    wait_for(lambda: bl.speaker_state("one", "gw")["neighbors"]["192.0.2.2"]["looped"] >= 1, 10,
+             "the looped route to be counted")
+    assert bl.state_of("one", "one-gobgp")[2] == ["198.51.100.0/24", "198.51.100.128/25"]
+    assert "has loops" not in bl.log("one")
+
     # Applies that change nothing, and one that changes only the advertised prefixes, keep the session.
     before = gobgp.session("192.0.2.1")
     with grpc.insecure_channel(f"unix:{bl.tmp / 'one' / 'admin.sock'}") as ch:
