@@ -116,6 +116,62 @@ class BgpParams:
     hold_time: int = DEFAULT_HOLD_TIME
     password_ref: str = ""
     address_families: tuple[str, ...] = ()
+    import_prefixes: tuple[str, ...] = ()  # ImportRule texts, canonical after validation; empty: all but default
+    max_prefixes: int = 0  # 0: no limit
+
+
+@dataclass(frozen=True)
+class ImportRule:
+    """One rule of a BGP import policy: routes inside ``network`` whose length is in ``ge``..``le``."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    ge: int
+    le: int
+
+    @classmethod
+    def parse(cls, text: str) -> ImportRule:
+        """``PREFIX [ge N] [le N]`` as in a prefix list; raises ValueError saying what is wrong."""
+        words = text.split()
+        if not words:
+            raise ValueError("an empty rule")
+        try:
+            network = ipaddress.ip_network(words[0], strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{words[0]!r} is not a prefix: {exc}") from None
+        bounds: dict[str, int] = {}
+        rest = words[1:]
+        while rest:
+            if len(rest) < 2 or rest[0] not in ("ge", "le") or rest[0] in bounds or not rest[1].isdigit():
+                raise ValueError(f"{text!r}: expected PREFIX [ge N] [le N]")
+            bounds[rest[0]] = int(rest[1])
+            rest = rest[2:]
+        top = network.max_prefixlen
+        ge = bounds.get("ge", network.prefixlen)
+        le = bounds.get("le", top if "ge" in bounds else ge)
+        if not network.prefixlen <= ge <= le <= top:
+            raise ValueError(f"{text!r}: needs {network.prefixlen} <= ge <= le <= {top}")
+        return cls(network, ge, le)
+
+    def __str__(self) -> str:
+        """The canonical text: parses back to the same rule, naming no bound that is the default."""
+        text = str(self.network)
+        ge_named = self.ge != self.network.prefixlen
+        if ge_named:
+            text += f" ge {self.ge}"
+        if self.le != (self.network.max_prefixlen if ge_named else self.network.prefixlen):
+            text += f" le {self.le}"
+        return text
+
+    def matches(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        return (prefix.version == self.network.version and self.ge <= prefix.prefixlen <= self.le
+                and prefix.subnet_of(self.network))  # type: ignore[arg-type]
+
+
+def import_accepts(rules: tuple[ImportRule, ...], prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """The import policy ``rules`` accepts ``prefix``: no rules accept all but a default route."""
+    if not rules:
+        return prefix.prefixlen != 0
+    return any(rule.matches(prefix) for rule in rules)
 
 
 @dataclass(frozen=True)
@@ -262,6 +318,8 @@ def _bgp_from_json(d: dict[str, Any] | None) -> BgpParams | None:
         hold_time=int(d.get("hold_time", DEFAULT_HOLD_TIME)),
         password_ref=d.get("password_ref", ""),
         address_families=tuple(d.get("address_families", ())),
+        import_prefixes=tuple(d.get("import_prefixes", ())),
+        max_prefixes=int(d.get("max_prefixes", 0)),
     )
 
 
@@ -469,6 +527,17 @@ def validate_params(
                 )
         if len(set(bgp.address_families)) != len(bgp.address_families):
             raise InvalidArgument("lists a family twice", "bgp.address_families")
+        rules = []
+        for text in bgp.import_prefixes:
+            try:
+                rules.append(str(ImportRule.parse(text)))
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), "bgp.import_prefixes") from None
+        if len(set(rules)) != len(rules):
+            raise InvalidArgument("lists a rule twice", "bgp.import_prefixes")
+        if not 0 <= bgp.max_prefixes <= 4_294_967_295:
+            raise InvalidArgument(f"{bgp.max_prefixes} is not 0 (no limit) or a count", "bgp.max_prefixes")
+        bgp = dataclasses.replace(bgp, import_prefixes=tuple(rules))
     elif ctype == ConnectionType.VXLAN:
         if bgp is not None:
             raise InvalidArgument("is only for BGP connections", "bgp")

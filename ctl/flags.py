@@ -119,6 +119,16 @@ def hold_time(text: str) -> int:
     return value
 
 
+def import_rule(text: str) -> str:
+    """A BGP import rule (``PREFIX [ge N] [le N]``) in its canonical form, or ``none``."""
+    if text == "none":
+        return text
+    try:
+        return str(m.ImportRule.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_peering_params(p: argparse.ArgumentParser) -> None:
     """The BGP and VXLAN flags of a connection or a locally added peering; bgp_params and vxlan_params read them."""
     families = ", ".join(m.ADDRESS_FAMILIES)
@@ -126,6 +136,11 @@ def add_peering_params(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-ref", metavar="REF", help="BGP password reference: file:/PATH or env:NAME")
     p.add_argument("--address-family", action="append", choices=m.ADDRESS_FAMILIES, metavar="F",
                    help=f"BGP address family, repeatable; replaces the list: {families}")
+    p.add_argument("--import-prefix", action="append", type=import_rule, metavar="RULE",
+                   help="BGP import policy: accept routes matching 'PREFIX [ge N] [le N]', repeatable; replaces "
+                   "the list ('none' empties it: every route but the default route)")
+    p.add_argument("--max-prefixes", type=uint32, metavar="N",
+                   help="BGP: more accepted routes than N end the session with ERROR (0: no limit)")
     p.add_argument("--vni", type=uint32, metavar="N", help=f"VXLAN network identifier 1..{m.MAX_VNI}")
     p.add_argument("--udp-port", type=uint32, metavar="P",
                    help=f"VXLAN UDP port (default {m.DEFAULT_VXLAN_PORT})")
@@ -151,12 +166,14 @@ def merged(current: dict[str, str], add: Iterable[tuple[str, str]] | None, remov
 
 def bgp_params(base: m.BgpParams | None, args: Namespace) -> m.BgpParams | None:
     """base with the BGP flags given applied; base itself when none was given."""
-    if args.hold_time is None and args.password_ref is None and not args.address_family:
+    if args.hold_time is None and args.password_ref is None and not args.address_family \
+            and not args.import_prefix and args.max_prefixes is None:
         return base
     b = base or m.BgpParams()
     families = tuple(args.address_family) if args.address_family else b.address_families
     hold_time, password_ref = given(args.hold_time, b.hold_time), given(args.password_ref, b.password_ref)
-    return m.BgpParams(hold_time, password_ref, families)
+    rules = tuple(r for r in args.import_prefix if r != "none") if args.import_prefix else b.import_prefixes
+    return m.BgpParams(hold_time, password_ref, families, rules, given(args.max_prefixes, b.max_prefixes))
 
 
 def vxlan_params(base: m.VxlanParams | None, args: Namespace) -> m.VxlanParams | None:

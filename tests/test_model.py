@@ -134,3 +134,37 @@ def test_one_hold_time_rule_for_the_api_the_cli_and_the_bgp_driver(seconds: int,
         hold_time(str(seconds))
     with pytest.raises(ValueError, match=f"hold time {seconds} is not 0 or 3..65535 seconds"):
         speaker_hold_time(seconds)
+
+
+@pytest.mark.parametrize(("text", "canonical", "accepts", "refuses"), [
+    ("10.0.0.0/8", "10.0.0.0/8", ["10.0.0.0/8"], ["10.1.0.0/16", "11.0.0.0/8"]),
+    ("10.0.0.0/8 le 24", "10.0.0.0/8 le 24", ["10.0.0.0/8", "10.1.2.0/24"], ["10.1.2.0/25", "0.0.0.0/0"]),
+    ("10.0.0.0/8 ge 16", "10.0.0.0/8 ge 16", ["10.1.0.0/16", "10.1.2.3/32"], ["10.0.0.0/8"]),
+    ("10.0.0.0/8 ge 8", "10.0.0.0/8 le 32", ["10.0.0.0/8", "10.1.2.3/32"], ["11.0.0.0/8"]),
+    ("0.0.0.0/0", "0.0.0.0/0", ["0.0.0.0/0"], ["10.0.0.0/8"]),
+    ("2001:db8::/32 le 48", "2001:db8::/32 le 48", ["2001:db8:1::/48"], ["2001:db8:1::/64", "10.0.0.0/8"]),
+])
+def test_import_rules_are_prefix_list_entries(text: str, canonical: str, accepts: list[str],
+                                              refuses: list[str]) -> None:
+    import ipaddress
+
+    rule = m.ImportRule.parse(text)
+    assert str(rule) == canonical and m.ImportRule.parse(canonical) == rule
+    for prefix in accepts:
+        assert m.import_accepts((rule,), ipaddress.ip_network(prefix)), prefix
+    for prefix in refuses:
+        assert not m.import_accepts((rule,), ipaddress.ip_network(prefix)), prefix
+    valid = m.validate_connection(conn(bgp=m.BgpParams(import_prefixes=(text,), max_prefixes=10)))
+    assert valid.bgp is not None and valid.bgp.import_prefixes == (canonical,)
+
+
+def test_no_import_rule_accepts_everything_but_the_default_route() -> None:
+    import ipaddress
+
+    assert m.import_accepts((), ipaddress.ip_network("198.51.100.0/24"))
+    assert not m.import_accepts((), ipaddress.ip_network("0.0.0.0/0"))
+    assert not m.import_accepts((), ipaddress.ip_network("::/0"))
+    for bad in ("10.0.0.1/8", "10.0.0.0/8 le 4", "10.0.0.0/8 ge 33", "10.0.0.0/8 le", "x"):
+        with pytest.raises(InvalidArgument) as exc:
+            m.validate_connection(conn(bgp=m.BgpParams(import_prefixes=(bad,))))
+        assert exc.value.field == "bgp.import_prefixes"
