@@ -61,6 +61,9 @@ AS_TRANS = 23456
 MAX_ASN = 4_294_967_295
 # Endpoint property: comma-separated prefixes the endpoint's BGP speaker advertises.
 ADVERTISE_PROPERTY = "bgp.advertise"
+# Local endpoint property: "false" keeps the routes its BGP speaker learns out of the host's routing table
+# (an endpoint that only advertises); default "true".
+INSTALL_PROPERTY = "bgp.install"
 # Local endpoint property: the bridge a VXLAN peering's device joins (overrides the vxlan driver's bridge option).
 VXLAN_BRIDGE_PROPERTY = "vxlan.bridge"
 
@@ -469,6 +472,11 @@ def validate_endpoint(ep: Endpoint) -> Endpoint:
         ep = dataclasses.replace(
             ep, properties={**ep.properties, ADVERTISE_PROPERTY: ",".join(parse_prefixes(advertise))}
         )
+    install = ep.properties.get(INSTALL_PROPERTY)
+    if install is not None:
+        if install.strip().lower() not in ("true", "false"):
+            raise InvalidArgument(f"{install!r} is not true or false", f"properties.{INSTALL_PROPERTY}")
+        ep = dataclasses.replace(ep, properties={**ep.properties, INSTALL_PROPERTY: install.strip().lower()})
     # Store the canonical text of the address so that equal addresses compare equal.
     return dataclasses.replace(ep, address=str(addr), router_id=router_id)
 

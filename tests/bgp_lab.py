@@ -129,22 +129,22 @@ class Bird:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["birdc", "-s", str(self.sock), *args], capture_output=True, text=True, timeout=10)
 
-    def protocol(self) -> tuple[str, str, str]:
-        """(state, since, info) of the ``isthmus`` protocol: since changes whenever the session does."""
-        out = self.cli("show", "protocols", "isthmus").stdout
+    def protocol(self, name: str = "isthmus") -> tuple[str, str, str]:
+        """(state, since, info) of a BGP protocol: since changes whenever the session does."""
+        out = self.cli("show", "protocols", name).stdout
         for line in out.splitlines():
-            if line.startswith("isthmus "):
+            if line.startswith(f"{name} "):
                 # isthmus BGP --- up 2026-12-07 03:01:03.840 Established
-                m_ = re.match(r"isthmus\s+BGP\s+\S+\s+(\S+)\s+(\S+ \S+)\s*(.*)$", line)
+                m_ = re.match(rf"{name}\s+BGP\s+\S+\s+(\S+)\s+(\S+ \S+)\s*(.*)$", line)
                 if m_:
                     return m_.group(1), m_.group(2), m_.group(3).strip()
         raise AssertionError(f"no isthmus protocol in {out!r}")
 
-    def established(self) -> bool:
-        return self.protocol()[2].startswith("Established")
+    def established(self, name: str = "isthmus") -> bool:
+        return self.protocol(name)[2].startswith("Established")
 
-    def last_error(self) -> str:
-        out = self.cli("show", "protocols", "all", "isthmus").stdout
+    def last_error(self, name: str = "isthmus") -> str:
+        out = self.cli("show", "protocols", "all", name).stdout
         found = re.search(r"Last error:\s+(.*)", out)
         return found.group(1).strip() if found else ""
 
@@ -180,9 +180,9 @@ class BgpLab:
                 ns.ip("addr", "add", addr, "dev", ifname, *(["nodad"] if ":" in addr else []))
 
     def bird(self, ns: Any, router_id: str, local: str, asn: int, neighbor: str, peer_as: int,
-             routes: list[str], extra: str = "") -> Bird:
+             routes: list[str], extra: str = "", config: str = "") -> Bird:
         conf = self.tmp / f"bird-{ns.name}.conf"
-        conf.write_text(bird_config(router_id, local, asn, neighbor, peer_as, routes, extra))
+        conf.write_text(config or bird_config(router_id, local, asn, neighbor, peer_as, routes, extra))
         sock = self.tmp / f"bird-{ns.name}.ctl"
         proc = ns.popen(["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(self.tmp / f"bird-{ns.name}.pid")],
                         self.tmp / f"bird-{ns.name}.log")
@@ -259,11 +259,11 @@ class BgpLab:
         api_pb2_grpc.SiteServiceStub(self.channel).CreateSite(pb.Site(name=name, kind=kind), timeout=10)
 
     def endpoint(self, ref: str, address: str, asn: int, remote: bool = False, router_id: str = "",
-                 advertise: str = "", update: bool = False) -> None:
+                 advertise: str = "", update: bool = False, properties: dict[str, str] | None = None) -> None:
         site, name = ref.split("/")
+        props = {**(properties or {}), **({m.ADVERTISE_PROPERTY: advertise} if advertise else {})}
         ep = pb.Endpoint(site=site, name=name, address=address, asn=asn, router_id=router_id,
-                         role=pb.ENDPOINT_ROLE_REMOTE if remote else pb.ENDPOINT_ROLE_LOCAL,
-                         properties={m.ADVERTISE_PROPERTY: advertise} if advertise else {})
+                         role=pb.ENDPOINT_ROLE_REMOTE if remote else pb.ENDPOINT_ROLE_LOCAL, properties=props)
         stub = api_pb2_grpc.EndpointServiceStub(self.channel)
         if update:
             ep.role = pb.ENDPOINT_ROLE_UNSPECIFIED
@@ -271,12 +271,21 @@ class BgpLab:
         else:
             stub.CreateEndpoint(ep, timeout=10)
 
-    def connection(self, name: str, a: str, b: str, password_ref: str = "", hold_time: int = 9) -> None:
+    def connection(self, name: str, a: str, b: str, password_ref: str = "", hold_time: int = 9,
+                   import_prefixes: list[str] | None = None, max_prefixes: int = 0) -> None:
         (sa, na), (sb, nb) = a.split("/"), b.split("/")
         api_pb2_grpc.ConnectionServiceStub(self.channel).CreateConnection(pb.Connection(
             name=name, type=pb.CONNECTION_TYPE_BGP, a=pb.EndpointRef(site=sa, name=na),
-            b=pb.EndpointRef(site=sb, name=nb), bgp=pb.BgpParams(hold_time=hold_time, password_ref=password_ref)),
+            b=pb.EndpointRef(site=sb, name=nb), bgp=pb.BgpParams(hold_time=hold_time, password_ref=password_ref,
+                                                                   import_prefixes=import_prefixes or [],
+                                                                   max_prefixes=max_prefixes)),
             timeout=10)
+
+    def update_bgp(self, name: str, hold_time: int = 9, import_prefixes: list[str] | None = None,
+                   max_prefixes: int = 0) -> None:
+        api_pb2_grpc.ConnectionServiceStub(self.channel).UpdateConnection(pb.Connection(
+            name=name, bgp=pb.BgpParams(hold_time=hold_time, import_prefixes=import_prefixes or [],
+                                        max_prefixes=max_prefixes)), timeout=10)
 
     def set_admin_state(self, name: str, state: int) -> None:
         api_pb2_grpc.ConnectionServiceStub(self.channel).UpdateConnection(

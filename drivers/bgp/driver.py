@@ -83,6 +83,7 @@ from dataclasses import dataclass, field
 from isthmus.core.model import (
     ADVERTISE_PROPERTY,
     HOLD_TIME_RULE,
+    INSTALL_PROPERTY,
     AdminState,
     ConnectionType,
     DesiredPeering,
@@ -106,9 +107,12 @@ from isthmus.drivers.bgp.protocol import (
     PROTOCOL_VERSION,
     CeaseReason,
     Event,
+    HelloResult,
+    KernelArgs,
     NeighborArgs,
     NeighborDelArgs,
     NeighborSettings,
+    PolicyArgs,
     PrefixArgs,
     StateResult,
 )
@@ -117,6 +121,12 @@ from isthmus.drivers.secrets import SecretError, read_secret
 log = logging.getLogger(__name__)
 
 BGP_PORT = 179
+# Learned routes: a table and a route protocol number of isthmus's own (179, the BGP port, is not one of the
+# kernel's RTPROT_* numbers nor of iproute2's rt_protos), and the policy rules that make the host use the table.
+DEFAULT_ROUTE_TABLE = 179
+DEFAULT_ROUTE_PROTOCOL = 179
+DEFAULT_RULE_PRIORITY = 1790
+MAIN_TABLE = 254
 RESTART_DELAY = 0.5  # first restart; doubles while the speaker keeps dying
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 30.0  # a speaker that lived this long starts the backoff afresh
@@ -128,6 +138,26 @@ _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARN
 
 
 # ---------------------------------------------------------------- what a peering asks for
+
+
+def _int_option(opts: dict[str, str], name: str, default: int, low: int, high: int,
+                names: Mapping[str, int] | None = None, bad: set[int] | None = None) -> int:
+    """Pop option ``name`` from ``opts``: a whole number in low..high (not in ``bad``) or one of ``names``.
+
+    Raises DriverError(terminal=True) naming it.
+    """
+    text = opts.pop(name, str(default))
+    value = (names or {}).get(text)
+    if value is None:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+    if not low <= value <= high or value in (bad or set()):
+        raise DriverError(f"bgp.{name}: {text!r} is not a number in {low}..{high}"
+                          + (f" other than {', '.join(map(str, sorted(bad)))}" if bad else "")
+                          + (f" or {', '.join(names)}" if names else ""), terminal=True)
+    return value
 
 
 def speaker_hold_time(hold_time: int) -> int:
@@ -200,9 +230,28 @@ class NeighborConfig:
         """This neighbor with its password digest as the speaker keyed by ``salt`` reports it."""
         return dataclasses.replace(self, password_digest=password_digest(salt, password))
 
-    def args(self, password: str | None) -> NeighborArgs:
+    def args(self, password: str | None, policy: Policy) -> NeighborArgs:
         return NeighborArgs(address=self.address, remote_as=self.remote_as, hold_time=self.hold_time,
-                            password=password, ipv4=self.ipv4, ipv6=self.ipv6, evpn=self.evpn)
+                            password=password, ipv4=self.ipv4, ipv6=self.ipv6, evpn=self.evpn,
+                            import_prefixes=list(policy[0]), max_prefixes=policy[1])
+
+
+Policy = tuple[tuple[str, ...], int]  # a neighbor's import rules (canonical texts) and max prefixes; in place
+
+
+def policy_of(peering: DesiredPeering) -> Policy:
+    bgp = peering.bgp
+    return (bgp.import_prefixes, bgp.max_prefixes) if bgp is not None else ((), 0)
+
+
+def held_policy(s: NeighborSettings) -> Policy:
+    """A neighbor's policy as a speaker reports holding it."""
+    return tuple(s.get("import_prefixes", [])), int(s.get("max_prefixes", 0))
+
+
+def installs(local: Endpoint) -> bool:
+    """Whether the speaker of ``local`` installs what it learns (its ``bgp.install`` property, default true)."""
+    return local.properties.get(INSTALL_PROPERTY, "true") != "false"
 
 
 def advertised_prefixes(local: Endpoint) -> set[str]:
@@ -233,7 +282,9 @@ class _Speaker:
     client: SpeakerClient | None = None
     salt: str = ""
     neighbors: dict[str, NeighborConfig] = field(default_factory=dict)
+    policies: dict[str, Policy] = field(default_factory=dict)
     prefixes: set[str] = field(default_factory=set)
+    kernel: KernelArgs | None = None
     refused: dict[str, str] = field(default_factory=dict)  # neighbor address or prefix -> os-ken's refusal
     failures: int = 0  # deaths in a row of speakers that lived less than STABLE_AFTER
     retry_at: float = 0.0  # monotonic time before which no new speaker is started
@@ -255,8 +306,10 @@ class _Plan:
 class _Wanted:
     config: SpeakerConfig
     neighbors: dict[str, tuple[NeighborConfig, str | None]] = field(default_factory=dict)  # address -> (cfg, pw)
+    policies: dict[str, Policy] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)  # neighbor addresses held admin-down
     prefixes: set[str] = field(default_factory=set)
+    install: bool = True
 
 
 class BgpDriver(Driver):
@@ -287,9 +340,13 @@ class BgpDriver(Driver):
         if self.log_level not in LOG_LEVELS:
             raise DriverError(f"bgp.speaker_log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}",
                               terminal=True)
+        self.route_table = _int_option(opts, "route_table", DEFAULT_ROUTE_TABLE, 1, 2**32 - 1,
+                                       {"main": MAIN_TABLE}, bad={253, 255})
+        self.route_protocol = _int_option(opts, "route_protocol", DEFAULT_ROUTE_PROTOCOL, 5, 255)
+        self.rule_priority = _int_option(opts, "route_rule_priority", DEFAULT_RULE_PRIORITY, 1, 32764)
         if opts:
             raise DriverError(f"bgp: unknown option(s) {', '.join(sorted(opts))}; known: listen_port, "
-                              "speaker_log_level", terminal=True)
+                              "speaker_log_level, route_table, route_protocol, route_rule_priority", terminal=True)
         self._speakers: dict[str, _Speaker] = {}
         self._plans: dict[str, _Plan] = {}
         self._since: dict[str, tuple[PeeringState, int]] = {}
@@ -347,8 +404,7 @@ class BgpDriver(Driver):
                 continue
             config = SpeakerConfig(hello["asn"], hello["router_id"], hello["address"], hello["port"])
             sp = _Speaker(key, config, paths, client, hello["salt"], started=time.monotonic())
-            sp.neighbors = {s["address"]: NeighborConfig.held(s) for s in hello["neighbors"]}
-            sp.prefixes = set(hello["prefixes"])
+            self._held(sp, hello)
             self._speakers[key] = sp
             self._watch(sp, client)
             log.info("site %s: adopted the BGP speaker of %s (pid %d, AS %d, %d neighbors, %d prefixes, running "
@@ -378,6 +434,7 @@ class BgpDriver(Driver):
                 plans[name] = _Plan(PeeringState.CONNECTING, f"local endpoint {key} is changing")
                 continue
             want.prefixes |= advertised_prefixes(local)
+            want.install = want.install and installs(local)
             try:
                 address = str(ipaddress.ip_address(peering.remote.address))
             except ValueError:
@@ -393,6 +450,7 @@ class BgpDriver(Driver):
                 continue
             try:
                 want.neighbors[address] = NeighborConfig.of(peering)
+                want.policies[address] = policy_of(peering)
             except (SecretError, ValueError) as exc:
                 plans[name] = _Plan(PeeringState.ERROR, str(exc))
                 continue
@@ -437,7 +495,7 @@ class BgpDriver(Driver):
                 if address in sp.neighbors:
                     continue
                 try:
-                    await client.request("neighbor_add", cfg.args(password))
+                    await client.request("neighbor_add", cfg.args(password, want.policies[address]))
                 except SpeakerRefused as exc:
                     if sp.refused.get(address) != str(exc):
                         log.warning("site %s: %s: os-ken refused neighbor %s: %s", self.context.site, key,
@@ -446,8 +504,21 @@ class BgpDriver(Driver):
                     continue
                 sp.refused.pop(address, None)
                 sp.neighbors[address] = cfg
+                sp.policies[address] = want.policies[address]
                 log.info("site %s: %s: added BGP neighbor %s (AS %d, hold time %d%s)", self.context.site, key,
                          address, cfg.remote_as, cfg.hold_time, ", MD5" if password else "")
+            for address, policy in sorted(want.policies.items()):
+                if address in sp.neighbors and sp.policies.get(address) != policy:
+                    await client.request("neighbor_policy", PolicyArgs(address=address, import_prefixes=list(policy[0]),
+                                                                       max_prefixes=policy[1]))
+                    sp.policies[address] = policy
+                    log.info("site %s: %s: import policy of %s: %s, max prefixes %s", self.context.site, key,
+                             address, "; ".join(policy[0]) or "all but the default route", policy[1] or "none")
+            kernel = KernelArgs(install=want.install, table=self.route_table, protocol=self.route_protocol,
+                                rule_priority=self.rule_priority)
+            if sp.kernel != kernel:
+                await client.request("kernel", kernel)
+                sp.kernel = kernel
             for prefix in sorted(sp.prefixes - want.prefixes):
                 with contextlib.suppress(SpeakerRefused):
                     await client.request("prefix_del", PrefixArgs(prefix=prefix))
@@ -486,13 +557,19 @@ class BgpDriver(Driver):
             await client.stop()
             raise SpeakerGone(f"the BGP speaker found on {sp.paths.socket} served {held}; replaced")
         sp.client, sp.salt, sp.started = client, hello["salt"], time.monotonic()
-        sp.neighbors = {s["address"]: NeighborConfig.held(s) for s in hello["neighbors"]}
-        sp.prefixes = set(hello["prefixes"])
+        self._held(sp, hello)
         sp.refused.clear()
         self._watch(sp, client)
         log.info("site %s: BGP speaker of %s %s (pid %d, AS %d, router id %s, listening on %s port %d)",
                  self.context.site, sp.endpoint, how, client.pid, sp.config.asn, sp.config.router_id,
                  sp.config.address, sp.config.port)
+
+    @staticmethod
+    def _held(sp: _Speaker, hello: HelloResult) -> None:
+        sp.neighbors = {s["address"]: NeighborConfig.held(s) for s in hello["neighbors"]}
+        sp.policies = {s["address"]: held_policy(s) for s in hello["neighbors"]}
+        sp.prefixes = set(hello["prefixes"])
+        sp.kernel = hello.get("kernel")
 
     def _watch(self, sp: _Speaker, client: SpeakerClient) -> None:
         async def watch() -> None:
@@ -601,8 +678,18 @@ class BgpDriver(Driver):
             return PeeringState.CONNECTING, refused or "the neighbor is not configured yet", (), 0
         since = int(status.get("since_ms", 0))
         received = tuple(sorted(set(status.get("received", []))))
+        over = status.get("over_max", "")
+        if over:
+            return PeeringState.ERROR, over, (), 0
         if status.get("state") == "Established":
-            return PeeringState.ESTABLISHED, refused, received, since
+            notes = [refused] if refused else []
+            if status.get("refused"):
+                notes.append(f"{status['refused']} routes refused by the import policy")
+            if got.get("kernel_error"):
+                notes.append(f"cannot install the learned routes: {got['kernel_error']}")
+            if got.get("foreign"):
+                notes.append(f"not installed, a route isthmus did not make is there: {', '.join(got['foreign'])}")
+            return PeeringState.ESTABLISHED, "; ".join(notes), received, since
         last = status.get("last_error", "")
         neighbor = sp.neighbors.get(plan.address)
         if "bad peer AS" in last and neighbor is not None:

@@ -15,7 +15,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 # (its sessions reset), so the upgrade notes say when a release does that.
 PROTOCOL_VERSION = 2
 
-Op = Literal["hello", "neighbor_add", "neighbor_del", "prefix_add", "prefix_del", "state", "shutdown"]
+Op = Literal["hello", "neighbor_add", "neighbor_del", "neighbor_policy", "prefix_add", "prefix_del", "kernel", "state",
+             "shutdown"]
 # The Cease a removed neighbor is sent: RFC 4486 subcode 3 (Peer De-configured) or 2 (Administrative Shutdown).
 CeaseReason = Literal["deconfigured", "shutdown"]
 
@@ -43,6 +44,8 @@ class NeighborArgs(TypedDict):
     ipv4: bool
     ipv6: bool
     evpn: bool
+    import_prefixes: list[str]  # the import policy's rules (core.model.ImportRule texts); []: all but the default
+    max_prefixes: int  # 0: no limit
 
 
 class NeighborSettings(TypedDict):
@@ -55,6 +58,25 @@ class NeighborSettings(TypedDict):
     ipv4: bool
     ipv6: bool
     evpn: bool
+    import_prefixes: list[str]
+    max_prefixes: int
+
+
+class PolicyArgs(TypedDict):
+    """Args of ``neighbor_policy``: a neighbor's import policy, changed in place (no session reset)."""
+
+    address: str
+    import_prefixes: list[str]
+    max_prefixes: int
+
+
+class KernelArgs(TypedDict):
+    """Args of ``kernel`` (and in ``hello``): whether and where the best learned paths are installed."""
+
+    install: bool
+    table: int  # routing table (254: main; any other gets two policy rules at rule_priority and +1)
+    protocol: int  # route protocol number that marks isthmus's routes
+    rule_priority: int
 
 
 class NeighborDelArgs(TypedDict):
@@ -84,6 +106,7 @@ class HelloResult(TypedDict):
     salt: str  # hex key of its password digests
     neighbors: list[NeighborSettings]
     prefixes: list[str]  # advertised
+    kernel: KernelArgs
 
 
 class NeighborStatus(TypedDict):
@@ -95,7 +118,9 @@ class NeighborStatus(TypedDict):
     down_reason: str  # why the session last went down ("" while up or never up)
     flaps: int  # times the session went down since the neighbor was added
     looped: int  # routes ignored because our AS was in their AS path (RFC 4271 9.1.2), since added
-    received: list[str]  # prefixes in the neighbor's adj-RIB-in
+    received: list[str]  # prefixes in the neighbor's adj-RIB-in that its import policy accepts
+    refused: int  # prefixes in its adj-RIB-in that the import policy refused
+    over_max: str  # why the session was closed for exceeding max_prefixes ("" if it was not)
 
 
 class StateResult(TypedDict):
@@ -103,6 +128,9 @@ class StateResult(TypedDict):
 
     neighbors: dict[str, NeighborStatus]
     refused_connections: int  # connections from addresses that are not (or no longer) neighbors
+    installed: int  # learned routes in the kernel's table
+    kernel_error: str  # why the last attempt to install them failed ("" when it did not)
+    foreign: list[str]  # learned prefixes not installed because a route isthmus did not install is there
 
 
 class Event(TypedDict):

@@ -65,24 +65,27 @@ import ipaddress
 import json
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from isthmus.core.model import ImportRule, import_accepts
+from isthmus.drivers.bgp.channel import ClientLog, Clients, accept, check_listen, detach, listen_unix
+from isthmus.drivers.bgp.kernel import KernelRoutes, KernelSettings
 from isthmus.drivers.bgp.protocol import (
     PROTOCOL_VERSION,
     Event,
     HelloResult,
+    KernelArgs,
     NeighborSettings,
     NeighborStatus,
     Request,
-    Response,
     StateResult,
 )
 
@@ -91,11 +94,11 @@ log = logging.getLogger("isthmus.bgp_speaker")
 EXIT_CANNOT_LISTEN = 3
 LISTEN_TIMEOUT = 10.0
 CONNECT_RETRY = 10  # seconds between attempts to dial a neighbor: os-ken's minimum (its default is 30)
-CLIENT_QUEUE = 10_000  # messages waiting for a client before it is dropped as not reading
 ROUTES_EVENT_DELAY = 0.1  # seconds: received-route changes of one neighbor are reported together
 CEASE = 6  # RFC 4271 NOTIFICATION error code, and its RFC 4486 subcodes:
 CEASE_SUBCODES = {"shutdown": 2, "deconfigured": 3}
 CEASE_CONNECTION_REJECTED = 5
+CEASE_MAX_PREFIXES = 1
 
 
 def _canonical(address: str) -> str:
@@ -109,102 +112,11 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# ---------------------------------------------------------------- clients of the socket
-
-
-class Client:
-    """One connection to the socket: whole JSON lines out through a queue and a writer thread."""
-
-    def __init__(self, conn: socket.socket, gone: Callable[[Client], None]) -> None:
-        self.conn = conn
-        self._gone = gone
-        self._out: queue.Queue[bytes | None] = queue.Queue(CLIENT_QUEUE)
-        self.closed = False
-        threading.Thread(target=self._write, name="speaker-client-writer", daemon=True).start()
-
-    def send(self, msg: Response | Event) -> None:
-        if self.closed:
-            return
-        try:
-            self._out.put_nowait(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
-        except queue.Full:
-            self.close()
-
-    def _write(self) -> None:
-        while True:
-            data = self._out.get()
-            if data is None:
-                break
-            try:
-                self.conn.sendall(data)
-            except OSError:
-                break
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.conn.shutdown(socket.SHUT_RDWR)
-        self._gone(self)
-
-    def close(self) -> None:
-        """Hang up once what is queued is sent (at once if the client stopped reading)."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self._out.put_nowait(None)
-        except queue.Full:
-            with contextlib.suppress(OSError):
-                self.conn.shutdown(socket.SHUT_RDWR)
-
-
-class Clients:
-    """Every connected client; events go to all of them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._all: set[Client] = set()
-
-    def add(self, conn: socket.socket) -> Client:
-        client = Client(conn, self._drop)
-        with self._lock:
-            self._all.add(client)
-        return client
-
-    def _drop(self, client: Client) -> None:
-        with self._lock:
-            self._all.discard(client)
-
-    def broadcast(self, ev: Event) -> None:
-        with self._lock:
-            clients = list(self._all)
-        for c in clients:
-            c.send(ev)
-
-
-class ClientLog(logging.Handler):
-    """The speaker's log records as ``log`` events, so that a connected agent logs them too."""
-
-    def __init__(self, clients: Clients) -> None:
-        super().__init__()
-        self.clients = clients
-        self._local = threading.local()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(self._local, "busy", False):  # a record logged while sending one
-            return
-        self._local.busy = True
-        try:
-            self.clients.broadcast(Event(event="log", level=record.levelname, message=record.getMessage()))
-        except Exception:  # noqa: BLE001 (logging must never raise into os-ken)
-            pass
-        finally:
-            self._local.busy = False
-
-
 # ---------------------------------------------------------------- os-ken
 
 
 def adapt_os_ken(host: str, refused: Callable[[str], None], lost: Callable[[str, str], None],
-                 looped: Callable[[str, int], None]) -> None:
+                 looped: Callable[[str, int], None], accepts: Callable[[str, str], bool]) -> None:
     """Fixes to os-ken 4.2.2 for this process, which serves the one endpoint at ``host``.
 
     - TCP MD5 keys: os-ken hands the password (a str) to ``struct.pack("80s")``,
@@ -228,6 +140,9 @@ def adapt_os_ken(host: str, refused: Callable[[str], None], lost: Callable[[str,
       path is normal; os-ken logged each such UPDATE as an ERROR with a full
       dump. Here ``looped(address, prefixes)`` counts them, logged at debug, and
       the UPDATE is ignored as before (RFC 4271 9.1.2).
+    - Import policy: os-ken's in-filters are replaced by ``accepts(address,
+      prefix)``, the neighbor's import policy; a refused route stays in the
+      adj-RIB-in marked filtered (counted) and never reaches the RIB.
     - Every NOTIFICATION was logged as an ERROR, the Ceases this speaker sends
       on purpose too: sent ones are logged at info, received ones at warning
       (each is also reported as an event, and shown in the peering's state).
@@ -307,6 +222,17 @@ def adapt_os_ken(host: str, refused: Callable[[str], None], lost: Callable[[str,
         return is_looped(self, update_msg)
 
     osken_peer.Peer._is_looped_path_attrs = is_looped_quietly
+
+    def import_policy(self: Any, path: Any) -> tuple[bool, str | None]:
+        nlri = getattr(path, "nlri", None)
+        prefix = getattr(nlri, "formatted_nlri_str", "")
+        if "/" not in prefix or path.is_withdraw:  # not an IP prefix (EVPN), or a withdrawal: not filtered
+            return False, None
+        if accepts(_canonical(str(self.ip_address)), prefix):
+            return False, None
+        return True, "import policy"
+
+    osken_peer.Peer._apply_in_filter = import_policy
     logging.getLogger("bgpspeaker.speaker").addFilter(_NotificationLevels())
 
 
@@ -355,7 +281,10 @@ class Speaker:
         self._routes_pending: set[str] = set()
         self._lock = threading.RLock()
         self._looped: dict[str, int] = {}  # neighbor address -> UPDATEs refused for an AS-path loop
-        adapt_os_ken(host, self._refused, self._connection_lost, self._loop)
+        self._policy: dict[str, tuple[tuple[ImportRule, ...], int]] = {}  # address -> (import rules, max)
+        self._over_max: dict[str, str] = {}  # address -> why its session was closed
+        self.kernel = KernelRoutes(self._settled)
+        adapt_os_ken(host, self._refused, self._connection_lost, self._loop, self._accepts)
 
         class _BGPSpeaker(BGPSpeaker):  # type: ignore[misc]
             def _core_start(self, settings: dict[str, Any]) -> None:
@@ -364,7 +293,7 @@ class Speaker:
                 super()._core_start(settings)
 
         self.speaker = _BGPSpeaker(as_number=asn, router_id=router_id, bgp_server_hosts=[host],
-                                   bgp_server_port=port)
+                                   bgp_server_port=port, best_path_change_handler=self._best_path)
         bus = self._bus()
         bus.register_listener(BgpSignalBus.BGP_ADJ_UP, lambda _id, data: self._peer_event("peer_up", data))
         bus.register_listener(BgpSignalBus.BGP_ADJ_DOWN, lambda _id, data: self._peer_event("peer_down", data))
@@ -399,6 +328,77 @@ class Speaker:
             count = self._looped[address]
         log.debug("ignored %d route(s) from %s with our AS %d in the path (%d so far)", prefixes, address,
                   self.asn, count)
+
+    def _accepts(self, address: str, prefix: str) -> bool:
+        with self._lock:
+            rules = self._policy.get(address, ((), 0))[0]
+        try:
+            network = ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            return True
+        return import_accepts(rules, network)
+
+    def _best_path(self, event: Any) -> None:
+        source = getattr(event.path, "source", None)
+        gateway = None if event.is_withdraw or source is None else _canonical(str(source.ip_address))
+        self.kernel.best(str(event.prefix), gateway)
+
+    def _settled(self) -> bool:
+        """Every configured neighbor's session is up (for a second at least), so the RIB is whole again."""
+        now = time.monotonic()
+        with self._lock:
+            addresses = list(self.settings)
+            up = dict(self._up_since)
+        return bool(addresses) and all(a in up and now - up[a] >= 1.0 for a in addresses)
+
+    def _accepted(self, address: str) -> tuple[list[str], int]:
+        """(prefixes accepted from ``address``, how many its import policy refused), from its adj-RIB-in."""
+        peer = self._core.get_core_service().peer_manager.get_by_addr(address)
+        if peer is None:
+            return [], 0
+        accepted, refused = [], 0
+        for route in list(peer._adj_rib_in.values()):
+            if route.path.is_withdraw:
+                continue
+            if route.filtered:
+                refused += 1
+            else:
+                accepted.append(str(route.path.nlri.formatted_nlri_str))
+        return accepted, refused
+
+    def _check_max(self, address: str) -> None:
+        """Close the session of ``address`` (Cease, Maximum Number of Prefixes Reached) when it sent too many."""
+        with self._lock:
+            limit = self._policy.get(address, ((), 0))[1]
+        peer = self._core.get_core_service().peer_manager.get_by_addr(address)
+        if not limit or peer is None or not peer.in_established():
+            return
+        accepted, _ = self._accepted(address)
+        if len(accepted) <= limit:
+            return
+        text = (f"received {len(accepted)} routes, more than max_prefixes {limit}: session closed (Cease, Maximum "
+                "Number of Prefixes Reached) until the limit or the policy changes")
+        log.warning("neighbor %s: %s", address, text)
+        with self._lock:
+            self._over_max[address] = text
+        self._close_session(peer, CEASE_MAX_PREFIXES)
+        self._call("neighbor.update_enabled", ip_address=address, enabled=False)
+
+    def _close_session(self, peer: Any, subcode: int) -> None:
+        """End ``peer``'s session with a Cease of ``subcode``, as os-ken's own disabling of a neighbor does
+        (which always says Administrative Shutdown), and take its paths out of the RIB as a lost connection does."""
+        from os_ken.services.protocols.bgp.constants import BGP_FSM_IDLE
+
+        protocol = getattr(peer, "_protocol", None)
+        if protocol is None:
+            return
+        protocol.send_notification(CEASE, subcode)
+        protocol.stop()
+        peer._protocol = None
+        peer.state.bgp_state = BGP_FSM_IDLE
+        peer.version_num += 1
+        peer._peer_manager.on_peer_down(peer)  # its paths leave the RIB, so their routes leave the kernel
+        peer._adj_rib_in.clear()
 
     def _connection_lost(self, address: str, reason: str) -> None:
         with self._lock:
@@ -459,6 +459,10 @@ class Speaker:
     def _routes_event(self, address: str) -> None:
         with self._lock:
             self._routes_pending.discard(address)
+        try:
+            self._check_max(address)
+        except Exception:  # noqa: BLE001 (os-ken's tables changed under us: the next change checks again)
+            log.debug("could not count the routes of %s", address, exc_info=True)
         self._send_event(Event(event="routes", address=address))
 
     def _send_event(self, ev: Event) -> None:
@@ -488,7 +492,41 @@ class Speaker:
             prefixes = sorted(self.prefixes)
         return HelloResult(protocol=PROTOCOL_VERSION, pid=os.getpid(), endpoint=self.endpoint, asn=self.asn,
                            router_id=self.router_id, address=self.host, port=self.port,
-                           started_ms=self.started_ms, salt=self.salt, neighbors=neighbors, prefixes=prefixes)
+                           started_ms=self.started_ms, salt=self.salt, neighbors=neighbors, prefixes=prefixes,
+                           kernel=self.kernel_args())
+
+    def kernel_args(self) -> KernelArgs:
+        k = self.kernel.settings
+        return KernelArgs(install=k.install, table=k.table, protocol=k.protocol, rule_priority=k.rule_priority)
+
+    def configure_kernel(self, install: bool, table: int, protocol: int, rule_priority: int) -> None:
+        if not (1 <= table < 2**32 and table not in (253, 255) and 5 <= protocol <= 255 and 1 <= rule_priority):
+            raise ValueError(f"cannot install into table {table} with protocol {protocol}, rule priority "
+                             f"{rule_priority}")
+        self.kernel.configure(KernelSettings(install, table, protocol, rule_priority))
+        log.info("learned routes: %s", f"installed in table {table}, protocol {protocol}" if install
+                 else "not installed")
+
+    def neighbor_policy(self, address: str, import_prefixes: list[str], max_prefixes: int) -> None:
+        """Change a neighbor's import policy in place: its routes are evaluated again; no session reset."""
+        address = _canonical(address)
+        rules = tuple(ImportRule.parse(t) for t in import_prefixes)
+        with self._lock:
+            if address not in self.settings:
+                raise ValueError(f"no neighbor {address}")
+            self._policy[address] = (rules, int(max_prefixes))
+            self.settings[address]["import_prefixes"] = [str(r) for r in rules]
+            self.settings[address]["max_prefixes"] = int(max_prefixes)
+            was_over = self._over_max.pop(address, "")
+        peer = self._core.get_core_service().peer_manager.get_by_addr(address)
+        if peer is not None:
+            peer.on_update_in_filter()
+        if was_over:
+            self._call("neighbor.update_enabled", ip_address=address, enabled=True)
+        else:
+            self._check_max(address)  # a lower limit applies to what the neighbor already sent
+        log.info("neighbor %s: import policy %s, max prefixes %s", address,
+                 "; ".join(str(r) for r in rules) or "all but the default route", max_prefixes or "unlimited")
 
     def password_digest(self, password: str | None) -> str:
         if not password:
@@ -496,10 +534,14 @@ class Speaker:
         return hmac.new(bytes.fromhex(self.salt), password.encode(), hashlib.sha256).hexdigest()
 
     def neighbor_add(self, address: str, remote_as: int, hold_time: int, password: str | None,
-                     ipv4: bool, ipv6: bool, evpn: bool) -> None:
+                     ipv4: bool, ipv6: bool, evpn: bool, import_prefixes: list[str] | None = None,
+                     max_prefixes: int = 0) -> None:
         address = _canonical(address)
+        rules = tuple(ImportRule.parse(t) for t in import_prefixes or [])
         with self._lock:
             self._errors.pop(address, None)
+            self._over_max.pop(address, None)
+            self._policy[address] = (rules, int(max_prefixes))  # before os-ken can receive a route
         # BGPSpeaker.neighbor_add has no hold time; os-ken's neighbor.create call does.
         self._call("neighbor.create", ip_address=address, remote_as=int(remote_as), hold_time=int(hold_time),
                    password=password or None, cap_mbgp_ipv4=bool(ipv4), cap_mbgp_ipv6=bool(ipv6),
@@ -507,11 +549,13 @@ class Speaker:
         with self._lock:
             self.settings[address] = NeighborSettings(
                 address=address, remote_as=int(remote_as), hold_time=int(hold_time),
-                password_digest=self.password_digest(password), ipv4=bool(ipv4), ipv6=bool(ipv6), evpn=bool(evpn))
+                password_digest=self.password_digest(password), ipv4=bool(ipv4), ipv6=bool(ipv6), evpn=bool(evpn),
+                import_prefixes=[str(r) for r in rules], max_prefixes=int(max_prefixes))
             self._flaps[address] = 0
             self._since_ms.pop(address, None)
             self._down_reason.pop(address, None)
         self._watch_peer(address)
+        self.kernel.own(address)
         log.info("neighbor %s added (AS %d, hold time %d%s)", address, remote_as, hold_time,
                  ", MD5" if password else "")
 
@@ -520,21 +564,13 @@ class Speaker:
         address = _canonical(address)
         subcode = CEASE_SUBCODES.get(reason, CEASE_SUBCODES["deconfigured"])
         peer = self._core.get_core_service().peer_manager.get_by_addr(address)
-        protocol = getattr(peer, "_protocol", None) if peer is not None else None
-        if protocol is not None:
-            # os-ken's neighbor.delete sends Administrative Shutdown whatever the reason: say ours first.
-            # As os-ken's own disabling of a neighbor does, with our subcode.
-            from os_ken.services.protocols.bgp.constants import BGP_FSM_IDLE
-
-            protocol.send_notification(CEASE, subcode)
-            protocol.stop()
-            peer._protocol = None
-            peer.state.bgp_state = BGP_FSM_IDLE
+        if peer is not None:
+            self._close_session(peer, subcode)  # neighbor.delete alone would say Administrative Shutdown
         self.speaker.neighbor_del(address)
         with self._lock:
             self.settings.pop(address, None)
             for table in (self._errors, self._up_since, self._since_ms, self._lost, self._down_reason, self._flaps,
-                          self._looped):
+                          self._looped, self._policy, self._over_max):
                 table.pop(address, None)
         log.info("neighbor %s removed (Cease: %s)", address,
                  "Peer De-configured" if subcode == CEASE_SUBCODES["deconfigured"] else "Administrative Shutdown")
@@ -556,6 +592,7 @@ class Speaker:
         for address in addresses:
             with contextlib.suppress(Exception):
                 self.neighbor_del(address, "shutdown")
+        self.kernel.stop()  # a speaker stopped on purpose leaves none of its routes behind
 
     def state(self) -> StateResult:
         # neighbors_get reports address, AS and FSM state only; neighbor_state_get would dump
@@ -566,14 +603,7 @@ class Speaker:
             raw = str(entry.get("ip_addr", ""))
             address = _canonical(raw)
             fsm = str(entry.get("bgp_state", ""))
-            received: list[str] = []
-            if fsm == "Established":
-                for route in json.loads(self.speaker.neighbor_get("received-routes", raw)):
-                    path = route.get("path", {})
-                    if not path.get("is_withdraw"):
-                        prefix = path.get("nlri", {}).get("prefix")
-                        if prefix:
-                            received.append(str(prefix))
+            received, refused_routes = self._accepted(address) if fsm == "Established" else ([], 0)
             with self._lock:
                 text, code = self._errors.get(address, ("", 0))
                 up_since = self._up_since.get(address)
@@ -581,13 +611,16 @@ class Speaker:
                 down = self._down_reason.get(address, "")
                 flaps = self._flaps.get(address, 0)
                 looped = self._looped.get(address, 0)
+                over = self._over_max.get(address, "")
             uptime = now - up_since if fsm == "Established" and up_since is not None else -1.0
             neighbors[address] = NeighborStatus(state=fsm, since_ms=since_ms, uptime=uptime, last_error=text,
                                                 error_code=code, down_reason=down if fsm != "Established" else "",
-                                                flaps=flaps, looped=looped, received=sorted(received))
+                                                flaps=flaps, looped=looped, received=sorted(received),
+                                                refused=refused_routes, over_max=over)
         with self._lock:
             refused = self.refused_connections
-        return StateResult(neighbors=neighbors, refused_connections=refused)
+        return StateResult(neighbors=neighbors, refused_connections=refused, installed=self.kernel.installed,
+                           kernel_error=self.kernel.last_error, foreign=list(self.kernel.foreign))
 
 
 def handle(speaker: Speaker, req: Request) -> Any:
@@ -598,7 +631,15 @@ def handle(speaker: Speaker, req: Request) -> Any:
         return speaker.hello()
     if op == "neighbor_add":
         speaker.neighbor_add(args["address"], args["remote_as"], args["hold_time"], args.get("password"),
-                             args.get("ipv4", True), args.get("ipv6", False), args.get("evpn", False))
+                             args.get("ipv4", True), args.get("ipv6", False), args.get("evpn", False),
+                             args.get("import_prefixes", []), args.get("max_prefixes", 0))
+        return None
+    if op == "neighbor_policy":
+        speaker.neighbor_policy(args["address"], args.get("import_prefixes", []), args.get("max_prefixes", 0))
+        return None
+    if op == "kernel":
+        speaker.configure_kernel(bool(args["install"]), int(args["table"]), int(args["protocol"]),
+                                 int(args["rule_priority"]))
         return None
     if op == "neighbor_del":
         speaker.neighbor_del(args["address"], args.get("reason", "deconfigured"))
@@ -618,27 +659,6 @@ def handle(speaker: Speaker, req: Request) -> Any:
     raise ValueError(f"unknown op {op!r}")
 
 
-def _error_text(exc: BaseException) -> str:
-    # os-ken's exceptions carry their text in .message / .desc, str() is often empty.
-    for attr in ("message", "desc"):
-        text = getattr(exc, attr, None)
-        if text:
-            return str(text)
-    return str(exc) or type(exc).__name__
-
-
-def check_listen(host: str, port: int) -> str:
-    """"" when ``host:port`` can be listened on, else why not (os-ken only logs a failed bind)."""
-    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return f"cannot listen on {host} port {port}: {exc.strerror or exc}"
-    return ""
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m isthmus.drivers.bgp.speaker",
                                 description="BGP speaker of isthmus' bgp driver (JSON lines on a unix socket).")
@@ -653,73 +673,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="detach; return once listening (exit 0) or with the speaker's exit code")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
-
-
-def serve_client(speaker: Speaker, client: Client, stop: threading.Event, ops: threading.Lock) -> None:
-    """Answer the requests of one client until it disconnects or a shutdown arrives."""
-    try:
-        _serve_lines(speaker, client, stop, ops)
-    except OSError:
-        pass
-    client.close()
-
-
-def _serve_lines(speaker: Speaker, client: Client, stop: threading.Event, ops: threading.Lock) -> None:
-    with client.conn.makefile("rb") as lines:
-        for line in lines:
-            try:
-                req: Request = json.loads(line)
-                rid = int(req["id"])
-            except (ValueError, KeyError, TypeError):
-                log.error("ignoring a line that is not a request: %.200r", line)
-                continue
-            if req.get("op") == "shutdown":
-                log.info("shutdown asked for")
-                with ops:
-                    speaker.shutdown()
-                client.send(Response(id=rid, ok=True, result=None))
-                stop.set()
-                return
-            try:
-                with ops:
-                    resp = Response(id=rid, ok=True, result=handle(speaker, req))
-            except Exception as exc:  # noqa: BLE001 (os-ken's refusal goes back to the driver)
-                resp = Response(id=rid, ok=False, error=_error_text(exc))
-            client.send(resp)
-
-
-def listen_unix(path: str) -> socket.socket:
-    """The protocol's socket at ``path`` (0600), replacing a stale file left by a speaker that died."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    sock.listen(8)
-    return sock
-
-
-def detach() -> int:
-    """Fork: the parent waits until the child says it is ready and exits with 0 (or the child's exit code);
-    returns, in the child, the write end of the pipe to say so on. The child leads a session of its own."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(w)
-        ready = os.read(r, 1)
-        if ready == b"\0":
-            os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
-    os.close(r)
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    return w
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -759,8 +712,8 @@ def main(argv: list[str] | None = None) -> None:
                 server.shutdown(socket.SHUT_RDWR)
 
         signal.signal(signal.SIGTERM, on_sigterm)
-        threading.Thread(target=_accept, args=(server, speaker, clients, stop, ops), name="speaker-accept",
-                         daemon=True).start()
+        threading.Thread(target=accept, args=(server, clients, partial(handle, speaker), speaker.shutdown, stop, ops),
+                         name="speaker-accept", daemon=True).start()
         log.info("BGP speaker of %s listening on %s port %d (AS %d, router id %s), protocol on %s",
                  args.endpoint, args.listen_host, args.listen_port, args.asn, args.router_id, args.socket)
         if ready_fd >= 0:
@@ -784,21 +737,6 @@ def main(argv: list[str] | None = None) -> None:
     # os-ken's threads are not daemons and have no clean stop: leave at once. The
     # kernel closes the BGP sockets that are left.
     os._exit(code)
-
-
-def _accept(server: socket.socket, speaker: Speaker, clients: Clients, stop: threading.Event,
-            ops: threading.Lock) -> None:
-    while not stop.is_set():
-        try:
-            conn, _ = server.accept()
-        except OSError:
-            if stop.is_set():
-                return
-            time.sleep(0.1)
-            continue
-        client = clients.add(conn)
-        threading.Thread(target=serve_client, args=(speaker, client, stop, ops), name="speaker-client",
-                         daemon=True).start()
 
 
 if __name__ == "__main__":
