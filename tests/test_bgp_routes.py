@@ -107,6 +107,13 @@ def test_hosts_reach_each_other_through_learned_routes_only(bgp_lab: BgpLab) -> 
     wait_for(lambda: _ping(host_a, "2001:db8:b::2") and _ping(host_b, "2001:db8:a::2"), 15,
              "hostA and hostB to reach each other over IPv6")
 
+    # The router withdraws its host network: out of the kernel at once; announced again: back.
+    assert "disabled" in bird.cli("disable", "direct1").stdout
+    wait_for(lambda: "10.2.0.0/24" not in _routes(one, "-4", "179"), 10, "10.2.0.0/24 withdrawn from the kernel")
+    assert "10.77.0.0/24" in _routes(one, "-4", "179") and bird.established("isthmus")
+    bird.cli("enable", "direct1")
+    wait_for(lambda: "10.2.0.0/24" in _routes(one, "-4", "179"), 10, "10.2.0.0/24 back in the kernel")
+
     # What was refused is counted and visible.
     state = bl.speaker_state("one", "gw")
     assert state["neighbors"]["192.0.2.2"]["refused"] == 2, state  # 10.99.0.0/24 and the default route

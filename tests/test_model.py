@@ -168,3 +168,14 @@ def test_no_import_rule_accepts_everything_but_the_default_route() -> None:
         with pytest.raises(InvalidArgument) as exc:
             m.validate_connection(conn(bgp=m.BgpParams(import_prefixes=(bad,))))
         assert exc.value.field == "bgp.import_prefixes"
+
+
+def test_bgp_install_is_true_or_false() -> None:
+    def endpoint(value: str) -> m.Endpoint:
+        return m.validate_endpoint(m.Endpoint("r1", "gw", "192.0.2.1", 65001, properties={m.INSTALL_PROPERTY: value}))
+
+    assert endpoint(" False ").properties[m.INSTALL_PROPERTY] == "false"
+    assert endpoint("true").properties[m.INSTALL_PROPERTY] == "true"
+    with pytest.raises(InvalidArgument) as exc:
+        endpoint("no")
+    assert exc.value.field == "properties.bgp.install"
