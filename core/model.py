@@ -54,6 +54,8 @@ ADDRESS_FAMILIES = ("ipv4-unicast", "ipv6-unicast", "l2vpn-evpn")
 DEFAULT_HOLD_TIME = 90
 # The one hold-time rule (RFC 4271 4.2), for the API, the CLI and every driver: 0 (no keepalives) or 3..65535 s.
 HOLD_TIME_RULE = "0 or 3..65535 seconds (RFC 4271)"
+DEFAULT_GRACEFUL_RESTART = 120  # seconds peers keep a restarting speaker's routes
+MAX_GRACEFUL_RESTART = 4095  # the capability's 12-bit field
 DEFAULT_VXLAN_PORT = 4789
 DEFAULT_VXLAN_MTU = 1450
 MAX_VNI = 16_777_215
@@ -121,6 +123,7 @@ class BgpParams:
     address_families: tuple[str, ...] = ()
     import_prefixes: tuple[str, ...] = ()  # ImportRule texts, canonical after validation; empty: all but default
     max_prefixes: int = 0  # 0: no limit
+    graceful_restart: int = DEFAULT_GRACEFUL_RESTART  # seconds (RFC 4724 restart time), 0: not offered
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,7 @@ def _bgp_from_json(d: dict[str, Any] | None) -> BgpParams | None:
         address_families=tuple(d.get("address_families", ())),
         import_prefixes=tuple(d.get("import_prefixes", ())),
         max_prefixes=int(d.get("max_prefixes", 0)),
+        graceful_restart=int(d.get("graceful_restart", DEFAULT_GRACEFUL_RESTART)),
     )
 
 
@@ -545,6 +549,9 @@ def validate_params(
             raise InvalidArgument("lists a rule twice", "bgp.import_prefixes")
         if not 0 <= bgp.max_prefixes <= 4_294_967_295:
             raise InvalidArgument(f"{bgp.max_prefixes} is not 0 (no limit) or a count", "bgp.max_prefixes")
+        if not 0 <= bgp.graceful_restart <= MAX_GRACEFUL_RESTART:
+            raise InvalidArgument(f"{bgp.graceful_restart} is out of range 0 (off)..{MAX_GRACEFUL_RESTART} seconds",
+                                  "bgp.graceful_restart")
         bgp = dataclasses.replace(bgp, import_prefixes=tuple(rules))
     elif ctype == ConnectionType.VXLAN:
         if bgp is not None:

@@ -139,6 +139,9 @@ def add_peering_params(p: argparse.ArgumentParser) -> None:
     p.add_argument("--import-prefix", action="append", type=import_rule, metavar="RULE",
                    help="BGP import policy: accept routes matching 'PREFIX [ge N] [le N]', repeatable; replaces "
                    "the list ('none' empties it: every route but the default route)")
+    p.add_argument("--graceful-restart", type=uint32, metavar="S",
+                   help=f"BGP graceful restart: seconds peers keep our routes while our speaker restarts "
+                   f"(0: off, up to {m.MAX_GRACEFUL_RESTART}; default {m.DEFAULT_GRACEFUL_RESTART})")
     p.add_argument("--max-prefixes", type=uint32, metavar="N",
                    help="BGP: more accepted routes than N end the session with ERROR (0: no limit)")
     p.add_argument("--vni", type=uint32, metavar="N", help=f"VXLAN network identifier 1..{m.MAX_VNI}")
@@ -167,13 +170,14 @@ def merged(current: dict[str, str], add: Iterable[tuple[str, str]] | None, remov
 def bgp_params(base: m.BgpParams | None, args: Namespace) -> m.BgpParams | None:
     """base with the BGP flags given applied; base itself when none was given."""
     if args.hold_time is None and args.password_ref is None and not args.address_family \
-            and not args.import_prefix and args.max_prefixes is None:
+            and not args.import_prefix and args.max_prefixes is None and args.graceful_restart is None:
         return base
     b = base or m.BgpParams()
     families = tuple(args.address_family) if args.address_family else b.address_families
     hold_time, password_ref = given(args.hold_time, b.hold_time), given(args.password_ref, b.password_ref)
     rules = tuple(r for r in args.import_prefix if r != "none") if args.import_prefix else b.import_prefixes
-    return m.BgpParams(hold_time, password_ref, families, rules, given(args.max_prefixes, b.max_prefixes))
+    return m.BgpParams(hold_time, password_ref, families, rules, given(args.max_prefixes, b.max_prefixes),
+                       given(args.graceful_restart, b.graceful_restart))
 
 
 def vxlan_params(base: m.VxlanParams | None, args: Namespace) -> m.VxlanParams | None:

@@ -50,8 +50,12 @@ def gobgpd_config(asn: int, router_id: str, neighbors: list[dict[str, Any]]) -> 
         if n.get("password"):
             lines.append(f'    auth-password = "{n["password"]}"')
         lines += ["  [neighbors.timers.config]", "    connect-retry = 1", "    hold-time = 9",
-                  "    keepalive-interval = 3",
-                  "  [[neighbors.afi-safis]]", "    [neighbors.afi-safis.config]", f'      afi-safi-name = "{family}"']
+                  "    keepalive-interval = 3"]
+        if n.get("graceful_restart"):  # the helper side of RFC 4724: keep a restarting peer's routes
+            lines += ["  [neighbors.graceful-restart.config]", "    enabled = true", "    restart-time = 120"]
+        lines += ["  [[neighbors.afi-safis]]", "    [neighbors.afi-safis.config]", f'      afi-safi-name = "{family}"']
+        if n.get("graceful_restart"):
+            lines += ["    [neighbors.afi-safis.mp-graceful-restart.config]", "      enabled = true"]
     return "\n".join(lines) + "\n"
 
 
@@ -79,6 +83,9 @@ class Gobgpd:
 
     def rib(self, family: str = "ipv4") -> set[str]:
         return set(json.loads(self.cli("-j", "global", "rib", "-a", family) or "{}"))
+
+    def rib_paths(self, family: str = "ipv4") -> dict[str, list[dict[str, Any]]]:
+        return json.loads(self.cli("-j", "global", "rib", "-a", family) or "{}")  # type: ignore[no-any-return]
 
     def rib_ages(self, family: str = "ipv4") -> dict[str, int]:
         """Prefix -> when gobgpd got its best path (a withdrawal and re-announce changes it)."""

@@ -10,6 +10,7 @@ agent would be seen to end.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -143,3 +144,57 @@ def test_sessions_and_routes_outlive_the_agent(bgp_lab: BgpLab) -> None:
     wait_for(lambda: "Administrative shutdown" in bird.last_error(), 10,
              "BIRD to record a Cease (Administrative shutdown)")
     assert not list((bl.tmp / "one" / "state" / "bgp").glob("*.sock"))
+
+
+@netns
+@needs_daemons
+@needs_bird
+def test_a_speaker_restart_is_graceful(bgp_lab: BgpLab) -> None:
+    """RFC 4724: a speaker killed and started again; the routers (gobgpd with graceful restart, BIRD, which is
+    aware of it by default) keep its routes, stale, through the restart, and get them again with End-of-RIB:
+    at no look is a route of the site missing from their RIBs."""
+    bl = bgp_lab
+    one, gns, bns = bl.lab.netns("one"), bl.lab.netns("gobgp"), bl.lab.netns("bird")
+    bl.link(one, ["192.0.2.1/24"], gns, ["192.0.2.2/24"], a_if="eth0", b_if="eth0")
+    bl.link(one, ["198.18.0.1/24"], bns, ["198.18.0.2/24"], a_if="eth1", b_if="eth0")
+    gobgp = bl.gobgpd(gns, 65002, "192.0.2.2", [{"address": "192.0.2.1", "peer_as": 65001,
+                                                 "graceful_restart": True}])
+    bird = bl.bird(bns, "198.18.0.2", "198.18.0.2", 65003, "198.18.0.1", 65011, ["198.18.10.0/24"])
+    bl.site("one")
+    bl.site("ext", pb.SITE_KIND_EXTERNAL)
+    bl.endpoint("one/gw", "192.0.2.1", 65001, advertise="203.0.113.0/25")
+    bl.endpoint("one/gw2", "198.18.0.1", 65011, advertise="203.0.113.128/25")
+    bl.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
+    bl.endpoint("ext/bird", "198.18.0.2", 65003, remote=True)
+    bl.connection("one-gobgp", "one/gw", "ext/gobgp")
+    bl.connection("one-bird", "one/gw2", "ext/bird")
+    bl.agent(one, "one")
+    wait_for(lambda: established_with(bl, "one", "one-gobgp", [])
+             and established_with(bl, "one", "one-bird", ["198.18.10.0/24"]), 30, "both sessions up")
+    wait_for(lambda: "203.0.113.0/25" in gobgp.rib_ages() and "203.0.113.128/25" in bird.routes(), 15,
+             "the routers to have the site's prefixes")
+    caps = gobgp.cli("neighbor", "192.0.2.1")
+    assert "graceful-restart:\tadvertised and received" in caps, caps
+    assert "Graceful restart" in bird.cli("show", "protocols", "all", "isthmus").stdout
+
+    pids = [bl.speaker_pid("one", ep) for ep in ("gw", "gw2")]
+    started = time.monotonic()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    looks, stale_seen = 0, False
+    while True:
+        paths = gobgp.rib_paths().get("203.0.113.0/25", [])
+        assert paths, "gobgpd withdrew the site's route"
+        assert "203.0.113.128/25" in bird.routes(), "BIRD withdrew the site's route"
+        stale_seen = stale_seen or any(p.get("stale") for p in paths)
+        looks += 1
+        if (all(bl.speaker_pid("one", ep) not in (0, *pids) for ep in ("gw", "gw2"))
+                and bl.state_of("one", "one-gobgp")[0] == "ESTABLISHED"
+                and bl.state_of("one", "one-bird")[0] == "ESTABLISHED"
+                and not any(p.get("stale") for p in paths)):
+            break
+        assert time.monotonic() - started < 60, f"not back after 60 s: {paths}"
+        time.sleep(0.1)
+    assert stale_seen, "gobgpd never marked the routes stale: no graceful restart happened"
+    print(f"\nfigures: speaker restart: back and not stale after {time.monotonic() - started:.1f} s, "
+          f"{looks} looks, the routes at every one")

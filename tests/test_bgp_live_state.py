@@ -76,7 +76,7 @@ def test_router_flaps_and_new_routes_show_within_a_second(bgp_lab: BgpLab) -> No
                         and o.since_unix_ms > since:
                     seen_at[where] = time.monotonic() - started
             time.sleep(0.02)
-        assert len(seen_at) == 2, f"{name} CONNECTING with {reason!r} seen by {seen_at}; last seen {last}"
+        assert len(seen_at) == 2, f"{name} CONNECTING with {reason!r} after {since} seen by {seen_at}; last {last}"
         t_local, t_coord = seen_at["agent"], seen_at["coordinator"]
         figures[f"{how}: shown by the agent (s)"] = round(t_local, 3)
         figures[f"{how}: shown by the coordinator (s)"] = round(t_coord, 3)

@@ -124,6 +124,7 @@ def _bgp_from_pb(msg: pb.Connection | pb.DesiredPeering) -> m.BgpParams | None:
         address_families=tuple(b.address_families),
         import_prefixes=tuple(b.import_prefixes),
         max_prefixes=b.max_prefixes,
+        graceful_restart=b.graceful_restart if b.HasField("graceful_restart") else m.DEFAULT_GRACEFUL_RESTART,
     )
 
 
@@ -141,7 +142,7 @@ def _bgp_to_pb(b: m.BgpParams | None) -> pb.BgpParams | None:
         return None
     return pb.BgpParams(
         hold_time=b.hold_time, password_ref=b.password_ref, address_families=list(b.address_families),
-        import_prefixes=list(b.import_prefixes), max_prefixes=b.max_prefixes,
+        import_prefixes=list(b.import_prefixes), max_prefixes=b.max_prefixes, graceful_restart=b.graceful_restart,
     )
 
 

@@ -82,6 +82,7 @@ from dataclasses import dataclass, field
 
 from isthmus.core.model import (
     ADVERTISE_PROPERTY,
+    DEFAULT_GRACEFUL_RESTART,
     HOLD_TIME_RULE,
     INSTALL_PROPERTY,
     AdminState,
@@ -205,6 +206,7 @@ class NeighborConfig:
     ipv4: bool
     ipv6: bool
     evpn: bool
+    graceful_restart: int = 0  # seconds offered (RFC 4724), 0: not offered
 
     @classmethod
     def of(cls, peering: DesiredPeering, salt: str = "") -> tuple[NeighborConfig, str | None]:
@@ -217,14 +219,15 @@ class NeighborConfig:
             peering.remote.address)
         cfg = cls(str(ipaddress.ip_address(peering.remote.address)), peering.remote.asn, hold,
                   password_digest(salt, password),
-                  "ipv4-unicast" in families, "ipv6-unicast" in families, "l2vpn-evpn" in families)
+                  "ipv4-unicast" in families, "ipv6-unicast" in families, "l2vpn-evpn" in families,
+                  bgp.graceful_restart if bgp is not None else DEFAULT_GRACEFUL_RESTART)
         return cfg, password
 
     @classmethod
     def held(cls, s: NeighborSettings) -> NeighborConfig:
         """The neighbor as a speaker reports holding it."""
         return cls(s["address"], s["remote_as"], s["hold_time"], s["password_digest"], s["ipv4"], s["ipv6"],
-                   s["evpn"])
+                   s["evpn"], int(s.get("graceful_restart", 0)))
 
     def keyed(self, salt: str, password: str | None) -> NeighborConfig:
         """This neighbor with its password digest as the speaker keyed by ``salt`` reports it."""
@@ -233,6 +236,7 @@ class NeighborConfig:
     def args(self, password: str | None, policy: Policy) -> NeighborArgs:
         return NeighborArgs(address=self.address, remote_as=self.remote_as, hold_time=self.hold_time,
                             password=password, ipv4=self.ipv4, ipv6=self.ipv6, evpn=self.evpn,
+                            graceful_restart=self.graceful_restart,
                             import_prefixes=list(policy[0]), max_prefixes=policy[1])
 
 

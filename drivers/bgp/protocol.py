@@ -46,6 +46,7 @@ class NeighborArgs(TypedDict):
     evpn: bool
     import_prefixes: list[str]  # the import policy's rules (core.model.ImportRule texts); []: all but the default
     max_prefixes: int  # 0: no limit
+    graceful_restart: int  # restart time offered (RFC 4724), 0: the capability is not offered
 
 
 class NeighborSettings(TypedDict):
@@ -60,6 +61,7 @@ class NeighborSettings(TypedDict):
     evpn: bool
     import_prefixes: list[str]
     max_prefixes: int
+    graceful_restart: int
 
 
 class PolicyArgs(TypedDict):

@@ -50,9 +50,8 @@ listen address, and accepted at any time; a connection from any other address
 is refused quietly (a counter in ``state`` and a debug line).
 
 os-ken runs on its native hub (threads, ``OSKEN_HUB_TYPE=native``, forced
-here), without eventlet or monkey-patching, as seen working against gobgpd; the
-socket is served by plain threads, one per client plus one writer each, so a
-client that stops reading is dropped rather than stalling os-ken's threads.
+here), without eventlet or monkey-patching; the socket side is bgp/channel.py,
+the kernel routes bgp/kernel.py.
 """
 
 from __future__ import annotations
@@ -76,7 +75,15 @@ from pathlib import Path
 from typing import Any
 
 from isthmus.core.model import ImportRule, import_accepts
-from isthmus.drivers.bgp.channel import ClientLog, Clients, accept, check_listen, detach, listen_unix
+from isthmus.drivers.bgp.channel import (
+    ClientLog,
+    Clients,
+    NotificationLevels,
+    accept,
+    check_listen,
+    detach,
+    listen_unix,
+)
 from isthmus.drivers.bgp.kernel import KernelRoutes, KernelSettings
 from isthmus.drivers.bgp.protocol import (
     PROTOCOL_VERSION,
@@ -99,6 +106,8 @@ CEASE = 6  # RFC 4271 NOTIFICATION error code, and its RFC 4486 subcodes:
 CEASE_SUBCODES = {"shutdown": 2, "deconfigured": 3}
 CEASE_CONNECTION_REJECTED = 5
 CEASE_MAX_PREFIXES = 1
+GR_RESTART_STATE = 0x8  # RFC 4724 restart flags (4 bits): R, "I have restarted"
+GR_FORWARDING_PRESERVED = 0x80  # per-family flags: F, the forwarding state was kept
 
 
 def _canonical(address: str) -> str:
@@ -116,7 +125,8 @@ def _now_ms() -> int:
 
 
 def adapt_os_ken(host: str, refused: Callable[[str], None], lost: Callable[[str, str], None],
-                 looped: Callable[[str, int], None], accepts: Callable[[str, str], bool]) -> None:
+                 looped: Callable[[str, int], None], accepts: Callable[[str, str], bool],
+                 restart_time: Callable[[str], int], restarting: Callable[[], bool]) -> None:
     """Fixes to os-ken 4.2.2 for this process, which serves the one endpoint at ``host``.
 
     - TCP MD5 keys: os-ken hands the password (a str) to ``struct.pack("80s")``,
@@ -143,6 +153,15 @@ def adapt_os_ken(host: str, refused: Callable[[str], None], lost: Callable[[str,
     - Import policy: os-ken's in-filters are replaced by ``accepts(address,
       prefix)``, the neighbor's import policy; a refused route stays in the
       adj-RIB-in marked filtered (counted) and never reaches the RIB.
+    - Graceful restart (RFC 4724), which os-ken lacks: the OPEN to a neighbor
+      with ``restart_time(address)`` > 0 carries the capability with that
+      time, the R bit while ``restarting()`` (this speaker started less than
+      that long ago) and the F bit for IPv4 and IPv6 unicast (the routes this
+      speaker installed stay in the kernel while it restarts, see
+      bgp/kernel.py); after the initial UPDATEs to a neighbor that offered the
+      capability too, an End-of-RIB for each of those families. (os-ken does
+      not act as the helper for a restarting peer: a peer's routes go when
+      its session does.)
     - Every NOTIFICATION was logged as an ERROR, the Ceases this speaker sends
       on purpose too: sent ones are logged at info, received ones at warning
       (each is also reported as an event, and shown in the peering's state).
@@ -233,20 +252,39 @@ def adapt_os_ken(host: str, refused: Callable[[str], None], lost: Callable[[str,
         return True, "import policy"
 
     osken_peer.Peer._apply_in_filter = import_policy
-    logging.getLogger("bgpspeaker.speaker").addFilter(_NotificationLevels())
+    from os_ken.lib.packet.bgp import BGP_CAP_GRACEFUL_RESTART, BGPOptParamCapabilityGracefulRestart
+    from os_ken.services.protocols.bgp.base import RF_IPv4_UC, RF_IPv6_UC
+    from os_ken.services.protocols.bgp.rtconf.neighbors import NeighborConf
 
+    configured = NeighborConf.get_configured_capabilities
 
-class _NotificationLevels(logging.Filter):
-    """os-ken logs every NOTIFICATION as an ERROR: those we send at info, those we receive at warning."""
+    def with_graceful_restart(self: Any) -> Any:
+        caps = configured(self)
+        seconds = restart_time(_canonical(str(self.ip_address)))
+        if seconds:
+            families = [(rf.afi, rf.safi, GR_FORWARDING_PRESERVED)
+                        for on, rf in ((self.cap_mbgp_ipv4, RF_IPv4_UC), (self.cap_mbgp_ipv6, RF_IPv6_UC)) if on]
+            caps[BGP_CAP_GRACEFUL_RESTART] = [BGPOptParamCapabilityGracefulRestart(
+                GR_RESTART_STATE if restarting() else 0, min(seconds, 4095), families)]
+        return caps
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR:
-            text = str(record.msg)
-            if text.startswith("Sent notification"):
-                record.levelno, record.levelname = logging.INFO, "INFO"
-            elif text.startswith("Received notification"):
-                record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
+    NeighborConf.get_configured_capabilities = with_graceful_restart
+    comm_all_best_paths = osken_peer.Peer.comm_all_best_paths
+
+    def then_end_of_rib(self: Any, global_tables: Any) -> Any:
+        result = comm_all_best_paths(self, global_tables)
+        offered = restart_time(_canonical(str(self.ip_address)))
+        theirs = self.protocol.recv_open_msg if self.protocol is not None else None
+        if offered and theirs is not None and any(getattr(cap, "cap_code", None) == BGP_CAP_GRACEFUL_RESTART
+                                                  for cap in theirs.opt_param):
+            for rf in (RF_IPv4_UC, RF_IPv6_UC):
+                if self.is_mbgp_cap_valid(rf):
+                    self.enque_end_of_rib(rf)
+        return result
+
+    osken_peer.Peer.comm_all_best_paths = then_end_of_rib
+    logging.getLogger("bgpspeaker.speaker").addFilter(NotificationLevels())
+
 
 
 class Speaker:
@@ -284,7 +322,8 @@ class Speaker:
         self._policy: dict[str, tuple[tuple[ImportRule, ...], int]] = {}  # address -> (import rules, max)
         self._over_max: dict[str, str] = {}  # address -> why its session was closed
         self.kernel = KernelRoutes(self._settled)
-        adapt_os_ken(host, self._refused, self._connection_lost, self._loop, self._accepts)
+        adapt_os_ken(host, self._refused, self._connection_lost, self._loop, self._accepts, self._restart_time,
+                     self._restarting)
 
         class _BGPSpeaker(BGPSpeaker):  # type: ignore[misc]
             def _core_start(self, settings: dict[str, Any]) -> None:
@@ -328,6 +367,17 @@ class Speaker:
             count = self._looped[address]
         log.debug("ignored %d route(s) from %s with our AS %d in the path (%d so far)", prefixes, address,
                   self.asn, count)
+
+    def _restart_time(self, address: str) -> int:
+        with self._lock:
+            settings = self.settings.get(address)
+        return int(settings.get("graceful_restart", 0)) if settings is not None else 0
+
+    def _restarting(self) -> bool:
+        """Within the longest restart time of its start: the R bit says this speaker (re)started."""
+        with self._lock:
+            longest = max((int(s.get("graceful_restart", 0)) for s in self.settings.values()), default=0)
+        return _now_ms() - self.started_ms < longest * 1000
 
     def _accepts(self, address: str, prefix: str) -> bool:
         with self._lock:
@@ -535,25 +585,31 @@ class Speaker:
 
     def neighbor_add(self, address: str, remote_as: int, hold_time: int, password: str | None,
                      ipv4: bool, ipv6: bool, evpn: bool, import_prefixes: list[str] | None = None,
-                     max_prefixes: int = 0) -> None:
+                     max_prefixes: int = 0, graceful_restart: int = 0) -> None:
         address = _canonical(address)
         rules = tuple(ImportRule.parse(t) for t in import_prefixes or [])
-        with self._lock:
+        with self._lock:  # before os-ken can dial (the OPEN reads graceful_restart) or receive a route
             self._errors.pop(address, None)
             self._over_max.pop(address, None)
-            self._policy[address] = (rules, int(max_prefixes))  # before os-ken can receive a route
-        # BGPSpeaker.neighbor_add has no hold time; os-ken's neighbor.create call does.
-        self._call("neighbor.create", ip_address=address, remote_as=int(remote_as), hold_time=int(hold_time),
-                   password=password or None, cap_mbgp_ipv4=bool(ipv4), cap_mbgp_ipv6=bool(ipv6),
-                   cap_mbgp_evpn=bool(evpn), cap_four_octet_as_number=True)
-        with self._lock:
+            self._policy[address] = (rules, int(max_prefixes))
             self.settings[address] = NeighborSettings(
                 address=address, remote_as=int(remote_as), hold_time=int(hold_time),
                 password_digest=self.password_digest(password), ipv4=bool(ipv4), ipv6=bool(ipv6), evpn=bool(evpn),
-                import_prefixes=[str(r) for r in rules], max_prefixes=int(max_prefixes))
+                import_prefixes=[str(r) for r in rules], max_prefixes=int(max_prefixes),
+                graceful_restart=int(graceful_restart))
             self._flaps[address] = 0
             self._since_ms.pop(address, None)
             self._down_reason.pop(address, None)
+        try:
+            # BGPSpeaker.neighbor_add has no hold time; os-ken's neighbor.create call does.
+            self._call("neighbor.create", ip_address=address, remote_as=int(remote_as), hold_time=int(hold_time),
+                       password=password or None, cap_mbgp_ipv4=bool(ipv4), cap_mbgp_ipv6=bool(ipv6),
+                       cap_mbgp_evpn=bool(evpn), cap_four_octet_as_number=True)
+        except Exception:
+            with self._lock:
+                self.settings.pop(address, None)
+                self._policy.pop(address, None)
+            raise
         self._watch_peer(address)
         self.kernel.own(address)
         log.info("neighbor %s added (AS %d, hold time %d%s)", address, remote_as, hold_time,
@@ -632,7 +688,8 @@ def handle(speaker: Speaker, req: Request) -> Any:
     if op == "neighbor_add":
         speaker.neighbor_add(args["address"], args["remote_as"], args["hold_time"], args.get("password"),
                              args.get("ipv4", True), args.get("ipv6", False), args.get("evpn", False),
-                             args.get("import_prefixes", []), args.get("max_prefixes", 0))
+                             args.get("import_prefixes", []), args.get("max_prefixes", 0),
+                             args.get("graceful_restart", 0))
         return None
     if op == "neighbor_policy":
         speaker.neighbor_policy(args["address"], args.get("import_prefixes", []), args.get("max_prefixes", 0))
