@@ -316,7 +316,8 @@ def bgp_lab(lab: Any, etcd: str, tmp_path: Path, procs: Callable[..., Proc]) -> 
     try:
         yield the_lab
     finally:
-        # Agents first (their speakers stop with them), then the daemons; the namespaces go last.
+        # Agents first, then the daemons; the namespaces go last, and with them the speakers (which outlive
+        # their agents by design: deleting a namespace kills every process in it).
         for site in list(the_lab.agents):
             the_lab.stop_agent(site)
         for proc in the_lab.daemons:

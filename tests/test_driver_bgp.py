@@ -107,7 +107,7 @@ def _bgp(local: m.Endpoint, remote: m.Endpoint, hold_time: int = 9,
 
 async def test_conflicts_and_a_speaker_that_cannot_listen(tmp_path: Path) -> None:
     """Planning errors need no speaker; a speaker that cannot listen is retried, then shown as ERROR."""
-    address = "192.0.2.254"  # not on this host: the child's bind fails before any packet is sent
+    address = "192.0.2.254"  # not on this host: the speaker's bind fails before any packet is sent
     with socket.socket() as probe:
         try:
             probe.bind((address, 0))
@@ -215,11 +215,11 @@ def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
              "gobgpd to see 203.0.113.0/25 withdrawn and 203.0.113.128/25 advertised")
     assert gobgp.session("192.0.2.1") == before and gobgp.established("192.0.2.1"), "the session was reset"
 
-    # A killed speaker child is replaced, and its session comes back.
+    # A killed speaker is replaced, and its session comes back.
     pid = bl.speaker_pid("one", "gw")
     assert pid > 0
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: bl.speaker_pid("one", "gw") not in (0, pid), 15, "a new speaker child")
+    wait_for(lambda: bl.speaker_pid("one", "gw") not in (0, pid), 15, "a new speaker")
     wait_for(lambda: established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 30,
              "the session back after the speaker was killed")
     wait_for(lambda: gobgp.established("192.0.2.1") and "203.0.113.128/25" in gobgp.rib(), 10,
