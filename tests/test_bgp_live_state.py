@@ -91,14 +91,15 @@ def test_router_flaps_and_new_routes_show_within_a_second(bgp_lab: BgpLab) -> No
     flap("one-bird", "BIRD restarts the session", "NOTIFICATION received: Cease",
          lambda: bird.cli("restart", "isthmus"))
     # The router dies: the connection is lost.
-    gobgp.proc.send_signal(signal.SIGKILL)
-    gobgp.proc.wait(10)
+    def kill_gobgp() -> None:
+        gobgp.proc.send_signal(signal.SIGKILL)
+        gobgp.proc.wait(10)
 
     def gobgp_again() -> None:
         nonlocal gobgp
         gobgp = bl.gobgpd(gns, 65002, "192.0.2.2", neighbors)
 
-    flap("one-gobgp", "gobgpd killed", "connection lost", lambda: None, gobgp_again)
+    flap("one-gobgp", "gobgpd killed", "connection lost", kill_gobgp, gobgp_again)
     # The link to the router goes away silently: our hold timer (9 s) expires.
     flap("one-bird", "link down, hold timer", "Hold Timer Expired",
          lambda: bns.ip("link", "set", "eth0", "down"), lambda: bns.ip("link", "set", "eth0", "up"),
