@@ -12,6 +12,9 @@ the site use that table. The hosts have only a default route to their gateway.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any
 
 from bgp_lab import BgpLab, bgp_lab, needs_bird, needs_daemons, netns
@@ -147,10 +150,6 @@ def test_hosts_reach_each_other_through_learned_routes_only(bgp_lab: BgpLab) -> 
 
     # A speaker that dies leaves its routes in the kernel; the next one keeps them (it removes nothing until
     # every neighbor is back) and takes them over: the route to hostB is there at every look.
-    import os
-    import signal
-    import time
-
     pid = bl.speaker_pid("one", "gw")
     os.kill(pid, signal.SIGKILL)
     looks = 0
