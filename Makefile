@@ -22,11 +22,11 @@ all: test
 
 # Debian packages, as "command-it-provides:package". The demo needs etcd (the coordinator's embedded
 # default), iproute2 and ping (each site a network namespace when run as root); the suite needs the
-# rest too: gobgpd as a real BGP peer, MariaDB, Keystone, Glance, nova-api and neutron-server for the
+# rest too: gobgpd and BIRD as real BGP peers, MariaDB, Keystone, Glance, nova-api and neutron-server for the
 # two-region OpenStack the multisite tests run against, networking-l2gw and the openstack CLI for the
 # Neutron integration's tests.
 DEMO_PACKAGES := etcd:etcd-server ip:iproute2 ping:iputils-ping
-TEST_PACKAGES := $(DEMO_PACKAGES) etcdctl:etcd-client gobgpd:gobgpd systemd-analyze:systemd \
+TEST_PACKAGES := $(DEMO_PACKAGES) etcdctl:etcd-client gobgpd:gobgpd bird:bird2 systemd-analyze:systemd \
 	neutron-server:neutron-server mariadbd:mariadb-server keystone-manage:keystone glance-api:glance-api \
 	nova-api:nova-api ssh-keygen:openssh-client openstack:python3-openstackclient \
 	/usr/lib/python3/dist-packages/networking_l2gw:python3-networking-l2gw \

@@ -67,6 +67,8 @@ class Reconciler:
         self._failures = 0
         self._report_changed = asyncio.Condition()
         self._report_seq = 0
+        for driver in self.drivers:
+            driver.subscribe(self.poke)  # a session that goes down shows at once, not at the next interval
 
     # ------------------------------------------------------------ inputs
 

@@ -53,11 +53,18 @@ class PeeringState(enum.StrEnum):
 
 ADDRESS_FAMILIES = ("ipv4-unicast", "ipv6-unicast", "l2vpn-evpn")
 DEFAULT_HOLD_TIME = 90
+# The one hold-time rule (RFC 4271 4.2), for the API, the CLI and every driver: 0 (no keepalives) or 3..65535 s.
+HOLD_TIME_RULE = "0 or 3..65535 seconds (RFC 4271)"
+DEFAULT_GRACEFUL_RESTART = 120  # seconds peers keep a restarting speaker's routes
+MAX_GRACEFUL_RESTART = 4095  # the capability's 12-bit field
 DEFAULT_VXLAN_PORT = 4789
 DEFAULT_VXLAN_MTU = 1450
 MAX_VNI = 16_777_215
 # Endpoint property: comma-separated prefixes the endpoint's BGP speaker advertises.
 ADVERTISE_PROPERTY = "bgp.advertise"
+# Local endpoint property: "false" keeps the routes its BGP speaker learns out of the host's routing table
+# (an endpoint that only advertises); default "true".
+INSTALL_PROPERTY = "bgp.install"
 # Local endpoint property: the bridge a VXLAN peering's device joins (overrides the vxlan driver's bridge option).
 VXLAN_BRIDGE_PROPERTY = "vxlan.bridge"
 
@@ -112,6 +119,63 @@ class BgpParams:
     hold_time: int = DEFAULT_HOLD_TIME
     password_ref: str = ""
     address_families: tuple[str, ...] = ()
+    import_prefixes: tuple[str, ...] = ()  # ImportRule texts, canonical after validation; empty: all but default
+    max_prefixes: int = 0  # 0: no limit
+    graceful_restart: int = DEFAULT_GRACEFUL_RESTART  # seconds (RFC 4724 restart time), 0: not offered
+
+
+@dataclass(frozen=True)
+class ImportRule:
+    """One rule of a BGP import policy: routes inside ``network`` whose length is in ``ge``..``le``."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    ge: int
+    le: int
+
+    @classmethod
+    def parse(cls, text: str) -> ImportRule:
+        """``PREFIX [ge N] [le N]`` as in a prefix list; raises ValueError saying what is wrong."""
+        words = text.split()
+        if not words:
+            raise ValueError("an empty rule")
+        try:
+            network = ipaddress.ip_network(words[0], strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{words[0]!r} is not a prefix: {exc}") from None
+        bounds: dict[str, int] = {}
+        rest = words[1:]
+        while rest:
+            if len(rest) < 2 or rest[0] not in ("ge", "le") or rest[0] in bounds or not rest[1].isdigit():
+                raise ValueError(f"{text!r}: expected PREFIX [ge N] [le N]")
+            bounds[rest[0]] = int(rest[1])
+            rest = rest[2:]
+        top = network.max_prefixlen
+        ge = bounds.get("ge", network.prefixlen)
+        le = bounds.get("le", top if "ge" in bounds else ge)
+        if not network.prefixlen <= ge <= le <= top:
+            raise ValueError(f"{text!r}: needs {network.prefixlen} <= ge <= le <= {top}")
+        return cls(network, ge, le)
+
+    def __str__(self) -> str:
+        """The canonical text: parses back to the same rule, naming no bound that is the default."""
+        text = str(self.network)
+        ge_named = self.ge != self.network.prefixlen
+        if ge_named:
+            text += f" ge {self.ge}"
+        if self.le != (self.network.max_prefixlen if ge_named else self.network.prefixlen):
+            text += f" le {self.le}"
+        return text
+
+    def matches(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        return (prefix.version == self.network.version and self.ge <= prefix.prefixlen <= self.le
+                and prefix.subnet_of(self.network))  # type: ignore[arg-type]
+
+
+def import_accepts(rules: tuple[ImportRule, ...], prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """The import policy ``rules`` accepts ``prefix``: no rules accept all but a default route."""
+    if not rules:
+        return prefix.prefixlen != 0
+    return any(rule.matches(prefix) for rule in rules)
 
 
 @dataclass(frozen=True)
@@ -258,6 +322,9 @@ def _bgp_from_json(d: dict[str, Any] | None) -> BgpParams | None:
         hold_time=int(d.get("hold_time", DEFAULT_HOLD_TIME)),
         password_ref=d.get("password_ref", ""),
         address_families=tuple(d.get("address_families", ())),
+        import_prefixes=tuple(d.get("import_prefixes", ())),
+        max_prefixes=int(d.get("max_prefixes", 0)),
+        graceful_restart=int(d.get("graceful_restart", DEFAULT_GRACEFUL_RESTART)),
     )
 
 
@@ -386,6 +453,11 @@ def validate_endpoint(ep: Endpoint) -> Endpoint:
         ep = dataclasses.replace(
             ep, properties={**ep.properties, ADVERTISE_PROPERTY: ",".join(parse_prefixes(advertise))}
         )
+    install = ep.properties.get(INSTALL_PROPERTY)
+    if install is not None:
+        if install.strip().lower() not in ("true", "false"):
+            raise InvalidArgument(f"{install!r} is not true or false", f"properties.{INSTALL_PROPERTY}")
+        ep = dataclasses.replace(ep, properties={**ep.properties, INSTALL_PROPERTY: install.strip().lower()})
     # Store the canonical text of the address so that equal addresses compare equal.
     return dataclasses.replace(ep, address=str(addr), router_id=router_id)
 
@@ -417,6 +489,11 @@ def parse_prefixes(text: str, field_name: str = f"properties.{ADVERTISE_PROPERTY
     return out
 
 
+def valid_hold_time(seconds: int) -> bool:
+    """``seconds`` follows HOLD_TIME_RULE: 0 (no keepalives, no hold timer) or 3..65535."""
+    return seconds == 0 or 3 <= seconds <= 65535
+
+
 def validate_params(
     ctype: ConnectionType, bgp: BgpParams | None, vxlan: VxlanParams | None
 ) -> tuple[BgpParams | None, VxlanParams | None]:
@@ -425,8 +502,8 @@ def validate_params(
         if vxlan is not None:
             raise InvalidArgument("is only for VXLAN connections", "vxlan")
         bgp = bgp or BgpParams()
-        if bgp.hold_time != 0 and not 3 <= bgp.hold_time <= 65535:
-            raise InvalidArgument(f"{bgp.hold_time} must be 0 or 3..65535 seconds (RFC 4271)", "bgp.hold_time")
+        if not valid_hold_time(bgp.hold_time):
+            raise InvalidArgument(f"{bgp.hold_time} must be {HOLD_TIME_RULE}", "bgp.hold_time")
         if bgp.password_ref and not _SECRET_REF_RE.match(bgp.password_ref):
             raise InvalidArgument(
                 "must be a secret reference 'file:/ABSOLUTE/PATH' or 'env:NAME', never the password itself",
@@ -439,6 +516,20 @@ def validate_params(
                 )
         if len(set(bgp.address_families)) != len(bgp.address_families):
             raise InvalidArgument("lists a family twice", "bgp.address_families")
+        rules = []
+        for text in bgp.import_prefixes:
+            try:
+                rules.append(str(ImportRule.parse(text)))
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), "bgp.import_prefixes") from None
+        if len(set(rules)) != len(rules):
+            raise InvalidArgument("lists a rule twice", "bgp.import_prefixes")
+        if not 0 <= bgp.max_prefixes <= 4_294_967_295:
+            raise InvalidArgument(f"{bgp.max_prefixes} is not 0 (no limit) or a count", "bgp.max_prefixes")
+        if not 0 <= bgp.graceful_restart <= MAX_GRACEFUL_RESTART:
+            raise InvalidArgument(f"{bgp.graceful_restart} is out of range 0 (off)..{MAX_GRACEFUL_RESTART} seconds",
+                                  "bgp.graceful_restart")
+        bgp = dataclasses.replace(bgp, import_prefixes=tuple(rules))
     elif ctype == ConnectionType.VXLAN:
         if bgp is not None:
             raise InvalidArgument("is only for BGP connections", "bgp")

@@ -111,13 +111,39 @@ def add_pairs(p: argparse.ArgumentParser, flag: str, help: str) -> None:
     p.add_argument(flag, type=key_value, action="append", metavar="K=V", help=help)
 
 
+def hold_time(text: str) -> int:
+    """A BGP hold time following the one rule of the model (the coordinator and the drivers apply the same)."""
+    value = uint32(text)
+    if not m.valid_hold_time(value):
+        raise argparse.ArgumentTypeError(f"{value} is not {m.HOLD_TIME_RULE}")
+    return value
+
+
+def import_rule(text: str) -> str:
+    """A BGP import rule (``PREFIX [ge N] [le N]``) in its canonical form, or ``none``."""
+    if text == "none":
+        return text
+    try:
+        return str(m.ImportRule.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_peering_params(p: argparse.ArgumentParser) -> None:
     """The BGP and VXLAN flags of a connection or a locally added peering; bgp_params and vxlan_params read them."""
     families = ", ".join(m.ADDRESS_FAMILIES)
-    p.add_argument("--hold-time", type=uint32, metavar="S", help="BGP hold time in seconds: 0 or 3..65535")
+    p.add_argument("--hold-time", type=hold_time, metavar="S", help=f"BGP hold time: {m.HOLD_TIME_RULE}")
     p.add_argument("--password-ref", metavar="REF", help="BGP password reference: file:/PATH or env:NAME")
     p.add_argument("--address-family", action="append", choices=m.ADDRESS_FAMILIES, metavar="F",
                    help=f"BGP address family, repeatable; replaces the list: {families}")
+    p.add_argument("--import-prefix", action="append", type=import_rule, metavar="RULE",
+                   help="BGP import policy: accept routes matching 'PREFIX [ge N] [le N]', repeatable; replaces "
+                   "the list ('none' empties it: every route but the default route)")
+    p.add_argument("--graceful-restart", type=uint32, metavar="S",
+                   help=f"BGP graceful restart: seconds peers keep our routes while our speaker restarts "
+                   f"(0: off, up to {m.MAX_GRACEFUL_RESTART}; default {m.DEFAULT_GRACEFUL_RESTART})")
+    p.add_argument("--max-prefixes", type=uint32, metavar="N",
+                   help="BGP: more accepted routes than N end the session with ERROR (0: no limit)")
     p.add_argument("--vni", type=uint32, metavar="N", help=f"VXLAN network identifier 1..{m.MAX_VNI}")
     p.add_argument("--udp-port", type=uint32, metavar="P",
                    help=f"VXLAN UDP port (default {m.DEFAULT_VXLAN_PORT})")
@@ -143,12 +169,15 @@ def merged(current: dict[str, str], add: Iterable[tuple[str, str]] | None, remov
 
 def bgp_params(base: m.BgpParams | None, args: Namespace) -> m.BgpParams | None:
     """base with the BGP flags given applied; base itself when none was given."""
-    if args.hold_time is None and args.password_ref is None and not args.address_family:
+    if args.hold_time is None and args.password_ref is None and not args.address_family \
+            and not args.import_prefix and args.max_prefixes is None and args.graceful_restart is None:
         return base
     b = base or m.BgpParams()
     families = tuple(args.address_family) if args.address_family else b.address_families
     hold_time, password_ref = given(args.hold_time, b.hold_time), given(args.password_ref, b.password_ref)
-    return m.BgpParams(hold_time, password_ref, families)
+    rules = tuple(r for r in args.import_prefix if r != "none") if args.import_prefix else b.import_prefixes
+    return m.BgpParams(hold_time, password_ref, families, rules, given(args.max_prefixes, b.max_prefixes),
+                       given(args.graceful_restart, b.graceful_restart))
 
 
 def vxlan_params(base: m.VxlanParams | None, args: Namespace) -> m.VxlanParams | None:

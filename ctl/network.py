@@ -92,6 +92,8 @@ def _params_text(bgp: m.BgpParams | None, vxlan: m.VxlanParams | None) -> str:
     if bgp is not None:
         parts += [f"hold {bgp.hold_time}s", *bgp.address_families]
         parts += [f"password {bgp.password_ref}"] if bgp.password_ref else []
+        parts += [f"import {'; '.join(bgp.import_prefixes)}"] if bgp.import_prefixes else []
+        parts += [f"max {bgp.max_prefixes} prefixes"] if bgp.max_prefixes else []
     if vxlan is not None:
         parts.append(f"vni {vxlan.vni} port {vxlan.udp_port} mtu {vxlan.mtu}")
     return ", ".join(parts)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -90,6 +90,13 @@ class Driver(abc.ABC):
         Raises DriverError(terminal=True) for options it cannot use.
         """
         self.context = context
+        self.wake: Callable[[], None] = _nothing
+
+    def subscribe(self, wake: Callable[[], None]) -> None:
+        """``wake``: what the driver calls, on the event loop's thread, when what it observes changed by
+        itself (a BGP session went down, a peer sent routes); the agent then runs a reconcile pass at once
+        instead of at its next periodic one. The pass is level-based: ``wake`` carries no payload."""
+        self.wake = wake
 
     @abc.abstractmethod
     async def apply(self, peerings: Mapping[str, DesiredPeering]) -> None:
@@ -110,6 +117,10 @@ class Driver(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 (optional hook)
         """Release resources (processes, sockets). Leaves the dataplane as it is."""
+
+
+def _nothing() -> None:
+    pass
 
 
 def available() -> list[str]:

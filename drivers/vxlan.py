@@ -1,4 +1,4 @@
-"""The vxlan driver: one kernel VXLAN device per VNI, configured over netlink with pyroute2.
+"""The vxlan driver: one kernel VXLAN device per VNI, configured over netlink (pyroute2, through drivers/netlink.py).
 
 All VXLAN peerings with the same VNI share one device named ``isx<VNI>``: the
 VNI, local address and UDP port, MAC learning off, the MTU, and one all-zeros
@@ -54,9 +54,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from isthmus.core.model import (
     VXLAN_BRIDGE_PROPERTY,
     AdminState,
@@ -66,6 +63,7 @@ from isthmus.core.model import (
     PeeringState,
 )
 from isthmus.drivers.base import Driver, DriverContext, DriverError, StateClock
+from isthmus.drivers.netlink import IPRoute, NetlinkError
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,8 @@
 """The bgp driver against real BGP daemons in network namespaces.
 
-Each site's isthmus-agent runs inside its own namespace (so its os-ken speaker
-children do too) and reaches a coordinator on the host through a unix socket.
+The lab (coordinator, agents in namespaces, gobgpd and BIRD) is tests/bgp_lab.py.
 The peer is Debian's gobgpd in another namespace, joined by a veth pair, or a
-second isthmus agent. Addresses are documentation ranges on those veths only.
+second isthmus agent.
 
 Also, without namespaces: the pieces of the driver that need no speaker
 (secrets, hold time, options).
@@ -13,22 +12,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from bgp_lab import BgpLab, bgp_lab, established_with, needs_daemons, netns
 
-from conftest import Proc, agent_cmd, await_for, coordinator_cmd, ctl, wait_for
+from conftest import await_for, ctl, wait_for
 from isthmus.core import model as m
 from isthmus.drivers.base import DriverContext, DriverError
+from isthmus.drivers.bgp.client import alive
 from isthmus.drivers.bgp.driver import BgpDriver, NeighborConfig, advertised_prefixes, speaker_hold_time
 from isthmus.drivers.secrets import SecretError, read_secret
 from isthmus.v1 import admin_pb2 as adm
@@ -36,14 +35,7 @@ from isthmus.v1 import admin_pb2_grpc, api_pb2_grpc
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import types_pb2 as pb
 
-GOBGP_API_PORT = 50051  # gobgpd's gRPC API, on the loopback of its own namespace
-ESTABLISHED = 6  # gobgp's session_state enum
-
-needs_daemons = pytest.mark.skipif(
-    shutil.which("gobgpd") is None or shutil.which("gobgp") is None or shutil.which("etcd") is None,
-    reason="needs Debian's gobgpd and etcd-server (`make deps`)",
-)
-netns = pytest.mark.netns
+__all__ = ["bgp_lab"]  # the fixture
 
 
 # ---------------------------------------------------------------- without namespaces
@@ -71,9 +63,11 @@ def test_read_secret_from_file_and_env_names_what_is_missing(tmp_path: Path, mon
 
 
 def test_hold_time_families_and_prefixes_of_a_peering(tmp_path: Path) -> None:
-    assert speaker_hold_time(9) == 10 and speaker_hold_time(3) == 10 and speaker_hold_time(90) == 90
-    with pytest.raises(ValueError, match="hold time 0"):
-        speaker_hold_time(0)
+    for offered in (0, 3, 9, 10, 90, 65535):  # the model's one rule, offered as given
+        assert speaker_hold_time(offered) == offered
+    for refused in (1, 2, 65536):
+        with pytest.raises(ValueError, match=f"hold time {refused} is not 0 or 3..65535"):
+            speaker_hold_time(refused)
     local = m.validate_endpoint(m.Endpoint("one", "gw", "2001:db8::1", 4200000001, router_id="192.0.2.11",
                                            properties={m.ADVERTISE_PROPERTY: "2001:db8:100::/48, 203.0.113.0/24"}))
     remote = m.validate_endpoint(m.Endpoint("two", "gw", "2001:db8::2", 65002, role=m.EndpointRole.REMOTE))
@@ -81,7 +75,7 @@ def test_hold_time_families_and_prefixes_of_a_peering(tmp_path: Path) -> None:
     pw.write_text("one")
     peering = m.DesiredPeering("c", m.ConnectionType.BGP, local, remote, m.BgpParams(9, f"file:{pw}", ()))
     cfg, password = NeighborConfig.of(peering)
-    assert (cfg.remote_as, cfg.hold_time, cfg.ipv4, cfg.ipv6, cfg.evpn) == (65002, 10, False, True, False)
+    assert (cfg.remote_as, cfg.hold_time, cfg.ipv4, cfg.ipv6, cfg.evpn) == (65002, 9, False, True, False)
     assert password == "one" and "one" not in repr(cfg)
     pw.write_text("two")
     assert NeighborConfig.of(peering)[0] != cfg, "a new password re-creates the neighbor"
@@ -113,7 +107,7 @@ def _bgp(local: m.Endpoint, remote: m.Endpoint, hold_time: int = 9,
 
 async def test_conflicts_and_a_speaker_that_cannot_listen(tmp_path: Path) -> None:
     """Planning errors need no speaker; a speaker that cannot listen is retried, then shown as ERROR."""
-    address = "192.0.2.254"  # not on this host: the child's bind fails before any packet is sent
+    address = "192.0.2.254"  # not on this host: the speaker's bind fails before any packet is sent
     with socket.socket() as probe:
         try:
             probe.bind((address, 0))
@@ -128,7 +122,7 @@ async def test_conflicts_and_a_speaker_that_cannot_listen(tmp_path: Path) -> Non
         "b-same-neighbor": _bgp(gw, _ep("ext/alias", "192.0.2.2", 65002, remote=True)),
         "c-same-address": _bgp(_ep("one/twin", address, 65009), peer),
         "d-no-router-id": _bgp(_ep("one/v6", "2001:db8::1", 65001), _ep("ext/v6", "2001:db8::2", 65002, remote=True)),
-        "e-hold-time-0": _bgp(gw, _ep("ext/three", "192.0.2.3", 65003, remote=True), hold_time=0),
+        "e-hold-time-2": _bgp(gw, _ep("ext/three", "192.0.2.3", 65003, remote=True), hold_time=2),
         "f-down": _bgp(gw, _ep("ext/four", "192.0.2.4", 65004, remote=True), admin=m.AdminState.DOWN),
     }
     driver = BgpDriver(DriverContext("one", tmp_path / "bgp", {"listen_port": "1790"}))
@@ -140,7 +134,7 @@ async def test_conflicts_and_a_speaker_that_cannot_listen(tmp_path: Path) -> Non
             "b-same-neighbor": (error, "neighbor 192.0.2.2 of one/gw is already used by connection a-main"),
             "c-same-address": (error, f"address {address} is already the BGP speaker of local endpoint one/gw"),
             "d-no-router-id": (error, "no router id"),
-            "e-hold-time-0": (error, "hold time 0"),
+            "e-hold-time-2": (error, "hold time 2 is not 0 or 3..65535"),
             "f-down": (down, ""),
         }
         for name, (state, text) in want.items():
@@ -163,177 +157,6 @@ async def test_conflicts_and_a_speaker_that_cannot_listen(tmp_path: Path) -> Non
 
 # ---------------------------------------------------------------- the lab: coordinator, agents, gobgpd
 
-
-def gobgpd_config(asn: int, router_id: str, neighbors: list[dict[str, Any]]) -> str:
-    lines = ["[global.config]", f"  as = {asn}", f'  router-id = "{router_id}"']
-    for n in neighbors:
-        family = "ipv6-unicast" if ":" in n["address"] else "ipv4-unicast"
-        lines += ["[[neighbors]]", "  [neighbors.config]", f'    neighbor-address = "{n["address"]}"',
-                  f"    peer-as = {n['peer_as']}"]
-        if n.get("password"):
-            lines.append(f'    auth-password = "{n["password"]}"')
-        lines += ["  [neighbors.timers.config]", "    connect-retry = 1", "    hold-time = 9",
-                  "    keepalive-interval = 3",
-                  "  [[neighbors.afi-safis]]", "    [neighbors.afi-safis.config]", f'      afi-safi-name = "{family}"']
-    return "\n".join(lines) + "\n"
-
-
-@dataclass
-class Gobgpd:
-    """gobgpd in a namespace, read through its CLI's JSON output."""
-
-    ns: Any
-    proc: subprocess.Popen[bytes]
-
-    def cli(self, *args: str) -> str:
-        return str(self.ns.run(["gobgp", "-p", str(GOBGP_API_PORT), *args], timeout=10).stdout)
-
-    def neighbor(self, address: str) -> dict[str, Any]:
-        return json.loads(self.cli("-j", "neighbor", address))  # type: ignore[no-any-return]
-
-    def established(self, address: str) -> bool:
-        return self.neighbor(address)["state"].get("session_state") == ESTABLISHED
-
-    def session(self, address: str) -> tuple[int, int]:
-        """(established-since, flaps) of a neighbor: both stay the same while its session does."""
-        n = self.neighbor(address)
-        return n["timers"]["state"]["uptime"]["seconds"], n["state"].get("flops", 0)
-
-    def rib(self, family: str = "ipv4") -> set[str]:
-        return set(json.loads(self.cli("-j", "global", "rib", "-a", family) or "{}"))
-
-
-@dataclass
-class BgpLab:
-    lab: Any
-    tmp: Path
-    coordinator: str  # host:port, for isthmusctl and the API
-    socket: Path  # unix socket the agents in namespaces use
-    channel: grpc.Channel
-    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def link(self, a: Any, a_addrs: list[str], b: Any, b_addrs: list[str]) -> None:
-        from netns import veth
-
-        veth(a, "eth0", b, "eth0")
-        for ns, addrs in ((a, a_addrs), (b, b_addrs)):
-            for addr in addrs:
-                # nodad: an IPv6 address is usable at once, not after duplicate address detection.
-                ns.ip("addr", "add", addr, "dev", "eth0", *(["nodad"] if ":" in addr else []))
-
-    def gobgpd(self, ns: Any, asn: int, router_id: str, neighbors: list[dict[str, Any]]) -> Gobgpd:
-        conf = self.tmp / f"gobgpd-{ns.name}.toml"
-        conf.write_text(gobgpd_config(asn, router_id, neighbors))
-        proc = ns.popen(["gobgpd", "-f", str(conf), "--api-hosts", f"127.0.0.1:{GOBGP_API_PORT}",
-                         "--pprof-disable"], self.tmp / f"gobgpd-{ns.name}.log")
-        self.daemons.append(proc)
-        d = Gobgpd(ns, proc)
-        wait_for(lambda: ns.run(["gobgp", "-p", str(GOBGP_API_PORT), "neighbor"], check=False).returncode == 0,
-                 15, "gobgpd's API")
-        return d
-
-    def agent(self, ns: Any, site: str) -> subprocess.Popen[bytes]:
-        cmd = agent_cmd(site, f"unix:{self.socket}", self.tmp, "--driver", "bgp", "--reconcile-interval", "1")
-        proc: subprocess.Popen[bytes] = ns.popen(cmd, self.tmp / f"agent-{site}.log")
-        self.agents[site] = proc
-        return proc
-
-    def stop_agent(self, site: str) -> int:
-        proc = self.agents[site]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def log(self, site: str) -> str:
-        return (self.tmp / f"agent-{site}.log").read_text(errors="replace")
-
-    def peerings(self, site: str) -> dict[str, Any]:
-        """The agent's observed peerings by connection name, from its admin socket."""
-        with grpc.insecure_channel(f"unix:{self.tmp / site / 'admin.sock'}") as ch:
-            resp = admin_pb2_grpc.AgentAdminStub(ch).ListPeerings(adm.ListPeeringsRequest(), timeout=2)
-        return {p.desired.connection or p.observed.connection: p.observed for p in resp.peerings}
-
-    def state_of(self, site: str, name: str) -> tuple[str, str, list[str]]:
-        o = self.peerings(site).get(name)
-        if o is None:
-            return ("absent", "", [])
-        return (pb.PeeringState.Name(o.state).removeprefix("PEERING_STATE_"), o.error, sorted(o.received_prefixes))
-
-    def speaker_pid(self, site: str, endpoint: str) -> int:
-        path = self.tmp / site / "state" / "bgp" / f"speaker-{site}-{endpoint}.pid"
-        return int(path.read_text()) if path.exists() else 0
-
-    # ------------------------------------------------------------ the API
-
-    def site(self, name: str, kind: int = pb.SITE_KIND_REGION) -> None:
-        api_pb2_grpc.SiteServiceStub(self.channel).CreateSite(pb.Site(name=name, kind=kind), timeout=10)
-
-    def endpoint(self, ref: str, address: str, asn: int, remote: bool = False, router_id: str = "",
-                 advertise: str = "", update: bool = False) -> None:
-        site, name = ref.split("/")
-        ep = pb.Endpoint(site=site, name=name, address=address, asn=asn, router_id=router_id,
-                         role=pb.ENDPOINT_ROLE_REMOTE if remote else pb.ENDPOINT_ROLE_LOCAL,
-                         properties={m.ADVERTISE_PROPERTY: advertise} if advertise else {})
-        stub = api_pb2_grpc.EndpointServiceStub(self.channel)
-        if update:
-            ep.role = pb.ENDPOINT_ROLE_UNSPECIFIED
-            stub.UpdateEndpoint(ep, timeout=10)
-        else:
-            stub.CreateEndpoint(ep, timeout=10)
-
-    def connection(self, name: str, a: str, b: str, password_ref: str = "") -> None:
-        (sa, na), (sb, nb) = a.split("/"), b.split("/")
-        api_pb2_grpc.ConnectionServiceStub(self.channel).CreateConnection(pb.Connection(
-            name=name, type=pb.CONNECTION_TYPE_BGP, a=pb.EndpointRef(site=sa, name=na),
-            b=pb.EndpointRef(site=sb, name=nb), bgp=pb.BgpParams(hold_time=9, password_ref=password_ref)),
-            timeout=10)
-
-    def set_admin_state(self, name: str, state: int) -> None:
-        api_pb2_grpc.ConnectionServiceStub(self.channel).UpdateConnection(
-            pb.Connection(name=name, admin_state=state), timeout=10)
-
-    def delete_connection(self, name: str) -> None:
-        api_pb2_grpc.ConnectionServiceStub(self.channel).DeleteConnection(
-            api.DeleteConnectionRequest(name=name), timeout=10)
-
-
-@pytest.fixture
-def bgp_lab(lab: Any, etcd: str, tmp_path: Path, procs: Callable[..., Proc]) -> Iterator[BgpLab]:
-    """A coordinator on the host (TCP for the test, a unix socket for agents in namespaces)."""
-    sock = tmp_path / "coord.sock"
-    ready = tmp_path / "coord.addr"
-    cmd = [*coordinator_cmd(tmp_path / "coord", ready, etcd_endpoint=etcd), "--listen", f"127.0.0.1:0,unix:{sock}"]
-    procs("coordinator", cmd, tmp_path / "coordinator.log")
-    addr = str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the coordinator"))
-    channel = grpc.insecure_channel(addr)
-    the_lab = BgpLab(lab, tmp_path, addr, sock, channel)
-    try:
-        yield the_lab
-    finally:
-        # Agents first (their speakers stop with them), then the daemons; the namespaces go last.
-        for site in list(the_lab.agents):
-            the_lab.stop_agent(site)
-        for proc in the_lab.daemons:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        channel.close()
-
-
-def _established_with(bl: BgpLab, site: str, name: str, received: list[str]) -> bool:
-    state = bl.state_of(site, name)
-    if state[0] != "ESTABLISHED" or state[2] != received:
-        raise AssertionError(f"{name}: {state}")
-    return True
 
 
 @netns
@@ -358,8 +181,8 @@ def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
     bl.agent(one, "one")
 
     # Both sessions come up; each side learns what the other advertises.
-    wait_for(lambda: _established_with(bl, "one", "one-gobgp", ["198.51.100.0/24"])
-             and _established_with(bl, "one", "one-gobgp6", ["2001:db8:200::/48"]), 30, "both sessions established")
+    wait_for(lambda: established_with(bl, "one", "one-gobgp", ["198.51.100.0/24"])
+             and established_with(bl, "one", "one-gobgp6", ["2001:db8:200::/48"]), 30, "both sessions established")
     assert gobgp.established("192.0.2.1") and gobgp.established("2001:db8::1")
     wait_for(lambda: "203.0.113.0/25" in gobgp.rib(), 10, "gobgpd to receive 203.0.113.0/25")
     wait_for(lambda: "2001:db8:100::/48" in gobgp.rib("ipv6"), 10, "gobgpd to receive 2001:db8:100::/48")
@@ -371,8 +194,16 @@ def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
 
     # A prefix the peer starts advertising shows up in received_prefixes.
     gobgp.cli("global", "rib", "add", "198.51.100.128/25")
-    wait_for(lambda: _established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 10,
+    wait_for(lambda: established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 10,
              "the new prefix in received_prefixes")
+
+    # A route that already went through our AS (as routers send the site's own prefix back) is ignored
+    # (RFC 4271 9.1.2), counted, and logged at debug only.
+    gobgp.cli("global", "rib", "add", "192.0.2.128/25", "aspath", "65002,4200000001")
+    wait_for(lambda: bl.speaker_state("one", "gw")["neighbors"]["192.0.2.2"]["looped"] >= 1, 10,
+             "the looped route to be counted")
+    assert bl.state_of("one", "one-gobgp")[2] == ["198.51.100.0/24", "198.51.100.128/25"]
+    assert "has loops" not in bl.log("one")
 
     # Applies that change nothing, and one that changes only the advertised prefixes, keep the session.
     before = gobgp.session("192.0.2.1")
@@ -384,27 +215,41 @@ def test_sessions_with_gobgpd(bgp_lab: BgpLab) -> None:
              "gobgpd to see 203.0.113.0/25 withdrawn and 203.0.113.128/25 advertised")
     assert gobgp.session("192.0.2.1") == before and gobgp.established("192.0.2.1"), "the session was reset"
 
-    # A killed speaker child is replaced, and its session comes back.
+    # A killed speaker is replaced, and its session comes back.
     pid = bl.speaker_pid("one", "gw")
     assert pid > 0
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: bl.speaker_pid("one", "gw") not in (0, pid), 15, "a new speaker child")
-    wait_for(lambda: _established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 30,
+    wait_for(lambda: bl.speaker_pid("one", "gw") not in (0, pid), 15, "a new speaker")
+    wait_for(lambda: established_with(bl, "one", "one-gobgp", ["198.51.100.0/24", "198.51.100.128/25"]), 30,
              "the session back after the speaker was killed")
     wait_for(lambda: gobgp.established("192.0.2.1") and "203.0.113.128/25" in gobgp.rib(), 10,
              "gobgpd to see the session and the prefix again")
-    assert "was killed by signal 9" in bl.log("one")
+    assert f"the BGP speaker of one/gw (pid {pid}) is gone" in bl.log("one")
 
-    # Admin state DOWN removes the neighbor: DOWN here, not established at gobgpd.
+    # Admin state DOWN of the endpoint's only session: gobgpd is told (Cease, Administrative Shutdown), the
+    # peering shows DOWN, and the speaker stays, refusing gobgpd's reconnect attempts (every second) quietly.
+    pid6 = bl.speaker_pid("one", "gw6")
     bl.set_admin_state("one-gobgp6", pb.ADMIN_STATE_DOWN)
     wait_for(lambda: bl.state_of("one", "one-gobgp6")[0] == "DOWN", 10, "one-gobgp6 DOWN")
     wait_for(lambda: not gobgp.established("2001:db8::1"), 10, "gobgpd to see the IPv6 session end")
+    assert gobgp.ceases("2001:db8::1") == ["notification-received code 6(cease) subcode 2(administrative shutdown)"]
+    # gobgpd waits a while before dialling again after a Cease: three attempts of our own from its namespace.
+    dial = ("import socket\nfor _ in range(3):\n    s = socket.create_connection(('2001:db8::1', 179), 5)\n"
+            "    print(s.recv(64).hex()); s.close()")
+    answers = peer.run([sys.executable, "-c", dial]).stdout.split()
+    assert len(answers) == 3 and all(a.endswith("0015030605") for a in answers), answers  # Cease / Connection Rejected
+    assert bl.speaker_state("one", "gw6")["refused_connections"] >= 3
+    assert bl.speaker_pid("one", "gw6") == pid6
 
-    # Deleting the connection tears the session down and stops that endpoint's speaker.
+    # Deleting the endpoint's only connection: Cease (Peer De-configured), then its speaker stops.
     bl.delete_connection("one-gobgp")
     wait_for(lambda: "one-gobgp" not in bl.peerings("one"), 10, "one-gobgp to be gone from the agent")
     wait_for(lambda: not gobgp.established("192.0.2.1"), 10, "gobgpd to see the session end")
-    assert bl.speaker_pid("one", "gw") == 0
+    assert gobgp.ceases("192.0.2.1") == ["notification-received code 6(cease) subcode 3(peer deconfigured)"]
+    wait_for(lambda: bl.speaker_pid("one", "gw") == 0, 10, "the speaker of one/gw to stop")
+    agent_log = bl.log("one")
+    assert " ERROR " not in agent_log, [line for line in agent_log.splitlines() if " ERROR " in line]
+    assert "refused a connection from 2001:db8::2" not in agent_log, "logged above debug"
 
 
 @netns
@@ -436,7 +281,7 @@ def test_md5_wrong_peer_as_and_missing_secret(bgp_lab: BgpLab) -> None:
     bl.connection("one-renumbered", "one/renumbered", "ext/gobgp")
     bl.agent(one, "one")
 
-    wait_for(lambda: _established_with(bl, "one", "one-md5", []), 30, "the MD5 session established")
+    wait_for(lambda: established_with(bl, "one", "one-md5", []), 30, "the MD5 session established")
     assert gobgp.established("192.0.2.3")
     wait_for(lambda: bl.state_of("one", "one-liar")[0] == "ERROR", 30, "one-liar in ERROR")
     assert "bad peer AS" in bl.state_of("one", "one-liar")[1]
@@ -459,8 +304,46 @@ def test_md5_wrong_peer_as_and_missing_secret(bgp_lab: BgpLab) -> None:
     pid = bl.speaker_pid("one", "renumbered")
     bl.endpoint("one/renumbered", "192.0.2.5", 65005, update=True)
     wait_for(lambda: bl.speaker_pid("one", "renumbered") not in (0, pid), 15, "a speaker with the new AS")
-    wait_for(lambda: _established_with(bl, "one", "one-renumbered", []), 30, "one-renumbered established")
+    wait_for(lambda: established_with(bl, "one", "one-renumbered", []), 30, "one-renumbered established")
     assert gobgp.established("192.0.2.5")
+
+
+@netns
+@needs_daemons
+def test_hold_time_edges_with_gobgpd(bgp_lab: BgpLab) -> None:
+    """0 (no keepalives) and 3 s, the edges of the one rule, are offered as given and hold; 2 is refused by the API
+    and by isthmusctl alike."""
+    bl = bgp_lab
+    one, peer = bl.lab.netns("one"), bl.lab.netns("peer")
+    bl.link(one, ["192.0.2.3/24", "192.0.2.4/24"], peer, ["192.0.2.2/24"])
+    gobgp = bl.gobgpd(peer, 65002, "192.0.2.2", [{"address": "192.0.2.3", "peer_as": 65003},
+                                                  {"address": "192.0.2.4", "peer_as": 65004}])
+    bl.site("one")
+    bl.site("ext", pb.SITE_KIND_EXTERNAL)
+    bl.endpoint("one/h0", "192.0.2.3", 65003)
+    bl.endpoint("one/h3", "192.0.2.4", 65004)
+    bl.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
+    with pytest.raises(grpc.RpcError) as exc:
+        bl.connection("one-h2", "one/h0", "ext/gobgp", hold_time=2)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "bgp.hold_time" in str(exc.value.details()) and "0 or 3..65535" in str(exc.value.details())
+    res = ctl("--coordinator", bl.coordinator, "connection", "create", "one-h2", "--a", "one/h0", "--b", "ext/gobgp",
+              "--type", "bgp", "--hold-time", "2", check=False)
+    assert res.returncode == 2 and "2 is not 0 or 3..65535 seconds" in res.stderr
+    bl.connection("one-h0", "one/h0", "ext/gobgp", hold_time=0)
+    bl.connection("one-h3", "one/h3", "ext/gobgp", hold_time=3)
+    bl.agent(one, "one")
+
+    def negotiated(address: str) -> int:
+        return int(gobgp.neighbor(address)["timers"]["state"].get("negotiated_hold_time", 0))
+
+    wait_for(lambda: established_with(bl, "one", "one-h0", []) and established_with(bl, "one", "one-h3", [])
+             and gobgp.established("192.0.2.3") and gobgp.established("192.0.2.4"), 30, "both sessions up")
+    assert (negotiated("192.0.2.3"), negotiated("192.0.2.4")) == (0, 3)
+    before = gobgp.session("192.0.2.3"), gobgp.session("192.0.2.4")
+    time.sleep(10)  # longer than the router's own 9 s: keepalives every second on one, none needed on the other
+    assert (gobgp.session("192.0.2.3"), gobgp.session("192.0.2.4")) == before
+    assert gobgp.established("192.0.2.3") and gobgp.established("192.0.2.4")
 
 
 @netns
@@ -477,8 +360,8 @@ def test_two_agents_peer_with_each_other(bgp_lab: BgpLab) -> None:
     bl.agent(a, "one")
     bl.agent(b, "two")
 
-    wait_for(lambda: _established_with(bl, "one", "one-two", ["198.51.100.0/24"])
-             and _established_with(bl, "two", "one-two", ["203.0.113.0/24"]), 30,
+    wait_for(lambda: established_with(bl, "one", "one-two", ["198.51.100.0/24"])
+             and established_with(bl, "two", "one-two", ["203.0.113.0/24"]), 30,
              "both agents ESTABLISHED, each with the other's prefix")
 
     def converged() -> bool:
@@ -493,57 +376,90 @@ def test_two_agents_peer_with_each_other(bgp_lab: BgpLab) -> None:
 
     wait_for(converged, 15, "the coordinator to show both sites established")
 
-    # An agent that stops takes its speaker with it; the other side notices at once.
+    # An agent that stops leaves its speaker running: the other site's session stays up, longer than the
+    # 9 s hold time, and its SINCE does not move; the agent that comes back adopts the speaker.
     pid = bl.speaker_pid("two", "gw")
+    since = bl.peerings("one")["one-two"].since_unix_ms
     assert pid > 0
     assert bl.stop_agent("two") == 0
-    assert bl.speaker_pid("two", "gw") == 0
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    wait_for(lambda: bl.state_of("one", "one-two")[0] == "CONNECTING", 15, "one-two CONNECTING at site one")
+    assert alive(pid) and bl.speaker_pid("two", "gw") == pid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = bl.peerings("one")["one-two"]
+        assert (seen.state, seen.since_unix_ms) == (pb.PEERING_STATE_ESTABLISHED, since), seen
+        time.sleep(0.5)
+    bl.agent(b, "two")
+    wait_for(lambda: established_with(bl, "two", "one-two", ["203.0.113.0/24"]), 15, "two ESTABLISHED again")
+    assert bl.speaker_pid("two", "gw") == pid and bl.peerings("one")["one-two"].since_unix_ms == since
 
 
 @netns
-def test_speaker_child_protocol(lab: Any, tmp_path: Path) -> None:
-    """The child alone: answers, refusals in os-ken's words, exit when stdin closes or it cannot listen."""
+def test_speaker_protocol_on_its_socket(lab: Any, tmp_path: Path) -> None:
+    """The speaker alone: detaches once listening, answers on its socket, refuses in os-ken's words, survives
+    its clients, stops on shutdown with its files removed."""
     ns = lab.netns("child")
     ns.ip("addr", "add", "192.0.2.1/32", "dev", "lo")
-    base = ["ip", "netns", "exec", ns.name, sys.executable, "-m", "isthmus.drivers.bgp.speaker",
-            "--asn", "65001", "--router-id", "192.0.2.1", "--listen-port", "1790"]
+    sock, pid_file = tmp_path / "speaker.sock", tmp_path / "speaker.pid"
+    base = ["ip", "netns", "exec", ns.name, sys.executable, "-m", "isthmus.drivers.bgp.speaker", "--daemon",
+            "--endpoint", "one/gw", "--asn", "65001", "--router-id", "192.0.2.1", "--listen-port", "1790",
+            "--socket", str(sock), "--pid-file", str(pid_file)]
 
     bad = subprocess.run([*base, "--listen-host", "192.0.2.99"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 3 and "cannot listen on 192.0.2.99 port 1790" in bad.stderr
+    assert not sock.exists()
 
-    with subprocess.Popen([*base, "--listen-host", "192.0.2.1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as child:
-        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
-        out, into = child.stdout, child.stdin
+    # The detached speaker keeps its stderr: a file, not a pipe this test would wait on.
+    with open(tmp_path / "speaker.log", "wb") as logf:
+        started = subprocess.run([*base, "--listen-host", "192.0.2.1"], stdout=logf, stderr=logf, timeout=60)
+    assert started.returncode == 0, (tmp_path / "speaker.log").read_text()
+    pid = int(pid_file.read_text())
+    assert (sock.stat().st_mode & 0o777) == 0o600
+    try:
+        def connect() -> tuple[socket.socket, Any]:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(str(sock))
+            conn.settimeout(10)
+            return conn, conn.makefile("rb")
+
+        conn, lines = connect()
 
         def ask(req: dict[str, Any]) -> dict[str, Any]:
-            into.write(json.dumps(req).encode() + b"\n")
-            into.flush()
+            conn.sendall(json.dumps(req).encode() + b"\n")
             while True:
-                msg = json.loads(out.readline())
+                msg = json.loads(lines.readline())
                 if "id" in msg:
                     return msg  # type: ignore[no-any-return]
 
-        try:
-            ready = json.loads(out.readline())
-            assert ready == {"event": "ready", "pid": ready["pid"]}
-            add = {"address": "192.0.2.2", "remote_as": 65002, "hold_time": 10, "password": "pw-not-echoed",
-                   "ipv4": True, "ipv6": False, "evpn": False}
-            assert ask({"id": 1, "op": "neighbor_add", "args": add}) == {"id": 1, "ok": True, "result": None}
-            assert ask({"id": 2, "op": "prefix_add", "args": {"prefix": "203.0.113.0/24"}})["ok"]
-            state = ask({"id": 3, "op": "state", "args": {}})
-            assert state["ok"] and set(state["result"]["neighbors"]) == {"192.0.2.2"}
-            assert state["result"]["neighbors"]["192.0.2.2"]["state"] in ("Idle", "Connect", "Active")
-            assert "pw-not-echoed" not in json.dumps(state)
-            refused = ask({"id": 4, "op": "neighbor_add", "args": {**add, "address": "192.0.2.3", "hold_time": 5}})
-            assert not refused["ok"] and "hold_time" in refused["error"]
-            assert not ask({"id": 5, "op": "no-such-op", "args": {}})["ok"]
-            into.close()  # the agent is gone: the child leaves
-            assert child.wait(10) == 0
-            assert b"pw-not-echoed" not in child.stderr.read()
-        finally:
-            if child.poll() is None:
-                child.kill()
+        hello = ask({"id": 1, "op": "hello", "args": {}})["result"]
+        assert (hello["pid"], hello["endpoint"], hello["asn"], hello["address"], hello["port"]) == (
+            pid, "one/gw", 65001, "192.0.2.1", 1790)
+        assert hello["neighbors"] == [] and hello["prefixes"] == []
+        add = {"address": "192.0.2.2", "remote_as": 65002, "hold_time": 3, "password": "pw-not-echoed",
+               "ipv4": True, "ipv6": False, "evpn": False}
+        assert ask({"id": 2, "op": "neighbor_add", "args": add}) == {"id": 2, "ok": True, "result": None}
+        assert ask({"id": 3, "op": "prefix_add", "args": {"prefix": "203.0.113.0/24"}})["ok"]
+        state = ask({"id": 4, "op": "state", "args": {}})
+        assert state["ok"] and set(state["result"]["neighbors"]) == {"192.0.2.2"}
+        assert state["result"]["neighbors"]["192.0.2.2"]["state"] in ("Idle", "Connect", "Active")
+        refused = ask({"id": 5, "op": "neighbor_add", "args": {**add, "address": "192.0.2.3", "hold_time": 2}})
+        assert not refused["ok"] and "hold_time" in refused["error"]
+        assert ask({"id": 6, "op": "neighbor_add", "args": {**add, "address": "192.0.2.4", "hold_time": 0}})["ok"]
+        assert not ask({"id": 7, "op": "no-such-op", "args": {}})["ok"]
+        lines.close()
+        conn.close()  # the client goes; the speaker stays, holding what it was given
+        time.sleep(0.2)
+        assert alive(pid)
+        conn, lines = connect()
+        hello = ask({"id": 1, "op": "hello", "args": {}})["result"]
+        assert [(n["address"], n["hold_time"], bool(n["password_digest"])) for n in hello["neighbors"]] == [
+            ("192.0.2.2", 3, True), ("192.0.2.4", 0, True)]
+        assert hello["prefixes"] == ["203.0.113.0/24"]
+        assert "pw-not-echoed" not in json.dumps(hello)
+        assert ask({"id": 2, "op": "shutdown", "args": {}})["ok"]
+        lines.close()
+        conn.close()
+        wait_for(lambda: not alive(pid), 10, "the speaker to exit")
+        assert not sock.exists() and not pid_file.exists()
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -140,14 +140,18 @@ async def test_missing_namespace_is_a_retryable_driver_error(tmp_path: Path) -> 
         await driver.close()
 
 
-def test_pyroute2_is_imported_only_by_the_vxlan_driver() -> None:
+def test_pyroute2_is_imported_only_by_the_netlink_toolkit() -> None:
+    """STYLE rule 4: one module imports pyroute2, drivers/netlink.py, which the vxlan driver and the bgp
+    speaker's kernel routes use."""
     offenders = []
-    for folder in ("proto/isthmus", "agent", "coordinator", "drivers"):
+    for folder in ("proto/isthmus", "agent", "coordinator", "drivers", "core", "ctl", "cloud"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
-            if ("import pyroute2" in text or "from pyroute2" in text) and path != ROOT / "drivers" / "vxlan.py":
+            if ("import pyroute2" in text or "from pyroute2" in text) and path != ROOT / "drivers" / "netlink.py":
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+    assert "from isthmus.drivers.netlink import" in (ROOT / "drivers" / "vxlan.py").read_text()
+    assert "from isthmus.drivers.netlink import" in (ROOT / "drivers" / "bgp" / "kernel.py").read_text()
     assert "subprocess" not in (ROOT / "drivers" / "vxlan.py").read_text(), "the driver talks netlink, not `ip`"
 
 

@@ -141,3 +141,74 @@ def test_errors_show_only_a_short_prefix_of_a_bad_value() -> None:
     with pytest.raises(InvalidArgument) as exc:
         m.validate_site(m.Site("r1", m.SiteKind.REGION, description="d" * 10_000_000))
     assert len(str(exc.value)) < 200
+
+
+@pytest.mark.parametrize(("seconds", "valid"), [
+    (0, True), (1, False), (2, False), (3, True), (9, True), (10, True), (90, True), (65535, True), (65536, False),
+])
+def test_one_hold_time_rule_for_the_api_the_cli_and_the_bgp_driver(seconds: int, valid: bool) -> None:
+    """HOLD_TIME_RULE (RFC 4271: 0 or 3..65535) is applied the same by the coordinator's validation, isthmusctl's
+    --hold-time and the bgp driver, which offers the value as given (its speaker adapts os-ken to 0 and 3..9)."""
+    import argparse
+
+    from isthmus.ctl.flags import hold_time
+    from isthmus.drivers.bgp.driver import speaker_hold_time
+
+    assert m.valid_hold_time(seconds) == valid
+    if valid:
+        assert m.validate_connection(conn(bgp=m.BgpParams(hold_time=seconds))).bgp == m.BgpParams(hold_time=seconds)
+        assert hold_time(str(seconds)) == seconds
+        assert speaker_hold_time(seconds) == seconds
+        return
+    with pytest.raises(InvalidArgument, match=f"{seconds} must be 0 or 3..65535 seconds") as exc:
+        m.validate_connection(conn(bgp=m.BgpParams(hold_time=seconds)))
+    assert exc.value.field == "bgp.hold_time"
+    with pytest.raises(argparse.ArgumentTypeError, match=f"{seconds} is not 0 or 3..65535 seconds"):
+        hold_time(str(seconds))
+    with pytest.raises(ValueError, match=f"hold time {seconds} is not 0 or 3..65535 seconds"):
+        speaker_hold_time(seconds)
+
+
+@pytest.mark.parametrize(("text", "canonical", "accepts", "refuses"), [
+    ("10.0.0.0/8", "10.0.0.0/8", ["10.0.0.0/8"], ["10.1.0.0/16", "11.0.0.0/8"]),
+    ("10.0.0.0/8 le 24", "10.0.0.0/8 le 24", ["10.0.0.0/8", "10.1.2.0/24"], ["10.1.2.0/25", "0.0.0.0/0"]),
+    ("10.0.0.0/8 ge 16", "10.0.0.0/8 ge 16", ["10.1.0.0/16", "10.1.2.3/32"], ["10.0.0.0/8"]),
+    ("10.0.0.0/8 ge 8", "10.0.0.0/8 le 32", ["10.0.0.0/8", "10.1.2.3/32"], ["11.0.0.0/8"]),
+    ("0.0.0.0/0", "0.0.0.0/0", ["0.0.0.0/0"], ["10.0.0.0/8"]),
+    ("2001:db8::/32 le 48", "2001:db8::/32 le 48", ["2001:db8:1::/48"], ["2001:db8:1::/64", "10.0.0.0/8"]),
+])
+def test_import_rules_are_prefix_list_entries(text: str, canonical: str, accepts: list[str],
+                                              refuses: list[str]) -> None:
+    import ipaddress
+
+    rule = m.ImportRule.parse(text)
+    assert str(rule) == canonical and m.ImportRule.parse(canonical) == rule
+    for prefix in accepts:
+        assert m.import_accepts((rule,), ipaddress.ip_network(prefix)), prefix
+    for prefix in refuses:
+        assert not m.import_accepts((rule,), ipaddress.ip_network(prefix)), prefix
+    valid = m.validate_connection(conn(bgp=m.BgpParams(import_prefixes=(text,), max_prefixes=10)))
+    assert valid.bgp is not None and valid.bgp.import_prefixes == (canonical,)
+
+
+def test_no_import_rule_accepts_everything_but_the_default_route() -> None:
+    import ipaddress
+
+    assert m.import_accepts((), ipaddress.ip_network("198.51.100.0/24"))
+    assert not m.import_accepts((), ipaddress.ip_network("0.0.0.0/0"))
+    assert not m.import_accepts((), ipaddress.ip_network("::/0"))
+    for bad in ("10.0.0.1/8", "10.0.0.0/8 le 4", "10.0.0.0/8 ge 33", "10.0.0.0/8 le", "x"):
+        with pytest.raises(InvalidArgument) as exc:
+            m.validate_connection(conn(bgp=m.BgpParams(import_prefixes=(bad,))))
+        assert exc.value.field == "bgp.import_prefixes"
+
+
+def test_bgp_install_is_true_or_false() -> None:
+    def endpoint(value: str) -> m.Endpoint:
+        return m.validate_endpoint(m.Endpoint("r1", "gw", "192.0.2.1", 65001, properties={m.INSTALL_PROPERTY: value}))
+
+    assert endpoint(" False ").properties[m.INSTALL_PROPERTY] == "false"
+    assert endpoint("true").properties[m.INSTALL_PROPERTY] == "true"
+    with pytest.raises(InvalidArgument) as exc:
+        endpoint("no")
+    assert exc.value.field == "properties.bgp.install"

@@ -154,6 +154,9 @@ def test_agent_settings(agent: Unit) -> None:
     assert options["--site"] == "%i"
     assert last(agent, "Service", "EnvironmentFile") == "-/etc/isthmus/agent-%i.env"
 
+    # Only the agent is signalled on stop: its BGP speakers outlive it (docs/drivers.md, bgp).
+    assert last(agent, "Service", "KillMode") == "process"
+
     # Runs as root, limited to the network capabilities.
     assert not values(agent, "Service", "User")
     assert set(word_list(agent, "Service", "CapabilityBoundingSet")) == AGENT_CAPS

@@ -130,6 +130,9 @@ def _bgp_from_pb(msg: pb.Connection | pb.DesiredPeering) -> m.BgpParams | None:
         hold_time=b.hold_time if b.HasField("hold_time") else m.DEFAULT_HOLD_TIME,
         password_ref=b.password_ref,
         address_families=tuple(b.address_families),
+        import_prefixes=tuple(b.import_prefixes),
+        max_prefixes=b.max_prefixes,
+        graceful_restart=b.graceful_restart if b.HasField("graceful_restart") else m.DEFAULT_GRACEFUL_RESTART,
     )
 
 
@@ -146,7 +149,8 @@ def _bgp_to_pb(b: m.BgpParams | None) -> pb.BgpParams | None:
     if b is None:
         return None
     return pb.BgpParams(
-        hold_time=b.hold_time, password_ref=b.password_ref, address_families=list(b.address_families)
+        hold_time=b.hold_time, password_ref=b.password_ref, address_families=list(b.address_families),
+        import_prefixes=list(b.import_prefixes), max_prefixes=b.max_prefixes, graceful_restart=b.graceful_restart,
     )
 
 

@@ -1,5 +1,6 @@
-"""The bgp driver: ``driver`` (BgpDriver, in the agent) and ``speaker``, the os-ken child process it starts.
+"""The bgp driver: ``driver`` (BgpDriver, in the agent), ``client`` and ``protocol`` (how it reaches its speakers),
+and ``speaker``, the os-ken process per local endpoint that outlives the agent.
 
-Importing this package imports neither: the child (``python -m isthmus.drivers.bgp.speaker``)
+Importing this package imports none of them: the speaker (``python -m isthmus.drivers.bgp.speaker``)
 loads only what it needs.
 """

@@ -128,14 +128,20 @@ class EndpointRef(_message.Message):
     def __init__(self, site: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class BgpParams(_message.Message):
-    __slots__ = ("hold_time", "password_ref", "address_families")
+    __slots__ = ("hold_time", "password_ref", "address_families", "import_prefixes", "max_prefixes", "graceful_restart")
     HOLD_TIME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_REF_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FAMILIES_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    GRACEFUL_RESTART_FIELD_NUMBER: _ClassVar[int]
     hold_time: int
     password_ref: str
     address_families: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, hold_time: _Optional[int] = ..., password_ref: _Optional[str] = ..., address_families: _Optional[_Iterable[str]] = ...) -> None: ...
+    import_prefixes: _containers.RepeatedScalarFieldContainer[str]
+    max_prefixes: int
+    graceful_restart: int
+    def __init__(self, hold_time: _Optional[int] = ..., password_ref: _Optional[str] = ..., address_families: _Optional[_Iterable[str]] = ..., import_prefixes: _Optional[_Iterable[str]] = ..., max_prefixes: _Optional[int] = ..., graceful_restart: _Optional[int] = ...) -> None: ...
 
 class VxlanParams(_message.Message):
     __slots__ = ("vni", "udp_port", "mtu")
