@@ -121,8 +121,10 @@ def test_hosts_reach_each_other_through_learned_routes_only(bgp_lab: BgpLab) -> 
     state = bl.speaker_state("one", "gw")
     assert state["neighbors"]["192.0.2.2"]["refused"] == 2, state  # 10.99.0.0/24 and the default route
     assert state["foreign"] == ["10.77.0.0/24"], state
-    _, error, received = bl.state_of("one", "one-bird")
-    assert received == ["10.2.0.0/24", "10.77.0.0/24"]
+    # The agent hears of the route announced again from the speaker's event, a moment after the kernel has it.
+    _, error, received = wait_for(
+        lambda: (st := bl.state_of("one", "one-bird"))[2] == ["10.2.0.0/24", "10.77.0.0/24"] and st, 10,
+        "the agent to report both received routes")
     assert "2 routes refused by the import policy" in error and "10.77.0.0/24" in error, error
 
     # More accepted routes than max_prefixes: the session is closed (the router hears why), ERROR here,
