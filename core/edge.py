@@ -1,17 +1,48 @@
-"""The gRPC edge shared by the coordinator's and the agent's servicers: errors become statuses here."""
+"""The gRPC edge shared by the coordinator's and the agent's servicers: errors become statuses here.
+
+It also takes the caller's request id (metadata ``x-isthmus-request-id``) for the code below the edge: a write
+that carries one is recognised when the same request comes again (see the coordinator's registry).
+"""
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
-from isthmus.core.errors import IsthmusError
+from isthmus.core.errors import InvalidArgument, IsthmusError
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+REQUEST_ID_KEY = "x-isthmus-request-id"
+# Trailing metadata on every error this edge answers: the client can tell the answer of a server (an etcd
+# failure reported by a coordinator, say) from a server it could not reach (gRPC's own UNAVAILABLE).
+ANSWERED_BY_KEY = "x-isthmus-error"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}")
+
+# (request id, servicer method) of the request being served, when the caller gave an id.
+_request: ContextVar[tuple[str, str] | None] = ContextVar("isthmus_request", default=None)
+
+
+def current_request() -> tuple[str, str] | None:
+    """The request id the caller gave and the method it called, or None (no id given, or not in a request)."""
+    return _request.get()
+
+
+def request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's request id ("" when none); INVALID_ARGUMENT for one that is not 8..64 of [A-Za-z0-9._:-]."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY:
+            text = value if isinstance(value, str) else value.decode("ascii", "replace")
+            if not _REQUEST_ID.fullmatch(text):
+                raise InvalidArgument("must be 8 to 64 letters, digits or ._:- (a UUID will do)", REQUEST_ID_KEY)
+            return text
+    return ""
 
 
 def grpc_errors(fn: F) -> F:
@@ -19,9 +50,17 @@ def grpc_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = None
         try:
+            rid = request_id(context)
+            if rid:
+                token = _request.set((rid, fn.__qualname__))
             return await fn(self, request, context)
         except IsthmusError as exc:
+            context.set_trailing_metadata(((ANSWERED_BY_KEY, exc.code_name),))
             await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
+        finally:
+            if token is not None:
+                _request.reset(token)
 
     return wrapper  # type: ignore[return-value]
