@@ -18,7 +18,7 @@ from isthmus.coordinator.border import BorderRegistry
 from isthmus.coordinator.leader import list_coordinators
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
-from isthmus.coordinator.store import Event, Store
+from isthmus.coordinator.store import KV, Event, Store
 from isthmus.core import border
 from isthmus.core import model as m
 from isthmus.core.edge import grpc_errors
@@ -34,6 +34,7 @@ from isthmus.v1 import types_pb2 as pb
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
+LAST_STATUS_READ = 100  # keys per read of last reports (etcd allows 128 operations per transaction)
 
 T = TypeVar("T")
 
@@ -176,7 +177,9 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         self.store = store
         self.planner = planner
 
-    def _site_status(self, site: str, record: AgentStatusRecord | None) -> api.SiteStatus:
+    def _site_status(self, site: str, record: AgentStatusRecord | None,
+                     last: AgentStatusRecord | None = None) -> api.SiteStatus:
+        """The site's status: from its agent's live record, or, while it has none, from its last report."""
         desired, _ = self.planner.desired(site)
         out = api.SiteStatus(
             site=site,
@@ -187,18 +190,21 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         )
         observed: dict[str, m.ObservedPeering] = {}
         overrides: dict[str, m.Override] = {}
-        if record is not None:
-            out.coordinator = record.coordinator
-            out.agent_version = record.agent_version
-            out.agent_host = record.host
-            out.driver = record.driver
-            out.applied_revision = record.applied_revision
-            out.connected_since_unix_ms = record.connected_since_ms
-            out.last_report_unix_ms = record.last_report_ms
-            observed = {o.connection: o for o in record.observed}
-            overrides = {o.connection: o for o in record.overrides}
-            out.overrides.extend(wire.override_to_pb(o) for o in record.overrides)
-            out.journal.extend(wire.journal_to_pb(e) for e in record.journal)
+        shown = record if record is not None else last
+        if shown is not None:
+            out.coordinator = shown.coordinator
+            out.agent_version = shown.agent_version
+            out.agent_host = shown.host
+            out.driver = shown.driver
+            out.applied_revision = shown.applied_revision
+            out.connected_since_unix_ms = shown.connected_since_ms
+            out.last_report_unix_ms = shown.last_report_ms
+            observed = {o.connection: o for o in shown.observed}
+            overrides = {o.connection: o for o in shown.overrides}
+            out.overrides.extend(wire.override_to_pb(o) for o in shown.overrides)
+            out.journal.extend(wire.journal_to_pb(e) for e in shown.journal)
+        if record is None and last is not None:
+            out.disconnected_since_unix_ms = last.disconnected_ms
         for name in sorted(set(desired) | set(observed) | set(overrides)):
             ps = api.PeeringStatus()
             if name in desired:
@@ -228,10 +234,11 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         self, request: api.GetSiteStatusRequest, context: Any
     ) -> api.SiteStatus:
         m.check_name(request.site, "site")
-        kv = await self.store.get(r.status_key(request.site))
+        kv, last = await self.store.get_many([r.status_key(request.site), r.last_status_key(request.site)])
         if kv is None and request.site not in self.planner.sites:
             raise NotFound(f"site {request.site} is neither defined nor has a connected agent", "site")
-        return self._site_status(request.site, AgentStatusRecord.decode(kv.value) if kv else None)
+        return self._site_status(request.site, AgentStatusRecord.decode(kv.value) if kv else None,
+                                 AgentStatusRecord.decode(last.value) if last else None)
 
     @grpc_errors
     async def ListSiteStatus(  # noqa: N802
@@ -241,9 +248,15 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         records = {kv.key[len(r.STATUS):]: AgentStatusRecord.decode(kv.value) for kv in kvs}
         names, token = page(sorted(set(self.planner.sites) | set(records)), lambda n: n, request.page_size,
                             request.page_token)
+        # The last reports of this page's disconnected sites (their live records are above).
+        cut_off = [n for n in names if n not in records]
+        lasts: list[KV | None] = []
+        for start in range(0, len(cut_off), LAST_STATUS_READ):
+            lasts += await self.store.get_many([r.last_status_key(n) for n in cut_off[start:start + LAST_STATUS_READ]])
+        last = {n: AgentStatusRecord.decode(kv.value) for n, kv in zip(cut_off, lasts, strict=True) if kv}
         return api.ListSiteStatusResponse(
-            sites=[self._site_status(s, records.get(s)) for s in names], revision=rev, next_page_token=token
-        )
+            sites=[self._site_status(s, records.get(s), last.get(s)) for s in names], revision=rev,
+            next_page_token=token)
 
     @grpc_errors
     async def ListAuditEvents(  # noqa: N802

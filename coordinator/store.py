@@ -239,6 +239,7 @@ class Store:
         self._index = 0
         self._members: dict[int, _Member] = {}
         self._warned = 0.0  # when the last failover was logged as a warning
+        self._closed = False
 
     @property
     def endpoint(self) -> str:
@@ -246,9 +247,12 @@ class Store:
 
     async def connect(self) -> None:
         """Check that etcd answers; raises Unavailable naming every member and what is wrong with it."""
+        self._closed = False
         await self.revision()
 
     def _member(self, index: int) -> _Member:
+        if self._closed:
+            raise Unavailable("the etcd client is closed (the coordinator is stopping)")
         member = self._members.get(index)
         if member is None:
             member = self._members[index] = _Member(self.endpoints[index], self.tls)
@@ -268,6 +272,7 @@ class Store:
         return nxt
 
     async def close(self) -> None:
+        self._closed = True
         members, self._members = list(self._members.values()), {}
         for member in members:
             await member.channel.close()

@@ -138,7 +138,7 @@ class PeeringStatus(_message.Message):
     def __init__(self, desired: _Optional[_Union[_types_pb2.DesiredPeering, _Mapping]] = ..., observed: _Optional[_Union[_types_pb2.ObservedPeering, _Mapping]] = ..., override: _Optional[_Union[_types_pb2.Override, _Mapping]] = ...) -> None: ...
 
 class SiteStatus(_message.Message):
-    __slots__ = ("site", "defined", "connected", "coordinator", "agent_version", "agent_host", "driver", "desired_revision", "applied_revision", "connected_since_unix_ms", "last_report_unix_ms", "peerings", "overrides", "journal", "external")
+    __slots__ = ("site", "defined", "connected", "coordinator", "agent_version", "agent_host", "driver", "desired_revision", "applied_revision", "connected_since_unix_ms", "last_report_unix_ms", "peerings", "overrides", "journal", "external", "disconnected_since_unix_ms")
     SITE_FIELD_NUMBER: _ClassVar[int]
     DEFINED_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class SiteStatus(_message.Message):
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_FIELD_NUMBER: _ClassVar[int]
+    DISCONNECTED_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     site: str
     defined: bool
     connected: bool
@@ -169,7 +170,8 @@ class SiteStatus(_message.Message):
     overrides: _containers.RepeatedCompositeFieldContainer[_types_pb2.Override]
     journal: _containers.RepeatedCompositeFieldContainer[_types_pb2.JournalEntry]
     external: bool
-    def __init__(self, site: _Optional[str] = ..., defined: _Optional[bool] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_host: _Optional[str] = ..., driver: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., connected_since_unix_ms: _Optional[int] = ..., last_report_unix_ms: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[PeeringStatus, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[_types_pb2.Override, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[_types_pb2.JournalEntry, _Mapping]]] = ..., external: _Optional[bool] = ...) -> None: ...
+    disconnected_since_unix_ms: int
+    def __init__(self, site: _Optional[str] = ..., defined: _Optional[bool] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_host: _Optional[str] = ..., driver: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., connected_since_unix_ms: _Optional[int] = ..., last_report_unix_ms: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[PeeringStatus, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[_types_pb2.Override, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[_types_pb2.JournalEntry, _Mapping]]] = ..., external: _Optional[bool] = ..., disconnected_since_unix_ms: _Optional[int] = ...) -> None: ...
 
 class GetSiteStatusRequest(_message.Message):
     __slots__ = ("site",)
