@@ -17,6 +17,7 @@ Key layout (all under ``/isthmus/v1/``)::
     refs/endpoint/{site}/{endpoint}/{conn}      ""                (a connection uses an endpoint)
     status/{site}                               agent status JSON, bound to the agent session's lease
     last-status/{site}                          the same without the journal and the lease: the last report
+    desired/{site}                              digest and revision of the site's last desired-peerings change
     requests/{request id}                       the write a request made, for REQUEST_TTL seconds (see Registry)
 """
 
@@ -62,6 +63,7 @@ INDEX = ROOT + "index/"
 REFS = ROOT + "refs/"
 STATUS = ROOT + "status/"
 LAST_STATUS = ROOT + "last-status/"  # what each site's agent last reported, kept after its session ends
+DESIRED = ROOT + "desired/"  # the revision that last changed each site's desired peerings (coordinator/revisions.py)
 VIEWS = ROOT + "views/"  # the global views (coordinator/views.py): a deleted site's reports go with it
 REQUESTS = ROOT + "requests/"
 
@@ -117,6 +119,10 @@ def status_key(site: str) -> str:
 
 def last_status_key(site: str) -> str:
     return LAST_STATUS + site
+
+
+def desired_key(site: str) -> str:
+    return DESIRED + site
 
 
 def request_key(request_id: str) -> str:
@@ -350,7 +356,7 @@ class Registry:
             # exists must not hold back the others' quota raises).
             ops += [Delete(f"{VIEWS}{part}/{name}") for part in ("regions", "attached", "usage", "capacity")]
             ops.append(Delete(f"{VIEWS}addresses/{name}/", prefix=True))
-            ops.append(Delete(last_status_key(name)))
+            ops += [Delete(last_status_key(name)), Delete(desired_key(name))]
             return Plan(
                 [mod_is(site_key(name), current.version), prefix_empty(f"{ENDPOINTS}{name}/"),
                  prefix_empty(site_refs(name)), prefix_empty(device_names(name))],
