@@ -21,6 +21,7 @@ import grpc
 import grpc.aio
 from aetcd import rpc
 
+from isthmus.core.edge import answer_by
 from isthmus.core.errors import InvalidArgument, IsthmusError, NotFound, OutOfRange, Unavailable
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,9 @@ OPERATION_BOUND = 4.0
 ATTEMPT_TIMEOUT = 1.5
 RETRY_FIRST = 0.05  # seconds between rounds over the members, doubled after each round ...
 RETRY_MAX = 0.4  # ... up to this
+# When fewer than a majority of the members answer at all, no election can succeed until members come back:
+# after trying this long, the answer is given at once rather than at the end of the bound.
+QUORUM_PATIENCE = 1.0
 
 # etcd's "require leader" metadata: a member without a leader answers UNAVAILABLE "etcdserver: no leader" at once
 # instead of holding the request until a deadline, and ends a watch or keep-alive stream when it loses its leader.
@@ -221,9 +225,11 @@ class _Member:
 class Store:
     """etcd access: get, range, transactions with revision compares, watches, leases.
 
-    Every operation gives up within ``timeout`` seconds (failover included) with Unavailable naming what is
-    wrong with etcd. It starts at the member that last answered; when that one is unreachable, has no leader
-    or does not answer within ``attempt_timeout``, the same request goes to the next member. A write may thus
+    Every operation gives up within ``timeout`` seconds (failover included), or by the time the API request it
+    serves is due (``isthmus.core.edge.answer_by``), with Unavailable naming what is wrong with etcd; sooner when
+    fewer than a majority of the members answer at all (QUORUM_PATIENCE). It starts at the member that last
+    answered; when that one is unreachable, has no leader or does not answer within ``attempt_timeout``, the
+    same request goes to the next member. A write may thus
     reach etcd twice: every write isthmus makes is either a transaction that compares revisions, or one that
     may be applied twice (see ``Registry`` for how a create recognises its own earlier attempt).
     """
@@ -277,7 +283,7 @@ class Store:
         for member in members:
             await member.channel.close()
 
-    def _unavailable(self, failures: dict[str, str], started: float, what: str) -> Unavailable:
+    def _unavailable(self, failures: dict[str, str], started: float) -> Unavailable:
         """Why etcd did not take the request: no leader, no quorum, unreachable members, or no answer in time."""
         problems = list(failures.values())
         answering = [p for p in problems if p != "unreachable"]
@@ -294,12 +300,14 @@ class Store:
         else:
             head = "etcd is unavailable"
         members = "; ".join(f"{ep}: {failures.get(ep, 'not tried')}" for ep in self.endpoints)
-        return Unavailable(f"{head} ({members}); the {what} gave up after {time.monotonic() - started:.1f}s")
+        return Unavailable(f"{head} ({members}); gave up after {time.monotonic() - started:.1f}s")
 
     async def _call(self, service: str, method: str, request: object, what: str = "read") -> Any:
         """One unary call, failing over between members within the operation bound; errors translated."""
         started = time.monotonic()
-        deadline = started + self.timeout
+        deadline = min(started + self.timeout, answer_by() or started + self.timeout)
+        if deadline - started < 0.05:
+            raise Unavailable("etcd was too slow: the request's time ran out before it could be asked again")
         failures: dict[str, str] = {}
         index, tries, pause = self._index, 0, RETRY_FIRST
         while True:
@@ -316,11 +324,14 @@ class Store:
                 last = exc
             tries += 1
             index = self._move_on(index)
-            if tries % len(self.endpoints) == 0:  # every member failed once: pause before the next round
+            if tries % len(self.endpoints) == 0:  # every member failed once
+                answering = sum(1 for p in failures.values() if p != "unreachable")
+                if answering <= len(self.endpoints) // 2 and time.monotonic() - started >= QUORUM_PATIENCE:
+                    raise self._unavailable(failures, started) from last
                 await asyncio.sleep(max(0.0, min(pause, deadline - time.monotonic() - 0.05)))
                 pause = min(pause * 2, RETRY_MAX)
             if deadline - time.monotonic() < 0.05:
-                raise self._unavailable(failures, started, what) from last
+                raise self._unavailable(failures, started) from last
 
     async def revision(self) -> int:
         resp = await self._call("kv", "Range", rpc.RangeRequest(key=b"\0", count_only=True))
@@ -421,7 +432,7 @@ class Store:
         out: dict[int, int] = {}
         if not leases:
             return out
-        index = self._index
+        index, started = self._index, time.monotonic()
         call = self._member(index).lease.LeaseKeepAlive(
             iter([rpc.LeaseKeepAliveRequest(ID=lease) for lease in leases]), timeout=self.attempt_timeout,
             metadata=REQUIRE_LEADER)
@@ -435,8 +446,7 @@ class Store:
             if not problem:
                 raise _translate(exc, "lease keep-alive") from exc
             self._move_on(index)
-            raise self._unavailable({self.endpoints[index]: problem}, time.monotonic() - self.attempt_timeout,
-                                    "lease keep-alive") from exc
+            raise self._unavailable({self.endpoints[index]: problem}, started) from exc
         finally:
             call.cancel()
         return out

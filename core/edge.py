@@ -1,13 +1,15 @@
 """The gRPC edge shared by the coordinator's and the agent's servicers: errors become statuses here.
 
-It also takes the caller's request id (metadata ``x-isthmus-request-id``) for the code below the edge: a write
-that carries one is recognised when the same request comes again (see the coordinator's registry).
+It also hands the code below the edge what it needs to know of the call: the caller's request id (metadata
+``x-isthmus-request-id``: a write that carries one is recognised when the same request comes again, see the
+coordinator's registry) and the time by which the answer is due (the coordinator's etcd store gives up then).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -25,8 +27,20 @@ REQUEST_ID_KEY = "x-isthmus-request-id"
 ANSWERED_BY_KEY = "x-isthmus-error"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}")
 
+# A unary call is answered within this many seconds, or by the caller's deadline if that is sooner (less a
+# margin to get the answer back): well under isthmusctl's default deadline of 10 s.
+ANSWER_WITHIN = 6.0
+DEADLINE_MARGIN = 0.2
+
 # (request id, servicer method) of the request being served, when the caller gave an id.
 _request: ContextVar[tuple[str, str] | None] = ContextVar("isthmus_request", default=None)
+# time.monotonic() by which the request being served must be answered.
+_answer_by: ContextVar[float | None] = ContextVar("isthmus_answer_by", default=None)
+
+
+def answer_by() -> float | None:
+    """The time (``time.monotonic()``) by which the request being served is to be answered (None: no request)."""
+    return _answer_by.get()
 
 
 def current_request() -> tuple[str, str] | None:
@@ -51,6 +65,9 @@ def grpc_errors(fn: F) -> F:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         token = None
+        remaining = context.time_remaining()
+        within = ANSWER_WITHIN if remaining is None else min(ANSWER_WITHIN, remaining - DEADLINE_MARGIN)
+        by = _answer_by.set(time.monotonic() + within)
         try:
             rid = request_id(context)
             if rid:
@@ -60,6 +77,7 @@ def grpc_errors(fn: F) -> F:
             context.set_trailing_metadata(((ANSWERED_BY_KEY, exc.code_name),))
             await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
         finally:
+            _answer_by.reset(by)
             if token is not None:
                 _request.reset(token)
 
