@@ -173,6 +173,10 @@ def test_quorum_loss_gets_a_plain_answer_in_time_and_agents_keep_their_peerings(
     a.mesh(sites)
     wait_for(lambda: a.converged(sites), 30, "the mesh to converge")
 
+    # A client watching the API: its stream ends with UNAVAILABLE when etcd ends the coordinator's watch.
+    watch = a.status.Watch(api.WatchRequest(kinds=["site"]))
+    watch_end = Waiter(lambda: timed(lambda: list(watch)))
+
     # Two of three members die; the third notices it has no leader (an election timeout or two).
     sock = tmp_path / "r1" / "admin.sock"
     leader = etcd_cluster.leader_index()
@@ -206,6 +210,14 @@ def test_quorum_loss_gets_a_plain_answer_in_time_and_agents_keep_their_peerings(
     assert res.returncode == 1 and res.stderr.startswith("isthmusctl: error: UNAVAILABLE: etcd has lost quorum"), \
         res.stderr
     assert "is a coordinator running" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+    # A caller whose deadline is shorter than the store's bound still hears why, not DEADLINE_EXCEEDED.
+    err, took = timed(lambda: a.sites.ListSites(api.ListSitesRequest(), timeout=1.0))
+    assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE and "etcd" in err.details(), err
+    err, took = watch_end.result(10)
+    assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE and "etcd" in err.details(), err
+    print(f"quorum lost: an API Watch ended {watch_end.when - lost_at:.1f}s after the members died: "
+          f"{err.details()}")
 
     # Agent streams end once the presence lease cannot be kept alive (TTL, plus up to a third of it between
     # refreshes and one try), and the agents keep every peering as it is.
