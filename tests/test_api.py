@@ -191,8 +191,14 @@ BAD_INPUTS: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
 
 
 async def test_bad_inputs_give_the_right_code_name_the_field_and_write_nothing(env: tuple[str, Path]) -> None:
-    async def body(c: Client, store: Store) -> None:
+    etcd, tmp = env
+    async with running_coordinator(etcd, tmp) as coord, grpc.aio.insecure_channel(coord.address) as ch:
+        c, store, planner = Client(ch), coord.store, coord.planner
+        assert store is not None and planner is not None
         await seed(c)
+        # After the seed's writes the planner records each site's desired revision (desired/{site}): let it.
+        config, _ = await store.get_prefix(ROOT + "config/")
+        assert await planner.wait_for_revision(max(kv.mod_revision for kv in config), 10, reconciled=True)
         before, rev_before = await store.get_prefix(ROOT)
         failures = []
         for service, rpc, request, code, text in BAD_INPUTS:
@@ -207,8 +213,6 @@ async def test_bad_inputs_give_the_right_code_name_the_field_and_write_nothing(e
         assert not failures, "\n".join(failures)
         assert rev_after == rev_before, "a rejected request wrote to etcd"
         assert after == before
-
-    await with_api(env, body)
 
 
 async def test_concurrent_updates_with_one_version_exactly_one_wins(env: tuple[str, Path]) -> None:
