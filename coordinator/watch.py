@@ -35,7 +35,7 @@ class Watcher(ABC, Generic[W]):
         self.prefix = prefix
         self.name = name  # for the logs and the task
         self.revision = 0  # the etcd revision the view is at
-        self.reconciled = 0  # the revision ``reconcile`` last finished acting on
+        self.reconciled_at = 0  # the revision ``reconcile`` last finished acting on
         self.ready = asyncio.Event()  # set once the first listing is in
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -112,7 +112,7 @@ class Watcher(ABC, Generic[W]):
             self._advanced.notify_all()
 
     async def _reconciled(self, revision: int) -> None:
-        self.reconciled = max(self.reconciled, revision)
+        self.reconciled_at = max(self.reconciled_at, revision)
         async with self._advanced:
             self._advanced.notify_all()
 
@@ -120,7 +120,7 @@ class Watcher(ABC, Generic[W]):
         """Wait until the view includes ``revision`` (with ``reconciled``: and ``reconcile`` has acted on it, with
         whatever it writes to etcd); False after ``timeout`` seconds."""
         def reached() -> bool:
-            return (self.reconciled if reconciled else self.revision) >= revision
+            return (self.reconciled_at if reconciled else self.revision) >= revision
 
         async with self._advanced:
             try:
