@@ -7,11 +7,13 @@ coordinator's registry) and the time by which the answer is due (the coordinator
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -32,20 +34,35 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}")
 ANSWER_WITHIN = 6.0
 DEADLINE_MARGIN = 0.2
 
-# (request id, servicer method) of the request being served, when the caller gave an id.
-_request: ContextVar[tuple[str, str] | None] = ContextVar("isthmus_request", default=None)
-# time.monotonic() by which the request being served must be answered.
-_answer_by: ContextVar[float | None] = ContextVar("isthmus_answer_by", default=None)
+
+@dataclass(frozen=True)
+class _Call:
+    """What the edge knows of the call being served, for the task that serves it."""
+
+    task: asyncio.Task[Any] | None
+    answer_by: float  # time.monotonic() by which it is to be answered
+    request: tuple[str, str] | None  # (request id, servicer method) when the caller gave an id
+
+
+_call: ContextVar[_Call | None] = ContextVar("isthmus_call", default=None)
+
+
+def _current() -> _Call | None:
+    call = _call.get()
+    # A task started while serving a call inherits the context; it is not serving the call.
+    return call if call is not None and call.task is asyncio.current_task() else None
 
 
 def answer_by() -> float | None:
-    """The time (``time.monotonic()``) by which the request being served is to be answered (None: no request)."""
-    return _answer_by.get()
+    """The time (``time.monotonic()``) by which the call being served is to be answered (None: not serving one)."""
+    call = _current()
+    return call.answer_by if call else None
 
 
 def current_request() -> tuple[str, str] | None:
     """The request id the caller gave and the method it called, or None (no id given, or not in a request)."""
-    return _request.get()
+    call = _current()
+    return call.request if call else None
 
 
 def request_id(context: grpc.aio.ServicerContext) -> str:
@@ -64,21 +81,19 @@ def grpc_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        token = None
         remaining = context.time_remaining()
         within = ANSWER_WITHIN if remaining is None else min(ANSWER_WITHIN, remaining - DEADLINE_MARGIN)
-        by = _answer_by.set(time.monotonic() + within)
+        by, task = time.monotonic() + within, asyncio.current_task()
+        token = _call.set(_Call(task, by, None))
         try:
             rid = request_id(context)
             if rid:
-                token = _request.set((rid, fn.__qualname__))
+                _call.set(_Call(task, by, (rid, fn.__qualname__)))
             return await fn(self, request, context)
         except IsthmusError as exc:
             context.set_trailing_metadata(((ANSWERED_BY_KEY, exc.code_name),))
             await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)
         finally:
-            _answer_by.reset(by)
-            if token is not None:
-                _request.reset(token)
+            _call.reset(token)
 
     return wrapper  # type: ignore[return-value]
