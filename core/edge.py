@@ -32,7 +32,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}")
 # A unary call is answered within this many seconds, or by the caller's deadline if that is sooner (less a
 # margin to get the answer back): well under isthmusctl's default deadline of 10 s.
 ANSWER_WITHIN = 6.0
-DEADLINE_MARGIN = 0.2
+DEADLINE_MARGIN = 0.5
 
 
 @dataclass(frozen=True)
