@@ -8,12 +8,17 @@ are written to the status key; the lease ends with the stream, so a site whose
 agent is gone shows as disconnected within the lease TTL at the latest. After
 the first snapshot or delta the session tells the agent where the site's event
 history ends (EventsFrom); the agent's journal entries go to the event writer.
+
+Each status write also keeps a copy without the lease (``last-status/{site}``):
+when the session ends, cleanly or not, the site's status shows what its agent
+last reported, and since when it is disconnected where the session saw it end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -31,7 +36,7 @@ from isthmus.coordinator.events import EventFilter, EventWriter, list_events
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
 from isthmus.core import model as m
-from isthmus.core.errors import InvalidArgument, OutOfRange, Unavailable
+from isthmus.core.errors import InvalidArgument, IsthmusError, OutOfRange, Unavailable
 from isthmus.core.wire import network as wire
 from isthmus.core.wire import pieces
 from isthmus.v1 import agent_pb2 as apb
@@ -64,9 +69,14 @@ class AgentStatusRecord:
     observed: list[m.ObservedPeering] = field(default_factory=list)
     overrides: list[m.Override] = field(default_factory=list)
     journal: list[m.JournalEntry] = field(default_factory=list)  # the newest JOURNAL_KEPT entries
+    disconnected_ms: int = 0  # in a last report: when the session ended (0: still up, or it was not seen to end)
 
     def encode(self) -> bytes:
         return json.dumps(m.to_json(self), sort_keys=True, separators=(",", ":")).encode()
+
+    def last_report(self, disconnected_ms: int = 0) -> bytes:
+        """The copy kept after the session: no journal (the event history has it), and when it ended."""
+        return dataclasses.replace(self, journal=[], disconnected_ms=disconnected_ms).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> AgentStatusRecord:
@@ -78,7 +88,7 @@ class AgentStatusRecord:
 
 
 STATUS_DEBOUNCE = 0.05  # seconds
-STATUS_BATCH = 100  # status records written per etcd transaction (etcd allows 128 operations)
+STATUS_BATCH = 60  # sessions written per etcd transaction: two puts each (etcd allows 128 operations)
 
 
 class StatusWriter:
@@ -119,7 +129,8 @@ class StatusWriter:
         try:
             ok, rev = await self.store.txn(
                 [mod_is(r.status_key(s.site), s._written_rev) for s in sessions],
-                [Put(r.status_key(s.site), s.record.encode(), s.lease) for s in sessions],
+                [op for s in sessions for op in (Put(r.status_key(s.site), s.record.encode(), s.lease),
+                                                  Put(r.last_status_key(s.site), s.record.last_report()))],
             )
             self.transactions += 1
         except Unavailable as exc:
@@ -128,6 +139,9 @@ class StatusWriter:
                 self.dirty[id(s)] = s
             await asyncio.sleep(0.5)
             self._wake.set()
+            return
+        except IsthmusError as exc:  # etcd refused these records (too large, say): retrying cannot help
+            log.error("cannot write the status of %s: %s", ", ".join(s.site for s in sessions), exc)
             return
         if ok:
             for s in sessions:
@@ -161,6 +175,7 @@ class LeaseKeeper:
         self.ttl = ttl
         self.sessions: dict[int, Leased] = {}
         self._task: asyncio.Task[None] | None = None
+        self.last_error = ""  # why the last refresh failed ("" after one that worked)
 
     def add(self, session: Leased) -> None:
         self.sessions[session.lease] = session
@@ -178,7 +193,8 @@ class LeaseKeeper:
             leases = list(self.sessions)
             try:
                 ttls = await self.store.refresh_leases(leases)
-            except Unavailable as exc:
+            except IsthmusError as exc:
+                self.last_error = str(exc)
                 if time.monotonic() - last_ok > self.ttl:
                     for lease in leases:
                         if lease in self.sessions:
@@ -187,6 +203,7 @@ class LeaseKeeper:
                     log.warning("refreshing %d presence leases failed (%s); retrying", len(leases), exc)
                 continue
             last_ok = time.monotonic()
+            self.last_error = ""
             for lease in leases:
                 if ttls.get(lease, 0) <= 0 and lease in self.sessions:
                     self.sessions.pop(lease).lease_lost.set()
@@ -250,15 +267,24 @@ class AgentSession:
         raise Unavailable(f"could not claim the status of site {self.site}")
 
     async def release(self) -> None:
+        """Keep the last report with the time the session ended (unless another session holds the site), then
+        end the presence. Best effort: when etcd cannot be written, the lease expires on its own."""
         self.closed = True
         self.service.lease_keeper.remove(self)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(IsthmusError):
+            await self.store.txn([mod_is(r.status_key(self.site), self._written_rev)],
+                                 [Put(r.last_status_key(self.site), self.record.last_report(now_ms()))])
+        with contextlib.suppress(IsthmusError):
             await self.store.revoke_lease(self.lease)
 
     async def keep_alive(self) -> None:
         """Ends (Unavailable) when the lease keeper could not keep the presence lease alive."""
-        self.service.lease_keeper.add(self)
+        keeper = self.service.lease_keeper
+        keeper.add(self)
         await self.lease_lost.wait()
+        if keeper.last_error:
+            raise Unavailable(f"the presence of site {self.site} could not be kept alive for {keeper.ttl}s: "
+                              f"{keeper.last_error}")
         raise Unavailable(f"the presence lease of site {self.site} expired")
 
     async def write_status(self) -> None:
@@ -394,6 +420,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self.events = EventWriter(store)
         self.lease_keeper = LeaseKeeper(store, lease_ttl)
         self._closing = asyncio.Event()
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def close_all(self) -> None:
         """Ask every stream to end now (coordinator shutdown): agents reconnect elsewhere at once."""
@@ -427,8 +454,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         except SiteTaken as exc:
             log.warning("refused agent from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-        except Unavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except IsthmusError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code_name), str(exc))
         if hello.site not in self.planner.sites:
             log.warning("agent connected for site %s, which is not defined (yet)", hello.site)
         log.info(
@@ -457,9 +484,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 if nxt in done:
                     try:
                         msg = nxt.result()
-                    except Unavailable as exc:
+                    except IsthmusError as exc:
                         reason = str(exc)
-                        await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+                        await context.abort(getattr(grpc.StatusCode, exc.code_name), reason)
                     yield msg
                     continue
                 nxt.cancel()
@@ -470,6 +497,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     reason = "coordinator shutting down"
                 elif finished.exception() is not None:
                     reason = f"{finished.get_name()}: {finished.exception()}"
+                    if isinstance(finished.exception(), Unavailable):  # etcd: say so, the agent tries elsewhere
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, str(finished.exception()))
                 break
         finally:
             # The next update too: if gRPC cancels the stream while it waits, it must not live on, waking on the
@@ -477,8 +506,16 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             pending: list[asyncio.Future[Any]] = [*tasks, *([nxt] if nxt is not None else [])]
             for t in pending:
                 t.cancel()
-            # Shielded: a second cancellation of the stream must not skip releasing the site.
-            await asyncio.shield(self._finish(session, pending, reason))
+            # In a task of its own: the stream ends now even when etcd is slow to take the release, and a second
+            # cancellation of the stream cannot skip releasing the site.
+            finish = asyncio.create_task(self._finish(session, pending, reason), name=f"release-{hello.site}")
+            self._finishing.add(finish)
+            finish.add_done_callback(self._finishing.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for ended sessions to release their sites (coordinator shutdown)."""
+        if self._finishing:
+            await asyncio.wait(list(self._finishing), timeout=timeout)
 
     async def _finish(self, session: AgentSession, tasks: list[asyncio.Future[Any]], reason: str) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)

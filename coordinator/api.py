@@ -18,7 +18,7 @@ from isthmus.coordinator.border import BorderRegistry
 from isthmus.coordinator.leader import list_coordinators
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
-from isthmus.coordinator.store import Event, Store
+from isthmus.coordinator.store import KV, Event, Store
 from isthmus.core import border
 from isthmus.core import model as m
 from isthmus.core.edge import grpc_errors
@@ -35,6 +35,7 @@ from isthmus.v1 import types_pb2 as pb
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
+LAST_STATUS_READ = 100  # keys per read of last reports (etcd allows 128 operations per transaction)
 
 T = TypeVar("T")
 
@@ -184,9 +185,9 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         self.planner = planner
 
     def _site_status(self, site: str, record: AgentStatusRecord | None, after: str = "",
-                     budget: int = pieces.PAGE_BYTES) -> api.SiteStatus:
-        """The site's status with its peering rows after ``after``, as many as fit in ``budget`` bytes
-        (at least one; coordinator/answers.py)."""
+                     budget: int = pieces.PAGE_BYTES, last: AgentStatusRecord | None = None) -> api.SiteStatus:
+        """The site's status with its peering rows after ``after``, as many as fit in ``budget`` bytes (at least
+        one; coordinator/answers.py): from its agent's live record, or, while it has none, its last report."""
         desired, _ = self.planner.desired(site)
         out = api.SiteStatus(
             site=site,
@@ -197,18 +198,21 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         )
         observed: dict[str, m.ObservedPeering] = {}
         overrides: dict[str, m.Override] = {}
-        if record is not None:
-            out.coordinator = record.coordinator
-            out.agent_version = record.agent_version
-            out.agent_host = record.host
-            out.driver = record.driver
-            out.applied_revision = record.applied_revision
-            out.connected_since_unix_ms = record.connected_since_ms
-            out.last_report_unix_ms = record.last_report_ms
-            observed = {o.connection: o for o in record.observed}
-            overrides = {o.connection: o for o in record.overrides}
-            out.journal.extend(wire.journal_to_pb(e) for e in record.journal)
+        shown = record if record is not None else last
+        if shown is not None:
+            out.coordinator = shown.coordinator
+            out.agent_version = shown.agent_version
+            out.agent_host = shown.host
+            out.driver = shown.driver
+            out.applied_revision = shown.applied_revision
+            out.connected_since_unix_ms = shown.connected_since_ms
+            out.last_report_unix_ms = shown.last_report_ms
+            observed = {o.connection: o for o in shown.observed}
+            overrides = {o.connection: o for o in shown.overrides}
+            out.journal.extend(wire.journal_to_pb(e) for e in shown.journal)
             answers.cut_header(out)
+        if record is None and last is not None:
+            out.disconnected_since_unix_ms = last.disconnected_ms
 
         def rows() -> Iterator[tuple[str, api.PeeringStatus]]:
             for name in sorted(n for n in set(desired) | set(observed) | set(overrides) if n > after):
@@ -243,10 +247,11 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
     ) -> api.SiteStatus:
         m.check_name(request.site, "site")
         after = pieces.token_key(request.page_token)
-        kv = await self.store.get(r.status_key(request.site))
+        kv, last = await self.store.get_many([r.status_key(request.site), r.last_status_key(request.site)])
         if kv is None and request.site not in self.planner.sites:
             raise NotFound(f"site {request.site} is neither defined nor has a connected agent", "site")
-        return self._site_status(request.site, AgentStatusRecord.decode(kv.value) if kv else None, after)
+        return self._site_status(request.site, AgentStatusRecord.decode(kv.value) if kv else None, after,
+                                 last=AgentStatusRecord.decode(last.value) if last else None)
 
     @grpc_errors
     async def ListSiteStatus(  # noqa: N802
@@ -256,13 +261,19 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         records = {kv.key[len(r.STATUS):]: AgentStatusRecord.decode(kv.value) for kv in kvs}
         names, token = page(sorted(set(self.planner.sites) | set(records)), lambda n: n, request.page_size,
                             request.page_token)
+        # The last reports of this page's disconnected sites (their live records are above).
+        cut_off = [n for n in names if n not in records]
+        lasts: list[KV | None] = []
+        for start in range(0, len(cut_off), LAST_STATUS_READ):
+            lasts += await self.store.get_many([r.last_status_key(n) for n in cut_off[start:start + LAST_STATUS_READ]])
+        last = {n: AgentStatusRecord.decode(kv.value) for n, kv in zip(cut_off, lasts, strict=True) if kv}
         # Sites until PAGE_BYTES of answer: a site that would pass it starts the next page, where it has the
         # whole budget; one that passes it alone shows its first rows and names the next (next_page_token).
         statuses: list[api.SiteStatus] = []
         used = 0
         for name in names:
             st = self._site_status(name, records.get(name), budget=pieces.PAGE_BYTES - used if statuses
-                                   else pieces.PAGE_BYTES)
+                                   else pieces.PAGE_BYTES, last=last.get(name))
             cost = pieces.element_bytes(st.ByteSize())
             if statuses and (st.next_page_token or used + cost > pieces.PAGE_BYTES):
                 token = pieces.page_token(statuses[-1].site)

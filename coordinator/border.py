@@ -70,6 +70,9 @@ def decode_l2conn(kv: KV) -> b.L2GatewayConnection:
 class BorderRegistry(Registry):
     """Validated writes of border-gateway objects (shares the registry's transaction discipline)."""
 
+    DECODERS = {**Registry.DECODERS, DEVICES: decode_device, GATEWAYS: decode_gateway,
+                L2CONNECTIONS: decode_l2conn}
+
     # ------------------------------------------------------------ reads
 
     async def get_device(self, device_id: str) -> b.GatewayDevice:

@@ -341,6 +341,8 @@ class Coordinator:
                 await self.auth.flush()
         if self.server is not None:
             await self.server.stop(grace)
+        if self.agents is not None:
+            await self.agents.drain(timeout=max(grace, 1.0))
         if self.planner is not None:
             await self.planner.stop()
         if self.sync_planner is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from isthmus.coordinator import border as br
 from isthmus.coordinator import registry as r
+from isthmus.coordinator.revisions import DesiredRevisions
 from isthmus.coordinator.store import KV, Event, Store
 from isthmus.coordinator.watch import Watcher
 from isthmus.core import border as b
@@ -133,6 +134,8 @@ class Planner(Watcher[set[str]]):
         self.peerings: dict[str, dict[str, m.DesiredPeering]] = {}
         self.site_revision: dict[str, int] = {}  # last revision that changed the site's peerings
         self._changed: dict[str, asyncio.Event] = {}
+        self.recorded = DesiredRevisions(store)
+        self._listed_at = 0  # revision of a listing whose revisions are not yet settled with etcd's records
 
     # ------------------------------------------------------------ listing
 
@@ -166,7 +169,9 @@ class Planner(Watcher[set[str]]):
             "planner loaded %d sites, %d endpoints, %d connections at rev %d",
             len(self.sites), len(self.endpoints), len(self.connections), rev,
         )
-        return changed
+        self._listed_at = rev
+        # After a restart every site is settled with the records, also those that have no peerings now.
+        return changed if reload else changed | set(self.sites)
 
     # ------------------------------------------------------------ applying changes
 
@@ -272,6 +277,11 @@ class Planner(Watcher[set[str]]):
         if changed:
             log.info("rev %d changed the desired peerings of %s", revision, ", ".join(sorted(changed)))
         return changed
+
+    async def reconcile(self, work: set[str]) -> None:
+        """Settle the revisions of the sites this listing or revision changed with those recorded in etcd."""
+        listed_at, self._listed_at = self._listed_at, 0
+        await self.recorded.settle(work, self.peerings, self.site_revision, listed_at)
 
     # ------------------------------------------------------------ waiting
 

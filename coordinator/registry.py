@@ -16,14 +16,19 @@ Key layout (all under ``/isthmus/v1/``)::
     refs/site/{parent}/{cell}                   ""                (a cell names its region)
     refs/endpoint/{site}/{endpoint}/{conn}      ""                (a connection uses an endpoint)
     status/{site}                               agent status JSON, bound to the agent session's lease
+    last-status/{site}                          the same without the journal and the lease: the last report
+    desired/{site}                              digest and revision of the site's last desired-peerings change
+    requests/{request id}                       the write a request made, for REQUEST_TTL seconds (see Registry)
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -38,6 +43,7 @@ from isthmus.coordinator.store import (
     prefix_empty,
 )
 from isthmus.core import model as m
+from isthmus.core.edge import current_request
 from isthmus.core.errors import (
     Aborted,
     AlreadyExists,
@@ -56,9 +62,15 @@ CONNECTIONS = CONFIG + "connections/"
 INDEX = ROOT + "index/"
 REFS = ROOT + "refs/"
 STATUS = ROOT + "status/"
+LAST_STATUS = ROOT + "last-status/"  # what each site's agent last reported, kept after its session ends
+DESIRED = ROOT + "desired/"  # the revision that last changed each site's desired peerings (coordinator/revisions.py)
 VIEWS = ROOT + "views/"  # the global views (coordinator/views.py): a deleted site's reports go with it
+REQUESTS = ROOT + "requests/"
 
 MAX_ATTEMPTS = 16
+# How long a write remembers its request id: a client that retries within this time gets the first answer.
+# Records live between half of it and all of it (each lease is used for half its TTL).
+REQUEST_TTL = 600
 
 T = TypeVar("T")
 
@@ -105,6 +117,18 @@ def status_key(site: str) -> str:
     return STATUS + site
 
 
+def last_status_key(site: str) -> str:
+    return LAST_STATUS + site
+
+
+def desired_key(site: str) -> str:
+    return DESIRED + site
+
+
+def request_key(request_id: str) -> str:
+    return REQUESTS + request_id
+
+
 def encode(obj: Any) -> bytes:
     return json.dumps(m.to_json(obj), sort_keys=True, separators=(",", ":")).encode()
 
@@ -145,15 +169,70 @@ def _check_vni_free(vni: int, name: str, owner: KV | None, segment: KV | None) -
 
 
 class Registry:
-    """Validated create/get/list/update/delete of sites, endpoints and connections."""
+    """Validated create/get/list/update/delete of sites, endpoints and connections.
+
+    A write made for a request that carries a request id (``isthmus.core.edge.current_request``) stores a record
+    of it, in the same transaction, under ``requests/{id}`` for REQUEST_TTL seconds. The same request again (a
+    client retrying after a lost answer, or the store retrying on another etcd member a transaction that was in
+    fact applied) finds the record and gets the answer of the first: the object as stored now, or the revision
+    of a delete, never ALREADY_EXISTS or NOT_FOUND for its own earlier success.
+    """
+
+    # The object a write's first operation writes, by key prefix: how a repeated request reads its answer.
+    DECODERS: dict[str, Callable[[KV], Any]] = {
+        SITES: decode_site, ENDPOINTS: decode_endpoint, CONNECTIONS: decode_connection}
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._request_lease = (0, 0.0)  # lease id, monotonic time granted
+        self._lease_lock = asyncio.Lock()
+
+    async def _lease_for_requests(self) -> int:
+        async with self._lease_lock:
+            lease, granted = self._request_lease
+            if not lease or time.monotonic() - granted > REQUEST_TTL / 2:
+                self._request_lease = (await self.store.grant_lease(REQUEST_TTL), time.monotonic())
+            return self._request_lease[0]
+
+    async def _replay(self, request_id: str, method: str) -> Any:
+        """The answer of an earlier run of this request, or None when there was none."""
+        kv = await self.store.get(request_key(request_id))
+        if kv is None:
+            return None
+        record = json.loads(kv.value)
+        if record.get("method") != method:
+            raise InvalidArgument(f"{request_id[:64]} was used for another request ({record.get('method')}); "
+                                  "use a new id for each request", "x-isthmus-request-id")
+        key = record["key"]
+        log.info("request %s repeated: answering with what it did at rev %d", request_id, kv.mod_revision)
+        if record["op"] == "delete":
+            return kv.mod_revision
+        current = await self.store.get(key)
+        decode = next((d for prefix, d in self.DECODERS.items() if key.startswith(prefix)), None)
+        if current is None or current.create_revision > kv.mod_revision or decode is None:
+            raise Aborted(f"this request was done at revision {kv.mod_revision}, and {key[len(CONFIG):]} was "
+                          "deleted since")
+        return decode(current)
 
     async def _commit(self, what: str, attempt: Callable[[], Awaitable[Plan]]) -> Any:
+        request = current_request()
         for _ in range(MAX_ATTEMPTS):
-            plan = await attempt()
-            ok, revision = await self.store.txn(plan.compares, plan.ops)
+            if request is not None and (done := await self._replay(*request)) is not None:
+                return done
+            try:
+                plan = await attempt()
+            except (AlreadyExists, NotFound, FailedPrecondition, Aborted):
+                # The same request, run meanwhile by another coordinator, may be what made this one fail.
+                if request is not None and (done := await self._replay(*request)) is not None:
+                    return done
+                raise
+            compares, ops = plan.compares, plan.ops
+            if request is not None and ops:
+                record = json.dumps({"method": request[1], "key": ops[0].key,
+                                     "op": "put" if isinstance(ops[0], Put) else "delete"}).encode()
+                compares = [*compares, absent(request_key(request[0]))]
+                ops = [*ops, Put(request_key(request[0]), record, await self._lease_for_requests())]
+            ok, revision = await self.store.txn(compares, ops)
             if ok:
                 log.info("%s at rev %d", what, revision)
                 return plan.result(revision)
@@ -277,6 +356,7 @@ class Registry:
             # exists must not hold back the others' quota raises).
             ops += [Delete(f"{VIEWS}{part}/{name}") for part in ("regions", "attached", "usage", "capacity")]
             ops.append(Delete(f"{VIEWS}addresses/{name}/", prefix=True))
+            ops += [Delete(last_status_key(name)), Delete(desired_key(name))]
             return Plan(
                 [mod_is(site_key(name), current.version), prefix_empty(f"{ENDPOINTS}{name}/"),
                  prefix_empty(site_refs(name)), prefix_empty(device_names(name))],

@@ -35,6 +35,7 @@ class Watcher(ABC, Generic[W]):
         self.prefix = prefix
         self.name = name  # for the logs and the task
         self.revision = 0  # the etcd revision the view is at
+        self.reconciled_at = 0  # the revision ``reconcile`` last finished acting on
         self.ready = asyncio.Event()  # set once the first listing is in
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -72,6 +73,7 @@ class Watcher(ABC, Generic[W]):
         await self._advance(revision)
         self.ready.set()
         await self.reconcile(work)
+        await self._reconciled(revision)
 
     async def _follow(self) -> None:
         delay = RESUME_FIRST
@@ -81,6 +83,7 @@ class Watcher(ABC, Generic[W]):
                     work = self.apply(revision, events)
                     await self._advance(revision)
                     await self.reconcile(work)
+                    await self._reconciled(revision)
                     delay = RESUME_FIRST
             except OutOfRange as exc:
                 log.warning("%s fell behind a compaction (%s); listing %s again", self.name, exc, self.prefix)
@@ -108,11 +111,20 @@ class Watcher(ABC, Generic[W]):
         async with self._advanced:
             self._advanced.notify_all()
 
-    async def wait_for_revision(self, revision: int, timeout: float) -> bool:
-        """Wait until the view includes ``revision``; False after ``timeout`` seconds."""
+    async def _reconciled(self, revision: int) -> None:
+        self.reconciled_at = max(self.reconciled_at, revision)
+        async with self._advanced:
+            self._advanced.notify_all()
+
+    async def wait_for_revision(self, revision: int, timeout: float, reconciled: bool = False) -> bool:
+        """Wait until the view includes ``revision`` (with ``reconciled``: and ``reconcile`` has acted on it, with
+        whatever it writes to etcd); False after ``timeout`` seconds."""
+        def reached() -> bool:
+            return (self.reconciled_at if reconciled else self.revision) >= revision
+
         async with self._advanced:
             try:
-                await asyncio.wait_for(self._advanced.wait_for(lambda: self.revision >= revision), timeout)
+                await asyncio.wait_for(self._advanced.wait_for(reached), timeout)
             except TimeoutError:
                 return False
         return True

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from argparse import Namespace
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
 
-from isthmus.ctl.render import describe_rpc_error, format_table, message_json
+from isthmus.core.edge import REQUEST_ID_KEY
+from isthmus.ctl.render import answered_by_server, describe_rpc_error, format_table, message_json
 from isthmus.v1 import admin_pb2_grpc, api_pb2, api_pb2_grpc, l2gw_pb2, l2gw_pb2_grpc
 
 ENV_COORDINATOR = "ISTHMUS_COORDINATOR"
@@ -56,6 +59,114 @@ class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterc
         return continuation(self._with_token(client_call_details), request)
 
 
+def coordinator_list(value: str) -> list[str]:
+    """HOST:PORT[,HOST:PORT...] (or unix:PATH) as --coordinator and $ISTHMUS_COORDINATOR take it, and the agents."""
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
+def unreachable(exc: grpc.RpcError) -> bool:
+    """gRPC could not get the call to a coordinator (as opposed to a coordinator answering UNAVAILABLE)."""
+    return bool(exc.code() == grpc.StatusCode.UNAVAILABLE and not answered_by_server(exc))
+
+
+class Coordinators:
+    """A channel over every coordinator given, for the generated stubs.
+
+    A call goes to the coordinator that answered last; when that one cannot be reached it goes to the next,
+    within the call's deadline. An answer, even UNAVAILABLE about etcd, is final: every coordinator shares the
+    one etcd cluster, and asking the next would only double the wait. Every unary call carries a request id,
+    the same on each coordinator it reaches, so that a write whose answer was lost is not done twice (the
+    coordinator answers the repeated request as it did the first).
+    """
+
+    def __init__(self, addresses: Sequence[str], open_channel: Callable[[str], Any]) -> None:
+        self.addresses = list(addresses)
+        self._open = open_channel
+        self._channels: dict[int, Any] = {}
+        self.current = 0
+
+    def channel(self, index: int) -> Any:
+        if index not in self._channels:
+            self._channels[index] = self._open(self.addresses[index])
+        return self._channels[index]
+
+    def order(self) -> list[int]:
+        n = len(self.addresses)
+        return [(self.current + k) % n for k in range(n)]
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        def call(request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:
+            md = [*(metadata or ()), (REQUEST_ID_KEY, str(uuid.uuid4()))]
+            deadline = None if timeout is None else time.monotonic() + timeout
+            order = self.order()
+            for k, index in enumerate(order):
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                stub = self.channel(index).unary_unary(method, *args, **kwargs)
+                try:
+                    reply = stub(request, timeout=remaining, metadata=md, **options)
+                except grpc.RpcError as exc:
+                    if k == len(order) - 1 or not unreachable(exc) or (remaining is not None and remaining <= 0):
+                        raise
+                    continue
+                self.current = index
+                return reply
+            raise AssertionError("unreachable: the last coordinator's error is raised")
+
+        return call
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        def call(request: Any, **options: Any) -> FailoverStream:
+            return FailoverStream(self, lambda index: self.channel(index).unary_stream(method, *args, **kwargs)(
+                request, **options))
+
+        return call
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self.channel(self.current).stream_unary(method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self.channel(self.current).stream_stream(method, *args, **kwargs)
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()
+        self._channels.clear()
+
+
+class FailoverStream:
+    """A server stream that starts on the first coordinator it can reach; once an item came, it stays there."""
+
+    def __init__(self, coordinators: Coordinators, start: Callable[[int], Any]) -> None:
+        self._coordinators = coordinators
+        self._start = start
+        self._call: Any = None
+        self._started = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self._started:
+            return next(self._call)
+        order = self._coordinators.order()
+        for k, index in enumerate(order):
+            self._call = self._start(index)
+            try:
+                item = next(self._call)
+            except grpc.RpcError as exc:
+                if k == len(order) - 1 or not unreachable(exc):
+                    raise
+                continue
+            self._started = True
+            self._coordinators.current = index
+            return item
+        raise StopIteration
+
+    def cancel(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+
+
 @dataclass
 class Ctl:
     """What every command needs: where to connect, how to print, and the one channel it opens."""
@@ -71,24 +182,29 @@ class Ctl:
     unavailable_hint: str = ""  # names the address tried, once a channel is open
     _channel: Any = None
 
+    def _open(self, address: str) -> Any:
+        if self.tls_ca is None:
+            channel = grpc.insecure_channel(address)
+        else:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read(self.tls_ca, "--tls-ca"),
+                private_key=_read(self.tls_key, "--tls-key") if self.tls_key else None,
+                certificate_chain=_read(self.tls_cert, "--tls-cert") if self.tls_cert else None,
+            )
+            # A unix socket has no host name; the coordinator's certificate names localhost.
+            options = [("grpc.ssl_target_name_override", "localhost")] if address.startswith("unix:") else []
+            channel = grpc.secure_channel(address, creds, options=options)
+        if self.token:
+            channel = grpc.intercept_channel(channel, BearerToken(self.token))
+        return channel
+
     def _coordinator_channel(self) -> Any:
         if self._channel is None:
-            self.unavailable_hint = (f"is a coordinator running at {self.coordinator}? "
+            addresses = coordinator_list(self.coordinator) or [DEFAULT_COORDINATOR]
+            where = " or ".join(addresses)
+            self.unavailable_hint = (f"is a coordinator running at {where}? "
                                      f"set --coordinator or ${ENV_COORDINATOR}")
-            if self.tls_ca is None:
-                self._channel = grpc.insecure_channel(self.coordinator)
-            else:
-                creds = grpc.ssl_channel_credentials(
-                    root_certificates=_read(self.tls_ca, "--tls-ca"),
-                    private_key=_read(self.tls_key, "--tls-key") if self.tls_key else None,
-                    certificate_chain=_read(self.tls_cert, "--tls-cert") if self.tls_cert else None,
-                )
-                # A unix socket has no host name; the coordinator's certificate names localhost.
-                options = ([("grpc.ssl_target_name_override", "localhost")]
-                           if self.coordinator.startswith("unix:") else [])
-                self._channel = grpc.secure_channel(self.coordinator, creds, options=options)
-            if self.token:
-                self._channel = grpc.intercept_channel(self._channel, BearerToken(self.token))
+            self._channel = Coordinators(addresses, self._open)
         return self._channel
 
     def sites(self) -> Any:

@@ -22,6 +22,7 @@ from isthmus.ctl.client import (
     Command,
     Ctl,
     CtlError,
+    coordinator_list,
 )
 from isthmus.ctl.flags import seconds
 from isthmus.ctl.render import describe_rpc_error
@@ -45,8 +46,9 @@ def _global_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("global options")
     s = argparse.SUPPRESS
-    g.add_argument("--coordinator", metavar="ADDR", default=s,
-                   help=f"coordinator host:port (default: ${ENV_COORDINATOR}, else {DEFAULT_COORDINATOR})")
+    g.add_argument("--coordinator", metavar="ADDR[,ADDR...]", default=s,
+                   help=f"coordinators, HOST:PORT or unix:PATH, comma-separated: each call goes to the next one "
+                   f"when one cannot be reached (default: ${ENV_COORDINATOR}, else {DEFAULT_COORDINATOR})")
     g.add_argument("-o", "--output", choices=("table", "json"), default=s, help="table (default) or json")
     g.add_argument("--timeout", type=seconds, metavar="SECONDS", default=s,
                    help=f"deadline of each call (default {DEFAULT_TIMEOUT:g})")
@@ -93,6 +95,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
     for name, value in defaults.items():
         if not hasattr(args, name):
             setattr(args, name, value)
+    if not coordinator_list(args.coordinator):
+        parser.error(f"--coordinator: give at least one HOST:PORT (got {args.coordinator[:100]!r})")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_cert is not None and args.tls_ca is None:

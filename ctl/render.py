@@ -13,6 +13,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from isthmus.core import model as m
+from isthmus.core.edge import ANSWERED_BY_KEY
 from isthmus.core.wire import network as wire
 from isthmus.v1 import admin_pb2, api_pb2, types_pb2
 
@@ -66,11 +67,23 @@ def message_json(msg: Message) -> dict[str, Any]:
     return data
 
 
+def answered_by_server(exc: grpc.RpcError) -> bool:
+    """The error is a server's answer (marked by isthmus's gRPC edge), not gRPC failing to reach one."""
+    trailing = getattr(exc, "trailing_metadata", None)
+    try:
+        metadata = trailing() if callable(trailing) else None
+    except Exception:  # noqa: BLE001 (a call that never reached a server may have none)
+        metadata = None
+    return any(key == ANSWERED_BY_KEY for key, _ in metadata or ())
+
+
 def describe_rpc_error(exc: grpc.RpcError, unavailable_hint: str = "") -> str:
-    """'<CODE>: <details>' on one line, with a hint where the code alone does not say what to do."""
+    """'<CODE>: <details>' on one line, with a hint where the code alone does not say what to do.
+
+    The hint about reaching the server is left out when a server answered UNAVAILABLE itself (etcd, say)."""
     code = exc.code()
     text = f"{code.name}: {' '.join((exc.details() or '').split())}"
-    if code == grpc.StatusCode.UNAVAILABLE and unavailable_hint:
+    if code == grpc.StatusCode.UNAVAILABLE and unavailable_hint and not answered_by_server(exc):
         text += f" ({unavailable_hint})"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         text += " (no answer in time; see --timeout)"

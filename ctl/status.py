@@ -18,6 +18,7 @@ from isthmus.ctl.render import (
     PEERING_COLUMNS,
     describe_rpc_error,
     format_age,
+    format_clock,
     format_journal,
     format_table,
     override_row,
@@ -35,13 +36,23 @@ def _established(p: api_pb2.PeeringStatus) -> bool:
     return p.HasField("observed") and p.observed.state == types_pb2.PEERING_STATE_ESTABLISHED
 
 
-def status_row(st: api_pb2.SiteStatus) -> list[str]:
+def agent_state(st: api_pb2.SiteStatus, now: float) -> str:
+    """The AGENT cell. A disconnected site's other cells are its agent's last report: say how old."""
     if not st.defined:
-        agent = "undefined site"
-    elif st.external:
-        agent = "external (no agent)"
-    else:
-        agent = "connected" if st.connected else "disconnected"
+        return "undefined site"
+    if st.external:
+        return "external (no agent)"
+    if st.connected:
+        return "connected"
+    if st.disconnected_since_unix_ms:
+        return f"disconnected for {format_age(now - st.disconnected_since_unix_ms / 1000)}"
+    if st.last_report_unix_ms:
+        return f"disconnected, last report {format_age(now - st.last_report_unix_ms / 1000)} ago"
+    return "disconnected"
+
+
+def status_row(st: api_pb2.SiteStatus, now: float | None = None) -> list[str]:
+    agent = agent_state(st, time.time() if now is None else now)
     desired = [p for p in st.peerings if p.HasField("desired")]
     peerings = f"{sum(1 for p in desired if _established(p))}/{len(desired)}"
     return [st.site, agent, str(st.desired_revision), str(st.applied_revision), peerings, st.driver,
@@ -64,6 +75,9 @@ def not_established(statuses: Sequence[api_pb2.SiteStatus]) -> list[str]:
     missing = []
     for st in statuses:
         if not st.defined or st.external:
+            continue
+        if not st.connected and st.agent_version:  # what it shows is a last report
+            missing.append(f"{st.site} (disconnected)")
             continue
         if st.applied_revision < st.desired_revision:
             missing.append(f"{st.site} (applied revision {st.applied_revision} < {st.desired_revision})")
@@ -137,6 +151,11 @@ def site_details(st: api_pb2.SiteStatus, now: float) -> str:
     """What `status SITE` shows below the site's row: peerings, then local overrides and recent events if any."""
     peerings = sorted(st.peerings, key=peering_name)
     parts = [format_table(PEERING_COLUMNS, [peering_row(p, now) for p in peerings])]
+    if not st.connected and st.agent_version:
+        seen = f"reported at {format_clock(st.last_report_unix_ms)}" if st.last_report_unix_ms else "reported"
+        since = (f"; disconnected since {format_clock(st.disconnected_since_unix_ms)}"
+                 if st.disconnected_since_unix_ms else "")
+        parts.insert(0, f"{st.site} has no agent connected: OBSERVED is what its agent last {seen}{since}")
     if st.overrides:
         overrides = sorted(st.overrides, key=lambda o: o.connection)
         parts.append(f"local overrides at {st.site}:\n"

@@ -191,8 +191,14 @@ BAD_INPUTS: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
 
 
 async def test_bad_inputs_give_the_right_code_name_the_field_and_write_nothing(env: tuple[str, Path]) -> None:
-    async def body(c: Client, store: Store) -> None:
+    etcd, tmp = env
+    async with running_coordinator(etcd, tmp) as coord, grpc.aio.insecure_channel(coord.address) as ch:
+        c, store, planner = Client(ch), coord.store, coord.planner
+        assert store is not None and planner is not None
         await seed(c)
+        # After the seed's writes the planner records each site's desired revision (desired/{site}): let it.
+        config, _ = await store.get_prefix(ROOT + "config/")
+        assert await planner.wait_for_revision(max(kv.mod_revision for kv in config), 10, reconciled=True)
         before, rev_before = await store.get_prefix(ROOT)
         failures = []
         for service, rpc, request, code, text in BAD_INPUTS:
@@ -207,8 +213,6 @@ async def test_bad_inputs_give_the_right_code_name_the_field_and_write_nothing(e
         assert not failures, "\n".join(failures)
         assert rev_after == rev_before, "a rejected request wrote to etcd"
         assert after == before
-
-    await with_api(env, body)
 
 
 async def test_concurrent_updates_with_one_version_exactly_one_wins(env: tuple[str, Path]) -> None:
@@ -338,5 +342,49 @@ async def test_lists_are_paged(env: tuple[str, Path]) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await c.sites.ListSites(req)
             assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (exc.value.details() or "")
+
+    await with_api(env, body)
+
+
+async def test_a_repeated_request_id_gets_the_first_answer(env: tuple[str, Path]) -> None:
+    """A write repeated with its request id (a client retrying after a lost answer) is not done twice."""
+
+    def rid(text: str) -> list[tuple[str, str]]:
+        return [("x-isthmus-request-id", f"req-{text}-0001")]
+
+    async def body(c: Client, store: Store) -> None:
+        first = await c.sites.CreateSite(pb.Site(name="r1", kind=REGION), metadata=rid("a"))
+        again = await c.sites.CreateSite(pb.Site(name="r1", kind=REGION), metadata=rid("a"))
+        assert again == first
+        with pytest.raises(grpc.aio.AioRpcError) as exc:  # another request (no id, or another id): name taken
+            await c.sites.CreateSite(pb.Site(name="r1", kind=REGION), metadata=rid("b"))
+        assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        # The answer is the object as it is now.
+        updated = await c.sites.UpdateSite(pb.Site(name="r1", description="changed"), metadata=rid("c"))
+        assert (await c.sites.CreateSite(pb.Site(name="r1", kind=REGION), metadata=rid("a"))) == updated
+        assert (await c.sites.UpdateSite(pb.Site(name="r1", description="changed"), metadata=rid("c"))) == updated
+
+        await c.endpoints.CreateEndpoint(pb.Endpoint(site="r1", name="gw", address="192.0.2.1", asn=65001))
+        deleted = await c.endpoints.DeleteEndpoint(api.DeleteEndpointRequest(site="r1", name="gw", version=0),
+                                                   metadata=rid("d"))
+        repeated = await c.endpoints.DeleteEndpoint(api.DeleteEndpointRequest(site="r1", name="gw"),
+                                                    metadata=rid("d"))
+        assert repeated.revision == deleted.revision
+
+        # The id of one request cannot answer another, and a malformed id is refused; nothing is written.
+        before = [await store.get_prefix(ROOT + part) for part in ("config/", "requests/")]
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await c.endpoints.CreateEndpoint(pb.Endpoint(site="r1", name="x", address="192.0.2.9", asn=65009),
+                                             metadata=rid("a"))
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "was used for another request (SiteService.CreateSite)" in (exc.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await c.sites.CreateSite(pb.Site(name="r2", kind=REGION), metadata=[("x-isthmus-request-id", "bad id!")])
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (exc.value.details() or "").startswith("x-isthmus-request-id: must be")
+        assert [kvs for kvs, _ in [await store.get_prefix(ROOT + p) for p in ("config/", "requests/")]] == [
+            kvs for kvs, _ in before]
+        records = before[1][0]
+        assert len(records) == 3 and all(kv.lease for kv in records)  # a, c, d
 
     await with_api(env, body)

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from isthmus.core import border, flags
+from isthmus.core import border, edge, flags
 from isthmus.core import model as m
 from isthmus.core.wire import border as border_wire
 from isthmus.core.wire import network as wire
@@ -613,6 +613,23 @@ def test_status_row_counts_established_of_desired_peerings() -> None:
     assert ctl_status.status_row(api_pb2.SiteStatus(site="x", connected=True))[:2] == ["x", "undefined site"]
 
 
+def test_a_disconnected_sites_row_is_its_last_report_and_says_how_old() -> None:
+    st = api_pb2.SiteStatus(
+        site="one", defined=True, connected=False, driver="fake", coordinator="c1", desired_revision=5,
+        applied_revision=5, agent_version="0.1.0", last_report_unix_ms=1_000_000, disconnected_since_unix_ms=1_060_000,
+        peerings=[_peering("a", pb.PEERING_STATE_ESTABLISHED)],
+    )
+    assert ctl_status.status_row(st, now=1_360) == ["one", "disconnected for 5m", "5", "5", "1/1", "fake", "c1"]
+    st.disconnected_since_unix_ms = 0  # its session was not seen to end (the coordinator died)
+    assert ctl_status.status_row(st, now=1_000 + 7200)[1] == "disconnected, last report 2h ago"
+    assert ctl_status.not_established([st]) == ["one (disconnected)"]
+    details = ctl_status.site_details(st, now=1_360)
+    assert details.splitlines()[0].startswith("one has no agent connected: OBSERVED is what its agent last "
+                                              "reported at ")
+    never = api_pb2.SiteStatus(site="two", defined=True, peerings=[_peering("a", None)])
+    assert ctl_status.status_row(never, now=0)[:5] == ["two", "disconnected", "0", "0", "0/1"]
+
+
 def test_overridden_peerings_are_not_waited_for() -> None:
     disabled = _peering("held", pb.PEERING_STATE_DOWN)
     disabled.override.CopyFrom(pb.Override(connection="held", kind=pb.OVERRIDE_KIND_DISABLE))
@@ -834,21 +851,32 @@ class FakeBorder(l2gw_pb2_grpc.BorderGatewayServiceServicer):
     def __init__(self, *statuses: l2.L2GatewayConnectionStatus) -> None:
         self.statuses = list(statuses)
         self.calls = 0
+        self.request_ids: list[str] = []
+        self.unavailable = ""  # answer UNAVAILABLE with this message, as the coordinator's edge does
 
-    def GetL2GatewayConnectionStatus(self, request: l2.GetByIdRequest, context: object  # noqa: N802
+    def GetL2GatewayConnectionStatus(self, request: l2.GetByIdRequest, context: grpc.ServicerContext  # noqa: N802
                                      ) -> l2.L2GatewayConnectionStatus:
         self.calls += 1
+        self.request_ids += [v for k, v in context.invocation_metadata() if k == edge.REQUEST_ID_KEY]
+        if self.unavailable:
+            context.set_trailing_metadata(((edge.ANSWERED_BY_KEY, "UNAVAILABLE"),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, self.unavailable)
         return self.statuses[min(self.calls, len(self.statuses)) - 1]
+
+
+def serve_fake_border(fake: FakeBorder) -> tuple[grpc.Server, str]:
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
 
 
 @pytest.fixture
 def fake_border() -> Iterator[tuple[FakeBorder, str]]:
     fake = FakeBorder()
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
-    l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield fake, f"127.0.0.1:{port}"
+    server, address = serve_fake_border(fake)
+    yield fake, address
     server.stop(None)
 
 
@@ -904,6 +932,12 @@ def test_describe_rpc_error_adds_the_hint_when_unavailable() -> None:
     assert ctl_render.describe_rpc_error(exc, "is it running?") == "UNAVAILABLE: connection refused (is it running?)"
 
 
+def test_describe_rpc_error_gives_no_hint_when_a_server_answered_unavailable() -> None:
+    exc = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "etcd has no leader")
+    exc.trailing_metadata = lambda: ((edge.ANSWERED_BY_KEY, "UNAVAILABLE"),)  # type: ignore[attr-defined]
+    assert ctl_render.describe_rpc_error(exc, "is it running?") == "UNAVAILABLE: etcd has no leader"
+
+
 @pytest.fixture
 def closed_port() -> Iterator[int]:
     """A local port that refuses connections for as long as the test runs."""
@@ -921,6 +955,40 @@ def test_an_unreachable_coordinator_is_one_error_line_naming_its_address(
     assert err.count("\n") == 1
     assert err.startswith("isthmusctl: error: UNAVAILABLE: ")
     assert f"coordinator running at {address}?" in err
+
+
+def test_the_next_coordinator_is_asked_when_one_cannot_be_reached(
+    capsys: pytest.CaptureFixture[str], closed_port: int, fake_border: tuple[FakeBorder, str]
+) -> None:
+    fake, address = fake_border
+    fake.statuses = [_l2_status(True)]
+    argv = ["--coordinator", f"127.0.0.1:{closed_port}, {address}", "l2-gateway-connection", "status", "c"]
+    assert ctl.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "complete"
+    assert fake.calls == 1 and len(fake.request_ids) == 1 and len(fake.request_ids[0]) == 36  # a UUID
+
+
+def test_a_coordinators_own_unavailable_is_its_answer_without_a_hint(
+    capsys: pytest.CaptureFixture[str], fake_border: tuple[FakeBorder, str]
+) -> None:
+    first, address = fake_border
+    first.unavailable = "etcd has lost quorum: 1 of 3 members answer and none has a leader"
+    second = FakeBorder(_l2_status(True))
+    server, other = serve_fake_border(second)
+    try:
+        assert ctl.main(["--coordinator", f"{address},{other}", "l2-gateway-connection", "status", "c"]) == 1
+    finally:
+        server.stop(None)
+    # Every coordinator shares the one etcd: asking the next would only double the wait.
+    assert (first.calls, second.calls) == (1, 0)
+    assert capsys.readouterr().err == f"isthmusctl: error: UNAVAILABLE: {first.unavailable}\n"
+
+
+def test_coordinator_lists_are_comma_separated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl_client.coordinator_list(" a:1, b:2 ,,unix:/run/c.sock") == ["a:1", "b:2", "unix:/run/c.sock"]
+    assert ctl.parse_args(["--coordinator", "a:1,b:2", "site", "list"]).coordinator == "a:1,b:2"
+    assert "--coordinator: give at least one HOST:PORT" in usage_error(capsys, ["--coordinator", " , ", "site",
+                                                                                  "list"])
 
 
 def test_an_absent_admin_socket_is_one_error_line_naming_the_socket(

@@ -15,24 +15,20 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
-import struct
-import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from aetcd import rpc as etcd_rpc
 
 from conftest import Proc, agent_cmd, coordinator_cmd, ctl, wait_for
-from isthmus.coordinator.etcd import free_port
+from etcd_cluster import EtcdCluster
 from isthmus.v1 import admin_pb2 as adm
 from isthmus.v1 import admin_pb2_grpc, api_pb2_grpc
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import types_pb2 as pb
+from tcp_proxy import Proxy
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
                                 reason="etcd is not installed (Debian package etcd-server)")
@@ -104,50 +100,6 @@ def start_coordinator(procs: Callable[..., Proc], tmp: Path, name: str, etcd: st
 # ---------------------------------------------------------------- a three-member etcd cluster
 
 
-class EtcdCluster:
-    def __init__(self, base: Path, procs: Callable[..., Proc]) -> None:
-        self.base = base
-        base.mkdir(parents=True, exist_ok=True)
-        self.procs = procs
-        self.client = [free_port() for _ in range(3)]
-        self.peer = [free_port() for _ in range(3)]
-        token = uuid.uuid4().hex
-        initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(self.peer))
-        self.members: list[Proc] = []
-        for i in range(3):
-            self.members.append(procs(f"etcd-m{i}", [
-                "etcd", "--name", f"m{i}", "--data-dir", str(base / f"m{i}"),
-                "--listen-client-urls", f"http://127.0.0.1:{self.client[i]}",
-                "--advertise-client-urls", f"http://127.0.0.1:{self.client[i]}",
-                "--listen-peer-urls", f"http://127.0.0.1:{self.peer[i]}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer[i]}",
-                "--initial-cluster", initial, "--initial-cluster-token", token,
-                "--initial-cluster-state", "new",
-                "--heartbeat-interval", "100", "--election-timeout", "1000",
-            ], base / f"etcd-m{i}.log"))
-        wait_for(lambda: self.leader_index() >= 0, 30, "the etcd cluster to elect a leader")
-
-    @property
-    def endpoints(self) -> str:
-        return ",".join(f"127.0.0.1:{p}" for p in self.client)
-
-    def leader_index(self) -> int:
-        """Index of the member that is the raft leader (-1 if none answers)."""
-        ids = {}
-        leader = 0
-        for i, port in enumerate(self.client):
-            if not self.members[i].alive():
-                continue
-            try:
-                with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                    st = etcd_rpc.MaintenanceStub(ch).Status(etcd_rpc.StatusRequest(), timeout=2)
-            except grpc.RpcError:
-                continue
-            ids[st.header.member_id] = i
-            leader = st.leader
-        return ids.get(leader, -1)
-
-
 @pytest.fixture
 def etcd_cluster(tmp_path: Path, procs: Callable[..., Proc]) -> EtcdCluster:
     return EtcdCluster(tmp_path / "etcd", procs)
@@ -206,83 +158,6 @@ def test_etcd_leader_killed_writes_resume(etcd_cluster: EtcdCluster, tmp_path: P
     assert names == {"r1", "r2", "r3"}
     assert [c.name for c in a.connections.ListConnections(api.ListConnectionsRequest(), timeout=5).connections] == [
         "r1--r2"]
-
-
-class Proxy:
-    """A TCP proxy on loopback whose link can be cut and healed (both directions, all connections)."""
-
-    def __init__(self, upstream: str) -> None:
-        host, port = upstream.rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.port = free_port()
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self.heal()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def heal(self) -> None:
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(("127.0.0.1", self.port))
-        ls.listen(16)
-        self._listener = ls
-        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
-
-    def cut(self) -> None:
-        assert self._listener is not None
-        self._listener.close()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                # Reset both legs (linger 0: RST, not FIN) so both ends see the cut at once.
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def _accept(self, ls: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = ls.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-                server.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, server]
-            threading.Thread(target=self._serve, args=(client, server), daemon=True).start()
-
-    def _serve(self, client: socket.socket, server: socket.socket) -> None:
-        upstream = threading.Thread(target=self._pump, args=(client, server), daemon=True)
-        upstream.start()
-        self._pump(server, client)
-        upstream.join(10)
-        with self._lock:
-            for s in (client, server):
-                if s in self._conns:
-                    self._conns.remove(s)
-                s.close()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        try:
-            dst.shutdown(socket.SHUT_WR)  # pass the end of this direction on
-        except OSError:
-            pass
 
 
 @pytest.fixture

@@ -97,3 +97,62 @@ async def test_planner_follows_etcd_and_recovers_from_compaction(etcd: str) -> N
     assert planner.site_revision["r1"] >= rev and "r3" in planner.sites
     task.cancel()
     await store.close()
+
+
+async def test_desired_revisions_move_only_when_a_sites_peerings_change(etcd: str) -> None:
+    """Restarts, writes that leave a site's peerings as they were, and a second planner never move its revision."""
+    import dataclasses
+
+    from conftest import await_for
+    from isthmus.coordinator.planner import Planner
+    from isthmus.coordinator.registry import Registry
+    from isthmus.coordinator.store import Store
+
+    store = Store([etcd])
+    await store.connect()
+    reg = Registry(store)
+    for name in ("r1", "r2", "r3"):
+        await reg.create_site(m.Site(name, m.SiteKind.REGION))
+    for ep in EPS.values():
+        if ep.site in ("r1", "r2"):
+            await reg.create_endpoint(m.Endpoint(ep.site, ep.name, ep.address, ep.asn, ep.role))
+    await reg.create_endpoint(m.Endpoint("r3", "gw", "192.0.2.9", 65009))
+    first = Planner(store)  # running while everything below changes
+    await first.start()
+    one = await reg.create_connection(_conn("one", "r1/gw", "r2/gw"))
+    two = await reg.create_connection(_conn("two", "r1/gw", "r3/gw"))
+    gone = await reg.delete_connection("two")  # r1 and r3 changed at this revision
+    await await_for(lambda: first.revision >= gone, 10, "the planner to see the delete")
+    want = {"r1": gone, "r2": one.version, "r3": gone}
+    assert {s: first.site_revision.get(s, 0) for s in want} == want
+
+    # Writes that leave every site's peerings as they were: a description, a site's labels.
+    touched = await reg.update_connection(dataclasses.replace(one, description="now with a description", version=0),
+                                          type_given=False)
+    await reg.update_site("r2", labels={"tier": "gold"}, description="")
+    await await_for(lambda: first.revision > touched.version, 10, "the planner to see the writes")
+    assert {s: first.site_revision.get(s, 0) for s in want} == want
+
+    # A second coordinator, and the first one restarted, agree with the one that saw every change.
+    second = Planner(store)
+    await second.start()
+    await first.stop()
+    restarted = Planner(store)
+    await restarted.start()
+    for planner in (second, restarted):
+        assert {s: planner.site_revision.get(s, 0) for s in want} == want, f"two was created at {two.version}"
+
+    # A change of r2's peerings moves r2 (and r1: the same connection), on both, to the same revision.
+    moved = await reg.update_connection(dataclasses.replace(touched, admin_state=m.AdminState.DOWN, version=0),
+                                        type_given=False)
+    for planner in (second, restarted):
+        await await_for(lambda p=planner: p.site_revision.get("r2") == moved.version, 10, "r2's revision to move")
+        assert planner.site_revision["r1"] == moved.version and planner.site_revision["r3"] == gone
+    await second.stop()
+    again = Planner(store)
+    await again.start()
+    assert {s: again.site_revision.get(s, 0) for s in want} == {"r1": moved.version, "r2": moved.version,
+                                                               "r3": gone}
+    await again.stop()
+    await restarted.stop()
+    await store.close()

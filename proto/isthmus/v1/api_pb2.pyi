@@ -140,7 +140,7 @@ class PeeringStatus(_message.Message):
     def __init__(self, desired: _Optional[_Union[_types_pb2.DesiredPeering, _Mapping]] = ..., observed: _Optional[_Union[_types_pb2.ObservedPeering, _Mapping]] = ..., override: _Optional[_Union[_types_pb2.Override, _Mapping]] = ..., trimmed: _Optional[bool] = ...) -> None: ...
 
 class SiteStatus(_message.Message):
-    __slots__ = ("site", "defined", "connected", "coordinator", "agent_version", "agent_host", "driver", "desired_revision", "applied_revision", "connected_since_unix_ms", "last_report_unix_ms", "peerings", "overrides", "journal", "external", "next_page_token")
+    __slots__ = ("site", "defined", "connected", "coordinator", "agent_version", "agent_host", "driver", "desired_revision", "applied_revision", "connected_since_unix_ms", "last_report_unix_ms", "peerings", "overrides", "journal", "external", "next_page_token", "disconnected_since_unix_ms")
     SITE_FIELD_NUMBER: _ClassVar[int]
     DEFINED_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class SiteStatus(_message.Message):
     JOURNAL_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DISCONNECTED_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     site: str
     defined: bool
     connected: bool
@@ -173,7 +174,8 @@ class SiteStatus(_message.Message):
     journal: _containers.RepeatedCompositeFieldContainer[_types_pb2.JournalEntry]
     external: bool
     next_page_token: str
-    def __init__(self, site: _Optional[str] = ..., defined: _Optional[bool] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_host: _Optional[str] = ..., driver: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., connected_since_unix_ms: _Optional[int] = ..., last_report_unix_ms: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[PeeringStatus, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[_types_pb2.Override, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[_types_pb2.JournalEntry, _Mapping]]] = ..., external: _Optional[bool] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    disconnected_since_unix_ms: int
+    def __init__(self, site: _Optional[str] = ..., defined: _Optional[bool] = ..., connected: _Optional[bool] = ..., coordinator: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_host: _Optional[str] = ..., driver: _Optional[str] = ..., desired_revision: _Optional[int] = ..., applied_revision: _Optional[int] = ..., connected_since_unix_ms: _Optional[int] = ..., last_report_unix_ms: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[PeeringStatus, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[_types_pb2.Override, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[_types_pb2.JournalEntry, _Mapping]]] = ..., external: _Optional[bool] = ..., next_page_token: _Optional[str] = ..., disconnected_since_unix_ms: _Optional[int] = ...) -> None: ...
 
 class GetSiteStatusRequest(_message.Message):
     __slots__ = ("site", "page_token")
