@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 import isthmus
+from isthmus.coordinator import border as br
 from isthmus.coordinator import registry as r
-from isthmus.coordinator.store import Delete, Put, Store, absent, mod_is
+from isthmus.coordinator.store import Delete, Put, Store, absent, mod_is, prefix_empty
 from isthmus.core.errors import IsthmusError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,8 @@ async def collect_garbage(store: Store) -> None:
     what a hand edit of etcd or an interrupted older version may leave.
     """
     removed = 0
-    for prefix in (r.INDEX, r.REFS + "endpoint/"):
+    # The connections' own indexes and references (the index also holds the border gateway's: see below).
+    for prefix in (r.INDEX + "pair/", r.INDEX + "vni/", r.REFS + "endpoint/"):
         kvs, _ = await store.get_prefix(prefix)
         for kv in kvs:
             name = kv.value.decode() if kv.key.startswith(r.INDEX) else kv.key.rsplit("/", 1)[1]
@@ -165,6 +167,25 @@ async def collect_garbage(store: Store) -> None:
             if ok:
                 removed += 1
                 log.warning("garbage collection: removed %s (connection %s does not exist)", kv.key, name)
+    # A segmentation id stays bound to its network while an l2-gateway-connection uses it; a device's name
+    # stays taken while the device exists.
+    bindings, _ = await store.get_prefix(r.SEGMENTS)
+    for kv in bindings:
+        segment = kv.key.rsplit("/", 1)[1]
+        ok, _ = await store.txn([prefix_empty(br.segment_refs(int(segment))), mod_is(kv.key, kv.mod_revision)],
+                                [Delete(kv.key)])
+        if ok:
+            removed += 1
+            log.warning("garbage collection: removed %s (no l2-gateway-connection uses segmentation id %s)",
+                        kv.key, segment)
+    names, _ = await store.get_prefix(r.DEVICE_NAMES)
+    for kv in names:
+        device = kv.value.decode()
+        ok, _ = await store.txn([absent(br.DEVICES + device), mod_is(kv.key, kv.mod_revision)],
+                                [Delete(kv.key)])
+        if ok:
+            removed += 1
+            log.warning("garbage collection: removed %s (gateway device %s does not exist)", kv.key, device)
     cells, _ = await store.get_prefix(r.REFS + "site/")
     for kv in cells:
         cell = kv.key.rsplit("/", 1)[1]

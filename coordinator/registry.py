@@ -95,14 +95,18 @@ def vni_key(vni: int) -> str:
     return f"{INDEX}vni/{vni}"
 
 
+SEGMENTS = INDEX + "segment/"  # border-gateway segmentation ids bound to tenant networks
+DEVICE_NAMES = INDEX + "gw-device-name/"  # gateway devices' names, by site
+
+
 def segment_key(segmentation_id: int) -> str:
     """A border-gateway segmentation id bound to a tenant network (see coordinator/border.py)."""
-    return f"{INDEX}segment/{segmentation_id}"
+    return f"{SEGMENTS}{segmentation_id}"
 
 
 def device_names(site: str) -> str:
     """Prefix of the names of the site's gateway devices (see coordinator/border.py)."""
-    return f"{INDEX}gw-device-name/{site}/"
+    return f"{DEVICE_NAMES}{site}/"
 
 
 def site_refs(parent: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import await_for
+from isthmus.coordinator import border as br
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.leader import LEADER, Membership, collect_garbage, list_coordinators
 from isthmus.coordinator.registry import Registry
@@ -52,4 +53,23 @@ async def test_garbage_collection_removes_only_orphans(etcd: str) -> None:
                        r.site_refs("r1") + "gone-cell"}
     # The live connection's keys are intact: its endpoint still cannot be deleted.
     assert (await store.get(r.vni_key(10))) is not None
+    await store.close()
+
+
+async def test_garbage_collection_keeps_the_border_gateways_bindings(etcd: str) -> None:
+    """A segmentation id bound to a network, and a gateway device's name, are not connection indexes: they stay
+    while a connection uses the id and while the device exists, and go (as orphans) when nothing does."""
+    store = Store([etcd])
+    await store.connect()
+    await store.txn([], [
+        Put(r.segment_key(100), b"net-blue"), Put(br.segment_refs(100) + "conn-1", b""),  # in use
+        Put(r.segment_key(200), b"net-red"),  # nothing uses it any more
+        Put(br.DEVICES + "dev-1", b"{}"), Put(br.device_name_key("r1", "gw"), b"dev-1"),  # the device exists
+        Put(br.device_name_key("r1", "old"), b"dev-gone"),  # its device is gone
+    ])
+    await collect_garbage(store)
+    assert (await store.get(r.segment_key(100))) is not None
+    assert (await store.get(br.device_name_key("r1", "gw"))) is not None
+    assert (await store.get(r.segment_key(200))) is None
+    assert (await store.get(br.device_name_key("r1", "old"))) is None
     await store.close()
