@@ -42,6 +42,7 @@ from isthmus.coordinator.store import (
     mod_is,
     prefix_empty,
 )
+from isthmus.core import checks
 from isthmus.core import model as m
 from isthmus.core.edge import current_request
 from isthmus.core.errors import (
@@ -487,6 +488,12 @@ class Registry:
             fa, fb = ipaddress.ip_address(a.address).version, ipaddress.ip_address(b.address).version
             if fa != fb:
                 raise InvalidArgument(f"{conn.b} is IPv{fb} but {conn.a} is IPv{fa}", "b")
+            for side, ref, ep in (("a", conn.a, a), ("b", conn.b, b)):
+                if ep.role == m.EndpointRole.LOCAL:
+                    used = await self.store.count(f"{REFS}endpoint/{ref.site}/")
+                    if used >= checks.MAX_CONNECTIONS_PER_SITE:
+                        raise InvalidArgument(f"site {ref.site} has {used} connections; the budget is "
+                                              f"{checks.MAX_CONNECTIONS_PER_SITE} per site", side)
             final = conn
             if conn.type == m.ConnectionType.BGP and conn.bgp is not None and not conn.bgp.address_families:
                 final = dataclasses.replace(

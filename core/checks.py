@@ -3,7 +3,8 @@
 The budgets keep every object, and so every message built from objects, far below the 4 MiB gRPC message
 limit: an endpoint is at most about 17 KiB whatever is written into it (a peering carries two), a site
 or connection at most about 10 KiB. Where many of them meet in one message (a site's desired state, a
-status answer), the message is sent or answered in pieces (docs/api.md, "Budgets").
+status answer), the message is sent or answered in pieces (docs/api.md, "Budgets and rules"); what an
+agent reports of its site is bounded by the connections a site may have.
 
 Errors name the field and show at most the first ``ECHO`` characters of a bad value.
 """
@@ -24,6 +25,9 @@ DESCRIPTION = 1024        # characters of a description
 TEXT_NAME = 255           # characters of a free-form name (an l2-gateway's)
 ECHO = 40                 # characters of a bad value an error shows
 TEMPLATE = 64             # characters of a name template
+# Connections with an end at one site: what its agent reports about them (its observed peerings, a few hundred
+# bytes each) must fit in one message and its status record in one etcd value (1.5 MiB).
+MAX_CONNECTIONS_PER_SITE = 5000
 
 # IANA-reserved AS numbers that can be no peer's AS (documentation ASNs, like documentation addresses, are
 # accepted: labs use them).

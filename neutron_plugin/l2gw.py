@@ -120,10 +120,15 @@ class IsthmusL2gwDriver(L2gwDriver):
     def service_type(self) -> str:
         return str(l2gw_const.L2GW)
 
-    def _call(self, context: Any, method: str, request: dict[str, Any], resource: str) -> dict[str, Any]:
+    def _call(self, context: Any, method: str, request: dict[str, Any], resource: str,
+              gone_is_done: bool = False) -> dict[str, Any]:
+        """``method`` at the coordinator; a refusal as Neutron's exception (NOT_FOUND is no refusal for a delete,
+        ``gone_is_done``)."""
         try:
             return self.coordinator.call(SERVICE, method, request, on_behalf_of=config.on_behalf_of(context))
         except CoordinatorError as exc:
+            if gone_is_done and exc.code == "NOT_FOUND":
+                return {}
             LOG.warning("isthmus refused %s %s: %s", method, request.get("id", ""), exc)
             raise translate(exc, resource) from None
 
@@ -144,12 +149,7 @@ class IsthmusL2gwDriver(L2gwDriver):
 
     def delete_l2_gateway(self, context: Any, l2_gateway_id: str) -> None:
         """Before Neutron's delete: isthmus first, so a refusal leaves both as they were."""
-        try:
-            self.coordinator.call(SERVICE, "DeleteL2Gateway", {"id": l2_gateway_id},
-                                  on_behalf_of=config.on_behalf_of(context))
-        except CoordinatorError as exc:
-            if exc.code != "NOT_FOUND":
-                raise translate(exc, "l2_gateway") from None
+        self._call(context, "DeleteL2Gateway", {"id": l2_gateway_id}, "l2_gateway", gone_is_done=True)
 
     # ------------------------------------------------------------ l2-gateway-connections
 
@@ -169,12 +169,8 @@ class IsthmusL2gwDriver(L2gwDriver):
                    "l2_gateway_connection")
 
     def delete_l2_gateway_connection(self, context: Any, l2_gateway_connection_id: str) -> None:
-        try:
-            self.coordinator.call(SERVICE, "DeleteL2GatewayConnection", {"id": l2_gateway_connection_id},
-                                  on_behalf_of=config.on_behalf_of(context))
-        except CoordinatorError as exc:
-            if exc.code != "NOT_FOUND":
-                raise translate(exc, "l2_gateway_connection") from None
+        self._call(context, "DeleteL2GatewayConnection", {"id": l2_gateway_connection_id}, "l2_gateway_connection",
+                   gone_is_done=True)
 
     # ------------------------------------------------------------ drift
 

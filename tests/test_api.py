@@ -388,3 +388,30 @@ async def test_a_repeated_request_id_gets_the_first_answer(env: tuple[str, Path]
         assert len(records) == 3 and all(kv.lease for kv in records)  # a, c, d
 
     await with_api(env, body)
+
+
+async def test_a_site_has_a_budget_of_connections(env: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a site's agent reports about its connections must fit in one message and one etcd value: past the
+    budget (3 here, 5000 by default) a connection with a local end at the site is refused naming that end."""
+    from isthmus.core import checks
+    monkeypatch.setattr(checks, "MAX_CONNECTIONS_PER_SITE", 3)
+
+    async def body(c: Client, store: Store) -> None:
+        await c.sites.CreateSite(pb.Site(name="hub", kind=REGION))
+        await c.endpoints.CreateEndpoint(pb.Endpoint(site="hub", name="gw", address="192.0.2.1", asn=65001))
+        for i in range(5):
+            await c.sites.CreateSite(pb.Site(name=f"s{i}", kind=REGION))
+            await c.endpoints.CreateEndpoint(pb.Endpoint(site=f"s{i}", name="gw", address=f"192.0.2.{10 + i}",
+                                                         asn=65010 + i))
+        for i in range(3):
+            await c.connections.CreateConnection(bgp(f"hub-s{i}", "hub/gw", f"s{i}/gw"))
+        before, _ = await store.get_prefix(ROOT + "config/")
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await c.connections.CreateConnection(bgp("hub-s3", "s3/gw", "hub/gw"))
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert exc.value.details() == "b: site hub has 3 connections; the budget is 3 per site"
+        assert (await store.get_prefix(ROOT + "config/"))[0] == before
+        # Sites below the budget are not held back by a full one.
+        await c.connections.CreateConnection(bgp("s3-s4", "s3/gw", "s4/gw"))
+
+    await with_api(env, body)
