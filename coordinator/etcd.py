@@ -77,9 +77,16 @@ class EmbeddedEtcd:
                 "--auto-compaction-retention", "10000",
             ]
             logf = open(self.log_path, "ab")  # noqa: SIM115 (handed to the child)
-            self.proc = subprocess.Popen(
-                cmd, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, env=_etcd_env()
-            )
+            setpriv = shutil.which("setpriv")
+            if setpriv:
+                # util-linux sets the death signal and execs etcd: no Python runs in the forked child, where
+                # gRPC's threads in this process (the coordinator's, a test's) could make it crash before exec.
+                self.proc = subprocess.Popen([setpriv, "--pdeathsig", "TERM", "--", *cmd], stdout=logf,
+                                             stderr=subprocess.STDOUT, env=_etcd_env())
+            else:
+                self.proc = subprocess.Popen(
+                    cmd, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, env=_etcd_env()
+                )
             logf.close()
             if self._wait_ready(timeout):
                 log.info("embedded etcd (pid %d) serving on %s, data in %s", self.proc.pid, client, self.data_dir)
