@@ -216,6 +216,28 @@ class BgpLab:
         self.agents[site] = proc
         return proc
 
+    def site_with_two_routers(self, gobgp_neighbor: dict[str, Any] | None = None,
+                              interval: float = 1) -> tuple[Any, Gobgpd, Bird]:
+        """Site ``one`` (its agent in namespace one) peering with gobgpd (AS 65002, on eth0) and BIRD (AS 65003,
+        on eth1), both in site ``ext`` (external); the connections one-gobgp and one-bird. ``gobgp_neighbor``:
+        extra settings of gobgpd's neighbor (graceful restart, ...)."""
+        one, gns, bns = self.lab.netns("one"), self.lab.netns("gobgp"), self.lab.netns("bird")
+        self.link(one, ["192.0.2.1/24"], gns, ["192.0.2.2/24"], a_if="eth0", b_if="eth0")
+        self.link(one, ["198.18.0.1/24"], bns, ["198.18.0.2/24"], a_if="eth1", b_if="eth0")
+        gobgp = self.gobgpd(gns, 65002, "192.0.2.2",
+                            [{"address": "192.0.2.1", "peer_as": 65001, **(gobgp_neighbor or {})}])
+        bird = self.bird(bns, "198.18.0.2", "198.18.0.2", 65003, "198.18.0.1", 65011, ["198.18.10.0/24"])
+        self.site("one")
+        self.site("ext", pb.SITE_KIND_EXTERNAL)
+        self.endpoint("one/gw", "192.0.2.1", 65001, advertise="203.0.113.0/25")
+        self.endpoint("one/gw2", "198.18.0.1", 65011, advertise="203.0.113.128/25")
+        self.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
+        self.endpoint("ext/bird", "198.18.0.2", 65003, remote=True)
+        self.connection("one-gobgp", "one/gw", "ext/gobgp")
+        self.connection("one-bird", "one/gw2", "ext/bird")
+        self.agent(one, "one", interval=interval)
+        return one, gobgp, bird
+
     def stop_agent(self, site: str) -> int:
         proc = self.agents[site]
         if proc.poll() is None:

@@ -21,7 +21,6 @@ from bgp_lab import BgpLab, Bird, Gobgpd, bgp_lab, established_with, needs_bird,
 
 from conftest import agent_cmd, wait_for
 from isthmus.drivers.bgp.client import alive
-from isthmus.v1 import types_pb2 as pb
 
 __all__ = ["bgp_lab"]  # the fixture
 
@@ -56,22 +55,8 @@ def _unchanged_for(seconds: float, before: dict[str, Any], gobgp: Gobgpd, bird: 
 @needs_bird
 def test_sessions_and_routes_outlive_the_agent(bgp_lab: BgpLab) -> None:
     bl = bgp_lab
-    one, gns, bns = bl.lab.netns("one"), bl.lab.netns("gobgp"), bl.lab.netns("bird")
-    bl.link(one, ["192.0.2.1/24"], gns, ["192.0.2.2/24"], a_if="eth0", b_if="eth0")
-    bl.link(one, ["198.18.0.1/24"], bns, ["198.18.0.2/24"], a_if="eth1", b_if="eth0")
-    gobgp = bl.gobgpd(gns, 65002, "192.0.2.2", [{"address": "192.0.2.1", "peer_as": 65001}])
+    one, gobgp, bird = bl.site_with_two_routers()
     gobgp.cli("global", "rib", "add", "198.51.100.0/24")
-    bird = bl.bird(bns, "198.18.0.2", "198.18.0.2", 65003, "198.18.0.1", 65011, ["198.18.10.0/24"])
-
-    bl.site("one")
-    bl.site("ext", pb.SITE_KIND_EXTERNAL)
-    bl.endpoint("one/gw", "192.0.2.1", 65001, advertise="203.0.113.0/25")
-    bl.endpoint("one/gw2", "198.18.0.1", 65011, advertise="203.0.113.128/25")
-    bl.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
-    bl.endpoint("ext/bird", "198.18.0.2", 65003, remote=True)
-    bl.connection("one-gobgp", "one/gw", "ext/gobgp")
-    bl.connection("one-bird", "one/gw2", "ext/bird")
-    bl.agent(one, "one")
 
     def converged() -> bool:
         return (established_with(bl, "one", "one-gobgp", ["198.51.100.0/24"])
@@ -154,21 +139,7 @@ def test_a_speaker_restart_is_graceful(bgp_lab: BgpLab) -> None:
     aware of it by default) keep its routes, stale, through the restart, and get them again with End-of-RIB:
     at no look is a route of the site missing from their RIBs."""
     bl = bgp_lab
-    one, gns, bns = bl.lab.netns("one"), bl.lab.netns("gobgp"), bl.lab.netns("bird")
-    bl.link(one, ["192.0.2.1/24"], gns, ["192.0.2.2/24"], a_if="eth0", b_if="eth0")
-    bl.link(one, ["198.18.0.1/24"], bns, ["198.18.0.2/24"], a_if="eth1", b_if="eth0")
-    gobgp = bl.gobgpd(gns, 65002, "192.0.2.2", [{"address": "192.0.2.1", "peer_as": 65001,
-                                                 "graceful_restart": True}])
-    bird = bl.bird(bns, "198.18.0.2", "198.18.0.2", 65003, "198.18.0.1", 65011, ["198.18.10.0/24"])
-    bl.site("one")
-    bl.site("ext", pb.SITE_KIND_EXTERNAL)
-    bl.endpoint("one/gw", "192.0.2.1", 65001, advertise="203.0.113.0/25")
-    bl.endpoint("one/gw2", "198.18.0.1", 65011, advertise="203.0.113.128/25")
-    bl.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
-    bl.endpoint("ext/bird", "198.18.0.2", 65003, remote=True)
-    bl.connection("one-gobgp", "one/gw", "ext/gobgp")
-    bl.connection("one-bird", "one/gw2", "ext/bird")
-    bl.agent(one, "one")
+    one, gobgp, bird = bl.site_with_two_routers({"graceful_restart": True})
     wait_for(lambda: established_with(bl, "one", "one-gobgp", [])
              and established_with(bl, "one", "one-bird", ["198.18.10.0/24"]), 30, "both sessions up")
     wait_for(lambda: "203.0.113.0/25" in gobgp.rib_ages() and "203.0.113.128/25" in bird.routes(), 15,

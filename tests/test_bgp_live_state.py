@@ -39,21 +39,9 @@ def _timed(check: Any, what: str, timeout: float = 15.0) -> float:
 @needs_bird
 def test_router_flaps_and_new_routes_show_within_a_second(bgp_lab: BgpLab) -> None:
     bl = bgp_lab
-    one, gns, bns = bl.lab.netns("one"), bl.lab.netns("gobgp"), bl.lab.netns("bird")
-    bl.link(one, ["192.0.2.1/24"], gns, ["192.0.2.2/24"], a_if="eth0", b_if="eth0")
-    bl.link(one, ["198.18.0.1/24"], bns, ["198.18.0.2/24"], a_if="eth1", b_if="eth0")
-    neighbors = [{"address": "192.0.2.1", "peer_as": 65001}]
-    gobgp = bl.gobgpd(gns, 65002, "192.0.2.2", neighbors)
-    bird = bl.bird(bns, "198.18.0.2", "198.18.0.2", 65003, "198.18.0.1", 65011, ["198.18.10.0/24"])
-    bl.site("one")
-    bl.site("ext", pb.SITE_KIND_EXTERNAL)
-    bl.endpoint("one/gw", "192.0.2.1", 65001, advertise="203.0.113.0/25")
-    bl.endpoint("one/gw2", "198.18.0.1", 65011, advertise="203.0.113.128/25")
-    bl.endpoint("ext/gobgp", "192.0.2.2", 65002, remote=True)
-    bl.endpoint("ext/bird", "198.18.0.2", 65003, remote=True)
-    bl.connection("one-gobgp", "one/gw", "ext/gobgp")
-    bl.connection("one-bird", "one/gw2", "ext/bird")
-    bl.agent(one, "one", interval=30)
+    one, gobgp, bird = bl.site_with_two_routers(interval=30)
+    gns, bns = gobgp.ns, bird.ns
+    neighbors = [{"address": "192.0.2.1", "peer_as": 65001}]  # gobgpd's, to start it again below
     wait_for(lambda: established_with(bl, "one", "one-gobgp", [])
              and established_with(bl, "one", "one-bird", ["198.18.10.0/24"]), 30, "both sessions established")
     status = api_pb2_grpc.StatusServiceStub(bl.channel)
