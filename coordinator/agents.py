@@ -9,9 +9,14 @@ agent is gone shows as disconnected within the lease TTL at the latest. After
 the first snapshot or delta the session tells the agent where the site's event
 history ends (EventsFrom); the agent's journal entries go to the event writer.
 
-Each status write also keeps a copy without the lease (``last-status/{site}``):
-when the session ends, cleanly or not, the site's status shows what its agent
-last reported, and since when it is disconnected where the session saw it end.
+Status writes are paced per site by the record's size (``StatusWriter``), so a
+site whose peerings change all the time costs etcd a bounded number of bytes a
+second instead of its whole record per delta; the journal is not in the record
+(the event history has it). Every LAST_REPORT_EVERY seconds, and when the
+session ends, a status write also keeps a copy without the lease
+(``last-status/{site}``): when the session ends, cleanly or not, the site's
+status shows what its agent last reported, and since when it is disconnected
+where the session saw it end.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import dataclasses
 import json
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,7 +38,7 @@ from prometheus_client import Histogram
 
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.auth import Auth, Principal, check_agent
-from isthmus.coordinator.events import EventFilter, EventWriter, list_events
+from isthmus.coordinator.events import EventWriter
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
 from isthmus.core import model as m
@@ -46,7 +52,8 @@ log = logging.getLogger(__name__)
 
 
 OPEN_ANONYMOUS = Principal("anonymous", "", "")
-JOURNAL_KEPT = 50  # journal entries of each site kept in its status key
+JOURNAL_KEPT = 50  # journal entries of each site shown in its status (read from the event history)
+COMPRESS_OVER = 512  # bytes of JSON over which a status record is stored compressed
 
 
 def now_ms() -> int:
@@ -68,37 +75,46 @@ class AgentStatusRecord:
     last_report_ms: int = 0
     observed: list[m.ObservedPeering] = field(default_factory=list)
     overrides: list[m.Override] = field(default_factory=list)
-    journal: list[m.JournalEntry] = field(default_factory=list)  # the newest JOURNAL_KEPT entries
     disconnected_ms: int = 0  # in a last report: when the session ended (0: still up, or it was not seen to end)
 
     def encode(self) -> bytes:
-        return json.dumps(m.to_json(self), sort_keys=True, separators=(",", ":")).encode()
+        """JSON; over COMPRESS_OVER bytes, zlib-compressed (a site's observed peerings repeat their field names
+        and connection names: a tenth of the bytes in etcd, written again with every status change)."""
+        raw = json.dumps(m.to_json(self), sort_keys=True, separators=(",", ":")).encode()
+        return zlib.compress(raw, 1) if len(raw) > COMPRESS_OVER else raw
 
     def last_report(self, disconnected_ms: int = 0) -> bytes:
-        """The copy kept after the session: no journal (the event history has it), and when it ended."""
-        return dataclasses.replace(self, journal=[], disconnected_ms=disconnected_ms).encode()
+        """The copy kept after the session, with when it ended."""
+        return dataclasses.replace(self, disconnected_ms=disconnected_ms).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> AgentStatusRecord:
-        d: dict[str, Any] = json.loads(raw)
+        d: dict[str, Any] = json.loads(raw if raw[:1] == b"{" else zlib.decompress(raw))
+        d.pop("journal", None)  # records written before the journal left the status key
         d["observed"] = [m.observed_from_json(o) for o in d.get("observed", [])]
         d["overrides"] = [m.override_from_json(o) for o in d.get("overrides", [])]
-        d["journal"] = [m.journal_from_json(e) for e in d.get("journal", [])]
         return cls(**d)
 
 
 STATUS_DEBOUNCE = 0.05  # seconds
-STATUS_BATCH = 60  # sessions written per etcd transaction: two puts each (etcd allows 128 operations)
+STATUS_BATCH = 60  # sessions written per etcd transaction: up to two puts each (etcd allows 128 operations)
+# A site's status is written again at the earliest after its record's size at this rate: a site whose peerings
+# change all the time (a mesh being built) costs etcd at most this many bytes a second, not its record per delta.
+STATUS_BYTES_PER_SECOND = 2_000
+STATUS_FREE_BYTES = 1_000  # a record up to this size is not paced (a site with a few peerings)
+STATUS_MAX_INTERVAL = 2.0  # seconds: the pacing never holds a change back longer
+LAST_REPORT_EVERY = 10.0  # seconds between copies to last-status/{site} while the session lasts (and at its end)
 
 
 class StatusWriter:
     """Writes the status records of all sessions, many per etcd transaction.
 
-    Sessions mark their record dirty; the writer takes everything dirty at
-    once and writes it in batches, each put comparing the mod revision of the
-    session's last write. If a batch fails, some session was taken over: the
-    writer retries that batch one record at a time and tells the session that
-    lost. Updates made while a write is in flight coalesce into the next one.
+    Sessions mark their record dirty; the writer takes everything dirty whose
+    pacing allows (``due``) at once and writes it in batches, each put comparing
+    the mod revision of the session's last write. If a batch fails, some session
+    was taken over: the writer retries that batch one record at a time and tells
+    the session that lost. Updates made while a write is in flight or paced
+    coalesce into the next one.
     """
 
     def __init__(self, store: Store) -> None:
@@ -106,7 +122,9 @@ class StatusWriter:
         self.dirty: dict[int, AgentSession] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.transactions = 0
+        self.bytes_written = 0
 
     def mark(self, session: AgentSession) -> None:
         self.dirty[id(session)] = session
@@ -120,22 +138,46 @@ class StatusWriter:
             # A short pause lets an agent's ack, observed report and local report land in one write.
             await asyncio.sleep(STATUS_DEBOUNCE)
             self._wake.clear()
-            batch = [s for s in self.dirty.values() if not s.taken_over.is_set() and not s.closed]
-            self.dirty.clear()
+            now = time.monotonic()
+            batch = []
+            for key, s in list(self.dirty.items()):
+                if s.taken_over.is_set() or s.closed:
+                    del self.dirty[key]
+                elif s._due <= now:
+                    del self.dirty[key]
+                    batch.append(s)
             for start in range(0, len(batch), STATUS_BATCH):
                 await self._write(batch[start:start + STATUS_BATCH])
+            self._wake_when_due()
+
+    def _wake_when_due(self) -> None:
+        """Wake the writer when the first paced session may be written."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.dirty:
+            delay = min(s._due for s in self.dirty.values()) - time.monotonic()
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._wake.set)
+
+    def _ops(self, s: AgentSession, now: float) -> list[Put]:
+        value = s.record.encode()
+        s._due = now + min(STATUS_MAX_INTERVAL, max(0, len(value) - STATUS_FREE_BYTES) / STATUS_BYTES_PER_SECOND)
+        ops = [Put(r.status_key(s.site), value, s.lease)]
+        if now - s._copied >= LAST_REPORT_EVERY:
+            s._copied = now
+            ops.append(Put(r.last_status_key(s.site), s.record.last_report()))
+        return ops
 
     async def _write(self, sessions: list[AgentSession]) -> None:
+        now = time.monotonic()
+        ops = [op for s in sessions for op in self._ops(s, now)]
         try:
-            ok, rev = await self.store.txn(
-                [mod_is(r.status_key(s.site), s._written_rev) for s in sessions],
-                [op for s in sessions for op in (Put(r.status_key(s.site), s.record.encode(), s.lease),
-                                                  Put(r.last_status_key(s.site), s.record.last_report()))],
-            )
+            ok, rev = await self.store.txn([mod_is(r.status_key(s.site), s._written_rev) for s in sessions], ops)
             self.transactions += 1
         except Unavailable as exc:
             log.warning("cannot write the status of %d sites (%s); retrying", len(sessions), exc)
             for s in sessions:
+                s._copied = 0.0
                 self.dirty[id(s)] = s
             await asyncio.sleep(0.5)
             self._wake.set()
@@ -144,6 +186,7 @@ class StatusWriter:
             log.error("cannot write the status of %s: %s", ", ".join(s.site for s in sessions), exc)
             return
         if ok:
+            self.bytes_written += sum(len(op.value) for op in ops)
             for s in sessions:
                 s._written_rev = rev
             return
@@ -151,6 +194,7 @@ class StatusWriter:
             sessions[0].taken_over.set()
             return
         for s in sessions:  # find the one(s) taken over
+            s._copied = 0.0
             await self._write([s])
 
 
@@ -232,6 +276,8 @@ class AgentSession:
         )
         self.lease = 0
         self._written_rev = 0  # mod revision of our last status write: a takeover shows as a mismatch
+        self._due = 0.0  # monotonic time from which the status writer may write this record again (pacing)
+        self._copied = 0.0  # monotonic time of the last copy to last-status/{site} (0: none yet)
         self.taken_over = asyncio.Event()
         self.lease_lost = asyncio.Event()
         self.sent: dict[str, m.DesiredPeering] = {}
@@ -308,11 +354,8 @@ class AgentSession:
         elif kind == "local":
             self.record.overrides = [wire.override_from_pb(o) for o in msg.local.overrides]
             if msg.local.journal:
-                entries = [wire.journal_from_pb(e) for e in msg.local.journal]
-                self.service.events.add(self.site, entries, self.journal_limit)
-                seen = {e.seq for e in self.record.journal}
-                fresh = [e for e in entries if e.seq not in seen]
-                self.record.journal = (self.record.journal + fresh)[-JOURNAL_KEPT:]
+                self.service.events.add(self.site, [wire.journal_from_pb(e) for e in msg.local.journal],
+                                        self.journal_limit)
             self.mark_dirty()
         elif kind == "heartbeat":
             pass
@@ -373,11 +416,7 @@ class AgentSession:
         first = await self.first_message(hello)
         for piece in self.in_pieces(first):
             yield piece
-        # Where the site's event history ends: the agent sends every journal entry after it. The
-        # status shows the newest entries from the history until the agent reports new ones.
-        recent, _ = await list_events(self.store, EventFilter(site=self.site), JOURNAL_KEPT)
-        kept = {e.seq: e for e in [*(e.to_journal() for e in recent), *self.record.journal]}
-        self.record.journal = [kept[seq] for seq in sorted(kept)][-JOURNAL_KEPT:]
+        # Where the site's event history ends: the agent sends every journal entry after it.
         yield apb.CoordinatorMessage(events_from=apb.EventsFrom(seq=await self.service.events.cursor(self.site)))
         base = first.snapshot.revision if first.HasField("snapshot") else first.delta.revision
         while True:

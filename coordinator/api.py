@@ -12,9 +12,10 @@ import grpc.aio
 
 from isthmus.coordinator import answers
 from isthmus.coordinator import registry as r
-from isthmus.coordinator.agents import AgentStatusRecord
+from isthmus.coordinator.agents import JOURNAL_KEPT, AgentStatusRecord
 from isthmus.coordinator.auth import list_audit
 from isthmus.coordinator.border import BorderRegistry
+from isthmus.coordinator.events import READ_PARALLEL, EventFilter, list_events
 from isthmus.coordinator.leader import list_coordinators
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
@@ -184,10 +185,22 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         self.store = store
         self.planner = planner
 
+    async def _journals(self, sites: list[str]) -> dict[str, list[m.JournalEntry]]:
+        """The newest JOURNAL_KEPT journal entries of each site, from the event history (not in the status key:
+        written there with every status change, they made most of etcd's growth)."""
+        out: dict[str, list[m.JournalEntry]] = {}
+        for start in range(0, len(sites), READ_PARALLEL):
+            chunk = sites[start:start + READ_PARALLEL]
+            found = await asyncio.gather(*(list_events(self.store, EventFilter(site=s), JOURNAL_KEPT) for s in chunk))
+            out.update({s: [e.to_journal() for e in events] for s, (events, _) in zip(chunk, found, strict=True)})
+        return out
+
     def _site_status(self, site: str, record: AgentStatusRecord | None, after: str = "",
-                     budget: int = pieces.PAGE_BYTES, last: AgentStatusRecord | None = None) -> api.SiteStatus:
+                     budget: int = pieces.PAGE_BYTES, last: AgentStatusRecord | None = None,
+                     journal: list[m.JournalEntry] | None = None) -> api.SiteStatus:
         """The site's status with its peering rows after ``after``, as many as fit in ``budget`` bytes (at least
-        one; coordinator/answers.py): from its agent's live record, or, while it has none, its last report."""
+        one; coordinator/answers.py): from its agent's live record, or, while it has none, its last report.
+        ``journal``: the site's newest journal entries, shown while its agent is connected."""
         desired, _ = self.planner.desired(site)
         out = api.SiteStatus(
             site=site,
@@ -209,7 +222,8 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
             out.last_report_unix_ms = shown.last_report_ms
             observed = {o.connection: o for o in shown.observed}
             overrides = {o.connection: o for o in shown.overrides}
-            out.journal.extend(wire.journal_to_pb(e) for e in shown.journal)
+            if record is not None:
+                out.journal.extend(wire.journal_to_pb(e) for e in journal or [])
             answers.cut_header(out)
         if record is None and last is not None:
             out.disconnected_since_unix_ms = last.disconnected_ms
@@ -250,8 +264,9 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         kv, last = await self.store.get_many([r.status_key(request.site), r.last_status_key(request.site)])
         if kv is None and request.site not in self.planner.sites:
             raise NotFound(f"site {request.site} is neither defined nor has a connected agent", "site")
+        journal = (await self._journals([request.site]))[request.site] if kv else []
         return self._site_status(request.site, AgentStatusRecord.decode(kv.value) if kv else None, after,
-                                 last=AgentStatusRecord.decode(last.value) if last else None)
+                                 last=AgentStatusRecord.decode(last.value) if last else None, journal=journal)
 
     @grpc_errors
     async def ListSiteStatus(  # noqa: N802
@@ -267,13 +282,14 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         for start in range(0, len(cut_off), LAST_STATUS_READ):
             lasts += await self.store.get_many([r.last_status_key(n) for n in cut_off[start:start + LAST_STATUS_READ]])
         last = {n: AgentStatusRecord.decode(kv.value) for n, kv in zip(cut_off, lasts, strict=True) if kv}
+        journals = await self._journals([n for n in names if n in records])
         # Sites until PAGE_BYTES of answer: a site that would pass it starts the next page, where it has the
         # whole budget; one that passes it alone shows its first rows and names the next (next_page_token).
         statuses: list[api.SiteStatus] = []
         used = 0
         for name in names:
             st = self._site_status(name, records.get(name), budget=pieces.PAGE_BYTES - used if statuses
-                                   else pieces.PAGE_BYTES, last=last.get(name))
+                                   else pieces.PAGE_BYTES, last=last.get(name), journal=journals.get(name))
             cost = pieces.element_bytes(st.ByteSize())
             if statuses and (st.next_page_token or used + cost > pieces.PAGE_BYTES):
                 token = pieces.page_token(statuses[-1].site)

@@ -178,7 +178,9 @@ class Cluster:
 
     def channel(self, target: str = "") -> grpc.aio.Channel:
         """A client channel with a TCP connection of its own (closed by ``close``)."""
-        ch = grpc.aio.insecure_channel(target or self.address, options=[OWN_CONNECTION])
+        # etcd batches watch events up to its own limit, beyond gRPC's default 4 MiB of a client
+        ch = grpc.aio.insecure_channel(target or self.address,
+                                       options=[OWN_CONNECTION, ("grpc.max_receive_message_length", 64 << 20)])
         self._channels.append(ch)
         return ch
 
@@ -248,6 +250,36 @@ class RawEtcd:
     async def db_size(self) -> int:
         resp = await self.maintenance.Status(rpc.StatusRequest(), timeout=30)
         return int(resp.dbSize)
+
+    async def written(self, prefix: str, start: int, end: int) -> dict[str, list[int]]:
+        """What was written under ``prefix`` in revisions ``start``..``end``: {kind: [puts, value bytes]}, the
+        kind being the first path element after ``prefix`` (empty if etcd compacted that history)."""
+        out: dict[str, list[int]] = {}
+        if end < start:
+            return out
+        req = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+            key=prefix.encode(), range_end=prefix_end(prefix.encode()), start_revision=start))
+
+        async def requests() -> object:
+            yield req
+            await asyncio.Event().wait()  # keep the stream open until cancelled
+
+        call = self.watch.Watch(requests())
+        try:
+            async for resp in call:
+                if resp.compact_revision or resp.canceled:
+                    return {}
+                for ev in resp.events:
+                    if ev.type == rpc.Event.PUT:
+                        kind = ev.kv.key.decode()[len(prefix):].split("/", 1)[0]
+                        row = out.setdefault(kind, [0, 0])
+                        row[0] += 1
+                        row[1] += len(ev.kv.key) + len(ev.kv.value)
+                    if ev.kv.mod_revision >= end:
+                        return out
+        finally:
+            call.cancel()
+        return out
 
 
 class RawWatcher:

@@ -1,0 +1,81 @@
+"""The agents' status write-back against a real etcd: paced by size, compressed, the last change never lost.
+
+A site whose observed peerings change with every delta (a mesh being built) used to have its whole record,
+journal included, written twice per change; etcd's database grew by tens of kB per connection. Now the record is
+written at most at a bounded rate per site, compressed, without the journal, and copied to last-status/{site}
+at most every LAST_REPORT_EVERY seconds: whatever the pacing skips, the newest record still lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from types import SimpleNamespace
+from typing import cast
+
+from conftest import await_for
+
+from isthmus.coordinator import agents
+from isthmus.coordinator import registry as r
+from isthmus.coordinator.agents import AgentService, AgentSession, AgentStatusRecord, LeaseKeeper, StatusWriter
+from isthmus.coordinator.store import Store
+from isthmus.core import model as m
+from isthmus.v1 import agent_pb2 as apb
+
+
+def observed(n: int, state: m.PeeringState = m.PeeringState.ESTABLISHED) -> list[m.ObservedPeering]:
+    return [m.ObservedPeering(f"s{i:03d}--hub", state, since_ms=1_700_000_000_000 + i, driver="fake")
+            for i in range(n)]
+
+
+async def test_a_busy_site_is_written_paced_and_compressed_and_its_last_change_lands(etcd: str) -> None:
+    store = Store([etcd])
+    await store.connect()
+    try:
+        service = cast(AgentService, SimpleNamespace(advertise="127.0.0.1:1", store=store, lease_ttl=10,
+                                                     lease_keeper=LeaseKeeper(store, 10)))
+        session = AgentSession(service, apb.Hello(site="hub", instance_id="i1", agent_version="t"), "peer")
+        await session.claim()
+        writer = StatusWriter(store)
+        session.record.observed = observed(200)
+        # 40 changes over about a second, as an agent applying one delta after another reports them.
+        t0 = time.monotonic()
+        for rev in range(1, 41):
+            session.record.applied_revision = rev
+            writer.mark(session)
+            await asyncio.sleep(0.025)
+        changing_for = time.monotonic() - t0
+
+        async def written() -> AgentStatusRecord | None:
+            kv = await store.get(r.status_key("hub"))
+            record = AgentStatusRecord.decode(kv.value) if kv else None
+            return record if record is not None and record.applied_revision == 40 else None
+
+        record = await await_for(written, 10, "the last change to be written")
+        assert isinstance(record, AgentStatusRecord) and record.observed == session.record.observed
+        kv = await store.get(r.status_key("hub"))
+        assert kv is not None and kv.lease == session.lease
+        plain = json.dumps(m.to_json(session.record), sort_keys=True, separators=(",", ":")).encode()
+        assert not kv.value.startswith(b"{") and len(kv.value) < len(plain) / 4, (len(kv.value), len(plain))
+        # Paced by the compressed size: far fewer writes than changes (one at first, then one per interval).
+        interval = (len(kv.value) - agents.STATUS_FREE_BYTES) / agents.STATUS_BYTES_PER_SECOND
+        assert interval > 0
+        assert writer.transactions <= changing_for / interval + 3 < 40, (writer.transactions, interval)
+        # The copy kept after the session: written with the first write, not with every one.
+        last = await store.get(r.last_status_key("hub"))
+        assert last is not None and last.lease == 0 and last.mod_revision < kv.mod_revision
+        assert AgentStatusRecord.decode(last.value).observed == session.record.observed
+        session.closed = True
+        await session.release()
+        last = await store.get(r.last_status_key("hub"))
+        assert last is not None and AgentStatusRecord.decode(last.value).applied_revision == 40
+    finally:
+        await store.close()
+
+
+def test_a_small_record_is_plain_json_and_an_old_record_with_a_journal_still_reads() -> None:
+    small = AgentStatusRecord("r1", "i1", "0.1", "h", "fake", "c:1", 1, observed=observed(1))
+    assert small.encode().startswith(b"{") and AgentStatusRecord.decode(small.encode()) == small
+    old = m.to_json(small) | {"journal": [{"seq": 1, "time_unix_ms": 5, "kind": "agent", "message": "up"}]}
+    assert AgentStatusRecord.decode(json.dumps(old).encode()) == small
