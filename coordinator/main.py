@@ -242,7 +242,7 @@ class Coordinator:
         await self.store.connect()
         self.planner = Planner(self.store)
         await self.planner.start()
-        registry = Registry(self.store)
+        registry = Registry(self.store, self.planner)
         self.sync_planner = SyncPlanner(self.store)
         await self.sync_planner.start()
         store = self.store

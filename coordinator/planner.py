@@ -137,6 +137,15 @@ class Planner(Watcher[set[str]]):
         self.recorded = DesiredRevisions(store)
         self._listed_at = 0  # revision of a listing whose revisions are not yet settled with etcd's records
 
+    # ------------------------------------------------------------ the registry's cache (registry.ConfigCache)
+
+    def is_ready(self) -> bool:
+        return self.ready.is_set()
+
+    def connection_count(self, site: str) -> int:
+        """Connections with an end at ``site``."""
+        return len(self._by_site.get(site, ()))
+
     # ------------------------------------------------------------ listing
 
     def relist(self, kvs: list[KV], rev: int) -> set[str]:

@@ -5,6 +5,9 @@ transaction that compares the mod revision of everything it read. If the
 compare fails, something changed in between: the write is read, validated and
 tried again, so the second writer sees the first writer's result (and gets
 ABORTED if it named a version that is now stale). No update is ever lost.
+Endpoint and connection creates first validate against the planner's
+watch-fed view of the configuration instead of reading (one transaction, no
+read); a view behind etcd fails the compares and the write goes the read path.
 
 Key layout (all under ``/isthmus/v1/``)::
 
@@ -30,7 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from isthmus.coordinator.store import (
     KV,
@@ -50,6 +53,7 @@ from isthmus.core.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    IsthmusError,
     NotFound,
 )
 
@@ -150,6 +154,24 @@ def decode_connection(kv: KV) -> m.Connection:
     return m.connection_from_json(json.loads(kv.value), kv.mod_revision)
 
 
+class ConfigCache(Protocol):
+    """A watch-fed view of ``config/`` (the planner): objects carry their mod revision as their version."""
+
+    sites: dict[str, m.Site]
+    endpoints: dict[m.EndpointRef, m.Endpoint]
+    connections: dict[str, m.Connection]
+
+    def is_ready(self) -> bool: ...
+
+    def connection_count(self, site: str) -> int: ...
+
+
+# Below (budget - BUDGET_GUARD) connections at a site, a create counts them in the cache and does not compare them:
+# the site could pass its budget only if more than BUDGET_GUARD creates on it were in flight at once. From there
+# on, a create counts them in etcd and compares that no reference was added under the site since that count.
+BUDGET_GUARD = 1000
+
+
 @dataclasses.dataclass
 class Plan:
     """One attempt of a write: what it compared, what it writes, what it returns."""
@@ -187,8 +209,13 @@ class Registry:
     DECODERS: dict[str, Callable[[KV], Any]] = {
         SITES: decode_site, ENDPOINTS: decode_endpoint, CONNECTIONS: decode_connection}
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, cache: ConfigCache | None = None) -> None:
         self.store = store
+        # First attempts of endpoint and connection creates validate against this view, with no read: their
+        # transaction compares everything they relied on, so a stale view costs a retry (read from etcd), never
+        # a wrong write. The kube-apiserver's watch cache does the same.
+        self.cache = cache
+        self.cache_hits = 0
         self._request_lease = (0, 0.0)  # lease id, monotonic time granted
         self._lease_lock = asyncio.Lock()
 
@@ -219,13 +246,26 @@ class Registry:
                           "deleted since")
         return decode(current)
 
-    async def _commit(self, what: str, attempt: Callable[[], Awaitable[Plan]]) -> Any:
+    def _cached(self) -> ConfigCache | None:
+        return self.cache if self.cache is not None and self.cache.is_ready() else None
+
+    async def _commit(self, what: str, attempt: Callable[[], Awaitable[Plan]],
+                      fast: Callable[[], Plan | None] | None = None) -> Any:
+        """Run ``attempt`` (reads etcd, validates, plans) and commit its plan, again while the compares fail.
+
+        ``fast``, if given, plans the first attempt from the cache; it returns None when it cannot decide (an
+        error to report, say), and any error it would have raised is left to ``attempt`` to find in etcd.
+        """
         request = current_request()
-        for _ in range(MAX_ATTEMPTS):
+        for n in range(MAX_ATTEMPTS):
             if request is not None and (done := await self._replay(*request)) is not None:
                 return done
             try:
-                plan = await attempt()
+                plan = fast() if fast is not None and n == 0 else None
+                if plan is not None:
+                    self.cache_hits += 1
+                else:
+                    plan = await attempt()
             except (AlreadyExists, NotFound, FailedPrecondition, Aborted):
                 # The same request, run meanwhile by another coordinator, may be what made this one fail.
                 if request is not None and (done := await self._replay(*request)) is not None:
@@ -385,15 +425,9 @@ class Registry:
 
     async def create_endpoint(self, ep: m.Endpoint) -> m.Endpoint:
         ep = m.validate_endpoint(ep)
+        key = endpoint_key(ep.site, ep.name)
 
-        async def attempt() -> Plan:
-            key = endpoint_key(ep.site, ep.name)
-            site_kv, existing = await self.store.get_many([site_key(ep.site), key])
-            if site_kv is None:
-                raise NotFound(f"site: site {ep.site} does not exist")
-            site = decode_site(site_kv)
-            if existing is not None:
-                raise AlreadyExists(f"endpoint {ep.site}/{ep.name} already exists", "name")
+        def plan(site: m.Site) -> Plan:
             if site.kind == m.SiteKind.EXTERNAL and ep.role != m.EndpointRole.REMOTE:
                 raise InvalidArgument(
                     f"site {site.name} is external (it runs no agent to realize a local endpoint); "
@@ -404,7 +438,23 @@ class Registry:
                 lambda rev: dataclasses.replace(ep, version=rev),
             )
 
-        return await self._commit(f"created endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
+        def fast() -> Plan | None:
+            cache = self._cached()
+            site = cache.sites.get(ep.site) if cache is not None else None
+            if cache is None or site is None or ep.ref in cache.endpoints:
+                return None
+            return plan(site)
+
+        async def attempt() -> Plan:
+            site_kv, existing = await self.store.get_many([site_key(ep.site), key])
+            if site_kv is None:
+                raise NotFound(f"site: site {ep.site} does not exist")
+            if existing is not None:
+                raise AlreadyExists(f"endpoint {ep.site}/{ep.name} already exists", "name")
+            return plan(decode_site(site_kv))
+
+        return await self._commit(f"created endpoint {ep.site}/{ep.name}", attempt,  # type: ignore[no-any-return]
+                                  fast)
 
     async def update_endpoint(self, ep: m.Endpoint, *, role_given: bool) -> m.Endpoint:
         """Replace address, asn, router_id and properties of ``ep.site/ep.name``."""
@@ -465,10 +515,63 @@ class Registry:
 
     async def create_connection(self, conn: m.Connection) -> m.Connection:
         conn = m.validate_connection(conn)
+        key = connection_key(conn.name)
+        vni = conn.vxlan.vni if conn.vxlan is not None else 0
+
+        def plan(a: m.Endpoint, b: m.Endpoint, used: dict[str, int], read_at: int) -> Plan:
+            """The write, given both ends and the connections at each LOCAL end's site (counted at ``read_at``
+            when near the budget, else 0 and not compared). Pair, VNI and segment are compared absent."""
+            if a.role == m.EndpointRole.REMOTE and b.role == m.EndpointRole.REMOTE:
+                raise InvalidArgument(
+                    f"both {conn.a} and {conn.b} are REMOTE; at least one end must be LOCAL to a site's agent",
+                    "b",
+                )
+            fa, fb = ipaddress.ip_address(a.address).version, ipaddress.ip_address(b.address).version
+            if fa != fb:
+                raise InvalidArgument(f"{conn.b} is IPv{fb} but {conn.a} is IPv{fa}", "b")
+            compares = [absent(key), mod_is(endpoint_key(a.site, a.name), a.version),
+                        mod_is(endpoint_key(b.site, b.name), b.version), absent(pair_key(conn))]
+            for side, ref, ep in (("a", conn.a, a), ("b", conn.b, b)):
+                if ep.role == m.EndpointRole.LOCAL and ref.site in used:
+                    if used[ref.site] >= checks.MAX_CONNECTIONS_PER_SITE:
+                        raise InvalidArgument(f"site {ref.site} has {used[ref.site]} connections; the budget is "
+                                              f"{checks.MAX_CONNECTIONS_PER_SITE} per site", side)
+                    if read_at and used[ref.site] >= checks.MAX_CONNECTIONS_PER_SITE - BUDGET_GUARD:
+                        # Near the budget: no connection added at the site since it was counted.
+                        compares.append(Compare(f"{REFS}endpoint/{ref.site}/", "mod", "<", read_at + 1,
+                                                prefix=True))
+            final = conn
+            if conn.type == m.ConnectionType.BGP and conn.bgp is not None and not conn.bgp.address_families:
+                final = dataclasses.replace(
+                    conn, bgp=dataclasses.replace(conn.bgp, address_families=m.default_address_families(a.address))
+                )
+            ops: list[Put | Delete] = [
+                Put(key, encode(final)),
+                Put(pair_key(conn), conn.name.encode()),
+                Put(endpoint_refs(conn.a) + conn.name, b""),
+                Put(endpoint_refs(conn.b) + conn.name, b""),
+            ]
+            if vni:
+                compares += [absent(vni_key(vni)), absent(segment_key(vni))]
+                ops.append(Put(vni_key(vni), conn.name.encode()))
+            return Plan(compares, ops, lambda rev: dataclasses.replace(final, version=rev))
+
+        def fast() -> Plan | None:
+            cache = self._cached()
+            if cache is None or conn.name in cache.connections:
+                return None
+            a, b = cache.endpoints.get(conn.a), cache.endpoints.get(conn.b)
+            if a is None or b is None:
+                return None
+            budget = checks.MAX_CONNECTIONS_PER_SITE - BUDGET_GUARD
+            if any(cache.connection_count(ref.site) >= budget for ref in (conn.a, conn.b)):
+                return None  # near a budget: counted in etcd and compared
+            try:
+                return plan(a, b, {}, 0)
+            except IsthmusError:
+                return None  # refused on what the cache shows: let etcd's content say so
 
         async def attempt() -> Plan:
-            key = connection_key(conn.name)
-            vni = conn.vxlan.vni if conn.vxlan is not None else 0
             # Everything this write depends on, in one round trip.
             existing, a_kv, b_kv, pair, vni_owner, segment = await self.store.get_many([
                 key, endpoint_key(conn.a.site, conn.a.name), endpoint_key(conn.b.site, conn.b.name),
@@ -480,45 +583,21 @@ class Registry:
             if b_kv is None:
                 raise NotFound(f"b: endpoint {conn.b} does not exist")
             a, b = decode_endpoint(a_kv), decode_endpoint(b_kv)
-            if a.role == m.EndpointRole.REMOTE and b.role == m.EndpointRole.REMOTE:
-                raise InvalidArgument(
-                    f"both {conn.a} and {conn.b} are REMOTE; at least one end must be LOCAL to a site's agent",
-                    "b",
-                )
-            fa, fb = ipaddress.ip_address(a.address).version, ipaddress.ip_address(b.address).version
-            if fa != fb:
-                raise InvalidArgument(f"{conn.b} is IPv{fb} but {conn.a} is IPv{fa}", "b")
-            for side, ref, ep in (("a", conn.a, a), ("b", conn.b, b)):
-                if ep.role == m.EndpointRole.LOCAL:
-                    used = await self.store.count(f"{REFS}endpoint/{ref.site}/")
-                    if used >= checks.MAX_CONNECTIONS_PER_SITE:
-                        raise InvalidArgument(f"site {ref.site} has {used} connections; the budget is "
-                                              f"{checks.MAX_CONNECTIONS_PER_SITE} per site", side)
-            final = conn
-            if conn.type == m.ConnectionType.BGP and conn.bgp is not None and not conn.bgp.address_families:
-                final = dataclasses.replace(
-                    conn, bgp=dataclasses.replace(conn.bgp, address_families=m.default_address_families(a.address))
-                )
+            read_at = await self.store.revision()
+            used = {ref.site: await self.store.count(f"{REFS}endpoint/{ref.site}/", revision=read_at)
+                    for ref, ep in ((conn.a, a), (conn.b, b)) if ep.role == m.EndpointRole.LOCAL}
+            result = plan(a, b, used, read_at)
             if pair is not None:
                 raise AlreadyExists(
                     f"{conn.type.upper()} connection {pair.value.decode()} already joins {conn.a} and {conn.b}",
                     "b",
                 )
-            compares = [absent(key), mod_is(endpoint_key(a.site, a.name), a.version),
-                        mod_is(endpoint_key(b.site, b.name), b.version), absent(pair_key(conn))]
-            ops: list[Put | Delete] = [
-                Put(key, encode(final)),
-                Put(pair_key(conn), conn.name.encode()),
-                Put(endpoint_refs(conn.a) + conn.name, b""),
-                Put(endpoint_refs(conn.b) + conn.name, b""),
-            ]
             if vni:
                 _check_vni_free(vni, conn.name, vni_owner, segment)
-                compares += [absent(vni_key(vni)), absent(segment_key(vni))]
-                ops.append(Put(vni_key(vni), conn.name.encode()))
-            return Plan(compares, ops, lambda rev: dataclasses.replace(final, version=rev))
+            return result
 
-        return await self._commit(f"created connection {conn.name}", attempt)  # type: ignore[no-any-return]
+        return await self._commit(f"created connection {conn.name}", attempt,  # type: ignore[no-any-return]
+                                  fast)
 
     async def update_connection(self, conn: m.Connection, *, type_given: bool) -> m.Connection:
         """Replace parameters, admin state and description; ends and type are fixed."""

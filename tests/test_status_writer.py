@@ -15,7 +15,6 @@ from types import SimpleNamespace
 from typing import cast
 
 from conftest import await_for
-
 from isthmus.coordinator import agents
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import AgentService, AgentSession, AgentStatusRecord, LeaseKeeper, StatusWriter
