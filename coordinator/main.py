@@ -222,6 +222,7 @@ class Coordinator:
         self.etcd: EmbeddedEtcd | None = None
         self.store: Store | None = None
         self.planner: Planner | None = None
+        self.registry: Registry | None = None
         self.sync_planner: SyncPlanner | None = None
         self.views: ViewsPlanner | None = None
         self.metrics: MetricsServer | None = None
@@ -242,7 +243,7 @@ class Coordinator:
         await self.store.connect()
         self.planner = Planner(self.store)
         await self.planner.start()
-        registry = Registry(self.store, self.planner)
+        registry = self.registry = Registry(self.store, self.planner)
         self.sync_planner = SyncPlanner(self.store)
         await self.sync_planner.start()
         store = self.store

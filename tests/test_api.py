@@ -13,7 +13,7 @@ import pytest
 
 from conftest import running_coordinator
 from isthmus.coordinator.registry import ROOT
-from isthmus.coordinator.store import Store
+from isthmus.coordinator.store import Delete, Store
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import types_pb2 as pb
@@ -283,6 +283,62 @@ async def test_concurrent_creates_claiming_one_vni_exactly_one_wins(env: tuple[s
         assert len(owner) == 1
 
     await with_api(env, body)
+
+
+async def test_concurrent_creates_at_a_sites_budget_never_pass_it(env: tuple[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Near its budget a site's connections are counted in etcd and each create compares that none was added
+    since: however many creates race, the site ends with its budget and the rest are refused."""
+    from isthmus.core import checks
+    monkeypatch.setattr(checks, "MAX_CONNECTIONS_PER_SITE", 3)
+
+    async def body(c: Client, store: Store) -> None:
+        await c.sites.CreateSite(pb.Site(name="hub", kind=REGION))
+        await c.endpoints.CreateEndpoint(pb.Endpoint(site="hub", name="gw", address="192.0.2.1", asn=65001))
+        for i in range(8):
+            await c.sites.CreateSite(pb.Site(name=f"s{i}", kind=REGION))
+            await c.endpoints.CreateEndpoint(pb.Endpoint(site=f"s{i}", name="gw", address=f"192.0.2.{10 + i}",
+                                                         asn=65010 + i, role=pb.ENDPOINT_ROLE_REMOTE))
+
+        async def create(i: int) -> str:
+            try:
+                await c.connections.CreateConnection(bgp(f"hub-s{i}", "hub/gw", f"s{i}/gw"))
+                return "ok"
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name
+
+        results = await asyncio.gather(*(create(i) for i in range(8)))
+        assert results.count("ok") == 3 and results.count("INVALID_ARGUMENT") == 5, results
+        assert await store.count(ROOT + "refs/endpoint/hub/") == 3
+        assert await store.count(ROOT + "config/connections/") == 3
+
+    await with_api(env, body)
+
+
+async def test_a_create_validated_on_the_cache_still_meets_what_only_etcd_holds(env: tuple[str, Path]) -> None:
+    """Creates validate against the planner's view and compare what they relied on: keys the view does not
+    hold (index keys written by another coordinator, say) fail the compare, and the read path names them."""
+    etcd, tmp = env
+    async with running_coordinator(etcd, tmp) as coord:
+        async with grpc.aio.insecure_channel(coord.address) as ch:
+            c, store, registry = Client(ch), coord.store, coord.registry
+            assert store is not None and registry is not None
+            await seed(c)
+            hits = registry.cache_hits
+            await c.connections.CreateConnection(bgp("fresh", "r1/gw", "c1/gw"))
+            assert registry.cache_hits == hits + 1, "a plain create is validated on the cache, with no read"
+            await store.put(ROOT + "index/vni/7777", b"elsewhere")
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await c.connections.CreateConnection(vxlan("v7777", "r2/gw", "c1/gw", 7777))
+            assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            assert exc.value.details() == "vxlan.vni: VNI 7777 is used by connection elsewhere"
+            assert await store.get(ROOT + "config/connections/v7777") is None
+            # The view is behind etcd: an endpoint deleted behind its back is not used.
+            await store.txn([], [Delete(ROOT + "config/endpoints/c1/gw")])
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await c.connections.CreateConnection(bgp("late", "r2/gw", "c1/gw"))
+            assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+            assert await store.get(ROOT + "config/connections/late") is None
 
 
 async def test_watch_streams_changes_filtered_by_site(env: tuple[str, Path]) -> None:
