@@ -424,7 +424,7 @@ class AgentSession:
             woke = time.monotonic()
             changed.clear()
             peerings, revision = self.service.planner.desired(self.site)
-            upserts = [p for name, p in peerings.items() if self.sent.get(name) != p]
+            upserts = [p for name, p in peerings.items() if (q := self.sent.get(name)) is not p and q != p]
             removes = [name for name in self.sent if name not in peerings]
             self.sent = peerings
             if not upserts and not removes:

@@ -119,6 +119,9 @@ def _bare(ep: m.Endpoint) -> m.Endpoint:
     return m.Endpoint(ep.site, ep.name, ep.address, ep.asn, ep.role, ep.router_id, dict(ep.properties))
 
 
+SETTLE_ON_STOP = 2.0  # seconds a starting or stopping planner waits for its changes to be recorded
+
+
 class Planner(Watcher[set[str]]):
     """In-memory view of the configuration and the per-site desired peerings derived from it."""
 
@@ -136,6 +139,9 @@ class Planner(Watcher[set[str]]):
         self._changed: dict[str, asyncio.Event] = {}
         self.recorded = DesiredRevisions(store)
         self._listed_at = 0  # revision of a listing whose revisions are not yet settled with etcd's records
+        self._unsettled: set[str] = set()  # sites whose changes wait for the settle task
+        self._settle_through = 0  # the newest revision whose changes are queued for it
+        self._settler: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ the registry's cache (registry.ConfigCache)
 
@@ -277,9 +283,11 @@ class Planner(Watcher[set[str]]):
             touched |= self._delete(ev.kv.key) if ev.deleted else self._put(ev.kv)
         changed = set()
         for site in touched:
-            new = self._plan(site)
-            if new != self.peerings.get(site, {}):
-                self.peerings[site] = new
+            new, old = self._plan(site), self.peerings.get(site, {})
+            if new != old:
+                # Unchanged peerings keep their objects: digests and agent streams skip them by identity.
+                self.peerings[site] = {n: q if (q := old.get(n)) is not None and q == p else p
+                                       for n, p in new.items()}
                 self.site_revision[site] = revision
                 changed.add(site)
                 self._wake(site)
@@ -288,9 +296,43 @@ class Planner(Watcher[set[str]]):
         return changed
 
     async def reconcile(self, work: set[str]) -> None:
-        """Settle the revisions of the sites this listing or revision changed with those recorded in etcd."""
-        listed_at, self._listed_at = self._listed_at, 0
-        await self.recorded.settle(work, self.peerings, self.site_revision, listed_at)
+        """Settle the revisions of the sites this listing or revision changed with those recorded in etcd.
+
+        In the background, many revisions at a time: settling takes etcd round trips, and awaiting them for
+        each revision held the watch (and every agent's next delta) back by them. ``reconciled_at`` moves when
+        a settle that covers the revision is done (``_reconciled``).
+        """
+        self._unsettled |= work
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle(), name="planner-settle")
+
+    async def _settle(self) -> None:
+        while self._unsettled or self._settle_through > self.reconciled_at:
+            sites, self._unsettled = self._unsettled, set()
+            through = self._settle_through
+            listed_at, self._listed_at = self._listed_at, 0
+            try:
+                await self.recorded.settle(sites, self.peerings, self.site_revision, listed_at)
+            finally:
+                await super()._reconciled(through)
+
+    async def start(self) -> None:
+        """Listed, and the listing's revisions settled with etcd's records (the rest follows in the background)."""
+        await super().start()
+        await self.wait_for_revision(self.revision, SETTLE_ON_STOP, reconciled=True)
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._settler is not None:
+            # What this planner saw is recorded before it goes (bounded: etcd may be away).
+            await asyncio.wait([self._settler], timeout=SETTLE_ON_STOP)
+            self._settler.cancel()
+            await asyncio.gather(self._settler, return_exceptions=True)
+
+    async def _reconciled(self, revision: int) -> None:
+        self._settle_through = max(self._settle_through, revision)
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle(), name="planner-settle")
 
     # ------------------------------------------------------------ waiting
 

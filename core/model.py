@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,16 +268,24 @@ class JournalEntry:
 # ---------------------------------------------------------------- JSON (etcd values, agent disk)
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_FIELDS: dict[type, tuple[str, ...]] = {}  # a dataclass's stored field names, looked up once per class
+
+
 def to_json(obj: Any) -> Any:
-    """A plain JSON-able structure from a model object (version is not stored)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in dataclasses.fields(obj):
-            if f.name == "version":
-                continue
-            value = getattr(obj, f.name)
-            out[f.name] = to_json(value)
-        return out
+    """A plain JSON-able structure from a model object (version is not stored).
+
+    On the hot paths of the coordinator (status records, peering digests): the field names of each class are
+    looked up once, and plain values return at once.
+    """
+    kind = type(obj)
+    if kind in _PLAIN:
+        return obj
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(obj) if f.name != "version")
+    if names is not None:
+        return {name: to_json(getattr(obj, name)) for name in names}
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, dict):
@@ -546,10 +554,19 @@ def validate_params(
     return bgp, vxlan
 
 
+def peering_text(peering: DesiredPeering) -> str:
+    """One peering's part of ``peerings_digest`` (a planner keeps those of unchanged peerings)."""
+    return json.dumps(to_json(peering), sort_keys=True, separators=(",", ":"))
+
+
+def digest_of(texts: Iterable[str]) -> str:
+    """``peerings_digest`` from the peerings' texts in name order: the digest of their JSON list."""
+    return hashlib.sha256(("[" + ",".join(texts) + "]").encode()).hexdigest()
+
+
 def peerings_digest(peerings: Mapping[str, DesiredPeering]) -> str:
     """A digest of a set of desired peerings, equal on agent and coordinator for equal sets."""
-    body = json.dumps([to_json(peerings[k]) for k in sorted(peerings)], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(body.encode()).hexdigest()
+    return digest_of(peering_text(peerings[k]) for k in sorted(peerings))
 
 
 def default_address_families(address: str) -> tuple[str, ...]:

@@ -122,7 +122,8 @@ async def test_desired_revisions_move_only_when_a_sites_peerings_change(etcd: st
     one = await reg.create_connection(_conn("one", "r1/gw", "r2/gw"))
     two = await reg.create_connection(_conn("two", "r1/gw", "r3/gw"))
     gone = await reg.delete_connection("two")  # r1 and r3 changed at this revision
-    await await_for(lambda: first.revision >= gone, 10, "the planner to see the delete")
+    # Seen and recorded in etcd (the planner records changes in the background, many revisions at a time).
+    assert await first.wait_for_revision(gone, 10, reconciled=True)
     want = {"r1": gone, "r2": one.version, "r3": gone}
     assert {s: first.site_revision.get(s, 0) for s in want} == want
 
@@ -130,7 +131,7 @@ async def test_desired_revisions_move_only_when_a_sites_peerings_change(etcd: st
     touched = await reg.update_connection(dataclasses.replace(one, description="now with a description", version=0),
                                           type_given=False)
     await reg.update_site("r2", labels={"tier": "gold"}, description="")
-    await await_for(lambda: first.revision > touched.version, 10, "the planner to see the writes")
+    assert await first.wait_for_revision(touched.version + 1, 10, reconciled=True)
     assert {s: first.site_revision.get(s, 0) for s in want} == want
 
     # A second coordinator, and the first one restarted, agree with the one that saw every change.
