@@ -15,7 +15,7 @@ from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import JOURNAL_KEPT, AgentStatusRecord
 from isthmus.coordinator.auth import list_audit
 from isthmus.coordinator.border import BorderRegistry
-from isthmus.coordinator.events import READ_PARALLEL, EventFilter, list_events
+from isthmus.coordinator.events import READ_PARALLEL, EventFilter, EventWriter, list_events
 from isthmus.coordinator.leader import list_coordinators
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
@@ -181,9 +181,10 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
 
     WATCH_KINDS = {"site": r.SITES, "endpoint": r.ENDPOINTS, "connection": r.CONNECTIONS, "status": r.STATUS}
 
-    def __init__(self, store: Store, planner: Planner) -> None:
+    def __init__(self, store: Store, planner: Planner, events: EventWriter | None = None) -> None:
         self.store = store
         self.planner = planner
+        self.events = events  # this coordinator's event writer: journal entries not stored yet show too
 
     async def _journals(self, sites: list[str]) -> dict[str, list[m.JournalEntry]]:
         """The newest JOURNAL_KEPT journal entries of each site, from the event history (not in the status key:
@@ -192,7 +193,10 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
         for start in range(0, len(sites), READ_PARALLEL):
             chunk = sites[start:start + READ_PARALLEL]
             found = await asyncio.gather(*(list_events(self.store, EventFilter(site=s), JOURNAL_KEPT) for s in chunk))
-            out.update({s: [e.to_journal() for e in events] for s, (events, _) in zip(chunk, found, strict=True)})
+            for site, (events, _) in zip(chunk, found, strict=True):
+                waiting = self.events.pending.get(site, {}) if self.events is not None else {}
+                entries = {e.seq: e for e in [*events, *waiting.values()]}
+                out[site] = [entries[seq].to_journal() for seq in sorted(entries)][-JOURNAL_KEPT:]
         return out
 
     def _site_status(self, site: str, record: AgentStatusRecord | None, after: str = "",

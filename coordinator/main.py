@@ -266,7 +266,7 @@ class Coordinator:
                          refusal_window=self.opts.refusal_window)
         self.agents = AgentService(self.store, self.planner, self.opts.advertise or self.address, self.opts.lease_ttl,
                                    auth=self.auth)
-        self.status = StatusService(self.store, self.planner)
+        self.status = StatusService(self.store, self.planner, self.agents.events)
         guarded = [
             (api_pb2, "SiteService", SiteService(registry), api_pb2_grpc.add_SiteServiceServicer_to_server),
             (api_pb2, "EndpointService", EndpointService(registry),
