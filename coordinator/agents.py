@@ -28,9 +28,9 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -49,6 +49,8 @@ from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 OPEN_ANONYMOUS = Principal("anonymous", "", "")
@@ -284,6 +286,7 @@ class AgentSession:
         self.closed = False
         self.journal_limit = hello.journal_limit
         self.takes_pieces = hello.pieces
+        self.ending = asyncio.Event()  # set when one of the stream's other tasks ends: ``updates`` returns
 
     @property
     def store(self) -> Store:
@@ -406,6 +409,19 @@ class AgentSession:
                         pieces.MESSAGE_LIMIT, self.record.agent_version or "?")
         return [msg]
 
+    async def _unless_ending(self, work: Awaitable[T]) -> T | None:
+        """``work``'s result, or None (``work`` cancelled) if the session ends first."""
+        task = asyncio.ensure_future(work)
+        ending = asyncio.ensure_future(self.ending.wait())
+        try:
+            await asyncio.wait([task, ending], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ending.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return None if task.cancelled() else task.result()
+
     async def updates(self, hello: apb.Hello) -> AsyncIterator[apb.CoordinatorMessage]:
         """The first message (delta or snapshot), then a delta each time the site's desired peerings change.
 
@@ -413,14 +429,21 @@ class AgentSession:
         """
         changed = self.service.planner.changed_event(self.site)
         changed.clear()
-        first = await self.first_message(hello)
+        first = await self._unless_ending(self.first_message(hello))
+        if first is None:
+            return
         for piece in self.in_pieces(first):
             yield piece
         # Where the site's event history ends: the agent sends every journal entry after it.
-        yield apb.CoordinatorMessage(events_from=apb.EventsFrom(seq=await self.service.events.cursor(self.site)))
+        cursor = await self._unless_ending(self.service.events.cursor(self.site))
+        if cursor is None:
+            return
+        yield apb.CoordinatorMessage(events_from=apb.EventsFrom(seq=cursor))
         base = first.snapshot.revision if first.HasField("snapshot") else first.delta.revision
         while True:
             await changed.wait()
+            if self.ending.is_set():
+                return  # leaving the change event set: a new session of the site may be waiting on it
             woke = time.monotonic()
             changed.clear()
             peerings, revision = self.service.planner.desired(self.site)
@@ -513,37 +536,38 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             asyncio.create_task(session.write_status(), name=f"status-{hello.site}"),
             asyncio.create_task(self._closing.wait(), name=f"closing-{hello.site}"),
         ]
-        updates = session.updates(hello).__aiter__()
-        nxt: asyncio.Future[apb.CoordinatorMessage] | None = None
+        # No task or wait per message: when one of the tasks ends, it sets ``session.ending`` and wakes the
+        # updates, which then return (with a thousand agents, a wait over five futures per delta cost a third
+        # of the coordinator's CPU per delta).
+        ended: list[asyncio.Task[Any]] = []
+        changed = self.planner.changed_event(hello.site)
+
+        def stop(task: asyncio.Task[Any]) -> None:
+            ended.append(task)
+            session.ending.set()
+            changed.set()
+
+        for t in tasks:
+            t.add_done_callback(stop)
         reason = "agent closed the stream"
         try:
-            while True:
-                nxt = asyncio.ensure_future(updates.__anext__())
-                done, _ = await asyncio.wait([nxt, *tasks], return_when=asyncio.FIRST_COMPLETED)
-                if nxt in done:
-                    try:
-                        msg = nxt.result()
-                    except IsthmusError as exc:
-                        reason = str(exc)
-                        await context.abort(getattr(grpc.StatusCode, exc.code_name), reason)
+            try:
+                async for msg in session.updates(hello):
                     yield msg
-                    continue
-                nxt.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await nxt
-                finished = done.pop()
-                if finished is tasks[3]:
-                    reason = "coordinator shutting down"
-                elif finished.exception() is not None:
-                    reason = f"{finished.get_name()}: {finished.exception()}"
-                    if isinstance(finished.exception(), Unavailable):  # etcd: say so, the agent tries elsewhere
-                        await context.abort(grpc.StatusCode.UNAVAILABLE, str(finished.exception()))
-                break
+            except IsthmusError as exc:
+                reason = str(exc)
+                await context.abort(getattr(grpc.StatusCode, exc.code_name), reason)
+            finished = ended[0] if ended else None
+            if finished is tasks[3]:
+                reason = "coordinator shutting down"
+            elif finished is not None and not finished.cancelled() and finished.exception() is not None:
+                reason = f"{finished.get_name()}: {finished.exception()}"
+                if isinstance(finished.exception(), Unavailable):  # etcd: say so, the agent tries elsewhere
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(finished.exception()))
         finally:
-            # The next update too: if gRPC cancels the stream while it waits, it must not live on, waking on the
-            # site's changes (and clearing the change event a new session of the site waits on).
-            pending: list[asyncio.Future[Any]] = [*tasks, *([nxt] if nxt is not None else [])]
-            for t in pending:
+            pending: list[asyncio.Future[Any]] = list(tasks)
+            for t in tasks:
+                t.remove_done_callback(stop)
                 t.cancel()
             # In a task of its own: the stream ends now even when etcd is slow to take the release, and a second
             # cancellation of the stream cannot skip releasing the site.
