@@ -276,14 +276,42 @@ class Planner(Watcher[set[str]]):
     def _conns_of(self, site: str) -> list[m.Connection]:
         return [self.connections[n] for n in sorted(self._by_site.get(site, ()))]
 
+    def _names_of(self, key: str) -> set[str] | None:
+        """The connections whose peerings a change of ``key`` can change (None: any peering of its sites)."""
+        if key.startswith(r.ENDPOINTS):
+            site, _, name = key[len(r.ENDPOINTS):].partition("/")
+            ref = m.EndpointRef(site, name)
+            return {n for n in self._by_site.get(site, ()) if ref in self.connections[n].ends}
+        if key.startswith(r.CONNECTIONS):
+            return {key[len(r.CONNECTIONS):]}
+        return None
+
+    def _replan(self, site: str, names: set[str] | None) -> dict[str, m.DesiredPeering]:
+        """The site's peerings after a change of the connections ``names`` (None: planned whole)."""
+        if names is None:
+            return self._plan(site)
+        new = dict(self.peerings.get(site, {}))
+        for name in names:
+            new.pop(name, None)
+        new.update(plan_site(site, [self.connections[n] for n in sorted(names) if n in self.connections],
+                             self.endpoints))
+        return new
+
     def apply(self, revision: int, events: list[Event]) -> set[str]:
-        """Apply the events of one revision; returns the sites whose desired peerings changed."""
-        touched: set[str] = set()
+        """Apply the events of one revision; returns the sites whose desired peerings changed.
+
+        Incremental: an endpoint or connection change replans only the peerings of the connections it touches
+        (a hub endpoint changed for a thousand sites costs a thousand peerings, not a replan of every site).
+        """
+        touched: dict[str, set[str] | None] = {}  # site -> the connections to replan (None: the whole site)
         for ev in events:
-            touched |= self._delete(ev.kv.key) if ev.deleted else self._put(ev.kv)
+            names = self._names_of(ev.kv.key)
+            for site in self._delete(ev.kv.key) if ev.deleted else self._put(ev.kv):
+                held = touched.get(site, set())
+                touched[site] = None if names is None or held is None else held | names
         changed = set()
-        for site in touched:
-            new, old = self._plan(site), self.peerings.get(site, {})
+        for site, names in touched.items():
+            new, old = self._replan(site, names), self.peerings.get(site, {})
             if new != old:
                 # Unchanged peerings keep their objects: digests and agent streams skip them by identity.
                 self.peerings[site] = {n: q if (q := old.get(n)) is not None and q == p else p
