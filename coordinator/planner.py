@@ -308,7 +308,10 @@ class Planner(Watcher[set[str]]):
             names = self._names_of(ev.kv.key)
             for site in self._delete(ev.kv.key) if ev.deleted else self._put(ev.kv):
                 held = touched.get(site, set())
-                touched[site] = None if names is None or held is None else held | names
+                if names is None or held is None:
+                    touched[site] = None
+                else:  # an endpoint's connections: those of this site (set & iterates the smaller set)
+                    touched[site] = held | (names if len(names) <= 1 else names & self._by_site.get(site, set()))
         changed = set()
         for site, names in touched.items():
             new, old = self._replan(site, names), self.peerings.get(site, {})
