@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from . import addresses, api_writes, convergence, fanout, footprint, mesh, storm
+from . import addresses, api_writes, convergence, coordinators, fanout, footprint, mesh, storm
 from .cluster import default_coordinator_args
 from .context import Context, Sizes
 from .figures import ScenarioResult, code_version, machine
@@ -42,6 +42,7 @@ SCENARIOS: dict[str, Scenario] = {
     api_writes.NAME: api_writes.run,
     convergence.NAME: convergence.run,
     fanout.NAME: fanout.run,
+    coordinators.NAME: coordinators.run,
     mesh.NAME: mesh.run,
     storm.NAME: storm.run,
     footprint.NAME: footprint.run,
