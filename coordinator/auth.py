@@ -34,6 +34,7 @@ import grpc.aio
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.store import Delete, Put, Store
 from isthmus.core import pki
+from isthmus.core.edge import AuditSlot, auditing
 from isthmus.core.errors import IsthmusError
 
 log = logging.getLogger(__name__)
@@ -285,6 +286,13 @@ class Auth:
         accumulated while the previous batch was written), so auditing does not
         cost every write an extra round trip.
         """
+        key, value = self.record(who, method, allowed, detail, on_behalf_of)
+        self._pending.append(Put(key, value))
+        self._wake_flusher()
+
+    def record(self, who: Principal, method: str, allowed: bool, detail: str,
+               on_behalf_of: str = "") -> tuple[str, bytes]:
+        """One audit event's etcd key and value (a write can commit it in its own transaction: ``AuditSlot``)."""
         now = int(time.time() * 1000)
         self._seq += 1
         event = {"time_unix_ms": now, "who": who.who, "role": who.role, "method": method, "allowed": allowed,
@@ -292,8 +300,7 @@ class Auth:
         if on_behalf_of:
             event["on_behalf_of"] = on_behalf_of
         key = f"{AUDIT}{now:013d}-{self.coordinator or 'c'}-{self._seq:06d}"
-        self._pending.append(Put(key, json.dumps(event, sort_keys=True).encode()))
-        self._wake_flusher()
+        return key, json.dumps(event, sort_keys=True).encode()
 
     def _wake_flusher(self) -> None:
         self._flush_wake.set()
@@ -339,10 +346,16 @@ def _guard(impl: Callable[..., Any], service: str, method: str, auth: Auth) -> C
     if asyncio.iscoroutinefunction(impl):
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             who = await auth.check(context, service, method)
-            result = await impl(request, context)
-            if write and context.code() in (None, grpc.StatusCode.OK):  # a refusal sets its status and returns
-                await auth.audit(who, f"/isthmus.v1.{service}/{method}", True, _summary(request),
-                                 on_behalf_of(context))
+            if not write:
+                return await impl(request, context)
+            name = f"/isthmus.v1.{service}/{method}"
+            # The registry commits the record in the write's own transaction when it can (no write of its own).
+            slot = AuditSlot(asyncio.current_task(),
+                             lambda: auth.record(who, name, True, _summary(request), on_behalf_of(context)))
+            with auditing(slot):
+                result = await impl(request, context)
+            if context.code() in (None, grpc.StatusCode.OK) and not slot.written:  # a refusal sets its status
+                await auth.audit(who, name, True, _summary(request), on_behalf_of(context))
             return result
 
         return unary

@@ -47,7 +47,7 @@ from isthmus.coordinator.store import (
 )
 from isthmus.core import checks
 from isthmus.core import model as m
-from isthmus.core.edge import current_request
+from isthmus.core.edge import audit_slot, current_request
 from isthmus.core.errors import (
     Aborted,
     AlreadyExists,
@@ -257,6 +257,7 @@ class Registry:
         error to report, say), and any error it would have raised is left to ``attempt`` to find in etcd.
         """
         request = current_request()
+        audit = audit_slot()
         for n in range(MAX_ATTEMPTS):
             if request is not None and (done := await self._replay(*request)) is not None:
                 return done
@@ -277,8 +278,12 @@ class Registry:
                                      "op": "put" if isinstance(ops[0], Put) else "delete"}).encode()
                 compares = [*compares, absent(request_key(request[0]))]
                 ops = [*ops, Put(request_key(request[0]), record, await self._lease_for_requests())]
+            if audit is not None and ops:  # the call's audit record, in the same transaction as the write
+                ops = [*ops, Put(*audit.make())]
             ok, revision = await self.store.txn(compares, ops)
             if ok:
+                if audit is not None and ops:
+                    audit.written = True
                 log.info("%s at rev %d", what, revision)
                 return plan.result(revision)
             log.debug("%s: transaction lost a race; reading again", what)

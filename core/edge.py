@@ -8,10 +8,11 @@ coordinator's registry) and the time by which the answer is due (the coordinator
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -63,6 +64,38 @@ def current_request() -> tuple[str, str] | None:
     """The request id the caller gave and the method it called, or None (no id given, or not in a request)."""
     call = _current()
     return call.request if call else None
+
+
+@dataclass
+class AuditSlot:
+    """The audit record of the write being served, for the code below the edge to commit with the write.
+
+    The coordinator's authorization fills it in (``make``: the record's etcd key and value); a write that
+    commits it in its own transaction sets ``written``, and no separate audit write follows.
+    """
+
+    task: asyncio.Task[Any] | None
+    make: Callable[[], tuple[str, bytes]]
+    written: bool = False
+
+
+_audit: ContextVar[AuditSlot | None] = ContextVar("isthmus_audit", default=None)
+
+
+def audit_slot() -> AuditSlot | None:
+    """The audit record the call being served wants written with its write (None: none, or another task)."""
+    slot = _audit.get()
+    return slot if slot is not None and slot.task is asyncio.current_task() else None
+
+
+@contextlib.contextmanager
+def auditing(slot: AuditSlot) -> Iterator[AuditSlot]:
+    """Offer ``slot`` to the writes made while serving the call (in this task)."""
+    token = _audit.set(slot)
+    try:
+        yield slot
+    finally:
+        _audit.reset(token)
 
 
 def request_id(context: grpc.aio.ServicerContext) -> str:

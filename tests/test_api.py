@@ -471,3 +471,21 @@ async def test_a_site_has_a_budget_of_connections(env: tuple[str, Path], monkeyp
         await c.connections.CreateConnection(bgp("s3-s4", "s3/gw", "s4/gw"))
 
     await with_api(env, body)
+
+
+async def test_a_writes_audit_record_is_committed_in_the_writes_own_transaction(env: tuple[str, Path]) -> None:
+    """Audit and write cannot part: the record of an allowed write has the write's revision; a refused write
+    leaves no record of an allowed one."""
+    import json
+
+    async def body(c: Client, store: Store) -> None:
+        site = await c.sites.CreateSite(pb.Site(name="r9", kind=REGION))
+        ep = await c.endpoints.CreateEndpoint(pb.Endpoint(site="r9", name="gw", address="192.0.2.9", asn=65009))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await c.sites.CreateSite(pb.Site(name="r9", kind=REGION))
+        audit, _ = await store.get_prefix(ROOT + "audit/")
+        allowed = [(json.loads(kv.value)["method"].rsplit("/", 1)[1], kv.mod_revision) for kv in audit
+                   if json.loads(kv.value)["allowed"]]
+        assert allowed == [("CreateSite", site.version), ("CreateEndpoint", ep.version)], allowed
+
+    await with_api(env, body)
