@@ -34,6 +34,9 @@ class StateFile:
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir)
         self.path = self.dir / "desired.json"
+        # Each peering's JSON as last written: a delta re-encodes only the peerings it changed (a site with
+        # hundreds of peerings spent most of each delta encoding the unchanged ones again).
+        self._texts: dict[str, tuple[m.DesiredPeering, str]] = {}
 
     def load(self, site: str) -> DesiredState:
         """The persisted state, or an empty one at revision 0 when there is none."""
@@ -61,15 +64,16 @@ class StateFile:
 
     def save(self, state: DesiredState) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        body = json.dumps(
-            {
-                "format": FORMAT,
-                "site": state.site,
-                "revision": state.revision,
-                "peerings": [m.to_json(p) for p in sorted(state.peerings.values(), key=lambda p: p.connection)],
-            },
-            separators=(",", ":"),  # compact: written on every change, and indent is slow
-        )
+        texts: dict[str, tuple[m.DesiredPeering, str]] = {}
+        for name in sorted(state.peerings):
+            p = state.peerings[name]
+            held = self._texts.get(name)
+            texts[name] = held if held is not None and (held[0] is p or held[0] == p) else (
+                p, json.dumps(m.to_json(p), separators=(",", ":")))
+        self._texts = texts
+        # Compact (written on every change, and indent is slow): {"format", "site", "revision", "peerings": [...]}.
+        head = json.dumps({"format": FORMAT, "site": state.site, "revision": state.revision}, separators=(",", ":"))
+        body = head[:-1] + ',"peerings":[' + ",".join(text for _, text in texts.values()) + "]}"
         write_atomically(self.path, body)
         log.debug("persisted %d peerings of %s at rev %d", len(state.peerings), state.site, state.revision)
 

@@ -102,9 +102,9 @@ STATUS_DEBOUNCE = 0.05  # seconds
 STATUS_BATCH = 60  # sessions written per etcd transaction: up to two puts each (etcd allows 128 operations)
 # A site's status is written again at the earliest after its record's size at this rate: a site whose peerings
 # change all the time (a mesh being built) costs etcd at most this many bytes a second, not its record per delta.
-STATUS_BYTES_PER_SECOND = 2_000
-STATUS_FREE_BYTES = 1_000  # a record up to this size is not paced (a site with a few peerings)
-STATUS_MAX_INTERVAL = 2.0  # seconds: the pacing never holds a change back longer
+STATUS_BYTES_PER_SECOND = 1_000
+STATUS_FREE_BYTES = 200  # a record up to this size is not paced (an agent with no peerings)
+STATUS_MAX_INTERVAL = 5.0  # seconds: the pacing never holds a change back longer
 LAST_REPORT_EVERY = 10.0  # seconds between copies to last-status/{site} while the session lasts (and at its end)
 
 

@@ -83,7 +83,7 @@ async def run(ctx: Context) -> ScenarioResult:
             await asyncio.gather(*(f.wait(g, lambda a: a.synced and len(a.reconciler.desired.peerings) == 1,
                                           timeout=120 + n / 10, what="synced with their hub peering")
                                    for f, g in zip(fleets, groups, strict=True)))
-            await asyncio.sleep(2.5)  # the status writes of the sessions, which ListCoordinators reads
+            await asyncio.sleep(5.5)  # the status writes of the sessions, which ListCoordinators reads
             streams = await _streams(first)
             ctx.say(f"{NAME}: {n} agents synced over {COORDINATORS} coordinators: {streams}")
 
@@ -98,7 +98,7 @@ async def run(ctx: Context) -> ScenarioResult:
             used: dict[str, dict[str, float]] = {}
             for t in range(trials):
                 value = hub_value(asn(HUB_INDEX) + t + 1)
-                await quiesce(etcd, 2.5)
+                await quiesce(etcd, 5.5)
                 meter = CpuMeter(pids).start()
                 probes = [asyncio.create_task(a.applied(a.reconciler.applied_revision + 1, TRIAL_TIMEOUT))
                           for a in agents]
@@ -124,7 +124,7 @@ async def run(ctx: Context) -> ScenarioResult:
                         f"etcd watchers {ref[-1] * 1000:.1f} ms")
 
             # Writes spread over the coordinators: each client on one of them, connections between new sites.
-            await quiesce(etcd, 2.5)
+            await quiesce(etcd, 5.5)
             pools = [ApiPool(c, 16) for c in clusters]
             writers = await build_sites(pools[0], "w", min(64, max(4, n)), first_index=n + 10)
             pairs = [(i, j) for i in range(len(writers)) for j in range(i + 1, len(writers))][:min(1200, 20 * n)]

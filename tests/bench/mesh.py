@@ -30,7 +30,7 @@ from .fleet import Fleet
 from .workload import Api, ApiPool, RunTiming, build_sites, run_clients, spread_pairs
 
 NAME = "mesh"
-STATUS_QUIET = 2.5  # seconds etcd's revision stands still: longer than the coordinator's status pacing (2 s)
+STATUS_QUIET = 5.5  # seconds etcd's revision stands still: longer than the coordinator's status pacing (5 s)
 TITLE = "Full mesh"
 
 
