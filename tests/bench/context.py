@@ -25,7 +25,7 @@ class Sizes:
     trials: int = 100  # convergence trials per size
     fanout_sites: int = 1000
     fanout_trials: int = 5
-    mesh_sites: int = 100  # 200 (19,900 connections) does not fit into 10 minutes on 2 cores: --mesh-sites 200
+    mesh_sites: int = 200  # 19,900 connections
     mesh_clients: int = 64
     storm_sites: int = 1000
     footprint_seconds: float = 60.0
