@@ -188,7 +188,10 @@ def _projection(cpu_delta_us: float, cpu_write_us: float, etcd_write_us: float) 
             f"every site's desired peerings changing once every {CHANGE_EVERY_S:g} s): one coordinator sends "
             f"{deltas:,.0f} agent deltas/s ({cpu_delta_us:.0f} us each) and takes {writes:,.0f} connection "
             f"creates/s ({cpu_write_us:.0f} us each); sites scale with the coordinators (each agent has one "
-            "stream, each coordinator its own watch), writes scale with them until etcd, which took "
+            "stream, each coordinator its own watch) as long as the CPU per agent delta holds, but it holds only "
+            "roughly: every coordinator plans, and records the desired revisions of, every site, so with more "
+            "coordinators that share of the cost falls on fewer agents each; writes scale with them until etcd, "
+            "which took "
             f"{etcd_write_us:.0f} us of CPU per create here ({etcd_writes:,.0f}/s at {HEADROOM:.0%} of a core; "
             f"an etcd cluster of 3 or 5 members takes about the same: every member applies every write). "
             f"N coordinators -> {rows}.")
