@@ -95,7 +95,8 @@ class SiteService(api_pb2_grpc.SiteServiceServicer):
 
     @grpc_errors
     async def DeleteSite(self, request: api.DeleteSiteRequest, context: Any) -> api.DeleteResponse:  # noqa: N802
-        return api.DeleteResponse(revision=await self.registry.delete_site(request.name, request.version))
+        return api.DeleteResponse(revision=await self.registry.delete_site(request.name, request.version,
+                                                                            request.force))
 
 
 class EndpointService(api_pb2_grpc.EndpointServiceServicer):

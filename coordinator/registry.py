@@ -150,6 +150,9 @@ def decode_connection(kv: KV) -> m.Connection:
     return m.connection_from_json(json.loads(kv.value), kv.mod_revision)
 
 
+SiteGuard = Callable[[str, bool], Awaitable[tuple[list[Compare], list[Put | Delete]]]]
+
+
 @dataclasses.dataclass
 class Plan:
     """One attempt of a write: what it compared, what it writes, what it returns."""
@@ -189,6 +192,10 @@ class Registry:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Other parts that name sites (the multisite sync intents) decide whether a site may go: each guard takes
+        # (site, force) and raises FailedPrecondition naming what uses it, or gives the compares and writes that
+        # settle those uses in the same transaction as the delete.
+        self.site_guards: list[SiteGuard] = []
         self._request_lease = (0, 0.0)  # lease id, monotonic time granted
         self._lease_lock = asyncio.Lock()
 
@@ -338,7 +345,7 @@ class Registry:
 
         return await self._commit(f"updated site {name}", attempt)  # type: ignore[no-any-return]
 
-    async def delete_site(self, name: str, version: int = 0) -> int:
+    async def delete_site(self, name: str, version: int = 0, force: bool = False) -> int:
         async def attempt() -> Plan:
             current = await self.get_site(name)
             _check_version(version, current.version, f"site {name}")
@@ -354,7 +361,12 @@ class Registry:
             if cells:
                 names = ", ".join(kv.key.rsplit("/", 1)[1] for kv in cells[:10])
                 raise FailedPrecondition(f"site {name} is the parent of cells: {names}; delete them first")
+            guarded: list[Compare] = []
             ops: list[Put | Delete] = [Delete(site_key(name))]
+            for guard in self.site_guards:
+                compares, settle = await guard(name, force)
+                guarded += compares
+                ops += settle
             if current.parent:
                 ops.append(Delete(site_refs(current.parent) + name))
             # What the site's agent reported for the global views goes with it (a region that no longer
@@ -364,7 +376,7 @@ class Registry:
             ops += [Delete(last_status_key(name)), Delete(desired_key(name))]
             return Plan(
                 [mod_is(site_key(name), current.version), prefix_empty(f"{ENDPOINTS}{name}/"),
-                 prefix_empty(site_refs(name)), prefix_empty(device_names(name))],
+                 prefix_empty(site_refs(name)), prefix_empty(device_names(name)), *guarded],
                 ops,
                 lambda rev: rev,
             )

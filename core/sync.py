@@ -45,6 +45,8 @@ class State(enum.StrEnum):
     NONE = "NONE"          # image mode none: nothing is copied, on purpose
     HELD = "HELD"          # controlled rollout: the region's wave has not started (or the rollout stopped)
     REMOVED = "REMOVED"    # rolled back: the copy this rollout made was removed
+    SOURCE_GONE = "SOURCE_GONE"  # the original was deleted in the source region: the copy went with it
+    SKIPPED = "SKIPPED"    # controlled rollout: the operator told it to stop waiting for this region
 
 
 class Action(enum.StrEnum):
@@ -196,6 +198,8 @@ class SyncStatus:
     wave: str = ""
     stale: bool = False
     rollout: str = ""
+    action: str = ""  # the newest change isthmus made to this copy ("created", "1 rule added", ...)
+    action_unix_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ class Rollout:
     wave: int = 0
     error: str = ""
     updated_unix_ms: int = 0
+    skipped: tuple[str, ...] = ()  # sites the rollout no longer waits for
 
 
 # ---------------------------------------------------------------- JSON (what etcd stores)
@@ -286,7 +291,8 @@ def status_from_json(d: dict[str, Any]) -> SyncStatus:
 
 def rollout_from_json(d: dict[str, Any]) -> Rollout:
     return Rollout(id=d.get("id", ""), state=RolloutState(d.get("state", "RUNNING")), wave=int(d.get("wave", 0)),
-                   error=d.get("error", ""), updated_unix_ms=int(d.get("updated_unix_ms", 0)))
+                   error=d.get("error", ""), updated_unix_ms=int(d.get("updated_unix_ms", 0)),
+                   skipped=tuple(d.get("skipped", ())))
 
 
 def parse_public_key(text: str, field_name: str = "keypair.public_key") -> tuple[str, bytes]:

@@ -256,11 +256,18 @@ def sync_delete(ctl: Ctl, args: Namespace) -> None:
 
 def _control(action: str) -> Command:
     def run(ctl: Ctl, args: Namespace) -> None:
-        ro = _stub(ctl).ControlRollout(spb.ControlRolloutRequest(name=args.name, action=action), timeout=ctl.timeout)
+        skip = list(getattr(args, "skip_site", None) or [])
+        ro = _stub(ctl).ControlRollout(spb.ControlRolloutRequest(name=args.name, action=action, skip_sites=skip),
+                                       timeout=ctl.timeout)
         if ctl.output == "json":
             ctl.print_json(ro)
-        else:
-            print(f"sync {args.name}: rollout {ro.id} is {ro.state}")
+            return
+        print(f"sync {args.name}: rollout {ro.id} is {ro.state}")
+        if skip and action == "rollback":
+            print(f"no longer waiting for {', '.join(skip)}: the rollback finishes without them; an agent of "
+                  "theirs that comes back still removes the copy it made")
+        elif skip:
+            print(f"no longer waiting for {', '.join(skip)}: the rollout goes on without them; they get no copy")
 
     return run
 
@@ -379,11 +386,20 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     p = cli.command(sync, "sync delete", "delete an intent; the agents remove the copies isthmus made")
     p.add_argument("name", metavar="NAME", help="intent name")
     add_version(p)
-    for verb, help in (("pause", "pause a controlled rollout (no new wave starts)"),
+    for verb, help in (("pause", "pause a controlled rollout: the current wave finishes, no new wave starts"),
                        ("resume", "resume a paused, failed or aborted rollout"),
                        ("abort", "stop a rollout where it is (copies made so far stay)"),
                        ("rollback", "remove every copy the rollout made")):
-        cli.command(sync, f"sync {verb}", help).add_argument("name", metavar="NAME", help="intent name")
+        p = cli.command(sync, f"sync {verb}", help)
+        p.add_argument("name", metavar="NAME", help="intent name")
+        if verb == "resume":
+            p.add_argument("--skip-site", action="append", metavar="SITE", help="go on without this site (gone, "
+                           "unreachable, never attached): the wave completes without it and it gets no copy; "
+                           "repeatable, also while the rollout runs")
+        elif verb == "rollback":
+            p.add_argument("--skip-site", action="append", metavar="SITE", help="finish the rollback without "
+                           "this site's confirmation (gone, unreachable, never attached); its agent, if it comes "
+                           "back, still removes the copy it made; repeatable, also while the rollback runs")
     image = cli.group(groups, "image", "images across regions")
     p = cli.command(image, "image ensure", "copy an image to a region now (lazy sync) and wait until it is active")
     p.add_argument("image", metavar="IMAGE", help="image name or id in the source region")

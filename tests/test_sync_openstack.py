@@ -401,3 +401,58 @@ def test_a_failed_rollout_resumed_completes_and_a_rollback_later_removes_every_c
         one.image.delete_image(src, ignore_missing=True)
         for img in copies(two, name):
             two.image.delete_image(img, ignore_missing=True)
+
+
+def test_a_rollback_waiting_for_sites_gone_or_never_attached_is_finished_by_the_documented_commands(
+        lab: SyncLab) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    name = unique("ghost")
+    intent = f"ghost-{name[-6:]}"
+    gone, never = f"gone-{name[-6:]}", f"never-{name[-6:]}"
+    src = upload(one, name)
+    try:
+        for site in (gone, never):  # sites no agent ever serves
+            lab.ctl("site", "create", site, "--kind", "region")
+        lab.create_once_listed(intent, "--kind", "image", "--mode", "controlled", "--source", "one",
+                               "--image", name, "--wave", "canary=two", "--wave", f"rest={gone},{never}")
+        wait_for(lambda: lab.show(intent)["rollout"].get("wave") == 1, 90, "canary done, waiting for wave rest")
+        assert len(copies(two, name)) == 1
+        # Waiting for sites that never report: pause and abort are refused naming the way out.
+        stuck = lab.ctl("sync", "resume", intent, check=False)
+        assert stuck.returncode == 1 and f"--skip-site {gone} --skip-site {never}" in stuck.stderr, stuck.stderr
+
+        # A site an intent names is not deleted without --force; the refusal names the intent.
+        refused = lab.ctl("site", "delete", gone, check=False)
+        assert refused.returncode == 1 and intent in refused.stderr and "--force" in refused.stderr, refused.stderr
+        assert gone in lab.ctl("site", "list").stdout
+
+        lab.ctl("sync", "rollback", intent)
+        wait_for(lambda: not copies(two, name), 60, "the canary copy removed")
+        assert lab.show(intent)["rollout"]["state"] == "ROLLING_BACK"  # it waits for the two silent sites
+        abort = lab.ctl("sync", "abort", intent, check=False)
+        assert abort.returncode == 1 and "ROLLING_BACK" in abort.stderr, abort.stderr
+        assert f"isthmusctl sync rollback {intent} --skip-site {gone} --skip-site {never}" in abort.stderr
+
+        # Deleted by force: the site leaves the intent's waves; the rollback waits for the other one only.
+        lab.ctl("site", "delete", gone, "--force")
+        wait_for(lambda: [w["regions"] for w in lab.show(intent)["intent"]["image"]["waves"]]
+                 == [["two"], [never]], 30, "the deleted site taken out of the waves")
+        abort = lab.ctl("sync", "abort", intent, check=False)
+        assert f"--skip-site {never} " in abort.stderr and gone not in abort.stderr, abort.stderr
+
+        # The documented way out: finish the rollback without the silent site.
+        out = lab.ctl("sync", "rollback", intent, "--skip-site", never).stdout
+        assert "finishes without them" in out
+        wait_for(lambda: lab.show(intent)["rollout"]["state"] == "ROLLED_BACK", 60, "the rollback finished")
+        assert lab.states(intent) == {(name, "two"): "REMOVED", (name, never): "SKIPPED"}
+        assert not copies(two, name) and [i.id for i in copies(one, name)] == [src.id]
+        bad = lab.ctl("sync", "rollback", intent, "--skip-site", "mars", check=False)
+        assert bad.returncode == 1 and "skip_sites[0]" in bad.stderr, bad.stderr
+        lab.ctl("sync", "delete", intent)
+    finally:
+        lab.ctl("sync", "delete", intent, check=False)
+        for site in (gone, never):
+            lab.ctl("site", "delete", site, "--force", check=False)
+        one.image.delete_image(src, ignore_missing=True)
+        for img in copies(two, name):
+            two.image.delete_image(img, ignore_missing=True)

@@ -87,7 +87,8 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
 
     @grpc_errors
     async def ControlRollout(self, request: spb.ControlRolloutRequest, context: Any) -> spb.Rollout:  # noqa: N802
-        return sync_wire.to_pb(await self.registry.control(request.name, request.action), spb.Rollout())
+        rollout = await self.registry.control(request.name, request.action, list(request.skip_sites))
+        return sync_wire.to_pb(rollout, spb.Rollout())
 
     async def EnsureImage(  # noqa: N802
         self, request: spb.EnsureImageRequest, context: grpc.aio.ServicerContext

@@ -163,6 +163,8 @@ class SyncView:
         st = s.RolloutState
         if ro.state in (st.ROLLING_BACK, st.ROLLED_BACK):
             return s.Action.REMOVE, "rolled back", ro.id, wave
+        if site in ro.skipped:
+            return s.Action.HOLD, "skipped by the operator (sync resume --skip-site): no copy", ro.id, wave
         if ro.state in (st.RUNNING, st.DONE) and index <= ro.wave:
             return s.Action.ENSURE, "", ro.id, wave
         # Paused, failed or aborted: finished waves keep their copies; the current one stops where it is.
@@ -190,9 +192,15 @@ class SyncView:
             got = self.statuses.get((intent.name, site, name))
             return got if got is not None and got.rollout == ro.id else None
 
+        def done(site: str, name: str, state: s.State) -> bool:
+            got = status(site, name)
+            return site in ro.skipped or got is not None and got.state == state
+
         if ro.state in (st.RUNNING, st.PAUSED):
             for wave in img.waves[:ro.wave + 1]:
                 for site in wave.regions:
+                    if site in ro.skipped:
+                        continue
                     for name in names:
                         got = status(site, name)
                         if got is not None and got.state in (s.State.FAILED, s.State.CONFLICT):
@@ -202,8 +210,7 @@ class SyncView:
             if ro.state == st.PAUSED or ro.wave >= len(img.waves):
                 return None
             current = img.waves[ro.wave]
-            if all((got := status(site, name)) is not None and got.state == s.State.IN_SYNC
-                   for site in current.regions for name in names):
+            if all(done(site, name, s.State.IN_SYNC) for site in current.regions for name in names):
                 nxt = ro.wave + 1
                 if nxt >= len(img.waves):
                     return replace(ro, wave=nxt, state=st.DONE, updated_unix_ms=now_ms())
@@ -211,10 +218,33 @@ class SyncView:
                 return replace(ro, wave=nxt, state=state, updated_unix_ms=now_ms())
             return None
         if ro.state == st.ROLLING_BACK:
-            if all((got := status(site, name)) is not None and got.state == s.State.REMOVED
-                   for wave in img.waves for site in wave.regions for name in names):
+            if all(done(site, name, s.State.REMOVED) for wave in img.waves for site in wave.regions for name in names):
                 return replace(ro, state=st.ROLLED_BACK, updated_unix_ms=now_ms())
         return None
+
+    def waiting_for(self, intent: s.SyncIntent) -> list[str]:
+        """The sites a running rollout or a rollback waits for (not skipped, not yet IN_SYNC / REMOVED)."""
+        img = intent.image
+        held = self.rollouts.get(intent.name)
+        if img is None or held is None:
+            return []
+        ro = held[0]
+        st = s.RolloutState
+        if ro.state == st.ROLLING_BACK:
+            sites, want = [r for w in img.waves for r in w.regions], s.State.REMOVED
+        elif ro.state == st.RUNNING and ro.wave < len(img.waves):
+            sites, want = list(img.waves[ro.wave].regions), s.State.IN_SYNC
+        else:
+            return []
+        names = [i.name for i in source_images(intent, self.inventories.get(img.source_region))]
+        out = []
+        for site in sites:
+            if site in ro.skipped:
+                continue
+            got = [self.statuses.get((intent.name, site, n)) for n in names] if names else [None]
+            if not all(x is not None and x.rollout == ro.id and x.state == want for x in got):
+                out.append(site)
+        return out
 
     def statuses_of(self, intent: s.SyncIntent) -> list[s.SyncStatus]:
         """Every (resource, region) the intent covers, as reported, or PENDING / NONE / HELD when not yet."""
@@ -248,11 +278,17 @@ class SyncView:
                 out.append(got)
                 continue
             state = s.State.PENDING
+            wave = ""
             if intent.image is not None and intent.image.mode == s.ImageMode.CONTROLLED:
                 action, reason, _, wave = self._controlled_action(intent, site)
-                if action == s.Action.HOLD:
+                held = self.rollouts.get(intent.name)
+                if held is not None and site in held[0].skipped:
+                    state, why = s.State.SKIPPED, ("the rollback went on without it: its agent removes the copy "
+                                                   "if it comes back") if action == s.Action.REMOVE else reason
+                elif action == s.Action.HOLD:
                     state, why = s.State.HELD, reason
-            out.append(s.SyncStatus(intent.name, resource, site, state, detail=why or "waiting for the region's agent"))
+            out.append(s.SyncStatus(intent.name, resource, site, state, detail=why or "waiting for the region's agent",
+                                    wave=wave))
         out += [v for k, v in reported.items() if k not in seen]  # e.g. copies of images no longer selected
         return sorted(out, key=lambda x: (x.resource, x.region))
 

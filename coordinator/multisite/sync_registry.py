@@ -32,7 +32,7 @@ from isthmus.coordinator.multisite.sync_planner import (
 )
 from isthmus.coordinator.multisite.views_planner import ATTACHED, ViewsPlanner
 from isthmus.coordinator.multisite.views_registry import ViewsRegistry
-from isthmus.coordinator.store import Delete, Put, Store, absent, mod_is, present
+from isthmus.coordinator.store import Compare, Delete, Put, Store, absent, mod_is, present
 from isthmus.core import model as m
 from isthmus.core import sync as s
 from isthmus.core import views as v
@@ -167,7 +167,9 @@ class SyncRegistry:
                 return rev
         raise Aborted(f"sync {name}: too many concurrent changes; try again")
 
-    async def control(self, name: str, action: str) -> s.Rollout:
+    async def control(self, name: str, action: str, skip_sites: Iterable[str] = ()) -> s.Rollout:
+        """Pause, resume, abort or roll back a controlled rollout; resume and rollback may also stop waiting for
+        ``skip_sites`` (a rollback already under way only takes more sites to skip)."""
         st = s.RolloutState
         allowed = {
             "pause": ({st.RUNNING}, st.PAUSED),
@@ -177,29 +179,113 @@ class SyncRegistry:
         }
         if action not in allowed:
             raise InvalidArgument(f"{action!r} is not one of {', '.join(allowed)}", "action")
+        skip = list(dict.fromkeys(skip_sites))
+        if skip and action not in ("resume", "rollback"):
+            raise InvalidArgument(f"only resume and rollback can skip sites, not {action}", "skip_sites")
         sources, target = allowed[action]
+        if skip:  # more sites to skip, in the state that is already the target
+            sources = sources | {target}
         for _ in range(r.MAX_ATTEMPTS):
             intent = await self.get(name)
             if intent.image is None or intent.image.mode != s.ImageMode.CONTROLLED:
                 raise FailedPrecondition(f"sync {name} is not a controlled image rollout", "name")
+            targets = s.target_regions(intent)
+            for i, site in enumerate(skip):
+                if site not in targets:
+                    raise InvalidArgument(f"{site} is not in a wave of sync {name} ({', '.join(targets)})",
+                                          f"skip_sites[{i}]")
             kv = await self.store.get(rollout_key(name))
             if kv is None:
                 raise FailedPrecondition(f"sync {name} has no rollout", "name")
             ro = s.rollout_from_json(json.loads(kv.value))
             if ro.state not in sources:
-                raise FailedPrecondition(f"cannot {action} a rollout that is {ro.state.value} (it must be "
-                                         f"{' or '.join(x.value for x in sorted(sources))})", "action")
+                raise FailedPrecondition(self._refusal(intent, ro, action, sources), "action")
             new = replace(ro, state=target, updated_unix_ms=now_ms(),
-                          error=ro.error if target == st.ROLLING_BACK else "")
+                          error=ro.error if target == st.ROLLING_BACK else "",
+                          skipped=tuple(dict.fromkeys([*ro.skipped, *skip])))
             if action == "resume" and ro.state in (st.FAILED, st.ABORTED):
                 # A new attempt: the failures reported for the old one must not stop it again at once.
                 new = replace(new, id=self._new_rollout().id)
             ok, _ = await self.store.txn([mod_is(rollout_key(name), kv.mod_revision)],
                                          [Put(rollout_key(name), encode(new))])
             if ok:
-                log.info("sync %s: rollout %s %s -> %s by request", name, ro.id, ro.state.value, target.value)
+                log.info("sync %s: rollout %s %s -> %s by request%s", name, ro.id, ro.state.value, target.value,
+                         f", no longer waiting for {', '.join(skip)}" if skip else "")
                 return new
         raise Aborted(f"sync {name}: too many concurrent changes; try again")
+
+    def _refusal(self, intent: s.SyncIntent, ro: s.Rollout, action: str, sources: set[s.RolloutState]) -> str:
+        """Why ``action`` cannot be taken now, and the command that leaves the state the rollout is in."""
+        st = s.RolloutState
+        text = (f"cannot {action} a rollout that is {ro.state.value} (it must be "
+                f"{' or '.join(x.value for x in sorted(sources))})")
+        waiting = self.planner.view.waiting_for(intent)
+        if ro.state == st.ROLLING_BACK:
+            sites = waiting or ["SITE"]
+            return (f"{text}; the rollback waits for {', '.join(waiting) or 'the regions to report'}: finish it "
+                    f"without them with isthmusctl sync rollback {intent.name} "
+                    + " ".join(f"--skip-site {x}" for x in sites)
+                    + " (an agent that comes back later still removes its copy)")
+        if ro.state in (st.ROLLED_BACK, st.DONE):
+            return (f"{text}; it is finished: start a new rollout with isthmusctl sync update {intent.name} "
+                    "--wave ..., or delete the intent")
+        if ro.state == st.RUNNING and waiting:
+            return (f"{text}; wave {ro.wave + 1} waits for {', '.join(waiting)}: go on without them with "
+                    f"isthmusctl sync resume {intent.name} " + " ".join(f"--skip-site {x}" for x in waiting)
+                    + " (they get no copy)")
+        return text
+
+    async def site_guard(self, site: str, force: bool) -> tuple[list[Compare], list[Put | Delete]]:
+        """A site the sync intents name cannot be deleted (FailedPrecondition naming them) unless ``force``:
+        then the writes that take it out of their regions and waves (an intent left with no region, or whose
+        image source it is, is deleted, as ``sync delete`` would). Its image inventory goes either way."""
+        kvs, rev = await self.store.get_prefix(INTENTS)
+        unchanged = Compare(INTENTS, "mod", "<", rev + 1, prefix=True)  # no intent written since this read
+        ops: list[Put | Delete] = [Delete(inventory_key(site))]
+        users: list[str] = []
+        for kv in kvs:
+            intent = s.intent_from_json(json.loads(kv.value), kv.mod_revision)
+            source = intent.image is not None and intent.image.source_region == site
+            if site not in s.target_regions(intent) and not source:
+                continue
+            rollout = self.planner.view.rollouts.get(intent.name)
+            users.append(f"{intent.name} ({'image source' if source else 'target'}"
+                         + (f", rollout {rollout[0].state.value}" if rollout is not None else "") + ")")
+            if force:
+                ops += self._settle(intent, site, source, rollout[0] if rollout is not None else None)
+        if users and not force:
+            raise FailedPrecondition(
+                f"site {site} is named by sync intents: {', '.join(users)}; change or delete them first "
+                f"(isthmusctl sync update / sync delete), or delete the site with --force: it is taken out of their "
+                "regions and waves, and intents left with no region or whose image source it is are deleted", "name")
+        if users:
+            log.warning("site %s deleted by force: sync intents settled: %s", site, ", ".join(users))
+        return [unchanged], ops
+
+    @staticmethod
+    def _settle(intent: s.SyncIntent, site: str, source: bool, rollout: s.Rollout | None) -> list[Put | Delete]:
+        """The writes that take ``site`` out of ``intent`` (its deletion when nothing is left)."""
+        name = intent.name
+        regions = tuple(x for x in intent.regions if x != site)
+        img = intent.image
+        waves = tuple(replace(w, regions=tuple(x for x in w.regions if x != site)) for w in img.waves) if img else ()
+        kept = tuple(w for w in waves if w.regions)
+        if source or not (regions or kept):
+            return [Delete(intent_key(name)), Delete(rollout_key(name)), Delete(f"{STATUSES}{name}/", prefix=True),
+                    Delete(f"{REQUESTS}{name}/", prefix=True)]
+        changed = replace(intent, regions=regions, image=replace(img, waves=kept) if img is not None else None)
+        ops: list[Put | Delete] = [Put(intent_key(name), encode(changed)),
+                                   Delete(f"{STATUSES}{name}/{site}/", prefix=True),
+                                   Delete(f"{REQUESTS}{name}/{site}/", prefix=True)]
+        if rollout is not None and img is not None:
+            gone = sum(1 for i, w in enumerate(waves) if not w.regions and i < rollout.wave)
+            wave = rollout.wave - gone
+            state = rollout.state
+            if state == s.RolloutState.RUNNING and wave >= len(kept):
+                state = s.RolloutState.DONE
+            ops.append(Put(rollout_key(name), encode(replace(
+                rollout, wave=wave, state=state, skipped=tuple(x for x in rollout.skipped if x != site)))))
+        return ops
 
     def covering(self, image: str, site: str, intent_name: str) -> tuple[s.SyncIntent, s.ImageInfo]:
         """The lazy or auto intent that lets ``image`` be copied to ``site``, and the source image."""

@@ -121,7 +121,7 @@ class SyncIntent(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., keypair: _Optional[_Union[KeypairSpec, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroupSpec, _Mapping]] = ..., image: _Optional[_Union[ImageSpec, _Mapping]] = ..., version: _Optional[int] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
 
 class SyncStatus(_message.Message):
-    __slots__ = ("intent", "resource", "region", "state", "error", "detail", "updated_unix_ms", "target_id", "created", "bytes_done", "bytes_total", "attempts", "wave", "stale", "rollout")
+    __slots__ = ("intent", "resource", "region", "state", "error", "detail", "updated_unix_ms", "target_id", "created", "bytes_done", "bytes_total", "attempts", "wave", "stale", "rollout", "action", "action_unix_ms")
     INTENT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,8 @@ class SyncStatus(_message.Message):
     WAVE_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     intent: str
     resource: str
     region: str
@@ -152,21 +154,25 @@ class SyncStatus(_message.Message):
     wave: str
     stale: bool
     rollout: str
-    def __init__(self, intent: _Optional[str] = ..., resource: _Optional[str] = ..., region: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., target_id: _Optional[str] = ..., created: _Optional[bool] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., attempts: _Optional[int] = ..., wave: _Optional[str] = ..., stale: _Optional[bool] = ..., rollout: _Optional[str] = ...) -> None: ...
+    action: str
+    action_unix_ms: int
+    def __init__(self, intent: _Optional[str] = ..., resource: _Optional[str] = ..., region: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., target_id: _Optional[str] = ..., created: _Optional[bool] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., attempts: _Optional[int] = ..., wave: _Optional[str] = ..., stale: _Optional[bool] = ..., rollout: _Optional[str] = ..., action: _Optional[str] = ..., action_unix_ms: _Optional[int] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("id", "state", "wave", "error", "updated_unix_ms")
+    __slots__ = ("id", "state", "wave", "error", "updated_unix_ms", "skipped")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     WAVE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     wave: int
     error: str
     updated_unix_ms: int
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., wave: _Optional[int] = ..., error: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
+    skipped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., wave: _Optional[int] = ..., error: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., skipped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SyncView(_message.Message):
     __slots__ = ("intent", "statuses", "rollout")
@@ -217,12 +223,14 @@ class DeleteSyncResponse(_message.Message):
     def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class ControlRolloutRequest(_message.Message):
-    __slots__ = ("name", "action")
+    __slots__ = ("name", "action", "skip_sites")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    SKIP_SITES_FIELD_NUMBER: _ClassVar[int]
     name: str
     action: str
-    def __init__(self, name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+    skip_sites: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., action: _Optional[str] = ..., skip_sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EnsureImageRequest(_message.Message):
     __slots__ = ("image", "region", "intent", "timeout_seconds")
