@@ -222,7 +222,7 @@ def ensure_security_group(conn: Connection, intent: str, spec: GroupSpec, *, rep
             done.append(f"{_plural(added, 'rule')} added, {removed} removed")
         elif added or removed:
             done.append(f"{_plural(added or removed, 'rule')} {'added' if added else 'removed'}")
-    return Outcome(IN_SYNC, "; ".join(done) if done else "in sync", str(group.id), created)
+    return Outcome(IN_SYNC, "; ".join(done) if done else "in sync", str(group.id), created, changed=bool(done))
 
 
 def _sync_rules(conn: Connection, spec: GroupSpec, group_id: str, project: str) -> tuple[int, int]:

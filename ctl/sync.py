@@ -16,10 +16,13 @@ from isthmus.core.errors import InvalidArgument
 from isthmus.core.wire import sync as sync_wire
 from isthmus.ctl.client import Command, Ctl, all_pages
 from isthmus.ctl.flags import Parsers, Subparsers, add_version
-from isthmus.ctl.render import format_fields, format_table
+from isthmus.ctl.render import format_clock, format_fields, format_table
+from isthmus.v1 import events_pb2 as epb
+from isthmus.v1 import events_pb2_grpc
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import sync_pb2_grpc
 
+MAX_EVENTS = 10_000  # the sync events read to find an intent's newest changes
 RULE_KEYS = ("dir", "ethertype", "proto", "port", "remote", "remote-group", "description")
 
 
@@ -143,9 +146,16 @@ def status_text(st: spb.SyncStatus) -> str:
     return text
 
 
+def last_change(st: spb.SyncStatus, now: float) -> str:
+    """The newest change isthmus made to this copy, with when: what a repair of drift shows as."""
+    if not st.action:
+        return "-"
+    return f"{_age(st.action_unix_ms, now)}: {' '.join(st.action.split())[:60]}"
+
+
 def status_rows(view: spb.SyncView, now: float) -> list[list[str]]:
     return [[st.resource, st.region, status_text(st), st.wave or "-", _age(st.updated_unix_ms, now),
-             (st.error or st.detail).replace("\n", " ")[:100]] for st in view.statuses]
+             last_change(st, now), (st.error or st.detail).replace("\n", " ")[:80]] for st in view.statuses]
 
 
 def summary(view: spb.SyncView) -> str:
@@ -181,7 +191,9 @@ def sync_row(view: spb.SyncView) -> list[str]:
 
 
 SYNC_COLUMNS = ["NAME", "KIND", "WHAT", "REGIONS", "STATUS", "ROLLOUT"]
-STATUS_COLUMNS = ["RESOURCE", "REGION", "STATE", "WAVE", "UPDATED", "DETAIL"]
+STATUS_COLUMNS = ["RESOURCE", "REGION", "STATE", "WAVE", "UPDATED", "LAST CHANGE", "DETAIL"]
+HISTORY_COLUMNS = ["TIME", "SITE", "CHANGE"]
+HISTORY = 20  # the newest changes ``sync show`` lists
 
 
 # ---------------------------------------------------------------- commands
@@ -236,12 +248,25 @@ def format_view(view: spb.SyncView, now: float) -> str:
     return format_fields(pairs) + "\n\n" + format_table(STATUS_COLUMNS, status_rows(view, now))
 
 
+def history(ctl: Ctl, view: spb.SyncView) -> list[epb.Event]:
+    """The newest central events of the changes the regions' agents made for this intent (kind sync)."""
+    request = epb.ListEventsRequest(kind="sync", since_unix_ms=view.intent.created_unix_ms, limit=MAX_EVENTS)
+    reply = ctl.stub(events_pb2_grpc.EventServiceStub).ListEvents(request, timeout=ctl.timeout)
+    mine = f"(sync {view.intent.name})"
+    return [e for e in reply.events if mine in e.message][-HISTORY:]
+
+
 def sync_show(ctl: Ctl, args: Namespace) -> None:
     view = _stub(ctl).GetSync(spb.GetSyncRequest(name=args.name), timeout=ctl.timeout)
     if ctl.output == "json":
         ctl.print_json(view)
-    else:
-        print(format_view(view, time.time()))
+        return
+    print(format_view(view, time.time()))
+    changes = history(ctl, view)
+    print(f"\nrecent changes in the regions ({len(changes)}; all: isthmusctl events --kind sync):")
+    if changes:
+        print(format_table(HISTORY_COLUMNS, [[format_clock(e.time_unix_ms), e.site, " ".join(e.message.split())]
+                                             for e in changes]))
 
 
 def sync_delete(ctl: Ctl, args: Namespace) -> None:

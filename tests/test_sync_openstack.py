@@ -456,3 +456,73 @@ def test_a_rollback_waiting_for_sites_gone_or_never_attached_is_finished_by_the_
         one.image.delete_image(src, ignore_missing=True)
         for img in copies(two, name):
             two.image.delete_image(img, ignore_missing=True)
+
+
+# ---------------------------------------------------------------- what isthmus changed, seen centrally
+
+
+def sync_events(lab: SyncLab, site: str, intent: str) -> list[str]:
+    out = json.loads(lab.ctl("events", "--site", site, "--kind", "sync", "-o", "json").stdout)
+    return [e["message"] for e in out if f"(sync {intent})" in e["message"]]
+
+
+def test_drift_in_every_kind_is_repaired_and_a_central_event_and_a_deleted_source_settles_its_rows(
+        lab: SyncLab, tmp_path: Path) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    key, group, tag = unique("dkey"), unique("dsg"), unique("dtag")
+    image_intent = f"auto-{tag}"
+    src = upload(one, unique("dimg"), tags=[tag])
+    public = ssh_key(tmp_path, "drift")
+    try:
+        lab.ctl("sync", "create", key, "--kind", "keypair", "--public-key", public, "--region", "two")
+        lab.ctl("sync", "create", group, "--kind", "security-group", "--region", "two",
+                "--rule", "proto=tcp,port=22,remote=192.0.2.0/24")
+        lab.ctl("sync", "create", image_intent, "--kind", "image", "--mode", "auto", "--source", "one",
+                "--tag", tag, "--region", "two")
+        lab.wait_states(key, {(key, "two"): "IN_SYNC"})
+        lab.wait_states(group, {(group, "two"): "IN_SYNC"})
+        lab.wait_states(image_intent, {(src.name, "two"): "IN_SYNC"}, timeout=90)
+        wait_for(lambda: all(sync_events(lab, "two", x) for x in (key, group, image_intent)), 30,
+                 "the first copies as central events")
+        first = {x: len(sync_events(lab, "two", x)) for x in (key, group, image_intent)}
+
+        # Hand-made drift in region two, one per kind.
+        two.compute.delete_keypair(key)
+        sg = next(iter(two.network.security_groups(name=group)))
+        ssh = next(r for r in two.network.security_group_rules(security_group_id=sg.id) if r.port_range_min == 22)
+        two.network.delete_security_group_rule(ssh)
+        two.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
+                                               protocol="tcp", port_range_min=23, port_range_max=23)
+        [copy] = copies(two, src.name)
+        two.image.delete_image(copy)
+
+        wait_for(lambda: key in keypairs(two), 60, "the keypair re-created")
+        wait_for(lambda: {(r.port_range_min, r.protocol) for r in two.network.security_group_rules(
+            security_group_id=sg.id) if r.direction == "ingress"} == {(22, "tcp")}, 60, "the rules repaired")
+        wait_for(lambda: [i.status for i in copies(two, src.name)] == ["active"], 90, "the image copied again")
+        wait_for(lambda: all(len(sync_events(lab, "two", x)) > first[x] for x in first), 30,
+                 "every repair as a central event")
+        repair = sync_events(lab, "two", group)[-1]
+        assert f"security-group {group} in RegionTwo" in repair and "1 rule added, 1 removed" in repair, repair
+        assert "created" in sync_events(lab, "two", key)[-1]
+        assert "copied" in sync_events(lab, "two", image_intent)[-1]
+        # The row shows the newest change with its time; sync show lists the history.
+        [row] = lab.show(group)["statuses"]
+        assert "1 rule added, 1 removed" in row["action"] and int(row["action_unix_ms"]) > 0
+        shown = lab.ctl("sync", "show", group).stdout
+        assert "LAST CHANGE" in shown and "recent changes in the regions" in shown
+        assert shown.count(f"(sync {group})") >= 2, shown
+
+        # The source image deleted: the copy goes, the row settles as SOURCE_GONE (not FAILED), and the delete is
+        # an event too.
+        one.image.delete_image(src)
+        wait_for(lambda: not copies(two, src.name), 60, "the copy removed with its source")
+        lab.wait_states(image_intent, {(src.name, "two"): "SOURCE_GONE"})
+        listed = lab.ctl("sync", "list").stdout
+        line = next(x for x in listed.splitlines() if x.startswith(image_intent))
+        assert "SOURCE_GONE" in line and "FAILED" not in line, line
+        wait_for(lambda: "deleted" in sync_events(lab, "two", image_intent)[-1], 30, "the delete as an event")
+    finally:
+        for name in (key, group, image_intent):
+            lab.ctl("sync", "delete", name, check=False)
+        one.image.delete_image(src, ignore_missing=True)

@@ -245,14 +245,26 @@ class SyncWorker:
             self._report.clear()
             await self._report.wait()
 
+    def _note_action(self, task: s.SyncTask, action: str) -> None:
+        """A change isthmus made in the region: a central event (the agent's journal), whatever the kind."""
+        if self.note is not None:
+            self.note("sync", f"{task.kind.value} {task.resource} in {self.config.region} (sync {task.intent}): "
+                              f"{action}")
+
     def _set_status(self, status: s.SyncStatus) -> None:
         key = _key(status.intent, status.resource)
         last = self.statuses.get(key)
+        if not status.action and last is not None and last.action:
+            # The newest change stays on the row until a newer one: a re-check that found all in place is none.
+            status = replace(status, action=last.action, action_unix_ms=last.action_unix_ms)
         if last is not None and replace(last, updated_unix_ms=0) == replace(status, region=self.site,
                                                                             updated_unix_ms=0):
             return  # unchanged: a re-check that found everything in place writes nothing
         status = replace(status, region=self.site, updated_unix_ms=int(time.time() * 1000))
-        if self.note is not None and status.state != (last.state if last else None) and status.state in (
+        task = self._running.get(key)
+        if status.action and status.action_unix_ms != (last.action_unix_ms if last else 0) and task is not None:
+            self._note_action(task, status.action)
+        elif self.note is not None and status.state != (last.state if last else None) and status.state in (
                 s.State.IN_SYNC, s.State.CONFLICT, s.State.FAILED, s.State.REMOVED):
             self.note("sync", f"sync {status.intent}: {status.resource} {status.state.value}"
                       + (f": {status.error or status.detail}" if status.error or status.detail else ""))
@@ -326,6 +338,8 @@ class SyncWorker:
                 self._threads[key] = future
                 status = await asyncio.shield(future)
             if orphan:
+                if status.action:
+                    self._note_action(task, status.action)
                 if status.state == s.State.REMOVED:
                     self._running.pop(key, None)
                     self._runners.pop(key, None)
@@ -416,7 +430,8 @@ class SyncWorker:
         total = task.source_image.size if task.source_image is not None else 0
         return replace(base, state=state, detail=out.detail, target_id=out.target_id,
                        created=out.created or owned is not None, bytes_done=total if state == s.State.IN_SYNC else 0,
-                       bytes_total=total)
+                       bytes_total=total, action=out.detail if out.changed else "",
+                       action_unix_ms=int(time.time() * 1000) if out.changed else 0)
 
     def _remove(self, key: str, task: s.SyncTask, base: s.SyncStatus, owned: dict[str, Any] | None) -> s.SyncStatus:
         """Remove the copy isthmus made (for a rollback: only if this rollout made it)."""
@@ -439,4 +454,8 @@ class SyncWorker:
             removed = remove_image(conn, task.intent, task.resource, task.rollout)
         log.info("site %s: sync %s %s: removed %d copies (%s)", self.site, task.intent, task.resource, removed,
                  task.reason or "rollback")
-        return replace(base, state=s.State.REMOVED, detail=f"{task.reason or 'removed'}: {removed} copies removed")
+        done = f"{task.reason or 'removed'}: {removed} {'copy' if removed == 1 else 'copies'} removed"
+        if not removed:
+            return replace(base, state=s.State.REMOVED, detail=done)
+        return replace(base, state=s.State.REMOVED, detail=done, action=f"deleted ({done})",
+                       action_unix_ms=int(time.time() * 1000))

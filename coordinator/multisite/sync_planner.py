@@ -246,6 +246,19 @@ class SyncView:
                 out.append(site)
         return out
 
+    def _settled(self, intent: s.SyncIntent, got: s.SyncStatus) -> s.SyncStatus:
+        """A reported row no task stands behind any more (e.g. a copy of an image no longer selected): when its
+        source image is gone from the source region, the row says so whatever the last attempt reported."""
+        img = intent.image
+        if img is None or img.mode == s.ImageMode.NONE:
+            return got
+        inventory = self.inventories.get(img.source_region)
+        if inventory is None or any(i.name == got.resource for i in inventory.images):
+            return got
+        return replace(got, state=s.State.SOURCE_GONE, error="",
+                       detail=f"the source image was deleted in {img.source_region}: the region's agent removes "
+                              "the copy isthmus made")
+
     def statuses_of(self, intent: s.SyncIntent) -> list[s.SyncStatus]:
         """Every (resource, region) the intent covers, as reported, or PENDING / NONE / HELD when not yet."""
         out: list[s.SyncStatus] = []
@@ -289,7 +302,7 @@ class SyncView:
                     state, why = s.State.HELD, reason
             out.append(s.SyncStatus(intent.name, resource, site, state, detail=why or "waiting for the region's agent",
                                     wave=wave))
-        out += [v for k, v in reported.items() if k not in seen]  # e.g. copies of images no longer selected
+        out += [self._settled(intent, v) for k, v in reported.items() if k not in seen]
         return sorted(out, key=lambda x: (x.resource, x.region))
 
 
