@@ -18,9 +18,8 @@ from isthmus.ctl.client import Command, Ctl, all_pages
 from isthmus.ctl.flags import Parsers, Subparsers, add_version
 from isthmus.ctl.render import format_clock, format_fields, format_table
 from isthmus.v1 import events_pb2 as epb
-from isthmus.v1 import events_pb2_grpc
+from isthmus.v1 import events_pb2_grpc, sync_pb2_grpc
 from isthmus.v1 import sync_pb2 as spb
-from isthmus.v1 import sync_pb2_grpc
 
 MAX_EVENTS = 10_000  # the sync events read to find an intent's newest changes
 RULE_KEYS = ("dir", "ethertype", "proto", "port", "remote", "remote-group", "description")
