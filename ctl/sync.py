@@ -410,7 +410,8 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     p = cli.command(sync, "sync delete", "delete an intent; the agents remove the copies isthmus made")
     p.add_argument("name", metavar="NAME", help="intent name")
     add_version(p)
-    for verb, help in (("pause", "pause a controlled rollout: the current wave finishes, no new wave starts"),
+    for verb, help in (("pause", "pause a controlled rollout: the current wave holds (copies under way stop, "
+                                  "verified ones stay) and no new wave starts"),
                        ("resume", "resume a paused, failed or aborted rollout"),
                        ("abort", "stop a rollout where it is (copies made so far stay)"),
                        ("rollback", "remove every copy the rollout made")):
