@@ -124,6 +124,16 @@ def ensure_keypair(conn: Connection, name: str, public_key: str, user_id: str, *
     raise CloudError(f"{region_name(conn)}: {what}: created and deleted by someone else while isthmus made it")
 
 
+def read_keypair(conn: Connection, name: str, user_id: str) -> str | None:
+    """The public key of keypair ``name`` of ``user_id`` ("": the connection's user), None when there is none
+    (the source of an intent that follows another region's keypair). Raises CloudError or SpecError (see
+    ensure_keypair)."""
+    with calls(conn, _keypair_where(name, user_id)):
+        _check_keypair_user(conn, user_id)
+        current = _find_keypair(conn, name, user_id)
+    return None if current is None else str(current.public_key or "")
+
+
 def remove_keypair(conn: Connection, name: str, user_id: str, public_key: str) -> bool:
     """Delete keypair ``name`` of ``user_id`` ("": the connection's user) only if it has ``public_key`` (the
     copy isthmus made); whether it deleted one. Raises CloudError or SpecError (see ensure_keypair)."""

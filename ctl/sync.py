@@ -78,8 +78,13 @@ def intent_from_args(args: Namespace, current: s.SyncIntent | None = None) -> s.
         raise InvalidArgument("is required: keypair, security-group or image", "--kind")
     regions = tuple(args.region) if args.region else (current.regions if current else ())
     base = current or s.SyncIntent(args.name, kind)
+    all_regions = args.all_regions if args.all_regions is not None else base.all_regions
+    if args.region and args.all_regions is None:
+        all_regions = False  # naming regions on update replaces --all-regions
+    if args.all_regions:
+        regions = ()
     description = args.description if args.description is not None else base.description
-    intent = dataclasses.replace(base, kind=kind, regions=regions, description=description,
+    intent = dataclasses.replace(base, kind=kind, regions=regions, description=description, all_regions=all_regions,
                                  version=args.version or (current.version if current else 0))
     if kind == s.Kind.KEYPAIR:
         kp = base.keypair or s.KeypairSpec(name="", public_key="")
@@ -88,6 +93,14 @@ def intent_from_args(args: Namespace, current: s.SyncIntent | None = None) -> s.
                                  public_key=key if key is not None else kp.public_key,
                                  user_id=args.user_id if args.user_id is not None else kp.user_id,
                                  replace=args.replace if args.replace is not None else kp.replace)
+        if args.source is not None or args.source_name is not None:
+            kp = dataclasses.replace(kp, source_region=args.source if args.source is not None else kp.source_region,
+                                     source_name=args.source_name if args.source_name is not None
+                                     else kp.source_name)
+        if key is not None and args.source is None:  # a key given on the command line replaces a source region
+            kp = dataclasses.replace(kp, source_region="", source_name="")
+        elif kp.source_region and key is None:
+            kp = dataclasses.replace(kp, public_key="")
         return dataclasses.replace(intent, keypair=kp)
     if kind == s.Kind.SECURITY_GROUP:
         g = base.security_group or s.SecurityGroupSpec(name="")
@@ -98,6 +111,14 @@ def intent_from_args(args: Namespace, current: s.SyncIntent | None = None) -> s.
             rules=tuple(args.rule) if args.rule is not None else g.rules,
             replace=args.replace if args.replace is not None else g.replace)
         if args.no_rules:
+            g = dataclasses.replace(g, rules=())
+        if args.source is not None or args.source_name is not None:
+            g = dataclasses.replace(g, source_region=args.source if args.source is not None else g.source_region,
+                                    source_name=args.source_name if args.source_name is not None else g.source_name)
+        given = args.rule is not None or args.no_rules
+        if given and args.source is None:  # rules given on the command line replace a source region
+            g = dataclasses.replace(g, source_region="", source_name="")
+        elif g.source_region and not given:
             g = dataclasses.replace(g, rules=())
         return dataclasses.replace(intent, security_group=g)
     img = base.image or s.ImageSpec(mode=s.ImageMode(args.mode or "none"))
@@ -166,9 +187,14 @@ def summary(view: spb.SyncView) -> str:
 
 def what(intent: spb.SyncIntent) -> str:
     if intent.kind == "keypair":
-        return f"keypair {intent.keypair.name}"
+        kp = intent.keypair
+        return f"keypair {kp.name}" + (f" from {kp.source_region}" + (f" ({kp.source_name})" if kp.source_name
+                                                                      else "") if kp.source_region else "")
     if intent.kind == "security-group":
-        return f"group {intent.security_group.name} ({len(intent.security_group.rules)} rules)"
+        g = intent.security_group
+        if g.source_region:
+            return f"group {g.name} from {g.source_region}" + (f" ({g.source_name})" if g.source_name else "")
+        return f"group {g.name} ({len(g.rules)} {'rule' if len(g.rules) == 1 else 'rules'})"
     img = intent.image
     sel = ", ".join([*img.selector.names, *(f"tag {t}" for t in img.selector.tags),
                      *(f"{k}={v}" for k, v in sorted(img.selector.properties.items())),
@@ -179,7 +205,7 @@ def what(intent: spb.SyncIntent) -> str:
 def targets(intent: spb.SyncIntent) -> str:
     if intent.kind == "image" and intent.image.mode == "controlled":
         return " -> ".join(f"{w.name}[{','.join(w.regions)}]" for w in intent.image.waves)
-    return ",".join(intent.regions)
+    return "all regions" if intent.all_regions else ",".join(intent.regions)
 
 
 def sync_row(view: spb.SyncView) -> list[str]:
@@ -369,6 +395,14 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
         p.add_argument("--kind", choices=[k.value for k in s.Kind], required=verb == "create",
                        help="what is synced")
         p.add_argument("--region", action="append", metavar="SITE", help="a target region (site), repeatable")
+        p.add_argument("--all-regions", action=argparse.BooleanOptionalAction, default=None,
+                       help="every region whose agent has attached, now and later, but the source (keypairs, "
+                       "security groups, auto and lazy images)")
+        p.add_argument("--source", "--from-region", dest="source", metavar="SITE",
+                       help="the region holding the original: an image's, or a keypair or security group to follow "
+                       "(its key or rules are copied and kept in step)")
+        p.add_argument("--source-name", metavar="N", help="keypair / security group: its name in the source region "
+                       "(default: the same name)")
         p.add_argument("--description", metavar="TEXT", help="free text")
         p.add_argument("--replace", action=argparse.BooleanOptionalAction, default=None,
                        help="overwrite / adopt a same-named resource isthmus did not create (default: CONFLICT)")
@@ -386,7 +420,6 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
         g.add_argument("--no-rules", action="store_true", help="update: remove every rule")
         i = p.add_argument_group("image")
         i.add_argument("--mode", choices=[x.value for x in s.ImageMode], help="none, auto, lazy or controlled")
-        i.add_argument("--source", metavar="SITE", help="the region holding the originals")
         i.add_argument("--image", action="append", metavar="NAME|ID", help="an image of the source, repeatable")
         i.add_argument("--tag", action="append", metavar="TAG", help="images with this tag, repeatable (all must "
                        "match)")

@@ -526,3 +526,71 @@ def test_drift_in_every_kind_is_repaired_and_a_central_event_and_a_deleted_sourc
         for name in (key, group, image_intent):
             lab.ctl("sync", "delete", name, check=False)
         one.image.delete_image(src, ignore_missing=True)
+
+
+# ---------------------------------------------------------------- intents that follow a source region
+
+
+def test_keypair_and_group_follow_a_source_region_and_all_regions_covers_a_region_attaching_later(
+        lab: SyncLab, tmp_path: Path) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    tag = uuid.uuid4().hex[:6]
+    src_key, src_group, key, group, late = f"it-srck-{tag}", f"it-srcg-{tag}", f"fk-{tag}", f"fg-{tag}", f"late-{tag}"
+    first, second = ssh_key(tmp_path, "first"), ssh_key(tmp_path, "second")
+    one.compute.create_keypair(name=src_key, public_key=first)
+    sg = one.network.create_security_group(name=src_group, description="followed")
+    one.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
+                                           protocol="tcp", port_range_min=22, port_range_max=22,
+                                           remote_ip_prefix="192.0.2.0/24")
+    late_agent = None
+    try:
+        bad = lab.ctl("sync", "create", key, "--kind", "keypair", "--source", "one", "--public-key", first,
+                      "--all-regions", check=False)
+        assert bad.returncode == 1 and "keypair.public_key" in bad.stderr, bad.stderr
+        lab.ctl("sync", "create", key, "--kind", "keypair", "--from-region", "one", "--source-name", src_key,
+                "--all-regions")
+        lab.ctl("sync", "create", group, "--kind", "security-group", "--source", "one", "--source-name", src_group,
+                "--all-regions")
+        assert "all regions" in lab.ctl("sync", "list").stdout
+        wait_for(lambda: lab.states(key).get((key, "two")) == "IN_SYNC"
+                 and lab.states(group).get((group, "two")) == "IN_SYNC", 60, "the followed copies in region two")
+        assert ("one" not in {r for _, r in lab.states(key)})  # never the source itself
+        assert same_key(keypairs(two)[key], first)
+        wanted = group_rules(one, src_group)
+        assert wanted and ("ingress", "IPv4", "tcp", 22, 22, "192.0.2.0/24") in wanted
+        assert group_rules(two, group) == wanted
+
+        # The source changes: a key replaced, a rule added; the copies follow.
+        one.compute.delete_keypair(src_key)
+        one.compute.create_keypair(name=src_key, public_key=second)
+        one.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
+                                               protocol="tcp", port_range_min=443, port_range_max=443)
+        wait_for(lambda: same_key(keypairs(two).get(key, ""), second), 60, "the replaced key followed")
+        wait_for(lambda: group_rules(two, group) == group_rules(one, src_group), 60, "the new rule followed")
+        assert "re-created with the new key" in sync_events(lab, "two", key)[-1]
+
+        # A region that attaches later is covered too (a second agent in RegionTwo, as site late).
+        lab.ctl("site", "create", late, "--kind", "region")
+        late_agent = lab.start_agent(late, "RegionTwo")
+        wait_for(lambda: lab.states(key).get((key, late)) == "IN_SYNC"
+                 and lab.states(group).get((group, late)) == "IN_SYNC", 60, "the later region covered")
+        late_agent.stop()
+        late_agent = None
+        lab.ctl("site", "delete", late)  # nothing names it: --all-regions covers whatever attaches
+        wait_for(lambda: (key, late) not in lab.states(key), 30, "the deleted region's row gone")
+
+        # The source deleted: the copy goes, the row says SOURCE_GONE.
+        one.compute.delete_keypair(src_key)
+        wait_for(lambda: key not in keypairs(two), 60, "the copy removed with its source")
+        wait_for(lambda: lab.states(key).get((key, "two")) == "SOURCE_GONE", 30, "the row settled")
+        assert "FAILED" not in next(x for x in lab.ctl("sync", "list").stdout.splitlines() if x.startswith(key))
+    finally:
+        if late_agent is not None:
+            late_agent.stop()
+        lab.agents.pop(late, None)
+        lab.ctl("site", "delete", late, "--force", check=False)
+        for name in (key, group):
+            lab.ctl("sync", "delete", name, check=False)
+        one.compute.delete_keypair(src_key, ignore_missing=True)
+        wait_for(lambda: not list(two.network.security_groups(name=group)), 60, "the group copy removed")
+        one.network.delete_security_group(sg, ignore_missing=True)

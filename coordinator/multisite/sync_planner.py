@@ -121,17 +121,35 @@ class SyncView:
     inventories: dict[str, InventoryRecord] = field(default_factory=dict)
     requests: set[tuple[str, str, str]] = field(default_factory=set)
 
+    def targets(self, intent: s.SyncIntent) -> tuple[str, ...]:
+        """The intent's target sites: as named, or with ``all_regions`` every site whose agent has reported its
+        image list (a region that attaches later joins then), but the source."""
+        if not intent.all_regions:
+            return s.target_regions(intent)
+        return tuple(sorted(site for site in self.inventories if site != intent.source))
+
+    def source_waits(self, intent: s.SyncIntent) -> str:
+        """Why a keypair or group that follows a source region cannot be done yet ("" when it can)."""
+        if intent.source and intent.source not in self.inventories:
+            return f"waiting for the agent of the source region {intent.source}"
+        return ""
+
     def tasks_for(self, site: str) -> list[s.SyncTask]:
         tasks: list[s.SyncTask] = []
         for intent in sorted(self.intents.values(), key=lambda i: i.name):
-            if site not in s.target_regions(intent):
+            if site not in self.targets(intent):
                 continue
+            source = self.inventories.get(intent.source) if intent.source else None
+            if intent.image is None and intent.source and source is None:
+                continue  # the source region's OpenStack name is not known yet
+            region, site_of = (source.region, intent.source) if source is not None else ("", "")
             if intent.keypair is not None:
                 tasks.append(s.SyncTask(intent.name, intent.kind, intent.keypair.name, s.Action.ENSURE,
-                                        keypair=intent.keypair))
+                                        keypair=intent.keypair, source_region=region, source_site=site_of))
             elif intent.security_group is not None:
                 g = intent.security_group
-                tasks.append(s.SyncTask(intent.name, intent.kind, g.name, s.Action.ENSURE, security_group=g))
+                tasks.append(s.SyncTask(intent.name, intent.kind, g.name, s.Action.ENSURE, security_group=g,
+                                        source_region=region, source_site=site_of))
             elif intent.image is not None:
                 tasks += self._image_tasks(intent, site)
         return tasks
@@ -263,15 +281,15 @@ class SyncView:
         """Every (resource, region) the intent covers, as reported, or PENDING / NONE / HELD when not yet."""
         out: list[s.SyncStatus] = []
         reported = {(k[1], k[2]): v for k, v in self.statuses.items() if k[0] == intent.name}
-        targets = s.target_regions(intent)
+        targets = self.targets(intent)
         if intent.image is not None and intent.image.mode == s.ImageMode.NONE:
             return [s.SyncStatus(intent.name, "*", site, s.State.NONE, detail="image mode none: nothing is copied")
                     for site in targets]
         expected: list[tuple[str, str, str]] = []  # (site, resource, why pending)
         if intent.keypair is not None:
-            expected = [(site, intent.keypair.name, "") for site in targets]
+            expected = [(site, intent.keypair.name, self.source_waits(intent)) for site in targets]
         elif intent.security_group is not None:
-            expected = [(site, intent.security_group.name, "") for site in targets]
+            expected = [(site, intent.security_group.name, self.source_waits(intent)) for site in targets]
         elif intent.image is not None:
             inventory = self.inventories.get(intent.image.source_region)
             if inventory is None:

@@ -78,9 +78,9 @@ class SyncRegistry:
         if intent.image is not None and intent.image.mode == s.ImageMode.CONTROLLED:
             fields = [f"image.waves[{i}].regions[{j}]" for i, w in enumerate(intent.image.waves)
                       for j in range(len(w.regions))]
-        if intent.image is not None and intent.image.source_region:
-            regions.append(intent.image.source_region)
-            fields.append("image.source_region")
+        if intent.source:
+            regions.append(intent.source)
+            fields.append(f"{intent.kind.value.replace('-', '_')}.source_region")
         kvs = await self.store.get_many([r.site_key(x) for x in regions])
         for region, fname, kv in zip(regions, fields, kvs, strict=True):
             if kv is None:
@@ -113,7 +113,7 @@ class SyncRegistry:
             ok, rev = await self.store.txn([absent(key), *(mod_is(k, v) for k, v in read)], ops)
             if ok:
                 log.info("sync %s created (%s to %s)", intent.name, intent.kind.value,
-                         ",".join(s.target_regions(intent)))
+                         "all regions" if intent.all_regions else ",".join(s.target_regions(intent)))
                 return replace(stored, version=rev)
             if await self.store.get(key) is not None:
                 raise AlreadyExists(f"sync {intent.name} already exists", "name")
@@ -245,7 +245,10 @@ class SyncRegistry:
         users: list[str] = []
         for kv in kvs:
             intent = s.intent_from_json(json.loads(kv.value), kv.mod_revision)
-            source = intent.image is not None and intent.image.source_region == site
+            source = intent.source == site
+            if intent.all_regions and not source:
+                ops.append(Delete(f"{STATUSES}{intent.name}/{site}/", prefix=True))  # it was a target, unnamed
+                continue
             if site not in s.target_regions(intent) and not source:
                 continue
             rollout = self.planner.view.rollouts.get(intent.name)
@@ -298,7 +301,7 @@ class SyncRegistry:
                 if intent_name:
                     reasons.append(f"sync {intent.name} is not a lazy or auto image intent")
                 continue
-            if site not in intent.regions:
+            if site not in self.planner.view.targets(intent):
                 reasons.append(f"sync {intent.name} does not target {site}")
                 continue
             for source in source_images(intent, self.planner.view.inventories.get(img.source_region)):

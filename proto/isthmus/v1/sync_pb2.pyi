@@ -8,16 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class KeypairSpec(_message.Message):
-    __slots__ = ("name", "public_key", "user_id", "replace")
+    __slots__ = ("name", "public_key", "user_id", "replace", "source_region", "source_name")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_REGION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     public_key: str
     user_id: str
     replace: bool
-    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[str] = ..., user_id: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
+    source_region: str
+    source_name: str
+    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[str] = ..., user_id: _Optional[str] = ..., replace: _Optional[bool] = ..., source_region: _Optional[str] = ..., source_name: _Optional[str] = ...) -> None: ...
 
 class RuleSpec(_message.Message):
     __slots__ = ("direction", "ethertype", "protocol", "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group", "description")
@@ -40,18 +44,22 @@ class RuleSpec(_message.Message):
     def __init__(self, direction: _Optional[str] = ..., ethertype: _Optional[str] = ..., protocol: _Optional[str] = ..., port_range_min: _Optional[int] = ..., port_range_max: _Optional[int] = ..., remote_ip_prefix: _Optional[str] = ..., remote_group: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class SecurityGroupSpec(_message.Message):
-    __slots__ = ("name", "description", "project_id", "rules", "replace")
+    __slots__ = ("name", "description", "project_id", "rules", "replace", "source_region", "source_name")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_REGION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     project_id: str
     rules: _containers.RepeatedCompositeFieldContainer[RuleSpec]
     replace: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., project_id: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleSpec, _Mapping]]] = ..., replace: _Optional[bool] = ...) -> None: ...
+    source_region: str
+    source_name: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., project_id: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleSpec, _Mapping]]] = ..., replace: _Optional[bool] = ..., source_region: _Optional[str] = ..., source_name: _Optional[str] = ...) -> None: ...
 
 class ImageSelector(_message.Message):
     __slots__ = ("names", "tags", "properties", "visibility")
@@ -99,7 +107,7 @@ class ImageSpec(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., source_region: _Optional[str] = ..., selector: _Optional[_Union[ImageSelector, _Mapping]] = ..., waves: _Optional[_Iterable[_Union[Wave, _Mapping]]] = ..., rollback_on_failure: _Optional[bool] = ..., replace: _Optional[bool] = ..., pause_between_waves: _Optional[bool] = ...) -> None: ...
 
 class SyncIntent(_message.Message):
-    __slots__ = ("name", "kind", "regions", "description", "keypair", "security_group", "image", "version", "created_unix_ms")
+    __slots__ = ("name", "kind", "regions", "description", "keypair", "security_group", "image", "version", "created_unix_ms", "all_regions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +117,7 @@ class SyncIntent(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ALL_REGIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     regions: _containers.RepeatedScalarFieldContainer[str]
@@ -118,7 +127,8 @@ class SyncIntent(_message.Message):
     image: ImageSpec
     version: int
     created_unix_ms: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., keypair: _Optional[_Union[KeypairSpec, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroupSpec, _Mapping]] = ..., image: _Optional[_Union[ImageSpec, _Mapping]] = ..., version: _Optional[int] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+    all_regions: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., keypair: _Optional[_Union[KeypairSpec, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroupSpec, _Mapping]] = ..., image: _Optional[_Union[ImageSpec, _Mapping]] = ..., version: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., all_regions: _Optional[bool] = ...) -> None: ...
 
 class SyncStatus(_message.Message):
     __slots__ = ("intent", "resource", "region", "state", "error", "detail", "updated_unix_ms", "target_id", "created", "bytes_done", "bytes_total", "attempts", "wave", "stale", "rollout", "action", "action_unix_ms")
