@@ -13,6 +13,7 @@ from typing import Any
 
 from isthmus.core import sync as s
 from isthmus.core.errors import InvalidArgument
+from isthmus.core.flags import duration
 from isthmus.core.wire import sync as sync_wire
 from isthmus.ctl.client import Command, Ctl, all_pages
 from isthmus.ctl.flags import Parsers, Subparsers, add_version
@@ -325,9 +326,9 @@ def _control(action: str) -> Command:
 def image_ensure(ctl: Ctl, args: Namespace) -> None:
     """Follow a lazy copy until the image is active in the region; progress on stderr, the result on stdout."""
     request = spb.EnsureImageRequest(image=args.image, region=args.region, intent=args.intent or "",
-                                     timeout_seconds=int(args.wait_timeout))
+                                     timeout_seconds=int(args.wait_timeout), wait_seconds=args.wait)
     last = None
-    for progress in _stub(ctl).EnsureImage(request, timeout=args.wait_timeout + 10):
+    for progress in _stub(ctl).EnsureImage(request, timeout=args.wait + args.wait_timeout + 10):
         last = progress
         if ctl.output != "json":
             st = progress.status
@@ -337,6 +338,28 @@ def image_ensure(ctl: Ctl, args: Namespace) -> None:
         ctl.print_json(last)
     elif last is not None and last.done:
         print(f"image {last.status.resource} is active in {last.status.region} (id {last.status.target_id})")
+
+
+IMAGE_COLUMNS = ["NAME", "ID", "STATUS", "SIZE", "VISIBILITY", "TAGS"]
+
+
+def image_row(img: spb.ImageInfo, long: bool) -> list[str]:
+    return [img.name, img.id if long else img.id[:8], img.status, _size(img.size), img.visibility or "-",
+            ",".join(img.tags) or "-"]
+
+
+def image_list(ctl: Ctl, args: Namespace) -> None:
+    """The region's images as the coordinator knows them: its agent's last image list."""
+    reply = _stub(ctl).ListImages(spb.ListImagesRequest(region=args.region), timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(reply)
+        return
+    print(f"images of {reply.region} (OpenStack region {reply.openstack_region}) as its agent listed them, "
+          f"changed {_age(reply.updated_unix_ms, time.time())}:")
+    if not reply.images:
+        print("no images")
+        return
+    print(format_table(IMAGE_COLUMNS, [image_row(i, args.long) for i in sorted(reply.images, key=lambda x: x.name)]))
 
 
 COMMANDS: dict[str, Command] = {
@@ -350,6 +373,7 @@ COMMANDS: dict[str, Command] = {
     "sync abort": _control("abort"),
     "sync rollback": _control("rollback"),
     "image ensure": image_ensure,
+    "image list": image_list,
 }
 
 EPILOGS = {
@@ -465,6 +489,13 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--intent", metavar="NAME", help="the sync intent to use (default: the one that covers it)")
     p.add_argument("--wait-timeout", type=float, default=600.0, metavar="S", help="give up after S seconds "
                    "(default 600); the copy goes on")
+    p.add_argument("--wait", type=duration, default=0, metavar="DURATION",
+                   help="wait up to this long (30s, 5m; at most 10m) for the image to appear in its source region's "
+                   "image list as the coordinator has it (one uploaded just now is listed within the agent's "
+                   "--inventory-interval); default: NOT_FOUND at once")
+    p = cli.command(image, "image list", "a region's images as the coordinator knows them (its agent's last list)")
+    p.add_argument("--region", required=True, metavar="SITE", help="the region (site)")
+    p.add_argument("--long", action="store_true", help="full image ids")
 
 
 def parse_rules(values: Sequence[str]) -> list[s.RuleSpec]:

@@ -594,3 +594,46 @@ def test_keypair_and_group_follow_a_source_region_and_all_regions_covers_a_regio
         one.compute.delete_keypair(src_key, ignore_missing=True)
         wait_for(lambda: not list(two.network.security_groups(name=group)), 60, "the group copy removed")
         one.network.delete_security_group(sg, ignore_missing=True)
+
+
+def test_image_list_and_ensure_waiting_for_an_image_the_source_list_has_not_caught_up_with(lab: SyncLab) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    tag = unique("wtag")
+    name, intent = unique("wimg"), f"lazy-{tag[-6:]}"
+    src = None
+    try:
+        lab.ctl("sync", "create", intent, "--kind", "image", "--mode", "lazy", "--source", "one", "--tag", tag,
+                "--region", "two")
+        lab.wait_states(intent, {("*", "two"): "PENDING"})  # a row, not an empty table
+        assert "matches the selector yet" in lab.show(intent)["statuses"][0]["detail"]
+
+        # The source's agent is away while the image is uploaded: the coordinator's list has not caught up.
+        lab.agents["one"].stop()
+        src = upload(one, name, tags=[tag])
+        now = lab.ctl("image", "ensure", name, "--region", "two", check=False)
+        assert now.returncode == 1 and "NOT_FOUND" in now.stderr and "--wait" in now.stderr, now.stderr
+        assert name not in lab.ctl("image", "list", "--region", "one").stdout
+        waiting = subprocess.Popen([str(BIN / "isthmusctl"), "--coordinator", lab.address, "image", "ensure", name,
+                                    "--region", "two", "--wait", "90s", "--wait-timeout", "120"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lab.start_agent("one", "RegionOne")
+        out, err = waiting.communicate(timeout=240)
+        assert waiting.returncode == 0 and f"image {name} is active in two" in out, err
+        assert [i.status for i in copies(two, name)] == ["active"]
+
+        listed = lab.ctl("image", "list", "--region", "one").stdout
+        line = next(x for x in listed.splitlines() if x.startswith(name))
+        assert src.id[:8] in line and src.id not in line and "RegionOne" in listed
+        assert src.id in lab.ctl("image", "list", "--region", "one", "--long").stdout
+        images = json.loads(lab.ctl("image", "list", "--region", "one", "-o", "json").stdout)["images"]
+        assert src.id in {i["id"] for i in images}
+        unknown = lab.ctl("image", "list", "--region", "mars", check=False)
+        assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr and "region" in unknown.stderr
+        lab.ctl("sync", "delete", intent)
+        wait_for(lambda: not copies(two, name), 60, "the lazy copy removed")
+    finally:
+        if "one" not in lab.agents or not lab.agents["one"].alive():
+            lab.start_agent("one", "RegionOne")
+        lab.ctl("sync", "delete", intent, check=False)
+        if src is not None:
+            one.image.delete_image(src, ignore_missing=True)

@@ -90,12 +90,19 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
         rollout = await self.registry.control(request.name, request.action, list(request.skip_sites))
         return sync_wire.to_pb(rollout, spb.Rollout())
 
+    @grpc_errors
+    async def ListImages(self, request: spb.ListImagesRequest, context: Any) -> spb.ListImagesResponse:  # noqa: N802
+        held = await self.registry.inventory(request.region)
+        return spb.ListImagesResponse(region=held.site, openstack_region=held.region,
+                                      updated_unix_ms=held.updated_unix_ms,
+                                      images=[sync_wire.to_pb(i, spb.ImageInfo()) for i in held.images])
+
     async def EnsureImage(  # noqa: N802
         self, request: spb.EnsureImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[spb.EnsureImageProgress]:
         try:
             async for status, done in self.registry.ensure_image(request.image, request.region, request.intent,
-                                                                 request.timeout_seconds):
+                                                                 request.timeout_seconds, request.wait_seconds):
                 yield spb.EnsureImageProgress(status=status_to_pb(status), done=done)
         except IsthmusError as exc:
             await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)

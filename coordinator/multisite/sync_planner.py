@@ -295,7 +295,11 @@ class SyncView:
             if inventory is None:
                 expected = [(site, "*", f"waiting for the image list of {intent.image.source_region}")
                             for site in targets]
-            for img in source_images(intent, inventory):
+            chosen = source_images(intent, inventory)
+            if inventory is not None and not chosen:
+                expected = [(site, "*", f"no active image of {intent.image.source_region} matches the selector yet "
+                             f"(its agent's image list: {len(inventory.images)} images)") for site in targets]
+            for img in chosen:
                 for site in targets:
                     if intent.image.mode == s.ImageMode.LAZY and (intent.name, site, img.name) not in self.requests:
                         expected.append((site, img.name, "lazy: copied on first request (isthmusctl image ensure)"))

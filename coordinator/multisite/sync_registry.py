@@ -48,6 +48,8 @@ from isthmus.core.errors import (
 log = logging.getLogger(__name__)
 
 ENSURE_TIMEOUT = 600
+MAX_LIST_WAIT = 600  # seconds ensure may wait for an image to appear in its source's image list
+LIST_POLL = 0.5  # seconds between looks at the image lists meanwhile
 
 
 class ImageNotReady(TimeoutError):
@@ -308,7 +310,9 @@ class SyncRegistry:
                 if image in (source.name, source.id):
                     return intent, source
             reasons.append(f"sync {intent.name} has no active image {image!r} in {img.source_region} that its "
-                           "selector matches")
+                           "selector matches (one uploaded just now is listed within the agent's "
+                           "--inventory-interval: image ensure --wait 30s waits for it; image list --region "
+                           f"{img.source_region} shows the list)")
         if intent_name and intent_name not in self.planner.view.intents:
             raise NotFound(f"sync {intent_name} does not exist", "intent")
         why = f" ({'; '.join(reasons)})" if reasons else " (create one: isthmusctl sync create --mode lazy)"
@@ -354,8 +358,32 @@ class SyncRegistry:
 
     # ------------------------------------------------------------ image ensure
 
-    async def ensure_image(self, image: str, region: str, intent_name: str,
-                           timeout_seconds: int) -> AsyncIterator[tuple[s.SyncStatus, bool]]:
+    async def inventory(self, region: str) -> InventoryRecord:
+        """The region's images as its agent last listed them."""
+        m.check_name(region, "region")
+        if await self.store.get(r.site_key(region)) is None:
+            raise NotFound(f"region {region} is not a known site", "region")
+        held = self.planner.view.inventories.get(region)
+        if held is None:
+            raise FailedPrecondition(f"the agent of {region} has not reported its images yet (is it running with "
+                                     "--os-cloud?)", "region")
+        return held
+
+    async def _covering_within(self, image: str, region: str, intent_name: str,
+                               wait_seconds: int) -> tuple[s.SyncIntent, s.ImageInfo]:
+        """``covering``, waiting up to ``wait_seconds`` for the source's image list to show the image."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                return self.covering(image, region, intent_name)
+            except NotFound:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(LIST_POLL, left))
+
+    async def ensure_image(self, image: str, region: str, intent_name: str, timeout_seconds: int,
+                           wait_seconds: int = 0) -> AsyncIterator[tuple[s.SyncStatus, bool]]:
         """Ask for a copy of ``image`` in ``region`` (lazy intents) and follow it: (status, done) each time it
         changes, until it is IN_SYNC. FailedPrecondition on a conflict; ImageNotReady after the timeout."""
         if not image:
@@ -366,7 +394,9 @@ class SyncRegistry:
         timeout = timeout_seconds or ENSURE_TIMEOUT
         if timeout < 0:
             raise InvalidArgument(f"{timeout} is negative", "timeout_seconds")
-        intent, source = self.covering(image, region, intent_name)
+        if not 0 <= wait_seconds <= MAX_LIST_WAIT:
+            raise InvalidArgument(f"{wait_seconds} is not in 0..{MAX_LIST_WAIT}", "wait_seconds")
+        intent, source = await self._covering_within(image, region, intent_name, wait_seconds)
         if intent.image is not None and intent.image.mode == s.ImageMode.LAZY:
             await self.request(intent, region, source.name)
         deadline = time.monotonic() + timeout

@@ -243,16 +243,36 @@ class ControlRolloutRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., action: _Optional[str] = ..., skip_sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EnsureImageRequest(_message.Message):
-    __slots__ = ("image", "region", "intent", "timeout_seconds")
+    __slots__ = ("image", "region", "intent", "timeout_seconds", "wait_seconds")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     INTENT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     image: str
     region: str
     intent: str
     timeout_seconds: int
-    def __init__(self, image: _Optional[str] = ..., region: _Optional[str] = ..., intent: _Optional[str] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
+    wait_seconds: int
+    def __init__(self, image: _Optional[str] = ..., region: _Optional[str] = ..., intent: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ("region",)
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    def __init__(self, region: _Optional[str] = ...) -> None: ...
+
+class ListImagesResponse(_message.Message):
+    __slots__ = ("region", "openstack_region", "updated_unix_ms", "images")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    OPENSTACK_REGION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    openstack_region: str
+    updated_unix_ms: int
+    images: _containers.RepeatedCompositeFieldContainer[ImageInfo]
+    def __init__(self, region: _Optional[str] = ..., openstack_region: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., images: _Optional[_Iterable[_Union[ImageInfo, _Mapping]]] = ...) -> None: ...
 
 class EnsureImageProgress(_message.Message):
     __slots__ = ("status", "done")
