@@ -146,7 +146,7 @@ class Capacity(_message.Message):
     def __init__(self, regions: _Optional[_Iterable[_Union[RegionCapacity, _Mapping]]] = ..., total: _Optional[_Union[RegionCapacity, _Mapping]] = ...) -> None: ...
 
 class AddressRecord(_message.Message):
-    __slots__ = ("kind", "id", "region", "project", "network", "ips", "mac", "cidr", "device", "name")
+    __slots__ = ("kind", "id", "region", "project", "network", "ips", "mac", "cidr", "device", "name", "network_name")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class AddressRecord(_message.Message):
     CIDR_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_NAME_FIELD_NUMBER: _ClassVar[int]
     kind: str
     id: str
     region: str
@@ -167,7 +168,8 @@ class AddressRecord(_message.Message):
     cidr: str
     device: str
     name: str
-    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., region: _Optional[str] = ..., project: _Optional[str] = ..., network: _Optional[str] = ..., ips: _Optional[_Iterable[str]] = ..., mac: _Optional[str] = ..., cidr: _Optional[str] = ..., device: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    network_name: str
+    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., region: _Optional[str] = ..., project: _Optional[str] = ..., network: _Optional[str] = ..., ips: _Optional[_Iterable[str]] = ..., mac: _Optional[str] = ..., cidr: _Optional[str] = ..., device: _Optional[str] = ..., name: _Optional[str] = ..., network_name: _Optional[str] = ...) -> None: ...
 
 class AddressKey(_message.Message):
     __slots__ = ("kind", "id")
