@@ -296,9 +296,10 @@ class SyncView:
                 expected = [(site, "*", f"waiting for the image list of {intent.image.source_region}")
                             for site in targets]
             chosen = source_images(intent, inventory)
-            if inventory is not None and not chosen:
+            if inventory is not None and not chosen:  # a row, not an empty table (but none beside real rows)
                 expected = [(site, "*", f"no active image of {intent.image.source_region} matches the selector yet "
-                             f"(its agent's image list: {len(inventory.images)} images)") for site in targets]
+                             f"(its agent's image list: {len(inventory.images)} images)") for site in targets
+                            if not any(k[0] == site for k in reported)]
             for img in chosen:
                 for site in targets:
                     if intent.image.mode == s.ImageMode.LAZY and (intent.name, site, img.name) not in self.requests:
