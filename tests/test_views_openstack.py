@@ -117,6 +117,22 @@ def test_regional_limits_stay_within_the_global_limit_while_both_regions_grow(la
         assert lab.ctl("quota", "list").stdout.startswith("no global quota limits")
 
 
+def test_a_regional_limit_changed_by_hand_is_set_back_and_is_a_central_event(lab: SyncLab, project: str) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    lab.ctl("quota", "set", project, "security_groups", "--hard", "12")
+    try:
+        wait_for(lambda: sg_limit(one, project) + sg_limit(two, project) == 12, 60, "the regional limits set")
+        two.network.update_quota(project, security_groups=99)  # drift, by hand
+        wait_for(lambda: sg_limit(one, project) + sg_limit(two, project) == 12, 60, "the hand-made limit set back")
+        def repaired() -> bool:
+            events = json.loads(lab.ctl("events", "--site", "two", "--kind", "quota", "-o", "json").stdout)
+            return any(project in e["message"] and "security_groups 99 ->" in e["message"] for e in events)
+
+        wait_for(repaired, 30, "the repair as a central event")
+    finally:
+        lab.ctl("quota", "unset", project)
+
+
 def test_capacity_is_reported_per_region_and_summed(lab: SyncLab) -> None:
     def capacity() -> dict[str, Any]:
         return json.loads(lab.ctl("capacity", "-o", "json").stdout)  # type: ignore[no-any-return]
