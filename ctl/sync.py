@@ -171,12 +171,12 @@ def last_change(st: spb.SyncStatus, now: float) -> str:
     """The newest change isthmus made to this copy, with when: what a repair of drift shows as."""
     if not st.action:
         return "-"
-    return f"{_age(st.action_unix_ms, now)}: {' '.join(st.action.split())[:60]}"
+    return f"{_age(st.action_unix_ms, now)}: {' '.join(st.action.split())[:40]}"
 
 
 def status_rows(view: spb.SyncView, now: float) -> list[list[str]]:
     return [[st.resource, st.region, status_text(st), st.wave or "-", _age(st.updated_unix_ms, now),
-             last_change(st, now), (st.error or st.detail).replace("\n", " ")[:80]] for st in view.statuses]
+             last_change(st, now), (st.error or st.detail).replace("\n", " ")[:60]] for st in view.statuses]
 
 
 def summary(view: spb.SyncView) -> str:
