@@ -226,7 +226,7 @@ class Registry:
                           "deleted since")
         return decode(current)
 
-    async def _commit(self, what: str, attempt: Callable[[], Awaitable[Plan]]) -> Any:
+    async def commit(self, what: str, attempt: Callable[[], Awaitable[Plan]]) -> Any:
         request = current_request()
         for _ in range(MAX_ATTEMPTS):
             if request is not None and (done := await self._replay(*request)) is not None:
@@ -315,7 +315,7 @@ class Registry:
                 ops.append(Put(site_refs(parent.name) + site.name, b""))
             return Plan(compares, ops, lambda rev: dataclasses.replace(site, version=rev))
 
-        return await self._commit(f"created site {site.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created site {site.name}", attempt)  # type: ignore[no-any-return]
 
     async def update_site(
         self,
@@ -343,7 +343,7 @@ class Registry:
                 lambda rev: dataclasses.replace(new, version=rev),
             )
 
-        return await self._commit(f"updated site {name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated site {name}", attempt)  # type: ignore[no-any-return]
 
     async def delete_site(self, name: str, version: int = 0, force: bool = False) -> int:
         async def attempt() -> Plan:
@@ -381,7 +381,7 @@ class Registry:
                 lambda rev: rev,
             )
 
-        return await self._commit(f"deleted site {name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted site {name}", attempt)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ endpoints
 
@@ -416,7 +416,7 @@ class Registry:
                 lambda rev: dataclasses.replace(ep, version=rev),
             )
 
-        return await self._commit(f"created endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
 
     async def update_endpoint(self, ep: m.Endpoint, *, role_given: bool) -> m.Endpoint:
         """Replace address, asn, router_id and properties of ``ep.site/ep.name``."""
@@ -447,7 +447,7 @@ class Registry:
                 pass
             return Plan(compares, [Put(key, encode(new))], lambda rev: dataclasses.replace(new, version=rev))
 
-        return await self._commit(f"updated endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
 
     async def delete_endpoint(self, site: str, name: str, version: int = 0) -> int:
         async def attempt() -> Plan:
@@ -466,7 +466,7 @@ class Registry:
                 lambda rev: rev,
             )
 
-        return await self._commit(f"deleted endpoint {site}/{name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted endpoint {site}/{name}", attempt)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ connections
 
@@ -530,7 +530,7 @@ class Registry:
                 ops.append(Put(vni_key(vni), conn.name.encode()))
             return Plan(compares, ops, lambda rev: dataclasses.replace(final, version=rev))
 
-        return await self._commit(f"created connection {conn.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created connection {conn.name}", attempt)  # type: ignore[no-any-return]
 
     async def update_connection(self, conn: m.Connection, *, type_given: bool) -> m.Connection:
         """Replace parameters, admin state and description; ends and type are fixed."""
@@ -566,7 +566,7 @@ class Registry:
                 ops += [Delete(vni_key(old_vni)), Put(vni_key(new_vni), conn.name.encode())]
             return Plan(compares, ops, lambda rev: dataclasses.replace(new, version=rev))
 
-        return await self._commit(f"updated connection {conn.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated connection {conn.name}", attempt)  # type: ignore[no-any-return]
 
     async def delete_connection(self, name: str, version: int = 0) -> int:
         async def attempt() -> Plan:
@@ -582,4 +582,4 @@ class Registry:
                 ops.append(Delete(vni_key(current.vxlan.vni)))
             return Plan([mod_is(connection_key(name), current.version)], ops, lambda rev: rev)
 
-        return await self._commit(f"deleted connection {name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted connection {name}", attempt)  # type: ignore[no-any-return]

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from isthmus.ctl.client import Command, Ctl
+from isthmus.ctl.client import Command, Ctl, all_pages
 from isthmus.ctl.flags import Parsers, Subparsers, add_version
 from isthmus.ctl.render import format_table
 from isthmus.v1 import views_pb2 as vpb
@@ -105,11 +105,11 @@ def quota_unset(ctl: Ctl, args: Namespace) -> None:
 
 
 def quota_list(ctl: Ctl, args: Namespace) -> None:
-    reply = _stub(ctl).ListQuotas(vpb.ListQuotasRequest(), timeout=ctl.timeout)
-    if not reply.limits and ctl.output != "json":
+    limits = all_pages(_stub(ctl).ListQuotas, vpb.ListQuotasRequest(), "limits", ctl.timeout)
+    if not limits and ctl.output != "json":
         print("no global quota limits (set one with: isthmusctl quota set PROJECT RESOURCE --hard N)")
         return
-    ctl.show(list(reply.limits), ["PROJECT", "RESOURCE", "HARD", "SOFT", "VERSION"],
+    ctl.show(limits, ["PROJECT", "RESOURCE", "HARD", "SOFT", "VERSION"],
              lambda x: [x.project, x.resource, _limit(x.hard), _limit(x.soft), str(x.version)])
 
 
@@ -151,20 +151,21 @@ RECORD_COLUMNS = ["REGION", "KIND", "ID", "PROJECT", "NETWORK", "ADDRESSES", "DE
 
 
 def address_lookup(ctl: Ctl, args: Namespace) -> None:
-    reply = _stub(ctl).ListAddresses(vpb.ListAddressesRequest(query=args.query), timeout=ctl.timeout)
-    ctl.show(list(reply.records), RECORD_COLUMNS, lambda r: _record_row(r, args.long))
+    records = all_pages(_stub(ctl).ListAddresses, vpb.ListAddressesRequest(query=args.query), "records", ctl.timeout)
+    ctl.show(records, RECORD_COLUMNS, lambda r: _record_row(r, args.long))
 
 
 def address_conflicts(ctl: Ctl, args: Namespace) -> None:
-    reply = _stub(ctl).ListAddressConflicts(vpb.ListAddressConflictsRequest(), timeout=ctl.timeout)
+    conflicts = all_pages(_stub(ctl).ListAddressConflicts, vpb.ListAddressConflictsRequest(), "conflicts",
+                          ctl.timeout)
     if ctl.output == "json":
-        ctl.print_json(list(reply.conflicts))
+        ctl.print_json(conflicts)
         return
-    if not reply.conflicts:
+    if not conflicts:
         print("no conflicts")
         return
     rows = []
-    for c in reply.conflicts:
+    for c in conflicts:
         for i, r in enumerate(c.records):
             rows.append([c.kind if i == 0 else "-", c.value if i == 0 else "-", c.domain if i == 0 else "-",
                          *_record_row(r, args.long)[:5]])
@@ -200,8 +201,8 @@ def domain_update(ctl: Ctl, args: Namespace) -> None:
 
 
 def domain_list(ctl: Ctl, args: Namespace) -> None:
-    reply = _stub(ctl).ListRoutingDomains(vpb.ListRoutingDomainsRequest(), timeout=ctl.timeout)
-    ctl.show(list(reply.domains), DOMAIN_COLUMNS, _domain_row)
+    domains = all_pages(_stub(ctl).ListRoutingDomains, vpb.ListRoutingDomainsRequest(), "domains", ctl.timeout)
+    ctl.show(domains, DOMAIN_COLUMNS, _domain_row)
 
 
 def domain_show(ctl: Ctl, args: Namespace) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from isthmus.coordinator.api import page
 from isthmus.coordinator.auth import Auth, check_agent
 from isthmus.coordinator.multisite.sync_planner import SyncPlanner
 from isthmus.coordinator.multisite.sync_registry import (
@@ -28,6 +27,7 @@ from isthmus.core import model as m
 from isthmus.core import sync as s
 from isthmus.core.edge import grpc_errors
 from isthmus.core.errors import AlreadyExists, InvalidArgument, IsthmusError
+from isthmus.core.wire import pieces
 from isthmus.core.wire import sync as sync_wire
 from isthmus.core.wire import views as views_wire
 from isthmus.v1 import sync_pb2 as spb
@@ -77,9 +77,13 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
     @grpc_errors
     async def ListSyncs(self, request: spb.ListSyncsRequest, context: Any) -> spb.ListSyncsResponse:  # noqa: N802
         intents = await self.registry.list_intents(request.kind)
-        chunk, token = page(intents, lambda i: i.name, request.page_size, request.page_token)
-        return spb.ListSyncsResponse(syncs=[view_to_pb(await self.registry.view(i)) for i in chunk],
-                                     next_page_token=token)
+        chunk, token = pieces.page(intents, lambda i: i.name, request.page_size, request.page_token)
+        views = [view_to_pb(await self.registry.view(i)) for i in chunk]
+        # A view carries a row per region: the page also ends where its views reach the byte budget.
+        fitted, cut = pieces.fit(views, lambda v: v.ByteSize(), pieces.PAGE_BYTES)
+        if cut:
+            token = pieces.page_token(fitted[-1].intent.name)
+        return spb.ListSyncsResponse(syncs=fitted, next_page_token=token)
 
     @grpc_errors
     async def DeleteSync(self, request: spb.DeleteSyncRequest, context: Any) -> spb.DeleteSyncResponse:  # noqa: N802
