@@ -270,6 +270,7 @@ def format_view(view: spb.SyncView, now: float) -> str:
         waves = intent.image.waves
         at = waves[ro.wave].name if ro.wave < len(waves) else "all done"
         pairs.append(("rollout", f"{ro.id} {ro.state}, wave {min(ro.wave + 1, len(waves))}/{len(waves)} ({at})"
+                      + (f", without {', '.join(ro.skipped)} (--skip-site)" if ro.skipped else "")
                       + (f": {ro.error}" if ro.error else "")))
     return format_fields(pairs) + "\n\n" + format_table(STATUS_COLUMNS, status_rows(view, now))
 

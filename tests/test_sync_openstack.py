@@ -445,6 +445,7 @@ def test_a_rollback_waiting_for_sites_gone_or_never_attached_is_finished_by_the_
         assert "finishes without them" in out
         wait_for(lambda: lab.show(intent)["rollout"]["state"] == "ROLLED_BACK", 60, "the rollback finished")
         assert lab.states(intent) == {(name, "two"): "REMOVED", (name, never): "SKIPPED"}
+        assert f"ROLLED_BACK, wave 2/2 (rest), without {never} (--skip-site)" in lab.ctl("sync", "show", intent).stdout
         assert not copies(two, name) and [i.id for i in copies(one, name)] == [src.id]
         bad = lab.ctl("sync", "rollback", intent, "--skip-site", "mars", check=False)
         assert bad.returncode == 1 and "skip_sites[0]" in bad.stderr, bad.stderr
