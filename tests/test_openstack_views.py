@@ -474,7 +474,8 @@ def test_list_addresses(l3_region: Any, project: Project) -> None:
         assert r["mac"] == r["mac"].lower()
     assert len({(r["kind"], r["id"]) for r in records}) == len(records)
     base = {"project": pid, "ips": [], "mac": "", "cidr": "", "device": "", "name": ""}
-    assert mine([{k: v for k, v in r.items() if k != "network_name"} for r in records], {port.id, bare.id, v4.id, v6.id, public.id, loose.id, bound.id, router.id, lone.id}) == {
+    unnamed = [{k: v for k, v in r.items() if k != "network_name"} for r in records]
+    assert mine(unnamed, {port.id, bare.id, v4.id, v6.id, public.id, loose.id, bound.id, router.id, lone.id}) == {
         port.id: {**base, "kind": "port", "id": port.id, "network": network.id, "ips": ["10.7.0.10", "fd00:7::10"],
                   "mac": "fa:16:3e:0a:0b:0c", "device": "compute:nova", "name": "web"},
         bare.id: {**base, "kind": "port", "id": bare.id, "network": network.id,
