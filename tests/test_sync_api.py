@@ -500,3 +500,25 @@ async def test_all_regions_follows_attaching_regions_and_a_named_site_is_deleted
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await env.sync.GetSync(spb.GetSyncRequest(name="kf"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@with_env
+async def test_a_retried_sync_write_with_its_request_id_answers_what_it_did(env: Env) -> None:
+    """A create or delete whose answer was lost, repeated with its request id, is not done twice and is not
+    ALREADY_EXISTS or NOT_FOUND; another request for the same name is."""
+
+    def rid(text: str) -> list[tuple[str, str]]:
+        return [("x-isthmus-request-id", f"sync-{text}-0001")]
+
+    made = await env.sync.CreateSync(keypair_intent(), metadata=rid("a"))
+    before = await env.revision()
+    assert await env.sync.CreateSync(keypair_intent(), metadata=rid("a")) == made
+    assert await env.revision() == before
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await env.sync.CreateSync(keypair_intent(), metadata=rid("b"))
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    gone = await env.sync.DeleteSync(spb.DeleteSyncRequest(name="ops"), metadata=rid("c"))
+    assert (await env.sync.DeleteSync(spb.DeleteSyncRequest(name="ops"), metadata=rid("c"))).revision == gone.revision
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await env.sync.DeleteSync(spb.DeleteSyncRequest(name="ops"), metadata=rid("d"))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND

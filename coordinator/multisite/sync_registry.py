@@ -32,7 +32,7 @@ from isthmus.coordinator.multisite.sync_planner import (
 )
 from isthmus.coordinator.multisite.views_planner import ATTACHED, ViewsPlanner
 from isthmus.coordinator.multisite.views_registry import ViewsRegistry
-from isthmus.coordinator.store import Compare, Delete, Put, Store, absent, mod_is, present
+from isthmus.coordinator.store import KV, Compare, Delete, Put, Store, absent, mod_is, present
 from isthmus.core import model as m
 from isthmus.core import sync as s
 from isthmus.core import views as v
@@ -68,10 +68,22 @@ class IntentView:
 # ---------------------------------------------------------------- intents (validated, one transaction each)
 
 
+def _decode_intent(kv: KV) -> s.SyncIntent:
+    return s.intent_from_json(json.loads(kv.value), kv.mod_revision)
+
+
+class _Writes(r.Registry):
+    """The API's writes of sync intents, with the request ids of ``r.Registry``: a retried create or delete that
+    was in fact done answers what it did, not ALREADY_EXISTS or NOT_FOUND."""
+
+    DECODERS = {INTENTS: _decode_intent}
+
+
 class SyncRegistry:
     def __init__(self, store: Store, planner: SyncPlanner) -> None:
         self.store = store
         self.planner = planner
+        self.writes = _Writes(store)
 
     async def _check_references(self, intent: s.SyncIntent) -> list[tuple[str, int]]:
         """Every region is a site; named images exist in the source region. Returns (site key, mod rev) read."""
@@ -106,20 +118,22 @@ class SyncRegistry:
     async def create(self, intent: s.SyncIntent) -> s.SyncIntent:
         s.validate_intent(intent)
         key = intent_key(intent.name)
-        for _ in range(r.MAX_ATTEMPTS):
+
+        async def attempt() -> r.Plan:
+            if await self.store.get(key) is not None:
+                raise AlreadyExists(f"sync {intent.name} already exists", "name")
             read = await self._check_references(intent)
             stored = replace(intent, created_unix_ms=now_ms(), version=0)
             ops: list[Put | Delete] = [Put(key, encode(stored))]
             if intent.image is not None and intent.image.mode == s.ImageMode.CONTROLLED:
                 ops.append(Put(rollout_key(intent.name), encode(self._new_rollout())))
-            ok, rev = await self.store.txn([absent(key), *(mod_is(k, v) for k, v in read)], ops)
-            if ok:
-                log.info("sync %s created (%s to %s)", intent.name, intent.kind.value,
-                         "all regions" if intent.all_regions else ",".join(s.target_regions(intent)))
-                return replace(stored, version=rev)
-            if await self.store.get(key) is not None:
-                raise AlreadyExists(f"sync {intent.name} already exists", "name")
-        raise Aborted(f"sync {intent.name}: too many concurrent changes; try again")
+            return r.Plan([absent(key), *(mod_is(k, v) for k, v in read)], ops,
+                          lambda rev: replace(stored, version=rev))
+
+        where = "all regions" if intent.all_regions else ",".join(s.target_regions(intent))
+        made: s.SyncIntent = await self.writes.commit(
+            f"sync {intent.name} created ({intent.kind.value} to {where})", attempt)
+        return made
 
     @staticmethod
     def _new_rollout() -> s.Rollout:
@@ -134,7 +148,8 @@ class SyncRegistry:
     async def update(self, intent: s.SyncIntent) -> s.SyncIntent:
         s.validate_intent(intent)
         key = intent_key(intent.name)
-        for _ in range(r.MAX_ATTEMPTS):
+
+        async def attempt() -> r.Plan:
             current = await self.get(intent.name)
             if intent.version and intent.version != current.version:
                 raise Aborted(f"sync {intent.name} was changed (stored version {current.version}, request version "
@@ -148,26 +163,27 @@ class SyncRegistry:
                     current.image is None or current.image.waves != intent.image.waves
                     or current.image.selector != intent.image.selector):
                 ops.append(Put(rollout_key(intent.name), encode(self._new_rollout())))  # a new rollout
-            ok, rev = await self.store.txn([mod_is(key, current.version), *(mod_is(k, v) for k, v in read)], ops)
-            if ok:
-                log.info("sync %s updated", intent.name)
-                return replace(stored, version=rev)
-        raise Aborted(f"sync {intent.name}: too many concurrent changes; try again")
+            return r.Plan([mod_is(key, current.version), *(mod_is(k, v) for k, v in read)], ops,
+                          lambda rev: replace(stored, version=rev))
+
+        done: s.SyncIntent = await self.writes.commit(f"sync {intent.name} updated", attempt)
+        return done
 
     async def delete(self, name: str, version: int) -> int:
         key = intent_key(name)
-        for _ in range(r.MAX_ATTEMPTS):
+
+        async def attempt() -> r.Plan:
             current = await self.get(name)
             if version and version != current.version:
                 raise Aborted(f"sync {name} was changed (stored version {current.version}, request version "
                               f"{version}); read it again")
-            ok, rev = await self.store.txn([mod_is(key, current.version)], [
+            return r.Plan([mod_is(key, current.version)], [
                 Delete(key), Delete(rollout_key(name)), Delete(f"{STATUSES}{name}/", prefix=True),
-                Delete(f"{REQUESTS}{name}/", prefix=True)])
-            if ok:
-                log.info("sync %s deleted; the regions' agents remove the copies they made", name)
-                return rev
-        raise Aborted(f"sync {name}: too many concurrent changes; try again")
+                Delete(f"{REQUESTS}{name}/", prefix=True)], lambda rev: rev)
+
+        rev: int = await self.writes.commit(f"sync {name} deleted; the regions' agents remove the copies they made",
+                                            attempt)
+        return rev
 
     async def control(self, name: str, action: str, skip_sites: Iterable[str] = ()) -> s.Rollout:
         """Pause, resume, abort or roll back a controlled rollout; resume and rollback may also stop waiting for
