@@ -176,7 +176,7 @@ class LogBook:
                 if position is not None:
                     note = f"{src.location} was rotated or truncated: reading the new file from its start"
                 start = 0 if position is not None else _offset_at(f, st.st_size, scan.since)
-            lines, end, done = scan.file(f, src.service, start, st.st_size)
+            lines, end, done = scan.file(f, src.service, start, st.st_size, st.st_ino)
             return lines, [st.st_ino, end], done, note
 
     # ------------------------------------------------------------ journald
@@ -249,7 +249,7 @@ class _Scan:
             return None
         return Line(when, order, service, level, text, position)
 
-    def file(self, f: Any, service: str, start: int, size: int) -> tuple[list[Line], int, bool]:
+    def file(self, f: Any, service: str, start: int, size: int, ino: int) -> tuple[list[Line], int, bool]:
         """Lines from ``start``; a line without a time of its own (a traceback's) takes its first line's."""
         f.seek(start)
         lines: list[Line] = []
@@ -269,7 +269,7 @@ class _Scan:
             head = parse_head(text)
             if head is not None:
                 when, level = head[0], head[1] or level
-            line = self.line(service, when, level, text, offset, len(lines))
+            line = self.line(service, when, level, text, [ino, offset], len(lines))
             if line is not None:
                 lines.append(line)
             if self.full(lines) or offset >= limit_at or self.late():

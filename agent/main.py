@@ -17,9 +17,9 @@ from isthmus.agent.admin import AdminSocket, AgentAdmin
 from isthmus.agent.journal import Journal
 from isthmus.agent.link import CoordinatorLink, TlsFiles
 from isthmus.agent.logs import LogBook, Source
-from isthmus.agent.redact import Redactor
 from isthmus.agent.overrides import Overrides
 from isthmus.agent.reconciler import Reconciler
+from isthmus.agent.redact import Redactor
 from isthmus.agent.state import StateError, StateFile
 from isthmus.agent.telemetry import AgentMetrics
 from isthmus.core import model as m

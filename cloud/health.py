@@ -22,7 +22,8 @@ def _item(service: str, kind: str, name: str, state: str, latency: float = 0.0, 
 def catalog_endpoints(conn: Connection) -> list[tuple[str, str, str]]:
     """(service type, interface, URL) of every endpoint of the connection's region in the token's catalog."""
     with calls(conn, "service catalog"):
-        access = conn.session.auth.get_access(conn.session)
+        auth: Any = conn.session.auth
+        access = auth.get_access(conn.session)
     region = conn.config.region_name
     out = []
     for service in access.service_catalog.catalog or []:

@@ -40,12 +40,12 @@ from isthmus.coordinator.events import (
 from isthmus.coordinator.events import record as record_event
 from isthmus.coordinator.health import HealthService
 from isthmus.coordinator.leader import Membership, collect_garbage
+from isthmus.coordinator.logs import LogService
 from isthmus.coordinator.multisite.sync import RegionAgentService, SyncService
 from isthmus.coordinator.multisite.sync_planner import SyncPlanner
 from isthmus.coordinator.multisite.sync_registry import SyncRegistry
 from isthmus.coordinator.multisite.views import GlobalViewService
 from isthmus.coordinator.multisite.views_planner import ViewsPlanner
-from isthmus.coordinator.logs import LogService
 from isthmus.coordinator.planner import Planner
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store
@@ -289,7 +289,8 @@ class Coordinator:
             (views_pb2, "GlobalViewService", GlobalViewService(self.store, self.views),
              views_pb2_grpc.add_GlobalViewServiceServicer_to_server),
             (events_pb2, "EventService", EventService(self.store), events_pb2_grpc.add_EventServiceServicer_to_server),
-            (logs_pb2, "LogService", LogService(self.agents, self.auth), logs_pb2_grpc.add_LogServiceServicer_to_server),
+            (logs_pb2, "LogService", LogService(self.agents, self.auth),
+             logs_pb2_grpc.add_LogServiceServicer_to_server),
             (logs_pb2, "HealthService", HealthService(self.store, self.planner),
              logs_pb2_grpc.add_HealthServiceServicer_to_server),
         ]

@@ -3,12 +3,16 @@ regular expressions are safe to run on another host's log lines (refused before 
 
 from __future__ import annotations
 
+import importlib
 import re
-import re._constants as sre_constants  # the parsed form of a pattern: the only way to see its structure
-import re._parser as sre_parser
 from typing import Any
 
 from isthmus.core.errors import InvalidArgument
+
+# The parsed form of a pattern, the only way to see its structure (typeshed knows these modules only by their
+# deprecated names, which warn on import).
+sre_parser: Any = importlib.import_module("re._parser")
+sre_constants: Any = importlib.import_module("re._constants")
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 # How the services write their level; TRACE is oslo.log's level of a traceback's lines (logged at ERROR).
