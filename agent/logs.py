@@ -218,6 +218,7 @@ class LogBook:
                     break
         finally:
             proc.kill()
+            proc.stdout.close()
             proc.wait()
         return lines, end, done, ""
 
