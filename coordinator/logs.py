@@ -1,9 +1,9 @@
 """LogService: a site's OpenStack logs read through its agent's stream, one page at a time.
 
 The next page is asked for only once the last one is written (gRPC's flow control holds the write while the
-client does not read), so a slow client slows its own stream and nothing else: the agent reads nothing it was not asked for. Nothing
-is kept here or in etcd. Reading needs the operator role (the name ReadLogs is not a read prefix of
-``auth.required_role``); each stream is audited once, with what it asked for.
+client does not read), so a slow client slows its own stream and nothing else: the agent reads nothing it was
+not asked for. Nothing is kept here or in etcd. Reading needs the operator role (the name ReadLogs is not a
+read prefix of ``auth.required_role``); each stream is audited once, with what it asked for.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +16,16 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from conftest import BIN, Proc, agent_cmd, ctl, wait_for
+from conftest import BIN, Proc, agent_cmd, coordinator_cmd, ctl, wait_for
 from isthmus.agent.logs import LogBook, Source
 from isthmus.agent.redact import Redactor
 from isthmus.coordinator.health import health_key, read_health
 from isthmus.coordinator.store import Put, Store
 from isthmus.core import logs as q
 from isthmus.core.errors import InvalidArgument, NotFound
+from isthmus.ctl.client import CtlError
+from isthmus.ctl.logs import query
+from isthmus.ctl.main import parse_args
 from isthmus.v1 import logs_pb2 as lpb
 from isthmus.v1 import logs_pb2_grpc
 
@@ -66,6 +70,17 @@ def test_patterns_that_could_run_away_are_refused() -> None:
         q.check_level("loud")
     with pytest.raises(InvalidArgument, match="^limit: "):
         q.check_limit(q.MAX_PAGE + 1)
+
+
+def test_the_query_of_isthmusctl_logs() -> None:
+    args = parse_args(["logs", "--site", "one", "--site", "two", "--service", "nova-api", "--since", "15m",
+                       "--grep", "req-[0-9a-f]+", "--level", "warning", "--limit", "20", "--follow"])
+    req = query(args, "two", now=1000.0)
+    assert (req.site, list(req.services), req.since_unix_ms, req.grep, req.level, req.limit, req.follow) == (
+        "two", ["nova-api"], 100_000, "req-[0-9a-f]+", "warning", 20, True)
+    assert query(parse_args(["logs", "--site", "one"])).since_unix_ms == 0  # the agent's default: the last hour
+    with pytest.raises(CtlError, match=r"^--grep: a backreference"):
+        query(parse_args(["logs", "--site", "one", "--grep", r"(a)\1"]))
 
 
 def test_secrets_are_masked_as_oslo_masks_them_and_more() -> None:
@@ -206,3 +221,58 @@ def test_a_stalled_client_stalls_neither_the_agent_nor_other_readers(coordinator
         assert out.stdout.splitlines()[-1].endswith("line 2999") and "older matching lines left out" in out.stderr
     finally:
         channel.close()
+
+
+def test_follow_where_the_agent_is_and_watch(etcd: str, coordinator: str, tmp_path: Path,
+                                            procs: Callable[..., Proc]) -> None:
+    log = tmp_path / "neutron-server.log"
+    write_log(log, time.time() - 60, 5)
+    c = ("--coordinator", coordinator)
+    ctl(*c, "site", "create", "two", "--kind", "region")
+    ctl(*c, "site", "create", "three", "--kind", "region")
+    procs("agent", agent_cmd("two", coordinator, tmp_path, "--log-file", f"neutron-server={log}"),
+          tmp_path / "agent.log")
+    wait_for(lambda: ctl(*c, "logs", "--site", "two", "--list", check=False).returncode == 0, 30, "the agent")
+    # A site without an agent, and a coordinator that does not hold the site's agent: each says where to look.
+    res = ctl(*c, "logs", "--site", "three", check=False)
+    assert res.returncode == 1 and "UNAVAILABLE" in res.stderr and "isthmusctl local logs" in res.stderr
+    ready = tmp_path / "addr2"
+    procs("coordinator-2", coordinator_cmd(tmp_path / "c2", ready, etcd_endpoint=etcd), tmp_path / "c2.log")
+    other = str(wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the second coordinator"))
+    res = ctl("--coordinator", other, "logs", "--site", "two", check=False)
+    assert res.returncode == 1 and "FAILED_PRECONDITION" in res.stderr and coordinator in res.stderr, res.stderr
+
+    # --follow, from the coordinator and through the admin socket: a line already there, then one written after
+    # the streams printed it (so it can only come from a later page) show up in both.
+    def write(tag: str) -> None:
+        with open(log, "a") as f:
+            f.write(f"{stamp(time.time())} 4242 WARNING neutron.api {tag} password=hunter2\n")
+
+    write("it-later-1")
+    follows = [subprocess.Popen([str(BIN / "isthmusctl"), *args, "--follow", "--grep", "it-later"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for args in (["--coordinator", coordinator, "logs", "--site", "two"],
+                            ["local", "logs", "--socket", str(tmp_path / "two" / "admin.sock")])]
+    try:
+        for tag in ("it-later-1", "it-later-2"):
+            for proc in follows:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()  # blocks until the line comes (the test's timeout bounds it)
+                assert tag in line and "password=***" in line and "hunter2" not in line, line
+            if tag == "it-later-1":
+                write("it-later-2")
+    finally:
+        for proc in follows:
+            proc.terminate()
+            proc.communicate(timeout=10)
+
+    # health --watch prints again and again (no region reports here: the header alone).
+    watch = subprocess.Popen([str(BIN / "isthmusctl"), *c, "health", "--watch", "0.2"], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert watch.stdout is not None
+        headers = [watch.stdout.readline() for _ in range(4)]
+        assert sum(h.startswith("SITE") for h in headers) >= 2, headers
+    finally:
+        watch.terminate()
+        watch.communicate(timeout=10)
