@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import heapq
 import json
 import os
@@ -61,13 +62,32 @@ def parse_head(text: str) -> tuple[int, str] | None:
     match = _HEAD.match(text)
     if match is None:
         return None
-    stamp = match[1].replace(",", ".").replace("T", " ")
+    ms = _unix_ms(match[1])
+    if ms is None:
+        return None
+    return ms, q.LEVEL_NAMES.get(match[2] or "", "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_ms(second: str) -> int | None:
+    """A time to the second ("2026-12-07 04:31:18", maybe with a zone) in Unix ms; lines share their seconds."""
     try:
-        when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        return int(datetime.datetime.fromisoformat(second.replace("Z", "+00:00")).timestamp() * 1000)
     except ValueError:
         return None
-    ms = int(when.timestamp() * 1000)  # a naive time is the host's local time, as oslo.log writes it
-    return ms, q.LEVEL_NAMES.get(match[2] or "", "")
+
+
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?")
+
+
+def _unix_ms(stamp: str) -> int | None:
+    match = _STAMP.fullmatch(stamp.replace(",", ".").replace("T", " "))
+    if match is None:
+        return None
+    base = _second_ms(match[1] + (match[3] or ""))
+    if base is None:
+        return None
+    return base + (int((match[2] + "00")[:3]) if match[2] else 0)
 
 
 def encode_cursor(positions: dict[str, Any]) -> str:

@@ -42,13 +42,15 @@ _BY_KEY = {
     for key in SANITIZE_KEYS
 }
 
-# Beyond oslo: what keystonemiddleware, requests and the database drivers print.
+# Beyond oslo: what keystonemiddleware, requests and the database drivers print; each with a literal (in the
+# lower-cased line) without which it cannot match, so most lines cost a few substring tests.
 _ALWAYS = [
-    (re.compile(r"(?i)((?:x-auth-token|x-subject-token|x-service-token|x-auth-key)['\"]?\s*[:=]\s*['\"]?)"
-                r"[^\s'\",}]+"), r"\1" + MASK),
-    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|basic|token)?\s*)[^\s'\",}]+"), r"\1" + MASK),
-    (re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@/\s]+(@)"), r"\1" + MASK + r"\2"),  # scheme://user:PASS@host
-    (re.compile(r"gAAAAA[A-Za-z0-9_=-]{20,}"), MASK),  # a Fernet token (Keystone's tokens)
+    ("x-", re.compile(r"(?i)((?:x-auth-token|x-subject-token|x-service-token|x-auth-key)['\"]?\s*[:=]\s*['\"]?)"
+                      r"[^\s'\",}]+"), r"\1" + MASK),
+    ("authorization", re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|basic|token)?\s*)[^\s'\",}]+"),
+     r"\1" + MASK),
+    ("://", re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@/\s]+(@)"), r"\1" + MASK + r"\2"),  # user:PASS@host
+    ("gaaaaa", re.compile(r"gAAAAA[A-Za-z0-9_=-]{20,}"), MASK),  # a Fernet token (Keystone's tokens)
 ]
 
 
@@ -66,8 +68,9 @@ class Redactor:
                     line = pattern.sub(r"\g<1>" + MASK + r"\g<2>", line)
                 for pattern in one:
                     line = pattern.sub(r"\g<1>" + MASK, line)
-        for pattern, replace in _ALWAYS:
-            line = pattern.sub(replace, line)
+        for literal, pattern, replace in _ALWAYS:
+            if literal in lower:
+                line = pattern.sub(replace, line)
         for extra in self.extra:
             line = extra.sub(MASK, line)
         return line
