@@ -48,8 +48,10 @@ class LogService(logs_pb2_grpc.LogServiceServicer):
         if session is not None and not session.closed:
             return session
         kv = await self.agents.store.get(r.status_key(site))
-        if kv is not None:
-            holder = AgentStatusRecord.decode(kv.value).coordinator
+        holder = AgentStatusRecord.decode(kv.value).coordinator if kv is not None else ""
+        if holder == self.agents.advertise:
+            raise Unavailable(f"site {site}: its agent disconnected from this coordinator")
+        if holder:
             raise FailedPrecondition(f"site {site}: its agent is connected to coordinator {holder}; ask that one "
                                      f"(isthmusctl --coordinator {holder} logs ...)")
         raise Unavailable(f"site {site}: no agent connected; on the site's host, isthmusctl local logs reads "

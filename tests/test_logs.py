@@ -230,8 +230,8 @@ def test_follow_where_the_agent_is_and_watch(etcd: str, coordinator: str, tmp_pa
     c = ("--coordinator", coordinator)
     ctl(*c, "site", "create", "two", "--kind", "region")
     ctl(*c, "site", "create", "three", "--kind", "region")
-    procs("agent", agent_cmd("two", coordinator, tmp_path, "--log-file", f"neutron-server={log}"),
-          tmp_path / "agent.log")
+    agent = procs("agent", agent_cmd("two", coordinator, tmp_path, "--log-file", f"neutron-server={log}"),
+                  tmp_path / "agent.log")
     wait_for(lambda: ctl(*c, "logs", "--site", "two", "--list", check=False).returncode == 0, 30, "the agent")
     # A site without an agent, and a coordinator that does not hold the site's agent: each says where to look.
     res = ctl(*c, "logs", "--site", "three", check=False)
@@ -276,3 +276,11 @@ def test_follow_where_the_agent_is_and_watch(etcd: str, coordinator: str, tmp_pa
     finally:
         watch.terminate()
         watch.communicate(timeout=10)
+
+    # A followed stream whose agent goes away ends, saying so.
+    follow = subprocess.Popen([str(BIN / "isthmusctl"), *c, "logs", "--site", "two", "--follow", "--grep",
+                               "it-later-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert follow.stdout is not None and "it-later-1" in follow.stdout.readline()
+    agent.stop()
+    _, err = follow.communicate(timeout=30)
+    assert follow.returncode == 1 and "UNAVAILABLE" in err, err
