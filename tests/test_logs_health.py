@@ -64,14 +64,17 @@ class Lab:
         regions = json.loads(self.ctl("health", "--site", site, "-o", "json", role="viewer").stdout)
         return {(i["service"], i["kind"]): i for r in regions for i in r["report"].get("items", [])}
 
-    def up_metric(self, site: str, service: str, kind: str) -> float | None:
+    def metric(self, name: str, site: str, **labels: str) -> float | None:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=10).read().decode()
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                if s.name == "isthmus_openstack_up" and s.labels.get("site") == site and \
-                        s.labels.get("service") == service and s.labels.get("kind") == kind:
+                if s.name == name and s.labels.get("site") == site and \
+                        all(s.labels.get(k) == v for k, v in labels.items()):
                     return float(s.value)
         return None
+
+    def up_metric(self, site: str, service: str, kind: str) -> float | None:
+        return self.metric("isthmus_openstack_up", site, service=service, kind=kind)
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +180,20 @@ def test_nova_api_stopped_in_region_two_shows_in_health_metrics_and_events(lab: 
     key = ("compute", "endpoint")
     assert lab.health("two")[key]["state"] == "UP"
     wait_for(lambda: lab.up_metric("two", "compute", "endpoint") == 1.0, 15, "the compute endpoint's metric at 1")
+    latency = lab.metric("isthmus_openstack_endpoint_latency_seconds", "two", service="compute")
+    assert latency is not None and 0 < latency < 5
+    # The capacity figures the agent reads for the capacity view come along (no read of their own).
+    wait_for(lambda: lab.metric("isthmus_openstack_capacity", "two", figure="networks") is not None, 15,
+             "region two's capacity figures")
+    report = json.loads(lab.ctl("health", "--site", "two", "-o", "json", role="viewer").stdout)[0]["report"]
+    assert "networks" in report["capacity"] and report["region"] == "RegionTwo"
     lab.cloud.stop_service("nova-api", "RegionTwo")
     try:
         down = wait_for(lambda: (h := lab.health("two")[key])["state"] == "DOWN" and h, 15,
                         "region two's compute endpoint DOWN in isthmusctl health")
         assert "ConnectError" in down["detail"] or "refused" in down["detail"].lower(), down
+        # Nova's compute services cannot be listed meanwhile: one UNKNOWN row says why.
+        assert lab.health("two")[("compute", "compute-service")]["state"] == "UNKNOWN"
         assert lab.health("one")[key]["state"] == "UP"  # region one's nova-api runs on
         wait_for(lambda: lab.up_metric("two", "compute", "endpoint") == 0.0, 15, "the metric at 0")
         table = lab.ctl("health", role="viewer").stdout.splitlines()
