@@ -38,7 +38,9 @@ from isthmus.coordinator.events import (
     trimmer,
 )
 from isthmus.coordinator.events import record as record_event
+from isthmus.coordinator.health import HealthService
 from isthmus.coordinator.leader import Membership, collect_garbage
+from isthmus.coordinator.logs import LogService
 from isthmus.coordinator.multisite.sync import RegionAgentService, SyncService
 from isthmus.coordinator.multisite.sync_planner import SyncPlanner
 from isthmus.coordinator.multisite.sync_registry import SyncRegistry
@@ -60,6 +62,8 @@ from isthmus.v1 import (
     events_pb2_grpc,
     l2gw_pb2,
     l2gw_pb2_grpc,
+    logs_pb2,
+    logs_pb2_grpc,
     sync_pb2,
     sync_pb2_grpc,
     views_pb2,
@@ -287,6 +291,10 @@ class Coordinator:
             (views_pb2, "GlobalViewService", GlobalViewService(self.store, self.views),
              views_pb2_grpc.add_GlobalViewServiceServicer_to_server),
             (events_pb2, "EventService", EventService(self.store), events_pb2_grpc.add_EventServiceServicer_to_server),
+            (logs_pb2, "LogService", LogService(self.agents, self.auth),
+             logs_pb2_grpc.add_LogServiceServicer_to_server),
+            (logs_pb2, "HealthService", HealthService(self.store, self.planner),
+             logs_pb2_grpc.add_HealthServiceServicer_to_server),
         ]
         for module, name, servicer, add in guarded:
             methods = [mth.name for mth in module.DESCRIPTOR.services_by_name[name].methods]
@@ -300,7 +308,9 @@ class Coordinator:
              sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name,
              sync_pb2.DESCRIPTOR.services_by_name["RegionAgentService"].full_name,
              views_pb2.DESCRIPTOR.services_by_name["GlobalViewService"].full_name,
-             events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name]
+             events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+             logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+             logs_pb2.DESCRIPTOR.services_by_name["HealthService"].full_name]
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.server.start()
         self.membership = Membership(self.store, self.opts.advertise or self.address, self.opts.lease_ttl,

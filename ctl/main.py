@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import grpc
 
 from isthmus.core.errors import IsthmusError
-from isthmus.ctl import border, events, local, network, status, sync, views, watch
+from isthmus.ctl import border, events, health, local, logs, network, status, sync, views, watch
 from isthmus.ctl.client import (
     DEFAULT_ADMIN_SOCKET,
     DEFAULT_COORDINATOR,
@@ -37,6 +37,8 @@ COMMANDS: dict[str, Command] = {
     **sync.COMMANDS,
     **events.COMMANDS,
     **views.COMMANDS,
+    **health.COMMANDS,
+    **logs.COMMANDS,
 }
 
 
@@ -78,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_parsers(groups, top)
     events.add_parsers(groups, top)
     views.add_parsers(groups, top)
+    health.add_parsers(groups, top)
+    logs.add_parsers(groups, top)
     return parser
 
 

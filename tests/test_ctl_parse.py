@@ -172,6 +172,7 @@ def test_every_parsed_command_has_a_handler() -> None:
         "address lookup": ["10.0.0.1"],
         "routing-domain create": ["d", "--network", "one:n"], "routing-domain update": ["d"],
         "routing-domain show": ["d"], "routing-domain delete": ["d"],
+        "logs": ["--site", "s"],
     }
     for command in ctl.COMMANDS:
         assert ctl.parse_args([*command.split(), *examples.get(command, [])]).command == command
