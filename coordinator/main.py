@@ -38,6 +38,7 @@ from isthmus.coordinator.events import (
     trimmer,
 )
 from isthmus.coordinator.events import record as record_event
+from isthmus.coordinator.expander import expand_policies
 from isthmus.coordinator.leader import Membership, collect_garbage
 from isthmus.coordinator.multisite.sync import RegionAgentService, SyncService
 from isthmus.coordinator.multisite.sync_planner import SyncPlanner
@@ -45,6 +46,7 @@ from isthmus.coordinator.multisite.sync_registry import SyncRegistry
 from isthmus.coordinator.multisite.views import GlobalViewService
 from isthmus.coordinator.multisite.views_planner import ViewsPlanner
 from isthmus.coordinator.planner import Planner
+from isthmus.coordinator.policies import PolicyService
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store
 from isthmus.coordinator.telemetry import CoordinatorMetrics
@@ -62,6 +64,8 @@ from isthmus.v1 import (
     l2gw_pb2_grpc,
     sync_pb2,
     sync_pb2_grpc,
+    topology_pb2,
+    topology_pb2_grpc,
     views_pb2,
     views_pb2_grpc,
 )
@@ -285,6 +289,8 @@ class Coordinator:
             (views_pb2, "GlobalViewService", GlobalViewService(self.store, self.views),
              views_pb2_grpc.add_GlobalViewServiceServicer_to_server),
             (events_pb2, "EventService", EventService(self.store), events_pb2_grpc.add_EventServiceServicer_to_server),
+            (topology_pb2, "PolicyService", PolicyService(self.store),
+             topology_pb2_grpc.add_PolicyServiceServicer_to_server),
         ]
         for module, name, servicer, add in guarded:
             methods = [mth.name for mth in module.DESCRIPTOR.services_by_name[name].methods]
@@ -298,11 +304,13 @@ class Coordinator:
              sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name,
              sync_pb2.DESCRIPTOR.services_by_name["RegionAgentService"].full_name,
              views_pb2.DESCRIPTOR.services_by_name["GlobalViewService"].full_name,
-             events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name]
+             events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+             topology_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name]
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.server.start()
         self.membership = Membership(self.store, self.opts.advertise or self.address, self.opts.lease_ttl,
                                      jobs=[("garbage-collection", 300.0, collect_garbage),
+                                           ("policy-expansion", 1.0, expand_policies),
                                            ("audit-trim", 600.0, trim_audit),
                                            ("event-trim", TRIM_EVERY, trimmer(self.opts.event_retention_s,
                                                                               self.opts.event_max_per_site))])
