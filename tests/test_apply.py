@@ -167,3 +167,28 @@ def test_policy_connections_follow_sites_and_cannot_be_edited_by_hand(coordinato
 
     ctl(*c, "policy", "delete", "edge")
     wait_for(lambda: set(connections(c)) == {"mine"}, 20, "only what the policy made removed")
+
+
+def test_prune_deletes_what_the_files_no_longer_name_after_the_policy_let_go_of_its_endpoints(
+        coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"sites.yaml": SITES + ENDPOINTS, "policy.yaml": POLICY.format(hold=90),
+                                     "lab.yaml": EXPLICIT})
+    ctl(*c, "apply", "-f", str(files))
+    wait_for(lambda: len(policy_names(c, "edge")) == 5, 20, "the policy's connections")
+    assert json.loads(ctl(*c, "diff", "-f", str(files), "-o", "json").stdout) == []
+    assert [x.split(":")[0] for x in ctl(*c, "get", "policies").stdout.split("---")] == ["kind"]
+
+    # Keep hub-a, hub-b and s1 only: s2's endpoint is used by the policy's connections until the leader deletes
+    # them, and s3's by lab-link, which goes first.
+    kept = "---\n".join(doc for doc in (SITES + ENDPOINTS).split("---\n")
+                        if doc.strip() and "s2" not in doc and "s3" not in doc)
+    (files / "policy.yaml").unlink()
+    (files / "lab.yaml").unlink()
+    write(files, {"sites.yaml": kept})
+    plan = ctl(*c, "diff", "-f", str(files), "--prune").stdout
+    assert "- policy edge" in plan and "- connection lab-link" in plan and "- site s2" in plan
+    ctl(*c, "apply", "-f", str(files), "--prune")
+    assert set(connections(c)) == set()
+    assert {s["name"] for s in json.loads(ctl(*c, "site", "list", "-o", "json").stdout)} == {"hub-a", "hub-b", "s1"}
+    assert ctl(*c, "diff", "-f", str(files), "--prune").stdout.strip() == "no changes"
