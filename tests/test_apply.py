@@ -157,6 +157,11 @@ def test_policy_connections_follow_sites_and_cannot_be_edited_by_hand(coordinato
 
     hand = ctl(*c, "connection", "update", "edge-hub-a-s1", "--hold-time", "60", check=False)
     assert hand.returncode == 1 and "FAILED_PRECONDITION" in hand.stderr and "topology policy edge" in hand.stderr
+    gone = ctl(*c, "connection", "delete", "edge-hub-a-s1", check=False)
+    assert gone.returncode == 1 and "belongs to topology policy edge" in gone.stderr
+    table = ctl(*c, "connection", "list").stdout.splitlines()
+    assert "POLICY" in table[0].split()
+    assert all(row.split()[-2] == "edge" for row in table[1:]), table  # the owner, before the version
 
     # An explicit connection of the same endpoints wins: it replaces the policy's, which then stays away.
     ctl(*c, "connection", "create", "mine", "--a", "hub-a/gw", "--b", "s1/gw", "--type", "bgp", "--hold-time", "9")
