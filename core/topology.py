@@ -207,6 +207,10 @@ def expand(
         for ctype in policy.types:
             conn = _connection(policy, ctype, ex, ey, reflector)
             holder = held.get(conn.pair_key())
+            if holder is not None and holder.policy:
+                out.notes.append(f"{x} - {y}: {ctype} connection {holder.name} of policy {holder.policy} joins "
+                                 "these endpoints")
+                continue
             if holder is not None:
                 out.notes.append(f"{x} - {y}: explicit {ctype} connection {holder.name} joins these endpoints and "
                                  "wins over the policy")
@@ -270,9 +274,11 @@ def expand_all(
     connections: Iterable[m.Connection],
     reserved_vnis: Iterable[int] = (),
 ) -> dict[str, Expansion]:
-    """Every policy's expansion, in name order; a VNI one policy takes is not offered to the next."""
-    site_list, explicit = list(sites), [c for c in connections if not c.policy]
-    owned = [c for c in connections if c.policy]
+    """Every policy's expansion, in name order: where two policies join the same pair, the one whose connection
+    is stored keeps it, else the first by name makes it (the other notes it); a VNI one policy takes is not
+    offered to the next."""
+    site_list, conns = list(sites), list(connections)
+    explicit, owned = [c for c in conns if not c.policy], [c for c in conns if c.policy]
     reserved = set(reserved_vnis)
     out: dict[str, Expansion] = {}
     for policy in sorted(policies, key=lambda p: p.name):

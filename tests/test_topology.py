@@ -78,6 +78,17 @@ def test_skipped_pairs_say_why_and_an_explicit_connection_wins() -> None:
     assert "a - d: site d has no endpoint gw" in out.notes
 
 
+def test_where_two_policies_join_a_pair_the_first_by_name_makes_it() -> None:
+    first, second = policy(), dataclasses.replace(policy(), name="q")
+    out = t.expand_all([second, first], sites(*ALL), endpoints(*ALL), [])
+    assert len(out["p"].connections) == 6 and not out["q"].connections
+    assert "a - b: bgp connection p-a-b of policy p joins these endpoints" in out["q"].notes
+    # Once q's connection of a pair is stored, q keeps it.
+    stored = dataclasses.replace(t.expand(second, sites(*ALL), endpoints(*ALL), []).connections["q-a-b"], version=9)
+    again = t.expand_all([first, second], sites(*ALL), endpoints(*ALL), [stored])
+    assert "q-a-b" in again["q"].connections and "p-a-b" not in again["p"].connections
+
+
 def test_vxlan_connections_take_free_vnis_of_the_pool_and_keep_them() -> None:
     pool = t.VxlanPool(100, 103)
     p = policy(types=(m.ConnectionType.VXLAN,), vxlan=pool, sites=("a", "b", "c"))
