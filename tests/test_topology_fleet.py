@@ -115,3 +115,23 @@ async def test_hub_and_spoke_of_100_sites_converges_and_follows_joins_relabels_a
                              60, "every agent without the policy's peerings")
         finally:
             await fleet.stop()
+
+
+async def test_the_next_leader_expands_the_policies(etcd: str, tmp_path: Path) -> None:
+    async with running_coordinator(etcd, tmp_path / "a") as first:
+        await await_for(lambda: first.membership.is_leader.is_set(), 10, "the first coordinator leading")
+        async with running_coordinator(etcd, tmp_path / "b") as second, \
+                grpc.aio.insecure_channel(second.address) as channel:
+            a = Api(channel)
+            for i, name in enumerate(("x", "y", "z")):
+                await a.add_site(name, i, "core")
+            # The leader goes; the policy is written through the other coordinator, which takes over.
+            await first.membership.stop()
+            await a.policies.CreatePolicy(tpb.TopologyPolicy(
+                name="core", kind=tpb.POLICY_KIND_FULL_MESH, endpoint="gw", selector={"role": "core"}))
+
+            async def meshed() -> bool:
+                return set(await a.connections_of("core")) == {"core-x-y", "core-x-z", "core-y-z"}
+
+            await await_for(meshed, 30, "the new leader's expansion")
+            assert second.membership.is_leader.is_set()
