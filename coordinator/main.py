@@ -249,6 +249,8 @@ class Coordinator:
         registry = Registry(self.store)
         self.sync_planner = SyncPlanner(self.store)
         await self.sync_planner.start()
+        sync_registry = SyncRegistry(self.store, self.sync_planner)
+        registry.site_guards.append(sync_registry.site_guard)
         store = self.store
         self.views = ViewsPlanner(self.store, self.planner, self.sync_planner.wake_all,
                                   event=lambda kind, level, message: record_event(store, kind, level, message))
@@ -281,7 +283,7 @@ class Coordinator:
                                                                     self.planner),
              l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server),
             (agent_pb2, "AgentService", self.agents, agent_pb2_grpc.add_AgentServiceServicer_to_server),
-            (sync_pb2, "SyncService", SyncService(SyncRegistry(self.store, self.sync_planner)),
+            (sync_pb2, "SyncService", SyncService(sync_registry),
              sync_pb2_grpc.add_SyncServiceServicer_to_server),
             (sync_pb2, "RegionAgentService", RegionAgentService(self.store, self.sync_planner, self.auth,
                                                                 self.views, self.opts.lease_ttl),

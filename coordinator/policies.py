@@ -12,13 +12,13 @@ import logging
 from typing import Any
 
 from isthmus.coordinator import registry as r
-from isthmus.coordinator.api import page
 from isthmus.coordinator.store import KV, Delete, Put, Store, absent, mod_is
 from isthmus.core import model as m
 from isthmus.core import topology as t
 from isthmus.core.edge import grpc_errors
 from isthmus.core.errors import Aborted, AlreadyExists, NotFound
 from isthmus.core.wire import network as wire
+from isthmus.core.wire import pieces
 from isthmus.core.wire import topology as twire
 from isthmus.v1 import topology_pb2 as tpb
 from isthmus.v1 import topology_pb2_grpc as tgrpc
@@ -137,7 +137,7 @@ class PolicyService(tgrpc.PolicyServiceServicer):
         self, request: tpb.ListPoliciesRequest, context: Any
     ) -> tpb.ListPoliciesResponse:
         policies, rev = await self.registry.list()
-        chunk, token = page(policies, lambda p: p.name, request.page_size, request.page_token,
+        chunk, token = pieces.page(policies, lambda p: p.name, request.page_size, request.page_token,
                             lambda p: twire.policy_to_pb(p).ByteSize())
         return tpb.ListPoliciesResponse(policies=[twire.policy_to_pb(p) for p in chunk], revision=rev,
                                         next_page_token=token)

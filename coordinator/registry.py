@@ -150,6 +150,9 @@ def decode_connection(kv: KV) -> m.Connection:
     return m.connection_from_json(json.loads(kv.value), kv.mod_revision)
 
 
+SiteGuard = Callable[[str, bool], Awaitable[tuple[list[Compare], list[Put | Delete]]]]
+
+
 @dataclasses.dataclass
 class Plan:
     """One attempt of a write: what it compared, what it writes, what it returns."""
@@ -199,6 +202,10 @@ class Registry:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Other parts that name sites (the multisite sync intents) decide whether a site may go: each guard takes
+        # (site, force) and raises FailedPrecondition naming what uses it, or gives the compares and writes that
+        # settle those uses in the same transaction as the delete.
+        self.site_guards: list[SiteGuard] = []
         self._request_lease = (0, 0.0)  # lease id, monotonic time granted
         self._lease_lock = asyncio.Lock()
 
@@ -229,7 +236,7 @@ class Registry:
                           "deleted since")
         return decode(current)
 
-    async def _commit(self, what: str, attempt: Callable[[], Awaitable[Plan]]) -> Any:
+    async def commit(self, what: str, attempt: Callable[[], Awaitable[Plan]]) -> Any:
         request = current_request()
         for _ in range(MAX_ATTEMPTS):
             if request is not None and (done := await self._replay(*request)) is not None:
@@ -318,7 +325,7 @@ class Registry:
                 ops.append(Put(site_refs(parent.name) + site.name, b""))
             return Plan(compares, ops, lambda rev: dataclasses.replace(site, version=rev))
 
-        return await self._commit(f"created site {site.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created site {site.name}", attempt)  # type: ignore[no-any-return]
 
     async def update_site(
         self,
@@ -346,9 +353,9 @@ class Registry:
                 lambda rev: dataclasses.replace(new, version=rev),
             )
 
-        return await self._commit(f"updated site {name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated site {name}", attempt)  # type: ignore[no-any-return]
 
-    async def delete_site(self, name: str, version: int = 0) -> int:
+    async def delete_site(self, name: str, version: int = 0, force: bool = False) -> int:
         async def attempt() -> Plan:
             current = await self.get_site(name)
             _check_version(version, current.version, f"site {name}")
@@ -364,7 +371,12 @@ class Registry:
             if cells:
                 names = ", ".join(kv.key.rsplit("/", 1)[1] for kv in cells[:10])
                 raise FailedPrecondition(f"site {name} is the parent of cells: {names}; delete them first")
+            guarded: list[Compare] = []
             ops: list[Put | Delete] = [Delete(site_key(name))]
+            for guard in self.site_guards:
+                compares, settle = await guard(name, force)
+                guarded += compares
+                ops += settle
             if current.parent:
                 ops.append(Delete(site_refs(current.parent) + name))
             # What the site's agent reported for the global views goes with it (a region that no longer
@@ -374,12 +386,12 @@ class Registry:
             ops += [Delete(last_status_key(name)), Delete(desired_key(name))]
             return Plan(
                 [mod_is(site_key(name), current.version), prefix_empty(f"{ENDPOINTS}{name}/"),
-                 prefix_empty(site_refs(name)), prefix_empty(device_names(name))],
+                 prefix_empty(site_refs(name)), prefix_empty(device_names(name)), *guarded],
                 ops,
                 lambda rev: rev,
             )
 
-        return await self._commit(f"deleted site {name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted site {name}", attempt)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ endpoints
 
@@ -414,7 +426,7 @@ class Registry:
                 lambda rev: dataclasses.replace(ep, version=rev),
             )
 
-        return await self._commit(f"created endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
 
     async def update_endpoint(self, ep: m.Endpoint, *, role_given: bool) -> m.Endpoint:
         """Replace address, asn, router_id and properties of ``ep.site/ep.name``."""
@@ -445,7 +457,7 @@ class Registry:
                 pass
             return Plan(compares, [Put(key, encode(new))], lambda rev: dataclasses.replace(new, version=rev))
 
-        return await self._commit(f"updated endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
 
     async def delete_endpoint(self, site: str, name: str, version: int = 0) -> int:
         async def attempt() -> Plan:
@@ -464,7 +476,7 @@ class Registry:
                 lambda rev: rev,
             )
 
-        return await self._commit(f"deleted endpoint {site}/{name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted endpoint {site}/{name}", attempt)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ connections
 
@@ -526,7 +538,7 @@ class Registry:
                 ops.append(Put(vni_key(vni), conn.name.encode()))
             return Plan(compares, ops, lambda rev: dataclasses.replace(final, version=rev))
 
-        return await self._commit(f"created connection {conn.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created connection {conn.name}", attempt)  # type: ignore[no-any-return]
 
     async def _take_over(self, conn: m.Connection, pair: KV) -> tuple[list[Compare], list[Put | Delete]]:
         """What replaces the topology policy's connection of ``conn``'s endpoint pair by the explicit ``conn``
@@ -580,7 +592,7 @@ class Registry:
                 ops += [Delete(vni_key(old_vni)), Put(vni_key(new_vni), conn.name.encode())]
             return Plan(compares, ops, lambda rev: dataclasses.replace(new, version=rev))
 
-        return await self._commit(f"updated connection {conn.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated connection {conn.name}", attempt)  # type: ignore[no-any-return]
 
     async def delete_connection(self, name: str, version: int = 0, owner: str = "") -> int:
         async def attempt() -> Plan:
@@ -597,4 +609,4 @@ class Registry:
                 ops.append(Delete(vni_key(current.vxlan.vni)))
             return Plan([mod_is(connection_key(name), current.version)], ops, lambda rev: rev)
 
-        return await self._commit(f"deleted connection {name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted connection {name}", attempt)  # type: ignore[no-any-return]

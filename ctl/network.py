@@ -148,7 +148,7 @@ def site_update(ctl: Ctl, args: Namespace) -> None:
 
 
 def site_delete(ctl: Ctl, args: Namespace) -> None:
-    request = api_pb2.DeleteSiteRequest(name=args.name, version=args.version or 0)
+    request = api_pb2.DeleteSiteRequest(name=args.name, version=args.version or 0, force=args.force)
     ctl.show_deleted(f"site {args.name}", ctl.sites().DeleteSite(request, timeout=ctl.timeout))
 
 
@@ -280,6 +280,8 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     add_version(p)
     p = cli.command(site, "site delete", "delete a site")
     p.add_argument("name", metavar="NAME", help="site name")
+    p.add_argument("--force", action="store_true", help="even though sync intents name it: it is taken out of "
+                   "their regions and waves; intents left with no region, or whose image source it is, are deleted")
     add_version(p)
 
     endpoint = cli.group(groups, "endpoint", "create, show, change and delete endpoints of sites")
