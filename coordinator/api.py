@@ -135,6 +135,8 @@ class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
 
     @grpc_errors
     async def CreateConnection(self, request: pb.Connection, context: Any) -> pb.Connection:  # noqa: N802
+        if request.policy:
+            raise InvalidArgument("is set by the coordinator on the connections a topology policy makes", "policy")
         conn = await self.registry.create_connection(wire.connection_from_pb(request))
         return wire.connection_to_pb(conn)
 

@@ -38,6 +38,7 @@ from isthmus.coordinator.events import (
     trimmer,
 )
 from isthmus.coordinator.events import record as record_event
+from isthmus.coordinator.expander import expand_policies
 from isthmus.coordinator.health import HealthService
 from isthmus.coordinator.leader import Membership, collect_garbage
 from isthmus.coordinator.logs import LogService
@@ -47,6 +48,7 @@ from isthmus.coordinator.multisite.sync_registry import SyncRegistry
 from isthmus.coordinator.multisite.views import GlobalViewService
 from isthmus.coordinator.multisite.views_planner import ViewsPlanner
 from isthmus.coordinator.planner import Planner
+from isthmus.coordinator.policies import PolicyService
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store
 from isthmus.coordinator.telemetry import CoordinatorMetrics
@@ -66,6 +68,8 @@ from isthmus.v1 import (
     logs_pb2_grpc,
     sync_pb2,
     sync_pb2_grpc,
+    topology_pb2,
+    topology_pb2_grpc,
     views_pb2,
     views_pb2_grpc,
 )
@@ -295,6 +299,8 @@ class Coordinator:
              logs_pb2_grpc.add_LogServiceServicer_to_server),
             (logs_pb2, "HealthService", HealthService(self.store, self.planner),
              logs_pb2_grpc.add_HealthServiceServicer_to_server),
+            (topology_pb2, "PolicyService", PolicyService(self.store),
+             topology_pb2_grpc.add_PolicyServiceServicer_to_server),
         ]
         for module, name, servicer, add in guarded:
             methods = [mth.name for mth in module.DESCRIPTOR.services_by_name[name].methods]
@@ -310,11 +316,13 @@ class Coordinator:
              views_pb2.DESCRIPTOR.services_by_name["GlobalViewService"].full_name,
              events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
              logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
-             logs_pb2.DESCRIPTOR.services_by_name["HealthService"].full_name]
+             logs_pb2.DESCRIPTOR.services_by_name["HealthService"].full_name,
+             topology_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name]
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.server.start()
         self.membership = Membership(self.store, self.opts.advertise or self.address, self.opts.lease_ttl,
                                      jobs=[("garbage-collection", 300.0, collect_garbage),
+                                           ("policy-expansion", 1.0, expand_policies),
                                            ("audit-trim", 600.0, trim_audit),
                                            ("event-trim", TRIM_EVERY, trimmer(self.opts.event_retention_s,
                                                                               self.opts.event_max_per_site))])

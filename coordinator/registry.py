@@ -167,6 +167,16 @@ def _check_version(given: int, stored: int, what: str) -> None:
         raise Aborted(f"{what} was changed (stored version {stored}, request version {given}); read it again")
 
 
+def _check_owner(current: m.Connection, owner: str) -> None:
+    """Refuse a hand edit of a topology policy's connection, and a policy's edit of any other connection."""
+    if current.policy == owner:
+        return
+    if current.policy:
+        raise FailedPrecondition(f"connection {current.name} belongs to topology policy {current.policy}: change "
+                                 "the policy, or create an explicit connection of the same endpoints, which wins")
+    raise FailedPrecondition(f"connection {current.name} was written by hand; policy {owner} cannot change it")
+
+
 def _check_vni_free(vni: int, name: str, owner: KV | None, segment: KV | None) -> None:
     """Refuse a VNI held by another connection (``owner``) or bound to a tenant network (``segment``)."""
     if owner is not None and owner.value.decode() != name:
@@ -511,11 +521,6 @@ class Registry:
                 final = dataclasses.replace(
                     conn, bgp=dataclasses.replace(conn.bgp, address_families=m.default_address_families(a.address))
                 )
-            if pair is not None:
-                raise AlreadyExists(
-                    f"{conn.type.upper()} connection {pair.value.decode()} already joins {conn.a} and {conn.b}",
-                    "b",
-                )
             compares = [absent(key), mod_is(endpoint_key(a.site, a.name), a.version),
                         mod_is(endpoint_key(b.site, b.name), b.version), absent(pair_key(conn))]
             ops: list[Put | Delete] = [
@@ -524,6 +529,9 @@ class Registry:
                 Put(endpoint_refs(conn.a) + conn.name, b""),
                 Put(endpoint_refs(conn.b) + conn.name, b""),
             ]
+            if pair is not None:
+                compares[-1:], replaced = await self._take_over(conn, pair)
+                ops += replaced
             if vni:
                 _check_vni_free(vni, conn.name, vni_owner, segment)
                 compares += [absent(vni_key(vni)), absent(segment_key(vni))]
@@ -532,18 +540,36 @@ class Registry:
 
         return await self.commit(f"created connection {conn.name}", attempt)  # type: ignore[no-any-return]
 
-    async def update_connection(self, conn: m.Connection, *, type_given: bool) -> m.Connection:
-        """Replace parameters, admin state and description; ends and type are fixed."""
+    async def _take_over(self, conn: m.Connection, pair: KV) -> tuple[list[Compare], list[Put | Delete]]:
+        """What replaces the topology policy's connection of ``conn``'s endpoint pair by the explicit ``conn``
+        (an explicit connection wins over a policy's); AlreadyExists when the pair's holder is not a policy's."""
+        holder_kv = await self.store.get(connection_key(pair.value.decode()))
+        holder = decode_connection(holder_kv) if holder_kv is not None else None
+        if holder is None or not holder.policy or conn.policy:
+            raise AlreadyExists(
+                f"{conn.type.upper()} connection {pair.value.decode()} already joins {conn.a} and {conn.b}", "b")
+        log.info("explicit connection %s replaces %s of topology policy %s", conn.name, holder.name, holder.policy)
+        ops: list[Put | Delete] = [Delete(connection_key(holder.name)), Delete(endpoint_refs(holder.a) + holder.name),
+                                   Delete(endpoint_refs(holder.b) + holder.name)]
+        if holder.vxlan is not None:
+            ops.append(Delete(vni_key(holder.vxlan.vni)))
+        return [mod_is(pair.key, pair.mod_revision), mod_is(connection_key(holder.name), holder.version)], ops
+
+    async def update_connection(self, conn: m.Connection, *, type_given: bool, owner: str = "") -> m.Connection:
+        """Replace parameters, admin state and description; ends and type are fixed. ``owner``: the topology
+        policy writing (a policy's connection changes only through it, an explicit one never through one)."""
 
         async def attempt() -> Plan:
             current = await self.get_connection(conn.name)
             _check_version(conn.version, current.version, f"connection {conn.name}")
+            _check_owner(current, owner)
             if type_given and conn.type != current.type:
                 raise InvalidArgument(f"is fixed at creation ({current.type}); delete and re-create", "type")
             for label, given, stored in (("a", conn.a, current.a), ("b", conn.b, current.b)):
                 if (given.site or given.name) and given != stored:
                     raise InvalidArgument(f"is fixed at creation ({stored}); delete and re-create", label)
-            new = dataclasses.replace(conn, a=current.a, b=current.b, type=current.type, version=0)
+            new = dataclasses.replace(conn, a=current.a, b=current.b, type=current.type, policy=current.policy,
+                                      version=0)
             if new.type == m.ConnectionType.BGP and new.bgp is None:
                 new = dataclasses.replace(new, bgp=current.bgp)
             if new.type == m.ConnectionType.VXLAN and new.vxlan is None:
@@ -568,10 +594,11 @@ class Registry:
 
         return await self.commit(f"updated connection {conn.name}", attempt)  # type: ignore[no-any-return]
 
-    async def delete_connection(self, name: str, version: int = 0) -> int:
+    async def delete_connection(self, name: str, version: int = 0, owner: str = "") -> int:
         async def attempt() -> Plan:
             current = await self.get_connection(name)
             _check_version(version, current.version, f"connection {name}")
+            _check_owner(current, owner)
             ops: list[Put | Delete] = [
                 Delete(connection_key(name)),
                 Delete(pair_key(current)),

@@ -173,6 +173,9 @@ def test_every_parsed_command_has_a_handler() -> None:
         "routing-domain create": ["d", "--network", "one:n"], "routing-domain update": ["d"],
         "routing-domain show": ["d"], "routing-domain delete": ["d"],
         "logs": ["--site", "s"],
+        "policy create": ["p", "--kind", "full-mesh", "--endpoint", "gw", "--site", "a"],
+        "policy show": ["p"], "policy delete": ["p"],
+        "apply": ["-f", "x.yaml"], "diff": ["-f", "x.yaml"], "plan": ["-f", "x.yaml"],
     }
     for command in ctl.COMMANDS:
         assert ctl.parse_args([*command.split(), *examples.get(command, [])]).command == command

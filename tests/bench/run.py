@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from . import addresses, api_writes, convergence, fanout, footprint, mesh, storm
+from . import addresses, api_writes, convergence, fanout, footprint, mesh, policy, storm
 from .cluster import default_coordinator_args
 from .context import Context, Sizes
 from .figures import ScenarioResult, code_version, machine
@@ -46,6 +46,7 @@ SCENARIOS: dict[str, Scenario] = {
     storm.NAME: storm.run,
     footprint.NAME: footprint.run,
     addresses.NAME: addresses.run,
+    policy.NAME: policy.run,
 }
 ALIASES = {"api": api_writes.NAME, "fan-out": fanout.NAME, "reconnect": storm.NAME, "full-mesh": mesh.NAME,
            "addresses": addresses.NAME}
@@ -64,7 +65,8 @@ HOW = [
     "Default sizes: API 64 clients x 1280 creates of each kind x 5 runs; convergence at 10, 100 and 1000 sites, 100 "
     "trials each; fan-out 1000 sites, 5 changes; full mesh 100 sites (4,950 connections); reconnect storm 1000 "
     "sessions; agent footprint 100 peerings over 60 s; address index 100,000 ports over 10 regions (in the load "
-    "process, no etcd or coordinator), 2,000 lookups of each kind. The 200-site mesh (19,900 connections) does not "
+    "process, no etcd or coordinator), 2,000 lookups of each kind; policy expansion 500 sites (997 connections "
+    "from one apply). The 200-site mesh (19,900 connections) does not "
     "fit into the 10 minutes here: it progressed at about 50 connections/s and slowing (more than 6 minutes on its "
     "own), and the agents' status write-backs grow etcd's database towards its default 2 GB quota (see the mesh "
     "section); `--mesh-sites 200` runs it.",
@@ -95,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--address-ports", type=int, default=0, help="VM ports in the address index (default 100000)")
     p.add_argument("--address-regions", type=int, default=0, help="regions of the address index (default 10)")
     p.add_argument("--address-queries", type=int, default=0, help="address lookups of each kind (default 2000)")
+    p.add_argument("--policy-sites", type=int, default=0,
+                   help="sites of the hub-and-spoke policy one apply creates (default 500)")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="where performance.md and performance.json go (default: docs/ when every scenario runs, "
                    "else the working directory)")
@@ -135,11 +139,13 @@ def sizes_from(a: argparse.Namespace) -> Sizes:
     if a.convergence_sizes:
         s.convergence_sizes = sorted({int(x) for x in a.convergence_sizes.split(",") if x.strip()})
     for attr in ("trials", "api_clients", "api_ops", "runs", "fanout_trials", "mesh_sites", "footprint_seconds",
-                 "footprint_peerings", "address_ports", "address_regions", "address_queries"):
+                 "footprint_peerings", "address_ports", "address_regions", "address_queries", "policy_sites"):
         if getattr(a, attr):
             setattr(s, attr, getattr(a, attr))
     if min(s.convergence_sizes) < 2 or s.fanout_sites < 1 or s.storm_sites < 1 or s.mesh_sites < 2:
         raise SystemExit("sizes: convergence needs at least 2 sites, the mesh 2, fan-out and storm 1")
+    if s.policy_sites < 3:
+        raise SystemExit("sizes: the policy's hub-and-spoke needs at least 3 sites (two hubs and a spoke)")
     if min(s.address_ports, s.address_regions, s.address_queries) < 1:
         raise SystemExit("sizes: the address index needs at least 1 port, 1 region and 1 query")
     return s
