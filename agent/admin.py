@@ -24,11 +24,12 @@ from isthmus.agent.link import CoordinatorLink
 from isthmus.agent.reconciler import Reconciler
 from isthmus.core import model as m
 from isthmus.core.edge import grpc_errors
-from isthmus.core.errors import InvalidArgument
+from isthmus.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from isthmus.core.wire import network as wire
 from isthmus.core.wire import pieces
 from isthmus.v1 import admin_pb2 as adm
 from isthmus.v1 import admin_pb2_grpc
+from isthmus.v1 import logs_pb2 as lpb
 from isthmus.v1 import types_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,31 @@ class AgentAdmin(admin_pb2_grpc.AgentAdminServicer):
             raise InvalidArgument("must be 0 (all) or positive", "limit")
         entries = self.reconciler.journal.last(request.limit)
         return adm.JournalResponse(entries=[wire.journal_to_pb(e) for e in entries])
+
+    # ------------------------------------------------------------ the host's logs and the region's health
+
+    @grpc_errors
+    async def ReadLogs(self, request: lpb.LogQuery, context: object) -> lpb.LogPage:  # noqa: N802
+        book = self.link.remote.logs
+        if book is None:
+            raise FailedPrecondition("this agent has no log sources (isthmus-agent --log-file, --log-unit)")
+        return await asyncio.to_thread(book.read, request)
+
+    @grpc_errors
+    async def ListLogSources(  # noqa: N802
+        self, request: lpb.ListLogSourcesRequest, context: object
+    ) -> lpb.ListLogSourcesResponse:
+        book = self.link.remote.logs
+        return book.list_sources() if book is not None else lpb.ListLogSourcesResponse(site=self.site)
+
+    @grpc_errors
+    async def GetHealth(self, request: lpb.GetHealthRequest, context: object) -> lpb.HealthReport:  # noqa: N802
+        health = self.link.remote.health
+        if health is None:
+            raise FailedPrecondition("this agent checks no region's health (it runs without --os-cloud)")
+        if health.report is None:
+            raise Unavailable("the region's health has not been checked yet")
+        return health.report
 
 
 def _describe(what: str, o: m.Override) -> str:

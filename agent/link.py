@@ -23,6 +23,7 @@ import grpc
 import grpc.aio
 
 import isthmus
+from isthmus.agent import remote
 from isthmus.agent.reconciler import Reconciler
 from isthmus.agent.state import DesiredState, StateFile
 from isthmus.core import model as m
@@ -105,7 +106,9 @@ class CoordinatorLink:
         self._synced = False
         self.link_down_since_ms = int(time.time() * 1000)
         self._last_logged = ("", 0.0)
+        self._outbox: asyncio.Queue[apb.AgentMessage] = asyncio.Queue()
         self._journal_after: int | None = None  # this stream: the journal seq reported up to (None: not asked yet)
+        self.remote = remote.Remote(site)  # log pages asked for by the coordinator, the region's health
 
     async def run(self) -> None:
         attempt = 0
@@ -151,6 +154,7 @@ class CoordinatorLink:
         channel = open_channel(address, self.tls)
         held = self.reconciler.desired
         outbox: asyncio.Queue[apb.AgentMessage] = asyncio.Queue()
+        self._outbox = outbox
         outbox.put_nowait(apb.AgentMessage(hello=apb.Hello(
             site=self.site,
             agent_version=isthmus.__version__,
@@ -196,11 +200,13 @@ class CoordinatorLink:
                         self.reconciler.note("link", f"connected to coordinator {address} "
                                              f"(desired rev {self.reconciler.desired.revision})")
                         tasks += [asyncio.create_task(self._send_reports(outbox), name="reports"),
-                                  asyncio.create_task(self._send_local(outbox), name="local-reports")]
+                                  asyncio.create_task(self._send_local(outbox), name="local-reports"),
+                                  asyncio.create_task(self.remote.send_health(outbox), name="health")]
             finally:
                 call.cancel()  # first: a write blocked on the dead stream returns at once
                 for t in tasks:
                     t.cancel()
+                self.remote.cancel()
                 await asyncio.wait(tasks, timeout=2)
                 if synced:
                     self.link_down_since_ms = int(time.time() * 1000)
@@ -228,6 +234,9 @@ class CoordinatorLink:
                 peerings[p.connection] = wire.peering_from_pb(p)
         elif kind == "events_from":
             self._events_from(msg.events_from.seq)
+            return
+        elif kind == "log_request":
+            self.remote.answer(msg.log_request, self._outbox)
             return
         else:
             return

@@ -7,6 +7,7 @@ import asyncio
 import grp
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -15,8 +16,10 @@ import isthmus
 from isthmus.agent.admin import AdminSocket, AgentAdmin
 from isthmus.agent.journal import Journal
 from isthmus.agent.link import CoordinatorLink, TlsFiles
+from isthmus.agent.logs import LogBook, Source
 from isthmus.agent.overrides import Overrides
 from isthmus.agent.reconciler import Reconciler
+from isthmus.agent.redact import Redactor
 from isthmus.agent.state import StateError, StateFile
 from isthmus.agent.telemetry import AgentMetrics
 from isthmus.core import model as m
@@ -83,6 +86,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "global address view (default 30)")
     g.add_argument("--capacity-interval", type=float, default=60.0,
                    help="seconds between capacity reads (default 60)")
+    g.add_argument("--health-interval", type=float, default=30.0,
+                   help="seconds between checks of the region's endpoints, compute services and network agents "
+                   "(default 30)")
+    g = p.add_argument_group("logs of this host's OpenStack services, read on demand (isthmusctl logs)")
+    g.add_argument("--log-file", action="append", default=[], metavar="SERVICE=PATH",
+                   help="a log file the operators may read as SERVICE, e.g. "
+                   "neutron-server=/var/log/neutron/neutron-server.log (repeatable)")
+    g.add_argument("--log-unit", action="append", default=[], metavar="SERVICE=UNIT",
+                   help="a systemd unit whose journal the operators may read as SERVICE, e.g. "
+                   "nova-api=nova-api.service (repeatable; read with journalctl -o json)")
+    g.add_argument("--redact", action="append", default=[], metavar="REGEX",
+                   help="mask what this pattern matches in every line before it leaves the host, besides the "
+                   "passwords, tokens and keys oslo.log masks (repeatable)")
     p.add_argument("--metrics-listen", default=os.environ.get("ISTHMUS_METRICS_LISTEN", ""), metavar="HOST:PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9101; default: off)")
     p.add_argument("--log-level", default=os.environ.get("ISTHMUS_LOG_LEVEL", "info"),
@@ -120,6 +136,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(a.sync_interval, a.inventory_interval, a.usage_interval, a.address_interval, a.capacity_interval) <= 0 \
             or a.sync_workers < 1:
         p.error("the --*-interval options must be positive, --sync-workers at least 1")
+    a.log_sources = log_sources(p, a.log_file, a.log_unit)
+    for pattern in a.redact:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            p.error(f"--redact {pattern!r}: {exc}")
+    if a.health_interval <= 0:
+        p.error("--health-interval must be positive")
     if a.os_config and not Path(a.os_config).is_file():
         p.error(f"--os-config {a.os_config}: no such file")
     if a.metrics_listen:
@@ -130,6 +154,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.reconcile_interval <= 0 or a.heartbeat <= 0:
         p.error("--reconcile-interval and --heartbeat must be positive")
     return a
+
+
+def log_sources(p: argparse.ArgumentParser, files: list[str], units: list[str]) -> list[Source]:
+    out: list[Source] = []
+    for flag, kind, values in (("--log-file", "file", files), ("--log-unit", "journald", units)):
+        for opt in values:
+            name, sep, where = opt.partition("=")
+            if not sep or not name or not where:
+                p.error(f"{flag} {opt!r}: expected SERVICE={'PATH' if kind == 'file' else 'UNIT'}")
+            if any(s.service == name for s in out):
+                p.error(f"{flag} {opt!r}: the log source {name} is given twice")
+            out.append(Source(name, kind, where))
+    return out
 
 
 def make_drivers(args: argparse.Namespace) -> list[drivers.Driver]:
@@ -160,6 +197,8 @@ async def run(args: argparse.Namespace) -> int:
     await reconciler.reconcile_once()
     link = CoordinatorLink(args.site, args.coordinators, reconciler, state_file, ",".join(args.drivers),
                            TlsFiles(args.tls_ca, args.tls_cert, args.tls_key), heartbeat=args.heartbeat)
+    if args.log_sources:
+        link.remote.logs = LogBook(args.site, args.log_sources, Redactor(args.redact))
     admin = AgentAdmin(args.site, reconciler, link, ",".join(args.drivers), isthmus.__version__)
     admin_socket = AdminSocket(Path(args.admin_socket), Path(args.state_dir) / "admin-grpc.sock", args.admin_group)
     try:
@@ -191,6 +230,13 @@ async def run(args: argparse.Namespace) -> int:
             return 2
         admin.sync = worker
         tasks.append(asyncio.create_task(worker.run(), name="sync"))
+        from isthmus.agent.multisite.health import RegionHealth
+
+        views = worker.views
+        link.remote.health = RegionHealth(args.site, args.os_cloud, args.os_region or args.site, args.os_config,
+                                          args.health_interval, note=reconciler.note,
+                                          capacity=lambda: getattr(views, "_capacity", None))
+        tasks.append(asyncio.create_task(link.remote.health.run(), name="health"))
     metrics = None
     if args.metrics_listen:
         telemetry = AgentMetrics(args.site, reconciler, link, worker)

@@ -22,7 +22,7 @@ def _address(kind: str, item: Mapping[str, Any], network: str, *, ips: Iterable[
     """One record of list_addresses: ``item``'s id and project, and the rest as given."""
     return {"kind": kind, "id": field_text(item, "id"), "project": field_text(item, "project_id"),
             "network": network, "ips": [str(ip) for ip in ips if ip], "mac": mac.lower(), "cidr": cidr,
-            "device": device, "name": name}
+            "device": device, "name": name, "network_name": ""}
 
 
 def list_addresses(conn: Connection, *, page_size: int = NEUTRON_PAGE_SIZE) -> list[dict[str, Any]]:
@@ -30,7 +30,7 @@ def list_addresses(conn: Connection, *, page_size: int = NEUTRON_PAGE_SIZE) -> l
     records coordinator/addresses.py ``check_record`` takes once given a region.
 
     Each record has kind ("port" | "floating_ip" | "router_gateway" | "subnet"), id, project, network, ips,
-    mac, cidr, device and name ("" or [] where they do not apply):
+    mac, cidr, device, name and network_name (the network's name; "" or [] where they do not apply):
       port            ips: its fixed IPs; mac in lower case; device: its device_owner, or its device_id
       floating_ip     ips: [floating_ip_address]; network: floating_network_id; device: its port_id or ""
       router_gateway  id: the router's; network and ips: external_gateway_info's network_id and external
@@ -67,4 +67,9 @@ def list_addresses(conn: Connection, *, page_size: int = NEUTRON_PAGE_SIZE) -> l
         for subnet in list_items(conn, "subnets", _SUBNET_FIELDS, page_size):
             records.append(_address("subnet", subnet, field_text(subnet, "network_id"),
                                     cidr=field_text(subnet, "cidr"), name=field_text(subnet, "name")))
+        # Names for people: tables show them where the ids are 36 characters each.
+        names = {field_text(n, "id"): field_text(n, "name") for n in list_items(conn, "networks", ("name",),
+                                                                                 page_size)}
+        for record in records:
+            record["network_name"] = names.get(record["network"], "")
     return records

@@ -298,7 +298,8 @@ def _copy(source: Connection, target: Connection, src: ImageInfo, body: dict[str
     took = time.monotonic() - started
     log.info("%s: copied image %s (%s) of %s into %s: %d bytes in %.1f s", to_region, src.name, src.id, from_region,
              new_id, src.size, took)
-    return Outcome(IN_SYNC, "; ".join([*notes, f"copied {src.size} bytes in {took:.1f} s"]), new_id, True)
+    return Outcome(IN_SYNC, "; ".join([*notes, f"copied {src.size} bytes in {took:.1f} s"]), new_id, True,
+                   changed=True)
 
 
 def _describe_error(exc: BaseException) -> str:

@@ -107,7 +107,7 @@ def ensure_keypair(conn: Connection, name: str, public_key: str, user_id: str, *
             current = _find_keypair(conn, name, user_id)
             if current is None:
                 if _create_keypair(conn, name, public_key, user_id):
-                    return Outcome(IN_SYNC, "created", name, True)
+                    return Outcome(IN_SYNC, "created", name, True, changed=True)
                 continue
             have = str(current.public_key or "")
             if _same_key(have, public_key):
@@ -119,8 +119,19 @@ def ensure_keypair(conn: Connection, name: str, public_key: str, user_id: str, *
             conn.compute.delete_keypair(name, ignore_missing=True, user_id=user_id or None)
             log.info("%s: deleted %s (fingerprint %s) to give it key %s", region_name(conn), what, have_fp, want)
             if _create_keypair(conn, name, public_key, user_id):
-                return Outcome(IN_SYNC, f"re-created with the new key (had fingerprint {have_fp})", name, True)
+                return Outcome(IN_SYNC, f"re-created with the new key (had fingerprint {have_fp})", name, True,
+                               changed=True)
     raise CloudError(f"{region_name(conn)}: {what}: created and deleted by someone else while isthmus made it")
+
+
+def read_keypair(conn: Connection, name: str, user_id: str) -> str | None:
+    """The public key of keypair ``name`` of ``user_id`` ("": the connection's user), None when there is none
+    (the source of an intent that follows another region's keypair). Raises CloudError or SpecError (see
+    ensure_keypair)."""
+    with calls(conn, _keypair_where(name, user_id)):
+        _check_keypair_user(conn, user_id)
+        current = _find_keypair(conn, name, user_id)
+    return None if current is None else str(current.public_key or "")
 
 
 def remove_keypair(conn: Connection, name: str, user_id: str, public_key: str) -> bool:

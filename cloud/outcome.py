@@ -16,3 +16,4 @@ class Outcome:
     detail: str  # a sentence for people: "created", "in sync", why it conflicts, ...
     target_id: str  # the resource's id in this region (a keypair's name); "" when there is none
     created: bool  # isthmus created (or re-created) it: it is isthmus's to delete later
+    changed: bool = False  # this call changed the region (created, re-created, repaired, copied): an event

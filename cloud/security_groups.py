@@ -222,7 +222,7 @@ def ensure_security_group(conn: Connection, intent: str, spec: GroupSpec, *, rep
             done.append(f"{_plural(added, 'rule')} added, {removed} removed")
         elif added or removed:
             done.append(f"{_plural(added or removed, 'rule')} {'added' if added else 'removed'}")
-    return Outcome(IN_SYNC, "; ".join(done) if done else "in sync", str(group.id), created)
+    return Outcome(IN_SYNC, "; ".join(done) if done else "in sync", str(group.id), created, changed=bool(done))
 
 
 def _sync_rules(conn: Connection, spec: GroupSpec, group_id: str, project: str) -> tuple[int, int]:
@@ -282,6 +282,34 @@ def _sync_rules(conn: Connection, spec: GroupSpec, group_id: str, project: str) 
         log.info("%s: security group %s (%s): rules added %d, removed %d", region_name(conn), spec.name, group_id,
                  added, len(extra))
     return added, len(extra)
+
+
+def read_security_group(conn: Connection, name: str, project_id: str) -> tuple[str, tuple[RuleSpec, ...]] | None:
+    """The description and rules of the oldest group ``name`` of project ``project_id`` ("": the connection's),
+    None when there is none (the source of an intent that follows another region's group). A rule's remote group
+    becomes that group's name (the group itself: ``name``); rules on a remote address group are left out (an
+    address group is not synced). Raises CloudError when Neutron fails or cannot be reached."""
+    net = conn.network
+    with calls(conn, f"security group {name}"):
+        project = project_id or conn.current_project_id or ""
+        groups = sorted(net.security_groups(project_id=project, name=name), key=_age)
+        if not groups:
+            return None
+        group = groups[0]
+        names = {str(group.id): name}
+        rules = []
+        for rule in net.get_security_group(group.id).security_group_rules or []:
+            if rule.get("remote_address_group_id"):
+                continue
+            remote = str(rule.get("remote_group_id") or "")
+            if remote and remote not in names:
+                names[remote] = str(net.get_security_group(remote).name)
+            rules.append(RuleSpec(
+                direction=str(rule.get("direction") or "ingress"), ethertype=str(rule.get("ethertype") or "IPv4"),
+                protocol=str(rule.get("protocol") or ""), port_range_min=rule.get("port_range_min"),
+                port_range_max=rule.get("port_range_max"), remote_ip_prefix=str(rule.get("remote_ip_prefix") or ""),
+                remote_group=names[remote] if remote else "", description=str(rule.get("description") or "")))
+    return str(group.description or ""), tuple(sorted(set(rules), key=repr))
 
 
 def _describe_rule(rule: RuleSpec) -> str:

@@ -39,6 +39,7 @@ from prometheus_client import Histogram
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.auth import Auth, Principal, check_agent
 from isthmus.coordinator.events import EventWriter
+from isthmus.coordinator.health import HealthBook
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
 from isthmus.core import model as m
@@ -287,6 +288,39 @@ class AgentSession:
         self.journal_limit = hello.journal_limit
         self.takes_pieces = hello.pieces
         self.ending = asyncio.Event()  # set when one of the stream's other tasks ends: ``updates`` returns
+        self.side: asyncio.Queue[apb.CoordinatorMessage] = asyncio.Queue()  # log requests, between whole updates
+        self.asked: dict[int, asyncio.Future[apb.LogAnswer]] = {}
+        self._asks = 0
+        self.log_streams = 0  # LogService.ReadLogs streams reading from this agent now
+
+    async def ask(self, request: apb.LogRequest, timeout: float) -> apb.LogAnswer:
+        """Send a log request to the agent and wait for its answer (Unavailable when none comes in time)."""
+        self._asks += 1
+        request.id = self._asks
+        answer: asyncio.Future[apb.LogAnswer] = asyncio.get_running_loop().create_future()
+        self.asked[request.id] = answer
+        self.side.put_nowait(apb.CoordinatorMessage(log_request=request))
+        try:
+            return await asyncio.wait_for(answer, timeout)
+        except TimeoutError:
+            raise Unavailable(f"site {self.site}: its agent did not answer within {timeout:g}s (an agent older than "
+                              "this coordinator does not read logs)") from None
+        finally:
+            self.asked.pop(request.id, None)
+
+    async def _side_or_change(self, changed: asyncio.Event) -> apb.CoordinatorMessage | None:
+        """A log request to send, or None once the site's desired peerings changed."""
+        if not self.side.empty():
+            return self.side.get_nowait()
+        getter = asyncio.ensure_future(self.side.get())
+        waiter = asyncio.ensure_future(changed.wait())
+        try:
+            await asyncio.wait([getter, waiter], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not getter.done():
+                getter.cancel()
+        return getter.result() if getter.done() and not getter.cancelled() else None
 
     @property
     def store(self) -> Store:
@@ -320,6 +354,9 @@ class AgentSession:
         end the presence. Best effort: when etcd cannot be written, the lease expires on its own."""
         self.closed = True
         self.service.lease_keeper.remove(self)
+        for answer in self.asked.values():
+            if not answer.done():
+                answer.set_exception(Unavailable(f"site {self.site}: its agent disconnected"))
         with contextlib.suppress(IsthmusError):
             await self.store.txn([mod_is(r.status_key(self.site), self._written_rev)],
                                  [Put(r.last_status_key(self.site), self.record.last_report(now_ms()))])
@@ -362,6 +399,12 @@ class AgentSession:
             self.mark_dirty()
         elif kind == "heartbeat":
             pass
+        elif kind == "log_answer":
+            answer = self.asked.get(msg.log_answer.id)
+            if answer is not None and not answer.done():
+                answer.set_result(msg.log_answer)
+        elif kind == "health":
+            self.service.health.take(self.site, msg.health)
         else:
             log.warning("site %s sent an unexpected %s message; ignored", self.site, kind)
 
@@ -441,7 +484,10 @@ class AgentSession:
         yield apb.CoordinatorMessage(events_from=apb.EventsFrom(seq=cursor))
         base = first.snapshot.revision if first.HasField("snapshot") else first.delta.revision
         while True:
-            await changed.wait()
+            while not changed.is_set():
+                side = await self._side_or_change(changed)
+                if side is not None:
+                    yield side
             if self.ending.is_set():
                 return  # leaving the change event set: a new session of the site may be waiting on it
             woke = time.monotonic()
@@ -481,6 +527,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self.status_writer = StatusWriter(store)
         self.events = EventWriter(store)
         self.lease_keeper = LeaseKeeper(store, lease_ttl)
+        self.health = HealthBook(store)
         self._closing = asyncio.Event()
         self._finishing: set[asyncio.Task[None]] = set()
 
@@ -584,5 +631,6 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.sessions.get(session.site) is session:
             del self.sessions[session.site]
+            self.health.forget(session.site)
         await session.release()
         log.info("agent for site %s disconnected (%s)", session.site, reason)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -13,7 +14,7 @@ import grpc.aio
 from isthmus.coordinator import answers
 from isthmus.coordinator import registry as r
 from isthmus.coordinator.agents import JOURNAL_KEPT, AgentStatusRecord
-from isthmus.coordinator.auth import list_audit
+from isthmus.coordinator.auth import AUDIT, list_audit
 from isthmus.coordinator.border import BorderRegistry
 from isthmus.coordinator.events import READ_PARALLEL, EventFilter, EventWriter, list_events
 from isthmus.coordinator.leader import list_coordinators
@@ -35,31 +36,23 @@ from isthmus.v1 import types_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-MAX_PAGE = 1000
 LAST_STATUS_READ = 100  # keys per read of last reports (etcd allows 128 operations per transaction)
 
-T = TypeVar("T")
+
+def _size(message: Any) -> int:
+    return int(message.ByteSize())
 
 
-def page(items: list[T], key: Callable[[T], str], size: int, token: str,
-         size_of: Callable[[T], int] | None = None) -> tuple[list[T], str]:
-    """One page of ``items`` in key order after ``token``; the token of the next page ("" when none).
-
-    With ``size_of`` (an item's encoded size), the page also ends before ``PAGE_BYTES`` of items (it
-    always holds one), so that no answer passes the message limit, however large its items are.
-    """
-    if size < 0 or size > MAX_PAGE:
-        raise InvalidArgument(f"{size} is out of range 0..{MAX_PAGE} (0: {MAX_PAGE})", "page_size")
-    size = size or MAX_PAGE
-    after = pieces.token_key(token)
-    ordered = sorted(items, key=key)
-    rest = [i for i in ordered if key(i) > after] if after else ordered
-    chunk = rest[:size]
-    more = len(rest) > size
-    if size_of is not None and chunk:
-        chunk, cut = pieces.fit(chunk, size_of, pieces.PAGE_BYTES)
-        more = more or cut
-    return chunk, pieces.page_token(key(chunk[-1])) if more and chunk else ""
+def _audit_token(token: str, limit: int) -> tuple[int, str]:
+    """The number of events still due and the key to read below that a ListAuditEvents token holds."""
+    try:
+        data = json.loads(pieces.token_key(token))
+        left, before = int(data["left"]), data["before"]
+        if not (isinstance(before, str) and before.startswith(AUDIT) and 0 < left <= limit):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("is not a token from a previous answer with the same limit", "page_token") from None
+    return left, before
 
 
 class SiteService(api_pb2_grpc.SiteServiceServicer):
@@ -77,7 +70,7 @@ class SiteService(api_pb2_grpc.SiteServiceServicer):
     @grpc_errors
     async def ListSites(self, request: api.ListSitesRequest, context: Any) -> api.ListSitesResponse:  # noqa: N802
         sites, rev = await self.registry.list_sites()
-        chunk, token = page(sites, lambda x: x.name, request.page_size, request.page_token,
+        chunk, token = pieces.page(sites, lambda x: x.name, request.page_size, request.page_token,
                             lambda x: wire.site_to_pb(x).ByteSize())
         return api.ListSitesResponse(sites=[wire.site_to_pb(s) for s in chunk], revision=rev, next_page_token=token)
 
@@ -96,7 +89,8 @@ class SiteService(api_pb2_grpc.SiteServiceServicer):
 
     @grpc_errors
     async def DeleteSite(self, request: api.DeleteSiteRequest, context: Any) -> api.DeleteResponse:  # noqa: N802
-        return api.DeleteResponse(revision=await self.registry.delete_site(request.name, request.version))
+        return api.DeleteResponse(revision=await self.registry.delete_site(request.name, request.version,
+                                                                            request.force))
 
 
 class EndpointService(api_pb2_grpc.EndpointServiceServicer):
@@ -116,7 +110,7 @@ class EndpointService(api_pb2_grpc.EndpointServiceServicer):
         self, request: api.ListEndpointsRequest, context: Any
     ) -> api.ListEndpointsResponse:
         eps, rev = await self.registry.list_endpoints(request.site)
-        chunk, token = page(eps, lambda e: f"{e.site}/{e.name}", request.page_size, request.page_token,
+        chunk, token = pieces.page(eps, lambda e: f"{e.site}/{e.name}", request.page_size, request.page_token,
                             lambda e: wire.endpoint_to_pb(e).ByteSize())
         return api.ListEndpointsResponse(endpoints=[wire.endpoint_to_pb(e) for e in chunk], revision=rev,
                                          next_page_token=token)
@@ -142,6 +136,8 @@ class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
 
     @grpc_errors
     async def CreateConnection(self, request: pb.Connection, context: Any) -> pb.Connection:  # noqa: N802
+        if request.policy:
+            raise InvalidArgument("is set by the coordinator on the connections a topology policy makes", "policy")
         conn = await self.registry.create_connection(wire.connection_from_pb(request))
         return wire.connection_to_pb(conn)
 
@@ -154,7 +150,7 @@ class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
         self, request: api.ListConnectionsRequest, context: Any
     ) -> api.ListConnectionsResponse:
         conns, rev = await self.registry.list_connections(request.site)
-        chunk, token = page(conns, lambda c: c.name, request.page_size, request.page_token,
+        chunk, token = pieces.page(conns, lambda c: c.name, request.page_size, request.page_token,
                             lambda c: wire.connection_to_pb(c).ByteSize())
         return api.ListConnectionsResponse(connections=[wire.connection_to_pb(c) for c in chunk], revision=rev,
                                            next_page_token=token)
@@ -278,7 +274,7 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
     ) -> api.ListSiteStatusResponse:
         kvs, rev = await self.store.get_prefix(r.STATUS)
         records = {kv.key[len(r.STATUS):]: AgentStatusRecord.decode(kv.value) for kv in kvs}
-        names, token = page(sorted(set(self.planner.sites) | set(records)), lambda n: n, request.page_size,
+        names, token = pieces.page(sorted(set(self.planner.sites) | set(records)), lambda n: n, request.page_size,
                             request.page_token)
         # The last reports of this page's disconnected sites (their live records are above).
         cut_off = [n for n in names if n not in records]
@@ -308,8 +304,17 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
     ) -> api.ListAuditEventsResponse:
         if not 0 <= request.limit <= 10_000:
             raise InvalidArgument(f"{request.limit} is out of range 0..10000", "limit")
-        events = await list_audit(self.store, request.limit or 100)
-        return api.ListAuditEventsResponse(events=[api.AuditEvent(**e) for e in events])
+        limit, before = request.limit or 100, ""
+        if request.page_token:
+            limit, before = _audit_token(request.page_token, limit)
+        found = await list_audit(self.store, limit, before)
+        # The newest events that fit in one answer; the older ones still due go to the next page.
+        taken, cut = pieces.fit(reversed([api.AuditEvent(**e) for _, e in found]), _size, pieces.PAGE_BYTES)
+        token = ""
+        if cut:
+            oldest_key = found[len(found) - len(taken)][0]
+            token = pieces.page_token(json.dumps({"before": oldest_key, "left": limit - len(taken)}))
+        return api.ListAuditEventsResponse(events=taken[::-1], next_page_token=token)
 
     def _event(self, kind: str, e: Event, revision: int) -> api.WatchEvent | None:
         """The API event for one etcd event; a delete carries the object as it was before."""
@@ -391,8 +396,9 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
     async def ListGatewayDevices(  # noqa: N802
         self, request: l2pb.ListGatewayDevicesRequest, context: Any
     ) -> l2pb.ListGatewayDevicesResponse:
-        devices = await self.registry.list_devices(request.site)
-        return l2pb.ListGatewayDevicesResponse(devices=[border_wire.device_to_pb(d) for d in devices])
+        devices = [border_wire.device_to_pb(d) for d in await self.registry.list_devices(request.site)]
+        chunk, token = pieces.page(devices, lambda d: d.id, request.page_size, request.page_token, _size)
+        return l2pb.ListGatewayDevicesResponse(devices=chunk, next_page_token=token)
 
     @grpc_errors
     async def UpdateGatewayDevice(self, request: l2pb.GatewayDevice, context: Any) -> l2pb.GatewayDevice:  # noqa: N802
@@ -420,8 +426,9 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
     async def ListL2Gateways(  # noqa: N802
         self, request: l2pb.ListL2GatewaysRequest, context: Any
     ) -> l2pb.ListL2GatewaysResponse:
-        gateways = await self.registry.list_gateways(request.project_id)
-        return l2pb.ListL2GatewaysResponse(l2_gateways=[border_wire.gateway_to_pb(g) for g in gateways])
+        gateways = [border_wire.gateway_to_pb(g) for g in await self.registry.list_gateways(request.project_id)]
+        chunk, token = pieces.page(gateways, lambda g: g.id, request.page_size, request.page_token, _size)
+        return l2pb.ListL2GatewaysResponse(l2_gateways=chunk, next_page_token=token)
 
     @grpc_errors
     async def UpdateL2Gateway(self, request: l2pb.L2Gateway, context: Any) -> l2pb.L2Gateway:  # noqa: N802
@@ -449,9 +456,10 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
     async def ListL2GatewayConnections(  # noqa: N802
         self, request: l2pb.ListL2GatewayConnectionsRequest, context: Any
     ) -> l2pb.ListL2GatewayConnectionsResponse:
-        conns = await self.registry.list_l2conns(request.l2_gateway_id, request.project_id)
-        return l2pb.ListL2GatewayConnectionsResponse(
-            l2_gateway_connections=[border_wire.l2conn_to_pb(c) for c in conns])
+        conns = [border_wire.l2conn_to_pb(c)
+                 for c in await self.registry.list_l2conns(request.l2_gateway_id, request.project_id)]
+        chunk, token = pieces.page(conns, lambda c: c.id, request.page_size, request.page_token, _size)
+        return l2pb.ListL2GatewayConnectionsResponse(l2_gateway_connections=chunk, next_page_token=token)
 
     @grpc_errors
     async def DeleteL2GatewayConnection(  # noqa: N802

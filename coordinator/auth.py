@@ -399,9 +399,15 @@ def _summary(request: Any) -> str:
     return ""
 
 
-async def list_audit(store: Store, limit: int = 100) -> list[dict[str, Any]]:
-    kvs, _ = await store.get_prefix(AUDIT)
-    return [json.loads(kv.value) for kv in kvs[-limit:]]
+async def list_audit(store: Store, limit: int = 100, before: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """The newest ``limit`` audit events (with their keys), oldest first; with ``before``, of those whose
+    key is below it."""
+    if before:
+        kvs, _, _ = await store.get_range(AUDIT, before, limit=limit, descending=True)
+        kvs = kvs[::-1]
+    else:
+        kvs, _ = await store.get_prefix(AUDIT)
+    return [(kv.key, json.loads(kv.value)) for kv in kvs[-limit:]]
 
 
 async def trim_audit(store: Store) -> None:

@@ -116,7 +116,7 @@ class BorderRegistry(Registry):
                 lambda rev: dataclasses.replace(dev, version=rev),
             )
 
-        return await self._commit(f"created gateway device {dev.site}/{dev.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created gateway device {dev.site}/{dev.name}", attempt)  # type: ignore[no-any-return]
 
     async def update_device(self, dev: b.GatewayDevice, *, type_given: bool = False) -> b.GatewayDevice:
         async def attempt() -> Plan:
@@ -143,7 +143,7 @@ class BorderRegistry(Registry):
             return Plan(compares, [Put(DEVICES + dev.id, _encode(new))],
                         lambda rev: dataclasses.replace(new, version=rev))
 
-        return await self._commit(f"updated gateway device {dev.id}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated gateway device {dev.id}", attempt)  # type: ignore[no-any-return]
 
     async def delete_device(self, device_id: str, version: int = 0) -> int:
         async def attempt() -> Plan:
@@ -157,7 +157,7 @@ class BorderRegistry(Registry):
                         [Delete(DEVICES + device_id), Delete(device_name_key(current.site, current.name))],
                         lambda rev: rev)
 
-        return await self._commit(f"deleted gateway device {device_id}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted gateway device {device_id}", attempt)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ l2-gateways
 
@@ -184,7 +184,7 @@ class BorderRegistry(Registry):
             ops += [Put(device_refs(d) + gw.id, b"") for d in devices]
             return Plan([absent(GATEWAYS + gw.id), *compares], ops, lambda rev: dataclasses.replace(gw, version=rev))
 
-        return await self._commit(f"created l2-gateway {gw.name} ({gw.id})", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created l2-gateway {gw.name} ({gw.id})", attempt)  # type: ignore[no-any-return]
 
     async def update_gateway(self, gw: b.L2Gateway) -> b.L2Gateway:
         """Replace name and devices; connections of the gateway must keep their segmentation id."""
@@ -220,7 +220,7 @@ class BorderRegistry(Registry):
                          Compare(gateway_refs(gw.id), "mod", "<", read_rev + 1, prefix=True)]
             return Plan(compares, ops, lambda rev: dataclasses.replace(new, version=rev))
 
-        return await self._commit(f"updated l2-gateway {gw.id}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated l2-gateway {gw.id}", attempt)  # type: ignore[no-any-return]
 
     async def _connections_of(self, gw_id: str) -> tuple[list[b.L2GatewayConnection], int]:
         kvs, rev = await self.store.get_prefix(gateway_refs(gw_id))
@@ -244,7 +244,7 @@ class BorderRegistry(Registry):
             return Plan([mod_is(GATEWAYS + gw_id, current.version), prefix_empty(gateway_refs(gw_id))], ops,
                         lambda rev: rev)
 
-        return await self._commit(f"deleted l2-gateway {gw_id}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted l2-gateway {gw_id}", attempt)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ l2-gateway-connections
 
@@ -285,7 +285,7 @@ class BorderRegistry(Registry):
                 compares.append(mod_is(segment_key(segid), bound.mod_revision))
             return Plan(compares, ops, lambda rev: dataclasses.replace(final, version=rev))
 
-        return await self._commit(f"created l2-gateway-connection {conn.id}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created l2-gateway-connection {conn.id}", attempt)  # type: ignore[no-any-return]
 
     async def delete_l2conn(self, conn_id: str, version: int = 0) -> int:
         async def attempt() -> Plan:
@@ -303,5 +303,5 @@ class BorderRegistry(Registry):
                 compares.append(Compare(segment_refs(segid), "mod", "<", read_rev + 1, prefix=True))
             return Plan(compares, ops, lambda rev: rev)
 
-        return await self._commit(f"deleted l2-gateway-connection {conn_id}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted l2-gateway-connection {conn_id}", attempt)  # type: ignore[no-any-return]
 

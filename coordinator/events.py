@@ -13,6 +13,7 @@ history by age and by count per site; ``EventService`` lists and follows it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from isthmus.coordinator.store import KV, Delete, Put, Store, mod_is, prefix_end
 from isthmus.core import model as m
 from isthmus.core.edge import grpc_errors
 from isthmus.core.errors import InvalidArgument, IsthmusError
+from isthmus.core.wire import pieces
 from isthmus.v1 import events_pb2 as epb
 from isthmus.v1 import events_pb2_grpc
 
@@ -106,6 +108,11 @@ class EventFilter:
     since_ms: int = 0
     kind: str = ""
     level: str = ""  # the minimum level
+    before: tuple[int, str, int] | None = None  # only events that come before this place (see place)
+
+    def place(self, e: SiteEvent) -> tuple[int, str, int]:
+        """Where ``e`` goes in this query's answer: by seq within one site, by time across sites."""
+        return (0, e.site, e.seq) if self.site else (e.time_unix_ms, e.site, e.seq)
 
     def check(self) -> EventFilter:
         """Self, or InvalidArgument naming the field."""
@@ -119,7 +126,8 @@ class EventFilter:
 
     def matches(self, e: SiteEvent, with_since: bool = True) -> bool:
         return ((not self.site or e.site == self.site) and (not with_since or e.time_unix_ms >= self.since_ms)
-                and (not self.kind or e.kind == self.kind) and _level_rank(e.level) >= _level_rank(self.level))
+                and (not self.kind or e.kind == self.kind) and _level_rank(e.level) >= _level_rank(self.level)
+                and (self.before is None or self.place(e) < self.before))
 
 
 # ---------------------------------------------------------------- writing
@@ -283,6 +291,8 @@ async def _newest(store: Store, site: str, revision: int, limit: int, f: EventFi
     """
     out: list[SiteEvent] = []
     start, end = site_prefix(site), prefix_end(site_prefix(site).encode()).decode()
+    if f.site and f.before is not None:
+        end = event_key(site, f.before[2])  # one site goes by seq: read below the place directly
     while len(out) < limit:
         kvs, more, _ = await store.get_range(start, end, revision=revision, limit=READ_PAGE, descending=True)
         for kv in kvs:
@@ -394,6 +404,19 @@ def _limit(value: int) -> int:
     return value or DEFAULT_LIMIT
 
 
+def _back_token(token: str, limit: int) -> tuple[tuple[int, str, int], int]:
+    """The place and the number of events still due that a ListEvents next_page_token holds."""
+    try:
+        data = json.loads(pieces.token_key(token))
+        time_ms, site, seq = data["before"]
+        left = int(data["left"])
+        if not (isinstance(time_ms, int) and isinstance(site, str) and isinstance(seq, int) and 0 < left <= limit):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("is not a token from a previous answer with the same limit", "page_token") from None
+    return (time_ms, site, seq), left
+
+
 class EventService(events_pb2_grpc.EventServiceServicer):
     """Lists and follows the central event history."""
 
@@ -405,8 +428,19 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         self, request: epb.ListEventsRequest, context: Any
     ) -> epb.ListEventsResponse:
         f = EventFilter(request.site, request.since_unix_ms, request.kind, request.level).check()
-        events, revision = await list_events(self.store, f, _limit(request.limit))
-        return epb.ListEventsResponse(events=[event_to_pb(e) for e in events], revision=revision)
+        limit = _limit(request.limit)
+        if request.page_token:
+            before, limit = _back_token(request.page_token, limit)
+            f = dataclasses.replace(f, before=before)
+        events, revision = await list_events(self.store, f, limit)
+        # The newest events that fit in one answer; the older ones still due go to the next page.
+        taken, cut = pieces.fit(reversed([event_to_pb(e) for e in events]), lambda e: e.ByteSize(),
+                                pieces.PAGE_BYTES)
+        token = ""
+        if cut:
+            oldest = events[len(events) - len(taken)]
+            token = pieces.page_token(json.dumps({"before": list(f.place(oldest)), "left": limit - len(taken)}))
+        return epb.ListEventsResponse(events=taken[::-1], revision=revision, next_page_token=token)
 
     async def WatchEvents(  # noqa: N802
         self, request: epb.WatchEventsRequest, context: grpc.aio.ServicerContext

@@ -38,13 +38,17 @@ from isthmus.coordinator.events import (
     trimmer,
 )
 from isthmus.coordinator.events import record as record_event
+from isthmus.coordinator.expander import expand_policies
+from isthmus.coordinator.health import HealthService
 from isthmus.coordinator.leader import Membership, collect_garbage
+from isthmus.coordinator.logs import LogService
 from isthmus.coordinator.multisite.sync import RegionAgentService, SyncService
 from isthmus.coordinator.multisite.sync_planner import SyncPlanner
 from isthmus.coordinator.multisite.sync_registry import SyncRegistry
 from isthmus.coordinator.multisite.views import GlobalViewService
 from isthmus.coordinator.multisite.views_planner import ViewsPlanner
 from isthmus.coordinator.planner import Planner
+from isthmus.coordinator.policies import PolicyService
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import EtcdTls, Store
 from isthmus.coordinator.telemetry import CoordinatorMetrics
@@ -60,8 +64,12 @@ from isthmus.v1 import (
     events_pb2_grpc,
     l2gw_pb2,
     l2gw_pb2_grpc,
+    logs_pb2,
+    logs_pb2_grpc,
     sync_pb2,
     sync_pb2_grpc,
+    topology_pb2,
+    topology_pb2_grpc,
     views_pb2,
     views_pb2_grpc,
 )
@@ -246,6 +254,8 @@ class Coordinator:
         registry = self.registry = Registry(self.store, self.planner)
         self.sync_planner = SyncPlanner(self.store)
         await self.sync_planner.start()
+        sync_registry = SyncRegistry(self.store, self.sync_planner)
+        registry.site_guards.append(sync_registry.site_guard)
         store = self.store
         self.views = ViewsPlanner(self.store, self.planner, self.sync_planner.wake_all,
                                   event=lambda kind, level, message: record_event(store, kind, level, message))
@@ -278,7 +288,7 @@ class Coordinator:
                                                                     self.planner),
              l2gw_pb2_grpc.add_BorderGatewayServiceServicer_to_server),
             (agent_pb2, "AgentService", self.agents, agent_pb2_grpc.add_AgentServiceServicer_to_server),
-            (sync_pb2, "SyncService", SyncService(SyncRegistry(self.store, self.sync_planner)),
+            (sync_pb2, "SyncService", SyncService(sync_registry),
              sync_pb2_grpc.add_SyncServiceServicer_to_server),
             (sync_pb2, "RegionAgentService", RegionAgentService(self.store, self.sync_planner, self.auth,
                                                                 self.views, self.opts.lease_ttl),
@@ -286,6 +296,12 @@ class Coordinator:
             (views_pb2, "GlobalViewService", GlobalViewService(self.store, self.views),
              views_pb2_grpc.add_GlobalViewServiceServicer_to_server),
             (events_pb2, "EventService", EventService(self.store), events_pb2_grpc.add_EventServiceServicer_to_server),
+            (logs_pb2, "LogService", LogService(self.agents, self.auth),
+             logs_pb2_grpc.add_LogServiceServicer_to_server),
+            (logs_pb2, "HealthService", HealthService(self.store, self.planner),
+             logs_pb2_grpc.add_HealthServiceServicer_to_server),
+            (topology_pb2, "PolicyService", PolicyService(self.store),
+             topology_pb2_grpc.add_PolicyServiceServicer_to_server),
         ]
         for module, name, servicer, add in guarded:
             methods = [mth.name for mth in module.DESCRIPTOR.services_by_name[name].methods]
@@ -299,11 +315,15 @@ class Coordinator:
              sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name,
              sync_pb2.DESCRIPTOR.services_by_name["RegionAgentService"].full_name,
              views_pb2.DESCRIPTOR.services_by_name["GlobalViewService"].full_name,
-             events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name]
+             events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+             logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+             logs_pb2.DESCRIPTOR.services_by_name["HealthService"].full_name,
+             topology_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name]
         reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.server.start()
         self.membership = Membership(self.store, self.opts.advertise or self.address, self.opts.lease_ttl,
                                      jobs=[("garbage-collection", 300.0, collect_garbage),
+                                           ("policy-expansion", 1.0, expand_policies),
                                            ("audit-trim", 600.0, trim_audit),
                                            ("event-trim", TRIM_EVERY, trimmer(self.opts.event_retention_s,
                                                                               self.opts.event_max_per_site))])

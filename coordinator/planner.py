@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from isthmus.coordinator import border as br
@@ -22,34 +21,9 @@ from isthmus.coordinator.store import KV, Event, Store
 from isthmus.coordinator.watch import Watcher
 from isthmus.core import border as b
 from isthmus.core import model as m
+from isthmus.core.topology import plan_site  # the rule from connections to peerings, shared with isthmusctl plan
 
 log = logging.getLogger(__name__)
-
-
-def plan_site(
-    site: str,
-    connections: Iterable[m.Connection],
-    endpoints: dict[m.EndpointRef, m.Endpoint],
-) -> dict[str, m.DesiredPeering]:
-    """The desired peerings of ``site``: one per connection with a LOCAL end in the site."""
-    out: dict[str, m.DesiredPeering] = {}
-    for conn in connections:
-        for mine, theirs in ((conn.a, conn.b), (conn.b, conn.a)):
-            if mine.site != site:
-                continue
-            local, remote = endpoints.get(mine), endpoints.get(theirs)
-            if local is None or remote is None or local.role != m.EndpointRole.LOCAL:
-                continue
-            out[conn.name] = m.DesiredPeering(
-                connection=conn.name,
-                type=conn.type,
-                local=_bare(local),
-                remote=_bare(remote),
-                bgp=conn.bgp,
-                vxlan=conn.vxlan,
-                admin_state=conn.admin_state,
-            )
-    return out
 
 
 @dataclass
@@ -112,11 +86,6 @@ async def _read_snapshot(store: Store, revision: int) -> ConfigSnapshot:
 async def plan_at(store: Store, site: str, revision: int) -> dict[str, m.DesiredPeering]:
     """The site's desired peerings as they were at ``revision`` (OutOfRange if compacted or in the future)."""
     return (await snapshot_at(store, revision)).plan(site)
-
-
-def _bare(ep: m.Endpoint) -> m.Endpoint:
-    # The version of an endpoint is not part of what an agent realizes.
-    return m.Endpoint(ep.site, ep.name, ep.address, ep.asn, ep.role, ep.router_id, dict(ep.properties))
 
 
 SETTLE_ON_STOP = 2.0  # seconds a starting or stopping planner waits for its changes to be recorded

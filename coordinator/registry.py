@@ -154,6 +154,9 @@ def decode_connection(kv: KV) -> m.Connection:
     return m.connection_from_json(json.loads(kv.value), kv.mod_revision)
 
 
+SiteGuard = Callable[[str, bool], Awaitable[tuple[list[Compare], list[Put | Delete]]]]
+
+
 class ConfigCache(Protocol):
     """A watch-fed view of ``config/`` (the planner): objects carry their mod revision as their version."""
 
@@ -186,6 +189,16 @@ def _check_version(given: int, stored: int, what: str) -> None:
         raise Aborted(f"{what} was changed (stored version {stored}, request version {given}); read it again")
 
 
+def _check_owner(current: m.Connection, owner: str) -> None:
+    """Refuse a hand edit of a topology policy's connection, and a policy's edit of any other connection."""
+    if current.policy == owner:
+        return
+    if current.policy:
+        raise FailedPrecondition(f"connection {current.name} belongs to topology policy {current.policy}: change "
+                                 "the policy, or create an explicit connection of the same endpoints, which wins")
+    raise FailedPrecondition(f"connection {current.name} was written by hand; policy {owner} cannot change it")
+
+
 def _check_vni_free(vni: int, name: str, owner: KV | None, segment: KV | None) -> None:
     """Refuse a VNI held by another connection (``owner``) or bound to a tenant network (``segment``)."""
     if owner is not None and owner.value.decode() != name:
@@ -216,6 +229,10 @@ class Registry:
         # a wrong write. The kube-apiserver's watch cache does the same.
         self.cache = cache
         self.cache_hits = 0
+        # Other parts that name sites (the multisite sync intents) decide whether a site may go: each guard takes
+        # (site, force) and raises FailedPrecondition naming what uses it, or gives the compares and writes that
+        # settle those uses in the same transaction as the delete.
+        self.site_guards: list[SiteGuard] = []
         self._request_lease = (0, 0.0)  # lease id, monotonic time granted
         self._lease_lock = asyncio.Lock()
 
@@ -249,7 +266,7 @@ class Registry:
     def _cached(self) -> ConfigCache | None:
         return self.cache if self.cache is not None and self.cache.is_ready() else None
 
-    async def _commit(self, what: str, attempt: Callable[[], Awaitable[Plan]],
+    async def commit(self, what: str, attempt: Callable[[], Awaitable[Plan]],
                       fast: Callable[[], Plan | None] | None = None) -> Any:
         """Run ``attempt`` (reads etcd, validates, plans) and commit its plan, again while the compares fail.
 
@@ -353,7 +370,7 @@ class Registry:
                 ops.append(Put(site_refs(parent.name) + site.name, b""))
             return Plan(compares, ops, lambda rev: dataclasses.replace(site, version=rev))
 
-        return await self._commit(f"created site {site.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"created site {site.name}", attempt)  # type: ignore[no-any-return]
 
     async def update_site(
         self,
@@ -381,9 +398,9 @@ class Registry:
                 lambda rev: dataclasses.replace(new, version=rev),
             )
 
-        return await self._commit(f"updated site {name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated site {name}", attempt)  # type: ignore[no-any-return]
 
-    async def delete_site(self, name: str, version: int = 0) -> int:
+    async def delete_site(self, name: str, version: int = 0, force: bool = False) -> int:
         async def attempt() -> Plan:
             current = await self.get_site(name)
             _check_version(version, current.version, f"site {name}")
@@ -399,7 +416,12 @@ class Registry:
             if cells:
                 names = ", ".join(kv.key.rsplit("/", 1)[1] for kv in cells[:10])
                 raise FailedPrecondition(f"site {name} is the parent of cells: {names}; delete them first")
+            guarded: list[Compare] = []
             ops: list[Put | Delete] = [Delete(site_key(name))]
+            for guard in self.site_guards:
+                compares, settle = await guard(name, force)
+                guarded += compares
+                ops += settle
             if current.parent:
                 ops.append(Delete(site_refs(current.parent) + name))
             # What the site's agent reported for the global views goes with it (a region that no longer
@@ -409,12 +431,12 @@ class Registry:
             ops += [Delete(last_status_key(name)), Delete(desired_key(name))]
             return Plan(
                 [mod_is(site_key(name), current.version), prefix_empty(f"{ENDPOINTS}{name}/"),
-                 prefix_empty(site_refs(name)), prefix_empty(device_names(name))],
+                 prefix_empty(site_refs(name)), prefix_empty(device_names(name)), *guarded],
                 ops,
                 lambda rev: rev,
             )
 
-        return await self._commit(f"deleted site {name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted site {name}", attempt)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ endpoints
 
@@ -458,7 +480,7 @@ class Registry:
                 raise AlreadyExists(f"endpoint {ep.site}/{ep.name} already exists", "name")
             return plan(decode_site(site_kv))
 
-        return await self._commit(f"created endpoint {ep.site}/{ep.name}", attempt,  # type: ignore[no-any-return]
+        return await self.commit(f"created endpoint {ep.site}/{ep.name}", attempt,  # type: ignore[no-any-return]
                                   fast)
 
     async def update_endpoint(self, ep: m.Endpoint, *, role_given: bool) -> m.Endpoint:
@@ -490,7 +512,7 @@ class Registry:
                 pass
             return Plan(compares, [Put(key, encode(new))], lambda rev: dataclasses.replace(new, version=rev))
 
-        return await self._commit(f"updated endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated endpoint {ep.site}/{ep.name}", attempt)  # type: ignore[no-any-return]
 
     async def delete_endpoint(self, site: str, name: str, version: int = 0) -> int:
         async def attempt() -> Plan:
@@ -509,7 +531,7 @@ class Registry:
                 lambda rev: rev,
             )
 
-        return await self._commit(f"deleted endpoint {site}/{name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted endpoint {site}/{name}", attempt)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ connections
 
@@ -592,30 +614,46 @@ class Registry:
             used = {ref.site: await self.store.count(f"{REFS}endpoint/{ref.site}/", revision=read_at)
                     for ref, ep in ((conn.a, a), (conn.b, b)) if ep.role == m.EndpointRole.LOCAL}
             result = plan(a, b, used, read_at)
-            if pair is not None:
-                raise AlreadyExists(
-                    f"{conn.type.upper()} connection {pair.value.decode()} already joins {conn.a} and {conn.b}",
-                    "b",
-                )
+            if pair is not None:  # a topology policy's connection of the pair is replaced (absent(pair) is 4th)
+                result.compares[3:4], replaced = await self._take_over(conn, pair)
+                result.ops += replaced
             if vni:
                 _check_vni_free(vni, conn.name, vni_owner, segment)
             return result
 
-        return await self._commit(f"created connection {conn.name}", attempt,  # type: ignore[no-any-return]
+        return await self.commit(f"created connection {conn.name}", attempt,  # type: ignore[no-any-return]
                                   fast)
 
-    async def update_connection(self, conn: m.Connection, *, type_given: bool) -> m.Connection:
-        """Replace parameters, admin state and description; ends and type are fixed."""
+    async def _take_over(self, conn: m.Connection, pair: KV) -> tuple[list[Compare], list[Put | Delete]]:
+        """What replaces the topology policy's connection of ``conn``'s endpoint pair by the explicit ``conn``
+        (an explicit connection wins over a policy's); AlreadyExists when the pair's holder is not a policy's."""
+        holder_kv = await self.store.get(connection_key(pair.value.decode()))
+        holder = decode_connection(holder_kv) if holder_kv is not None else None
+        if holder is None or not holder.policy or conn.policy:
+            raise AlreadyExists(
+                f"{conn.type.upper()} connection {pair.value.decode()} already joins {conn.a} and {conn.b}", "b")
+        log.info("explicit connection %s replaces %s of topology policy %s", conn.name, holder.name, holder.policy)
+        ops: list[Put | Delete] = [Delete(connection_key(holder.name)), Delete(endpoint_refs(holder.a) + holder.name),
+                                   Delete(endpoint_refs(holder.b) + holder.name)]
+        if holder.vxlan is not None:
+            ops.append(Delete(vni_key(holder.vxlan.vni)))
+        return [mod_is(pair.key, pair.mod_revision), mod_is(connection_key(holder.name), holder.version)], ops
+
+    async def update_connection(self, conn: m.Connection, *, type_given: bool, owner: str = "") -> m.Connection:
+        """Replace parameters, admin state and description; ends and type are fixed. ``owner``: the topology
+        policy writing (a policy's connection changes only through it, an explicit one never through one)."""
 
         async def attempt() -> Plan:
             current = await self.get_connection(conn.name)
             _check_version(conn.version, current.version, f"connection {conn.name}")
+            _check_owner(current, owner)
             if type_given and conn.type != current.type:
                 raise InvalidArgument(f"is fixed at creation ({current.type}); delete and re-create", "type")
             for label, given, stored in (("a", conn.a, current.a), ("b", conn.b, current.b)):
                 if (given.site or given.name) and given != stored:
                     raise InvalidArgument(f"is fixed at creation ({stored}); delete and re-create", label)
-            new = dataclasses.replace(conn, a=current.a, b=current.b, type=current.type, version=0)
+            new = dataclasses.replace(conn, a=current.a, b=current.b, type=current.type, policy=current.policy,
+                                      version=0)
             if new.type == m.ConnectionType.BGP and new.bgp is None:
                 new = dataclasses.replace(new, bgp=current.bgp)
             if new.type == m.ConnectionType.VXLAN and new.vxlan is None:
@@ -638,12 +676,13 @@ class Registry:
                 ops += [Delete(vni_key(old_vni)), Put(vni_key(new_vni), conn.name.encode())]
             return Plan(compares, ops, lambda rev: dataclasses.replace(new, version=rev))
 
-        return await self._commit(f"updated connection {conn.name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"updated connection {conn.name}", attempt)  # type: ignore[no-any-return]
 
-    async def delete_connection(self, name: str, version: int = 0) -> int:
+    async def delete_connection(self, name: str, version: int = 0, owner: str = "") -> int:
         async def attempt() -> Plan:
             current = await self.get_connection(name)
             _check_version(version, current.version, f"connection {name}")
+            _check_owner(current, owner)
             ops: list[Put | Delete] = [
                 Delete(connection_key(name)),
                 Delete(pair_key(current)),
@@ -654,4 +693,4 @@ class Registry:
                 ops.append(Delete(vni_key(current.vxlan.vni)))
             return Plan([mod_is(connection_key(name), current.version)], ops, lambda rev: rev)
 
-        return await self._commit(f"deleted connection {name}", attempt)  # type: ignore[no-any-return]
+        return await self.commit(f"deleted connection {name}", attempt)  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 import isthmus
+from isthmus.coordinator.health import health_samples
 from isthmus.core.metrics import LoopCollector, Sample, new_registry
 
 PUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -57,6 +58,7 @@ class CoordinatorMetrics:
             for state in ("established", "connecting", "down", "error"):
                 yield Sample("isthmus_peerings", {"state": state}, states.get(state, 0),
                              help="Peerings by observed state, as reported by the agents connected here")
+            yield from health_samples(agents.health)
         sync = c.sync_planner
         if sync is not None:
             by_state = collections.Counter(st.state.value for st in sync.view.statuses.values())

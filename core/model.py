@@ -122,6 +122,8 @@ class BgpParams:
     import_prefixes: tuple[str, ...] = ()  # ImportRule texts, canonical after validation; empty: all but default
     max_prefixes: int = 0  # 0: no limit
     graceful_restart: int = DEFAULT_GRACEFUL_RESTART  # seconds (RFC 4724 restart time), 0: not offered
+    # Route reflection: the site of the end that reflects routes; the other end is its client. "": none.
+    reflector: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ class Connection:
     vxlan: VxlanParams | None = None
     admin_state: AdminState = AdminState.UP
     description: str = ""
+    policy: str = ""  # the topology policy that made it (only the coordinator sets it), "": written by hand
     version: int = 0
 
     @property
@@ -333,6 +336,7 @@ def _bgp_from_json(d: dict[str, Any] | None) -> BgpParams | None:
         import_prefixes=tuple(d.get("import_prefixes", ())),
         max_prefixes=int(d.get("max_prefixes", 0)),
         graceful_restart=int(d.get("graceful_restart", DEFAULT_GRACEFUL_RESTART)),
+        reflector=d.get("reflector", ""),
     )
 
 
@@ -356,6 +360,7 @@ def connection_from_json(d: dict[str, Any], version: int = 0) -> Connection:
         vxlan=_vxlan_from_json(d.get("vxlan")),
         admin_state=AdminState(d.get("admin_state", "up")),
         description=d.get("description", ""),
+        policy=d.get("policy", ""),
         version=version,
     )
 
@@ -481,6 +486,8 @@ def validate_connection(conn: Connection) -> Connection:
         raise InvalidArgument(f"both ends are in site {conn.a.site}; a connection joins two sites", "b.site")
     _check_description(conn.description)
     bgp, vxlan = validate_params(conn.type, conn.bgp, conn.vxlan)
+    if bgp is not None and bgp.reflector not in ("", conn.a.site, conn.b.site):
+        raise InvalidArgument(f"{checks.shown(bgp.reflector)} is neither end's site", "bgp.reflector")
     return dataclasses.replace(conn, bgp=bgp, vxlan=vxlan)
 
 

@@ -45,6 +45,8 @@ class State(enum.StrEnum):
     NONE = "NONE"          # image mode none: nothing is copied, on purpose
     HELD = "HELD"          # controlled rollout: the region's wave has not started (or the rollout stopped)
     REMOVED = "REMOVED"    # rolled back: the copy this rollout made was removed
+    SOURCE_GONE = "SOURCE_GONE"  # the original was deleted in the source region: the copy went with it
+    SKIPPED = "SKIPPED"    # controlled rollout: the operator told it to stop waiting for this region
 
 
 class Action(enum.StrEnum):
@@ -76,6 +78,8 @@ class KeypairSpec:
     public_key: str
     user_id: str = ""
     replace: bool = False
+    source_region: str = ""  # a site: follow its keypair (source_name, "" = name) instead of public_key
+    source_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ class SecurityGroupSpec:
     project_id: str = ""
     rules: tuple[RuleSpec, ...] = ()
     replace: bool = False
+    source_region: str = ""  # a site: follow its group (source_name, "" = name) instead of rules
+    source_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,13 @@ class SyncIntent:
     image: ImageSpec | None = None
     version: int = 0
     created_unix_ms: int = 0
+    all_regions: bool = False  # every region whose agent has attached, now and later (not the source)
+
+    @property
+    def source(self) -> str:
+        """The site the intent copies from ("" for a keypair or group given on the command line)."""
+        spec = self.keypair or self.security_group or self.image
+        return spec.source_region if spec is not None else ""
 
 
 @dataclass(frozen=True)
@@ -196,6 +209,8 @@ class SyncStatus:
     wave: str = ""
     stale: bool = False
     rollout: str = ""
+    action: str = ""  # the newest change isthmus made to this copy ("created", "1 rule added", ...)
+    action_unix_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,6 +220,7 @@ class Rollout:
     wave: int = 0
     error: str = ""
     updated_unix_ms: int = 0
+    skipped: tuple[str, ...] = ()  # sites the rollout no longer waits for
 
 
 # ---------------------------------------------------------------- JSON (what etcd stores)
@@ -218,7 +234,8 @@ def keypair_from_json(d: dict[str, Any] | None) -> KeypairSpec | None:
     if not d:
         return None
     return KeypairSpec(name=d.get("name", ""), public_key=d.get("public_key", ""), user_id=d.get("user_id", ""),
-                       replace=bool(d.get("replace", False)))
+                       replace=bool(d.get("replace", False)), source_region=d.get("source_region", ""),
+                       source_name=d.get("source_name", ""))
 
 
 def group_from_json(d: dict[str, Any] | None) -> SecurityGroupSpec | None:
@@ -226,7 +243,8 @@ def group_from_json(d: dict[str, Any] | None) -> SecurityGroupSpec | None:
         return None
     return SecurityGroupSpec(
         name=d.get("name", ""), description=d.get("description", ""), project_id=d.get("project_id", ""),
-        rules=tuple(_rule(r) for r in d.get("rules", [])), replace=bool(d.get("replace", False)))
+        rules=tuple(_rule(r) for r in d.get("rules", [])), replace=bool(d.get("replace", False)),
+        source_region=d.get("source_region", ""), source_name=d.get("source_name", ""))
 
 
 def image_from_json(d: dict[str, Any] | None) -> ImageSpec | None:
@@ -266,7 +284,7 @@ def intent_from_json(d: dict[str, Any], version: int = 0) -> SyncIntent:
         name=d.get("name", ""), kind=k, regions=tuple(d.get("regions", [])), description=d.get("description", ""),
         keypair=keypair_from_json(d.get("keypair")), security_group=group_from_json(d.get("security_group")),
         image=image_from_json(d.get("image")), version=version or int(d.get("version", 0)),
-        created_unix_ms=int(d.get("created_unix_ms", 0)))
+        created_unix_ms=int(d.get("created_unix_ms", 0)), all_regions=bool(d.get("all_regions", False)))
 
 
 def task_from_json(d: dict[str, Any]) -> SyncTask:
@@ -286,7 +304,8 @@ def status_from_json(d: dict[str, Any]) -> SyncStatus:
 
 def rollout_from_json(d: dict[str, Any]) -> Rollout:
     return Rollout(id=d.get("id", ""), state=RolloutState(d.get("state", "RUNNING")), wave=int(d.get("wave", 0)),
-                   error=d.get("error", ""), updated_unix_ms=int(d.get("updated_unix_ms", 0)))
+                   error=d.get("error", ""), updated_unix_ms=int(d.get("updated_unix_ms", 0)),
+                   skipped=tuple(d.get("skipped", ())))
 
 
 def parse_public_key(text: str, field_name: str = "keypair.public_key") -> tuple[str, bytes]:
@@ -377,12 +396,20 @@ def validate_intent(intent: SyncIntent) -> SyncIntent:
             raise InvalidArgument(f"is required for a {kind.value} intent", fname)
         if kind != intent.kind and spec is not None:
             raise InvalidArgument(f"is not allowed in a {intent.kind.value} intent", fname)
+    if intent.all_regions and intent.regions:
+        raise InvalidArgument("give regions or all_regions, not both", "regions")
     if intent.keypair is not None:
-        _check_resource_name(intent.keypair.name, "keypair.name")
-        parse_public_key(intent.keypair.public_key)
+        kp = intent.keypair
+        _check_resource_name(kp.name, "keypair.name")
+        if kp.source_region:
+            _check_source(intent, kp.source_region, kp.source_name, bool(kp.public_key), "keypair", "public_key")
+        else:
+            parse_public_key(kp.public_key)
     if intent.security_group is not None:
         g = intent.security_group
         _check_resource_name(g.name, "security_group.name")
+        if g.source_region:
+            _check_source(intent, g.source_region, g.source_name, bool(g.rules), "security_group", "rules")
         if len(g.description) > 255:
             raise InvalidArgument("is longer than 255 characters", "security_group.description")
         for n, rule in enumerate(g.rules):
@@ -391,9 +418,20 @@ def validate_intent(intent: SyncIntent) -> SyncIntent:
             raise InvalidArgument("lists the same rule twice", "security_group.rules")
     if intent.image is not None:
         _validate_image(intent)
-    elif not intent.regions:
-        raise InvalidArgument("name at least one target region", "regions")
+    elif not intent.regions and not intent.all_regions:
+        raise InvalidArgument("name at least one target region (or all_regions)", "regions")
     return intent
+
+
+def _check_source(intent: SyncIntent, site: str, name: str, given: bool, spec: str, what: str) -> None:
+    m.check_name(site, f"{spec}.source_region")
+    if name:
+        _check_resource_name(name, f"{spec}.source_name")
+    if given:
+        raise InvalidArgument(f"comes from the source region {site}: give {what} or source_region, not both",
+                              f"{spec}.{what}")
+    if site in intent.regions:
+        raise InvalidArgument(f"the source region {site} cannot be a target", "regions")
 
 
 def _validate_image(intent: SyncIntent) -> None:
@@ -410,6 +448,8 @@ def _validate_image(intent: SyncIntent) -> None:
                                                              or img.selector.properties or img.selector.visibility):
         raise InvalidArgument(f"a {img.mode.value} intent needs a selector (names, tags, properties or visibility)",
                               "image.selector")
+    if intent.all_regions and img.mode in (ImageMode.CONTROLLED, ImageMode.NONE):
+        raise InvalidArgument(f"a {img.mode.value} image intent names its regions", "all_regions")
     if img.mode == ImageMode.CONTROLLED:
         if not img.selector.names:
             raise InvalidArgument("a controlled rollout names the image(s) it rolls out", "image.selector.names")
@@ -435,8 +475,8 @@ def _validate_image(intent: SyncIntent) -> None:
     else:
         if img.waves:
             raise InvalidArgument("waves are for controlled rollouts only", "image.waves")
-        if not intent.regions:
-            raise InvalidArgument("name at least one target region", "regions")
+        if not intent.regions and not intent.all_regions:
+            raise InvalidArgument("name at least one target region (or all_regions)", "regions")
         if img.source_region in intent.regions:
             raise InvalidArgument(f"the source region {img.source_region} cannot be a target", "regions")
 

@@ -14,7 +14,7 @@ import grpc
 from isthmus.core import border
 from isthmus.core.wire import border as border_wire
 from isthmus.core.wire import network as wire
-from isthmus.ctl.client import WAIT_POLL_SECONDS, Command, Ctl, CtlError
+from isthmus.ctl.client import WAIT_POLL_SECONDS, Command, Ctl, CtlError, all_pages
 from isthmus.ctl.flags import (
     Parsers,
     Subparsers,
@@ -196,8 +196,8 @@ def gateway_device_get(ctl: Ctl, args: Namespace) -> None:
 
 def gateway_device_list(ctl: Ctl, args: Namespace) -> None:
     request = l2gw_pb2.ListGatewayDevicesRequest(site=args.site or "")
-    reply = ctl.border().ListGatewayDevices(request, timeout=ctl.timeout)
-    ctl.show(sorted(reply.devices, key=lambda d: (d.site, d.name)), GATEWAY_DEVICE_COLUMNS, gateway_device_row)
+    devices = all_pages(ctl.border().ListGatewayDevices, request, "devices", ctl.timeout)
+    ctl.show(sorted(devices, key=lambda d: (d.site, d.name)), GATEWAY_DEVICE_COLUMNS, gateway_device_row)
 
 
 def gateway_device_update(ctl: Ctl, args: Namespace) -> None:
@@ -224,8 +224,8 @@ def l2_gateway_get(ctl: Ctl, args: Namespace) -> None:
 
 def l2_gateway_list(ctl: Ctl, args: Namespace) -> None:
     request = l2gw_pb2.ListL2GatewaysRequest(project_id=args.project or "")
-    reply = ctl.border().ListL2Gateways(request, timeout=ctl.timeout)
-    ctl.show(sorted(reply.l2_gateways, key=lambda g: (g.name, g.id)), L2_GATEWAY_COLUMNS, l2_gateway_row)
+    gateways = all_pages(ctl.border().ListL2Gateways, request, "l2_gateways", ctl.timeout)
+    ctl.show(sorted(gateways, key=lambda g: (g.name, g.id)), L2_GATEWAY_COLUMNS, l2_gateway_row)
 
 
 def l2_gateway_update(ctl: Ctl, args: Namespace) -> None:
@@ -253,8 +253,8 @@ def l2_connection_get(ctl: Ctl, args: Namespace) -> None:
 
 def l2_connection_list(ctl: Ctl, args: Namespace) -> None:
     request = l2gw_pb2.ListL2GatewayConnectionsRequest(l2_gateway_id=args.gateway or "", project_id=args.project or "")
-    reply = ctl.border().ListL2GatewayConnections(request, timeout=ctl.timeout)
-    ctl.show(sorted(reply.l2_gateway_connections, key=lambda c: (c.network_id, c.id)), L2_CONNECTION_COLUMNS,
+    conns = all_pages(ctl.border().ListL2GatewayConnections, request, "l2_gateway_connections", ctl.timeout)
+    ctl.show(sorted(conns, key=lambda c: (c.network_id, c.id)), L2_CONNECTION_COLUMNS,
              l2_connection_row)
 
 

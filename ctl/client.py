@@ -277,6 +277,18 @@ def all_pages(call: Callable[..., Any], request: Any, field: str, timeout: float
         request.page_token = reply.next_page_token
 
 
+def back_pages(call: Callable[..., Any], request: Any, field: str, timeout: float) -> list[Any]:
+    """Every item of a call answering the newest items first in pages that go back in time (events,
+    audit): each page is oldest first; the whole list is too."""
+    items: list[Any] = []
+    while True:
+        reply = call(request, timeout=timeout)
+        items[:0] = list(getattr(reply, field))
+        if not reply.next_page_token:
+            return items
+        request.page_token = reply.next_page_token
+
+
 def follow(ctl: Ctl, call: Any, header: str, line: Callable[[Any], str], resume_flag: str) -> None:
     """Print a server stream as it comes (no deadline: until stopped); a broken one says where to resume."""
     last = 0

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from isthmus.core.flags import duration
-from isthmus.ctl.client import Command, Ctl, follow
+from isthmus.ctl.client import Command, Ctl, back_pages, follow
 from isthmus.ctl.flags import Parsers, Subparsers, bounded_int, int64
 from isthmus.ctl.render import format_clock
 from isthmus.v1 import events_pb2 as epb
@@ -64,8 +64,9 @@ def _filters(args: Namespace) -> dict[str, Any]:
 def events(ctl: Ctl, args: Namespace) -> None:
     stub = ctl.stub(events_pb2_grpc.EventServiceStub)
     if not args.follow:
-        reply = stub.ListEvents(epb.ListEventsRequest(limit=args.limit or 0, **_filters(args)), timeout=ctl.timeout)
-        ctl.show(list(reply.events), COLUMNS, event_row)
+        found = back_pages(stub.ListEvents, epb.ListEventsRequest(limit=args.limit or 0, **_filters(args)), "events",
+                           ctl.timeout)
+        ctl.show(found, COLUMNS, event_row)
         return
     request = epb.WatchEventsRequest(limit=args.limit or 0, start_revision=args.from_revision or 0,
                                      **_filters(args))

@@ -10,6 +10,7 @@ from argparse import Namespace
 from isthmus.core import model as m
 from isthmus.core.flags import duration
 from isthmus.core.wire import network as wire
+from isthmus.ctl import health, logs
 from isthmus.ctl.client import DEFAULT_ADMIN_SOCKET, ENV_ADMIN_SOCKET, Command, Ctl
 from isthmus.ctl.flags import Parsers, Subparsers, add_peering_params, bgp_params, bounded_int, uint32, vxlan_params
 from isthmus.ctl.render import (
@@ -230,3 +231,5 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     p = on_socket.command(local, "local journal", "show the agent's recent events, oldest first")
     p.add_argument("--limit", type=bounded_int(2**31 - 1), default=50, metavar="N",
                    help="the last N events (default 50; 0: all the agent keeps)")
+    logs.add_local_parsers(local, on_socket)
+    health.add_local_parsers(local, on_socket)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import grpc
 
 from isthmus.core.errors import IsthmusError
-from isthmus.ctl import border, events, local, network, status, sync, views, watch
+from isthmus.ctl import apply, border, events, health, local, logs, network, policy, status, sync, views, watch
 from isthmus.ctl.client import (
     DEFAULT_ADMIN_SOCKET,
     DEFAULT_COORDINATOR,
@@ -30,6 +30,8 @@ from isthmus.ctl.render import describe_rpc_error
 # Each command group's commands, in the order `isthmusctl --help` lists the groups.
 COMMANDS: dict[str, Command] = {
     **network.COMMANDS,
+    **policy.COMMANDS,
+    **apply.COMMANDS,
     **border.COMMANDS,
     **status.COMMANDS,
     **watch.COMMANDS,
@@ -37,6 +39,8 @@ COMMANDS: dict[str, Command] = {
     **sync.COMMANDS,
     **events.COMMANDS,
     **views.COMMANDS,
+    **health.COMMANDS,
+    **logs.COMMANDS,
 }
 
 
@@ -49,7 +53,8 @@ def _global_options() -> argparse.ArgumentParser:
     g.add_argument("--coordinator", metavar="ADDR[,ADDR...]", default=s,
                    help=f"coordinators, HOST:PORT or unix:PATH, comma-separated: each call goes to the next one "
                    f"when one cannot be reached (default: ${ENV_COORDINATOR}, else {DEFAULT_COORDINATOR})")
-    g.add_argument("-o", "--output", choices=("table", "json"), default=s, help="table (default) or json")
+    g.add_argument("-o", "--output", choices=("table", "json", "yaml"), default=s,
+                   help="table (default) or json; yaml: only for get, whose documents apply takes back")
     g.add_argument("--timeout", type=seconds, metavar="SECONDS", default=s,
                    help=f"deadline of each call (default {DEFAULT_TIMEOUT:g})")
     g.add_argument("--tls-ca", metavar="FILE", default=s, help="CA certificates (PEM); use TLS when given")
@@ -68,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="Run 'isthmusctl COMMAND --help' for the flags of each command.")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     network.add_parsers(groups, top)
+    policy.add_parsers(groups, top)
+    apply.add_parsers(groups, top)
     border.add_parsers(groups, top)
     status.add_parsers(groups, top)
     # Listed for the help only: main() hands `isthmusctl pki ...` over before parsing.
@@ -78,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_parsers(groups, top)
     events.add_parsers(groups, top)
     views.add_parsers(groups, top)
+    health.add_parsers(groups, top)
+    logs.add_parsers(groups, top)
     return parser
 
 

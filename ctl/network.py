@@ -94,6 +94,7 @@ def _params_text(bgp: m.BgpParams | None, vxlan: m.VxlanParams | None) -> str:
         parts += [f"password {bgp.password_ref}"] if bgp.password_ref else []
         parts += [f"import {'; '.join(bgp.import_prefixes)}"] if bgp.import_prefixes else []
         parts += [f"max {bgp.max_prefixes} prefixes"] if bgp.max_prefixes else []
+        parts += [f"reflector {bgp.reflector}"] if bgp.reflector else []
     if vxlan is not None:
         parts.append(f"vni {vxlan.vni} port {vxlan.udp_port} mtu {vxlan.mtu}")
     return ", ".join(parts)
@@ -101,7 +102,7 @@ def _params_text(bgp: m.BgpParams | None, vxlan: m.VxlanParams | None) -> str:
 
 SITE_COLUMNS = ("NAME", "KIND", "PARENT", "LABELS", "DESCRIPTION", "VERSION")
 ENDPOINT_COLUMNS = ("SITE", "NAME", "ADDRESS", "ASN", "ROLE", "ROUTER-ID", "PROPERTIES", "VERSION")
-CONNECTION_COLUMNS = ("NAME", "TYPE", "A", "B", "ADMIN", "PARAMS", "DESCRIPTION", "VERSION")
+CONNECTION_COLUMNS = ("NAME", "TYPE", "A", "B", "ADMIN", "PARAMS", "DESCRIPTION", "POLICY", "VERSION")
 
 
 def site_row(msg: types_pb2.Site) -> list[str]:
@@ -118,7 +119,7 @@ def endpoint_row(msg: types_pb2.Endpoint) -> list[str]:
 def connection_row(msg: types_pb2.Connection) -> list[str]:
     c = wire.connection_from_pb(msg)
     return [c.name, c.type.value, str(c.a), str(c.b), c.admin_state.value, _params_text(c.bgp, c.vxlan),
-            c.description, str(c.version)]
+            c.description, c.policy, str(c.version)]
 
 
 # ---------------------------------------------------------------- commands
@@ -147,7 +148,7 @@ def site_update(ctl: Ctl, args: Namespace) -> None:
 
 
 def site_delete(ctl: Ctl, args: Namespace) -> None:
-    request = api_pb2.DeleteSiteRequest(name=args.name, version=args.version or 0)
+    request = api_pb2.DeleteSiteRequest(name=args.name, version=args.version or 0, force=args.force)
     ctl.show_deleted(f"site {args.name}", ctl.sites().DeleteSite(request, timeout=ctl.timeout))
 
 
@@ -279,6 +280,8 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     add_version(p)
     p = cli.command(site, "site delete", "delete a site")
     p.add_argument("name", metavar="NAME", help="site name")
+    p.add_argument("--force", action="store_true", help="even though sync intents name it: it is taken out of "
+                   "their regions and waves; intents left with no region, or whose image source it is, are deleted")
     add_version(p)
 
     endpoint = cli.group(groups, "endpoint", "create, show, change and delete endpoints of sites")

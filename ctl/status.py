@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import grpc
 
 from isthmus.core.wire import network as wire
-from isthmus.ctl.client import WAIT_POLL_SECONDS, Command, Ctl, CtlError, all_pages
+from isthmus.ctl.client import WAIT_POLL_SECONDS, Command, Ctl, CtlError, all_pages, back_pages
 from isthmus.ctl.flags import Parsers, Subparsers, bounded_int, seconds
 from isthmus.ctl.render import (
     OVERRIDE_COLUMNS,
@@ -184,8 +184,9 @@ def audit_row(e: api_pb2.AuditEvent) -> list[str]:
 
 
 def audit(ctl: Ctl, args: Namespace) -> None:
-    reply = ctl.status().ListAuditEvents(api_pb2.ListAuditEventsRequest(limit=args.limit), timeout=ctl.timeout)
-    ctl.show(list(reply.events), AUDIT_COLUMNS, audit_row)
+    found = back_pages(ctl.status().ListAuditEvents, api_pb2.ListAuditEventsRequest(limit=args.limit), "events",
+                       ctl.timeout)
+    ctl.show(found, AUDIT_COLUMNS, audit_row)
 
 
 COMMANDS: dict[str, Command] = {

@@ -13,13 +13,16 @@ from typing import Any
 
 from isthmus.core import sync as s
 from isthmus.core.errors import InvalidArgument
+from isthmus.core.flags import duration
 from isthmus.core.wire import sync as sync_wire
 from isthmus.ctl.client import Command, Ctl, all_pages
 from isthmus.ctl.flags import Parsers, Subparsers, add_version
-from isthmus.ctl.render import format_fields, format_table
+from isthmus.ctl.render import format_clock, format_fields, format_table
+from isthmus.v1 import events_pb2 as epb
+from isthmus.v1 import events_pb2_grpc, sync_pb2_grpc
 from isthmus.v1 import sync_pb2 as spb
-from isthmus.v1 import sync_pb2_grpc
 
+MAX_EVENTS = 10_000  # the sync events read to find an intent's newest changes
 RULE_KEYS = ("dir", "ethertype", "proto", "port", "remote", "remote-group", "description")
 
 
@@ -76,8 +79,13 @@ def intent_from_args(args: Namespace, current: s.SyncIntent | None = None) -> s.
         raise InvalidArgument("is required: keypair, security-group or image", "--kind")
     regions = tuple(args.region) if args.region else (current.regions if current else ())
     base = current or s.SyncIntent(args.name, kind)
+    all_regions = args.all_regions if args.all_regions is not None else base.all_regions
+    if args.region and args.all_regions is None:
+        all_regions = False  # naming regions on update replaces --all-regions
+    if args.all_regions:
+        regions = ()
     description = args.description if args.description is not None else base.description
-    intent = dataclasses.replace(base, kind=kind, regions=regions, description=description,
+    intent = dataclasses.replace(base, kind=kind, regions=regions, description=description, all_regions=all_regions,
                                  version=args.version or (current.version if current else 0))
     if kind == s.Kind.KEYPAIR:
         kp = base.keypair or s.KeypairSpec(name="", public_key="")
@@ -86,6 +94,14 @@ def intent_from_args(args: Namespace, current: s.SyncIntent | None = None) -> s.
                                  public_key=key if key is not None else kp.public_key,
                                  user_id=args.user_id if args.user_id is not None else kp.user_id,
                                  replace=args.replace if args.replace is not None else kp.replace)
+        if args.source is not None or args.source_name is not None:
+            kp = dataclasses.replace(kp, source_region=args.source if args.source is not None else kp.source_region,
+                                     source_name=args.source_name if args.source_name is not None
+                                     else kp.source_name)
+        if key is not None and args.source is None:  # a key given on the command line replaces a source region
+            kp = dataclasses.replace(kp, source_region="", source_name="")
+        elif kp.source_region and key is None:
+            kp = dataclasses.replace(kp, public_key="")
         return dataclasses.replace(intent, keypair=kp)
     if kind == s.Kind.SECURITY_GROUP:
         g = base.security_group or s.SecurityGroupSpec(name="")
@@ -96,6 +112,14 @@ def intent_from_args(args: Namespace, current: s.SyncIntent | None = None) -> s.
             rules=tuple(args.rule) if args.rule is not None else g.rules,
             replace=args.replace if args.replace is not None else g.replace)
         if args.no_rules:
+            g = dataclasses.replace(g, rules=())
+        if args.source is not None or args.source_name is not None:
+            g = dataclasses.replace(g, source_region=args.source if args.source is not None else g.source_region,
+                                    source_name=args.source_name if args.source_name is not None else g.source_name)
+        given = args.rule is not None or args.no_rules
+        if given and args.source is None:  # rules given on the command line replace a source region
+            g = dataclasses.replace(g, source_region="", source_name="")
+        elif g.source_region and not given:
             g = dataclasses.replace(g, rules=())
         return dataclasses.replace(intent, security_group=g)
     img = base.image or s.ImageSpec(mode=s.ImageMode(args.mode or "none"))
@@ -143,9 +167,16 @@ def status_text(st: spb.SyncStatus) -> str:
     return text
 
 
+def last_change(st: spb.SyncStatus, now: float) -> str:
+    """The newest change isthmus made to this copy, with when: what a repair of drift shows as."""
+    if not st.action:
+        return "-"
+    return f"{_age(st.action_unix_ms, now)}: {' '.join(st.action.split())[:40]}"
+
+
 def status_rows(view: spb.SyncView, now: float) -> list[list[str]]:
     return [[st.resource, st.region, status_text(st), st.wave or "-", _age(st.updated_unix_ms, now),
-             (st.error or st.detail).replace("\n", " ")[:100]] for st in view.statuses]
+             last_change(st, now), (st.error or st.detail).replace("\n", " ")[:60]] for st in view.statuses]
 
 
 def summary(view: spb.SyncView) -> str:
@@ -157,9 +188,14 @@ def summary(view: spb.SyncView) -> str:
 
 def what(intent: spb.SyncIntent) -> str:
     if intent.kind == "keypair":
-        return f"keypair {intent.keypair.name}"
+        kp = intent.keypair
+        return f"keypair {kp.name}" + (f" from {kp.source_region}" + (f" ({kp.source_name})" if kp.source_name
+                                                                      else "") if kp.source_region else "")
     if intent.kind == "security-group":
-        return f"group {intent.security_group.name} ({len(intent.security_group.rules)} rules)"
+        g = intent.security_group
+        if g.source_region:
+            return f"group {g.name} from {g.source_region}" + (f" ({g.source_name})" if g.source_name else "")
+        return f"group {g.name} ({len(g.rules)} {'rule' if len(g.rules) == 1 else 'rules'})"
     img = intent.image
     sel = ", ".join([*img.selector.names, *(f"tag {t}" for t in img.selector.tags),
                      *(f"{k}={v}" for k, v in sorted(img.selector.properties.items())),
@@ -170,7 +206,7 @@ def what(intent: spb.SyncIntent) -> str:
 def targets(intent: spb.SyncIntent) -> str:
     if intent.kind == "image" and intent.image.mode == "controlled":
         return " -> ".join(f"{w.name}[{','.join(w.regions)}]" for w in intent.image.waves)
-    return ",".join(intent.regions)
+    return "all regions" if intent.all_regions else ",".join(intent.regions)
 
 
 def sync_row(view: spb.SyncView) -> list[str]:
@@ -181,7 +217,9 @@ def sync_row(view: spb.SyncView) -> list[str]:
 
 
 SYNC_COLUMNS = ["NAME", "KIND", "WHAT", "REGIONS", "STATUS", "ROLLOUT"]
-STATUS_COLUMNS = ["RESOURCE", "REGION", "STATE", "WAVE", "UPDATED", "DETAIL"]
+STATUS_COLUMNS = ["RESOURCE", "REGION", "STATE", "WAVE", "UPDATED", "LAST CHANGE", "DETAIL"]
+HISTORY_COLUMNS = ["TIME", "SITE", "CHANGE"]
+HISTORY = 20  # the newest changes ``sync show`` lists
 
 
 # ---------------------------------------------------------------- commands
@@ -232,16 +270,30 @@ def format_view(view: spb.SyncView, now: float) -> str:
         waves = intent.image.waves
         at = waves[ro.wave].name if ro.wave < len(waves) else "all done"
         pairs.append(("rollout", f"{ro.id} {ro.state}, wave {min(ro.wave + 1, len(waves))}/{len(waves)} ({at})"
+                      + (f", without {', '.join(ro.skipped)} (--skip-site)" if ro.skipped else "")
                       + (f": {ro.error}" if ro.error else "")))
     return format_fields(pairs) + "\n\n" + format_table(STATUS_COLUMNS, status_rows(view, now))
+
+
+def history(ctl: Ctl, view: spb.SyncView) -> list[epb.Event]:
+    """The newest central events of the changes the regions' agents made for this intent (kind sync)."""
+    request = epb.ListEventsRequest(kind="sync", since_unix_ms=view.intent.created_unix_ms, limit=MAX_EVENTS)
+    reply = ctl.stub(events_pb2_grpc.EventServiceStub).ListEvents(request, timeout=ctl.timeout)
+    mine = f"(sync {view.intent.name})"
+    return [e for e in reply.events if mine in e.message][-HISTORY:]
 
 
 def sync_show(ctl: Ctl, args: Namespace) -> None:
     view = _stub(ctl).GetSync(spb.GetSyncRequest(name=args.name), timeout=ctl.timeout)
     if ctl.output == "json":
         ctl.print_json(view)
-    else:
-        print(format_view(view, time.time()))
+        return
+    print(format_view(view, time.time()))
+    changes = history(ctl, view)
+    print(f"\nrecent changes in the regions ({len(changes)}; all: isthmusctl events --kind sync):")
+    if changes:
+        print(format_table(HISTORY_COLUMNS, [[format_clock(e.time_unix_ms), e.site, " ".join(e.message.split())]
+                                             for e in changes]))
 
 
 def sync_delete(ctl: Ctl, args: Namespace) -> None:
@@ -256,11 +308,18 @@ def sync_delete(ctl: Ctl, args: Namespace) -> None:
 
 def _control(action: str) -> Command:
     def run(ctl: Ctl, args: Namespace) -> None:
-        ro = _stub(ctl).ControlRollout(spb.ControlRolloutRequest(name=args.name, action=action), timeout=ctl.timeout)
+        skip = list(getattr(args, "skip_site", None) or [])
+        ro = _stub(ctl).ControlRollout(spb.ControlRolloutRequest(name=args.name, action=action, skip_sites=skip),
+                                       timeout=ctl.timeout)
         if ctl.output == "json":
             ctl.print_json(ro)
-        else:
-            print(f"sync {args.name}: rollout {ro.id} is {ro.state}")
+            return
+        print(f"sync {args.name}: rollout {ro.id} is {ro.state}")
+        if skip and action == "rollback":
+            print(f"no longer waiting for {', '.join(skip)}: the rollback finishes without them; an agent of "
+                  "theirs that comes back still removes the copy it made")
+        elif skip:
+            print(f"no longer waiting for {', '.join(skip)}: the rollout goes on without them; they get no copy")
 
     return run
 
@@ -268,9 +327,9 @@ def _control(action: str) -> Command:
 def image_ensure(ctl: Ctl, args: Namespace) -> None:
     """Follow a lazy copy until the image is active in the region; progress on stderr, the result on stdout."""
     request = spb.EnsureImageRequest(image=args.image, region=args.region, intent=args.intent or "",
-                                     timeout_seconds=int(args.wait_timeout))
+                                     timeout_seconds=int(args.wait_timeout), wait_seconds=args.wait)
     last = None
-    for progress in _stub(ctl).EnsureImage(request, timeout=args.wait_timeout + 10):
+    for progress in _stub(ctl).EnsureImage(request, timeout=args.wait + args.wait_timeout + 10):
         last = progress
         if ctl.output != "json":
             st = progress.status
@@ -280,6 +339,28 @@ def image_ensure(ctl: Ctl, args: Namespace) -> None:
         ctl.print_json(last)
     elif last is not None and last.done:
         print(f"image {last.status.resource} is active in {last.status.region} (id {last.status.target_id})")
+
+
+IMAGE_COLUMNS = ["NAME", "ID", "STATUS", "SIZE", "VISIBILITY", "TAGS"]
+
+
+def image_row(img: spb.ImageInfo, long: bool) -> list[str]:
+    return [img.name, img.id if long else img.id[:8], img.status, _size(img.size), img.visibility or "-",
+            ",".join(img.tags) or "-"]
+
+
+def image_list(ctl: Ctl, args: Namespace) -> None:
+    """The region's images as the coordinator knows them: its agent's last image list."""
+    reply = _stub(ctl).ListImages(spb.ListImagesRequest(region=args.region), timeout=ctl.timeout)
+    if ctl.output == "json":
+        ctl.print_json(reply)
+        return
+    print(f"images of {reply.region} (OpenStack region {reply.openstack_region}) as its agent listed them, "
+          f"changed {_age(reply.updated_unix_ms, time.time())}:")
+    if not reply.images:
+        print("no images")
+        return
+    print(format_table(IMAGE_COLUMNS, [image_row(i, args.long) for i in sorted(reply.images, key=lambda x: x.name)]))
 
 
 COMMANDS: dict[str, Command] = {
@@ -293,6 +374,7 @@ COMMANDS: dict[str, Command] = {
     "sync abort": _control("abort"),
     "sync rollback": _control("rollback"),
     "image ensure": image_ensure,
+    "image list": image_list,
 }
 
 EPILOGS = {
@@ -338,6 +420,14 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
         p.add_argument("--kind", choices=[k.value for k in s.Kind], required=verb == "create",
                        help="what is synced")
         p.add_argument("--region", action="append", metavar="SITE", help="a target region (site), repeatable")
+        p.add_argument("--all-regions", action=argparse.BooleanOptionalAction, default=None,
+                       help="every region whose agent has attached, now and later, but the source (keypairs, "
+                       "security groups, auto and lazy images)")
+        p.add_argument("--source", "--from-region", dest="source", metavar="SITE",
+                       help="the region holding the original: an image's, or a keypair or security group to follow "
+                       "(its key or rules are copied and kept in step)")
+        p.add_argument("--source-name", metavar="N", help="keypair / security group: its name in the source region "
+                       "(default: the same name)")
         p.add_argument("--description", metavar="TEXT", help="free text")
         p.add_argument("--replace", action=argparse.BooleanOptionalAction, default=None,
                        help="overwrite / adopt a same-named resource isthmus did not create (default: CONFLICT)")
@@ -355,7 +445,6 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
         g.add_argument("--no-rules", action="store_true", help="update: remove every rule")
         i = p.add_argument_group("image")
         i.add_argument("--mode", choices=[x.value for x in s.ImageMode], help="none, auto, lazy or controlled")
-        i.add_argument("--source", metavar="SITE", help="the region holding the originals")
         i.add_argument("--image", action="append", metavar="NAME|ID", help="an image of the source, repeatable")
         i.add_argument("--tag", action="append", metavar="TAG", help="images with this tag, repeatable (all must "
                        "match)")
@@ -379,11 +468,21 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     p = cli.command(sync, "sync delete", "delete an intent; the agents remove the copies isthmus made")
     p.add_argument("name", metavar="NAME", help="intent name")
     add_version(p)
-    for verb, help in (("pause", "pause a controlled rollout (no new wave starts)"),
+    for verb, help in (("pause", "pause a controlled rollout: the current wave holds (copies under way stop, "
+                                  "verified ones stay) and no new wave starts"),
                        ("resume", "resume a paused, failed or aborted rollout"),
                        ("abort", "stop a rollout where it is (copies made so far stay)"),
                        ("rollback", "remove every copy the rollout made")):
-        cli.command(sync, f"sync {verb}", help).add_argument("name", metavar="NAME", help="intent name")
+        p = cli.command(sync, f"sync {verb}", help)
+        p.add_argument("name", metavar="NAME", help="intent name")
+        if verb == "resume":
+            p.add_argument("--skip-site", action="append", metavar="SITE", help="go on without this site (gone, "
+                           "unreachable, never attached): the wave completes without it and it gets no copy; "
+                           "repeatable, also while the rollout runs")
+        elif verb == "rollback":
+            p.add_argument("--skip-site", action="append", metavar="SITE", help="finish the rollback without "
+                           "this site's confirmation (gone, unreachable, never attached); its agent, if it comes "
+                           "back, still removes the copy it made; repeatable, also while the rollback runs")
     image = cli.group(groups, "image", "images across regions")
     p = cli.command(image, "image ensure", "copy an image to a region now (lazy sync) and wait until it is active")
     p.add_argument("image", metavar="IMAGE", help="image name or id in the source region")
@@ -391,6 +490,13 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--intent", metavar="NAME", help="the sync intent to use (default: the one that covers it)")
     p.add_argument("--wait-timeout", type=float, default=600.0, metavar="S", help="give up after S seconds "
                    "(default 600); the copy goes on")
+    p.add_argument("--wait", type=duration, default=0, metavar="DURATION",
+                   help="wait up to this long (30s, 5m; at most 10m) for the image to appear in its source region's "
+                   "image list as the coordinator has it (one uploaded just now is listed within the agent's "
+                   "--inventory-interval); default: NOT_FOUND at once")
+    p = cli.command(image, "image list", "a region's images as the coordinator knows them (its agent's last list)")
+    p.add_argument("--region", required=True, metavar="SITE", help="the region (site)")
+    p.add_argument("--long", action="store_true", help="full image ids")
 
 
 def parse_rules(values: Sequence[str]) -> list[s.RuleSpec]:

@@ -7,7 +7,9 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from isthmus.ctl.client import Command, Ctl
+import grpc
+
+from isthmus.ctl.client import Command, Ctl, all_pages
 from isthmus.ctl.flags import Parsers, Subparsers, add_version
 from isthmus.ctl.render import format_table
 from isthmus.v1 import views_pb2 as vpb
@@ -75,19 +77,39 @@ def quota_set(ctl: Ctl, args: Namespace) -> None:
               "regions")
 
 
+def _kept(before: vpb.ProjectQuota, resources: set[str]) -> str:
+    """The per-region limits the regions keep for ``resources`` (as last reported)."""
+    kept = [f"{reg.region} {rq.resource} {_limit(reg.limit)}" for rq in before.resources if rq.resource in resources
+            for reg in rq.regions if reg.known]
+    return ", ".join(kept) or "none reported"
+
+
 def quota_unset(ctl: Ctl, args: Namespace) -> None:
-    reply = _stub(ctl).UnsetQuota(vpb.UnsetQuotaRequest(project=args.project, resource=args.resource or ""),
-                                  timeout=ctl.timeout)
+    stub = _stub(ctl)
+    try:
+        before = stub.GetQuota(vpb.GetQuotaRequest(project=args.project), timeout=ctl.timeout)
+    except grpc.RpcError:
+        before = vpb.ProjectQuota(project=args.project)  # the unset below says what is wrong
+    reply = stub.UnsetQuota(vpb.UnsetQuotaRequest(project=args.project, resource=args.resource or ""),
+                            timeout=ctl.timeout)
     if ctl.output == "json":
         ctl.print_json(reply)
-    else:
-        print(f"removed {reply.removed} global limits of project {args.project}; the regions keep their last "
-              "limits (set them with the OpenStack tools)")
+        return
+    gone = {rq.resource for rq in before.resources if not args.resource or rq.resource == args.resource}
+    left = [f"{rq.resource} hard {_limit(rq.hard)}" for rq in before.resources if rq.resource not in gone]
+    print(f"removed {reply.removed} global {'limit' if reply.removed == 1 else 'limits'} of project {args.project}"
+          + (f" ({', '.join(sorted(gone))})" if gone else "") + "; isthmus no longer changes these limits in the "
+          f"regions, which keep the ones last applied: {_kept(before, gone)} (change them with the OpenStack "
+          "tools)")
+    print(f"global limits left for project {args.project}: {', '.join(left) or 'none'}")
 
 
 def quota_list(ctl: Ctl, args: Namespace) -> None:
-    reply = _stub(ctl).ListQuotas(vpb.ListQuotasRequest(), timeout=ctl.timeout)
-    ctl.show(list(reply.limits), ["PROJECT", "RESOURCE", "HARD", "SOFT", "VERSION"],
+    limits = all_pages(_stub(ctl).ListQuotas, vpb.ListQuotasRequest(), "limits", ctl.timeout)
+    if not limits and ctl.output != "json":
+        print("no global quota limits (set one with: isthmusctl quota set PROJECT RESOURCE --hard N)")
+        return
+    ctl.show(limits, ["PROJECT", "RESOURCE", "HARD", "SOFT", "VERSION"],
              lambda x: [x.project, x.resource, _limit(x.hard), _limit(x.soft), str(x.version)])
 
 
@@ -110,32 +132,43 @@ def capacity(ctl: Ctl, args: Namespace) -> None:
                        rows))
 
 
-def _record_row(r: vpb.AddressRecord) -> list[str]:
+SHORT_ID = 8  # characters of an OpenStack id a table shows without --long
+
+
+def _short(value: str, long: bool) -> str:
+    return value if long else value[:SHORT_ID]
+
+
+def _record_row(r: vpb.AddressRecord, long: bool = False) -> list[str]:
+    """A table row: ids shortened (unless ``long``), the network's name where Neutron has one."""
     what = ", ".join([*r.ips, *([r.mac] if r.mac else []), *([r.cidr] if r.cidr else [])])
-    return [r.region, r.kind, r.id, r.project or "-", r.network or "-", what, r.device or r.name or "-"]
+    network = r.network if long else (r.network_name or _short(r.network, long))
+    return [r.region, r.kind, _short(r.id, long), _short(r.project, long) or "-", network or "-", what,
+            _short(r.device, long) if r.device and ":" not in r.device else (r.device or "-"), r.name or "-"]
 
 
-RECORD_COLUMNS = ["REGION", "KIND", "ID", "PROJECT", "NETWORK", "ADDRESSES", "DEVICE"]
+RECORD_COLUMNS = ["REGION", "KIND", "ID", "PROJECT", "NETWORK", "ADDRESSES", "DEVICE", "NAME"]
 
 
 def address_lookup(ctl: Ctl, args: Namespace) -> None:
-    reply = _stub(ctl).ListAddresses(vpb.ListAddressesRequest(query=args.query), timeout=ctl.timeout)
-    ctl.show(list(reply.records), RECORD_COLUMNS, _record_row)
+    records = all_pages(_stub(ctl).ListAddresses, vpb.ListAddressesRequest(query=args.query), "records", ctl.timeout)
+    ctl.show(records, RECORD_COLUMNS, lambda r: _record_row(r, args.long))
 
 
 def address_conflicts(ctl: Ctl, args: Namespace) -> None:
-    reply = _stub(ctl).ListAddressConflicts(vpb.ListAddressConflictsRequest(), timeout=ctl.timeout)
+    conflicts = all_pages(_stub(ctl).ListAddressConflicts, vpb.ListAddressConflictsRequest(), "conflicts",
+                          ctl.timeout)
     if ctl.output == "json":
-        ctl.print_json(list(reply.conflicts))
+        ctl.print_json(conflicts)
         return
-    if not reply.conflicts:
+    if not conflicts:
         print("no conflicts")
         return
     rows = []
-    for c in reply.conflicts:
+    for c in conflicts:
         for i, r in enumerate(c.records):
-            rows.append([c.kind if i == 0 else "", c.value if i == 0 else "", c.domain if i == 0 else "",
-                         *_record_row(r)[:5]])
+            rows.append([c.kind if i == 0 else "-", c.value if i == 0 else "-", c.domain if i == 0 else "-",
+                         *_record_row(r, args.long)[:5]])
     print(format_table(["CONFLICT", "VALUE", "DOMAIN", "REGION", "KIND", "ID", "PROJECT", "NETWORK"], rows))
 
 
@@ -168,8 +201,8 @@ def domain_update(ctl: Ctl, args: Namespace) -> None:
 
 
 def domain_list(ctl: Ctl, args: Namespace) -> None:
-    reply = _stub(ctl).ListRoutingDomains(vpb.ListRoutingDomainsRequest(), timeout=ctl.timeout)
-    ctl.show(list(reply.domains), DOMAIN_COLUMNS, _domain_row)
+    domains = all_pages(_stub(ctl).ListRoutingDomains, vpb.ListRoutingDomainsRequest(), "domains", ctl.timeout)
+    ctl.show(domains, DOMAIN_COLUMNS, _domain_row)
 
 
 def domain_show(ctl: Ctl, args: Namespace) -> None:
@@ -245,10 +278,14 @@ def add_parsers(groups: Subparsers, top: list[argparse.ArgumentParser]) -> None:
     cli.command(quota, "quota list", "list every global limit")
     cli.command(groups, "capacity", "capacity and usage per region and in total")
     address = cli.group(groups, "address", "the global IP / MAC address view")
-    cli.command(address, "address lookup", "which region, project, network and port hold an IP, MAC or CIDR"
-                ).add_argument("query", metavar="QUERY", help="an IP, a MAC or a CIDR")
-    cli.command(address, "address conflicts",
-                "duplicate IPs and MACs and overlapping subnets that can reach each other")
+    p = cli.command(address, "address lookup", "which region, project, network and port hold an IP, MAC or CIDR")
+    p.add_argument("query", metavar="QUERY", help="an IP, a MAC or a CIDR")
+    p.add_argument("--long", action="store_true", help="full ids (tables shorten them to 8 characters and show "
+                   "network names)")
+    p = cli.command(address, "address conflicts",
+                    "duplicate IPs and MACs and overlapping subnets that can reach each other")
+    p.add_argument("--long", action="store_true", help="full ids (tables shorten them to 8 characters and show "
+                   "network names)")
     rd = cli.group(groups, "routing-domain", "networks of several regions that reach each other")
     p = cli.command(rd, "routing-domain create", "create a routing domain")
     p.add_argument("name", metavar="NAME", help="a DNS label, unique")

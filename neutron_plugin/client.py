@@ -139,6 +139,18 @@ class Coordinator:
             raise CoordinatorError(code, exc.details() or "") from None
         return to_dict(answer)
 
+    def call_all(self, service: str, method: str, key: str, request: dict[str, Any] | None = None, *,
+                 on_behalf_of: str = "") -> list[dict[str, Any]]:
+        """Every item (under ``key``) of a paged list call, following next_page_token."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            answer = self.call(service, method, {**(request or {}), "page_token": token}, on_behalf_of=on_behalf_of)
+            items += answer.get(key, [])
+            token = answer.get("next_page_token", "")
+            if not token:
+                return items
+
     def close(self) -> None:
         with self._lock:
             if self._channel is not None:

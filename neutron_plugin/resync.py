@@ -80,9 +80,9 @@ def run(neutron: Any, coordinator: Coordinator, *, repair: bool, context: Any = 
 
     n_gateways = {g["id"]: gateway_request(g) for g in neutron.get_l2_gateways(ctx)}
     n_conns = {c["id"]: connection_request(c) for c in neutron.get_l2_gateway_connections(ctx)}
-    i_gateways = {g["id"]: g for g in coordinator.call(SERVICE, "ListL2Gateways", {}).get("l2_gateways", [])}
-    i_conns = {c["id"]: c for c in
-               coordinator.call(SERVICE, "ListL2GatewayConnections", {}).get("l2_gateway_connections", [])}
+    i_gateways = {g["id"]: g for g in coordinator.call_all(SERVICE, "ListL2Gateways", "l2_gateways")}
+    i_conns = {c["id"]: c
+               for c in coordinator.call_all(SERVICE, "ListL2GatewayConnections", "l2_gateway_connections")}
 
     # Deletions first (connections before their gateways), then creations (gateways before connections).
     for cid, conn in sorted(i_conns.items()):

@@ -167,11 +167,15 @@ def test_every_parsed_command_has_a_handler() -> None:
         "l2-gateway-connection status": ["c"],
         "sync create": ["k", "--kind", "keypair"], "sync update": ["k"], "sync show": ["k"], "sync delete": ["k"],
         "sync pause": ["k"], "sync resume": ["k"], "sync abort": ["k"], "sync rollback": ["k"],
-        "image ensure": ["ubuntu", "--region", "two"],
+        "image ensure": ["ubuntu", "--region", "two"], "image list": ["--region", "two"],
         "quota show": ["p"], "quota set": ["p", "cores", "--hard", "10"], "quota unset": ["p"],
         "address lookup": ["10.0.0.1"],
         "routing-domain create": ["d", "--network", "one:n"], "routing-domain update": ["d"],
         "routing-domain show": ["d"], "routing-domain delete": ["d"],
+        "logs": ["--site", "s"],
+        "policy create": ["p", "--kind", "full-mesh", "--endpoint", "gw", "--site", "a"],
+        "policy show": ["p"], "policy delete": ["p"],
+        "apply": ["-f", "x.yaml"], "diff": ["-f", "x.yaml"], "plan": ["-f", "x.yaml"],
     }
     for command in ctl.COMMANDS:
         assert ctl.parse_args([*command.split(), *examples.get(command, [])]).command == command

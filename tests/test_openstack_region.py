@@ -122,7 +122,7 @@ def test_keypair_create_idempotent_conflict_rekey_and_remove(conns: dict[str, An
     leftovers.keypairs.append((TWO, name, ""))
 
     assert ensure_keypair(conn, name, key_a, "", replace=False, owned=False) == \
-        Outcome(IN_SYNC, "created", name, True)
+        Outcome(IN_SYNC, "created", name, True, changed=True)
     # The same key under another comment is the same key; created says what the caller's records say.
     same = " ".join([*key_a.split()[:2], "another-comment"])
     out = ensure_keypair(conn, name, same, "", replace=False, owned=False)
@@ -137,7 +137,7 @@ def test_keypair_create_idempotent_conflict_rekey_and_remove(conns: dict[str, An
 
     # Ours: re-keyed.
     out = ensure_keypair(conn, name, key_b, "", replace=False, owned=True)
-    assert (out.state, out.created) == (IN_SYNC, True) and "re-created" in out.detail
+    assert (out.state, out.created, out.changed) == (IN_SYNC, True, True) and "re-created" in out.detail
     assert conn.compute.get_keypair(name).public_key == key_b
 
     assert not remove_keypair(conn, name, "", key_a)  # not the key isthmus gave it
@@ -234,7 +234,7 @@ def test_security_group_created_with_exactly_its_rules(conns: dict[str, Any], le
     assert group.tags == [f"isthmus-sync:{web_intent}"] and group.description == "web servers"
 
     out = ensure_security_group(conn, db_intent, db_spec, replace=False)
-    assert out == Outcome(IN_SYNC, "1 rule added, 2 removed", db_id, True)
+    assert out == Outcome(IN_SYNC, "1 rule added, 2 removed", db_id, True, changed=True)
     assert rules_of(conn, db_id) == {("ingress", "IPv4", "tcp", 5432, 5432, None, web_id, "")}
 
     # Normalized comparison: nothing to do the second time, and the other region has nothing of it.
@@ -369,7 +369,8 @@ def test_copy_image_keeps_what_makes_the_image(conns: dict[str, Any], leftovers:
 
     out = copy_image(one, two, source_id, intent, rollout="r1", progress=lambda d, t: seen.append((d, t)),
                      chunk_size=16 * 1024)
-    assert (out.state, out.created) == (IN_SYNC, True) and out.detail.startswith(f"copied {len(data)} bytes")
+    assert (out.state, out.created, out.changed) == (IN_SYNC, True, True)
+    assert out.detail.startswith(f"copied {len(data)} bytes")
     assert seen == [(16 * 1024 * i, len(data)) for i in range(1, 7)]
     source, copy = get_image(one, source_id), get_image(two, out.target_id)
     assert source is not None and copy is not None

@@ -474,7 +474,8 @@ def test_list_addresses(l3_region: Any, project: Project) -> None:
         assert r["mac"] == r["mac"].lower()
     assert len({(r["kind"], r["id"]) for r in records}) == len(records)
     base = {"project": pid, "ips": [], "mac": "", "cidr": "", "device": "", "name": ""}
-    assert mine(records, {port.id, bare.id, v4.id, v6.id, public.id, loose.id, bound.id, router.id, lone.id}) == {
+    unnamed = [{k: v for k, v in r.items() if k != "network_name"} for r in records]
+    assert mine(unnamed, {port.id, bare.id, v4.id, v6.id, public.id, loose.id, bound.id, router.id, lone.id}) == {
         port.id: {**base, "kind": "port", "id": port.id, "network": network.id, "ips": ["10.7.0.10", "fd00:7::10"],
                   "mac": "fa:16:3e:0a:0b:0c", "device": "compute:nova", "name": "web"},
         bare.id: {**base, "kind": "port", "id": bare.id, "network": network.id,
@@ -489,6 +490,9 @@ def test_list_addresses(l3_region: Any, project: Project) -> None:
         router.id: {**base, "kind": "router_gateway", "id": router.id, "network": external.id, "ips": [gateway_ip],
                     "name": "gw"},
     }
+    # Every record names its network for people, too.
+    names = {network.id: network.name, external.id: external.name}
+    assert all(r["network_name"] == names[r["network"]] for r in records if r["network"] in names)
     assert len(bare.fixed_ips) == 2 and {":" in f["ip_address"] for f in bare.fixed_ips} == {True, False}
     # The router's interface, its gateway's and the floating IPs' own ports are ports too.
     devices = {r["device"]: r for r in records if r["kind"] == "port" and r["network"] in (network.id, external.id)}
@@ -502,7 +506,7 @@ def test_list_addresses(l3_region: Any, project: Project) -> None:
                          "name"],
               "/floatingips": ["id", "project_id", "floating_network_id", "floating_ip_address", "port_id"],
               "/routers": ["id", "project_id", "external_gateway_info", "name"],
-              "/subnets": ["id", "project_id", "network_id", "cidr", "name"]}
+              "/subnets": ["id", "project_id", "network_id", "cidr", "name"], "/networks": ["id", "name"]}
     assert {c.path for c in recorder.calls} == set(wanted) and all(c.method == "GET" for c in recorder.calls)
     assert all(c.fields() == wanted[c.path] for c in recorder.calls)
     assert len([c for c in recorder.calls if c.path == "/ports"]) > 1

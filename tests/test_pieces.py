@@ -409,7 +409,7 @@ async def test_status_and_list_answers_of_a_very_large_site_fit(etcd: str, tmp_p
         await coord.store.txn([], [Put(r.endpoint_key("dc", "p007"), r.encode(stored))])
         planner = coord.planner
         assert planner is not None
-        await await_for(lambda: len(planner.desired("big")[0]["big-p007"].remote.properties) == 307, 10,
+        await await_for(lambda: len(planner.desired("big")[0]["big-p007"].remote.properties) == 307, 30,
                         "the coordinator to see the new properties")
 
         first = await c.status.GetSiteStatus(api.GetSiteStatusRequest(site="big"))

@@ -25,7 +25,7 @@ from conftest import await_for, running_coordinator
 from isthmus.coordinator.multisite.sync_planner import SYNC
 from isthmus.coordinator.store import Store
 from isthmus.core import sync as s
-from isthmus.v1 import api_pb2_grpc, sync_pb2_grpc
+from isthmus.v1 import api_pb2, api_pb2_grpc, sync_pb2_grpc
 from isthmus.v1 import sync_pb2 as spb
 from isthmus.v1 import types_pb2 as pb
 
@@ -237,6 +237,20 @@ async def test_bad_image_and_group_intents_are_refused_and_nothing_is_written(en
         (spb.SyncIntent(name="sg", kind="security-group", regions=["two"], security_group=spb.SecurityGroupSpec(
             name="web", rules=[spb.RuleSpec(ethertype="IPv4", remote_ip_prefix="2001:db8::/32")])),
          grpc.StatusCode.INVALID_ARGUMENT, "security_group.rules[0].remote_ip_prefix"),
+    ]
+    cases += [
+        (spb.SyncIntent(name="kf", kind="keypair", all_regions=True, keypair=spb.KeypairSpec(
+            name="k", public_key=ssh_key(), source_region="one")), grpc.StatusCode.INVALID_ARGUMENT,
+         "keypair.public_key"),
+        (spb.SyncIntent(name="kf", kind="keypair", all_regions=True, regions=["two"], keypair=spb.KeypairSpec(
+            name="k", source_region="one")), grpc.StatusCode.INVALID_ARGUMENT, "regions"),
+        (spb.SyncIntent(name="kf", kind="keypair", all_regions=True, keypair=spb.KeypairSpec(
+            name="k", source_region="mars")), grpc.StatusCode.NOT_FOUND, "keypair.source_region"),
+        (spb.SyncIntent(name="sf", kind="security-group", regions=["one"], security_group=spb.SecurityGroupSpec(
+            name="g", source_region="one")), grpc.StatusCode.INVALID_ARGUMENT, "regions"),
+        (spb.SyncIntent(name="img", kind="image", all_regions=True, image=spb.ImageSpec(
+            mode="controlled", source_region="one", selector=spb.ImageSelector(names=["ubuntu"]),
+            waves=[spb.Wave(name="w1", regions=["two"])])), grpc.StatusCode.INVALID_ARGUMENT, "all_regions"),
     ]
     for intent, code, field in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -456,3 +470,55 @@ async def test_a_rollout_moves_on_once_when_its_regions_sit_on_two_coordinators(
             finally:
                 for a in (source, two, three):
                     await a.close()
+
+
+@with_env
+async def test_all_regions_follows_attaching_regions_and_a_named_site_is_deleted_only_by_force(env: Env) -> None:
+    one = await env.agent("one", [image("ubuntu", "id-1")])
+    two = await env.agent("two", [])
+    await env.sync.CreateSync(spb.SyncIntent(name="kf", kind="keypair", all_regions=True, keypair=spb.KeypairSpec(
+        name="ops", source_region="one", source_name="ops-src")))
+    await await_for(lambda: two.task("kf") is not None, what="the task of region two")
+    task = two.task("kf")
+    assert task is not None and (task.source_site, task.source_region) == ("one", "Region-one")
+    assert one.task("kf") is None  # never the source
+    three = await env.agent("three", [])  # attaches later: covered
+    await await_for(lambda: three.task("kf") is not None, what="the task of the region attaching later")
+
+    # A site an intent names is refused naming it; --force takes it out of the intent.
+    await env.sync.CreateSync(keypair_intent("named", regions=("two", "three")))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await env.sites.DeleteSite(api_pb2.DeleteSiteRequest(name="three"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "named (target)" in err.value.details()
+    assert "--force" in err.value.details()
+    await env.sites.DeleteSite(api_pb2.DeleteSiteRequest(name="three", force=True))
+    view = await env.sync.GetSync(spb.GetSyncRequest(name="named"))
+    assert list(view.intent.regions) == ["two"]
+    assert {st.region for st in (await env.sync.GetSync(spb.GetSyncRequest(name="kf"))).statuses} == {"two"}
+    # The source of an intent: deleted by force, the intent goes with it.
+    await env.sites.DeleteSite(api_pb2.DeleteSiteRequest(name="one", force=True))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await env.sync.GetSync(spb.GetSyncRequest(name="kf"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@with_env
+async def test_a_retried_sync_write_with_its_request_id_answers_what_it_did(env: Env) -> None:
+    """A create or delete whose answer was lost, repeated with its request id, is not done twice and is not
+    ALREADY_EXISTS or NOT_FOUND; another request for the same name is."""
+
+    def rid(text: str) -> list[tuple[str, str]]:
+        return [("x-isthmus-request-id", f"sync-{text}-0001")]
+
+    made = await env.sync.CreateSync(keypair_intent(), metadata=rid("a"))
+    before = await env.revision()
+    assert await env.sync.CreateSync(keypair_intent(), metadata=rid("a")) == made
+    assert await env.revision() == before
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await env.sync.CreateSync(keypair_intent(), metadata=rid("b"))
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    gone = await env.sync.DeleteSync(spb.DeleteSyncRequest(name="ops"), metadata=rid("c"))
+    assert (await env.sync.DeleteSync(spb.DeleteSyncRequest(name="ops"), metadata=rid("c"))).revision == gone.revision
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await env.sync.DeleteSync(spb.DeleteSyncRequest(name="ops"), metadata=rid("d"))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND

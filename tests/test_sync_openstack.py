@@ -401,3 +401,240 @@ def test_a_failed_rollout_resumed_completes_and_a_rollback_later_removes_every_c
         one.image.delete_image(src, ignore_missing=True)
         for img in copies(two, name):
             two.image.delete_image(img, ignore_missing=True)
+
+
+def test_a_rollback_waiting_for_sites_gone_or_never_attached_is_finished_by_the_documented_commands(
+        lab: SyncLab) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    name = unique("ghost")
+    intent = f"ghost-{name[-6:]}"
+    gone, never = f"gone-{name[-6:]}", f"never-{name[-6:]}"
+    src = upload(one, name)
+    try:
+        for site in (gone, never):  # sites no agent ever serves
+            lab.ctl("site", "create", site, "--kind", "region")
+        lab.create_once_listed(intent, "--kind", "image", "--mode", "controlled", "--source", "one",
+                               "--image", name, "--wave", "canary=two", "--wave", f"rest={gone},{never}")
+        wait_for(lambda: lab.show(intent)["rollout"].get("wave") == 1, 90, "canary done, waiting for wave rest")
+        assert len(copies(two, name)) == 1
+        # Waiting for sites that never report: pause and abort are refused naming the way out.
+        stuck = lab.ctl("sync", "resume", intent, check=False)
+        assert stuck.returncode == 1 and f"--skip-site {gone} --skip-site {never}" in stuck.stderr, stuck.stderr
+
+        # A site an intent names is not deleted without --force; the refusal names the intent.
+        refused = lab.ctl("site", "delete", gone, check=False)
+        assert refused.returncode == 1 and intent in refused.stderr and "--force" in refused.stderr, refused.stderr
+        assert gone in lab.ctl("site", "list").stdout
+
+        lab.ctl("sync", "rollback", intent)
+        wait_for(lambda: not copies(two, name), 60, "the canary copy removed")
+        assert lab.show(intent)["rollout"]["state"] == "ROLLING_BACK"  # it waits for the two silent sites
+        abort = lab.ctl("sync", "abort", intent, check=False)
+        assert abort.returncode == 1 and "ROLLING_BACK" in abort.stderr, abort.stderr
+        assert f"isthmusctl sync rollback {intent} --skip-site {gone} --skip-site {never}" in abort.stderr
+
+        # Deleted by force: the site leaves the intent's waves; the rollback waits for the other one only.
+        lab.ctl("site", "delete", gone, "--force")
+        wait_for(lambda: [w["regions"] for w in lab.show(intent)["intent"]["image"]["waves"]]
+                 == [["two"], [never]], 30, "the deleted site taken out of the waves")
+        abort = lab.ctl("sync", "abort", intent, check=False)
+        assert f"--skip-site {never} " in abort.stderr and gone not in abort.stderr, abort.stderr
+
+        # The documented way out: finish the rollback without the silent site.
+        out = lab.ctl("sync", "rollback", intent, "--skip-site", never).stdout
+        assert "finishes without them" in out
+        wait_for(lambda: lab.show(intent)["rollout"]["state"] == "ROLLED_BACK", 60, "the rollback finished")
+        assert lab.states(intent) == {(name, "two"): "REMOVED", (name, never): "SKIPPED"}
+        assert f"ROLLED_BACK, wave 2/2 (rest), without {never} (--skip-site)" in lab.ctl("sync", "show", intent).stdout
+        assert not copies(two, name) and [i.id for i in copies(one, name)] == [src.id]
+        bad = lab.ctl("sync", "rollback", intent, "--skip-site", "mars", check=False)
+        assert bad.returncode == 1 and "skip_sites[0]" in bad.stderr, bad.stderr
+        lab.ctl("sync", "delete", intent)
+    finally:
+        lab.ctl("sync", "delete", intent, check=False)
+        for site in (gone, never):
+            lab.ctl("site", "delete", site, "--force", check=False)
+        one.image.delete_image(src, ignore_missing=True)
+        for img in copies(two, name):
+            two.image.delete_image(img, ignore_missing=True)
+
+
+# ---------------------------------------------------------------- what isthmus changed, seen centrally
+
+
+def sync_events(lab: SyncLab, site: str, intent: str) -> list[str]:
+    out = json.loads(lab.ctl("events", "--site", site, "--kind", "sync", "-o", "json").stdout)
+    return [e["message"] for e in out if f"(sync {intent})" in e["message"]]
+
+
+def test_drift_in_every_kind_is_repaired_and_a_central_event_and_a_deleted_source_settles_its_rows(
+        lab: SyncLab, tmp_path: Path) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    key, group, tag = unique("dkey"), unique("dsg"), unique("dtag")
+    image_intent = f"auto-{tag}"
+    src = upload(one, unique("dimg"), tags=[tag])
+    public = ssh_key(tmp_path, "drift")
+    try:
+        lab.ctl("sync", "create", key, "--kind", "keypair", "--public-key", public, "--region", "two")
+        lab.ctl("sync", "create", group, "--kind", "security-group", "--region", "two",
+                "--rule", "proto=tcp,port=22,remote=192.0.2.0/24")
+        lab.ctl("sync", "create", image_intent, "--kind", "image", "--mode", "auto", "--source", "one",
+                "--tag", tag, "--region", "two")
+        lab.wait_states(key, {(key, "two"): "IN_SYNC"})
+        lab.wait_states(group, {(group, "two"): "IN_SYNC"})
+        lab.wait_states(image_intent, {(src.name, "two"): "IN_SYNC"}, timeout=90)
+        wait_for(lambda: all(sync_events(lab, "two", x) for x in (key, group, image_intent)), 30,
+                 "the first copies as central events")
+        first = {x: len(sync_events(lab, "two", x)) for x in (key, group, image_intent)}
+
+        # Hand-made drift in region two, one per kind.
+        two.compute.delete_keypair(key)
+        sg = next(iter(two.network.security_groups(name=group)))
+        ssh = next(r for r in two.network.security_group_rules(security_group_id=sg.id) if r.port_range_min == 22)
+        two.network.delete_security_group_rule(ssh)
+        two.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
+                                               protocol="tcp", port_range_min=23, port_range_max=23)
+        [copy] = copies(two, src.name)
+        two.image.delete_image(copy)
+
+        wait_for(lambda: key in keypairs(two), 60, "the keypair re-created")
+        wait_for(lambda: {(r.port_range_min, r.protocol) for r in two.network.security_group_rules(
+            security_group_id=sg.id) if r.direction == "ingress"} == {(22, "tcp")}, 60, "the rules repaired")
+        wait_for(lambda: [i.status for i in copies(two, src.name)] == ["active"], 90, "the image copied again")
+        wait_for(lambda: all(len(sync_events(lab, "two", x)) > first[x] for x in first), 30,
+                 "every repair as a central event")
+        repair = sync_events(lab, "two", group)[-1]
+        assert f"security-group {group} in RegionTwo" in repair and "1 rule added, 1 removed" in repair, repair
+        assert "created" in sync_events(lab, "two", key)[-1]
+        assert "copied" in sync_events(lab, "two", image_intent)[-1]
+        # The row shows the newest change with its time; sync show lists the history.
+        [row] = lab.show(group)["statuses"]
+        assert "1 rule added, 1 removed" in row["action"] and int(row["action_unix_ms"]) > 0
+        shown = lab.ctl("sync", "show", group).stdout
+        assert "LAST CHANGE" in shown and "recent changes in the regions" in shown
+        assert shown.count(f"(sync {group})") >= 2, shown
+
+        # The source image deleted: the copy goes, the row settles as SOURCE_GONE (not FAILED), and the delete is
+        # an event too.
+        one.image.delete_image(src)
+        wait_for(lambda: not copies(two, src.name), 60, "the copy removed with its source")
+        lab.wait_states(image_intent, {(src.name, "two"): "SOURCE_GONE"})
+        listed = lab.ctl("sync", "list").stdout
+        line = next(x for x in listed.splitlines() if x.startswith(image_intent))
+        assert "SOURCE_GONE" in line and "FAILED" not in line, line
+        wait_for(lambda: "deleted" in sync_events(lab, "two", image_intent)[-1], 30, "the delete as an event")
+    finally:
+        for name in (key, group, image_intent):
+            lab.ctl("sync", "delete", name, check=False)
+        one.image.delete_image(src, ignore_missing=True)
+
+
+# ---------------------------------------------------------------- intents that follow a source region
+
+
+def test_keypair_and_group_follow_a_source_region_and_all_regions_covers_a_region_attaching_later(
+        lab: SyncLab, tmp_path: Path) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    tag = uuid.uuid4().hex[:6]
+    src_key, src_group, key, group, late = f"it-srck-{tag}", f"it-srcg-{tag}", f"fk-{tag}", f"fg-{tag}", f"late-{tag}"
+    first, second = ssh_key(tmp_path, "first"), ssh_key(tmp_path, "second")
+    one.compute.create_keypair(name=src_key, public_key=first)
+    sg = one.network.create_security_group(name=src_group, description="followed")
+    one.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
+                                           protocol="tcp", port_range_min=22, port_range_max=22,
+                                           remote_ip_prefix="192.0.2.0/24")
+    late_agent = None
+    try:
+        bad = lab.ctl("sync", "create", key, "--kind", "keypair", "--source", "one", "--public-key", first,
+                      "--all-regions", check=False)
+        assert bad.returncode == 1 and "keypair.public_key" in bad.stderr, bad.stderr
+        lab.ctl("sync", "create", key, "--kind", "keypair", "--from-region", "one", "--source-name", src_key,
+                "--all-regions")
+        lab.ctl("sync", "create", group, "--kind", "security-group", "--source", "one", "--source-name", src_group,
+                "--all-regions")
+        assert "all regions" in lab.ctl("sync", "list").stdout
+        wait_for(lambda: lab.states(key).get((key, "two")) == "IN_SYNC"
+                 and lab.states(group).get((group, "two")) == "IN_SYNC", 60, "the followed copies in region two")
+        assert ("one" not in {r for _, r in lab.states(key)})  # never the source itself
+        assert same_key(keypairs(two)[key], first)
+        wanted = group_rules(one, src_group)
+        assert wanted and ("ingress", "IPv4", "tcp", 22, 22, "192.0.2.0/24") in wanted
+        assert group_rules(two, group) == wanted
+
+        # The source changes: a key replaced, a rule added; the copies follow.
+        one.compute.delete_keypair(src_key)
+        one.compute.create_keypair(name=src_key, public_key=second)
+        one.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
+                                               protocol="tcp", port_range_min=443, port_range_max=443)
+        wait_for(lambda: same_key(keypairs(two).get(key, ""), second), 60, "the replaced key followed")
+        wait_for(lambda: group_rules(two, group) == group_rules(one, src_group), 60, "the new rule followed")
+        assert "re-created with the new key" in sync_events(lab, "two", key)[-1]
+
+        # A region that attaches later is covered too (a second agent in RegionTwo, as site late).
+        lab.ctl("site", "create", late, "--kind", "region")
+        late_agent = lab.start_agent(late, "RegionTwo")
+        wait_for(lambda: lab.states(key).get((key, late)) == "IN_SYNC"
+                 and lab.states(group).get((group, late)) == "IN_SYNC", 60, "the later region covered")
+        late_agent.stop()
+        late_agent = None
+        lab.ctl("site", "delete", late)  # nothing names it: --all-regions covers whatever attaches
+        wait_for(lambda: (key, late) not in lab.states(key), 30, "the deleted region's row gone")
+
+        # The source deleted: the copy goes, the row says SOURCE_GONE.
+        one.compute.delete_keypair(src_key)
+        wait_for(lambda: key not in keypairs(two), 60, "the copy removed with its source")
+        wait_for(lambda: lab.states(key).get((key, "two")) == "SOURCE_GONE", 30, "the row settled")
+        assert "FAILED" not in next(x for x in lab.ctl("sync", "list").stdout.splitlines() if x.startswith(key))
+    finally:
+        if late_agent is not None:
+            late_agent.stop()
+        lab.agents.pop(late, None)
+        lab.ctl("site", "delete", late, "--force", check=False)
+        for name in (key, group):
+            lab.ctl("sync", "delete", name, check=False)
+        one.compute.delete_keypair(src_key, ignore_missing=True)
+        wait_for(lambda: not list(two.network.security_groups(name=group)), 60, "the group copy removed")
+        one.network.delete_security_group(sg, ignore_missing=True)
+
+
+def test_image_list_and_ensure_waiting_for_an_image_the_source_list_has_not_caught_up_with(lab: SyncLab) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    tag = unique("wtag")
+    name, intent = unique("wimg"), f"lazy-{tag[-6:]}"
+    src = None
+    try:
+        lab.ctl("sync", "create", intent, "--kind", "image", "--mode", "lazy", "--source", "one", "--tag", tag,
+                "--region", "two")
+        lab.wait_states(intent, {("*", "two"): "PENDING"})  # a row, not an empty table
+        assert "matches the selector yet" in lab.show(intent)["statuses"][0]["detail"]
+
+        # The source's agent is away while the image is uploaded: the coordinator's list has not caught up.
+        lab.agents["one"].stop()
+        src = upload(one, name, tags=[tag])
+        now = lab.ctl("image", "ensure", name, "--region", "two", check=False)
+        assert now.returncode == 1 and "NOT_FOUND" in now.stderr and "--wait" in now.stderr, now.stderr
+        assert name not in lab.ctl("image", "list", "--region", "one").stdout
+        waiting = subprocess.Popen([str(BIN / "isthmusctl"), "--coordinator", lab.address, "image", "ensure", name,
+                                    "--region", "two", "--wait", "90s", "--wait-timeout", "120"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lab.start_agent("one", "RegionOne")
+        out, err = waiting.communicate(timeout=240)
+        assert waiting.returncode == 0 and f"image {name} is active in two" in out, err
+        assert [i.status for i in copies(two, name)] == ["active"]
+
+        listed = lab.ctl("image", "list", "--region", "one").stdout
+        line = next(x for x in listed.splitlines() if x.startswith(name))
+        assert src.id[:8] in line and src.id not in line and "RegionOne" in listed
+        assert src.id in lab.ctl("image", "list", "--region", "one", "--long").stdout
+        images = json.loads(lab.ctl("image", "list", "--region", "one", "-o", "json").stdout)["images"]
+        assert src.id in {i["id"] for i in images}
+        unknown = lab.ctl("image", "list", "--region", "mars", check=False)
+        assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr and "region" in unknown.stderr
+        lab.ctl("sync", "delete", intent)
+        wait_for(lambda: not copies(two, name), 60, "the lazy copy removed")
+    finally:
+        if "one" not in lab.agents or not lab.agents["one"].alive():
+            lab.start_agent("one", "RegionOne")
+        lab.ctl("sync", "delete", intent, check=False)
+        if src is not None:
+            one.image.delete_image(src, ignore_missing=True)

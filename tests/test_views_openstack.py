@@ -107,7 +107,30 @@ def test_regional_limits_stay_within_the_global_limit_while_both_regions_grow(la
     assert project in events
     text = lab.ctl("quota", "show", project).stdout
     assert "SOFT LIMIT REACHED" in text and "security_groups" in text
-    lab.ctl("quota", "unset", project)
+    # Unset says what the regions keep, and what is left globally.
+    regional = {r["region"]: int(r.get("limit", 0)) for r in view()["regions"]}
+    unset = lab.ctl("quota", "unset", project).stdout
+    assert "removed 1 global limit of project" in unset and "(security_groups)" in unset, unset
+    assert all(f"{region} security_groups {limit}" in unset for region, limit in regional.items()), unset
+    assert f"global limits left for project {project}: none" in unset
+    if not json.loads(lab.ctl("quota", "list", "-o", "json").stdout):
+        assert lab.ctl("quota", "list").stdout.startswith("no global quota limits")
+
+
+def test_a_regional_limit_changed_by_hand_is_set_back_and_is_a_central_event(lab: SyncLab, project: str) -> None:
+    one, two = lab.regions["one"], lab.regions["two"]
+    lab.ctl("quota", "set", project, "security_groups", "--hard", "12")
+    try:
+        wait_for(lambda: sg_limit(one, project) + sg_limit(two, project) == 12, 60, "the regional limits set")
+        two.network.update_quota(project, security_groups=99)  # drift, by hand
+        wait_for(lambda: sg_limit(one, project) + sg_limit(two, project) == 12, 60, "the hand-made limit set back")
+        def repaired() -> bool:
+            events = json.loads(lab.ctl("events", "--site", "two", "--kind", "quota", "-o", "json").stdout)
+            return any(project in e["message"] and "security_groups 99 ->" in e["message"] for e in events)
+
+        wait_for(repaired, 30, "the repair as a central event")
+    finally:
+        lab.ctl("quota", "unset", project)
 
 
 def test_capacity_is_reported_per_region_and_summed(lab: SyncLab) -> None:
@@ -154,6 +177,13 @@ def test_address_view_with_real_ports_and_routing_domains(lab: SyncLab) -> None:
                  "the ports of both regions in the address view")
         assert holders(v6) >= {("one", port_a.id), ("two", port_b.id), ("two", port_c.id)}
         assert holders(mac.upper()) == {("one", port_a.id), ("two", port_b.id)}
+        # The table fits a terminal: the network's name, ids shortened; --long gives them whole.
+        table = lab.ctl("address", "lookup", mac).stdout
+        row = next(x for x in table.splitlines() if port_a.id[:8] in x)
+        assert f"it-a-{tag}" in row and port_a.id not in row and net_a.id not in row, table
+        assert "NAME" in table.splitlines()[0]
+        assert port_a.id in lab.ctl("address", "lookup", mac, "--long").stdout
+        assert json.loads(lab.ctl("address", "lookup", mac, "-o", "json").stdout)[0]["network_name"].startswith("it-")
 
         def conflicts() -> list[dict[str, Any]]:
             return [c for c in json.loads(lab.ctl("address", "conflicts", "-o", "json").stdout)

@@ -30,8 +30,13 @@ import grpc.aio
 from isthmus.agent.link import TlsFiles, backoff, open_channel
 from isthmus.agent.multisite.views import RegionViews
 from isthmus.cloud.images import copy_image, list_images, remove_image
-from isthmus.cloud.keypairs import ensure_keypair, remove_keypair
-from isthmus.cloud.security_groups import GroupSpec, ensure_security_group, remove_security_group
+from isthmus.cloud.keypairs import ensure_keypair, read_keypair, remove_keypair
+from isthmus.cloud.security_groups import (
+    GroupSpec,
+    ensure_security_group,
+    read_security_group,
+    remove_security_group,
+)
 from isthmus.cloud.session import CloudError, SpecError, open_region
 from isthmus.core import model as m
 from isthmus.core import sync as s
@@ -245,14 +250,26 @@ class SyncWorker:
             self._report.clear()
             await self._report.wait()
 
+    def _note_action(self, task: s.SyncTask, action: str) -> None:
+        """A change isthmus made in the region: a central event (the agent's journal), whatever the kind."""
+        if self.note is not None:
+            self.note("sync", f"{task.kind.value} {task.resource} in {self.config.region} (sync {task.intent}): "
+                              f"{action}")
+
     def _set_status(self, status: s.SyncStatus) -> None:
         key = _key(status.intent, status.resource)
         last = self.statuses.get(key)
+        if not status.action and last is not None and last.action:
+            # The newest change stays on the row until a newer one: a re-check that found all in place is none.
+            status = replace(status, action=last.action, action_unix_ms=last.action_unix_ms)
         if last is not None and replace(last, updated_unix_ms=0) == replace(status, region=self.site,
                                                                             updated_unix_ms=0):
             return  # unchanged: a re-check that found everything in place writes nothing
         status = replace(status, region=self.site, updated_unix_ms=int(time.time() * 1000))
-        if self.note is not None and status.state != (last.state if last else None) and status.state in (
+        task = self._running.get(key)
+        if status.action and status.action_unix_ms != (last.action_unix_ms if last else 0) and task is not None:
+            self._note_action(task, status.action)
+        elif self.note is not None and status.state != (last.state if last else None) and status.state in (
                 s.State.IN_SYNC, s.State.CONFLICT, s.State.FAILED, s.State.REMOVED):
             self.note("sync", f"sync {status.intent}: {status.resource} {status.state.value}"
                       + (f": {status.error or status.detail}" if status.error or status.detail else ""))
@@ -326,6 +343,8 @@ class SyncWorker:
                 self._threads[key] = future
                 status = await asyncio.shield(future)
             if orphan:
+                if status.action:
+                    self._note_action(task, status.action)
                 if status.state == s.State.REMOVED:
                     self._running.pop(key, None)
                     self._runners.pop(key, None)
@@ -394,6 +413,11 @@ class SyncWorker:
             self._remove(key, replace(task, action=s.Action.REMOVE, reason="owner changed", rollout=""), base,
                          owned)
             owned = None
+        if task.source_site and task.source_image is None:
+            followed = self._from_source(task)
+            if followed is None:
+                return self._source_gone(key, task, base, owned)
+            task = followed
         if task.keypair is not None:
             kp = task.keypair
             out = ensure_keypair(conn, kp.name, kp.public_key, kp.user_id, replace=kp.replace,
@@ -416,7 +440,38 @@ class SyncWorker:
         total = task.source_image.size if task.source_image is not None else 0
         return replace(base, state=state, detail=out.detail, target_id=out.target_id,
                        created=out.created or owned is not None, bytes_done=total if state == s.State.IN_SYNC else 0,
-                       bytes_total=total)
+                       bytes_total=total, action=out.detail if out.changed else "",
+                       action_unix_ms=int(time.time() * 1000) if out.changed else 0)
+
+    def _from_source(self, task: s.SyncTask) -> s.SyncTask | None:
+        """The task with the key or the rules the source region has now; None when the source is gone."""
+        conn = self.region.conn(self.config.source_cloud(task.source_site), task.source_region)
+        if task.keypair is not None:
+            kp = task.keypair
+            public = read_keypair(conn, kp.source_name or kp.name, kp.user_id)
+            return None if public is None else replace(task, keypair=replace(kp, public_key=public))
+        if task.security_group is not None:
+            g = task.security_group
+            source_name = g.source_name or g.name
+            got = read_security_group(conn, source_name, g.project_id)
+            if got is None:
+                return None
+            description, rules = got
+            # The source group naming itself as remote group names the copy here.
+            rules = tuple(replace(r, remote_group=g.name) if r.remote_group == source_name else r for r in rules)
+            return replace(task, security_group=replace(g, description=description, rules=rules))
+        return task
+
+    def _source_gone(self, key: str, task: s.SyncTask, base: s.SyncStatus,
+                     owned: dict[str, Any] | None) -> s.SyncStatus:
+        """The keypair or group the intent follows was deleted in the source region: the copy made goes too."""
+        spec = task.keypair or task.security_group
+        assert spec is not None
+        what = f"{task.kind.value} {spec.source_name or spec.name} is gone from {task.source_region}"
+        status = base
+        if owned is not None:
+            status = self._remove(key, replace(task, action=s.Action.REMOVE, reason=what, rollout=""), base, owned)
+        return replace(status, state=s.State.SOURCE_GONE, detail=f"{what}: the copy isthmus made is removed")
 
     def _remove(self, key: str, task: s.SyncTask, base: s.SyncStatus, owned: dict[str, Any] | None) -> s.SyncStatus:
         """Remove the copy isthmus made (for a rollback: only if this rollout made it)."""
@@ -439,4 +494,8 @@ class SyncWorker:
             removed = remove_image(conn, task.intent, task.resource, task.rollout)
         log.info("site %s: sync %s %s: removed %d copies (%s)", self.site, task.intent, task.resource, removed,
                  task.reason or "rollback")
-        return replace(base, state=s.State.REMOVED, detail=f"{task.reason or 'removed'}: {removed} copies removed")
+        done = f"{task.reason or 'removed'}: {removed} {'copy' if removed == 1 else 'copies'} removed"
+        if not removed:
+            return replace(base, state=s.State.REMOVED, detail=done)
+        return replace(base, state=s.State.REMOVED, detail=done, action=f"deleted ({done})",
+                       action_unix_ms=int(time.time() * 1000))

@@ -120,7 +120,8 @@ class RegionViews:
         for d in list_addresses(self.conn()):
             rec = vpb.AddressRecord(kind=d["kind"], id=d["id"], project=d.get("project", ""),
                                     network=d.get("network", ""), ips=list(d.get("ips", ())), mac=d.get("mac", ""),
-                                    cidr=d.get("cidr", ""), device=d.get("device", ""), name=d.get("name", ""))
+                                    cidr=d.get("cidr", ""), device=d.get("device", ""), name=d.get("name", ""),
+                                    network_name=d.get("network_name", ""))
             records[(rec.kind, rec.id)] = rec
         if records != self._addresses:
             self._addresses = records

@@ -22,7 +22,8 @@ GLOBAL_DOMAIN: Final = "global"  # floating IPs and router gateways: one address
 
 _KIND_ORDER: Final = {kind: i for i, kind in enumerate(KINDS)}
 _GLOBAL_KINDS: Final = frozenset({"floating_ip", "router_gateway"})
-_FIELDS: Final = frozenset({"kind", "id", "region", "project", "network", "ips", "mac", "cidr", "device", "name"})
+_FIELDS: Final = frozenset({"kind", "id", "region", "project", "network", "ips", "mac", "cidr", "device", "name",
+                            "network_name"})
 _MAC_RE: Final = re.compile(r"[0-9a-f]{2}([:-]?)[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
 
 Key: TypeAlias = tuple[str, str, str]  # (region, kind, id): OpenStack ids are unique within a region only
@@ -53,6 +54,7 @@ class AddressRecord:
     cidr: str = ""
     device: str = ""
     name: str = ""
+    network_name: str = ""  # for people; the network id is what groups records
 
     @property
     def key(self) -> Key:
@@ -64,7 +66,7 @@ class AddressRecord:
         # Empty fields are left out: the index is written to etcd, 100,000 records and more.
         if self.ips:
             d["ips"] = list(self.ips)
-        for name in ("mac", "cidr", "device", "name"):
+        for name in ("mac", "cidr", "device", "name", "network_name"):
             if value := getattr(self, name):
                 d[name] = value
         return d
@@ -74,7 +76,7 @@ class AddressRecord:
         """The inverse of ``to_json``, for records the coordinator wrote itself; reports go through ``check_record``."""
         return cls(sys.intern(d["kind"]), d["id"], sys.intern(d["region"]), sys.intern(d.get("project", "")),
                    sys.intern(d["network"]), tuple(d.get("ips", ())), d.get("mac", ""), d.get("cidr", ""),
-                   d.get("device", ""), d.get("name", ""))
+                   d.get("device", ""), d.get("name", ""), sys.intern(d.get("network_name", "")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +208,8 @@ def check_record(d: Mapping[str, Any], where: str = "") -> AddressRecord:
             raise ValueError(f"{where}cidr: {cidr!r} is not a CIDR ({exc})") from None
     # Interned: a hundred thousand records name a few thousand networks, projects and a handful of regions.
     return AddressRecord(sys.intern(kind), id_, sys.intern(region), sys.intern(project), sys.intern(network),
-                         tuple(ips), mac, cidr, _text(d, "device", where), _text(d, "name", where))
+                         tuple(ips), mac, cidr, _text(d, "device", where), _text(d, "name", where),
+                         sys.intern(_text(d, "network_name", where)))
 
 
 def check_delta(d: Mapping[str, Any]) -> AddressDelta:

@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from isthmus.coordinator.api import page
 from isthmus.coordinator.auth import Auth, check_agent
 from isthmus.coordinator.multisite.sync_planner import SyncPlanner
 from isthmus.coordinator.multisite.sync_registry import (
@@ -28,6 +27,7 @@ from isthmus.core import model as m
 from isthmus.core import sync as s
 from isthmus.core.edge import grpc_errors
 from isthmus.core.errors import AlreadyExists, InvalidArgument, IsthmusError
+from isthmus.core.wire import pieces
 from isthmus.core.wire import sync as sync_wire
 from isthmus.core.wire import views as views_wire
 from isthmus.v1 import sync_pb2 as spb
@@ -77,9 +77,13 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
     @grpc_errors
     async def ListSyncs(self, request: spb.ListSyncsRequest, context: Any) -> spb.ListSyncsResponse:  # noqa: N802
         intents = await self.registry.list_intents(request.kind)
-        chunk, token = page(intents, lambda i: i.name, request.page_size, request.page_token)
-        return spb.ListSyncsResponse(syncs=[view_to_pb(await self.registry.view(i)) for i in chunk],
-                                     next_page_token=token)
+        chunk, token = pieces.page(intents, lambda i: i.name, request.page_size, request.page_token)
+        views = [view_to_pb(await self.registry.view(i)) for i in chunk]
+        # A view carries a row per region: the page also ends where its views reach the byte budget.
+        fitted, cut = pieces.fit(views, lambda v: v.ByteSize(), pieces.PAGE_BYTES)
+        if cut:
+            token = pieces.page_token(fitted[-1].intent.name)
+        return spb.ListSyncsResponse(syncs=fitted, next_page_token=token)
 
     @grpc_errors
     async def DeleteSync(self, request: spb.DeleteSyncRequest, context: Any) -> spb.DeleteSyncResponse:  # noqa: N802
@@ -87,14 +91,22 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
 
     @grpc_errors
     async def ControlRollout(self, request: spb.ControlRolloutRequest, context: Any) -> spb.Rollout:  # noqa: N802
-        return sync_wire.to_pb(await self.registry.control(request.name, request.action), spb.Rollout())
+        rollout = await self.registry.control(request.name, request.action, list(request.skip_sites))
+        return sync_wire.to_pb(rollout, spb.Rollout())
+
+    @grpc_errors
+    async def ListImages(self, request: spb.ListImagesRequest, context: Any) -> spb.ListImagesResponse:  # noqa: N802
+        held = await self.registry.inventory(request.region)
+        return spb.ListImagesResponse(region=held.site, openstack_region=held.region,
+                                      updated_unix_ms=held.updated_unix_ms,
+                                      images=[sync_wire.to_pb(i, spb.ImageInfo()) for i in held.images])
 
     async def EnsureImage(  # noqa: N802
         self, request: spb.EnsureImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[spb.EnsureImageProgress]:
         try:
             async for status, done in self.registry.ensure_image(request.image, request.region, request.intent,
-                                                                 request.timeout_seconds):
+                                                                 request.timeout_seconds, request.wait_seconds):
                 yield spb.EnsureImageProgress(status=status_to_pb(status), done=done)
         except IsthmusError as exc:
             await context.abort(getattr(grpc.StatusCode, exc.code_name), exc.message)

@@ -121,17 +121,35 @@ class SyncView:
     inventories: dict[str, InventoryRecord] = field(default_factory=dict)
     requests: set[tuple[str, str, str]] = field(default_factory=set)
 
+    def targets(self, intent: s.SyncIntent) -> tuple[str, ...]:
+        """The intent's target sites: as named, or with ``all_regions`` every site whose agent has reported its
+        image list (a region that attaches later joins then), but the source."""
+        if not intent.all_regions:
+            return s.target_regions(intent)
+        return tuple(sorted(site for site in self.inventories if site != intent.source))
+
+    def source_waits(self, intent: s.SyncIntent) -> str:
+        """Why a keypair or group that follows a source region cannot be done yet ("" when it can)."""
+        if intent.source and intent.source not in self.inventories:
+            return f"waiting for the agent of the source region {intent.source}"
+        return ""
+
     def tasks_for(self, site: str) -> list[s.SyncTask]:
         tasks: list[s.SyncTask] = []
         for intent in sorted(self.intents.values(), key=lambda i: i.name):
-            if site not in s.target_regions(intent):
+            if site not in self.targets(intent):
                 continue
+            source = self.inventories.get(intent.source) if intent.source else None
+            if intent.image is None and intent.source and source is None:
+                continue  # the source region's OpenStack name is not known yet
+            region, site_of = (source.region, intent.source) if source is not None else ("", "")
             if intent.keypair is not None:
                 tasks.append(s.SyncTask(intent.name, intent.kind, intent.keypair.name, s.Action.ENSURE,
-                                        keypair=intent.keypair))
+                                        keypair=intent.keypair, source_region=region, source_site=site_of))
             elif intent.security_group is not None:
                 g = intent.security_group
-                tasks.append(s.SyncTask(intent.name, intent.kind, g.name, s.Action.ENSURE, security_group=g))
+                tasks.append(s.SyncTask(intent.name, intent.kind, g.name, s.Action.ENSURE, security_group=g,
+                                        source_region=region, source_site=site_of))
             elif intent.image is not None:
                 tasks += self._image_tasks(intent, site)
         return tasks
@@ -163,6 +181,8 @@ class SyncView:
         st = s.RolloutState
         if ro.state in (st.ROLLING_BACK, st.ROLLED_BACK):
             return s.Action.REMOVE, "rolled back", ro.id, wave
+        if site in ro.skipped:
+            return s.Action.HOLD, "skipped by the operator (sync resume --skip-site): no copy", ro.id, wave
         if ro.state in (st.RUNNING, st.DONE) and index <= ro.wave:
             return s.Action.ENSURE, "", ro.id, wave
         # Paused, failed or aborted: finished waves keep their copies; the current one stops where it is.
@@ -190,9 +210,15 @@ class SyncView:
             got = self.statuses.get((intent.name, site, name))
             return got if got is not None and got.rollout == ro.id else None
 
+        def done(site: str, name: str, state: s.State) -> bool:
+            got = status(site, name)
+            return site in ro.skipped or got is not None and got.state == state
+
         if ro.state in (st.RUNNING, st.PAUSED):
             for wave in img.waves[:ro.wave + 1]:
                 for site in wave.regions:
+                    if site in ro.skipped:
+                        continue
                     for name in names:
                         got = status(site, name)
                         if got is not None and got.state in (s.State.FAILED, s.State.CONFLICT):
@@ -202,8 +228,7 @@ class SyncView:
             if ro.state == st.PAUSED or ro.wave >= len(img.waves):
                 return None
             current = img.waves[ro.wave]
-            if all((got := status(site, name)) is not None and got.state == s.State.IN_SYNC
-                   for site in current.regions for name in names):
+            if all(done(site, name, s.State.IN_SYNC) for site in current.regions for name in names):
                 nxt = ro.wave + 1
                 if nxt >= len(img.waves):
                     return replace(ro, wave=nxt, state=st.DONE, updated_unix_ms=now_ms())
@@ -211,30 +236,71 @@ class SyncView:
                 return replace(ro, wave=nxt, state=state, updated_unix_ms=now_ms())
             return None
         if ro.state == st.ROLLING_BACK:
-            if all((got := status(site, name)) is not None and got.state == s.State.REMOVED
-                   for wave in img.waves for site in wave.regions for name in names):
+            if all(done(site, name, s.State.REMOVED) for wave in img.waves for site in wave.regions for name in names):
                 return replace(ro, state=st.ROLLED_BACK, updated_unix_ms=now_ms())
         return None
+
+    def waiting_for(self, intent: s.SyncIntent) -> list[str]:
+        """The sites a running rollout or a rollback waits for (not skipped, not yet IN_SYNC / REMOVED)."""
+        img = intent.image
+        held = self.rollouts.get(intent.name)
+        if img is None or held is None:
+            return []
+        ro = held[0]
+        st = s.RolloutState
+        if ro.state == st.ROLLING_BACK:
+            sites, want = [r for w in img.waves for r in w.regions], s.State.REMOVED
+        elif ro.state == st.RUNNING and ro.wave < len(img.waves):
+            sites, want = list(img.waves[ro.wave].regions), s.State.IN_SYNC
+        else:
+            return []
+        names = [i.name for i in source_images(intent, self.inventories.get(img.source_region))]
+        out = []
+        for site in sites:
+            if site in ro.skipped:
+                continue
+            got = [self.statuses.get((intent.name, site, n)) for n in names] if names else [None]
+            if not all(x is not None and x.rollout == ro.id and x.state == want for x in got):
+                out.append(site)
+        return out
+
+    def _settled(self, intent: s.SyncIntent, got: s.SyncStatus) -> s.SyncStatus:
+        """A reported row no task stands behind any more (e.g. a copy of an image no longer selected): when its
+        source image is gone from the source region, the row says so whatever the last attempt reported."""
+        img = intent.image
+        if img is None or img.mode == s.ImageMode.NONE:
+            return got
+        inventory = self.inventories.get(img.source_region)
+        if inventory is None or any(i.name == got.resource for i in inventory.images):
+            return got
+        return replace(got, state=s.State.SOURCE_GONE, error="",
+                       detail=f"the source image was deleted in {img.source_region}: the region's agent removes "
+                              "the copy isthmus made")
 
     def statuses_of(self, intent: s.SyncIntent) -> list[s.SyncStatus]:
         """Every (resource, region) the intent covers, as reported, or PENDING / NONE / HELD when not yet."""
         out: list[s.SyncStatus] = []
         reported = {(k[1], k[2]): v for k, v in self.statuses.items() if k[0] == intent.name}
-        targets = s.target_regions(intent)
+        targets = self.targets(intent)
         if intent.image is not None and intent.image.mode == s.ImageMode.NONE:
             return [s.SyncStatus(intent.name, "*", site, s.State.NONE, detail="image mode none: nothing is copied")
                     for site in targets]
         expected: list[tuple[str, str, str]] = []  # (site, resource, why pending)
         if intent.keypair is not None:
-            expected = [(site, intent.keypair.name, "") for site in targets]
+            expected = [(site, intent.keypair.name, self.source_waits(intent)) for site in targets]
         elif intent.security_group is not None:
-            expected = [(site, intent.security_group.name, "") for site in targets]
+            expected = [(site, intent.security_group.name, self.source_waits(intent)) for site in targets]
         elif intent.image is not None:
             inventory = self.inventories.get(intent.image.source_region)
             if inventory is None:
                 expected = [(site, "*", f"waiting for the image list of {intent.image.source_region}")
                             for site in targets]
-            for img in source_images(intent, inventory):
+            chosen = source_images(intent, inventory)
+            if inventory is not None and not chosen:  # a row, not an empty table (but none beside real rows)
+                expected = [(site, "*", f"no active image of {intent.image.source_region} matches the selector yet "
+                             f"(its agent's image list: {len(inventory.images)} images)") for site in targets
+                            if not any(k[0] == site for k in reported)]
+            for img in chosen:
                 for site in targets:
                     if intent.image.mode == s.ImageMode.LAZY and (intent.name, site, img.name) not in self.requests:
                         expected.append((site, img.name, "lazy: copied on first request (isthmusctl image ensure)"))
@@ -248,12 +314,18 @@ class SyncView:
                 out.append(got)
                 continue
             state = s.State.PENDING
+            wave = ""
             if intent.image is not None and intent.image.mode == s.ImageMode.CONTROLLED:
                 action, reason, _, wave = self._controlled_action(intent, site)
-                if action == s.Action.HOLD:
+                held = self.rollouts.get(intent.name)
+                if held is not None and site in held[0].skipped:
+                    state, why = s.State.SKIPPED, ("the rollback went on without it: its agent removes the copy "
+                                                   "if it comes back") if action == s.Action.REMOVE else reason
+                elif action == s.Action.HOLD:
                     state, why = s.State.HELD, reason
-            out.append(s.SyncStatus(intent.name, resource, site, state, detail=why or "waiting for the region's agent"))
-        out += [v for k, v in reported.items() if k not in seen]  # e.g. copies of images no longer selected
+            out.append(s.SyncStatus(intent.name, resource, site, state, detail=why or "waiting for the region's agent",
+                                    wave=wave))
+        out += [self._settled(intent, v) for k, v in reported.items() if k not in seen]
         return sorted(out, key=lambda x: (x.resource, x.region))
 
 

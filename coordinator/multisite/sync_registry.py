@@ -32,7 +32,7 @@ from isthmus.coordinator.multisite.sync_planner import (
 )
 from isthmus.coordinator.multisite.views_planner import ATTACHED, ViewsPlanner
 from isthmus.coordinator.multisite.views_registry import ViewsRegistry
-from isthmus.coordinator.store import Delete, Put, Store, absent, mod_is, present
+from isthmus.coordinator.store import KV, Compare, Delete, Put, Store, absent, mod_is, present
 from isthmus.core import model as m
 from isthmus.core import sync as s
 from isthmus.core import views as v
@@ -48,6 +48,8 @@ from isthmus.core.errors import (
 log = logging.getLogger(__name__)
 
 ENSURE_TIMEOUT = 600
+MAX_LIST_WAIT = 600  # seconds ensure may wait for an image to appear in its source's image list
+LIST_POLL = 0.5  # seconds between looks at the image lists meanwhile
 
 
 class ImageNotReady(TimeoutError):
@@ -66,10 +68,22 @@ class IntentView:
 # ---------------------------------------------------------------- intents (validated, one transaction each)
 
 
+def _decode_intent(kv: KV) -> s.SyncIntent:
+    return s.intent_from_json(json.loads(kv.value), kv.mod_revision)
+
+
+class _Writes(r.Registry):
+    """The API's writes of sync intents, with the request ids of ``r.Registry``: a retried create or delete that
+    was in fact done answers what it did, not ALREADY_EXISTS or NOT_FOUND."""
+
+    DECODERS = {INTENTS: _decode_intent}
+
+
 class SyncRegistry:
     def __init__(self, store: Store, planner: SyncPlanner) -> None:
         self.store = store
         self.planner = planner
+        self.writes = _Writes(store)
 
     async def _check_references(self, intent: s.SyncIntent) -> list[tuple[str, int]]:
         """Every region is a site; named images exist in the source region. Returns (site key, mod rev) read."""
@@ -78,9 +92,9 @@ class SyncRegistry:
         if intent.image is not None and intent.image.mode == s.ImageMode.CONTROLLED:
             fields = [f"image.waves[{i}].regions[{j}]" for i, w in enumerate(intent.image.waves)
                       for j in range(len(w.regions))]
-        if intent.image is not None and intent.image.source_region:
-            regions.append(intent.image.source_region)
-            fields.append("image.source_region")
+        if intent.source:
+            regions.append(intent.source)
+            fields.append(f"{intent.kind.value.replace('-', '_')}.source_region")
         kvs = await self.store.get_many([r.site_key(x) for x in regions])
         for region, fname, kv in zip(regions, fields, kvs, strict=True):
             if kv is None:
@@ -104,20 +118,22 @@ class SyncRegistry:
     async def create(self, intent: s.SyncIntent) -> s.SyncIntent:
         s.validate_intent(intent)
         key = intent_key(intent.name)
-        for _ in range(r.MAX_ATTEMPTS):
+
+        async def attempt() -> r.Plan:
+            if await self.store.get(key) is not None:
+                raise AlreadyExists(f"sync {intent.name} already exists", "name")
             read = await self._check_references(intent)
             stored = replace(intent, created_unix_ms=now_ms(), version=0)
             ops: list[Put | Delete] = [Put(key, encode(stored))]
             if intent.image is not None and intent.image.mode == s.ImageMode.CONTROLLED:
                 ops.append(Put(rollout_key(intent.name), encode(self._new_rollout())))
-            ok, rev = await self.store.txn([absent(key), *(mod_is(k, v) for k, v in read)], ops)
-            if ok:
-                log.info("sync %s created (%s to %s)", intent.name, intent.kind.value,
-                         ",".join(s.target_regions(intent)))
-                return replace(stored, version=rev)
-            if await self.store.get(key) is not None:
-                raise AlreadyExists(f"sync {intent.name} already exists", "name")
-        raise Aborted(f"sync {intent.name}: too many concurrent changes; try again")
+            return r.Plan([absent(key), *(mod_is(k, v) for k, v in read)], ops,
+                          lambda rev: replace(stored, version=rev))
+
+        where = "all regions" if intent.all_regions else ",".join(s.target_regions(intent))
+        made: s.SyncIntent = await self.writes.commit(
+            f"sync {intent.name} created ({intent.kind.value} to {where})", attempt)
+        return made
 
     @staticmethod
     def _new_rollout() -> s.Rollout:
@@ -132,7 +148,8 @@ class SyncRegistry:
     async def update(self, intent: s.SyncIntent) -> s.SyncIntent:
         s.validate_intent(intent)
         key = intent_key(intent.name)
-        for _ in range(r.MAX_ATTEMPTS):
+
+        async def attempt() -> r.Plan:
             current = await self.get(intent.name)
             if intent.version and intent.version != current.version:
                 raise Aborted(f"sync {intent.name} was changed (stored version {current.version}, request version "
@@ -146,28 +163,31 @@ class SyncRegistry:
                     current.image is None or current.image.waves != intent.image.waves
                     or current.image.selector != intent.image.selector):
                 ops.append(Put(rollout_key(intent.name), encode(self._new_rollout())))  # a new rollout
-            ok, rev = await self.store.txn([mod_is(key, current.version), *(mod_is(k, v) for k, v in read)], ops)
-            if ok:
-                log.info("sync %s updated", intent.name)
-                return replace(stored, version=rev)
-        raise Aborted(f"sync {intent.name}: too many concurrent changes; try again")
+            return r.Plan([mod_is(key, current.version), *(mod_is(k, v) for k, v in read)], ops,
+                          lambda rev: replace(stored, version=rev))
+
+        done: s.SyncIntent = await self.writes.commit(f"sync {intent.name} updated", attempt)
+        return done
 
     async def delete(self, name: str, version: int) -> int:
         key = intent_key(name)
-        for _ in range(r.MAX_ATTEMPTS):
+
+        async def attempt() -> r.Plan:
             current = await self.get(name)
             if version and version != current.version:
                 raise Aborted(f"sync {name} was changed (stored version {current.version}, request version "
                               f"{version}); read it again")
-            ok, rev = await self.store.txn([mod_is(key, current.version)], [
+            return r.Plan([mod_is(key, current.version)], [
                 Delete(key), Delete(rollout_key(name)), Delete(f"{STATUSES}{name}/", prefix=True),
-                Delete(f"{REQUESTS}{name}/", prefix=True)])
-            if ok:
-                log.info("sync %s deleted; the regions' agents remove the copies they made", name)
-                return rev
-        raise Aborted(f"sync {name}: too many concurrent changes; try again")
+                Delete(f"{REQUESTS}{name}/", prefix=True)], lambda rev: rev)
 
-    async def control(self, name: str, action: str) -> s.Rollout:
+        rev: int = await self.writes.commit(f"sync {name} deleted; the regions' agents remove the copies they made",
+                                            attempt)
+        return rev
+
+    async def control(self, name: str, action: str, skip_sites: Iterable[str] = ()) -> s.Rollout:
+        """Pause, resume, abort or roll back a controlled rollout; resume and rollback may also stop waiting for
+        ``skip_sites`` (a rollback already under way only takes more sites to skip)."""
         st = s.RolloutState
         allowed = {
             "pause": ({st.RUNNING}, st.PAUSED),
@@ -177,29 +197,116 @@ class SyncRegistry:
         }
         if action not in allowed:
             raise InvalidArgument(f"{action!r} is not one of {', '.join(allowed)}", "action")
+        skip = list(dict.fromkeys(skip_sites))
+        if skip and action not in ("resume", "rollback"):
+            raise InvalidArgument(f"only resume and rollback can skip sites, not {action}", "skip_sites")
         sources, target = allowed[action]
+        if skip:  # more sites to skip, in the state that is already the target
+            sources = sources | {target}
         for _ in range(r.MAX_ATTEMPTS):
             intent = await self.get(name)
             if intent.image is None or intent.image.mode != s.ImageMode.CONTROLLED:
                 raise FailedPrecondition(f"sync {name} is not a controlled image rollout", "name")
+            targets = s.target_regions(intent)
+            for i, site in enumerate(skip):
+                if site not in targets:
+                    raise InvalidArgument(f"{site} is not in a wave of sync {name} ({', '.join(targets)})",
+                                          f"skip_sites[{i}]")
             kv = await self.store.get(rollout_key(name))
             if kv is None:
                 raise FailedPrecondition(f"sync {name} has no rollout", "name")
             ro = s.rollout_from_json(json.loads(kv.value))
             if ro.state not in sources:
-                raise FailedPrecondition(f"cannot {action} a rollout that is {ro.state.value} (it must be "
-                                         f"{' or '.join(x.value for x in sorted(sources))})", "action")
+                raise FailedPrecondition(self._refusal(intent, ro, action, sources), "action")
             new = replace(ro, state=target, updated_unix_ms=now_ms(),
-                          error=ro.error if target == st.ROLLING_BACK else "")
+                          error=ro.error if target == st.ROLLING_BACK else "",
+                          skipped=tuple(dict.fromkeys([*ro.skipped, *skip])))
             if action == "resume" and ro.state in (st.FAILED, st.ABORTED):
                 # A new attempt: the failures reported for the old one must not stop it again at once.
                 new = replace(new, id=self._new_rollout().id)
             ok, _ = await self.store.txn([mod_is(rollout_key(name), kv.mod_revision)],
                                          [Put(rollout_key(name), encode(new))])
             if ok:
-                log.info("sync %s: rollout %s %s -> %s by request", name, ro.id, ro.state.value, target.value)
+                log.info("sync %s: rollout %s %s -> %s by request%s", name, ro.id, ro.state.value, target.value,
+                         f", no longer waiting for {', '.join(skip)}" if skip else "")
                 return new
         raise Aborted(f"sync {name}: too many concurrent changes; try again")
+
+    def _refusal(self, intent: s.SyncIntent, ro: s.Rollout, action: str, sources: set[s.RolloutState]) -> str:
+        """Why ``action`` cannot be taken now, and the command that leaves the state the rollout is in."""
+        st = s.RolloutState
+        text = (f"cannot {action} a rollout that is {ro.state.value} (it must be "
+                f"{' or '.join(x.value for x in sorted(sources))})")
+        waiting = self.planner.view.waiting_for(intent)
+        if ro.state == st.ROLLING_BACK:
+            sites = waiting or ["SITE"]
+            return (f"{text}; the rollback waits for {', '.join(waiting) or 'the regions to report'}: finish it "
+                    f"without them with isthmusctl sync rollback {intent.name} "
+                    + " ".join(f"--skip-site {x}" for x in sites)
+                    + " (an agent that comes back later still removes its copy)")
+        if ro.state in (st.ROLLED_BACK, st.DONE):
+            return (f"{text}; it is finished: start a new rollout with isthmusctl sync update {intent.name} "
+                    "--wave ..., or delete the intent")
+        if ro.state == st.RUNNING and waiting:
+            return (f"{text}; wave {ro.wave + 1} waits for {', '.join(waiting)}: go on without them with "
+                    f"isthmusctl sync resume {intent.name} " + " ".join(f"--skip-site {x}" for x in waiting)
+                    + " (they get no copy)")
+        return text
+
+    async def site_guard(self, site: str, force: bool) -> tuple[list[Compare], list[Put | Delete]]:
+        """A site the sync intents name cannot be deleted (FailedPrecondition naming them) unless ``force``:
+        then the writes that take it out of their regions and waves (an intent left with no region, or whose
+        image source it is, is deleted, as ``sync delete`` would). Its image inventory goes either way."""
+        kvs, rev = await self.store.get_prefix(INTENTS)
+        unchanged = Compare(INTENTS, "mod", "<", rev + 1, prefix=True)  # no intent written since this read
+        ops: list[Put | Delete] = [Delete(inventory_key(site))]
+        users: list[str] = []
+        for kv in kvs:
+            intent = s.intent_from_json(json.loads(kv.value), kv.mod_revision)
+            source = intent.source == site
+            if intent.all_regions and not source:
+                ops.append(Delete(f"{STATUSES}{intent.name}/{site}/", prefix=True))  # it was a target, unnamed
+                continue
+            if site not in s.target_regions(intent) and not source:
+                continue
+            rollout = self.planner.view.rollouts.get(intent.name)
+            users.append(f"{intent.name} ({'image source' if source else 'target'}"
+                         + (f", rollout {rollout[0].state.value}" if rollout is not None else "") + ")")
+            if force:
+                ops += self._settle(intent, site, source, rollout[0] if rollout is not None else None)
+        if users and not force:
+            raise FailedPrecondition(
+                f"site {site} is named by sync intents: {', '.join(users)}; change or delete them first "
+                f"(isthmusctl sync update / sync delete), or delete the site with --force: it is taken out of their "
+                "regions and waves, and intents left with no region or whose image source it is are deleted", "name")
+        if users:
+            log.warning("site %s deleted by force: sync intents settled: %s", site, ", ".join(users))
+        return [unchanged], ops
+
+    @staticmethod
+    def _settle(intent: s.SyncIntent, site: str, source: bool, rollout: s.Rollout | None) -> list[Put | Delete]:
+        """The writes that take ``site`` out of ``intent`` (its deletion when nothing is left)."""
+        name = intent.name
+        regions = tuple(x for x in intent.regions if x != site)
+        img = intent.image
+        waves = tuple(replace(w, regions=tuple(x for x in w.regions if x != site)) for w in img.waves) if img else ()
+        kept = tuple(w for w in waves if w.regions)
+        if source or not (regions or kept):
+            return [Delete(intent_key(name)), Delete(rollout_key(name)), Delete(f"{STATUSES}{name}/", prefix=True),
+                    Delete(f"{REQUESTS}{name}/", prefix=True)]
+        changed = replace(intent, regions=regions, image=replace(img, waves=kept) if img is not None else None)
+        ops: list[Put | Delete] = [Put(intent_key(name), encode(changed)),
+                                   Delete(f"{STATUSES}{name}/{site}/", prefix=True),
+                                   Delete(f"{REQUESTS}{name}/{site}/", prefix=True)]
+        if rollout is not None and img is not None:
+            gone = sum(1 for i, w in enumerate(waves) if not w.regions and i < rollout.wave)
+            wave = rollout.wave - gone
+            state = rollout.state
+            if state == s.RolloutState.RUNNING and wave >= len(kept):
+                state = s.RolloutState.DONE
+            ops.append(Put(rollout_key(name), encode(replace(
+                rollout, wave=wave, state=state, skipped=tuple(x for x in rollout.skipped if x != site)))))
+        return ops
 
     def covering(self, image: str, site: str, intent_name: str) -> tuple[s.SyncIntent, s.ImageInfo]:
         """The lazy or auto intent that lets ``image`` be copied to ``site``, and the source image."""
@@ -212,14 +319,16 @@ class SyncRegistry:
                 if intent_name:
                     reasons.append(f"sync {intent.name} is not a lazy or auto image intent")
                 continue
-            if site not in intent.regions:
+            if site not in self.planner.view.targets(intent):
                 reasons.append(f"sync {intent.name} does not target {site}")
                 continue
             for source in source_images(intent, self.planner.view.inventories.get(img.source_region)):
                 if image in (source.name, source.id):
                     return intent, source
             reasons.append(f"sync {intent.name} has no active image {image!r} in {img.source_region} that its "
-                           "selector matches")
+                           "selector matches (one uploaded just now is listed within the agent's "
+                           "--inventory-interval: image ensure --wait 30s waits for it; image list --region "
+                           f"{img.source_region} shows the list)")
         if intent_name and intent_name not in self.planner.view.intents:
             raise NotFound(f"sync {intent_name} does not exist", "intent")
         why = f" ({'; '.join(reasons)})" if reasons else " (create one: isthmusctl sync create --mode lazy)"
@@ -265,8 +374,32 @@ class SyncRegistry:
 
     # ------------------------------------------------------------ image ensure
 
-    async def ensure_image(self, image: str, region: str, intent_name: str,
-                           timeout_seconds: int) -> AsyncIterator[tuple[s.SyncStatus, bool]]:
+    async def inventory(self, region: str) -> InventoryRecord:
+        """The region's images as its agent last listed them."""
+        m.check_name(region, "region")
+        if await self.store.get(r.site_key(region)) is None:
+            raise NotFound(f"region {region} is not a known site", "region")
+        held = self.planner.view.inventories.get(region)
+        if held is None:
+            raise FailedPrecondition(f"the agent of {region} has not reported its images yet (is it running with "
+                                     "--os-cloud?)", "region")
+        return held
+
+    async def _covering_within(self, image: str, region: str, intent_name: str,
+                               wait_seconds: int) -> tuple[s.SyncIntent, s.ImageInfo]:
+        """``covering``, waiting up to ``wait_seconds`` for the source's image list to show the image."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                return self.covering(image, region, intent_name)
+            except NotFound:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(LIST_POLL, left))
+
+    async def ensure_image(self, image: str, region: str, intent_name: str, timeout_seconds: int,
+                           wait_seconds: int = 0) -> AsyncIterator[tuple[s.SyncStatus, bool]]:
         """Ask for a copy of ``image`` in ``region`` (lazy intents) and follow it: (status, done) each time it
         changes, until it is IN_SYNC. FailedPrecondition on a conflict; ImageNotReady after the timeout."""
         if not image:
@@ -277,7 +410,9 @@ class SyncRegistry:
         timeout = timeout_seconds or ENSURE_TIMEOUT
         if timeout < 0:
             raise InvalidArgument(f"{timeout} is negative", "timeout_seconds")
-        intent, source = self.covering(image, region, intent_name)
+        if not 0 <= wait_seconds <= MAX_LIST_WAIT:
+            raise InvalidArgument(f"{wait_seconds} is not in 0..{MAX_LIST_WAIT}", "wait_seconds")
+        intent, source = await self._covering_within(image, region, intent_name, wait_seconds)
         if intent.image is not None and intent.image.mode == s.ImageMode.LAZY:
             await self.request(intent, region, source.name)
         deadline = time.monotonic() + timeout

@@ -9,9 +9,14 @@ from isthmus.coordinator.multisite.views_planner import ViewsPlanner
 from isthmus.coordinator.multisite.views_registry import ViewsRegistry
 from isthmus.coordinator.store import Store
 from isthmus.core.edge import grpc_errors
+from isthmus.core.wire import pieces
 from isthmus.core.wire import views as wire
 from isthmus.v1 import views_pb2 as vpb
 from isthmus.v1 import views_pb2_grpc
+
+
+def _size(message: Any) -> int:
+    return int(message.ByteSize())
 
 
 class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
@@ -29,7 +34,10 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
 
     @grpc_errors
     async def ListQuotas(self, request: vpb.ListQuotasRequest, context: Any) -> vpb.ListQuotasResponse:  # noqa: N802
-        return vpb.ListQuotasResponse(limits=[wire.quota_limit_to_pb(x) for x in self.registry.quota_limits()])
+        limits = [wire.quota_limit_to_pb(x) for x in self.registry.quota_limits()]
+        chunk, token = pieces.page(limits, lambda x: f"{x.project}\0{x.resource}", request.page_size,
+                                   request.page_token, _size)
+        return vpb.ListQuotasResponse(limits=chunk, next_page_token=token)
 
     @grpc_errors
     async def GetQuota(self, request: vpb.GetQuotaRequest, context: Any) -> vpb.ProjectQuota:  # noqa: N802
@@ -43,15 +51,19 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
     async def ListAddresses(  # noqa: N802
         self, request: vpb.ListAddressesRequest, context: Any
     ) -> vpb.ListAddressesResponse:
-        found = self.registry.lookup(request.query)
-        return vpb.ListAddressesResponse(records=[wire.address_record_to_pb(x.to_json()) for x in found])
+        found = [wire.address_record_to_pb(x.to_json()) for x in self.registry.lookup(request.query)]
+        chunk, token = pieces.page(found, lambda x: f"{x.region}\0{x.kind}\0{x.id}", request.page_size,
+                                   request.page_token, _size)
+        return vpb.ListAddressesResponse(records=chunk, next_page_token=token)
 
     @grpc_errors
     async def ListAddressConflicts(  # noqa: N802
         self, request: vpb.ListAddressConflictsRequest, context: Any
     ) -> vpb.ListAddressConflictsResponse:
-        return vpb.ListAddressConflictsResponse(
-            conflicts=[wire.address_conflict_to_pb(c.to_json()) for c in self.registry.conflicts()])
+        found = [wire.address_conflict_to_pb(c.to_json()) for c in self.registry.conflicts()]
+        chunk, token = pieces.page(found, lambda c: f"{c.kind}\0{c.domain}\0{c.value}", request.page_size,
+                                   request.page_token, _size)
+        return vpb.ListAddressConflictsResponse(conflicts=chunk, next_page_token=token)
 
     @grpc_errors
     async def CreateRoutingDomain(self, request: vpb.RoutingDomain, context: Any) -> vpb.RoutingDomain:  # noqa: N802
@@ -71,8 +83,9 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
     async def ListRoutingDomains(  # noqa: N802
         self, request: vpb.ListRoutingDomainsRequest, context: Any
     ) -> vpb.ListRoutingDomainsResponse:
-        return vpb.ListRoutingDomainsResponse(
-            domains=[wire.routing_domain_to_pb(d) for d in self.registry.list_domains()])
+        domains = [wire.routing_domain_to_pb(d) for d in self.registry.list_domains()]
+        chunk, token = pieces.page(domains, lambda d: d.name, request.page_size, request.page_token, _size)
+        return vpb.ListRoutingDomainsResponse(domains=chunk, next_page_token=token)
 
     @grpc_errors
     async def DeleteRoutingDomain(  # noqa: N802

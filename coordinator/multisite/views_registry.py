@@ -24,7 +24,7 @@ from isthmus.coordinator.multisite.views_planner import (
     dumps,
     now_ms,
 )
-from isthmus.coordinator.store import Delete, Put, Store, absent, mod_is
+from isthmus.coordinator.store import KV, Delete, Put, Store, absent, mod_is
 from isthmus.core import model as m
 from isthmus.core import views as v
 from isthmus.core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
@@ -54,12 +54,30 @@ def _encode_domain(domain: v.RoutingDomain) -> bytes:
     return json.dumps(domain.to_json(), indent=2).encode()
 
 
+def _decode_domain(kv: KV) -> v.RoutingDomain:
+    return v.RoutingDomain.from_json(json.loads(kv.value), kv.mod_revision)
+
+
+def _decode_quota(kv: KV) -> v.QuotaLimit:
+    project, resource = kv.key[len(QUOTAS):].split("/", 1)
+    body = json.loads(kv.value)
+    return v.QuotaLimit(project, resource, body["hard"], body["soft"], kv.mod_revision)
+
+
+class _Writes(r.Registry):
+    """The API's writes of global quotas and routing domains, with the request ids of ``r.Registry``: a retried
+    create or delete that was in fact done answers what it did, not ALREADY_EXISTS or NOT_FOUND."""
+
+    DECODERS = {DOMAINS: _decode_domain, QUOTAS: _decode_quota}
+
+
 class ViewsRegistry:
     """The global views' operations: validated, one etcd transaction per write, reads from the planner."""
 
     def __init__(self, store: Store, planner: ViewsPlanner) -> None:
         self.store = store
         self.planner = planner
+        self.writes = _Writes(store)
 
     async def _caught_up(self, revision: int, timeout: float = 2.0) -> None:
         """Let the in-memory view reach ``revision`` (a read right after a write sees the write)."""
@@ -76,14 +94,20 @@ class ViewsRegistry:
             raise InvalidArgument(f"{limit.soft} must be -1 (none) or 0..hard ({limit.hard})", "soft")
         key = f"{QUOTAS}{limit.project}/{limit.resource}"
         body = dumps({"hard": limit.hard, "soft": limit.soft})
-        compare = [mod_is(key, limit.version)] if limit.version else []
-        ok, rev = await self.store.txn(compare, [Put(key, body)])
-        if not ok:
-            raise Aborted(f"the quota of {limit.project} {limit.resource} was changed; read it again", "version")
-        log.info("global quota of project %s: %s hard %d soft %d", limit.project, limit.resource, limit.hard,
-                 limit.soft)
-        await self._caught_up(rev)
-        return replace(limit, version=rev)
+
+        async def attempt() -> r.Plan:
+            if limit.version:
+                current = await self.store.get(key)
+                if current is None or current.mod_revision != limit.version:
+                    raise Aborted(f"the quota of {limit.project} {limit.resource} was changed; read it again",
+                                  "version")
+            return r.Plan([mod_is(key, limit.version)] if limit.version else [], [Put(key, body)],
+                          lambda rev: replace(limit, version=rev))
+
+        done: v.QuotaLimit = await self.writes.commit(
+            f"global quota of project {limit.project}: {limit.resource} hard {limit.hard} soft {limit.soft}", attempt)
+        await self._caught_up(done.version)
+        return done
 
     async def unset_quota(self, project: str, resource: str) -> tuple[int, int]:
         """Remove the project's global limit of ``resource`` ("": of every resource); (revision, limits removed)."""
@@ -151,26 +175,33 @@ class ViewsRegistry:
     async def create_domain(self, domain: v.RoutingDomain) -> v.RoutingDomain:
         await self._check_domain(domain)
         key = DOMAINS + domain.name
-        ok, rev = await self.store.txn([absent(key)], [Put(key, _encode_domain(domain))])
-        if not ok:
-            raise AlreadyExists(f"routing domain {domain.name} already exists", "name")
-        await self._caught_up(rev)
-        return replace(domain, version=rev)
+
+        async def attempt() -> r.Plan:
+            if await self.store.get(key) is not None:
+                raise AlreadyExists(f"routing domain {domain.name} already exists", "name")
+            return r.Plan([absent(key)], [Put(key, _encode_domain(domain))], lambda rev: replace(domain, version=rev))
+
+        done: v.RoutingDomain = await self.writes.commit(f"created routing domain {domain.name}", attempt)
+        await self._caught_up(done.version)
+        return done
 
     async def update_domain(self, domain: v.RoutingDomain) -> v.RoutingDomain:
         await self._check_domain(domain)
         key = DOMAINS + domain.name
-        current = await self.store.get(key)
-        if current is None:
-            raise NotFound(f"routing domain {domain.name} does not exist", "name")
-        if domain.version and domain.version != current.mod_revision:
-            raise Aborted(f"routing domain {domain.name} was changed (stored version {current.mod_revision}); "
-                          "read it again", "version")
-        ok, rev = await self.store.txn([mod_is(key, current.mod_revision)], [Put(key, _encode_domain(domain))])
-        if not ok:
-            raise Aborted(f"routing domain {domain.name} was changed meanwhile; read it again", "version")
-        await self._caught_up(rev)
-        return replace(domain, version=rev)
+
+        async def attempt() -> r.Plan:
+            current = await self.store.get(key)
+            if current is None:
+                raise NotFound(f"routing domain {domain.name} does not exist", "name")
+            if domain.version and domain.version != current.mod_revision:
+                raise Aborted(f"routing domain {domain.name} was changed (stored version {current.mod_revision}); "
+                              "read it again", "version")
+            return r.Plan([mod_is(key, current.mod_revision)], [Put(key, _encode_domain(domain))],
+                          lambda rev: replace(domain, version=rev))
+
+        done: v.RoutingDomain = await self.writes.commit(f"updated routing domain {domain.name}", attempt)
+        await self._caught_up(done.version)
+        return done
 
     def get_domain(self, name: str) -> v.RoutingDomain:
         d = self.planner.state.domains.get(name)
@@ -183,14 +214,16 @@ class ViewsRegistry:
 
     async def delete_domain(self, name: str, version: int) -> int:
         key = DOMAINS + name
-        current = await self.store.get(key)
-        if current is None:
-            raise NotFound(f"routing domain {name} does not exist", "name")
-        if version and version != current.mod_revision:
-            raise Aborted(f"routing domain {name} was changed (stored version {current.mod_revision})", "version")
-        ok, rev = await self.store.txn([mod_is(key, current.mod_revision)], [Delete(key)])
-        if not ok:
-            raise Aborted(f"routing domain {name} was changed meanwhile", "version")
+
+        async def attempt() -> r.Plan:
+            current = await self.store.get(key)
+            if current is None:
+                raise NotFound(f"routing domain {name} does not exist", "name")
+            if version and version != current.mod_revision:
+                raise Aborted(f"routing domain {name} was changed (stored version {current.mod_revision})", "version")
+            return r.Plan([mod_is(key, current.mod_revision)], [Delete(key)], lambda rev: rev)
+
+        rev: int = await self.writes.commit(f"deleted routing domain {name}", attempt)
         await self._caught_up(rev)
         return rev
 

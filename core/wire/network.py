@@ -122,7 +122,8 @@ def endpoint_to_pb(ep: m.Endpoint) -> pb.Endpoint:
 # ---------------------------------------------------------------- connections
 
 
-def _bgp_from_pb(msg: pb.Connection | pb.DesiredPeering) -> m.BgpParams | None:
+def _bgp_from_pb(msg: Any) -> m.BgpParams | None:
+    """The BgpParams of a message with a ``bgp`` field (connection, peering, topology policy), None if unset."""
     if not msg.HasField("bgp"):
         return None
     b = msg.bgp
@@ -133,6 +134,7 @@ def _bgp_from_pb(msg: pb.Connection | pb.DesiredPeering) -> m.BgpParams | None:
         import_prefixes=tuple(b.import_prefixes),
         max_prefixes=b.max_prefixes,
         graceful_restart=b.graceful_restart if b.HasField("graceful_restart") else m.DEFAULT_GRACEFUL_RESTART,
+        reflector=b.reflector,
     )
 
 
@@ -151,6 +153,7 @@ def _bgp_to_pb(b: m.BgpParams | None) -> pb.BgpParams | None:
     return pb.BgpParams(
         hold_time=b.hold_time, password_ref=b.password_ref, address_families=list(b.address_families),
         import_prefixes=list(b.import_prefixes), max_prefixes=b.max_prefixes, graceful_restart=b.graceful_restart,
+        reflector=b.reflector,
     )
 
 
@@ -170,6 +173,7 @@ def connection_from_pb(msg: pb.Connection) -> m.Connection:
         vxlan=_vxlan_from_pb(msg),
         admin_state=enum_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
         description=msg.description,
+        policy=msg.policy,
         version=msg.version,
     )
 
@@ -185,6 +189,7 @@ def connection_to_pb(conn: m.Connection) -> pb.Connection:
         admin_state=enum_to_pb(_ADMIN, conn.admin_state),
         description=conn.description,
         version=conn.version,
+        policy=conn.policy,
     )
 
 

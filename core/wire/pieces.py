@@ -24,6 +24,7 @@ from isthmus.v1 import agent_pb2 as apb
 MESSAGE_LIMIT = 4 * 1024 * 1024  # gRPC's default receive limit: what every isthmus program accepts
 PIECE_BYTES = 1024 * 1024  # a Snapshot or Delta larger than this goes in pieces (to agents that take them)
 PAGE_BYTES = 1024 * 1024  # rows an answer holds before the rest go to the next page
+MAX_PAGE = 1000  # items an answer holds at most (page_size 0 asks for this many)
 _HEADER_BYTES = 64  # revision, base_revision, more, the oneof's tag and length, with room to spare
 
 T = TypeVar("T")
@@ -42,6 +43,27 @@ def token_key(token: str, field: str = "page_token") -> str:
         return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("is not a token from a previous response", field) from None
+
+
+def page(items: list[T], key: Callable[[T], str], size: int, token: str,
+         size_of: Callable[[T], int] | None = None) -> tuple[list[T], str]:
+    """One page of ``items`` in key order after ``token``; the token of the next page ("" when none).
+
+    With ``size_of`` (an item's encoded size), the page also ends before ``PAGE_BYTES`` of items (it
+    always holds one), so that no answer passes the message limit, however large its items are.
+    """
+    if size < 0 or size > MAX_PAGE:
+        raise InvalidArgument(f"{size} is out of range 0..{MAX_PAGE} (0: {MAX_PAGE})", "page_size")
+    size = size or MAX_PAGE
+    after = token_key(token)
+    ordered = sorted(items, key=key)
+    rest = [i for i in ordered if key(i) > after] if after else ordered
+    chunk = rest[:size]
+    more = len(rest) > size
+    if size_of is not None and chunk:
+        chunk, cut = fit(chunk, size_of, PAGE_BYTES)
+        more = more or cut
+    return chunk, page_token(key(chunk[-1])) if more and chunk else ""
 
 
 def element_bytes(size: int) -> int:

@@ -56,7 +56,7 @@ def intent_from_pb(message: Message) -> SyncIntent:
 
 def status_from_pb(message: Message) -> SyncStatus:
     d = from_pb(message)
-    for k in ("updated_unix_ms", "bytes_done", "bytes_total"):
+    for k in ("updated_unix_ms", "bytes_done", "bytes_total", "action_unix_ms"):
         if k in d:
             d[k] = int(d[k])
     return status_from_json(d)

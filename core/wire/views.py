@@ -79,7 +79,8 @@ def address_record_to_pb(record: Mapping[str, Any]) -> vpb.AddressRecord:
     return vpb.AddressRecord(kind=record["kind"], id=record["id"], region=record["region"],
                              project=record.get("project", ""), network=record["network"],
                              ips=list(record.get("ips", ())), mac=record.get("mac", ""), cidr=record.get("cidr", ""),
-                             device=record.get("device", ""), name=record.get("name", ""))
+                             device=record.get("device", ""), name=record.get("name", ""),
+                             network_name=record.get("network_name", ""))
 
 
 def address_conflict_to_pb(conflict: Mapping[str, Any]) -> vpb.AddressConflict:

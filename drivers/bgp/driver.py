@@ -35,6 +35,9 @@ What a peering asks for, and how it is realized:
   ERROR of that peering naming the path or variable, and its neighbor is
   removed). Two peerings of one endpoint with the same neighbor address: the
   later one (by name) shows ERROR.
+- route reflection: a peering whose ``bgp.reflector`` is the local site makes the
+  neighbor a route-reflector client of the speaker (RFC 4456; os-ken's
+  ``is_route_reflector_client``), so the routes of one client reach the others.
 - hold time: ``bgp.hold_time`` as given, under the model's one rule
   (``HOLD_TIME_RULE``: 0, no keepalives, or 3..65535 s); the speaker adapts
   os-ken, which on its own refuses below 10 s and cannot do 0.
@@ -47,7 +50,7 @@ What a peering asks for, and how it is realized:
 
 An unchanged neighbor is never removed and re-added, so repeated applies (and
 agent restarts) do not reset its session; any change of its parameters (AS,
-hold time, password, families) re-creates it, because os-ken can change none of
+hold time, password, families, route-reflector client) re-creates it, because os-ken can change none of
 them in place.
 
 Observed state: ESTABLISHED only while os-ken's FSM is Established, SINCE being
@@ -207,6 +210,7 @@ class NeighborConfig:
     ipv6: bool
     evpn: bool
     graceful_restart: int = 0  # seconds offered (RFC 4724), 0: not offered
+    rr_client: bool = False  # the peer is our route-reflector client (the peering's bgp.reflector is our site)
 
     @classmethod
     def of(cls, peering: DesiredPeering, salt: str = "") -> tuple[NeighborConfig, str | None]:
@@ -220,14 +224,15 @@ class NeighborConfig:
         cfg = cls(str(ipaddress.ip_address(peering.remote.address)), peering.remote.asn, hold,
                   password_digest(salt, password),
                   "ipv4-unicast" in families, "ipv6-unicast" in families, "l2vpn-evpn" in families,
-                  bgp.graceful_restart if bgp is not None else DEFAULT_GRACEFUL_RESTART)
+                  bgp.graceful_restart if bgp is not None else DEFAULT_GRACEFUL_RESTART,
+                  bgp is not None and bgp.reflector == peering.local.site)
         return cfg, password
 
     @classmethod
     def held(cls, s: NeighborSettings) -> NeighborConfig:
         """The neighbor as a speaker reports holding it."""
         return cls(s["address"], s["remote_as"], s["hold_time"], s["password_digest"], s["ipv4"], s["ipv6"],
-                   s["evpn"], int(s.get("graceful_restart", 0)))
+                   s["evpn"], int(s.get("graceful_restart", 0)), bool(s.get("rr_client", False)))
 
     def keyed(self, salt: str, password: str | None) -> NeighborConfig:
         """This neighbor with its password digest as the speaker keyed by ``salt`` reports it."""
@@ -236,7 +241,7 @@ class NeighborConfig:
     def args(self, password: str | None, policy: Policy) -> NeighborArgs:
         return NeighborArgs(address=self.address, remote_as=self.remote_as, hold_time=self.hold_time,
                             password=password, ipv4=self.ipv4, ipv6=self.ipv6, evpn=self.evpn,
-                            graceful_restart=self.graceful_restart,
+                            graceful_restart=self.graceful_restart, rr_client=self.rr_client,
                             import_prefixes=list(policy[0]), max_prefixes=policy[1])
 
 

@@ -47,6 +47,7 @@ class NeighborArgs(TypedDict):
     import_prefixes: list[str]  # the import policy's rules (core.model.ImportRule texts); []: all but the default
     max_prefixes: int  # 0: no limit
     graceful_restart: int  # restart time offered (RFC 4724), 0: the capability is not offered
+    rr_client: bool  # the neighbor is a route-reflector client of this speaker (RFC 4456)
 
 
 class NeighborSettings(TypedDict):
@@ -62,6 +63,7 @@ class NeighborSettings(TypedDict):
     import_prefixes: list[str]
     max_prefixes: int
     graceful_restart: int
+    rr_client: bool
 
 
 class PolicyArgs(TypedDict):

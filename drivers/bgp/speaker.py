@@ -585,7 +585,7 @@ class Speaker:
 
     def neighbor_add(self, address: str, remote_as: int, hold_time: int, password: str | None,
                      ipv4: bool, ipv6: bool, evpn: bool, import_prefixes: list[str] | None = None,
-                     max_prefixes: int = 0, graceful_restart: int = 0) -> None:
+                     max_prefixes: int = 0, graceful_restart: int = 0, rr_client: bool = False) -> None:
         address = _canonical(address)
         rules = tuple(ImportRule.parse(t) for t in import_prefixes or [])
         with self._lock:  # before os-ken can dial (the OPEN reads graceful_restart) or receive a route
@@ -596,7 +596,7 @@ class Speaker:
                 address=address, remote_as=int(remote_as), hold_time=int(hold_time),
                 password_digest=self.password_digest(password), ipv4=bool(ipv4), ipv6=bool(ipv6), evpn=bool(evpn),
                 import_prefixes=[str(r) for r in rules], max_prefixes=int(max_prefixes),
-                graceful_restart=int(graceful_restart))
+                graceful_restart=int(graceful_restart), rr_client=rr_client)
             self._flaps[address] = 0
             self._since_ms.pop(address, None)
             self._down_reason.pop(address, None)
@@ -604,7 +604,7 @@ class Speaker:
             # BGPSpeaker.neighbor_add has no hold time; os-ken's neighbor.create call does.
             self._call("neighbor.create", ip_address=address, remote_as=int(remote_as), hold_time=int(hold_time),
                        password=password or None, cap_mbgp_ipv4=bool(ipv4), cap_mbgp_ipv6=bool(ipv6),
-                       cap_mbgp_evpn=bool(evpn), cap_four_octet_as_number=True)
+                       cap_mbgp_evpn=bool(evpn), cap_four_octet_as_number=True, is_route_reflector_client=rr_client)
         except Exception:
             with self._lock:
                 self.settings.pop(address, None)
@@ -689,7 +689,7 @@ def handle(speaker: Speaker, req: Request) -> Any:
         speaker.neighbor_add(args["address"], args["remote_as"], args["hold_time"], args.get("password"),
                              args.get("ipv4", True), args.get("ipv6", False), args.get("evpn", False),
                              args.get("import_prefixes", []), args.get("max_prefixes", 0),
-                             args.get("graceful_restart", 0))
+                             args.get("graceful_restart", 0), bool(args.get("rr_client", False)))
         return None
     if op == "neighbor_policy":
         speaker.neighbor_policy(args["address"], args.get("import_prefixes", []), args.get("max_prefixes", 0))

@@ -33,13 +33,15 @@ class Sizes:
     address_ports: int = 100_000  # the address index scenario runs in-process, without etcd
     address_regions: int = 10
     address_queries: int = 2000  # lookups of each kind
+    policy_sites: int = 500  # the hub-and-spoke (two hubs) one apply creates
 
     @classmethod
     def tiny(cls) -> Sizes:
         """Seconds per scenario: for the smoke test, which checks that figures come out, not their values."""
         return cls(api_clients=4, api_ops=16, runs=2, convergence_sizes=[3, 5], trials=3, fanout_sites=5,
                    fanout_trials=2, mesh_sites=4, mesh_clients=4, storm_sites=5, footprint_seconds=3.0,
-                   footprint_peerings=5, address_ports=2000, address_regions=10, address_queries=200)
+                   footprint_peerings=5, address_ports=2000, address_regions=10, address_queries=200,
+                   policy_sites=5)
 
 
 @dataclass

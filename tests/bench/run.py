@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from . import addresses, api_writes, convergence, coordinators, fanout, footprint, mesh, storm
+from . import addresses, api_writes, convergence, coordinators, fanout, footprint, mesh, policy, storm
 from .cluster import default_coordinator_args
 from .context import Context, Sizes
 from .figures import ScenarioResult, code_version, machine
@@ -47,6 +47,7 @@ SCENARIOS: dict[str, Scenario] = {
     storm.NAME: storm.run,
     footprint.NAME: footprint.run,
     addresses.NAME: addresses.run,
+    policy.NAME: policy.run,
 }
 ALIASES = {"api": api_writes.NAME, "fan-out": fanout.NAME, "reconnect": storm.NAME, "full-mesh": mesh.NAME,
            "addresses": addresses.NAME}
@@ -66,7 +67,7 @@ HOW = [
     "trials each; fan-out 1000 sites, 5 changes; three coordinators sharing the fan-out's 1000 sites, 5 changes; "
     "full mesh 200 sites (19,900 connections); reconnect storm 1000 sessions; agent footprint 100 peerings over "
     "60 s; address index 100,000 ports over 10 regions (in the load process, no etcd or coordinator), 2,000 "
-    "lookups of each kind.",
+    "lookups of each kind; policy expansion 500 sites (997 connections from one apply).",
     "Profiling: `--profile-coordinator DIR` runs the coordinator under cProfile (one file per start), "
     "`--profile-load FILE` the load process.",
     "Latencies are p50 / p99 / max over the trials; throughputs the median over the runs. The machine has two "
@@ -94,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--address-ports", type=int, default=0, help="VM ports in the address index (default 100000)")
     p.add_argument("--address-regions", type=int, default=0, help="regions of the address index (default 10)")
     p.add_argument("--address-queries", type=int, default=0, help="address lookups of each kind (default 2000)")
+    p.add_argument("--policy-sites", type=int, default=0,
+                   help="sites of the hub-and-spoke policy one apply creates (default 500)")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="where performance.md and performance.json go (default: docs/ when every scenario runs, "
                    "else the working directory)")
@@ -134,11 +137,13 @@ def sizes_from(a: argparse.Namespace) -> Sizes:
     if a.convergence_sizes:
         s.convergence_sizes = sorted({int(x) for x in a.convergence_sizes.split(",") if x.strip()})
     for attr in ("trials", "api_clients", "api_ops", "runs", "fanout_trials", "mesh_sites", "footprint_seconds",
-                 "footprint_peerings", "address_ports", "address_regions", "address_queries"):
+                 "footprint_peerings", "address_ports", "address_regions", "address_queries", "policy_sites"):
         if getattr(a, attr):
             setattr(s, attr, getattr(a, attr))
     if min(s.convergence_sizes) < 2 or s.fanout_sites < 1 or s.storm_sites < 1 or s.mesh_sites < 2:
         raise SystemExit("sizes: convergence needs at least 2 sites, the mesh 2, fan-out and storm 1")
+    if s.policy_sites < 3:
+        raise SystemExit("sizes: the policy's hub-and-spoke needs at least 3 sites (two hubs and a spoke)")
     if min(s.address_ports, s.address_regions, s.address_queries) < 1:
         raise SystemExit("sizes: the address index needs at least 1 port, 1 region and 1 query")
     return s

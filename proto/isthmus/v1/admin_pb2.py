@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from isthmus.v1 import logs_pb2 as isthmus_dot_v1_dot_logs__pb2
 from isthmus.v1 import types_pb2 as isthmus_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16isthmus/v1/admin.proto\x12\nisthmus.v1\x1a\x16isthmus/v1/types.proto\"\x14\n\x12\x41gentStatusRequest\"\xc8\x03\n\x0b\x41gentStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x13\n\x0b\x63oordinator\x18\x03 \x01(\t\x12\x18\n\x10\x64\x65sired_revision\x18\x04 \x01(\x03\x12\x18\n\x10\x61pplied_revision\x18\x05 \x01(\x03\x12\x0e\n\x06\x64river\x18\x06 \x01(\t\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\t \x01(\x03\x12\x13\n\x0bpartitioned\x18\n \x01(\x08\x12\x1f\n\x17link_down_since_unix_ms\x18\x0b \x01(\x03\x12\x11\n\toverrides\x18\x0c \x01(\x05\x12\x14\n\x0csync_enabled\x18\r \x01(\x08\x12\x16\n\x0esync_connected\x18\x0e \x01(\x08\x12\x13\n\x0bsync_region\x18\x0f \x01(\t\x12<\n\x0bsync_states\x18\x10 \x03(\x0b\x32\'.isthmus.v1.AgentStatus.SyncStatesEntry\x1a\x31\n\x0fSyncStatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\")\n\x13ListPeeringsRequest\x12\x12\n\npage_token\x18\x01 \x01(\t\"\x92\x01\n\x0cLocalPeering\x12+\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12-\n\x08observed\x18\x02 \x01(\x0b\x32\x1b.isthmus.v1.ObservedPeering\x12&\n\x08override\x18\x03 \x01(\x0b\x32\x14.isthmus.v1.Override\"m\n\x14ListPeeringsResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12*\n\x08peerings\x18\x02 \x03(\x0b\x32\x18.isthmus.v1.LocalPeering\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x0f\n\rResyncRequest\"<\n\x0eResyncResponse\x12\x18\n\x10\x61pplied_revision\x18\x01 \x01(\x03\x12\x10\n\x08peerings\x18\x02 \x01(\x05\"P\n\x15\x44isablePeeringRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"*\n\x14\x45nablePeeringRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\"j\n\x16\x41\x64\x64LocalPeeringRequest\x12+\n\x07peering\x18\x01 \x01(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"+\n\x15RemoveOverrideRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\"?\n\x16RemoveOverrideResponse\x12%\n\x07removed\x18\x01 \x01(\x0b\x32\x14.isthmus.v1.Override\"\x16\n\x14ListOverridesRequest\"@\n\x15ListOverridesResponse\x12\'\n\toverrides\x18\x01 \x03(\x0b\x32\x14.isthmus.v1.Override\"\x1f\n\x0eJournalRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"<\n\x0fJournalResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.isthmus.v1.JournalEntry2\xc5\x05\n\nAgentAdmin\x12\x41\n\x06Status\x12\x1e.isthmus.v1.AgentStatusRequest\x1a\x17.isthmus.v1.AgentStatus\x12Q\n\x0cListPeerings\x12\x1f.isthmus.v1.ListPeeringsRequest\x1a .isthmus.v1.ListPeeringsResponse\x12?\n\x06Resync\x12\x19.isthmus.v1.ResyncRequest\x1a\x1a.isthmus.v1.ResyncResponse\x12I\n\x0e\x44isablePeering\x12!.isthmus.v1.DisablePeeringRequest\x1a\x14.isthmus.v1.Override\x12U\n\rEnablePeering\x12 .isthmus.v1.EnablePeeringRequest\x1a\".isthmus.v1.RemoveOverrideResponse\x12K\n\x0f\x41\x64\x64LocalPeering\x12\".isthmus.v1.AddLocalPeeringRequest\x1a\x14.isthmus.v1.Override\x12T\n\rListOverrides\x12 .isthmus.v1.ListOverridesRequest\x1a!.isthmus.v1.ListOverridesResponse\x12W\n\x0eRemoveOverride\x12!.isthmus.v1.RemoveOverrideRequest\x1a\".isthmus.v1.RemoveOverrideResponse\x12\x42\n\x07Journal\x12\x1a.isthmus.v1.JournalRequest\x1a\x1b.isthmus.v1.JournalResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16isthmus/v1/admin.proto\x12\nisthmus.v1\x1a\x15isthmus/v1/logs.proto\x1a\x16isthmus/v1/types.proto\"\x14\n\x12\x41gentStatusRequest\"\xc8\x03\n\x0b\x41gentStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x13\n\x0b\x63oordinator\x18\x03 \x01(\t\x12\x18\n\x10\x64\x65sired_revision\x18\x04 \x01(\x03\x12\x18\n\x10\x61pplied_revision\x18\x05 \x01(\x03\x12\x0e\n\x06\x64river\x18\x06 \x01(\t\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\t \x01(\x03\x12\x13\n\x0bpartitioned\x18\n \x01(\x08\x12\x1f\n\x17link_down_since_unix_ms\x18\x0b \x01(\x03\x12\x11\n\toverrides\x18\x0c \x01(\x05\x12\x14\n\x0csync_enabled\x18\r \x01(\x08\x12\x16\n\x0esync_connected\x18\x0e \x01(\x08\x12\x13\n\x0bsync_region\x18\x0f \x01(\t\x12<\n\x0bsync_states\x18\x10 \x03(\x0b\x32\'.isthmus.v1.AgentStatus.SyncStatesEntry\x1a\x31\n\x0fSyncStatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\")\n\x13ListPeeringsRequest\x12\x12\n\npage_token\x18\x01 \x01(\t\"\x92\x01\n\x0cLocalPeering\x12+\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12-\n\x08observed\x18\x02 \x01(\x0b\x32\x1b.isthmus.v1.ObservedPeering\x12&\n\x08override\x18\x03 \x01(\x0b\x32\x14.isthmus.v1.Override\"m\n\x14ListPeeringsResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12*\n\x08peerings\x18\x02 \x03(\x0b\x32\x18.isthmus.v1.LocalPeering\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x0f\n\rResyncRequest\"<\n\x0eResyncResponse\x12\x18\n\x10\x61pplied_revision\x18\x01 \x01(\x03\x12\x10\n\x08peerings\x18\x02 \x01(\x05\"P\n\x15\x44isablePeeringRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"*\n\x14\x45nablePeeringRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\"j\n\x16\x41\x64\x64LocalPeeringRequest\x12+\n\x07peering\x18\x01 \x01(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"+\n\x15RemoveOverrideRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\"?\n\x16RemoveOverrideResponse\x12%\n\x07removed\x18\x01 \x01(\x0b\x32\x14.isthmus.v1.Override\"\x16\n\x14ListOverridesRequest\"@\n\x15ListOverridesResponse\x12\'\n\toverrides\x18\x01 \x03(\x0b\x32\x14.isthmus.v1.Override\"\x1f\n\x0eJournalRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"<\n\x0fJournalResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.isthmus.v1.JournalEntry2\x9a\x07\n\nAgentAdmin\x12\x41\n\x06Status\x12\x1e.isthmus.v1.AgentStatusRequest\x1a\x17.isthmus.v1.AgentStatus\x12Q\n\x0cListPeerings\x12\x1f.isthmus.v1.ListPeeringsRequest\x1a .isthmus.v1.ListPeeringsResponse\x12?\n\x06Resync\x12\x19.isthmus.v1.ResyncRequest\x1a\x1a.isthmus.v1.ResyncResponse\x12I\n\x0e\x44isablePeering\x12!.isthmus.v1.DisablePeeringRequest\x1a\x14.isthmus.v1.Override\x12U\n\rEnablePeering\x12 .isthmus.v1.EnablePeeringRequest\x1a\".isthmus.v1.RemoveOverrideResponse\x12K\n\x0f\x41\x64\x64LocalPeering\x12\".isthmus.v1.AddLocalPeeringRequest\x1a\x14.isthmus.v1.Override\x12T\n\rListOverrides\x12 .isthmus.v1.ListOverridesRequest\x1a!.isthmus.v1.ListOverridesResponse\x12W\n\x0eRemoveOverride\x12!.isthmus.v1.RemoveOverrideRequest\x1a\".isthmus.v1.RemoveOverrideResponse\x12\x42\n\x07Journal\x12\x1a.isthmus.v1.JournalRequest\x1a\x1b.isthmus.v1.JournalResponse\x12\x35\n\x08ReadLogs\x12\x14.isthmus.v1.LogQuery\x1a\x13.isthmus.v1.LogPage\x12W\n\x0eListLogSources\x12!.isthmus.v1.ListLogSourcesRequest\x1a\".isthmus.v1.ListLogSourcesResponse\x12\x43\n\tGetHealth\x12\x1c.isthmus.v1.GetHealthRequest\x1a\x18.isthmus.v1.HealthReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,40 +35,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTSTATUS_SYNCSTATESENTRY']._loaded_options = None
   _globals['_AGENTSTATUS_SYNCSTATESENTRY']._serialized_options = b'8\001'
-  _globals['_AGENTSTATUSREQUEST']._serialized_start=62
-  _globals['_AGENTSTATUSREQUEST']._serialized_end=82
-  _globals['_AGENTSTATUS']._serialized_start=85
-  _globals['_AGENTSTATUS']._serialized_end=541
-  _globals['_AGENTSTATUS_SYNCSTATESENTRY']._serialized_start=492
-  _globals['_AGENTSTATUS_SYNCSTATESENTRY']._serialized_end=541
-  _globals['_LISTPEERINGSREQUEST']._serialized_start=543
-  _globals['_LISTPEERINGSREQUEST']._serialized_end=584
-  _globals['_LOCALPEERING']._serialized_start=587
-  _globals['_LOCALPEERING']._serialized_end=733
-  _globals['_LISTPEERINGSRESPONSE']._serialized_start=735
-  _globals['_LISTPEERINGSRESPONSE']._serialized_end=844
-  _globals['_RESYNCREQUEST']._serialized_start=846
-  _globals['_RESYNCREQUEST']._serialized_end=861
-  _globals['_RESYNCRESPONSE']._serialized_start=863
-  _globals['_RESYNCRESPONSE']._serialized_end=923
-  _globals['_DISABLEPEERINGREQUEST']._serialized_start=925
-  _globals['_DISABLEPEERINGREQUEST']._serialized_end=1005
-  _globals['_ENABLEPEERINGREQUEST']._serialized_start=1007
-  _globals['_ENABLEPEERINGREQUEST']._serialized_end=1049
-  _globals['_ADDLOCALPEERINGREQUEST']._serialized_start=1051
-  _globals['_ADDLOCALPEERINGREQUEST']._serialized_end=1157
-  _globals['_REMOVEOVERRIDEREQUEST']._serialized_start=1159
-  _globals['_REMOVEOVERRIDEREQUEST']._serialized_end=1202
-  _globals['_REMOVEOVERRIDERESPONSE']._serialized_start=1204
-  _globals['_REMOVEOVERRIDERESPONSE']._serialized_end=1267
-  _globals['_LISTOVERRIDESREQUEST']._serialized_start=1269
-  _globals['_LISTOVERRIDESREQUEST']._serialized_end=1291
-  _globals['_LISTOVERRIDESRESPONSE']._serialized_start=1293
-  _globals['_LISTOVERRIDESRESPONSE']._serialized_end=1357
-  _globals['_JOURNALREQUEST']._serialized_start=1359
-  _globals['_JOURNALREQUEST']._serialized_end=1390
-  _globals['_JOURNALRESPONSE']._serialized_start=1392
-  _globals['_JOURNALRESPONSE']._serialized_end=1452
-  _globals['_AGENTADMIN']._serialized_start=1455
-  _globals['_AGENTADMIN']._serialized_end=2164
+  _globals['_AGENTSTATUSREQUEST']._serialized_start=85
+  _globals['_AGENTSTATUSREQUEST']._serialized_end=105
+  _globals['_AGENTSTATUS']._serialized_start=108
+  _globals['_AGENTSTATUS']._serialized_end=564
+  _globals['_AGENTSTATUS_SYNCSTATESENTRY']._serialized_start=515
+  _globals['_AGENTSTATUS_SYNCSTATESENTRY']._serialized_end=564
+  _globals['_LISTPEERINGSREQUEST']._serialized_start=566
+  _globals['_LISTPEERINGSREQUEST']._serialized_end=607
+  _globals['_LOCALPEERING']._serialized_start=610
+  _globals['_LOCALPEERING']._serialized_end=756
+  _globals['_LISTPEERINGSRESPONSE']._serialized_start=758
+  _globals['_LISTPEERINGSRESPONSE']._serialized_end=867
+  _globals['_RESYNCREQUEST']._serialized_start=869
+  _globals['_RESYNCREQUEST']._serialized_end=884
+  _globals['_RESYNCRESPONSE']._serialized_start=886
+  _globals['_RESYNCRESPONSE']._serialized_end=946
+  _globals['_DISABLEPEERINGREQUEST']._serialized_start=948
+  _globals['_DISABLEPEERINGREQUEST']._serialized_end=1028
+  _globals['_ENABLEPEERINGREQUEST']._serialized_start=1030
+  _globals['_ENABLEPEERINGREQUEST']._serialized_end=1072
+  _globals['_ADDLOCALPEERINGREQUEST']._serialized_start=1074
+  _globals['_ADDLOCALPEERINGREQUEST']._serialized_end=1180
+  _globals['_REMOVEOVERRIDEREQUEST']._serialized_start=1182
+  _globals['_REMOVEOVERRIDEREQUEST']._serialized_end=1225
+  _globals['_REMOVEOVERRIDERESPONSE']._serialized_start=1227
+  _globals['_REMOVEOVERRIDERESPONSE']._serialized_end=1290
+  _globals['_LISTOVERRIDESREQUEST']._serialized_start=1292
+  _globals['_LISTOVERRIDESREQUEST']._serialized_end=1314
+  _globals['_LISTOVERRIDESRESPONSE']._serialized_start=1316
+  _globals['_LISTOVERRIDESRESPONSE']._serialized_end=1380
+  _globals['_JOURNALREQUEST']._serialized_start=1382
+  _globals['_JOURNALREQUEST']._serialized_end=1413
+  _globals['_JOURNALRESPONSE']._serialized_start=1415
+  _globals['_JOURNALRESPONSE']._serialized_end=1475
+  _globals['_AGENTADMIN']._serialized_start=1478
+  _globals['_AGENTADMIN']._serialized_end=2400
 # @@protoc_insertion_point(module_scope)

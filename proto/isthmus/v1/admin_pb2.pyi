@@ -1,3 +1,4 @@
+from isthmus.v1 import logs_pb2 as _logs_pb2
 from isthmus.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from isthmus.v1 import admin_pb2 as isthmus_dot_v1_dot_admin__pb2
+from isthmus.v1 import logs_pb2 as isthmus_dot_v1_dot_logs__pb2
 from isthmus.v1 import types_pb2 as isthmus_dot_v1_dot_types__pb2
 
 GRPC_GENERATED_VERSION = '1.85.4'
@@ -80,6 +81,21 @@ class AgentAdminStub:
                 request_serializer=isthmus_dot_v1_dot_admin__pb2.JournalRequest.SerializeToString,
                 response_deserializer=isthmus_dot_v1_dot_admin__pb2.JournalResponse.FromString,
                 _registered_method=True)
+        self.ReadLogs = channel.unary_unary(
+                '/isthmus.v1.AgentAdmin/ReadLogs',
+                request_serializer=isthmus_dot_v1_dot_logs__pb2.LogQuery.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_logs__pb2.LogPage.FromString,
+                _registered_method=True)
+        self.ListLogSources = channel.unary_unary(
+                '/isthmus.v1.AgentAdmin/ListLogSources',
+                request_serializer=isthmus_dot_v1_dot_logs__pb2.ListLogSourcesRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_logs__pb2.ListLogSourcesResponse.FromString,
+                _registered_method=True)
+        self.GetHealth = channel.unary_unary(
+                '/isthmus.v1.AgentAdmin/GetHealth',
+                request_serializer=isthmus_dot_v1_dot_logs__pb2.GetHealthRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_logs__pb2.HealthReport.FromString,
+                _registered_method=True)
 
 
 class AgentAdminServicer:
@@ -141,6 +157,25 @@ class AgentAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadLogs(self, request, context):
+        """The host's OpenStack logs and the region's health, as the coordinator would get them (one page a call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLogSources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHealth(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +223,21 @@ def add_AgentAdminServicer_to_server(servicer, server):
                     servicer.Journal,
                     request_deserializer=isthmus_dot_v1_dot_admin__pb2.JournalRequest.FromString,
                     response_serializer=isthmus_dot_v1_dot_admin__pb2.JournalResponse.SerializeToString,
+            ),
+            'ReadLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadLogs,
+                    request_deserializer=isthmus_dot_v1_dot_logs__pb2.LogQuery.FromString,
+                    response_serializer=isthmus_dot_v1_dot_logs__pb2.LogPage.SerializeToString,
+            ),
+            'ListLogSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLogSources,
+                    request_deserializer=isthmus_dot_v1_dot_logs__pb2.ListLogSourcesRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_logs__pb2.ListLogSourcesResponse.SerializeToString,
+            ),
+            'GetHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHealth,
+                    request_deserializer=isthmus_dot_v1_dot_logs__pb2.GetHealthRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_logs__pb2.HealthReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +483,87 @@ class AgentAdmin:
             '/isthmus.v1.AgentAdmin/Journal',
             isthmus_dot_v1_dot_admin__pb2.JournalRequest.SerializeToString,
             isthmus_dot_v1_dot_admin__pb2.JournalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.AgentAdmin/ReadLogs',
+            isthmus_dot_v1_dot_logs__pb2.LogQuery.SerializeToString,
+            isthmus_dot_v1_dot_logs__pb2.LogPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLogSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.AgentAdmin/ListLogSources',
+            isthmus_dot_v1_dot_logs__pb2.ListLogSourcesRequest.SerializeToString,
+            isthmus_dot_v1_dot_logs__pb2.ListLogSourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.AgentAdmin/GetHealth',
+            isthmus_dot_v1_dot_logs__pb2.GetHealthRequest.SerializeToString,
+            isthmus_dot_v1_dot_logs__pb2.HealthReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,3 +1,4 @@
+from isthmus.v1 import logs_pb2 as _logs_pb2
 from isthmus.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -60,18 +61,36 @@ class LocalReport(_message.Message):
     def __init__(self, overrides: _Optional[_Iterable[_Union[_types_pb2.Override, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[_types_pb2.JournalEntry, _Mapping]]] = ..., partitioned: _Optional[bool] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "ack", "observed", "heartbeat", "local")
+    __slots__ = ("hello", "ack", "observed", "heartbeat", "local", "log_answer", "health")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     LOCAL_FIELD_NUMBER: _ClassVar[int]
+    LOG_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ack: Ack
     observed: ObservedReport
     heartbeat: Heartbeat
     local: LocalReport
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., observed: _Optional[_Union[ObservedReport, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., local: _Optional[_Union[LocalReport, _Mapping]] = ...) -> None: ...
+    log_answer: LogAnswer
+    health: _logs_pb2.HealthReport
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., observed: _Optional[_Union[ObservedReport, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., local: _Optional[_Union[LocalReport, _Mapping]] = ..., log_answer: _Optional[_Union[LogAnswer, _Mapping]] = ..., health: _Optional[_Union[_logs_pb2.HealthReport, _Mapping]] = ...) -> None: ...
+
+class LogAnswer(_message.Message):
+    __slots__ = ("id", "page", "sources", "error", "code")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    page: _logs_pb2.LogPage
+    sources: _logs_pb2.ListLogSourcesResponse
+    error: str
+    code: str
+    def __init__(self, id: _Optional[int] = ..., page: _Optional[_Union[_logs_pb2.LogPage, _Mapping]] = ..., sources: _Optional[_Union[_logs_pb2.ListLogSourcesResponse, _Mapping]] = ..., error: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
 
 class Snapshot(_message.Message):
     __slots__ = ("revision", "peerings", "more")
@@ -104,11 +123,23 @@ class EventsFrom(_message.Message):
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("snapshot", "delta", "events_from")
+    __slots__ = ("snapshot", "delta", "events_from", "log_request")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FROM_FIELD_NUMBER: _ClassVar[int]
+    LOG_REQUEST_FIELD_NUMBER: _ClassVar[int]
     snapshot: Snapshot
     delta: Delta
     events_from: EventsFrom
-    def __init__(self, snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., delta: _Optional[_Union[Delta, _Mapping]] = ..., events_from: _Optional[_Union[EventsFrom, _Mapping]] = ...) -> None: ...
+    log_request: LogRequest
+    def __init__(self, snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., delta: _Optional[_Union[Delta, _Mapping]] = ..., events_from: _Optional[_Union[EventsFrom, _Mapping]] = ..., log_request: _Optional[_Union[LogRequest, _Mapping]] = ...) -> None: ...
+
+class LogRequest(_message.Message):
+    __slots__ = ("id", "query", "list_sources")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    LIST_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    query: _logs_pb2.LogQuery
+    list_sources: bool
+    def __init__(self, id: _Optional[int] = ..., query: _Optional[_Union[_logs_pb2.LogQuery, _Mapping]] = ..., list_sources: _Optional[bool] = ...) -> None: ...

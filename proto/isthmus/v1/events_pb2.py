@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17isthmus/v1/events.proto\x12\nisthmus.v1\"\x8c\x01\n\x05\x45vent\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x14\n\x0ctime_unix_ms\x18\x03 \x01(\x03\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05level\x18\x05 \x01(\t\x12\x12\n\nconnection\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x10\n\x08revision\x18\x08 \x01(\x03\"d\n\x11ListEventsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05level\x18\x05 \x01(\t\"I\n\x12ListEventsResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.isthmus.v1.Event\x12\x10\n\x08revision\x18\x02 \x01(\x03\"}\n\x12WatchEventsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05level\x18\x05 \x01(\t\x12\x16\n\x0estart_revision\x18\x06 \x01(\x03\x32\x9f\x01\n\x0c\x45ventService\x12K\n\nListEvents\x12\x1d.isthmus.v1.ListEventsRequest\x1a\x1e.isthmus.v1.ListEventsResponse\x12\x42\n\x0bWatchEvents\x12\x1e.isthmus.v1.WatchEventsRequest\x1a\x11.isthmus.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17isthmus/v1/events.proto\x12\nisthmus.v1\"\x8c\x01\n\x05\x45vent\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x14\n\x0ctime_unix_ms\x18\x03 \x01(\x03\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05level\x18\x05 \x01(\t\x12\x12\n\nconnection\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x10\n\x08revision\x18\x08 \x01(\x03\"x\n\x11ListEventsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05level\x18\x05 \x01(\t\x12\x12\n\npage_token\x18\x06 \x01(\t\"b\n\x12ListEventsResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.isthmus.v1.Event\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"}\n\x12WatchEventsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05level\x18\x05 \x01(\t\x12\x16\n\x0estart_revision\x18\x06 \x01(\x03\x32\x9f\x01\n\x0c\x45ventService\x12K\n\nListEvents\x12\x1d.isthmus.v1.ListEventsRequest\x1a\x1e.isthmus.v1.ListEventsResponse\x12\x42\n\x0bWatchEvents\x12\x1e.isthmus.v1.WatchEventsRequest\x1a\x11.isthmus.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT']._serialized_start=40
   _globals['_EVENT']._serialized_end=180
   _globals['_LISTEVENTSREQUEST']._serialized_start=182
-  _globals['_LISTEVENTSREQUEST']._serialized_end=282
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=284
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=357
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=359
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=484
-  _globals['_EVENTSERVICE']._serialized_start=487
-  _globals['_EVENTSERVICE']._serialized_end=646
+  _globals['_LISTEVENTSREQUEST']._serialized_end=302
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=304
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=402
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=404
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=529
+  _globals['_EVENTSERVICE']._serialized_start=532
+  _globals['_EVENTSERVICE']._serialized_end=691
 # @@protoc_insertion_point(module_scope)

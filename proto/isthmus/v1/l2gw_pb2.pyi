@@ -117,42 +117,60 @@ class DeleteByIdResponse(_message.Message):
     def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class ListGatewayDevicesRequest(_message.Message):
-    __slots__ = ("site",)
+    __slots__ = ("site", "page_size", "page_token")
     SITE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     site: str
-    def __init__(self, site: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, site: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListGatewayDevicesResponse(_message.Message):
-    __slots__ = ("devices",)
+    __slots__ = ("devices", "next_page_token")
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     devices: _containers.RepeatedCompositeFieldContainer[GatewayDevice]
-    def __init__(self, devices: _Optional[_Iterable[_Union[GatewayDevice, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, devices: _Optional[_Iterable[_Union[GatewayDevice, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListL2GatewaysRequest(_message.Message):
-    __slots__ = ("project_id",)
+    __slots__ = ("project_id", "page_size", "page_token")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     project_id: str
-    def __init__(self, project_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, project_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListL2GatewaysResponse(_message.Message):
-    __slots__ = ("l2_gateways",)
+    __slots__ = ("l2_gateways", "next_page_token")
     L2_GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     l2_gateways: _containers.RepeatedCompositeFieldContainer[L2Gateway]
-    def __init__(self, l2_gateways: _Optional[_Iterable[_Union[L2Gateway, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, l2_gateways: _Optional[_Iterable[_Union[L2Gateway, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListL2GatewayConnectionsRequest(_message.Message):
-    __slots__ = ("l2_gateway_id", "project_id")
+    __slots__ = ("l2_gateway_id", "project_id", "page_size", "page_token")
     L2_GATEWAY_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     l2_gateway_id: str
     project_id: str
-    def __init__(self, l2_gateway_id: _Optional[str] = ..., project_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, l2_gateway_id: _Optional[str] = ..., project_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListL2GatewayConnectionsResponse(_message.Message):
-    __slots__ = ("l2_gateway_connections",)
+    __slots__ = ("l2_gateway_connections", "next_page_token")
     L2_GATEWAY_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     l2_gateway_connections: _containers.RepeatedCompositeFieldContainer[L2GatewayConnection]
-    def __init__(self, l2_gateway_connections: _Optional[_Iterable[_Union[L2GatewayConnection, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, l2_gateway_connections: _Optional[_Iterable[_Union[L2GatewayConnection, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class TunnelStatus(_message.Message):
     __slots__ = ("peering", "local_device", "remote_site", "remote_device", "observed")

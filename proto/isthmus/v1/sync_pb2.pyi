@@ -8,16 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class KeypairSpec(_message.Message):
-    __slots__ = ("name", "public_key", "user_id", "replace")
+    __slots__ = ("name", "public_key", "user_id", "replace", "source_region", "source_name")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_REGION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     public_key: str
     user_id: str
     replace: bool
-    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[str] = ..., user_id: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
+    source_region: str
+    source_name: str
+    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[str] = ..., user_id: _Optional[str] = ..., replace: _Optional[bool] = ..., source_region: _Optional[str] = ..., source_name: _Optional[str] = ...) -> None: ...
 
 class RuleSpec(_message.Message):
     __slots__ = ("direction", "ethertype", "protocol", "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group", "description")
@@ -40,18 +44,22 @@ class RuleSpec(_message.Message):
     def __init__(self, direction: _Optional[str] = ..., ethertype: _Optional[str] = ..., protocol: _Optional[str] = ..., port_range_min: _Optional[int] = ..., port_range_max: _Optional[int] = ..., remote_ip_prefix: _Optional[str] = ..., remote_group: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class SecurityGroupSpec(_message.Message):
-    __slots__ = ("name", "description", "project_id", "rules", "replace")
+    __slots__ = ("name", "description", "project_id", "rules", "replace", "source_region", "source_name")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_REGION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     project_id: str
     rules: _containers.RepeatedCompositeFieldContainer[RuleSpec]
     replace: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., project_id: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleSpec, _Mapping]]] = ..., replace: _Optional[bool] = ...) -> None: ...
+    source_region: str
+    source_name: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., project_id: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleSpec, _Mapping]]] = ..., replace: _Optional[bool] = ..., source_region: _Optional[str] = ..., source_name: _Optional[str] = ...) -> None: ...
 
 class ImageSelector(_message.Message):
     __slots__ = ("names", "tags", "properties", "visibility")
@@ -99,7 +107,7 @@ class ImageSpec(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., source_region: _Optional[str] = ..., selector: _Optional[_Union[ImageSelector, _Mapping]] = ..., waves: _Optional[_Iterable[_Union[Wave, _Mapping]]] = ..., rollback_on_failure: _Optional[bool] = ..., replace: _Optional[bool] = ..., pause_between_waves: _Optional[bool] = ...) -> None: ...
 
 class SyncIntent(_message.Message):
-    __slots__ = ("name", "kind", "regions", "description", "keypair", "security_group", "image", "version", "created_unix_ms")
+    __slots__ = ("name", "kind", "regions", "description", "keypair", "security_group", "image", "version", "created_unix_ms", "all_regions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +117,7 @@ class SyncIntent(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ALL_REGIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     regions: _containers.RepeatedScalarFieldContainer[str]
@@ -118,10 +127,11 @@ class SyncIntent(_message.Message):
     image: ImageSpec
     version: int
     created_unix_ms: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., keypair: _Optional[_Union[KeypairSpec, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroupSpec, _Mapping]] = ..., image: _Optional[_Union[ImageSpec, _Mapping]] = ..., version: _Optional[int] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+    all_regions: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., keypair: _Optional[_Union[KeypairSpec, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroupSpec, _Mapping]] = ..., image: _Optional[_Union[ImageSpec, _Mapping]] = ..., version: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., all_regions: _Optional[bool] = ...) -> None: ...
 
 class SyncStatus(_message.Message):
-    __slots__ = ("intent", "resource", "region", "state", "error", "detail", "updated_unix_ms", "target_id", "created", "bytes_done", "bytes_total", "attempts", "wave", "stale", "rollout")
+    __slots__ = ("intent", "resource", "region", "state", "error", "detail", "updated_unix_ms", "target_id", "created", "bytes_done", "bytes_total", "attempts", "wave", "stale", "rollout", "action", "action_unix_ms")
     INTENT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +147,8 @@ class SyncStatus(_message.Message):
     WAVE_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     intent: str
     resource: str
     region: str
@@ -152,21 +164,25 @@ class SyncStatus(_message.Message):
     wave: str
     stale: bool
     rollout: str
-    def __init__(self, intent: _Optional[str] = ..., resource: _Optional[str] = ..., region: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., target_id: _Optional[str] = ..., created: _Optional[bool] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., attempts: _Optional[int] = ..., wave: _Optional[str] = ..., stale: _Optional[bool] = ..., rollout: _Optional[str] = ...) -> None: ...
+    action: str
+    action_unix_ms: int
+    def __init__(self, intent: _Optional[str] = ..., resource: _Optional[str] = ..., region: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., detail: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., target_id: _Optional[str] = ..., created: _Optional[bool] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., attempts: _Optional[int] = ..., wave: _Optional[str] = ..., stale: _Optional[bool] = ..., rollout: _Optional[str] = ..., action: _Optional[str] = ..., action_unix_ms: _Optional[int] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("id", "state", "wave", "error", "updated_unix_ms")
+    __slots__ = ("id", "state", "wave", "error", "updated_unix_ms", "skipped")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     WAVE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     wave: int
     error: str
     updated_unix_ms: int
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., wave: _Optional[int] = ..., error: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
+    skipped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., wave: _Optional[int] = ..., error: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., skipped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SyncView(_message.Message):
     __slots__ = ("intent", "statuses", "rollout")
@@ -217,24 +233,46 @@ class DeleteSyncResponse(_message.Message):
     def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class ControlRolloutRequest(_message.Message):
-    __slots__ = ("name", "action")
+    __slots__ = ("name", "action", "skip_sites")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    SKIP_SITES_FIELD_NUMBER: _ClassVar[int]
     name: str
     action: str
-    def __init__(self, name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+    skip_sites: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., action: _Optional[str] = ..., skip_sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EnsureImageRequest(_message.Message):
-    __slots__ = ("image", "region", "intent", "timeout_seconds")
+    __slots__ = ("image", "region", "intent", "timeout_seconds", "wait_seconds")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     INTENT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     image: str
     region: str
     intent: str
     timeout_seconds: int
-    def __init__(self, image: _Optional[str] = ..., region: _Optional[str] = ..., intent: _Optional[str] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
+    wait_seconds: int
+    def __init__(self, image: _Optional[str] = ..., region: _Optional[str] = ..., intent: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ("region",)
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    def __init__(self, region: _Optional[str] = ...) -> None: ...
+
+class ListImagesResponse(_message.Message):
+    __slots__ = ("region", "openstack_region", "updated_unix_ms", "images")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    OPENSTACK_REGION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    openstack_region: str
+    updated_unix_ms: int
+    images: _containers.RepeatedCompositeFieldContainer[ImageInfo]
+    def __init__(self, region: _Optional[str] = ..., openstack_region: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ..., images: _Optional[_Iterable[_Union[ImageInfo, _Mapping]]] = ...) -> None: ...
 
 class EnsureImageProgress(_message.Message):
     __slots__ = ("status", "done")

@@ -69,6 +69,11 @@ class SyncServiceStub:
                 request_serializer=isthmus_dot_v1_dot_sync__pb2.EnsureImageRequest.SerializeToString,
                 response_deserializer=isthmus_dot_v1_dot_sync__pb2.EnsureImageProgress.FromString,
                 _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/isthmus.v1.SyncService/ListImages',
+                request_serializer=isthmus_dot_v1_dot_sync__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_sync__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -118,6 +123,13 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListImages(self, request, context):
+        """A region's images as the coordinator knows them (its agent's last image list).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +167,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.EnsureImage,
                     request_deserializer=isthmus_dot_v1_dot_sync__pb2.EnsureImageRequest.FromString,
                     response_serializer=isthmus_dot_v1_dot_sync__pb2.EnsureImageProgress.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=isthmus_dot_v1_dot_sync__pb2.ListImagesRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_sync__pb2.ListImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +363,33 @@ class SyncService:
             '/isthmus.v1.SyncService/EnsureImage',
             isthmus_dot_v1_dot_sync__pb2.EnsureImageRequest.SerializeToString,
             isthmus_dot_v1_dot_sync__pb2.EnsureImageProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.SyncService/ListImages',
+            isthmus_dot_v1_dot_sync__pb2.ListImagesRequest.SerializeToString,
+            isthmus_dot_v1_dot_sync__pb2.ListImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16isthmus/v1/types.proto\x12\nisthmus.v1\"\xcb\x01\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.isthmus.v1.SiteKind\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.isthmus.v1.Site.LabelsEntry\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfd\x01\n\x08\x45ndpoint\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0b\n\x03\x61sn\x18\x04 \x01(\r\x12&\n\x04role\x18\x05 \x01(\x0e\x32\x18.isthmus.v1.EndpointRole\x12\x11\n\trouter_id\x18\x06 \x01(\t\x12\x38\n\nproperties\x18\x07 \x03(\x0b\x32$.isthmus.v1.Endpoint.PropertiesEntry\x12\x0f\n\x07version\x18\x08 \x01(\x03\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x0b\x45ndpointRef\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xc4\x01\n\tBgpParams\x12\x16\n\thold_time\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x0cpassword_ref\x18\x02 \x01(\t\x12\x18\n\x10\x61\x64\x64ress_families\x18\x03 \x03(\t\x12\x17\n\x0fimport_prefixes\x18\x04 \x03(\t\x12\x14\n\x0cmax_prefixes\x18\x05 \x01(\r\x12\x1d\n\x10graceful_restart\x18\x06 \x01(\rH\x01\x88\x01\x01\x42\x0c\n\n_hold_timeB\x13\n\x11_graceful_restart\"9\n\x0bVxlanParams\x12\x0b\n\x03vni\x18\x01 \x01(\r\x12\x10\n\x08udp_port\x18\x02 \x01(\r\x12\x0b\n\x03mtu\x18\x03 \x01(\r\"\xab\x02\n\nConnection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x01\x61\x18\x02 \x01(\x0b\x32\x17.isthmus.v1.EndpointRef\x12\"\n\x01\x62\x18\x03 \x01(\x0b\x32\x17.isthmus.v1.EndpointRef\x12(\n\x04type\x18\x04 \x01(\x0e\x32\x1a.isthmus.v1.ConnectionType\x12\"\n\x03\x62gp\x18\x05 \x01(\x0b\x32\x15.isthmus.v1.BgpParams\x12&\n\x05vxlan\x18\x06 \x01(\x0b\x32\x17.isthmus.v1.VxlanParams\x12+\n\x0b\x61\x64min_state\x18\x07 \x01(\x0e\x32\x16.isthmus.v1.AdminState\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\x03\"\x92\x02\n\x0e\x44\x65siredPeering\x12\x12\n\nconnection\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.isthmus.v1.ConnectionType\x12#\n\x05local\x18\x03 \x01(\x0b\x32\x14.isthmus.v1.Endpoint\x12$\n\x06remote\x18\x04 \x01(\x0b\x32\x14.isthmus.v1.Endpoint\x12\"\n\x03\x62gp\x18\x05 \x01(\x0b\x32\x15.isthmus.v1.BgpParams\x12&\n\x05vxlan\x18\x06 \x01(\x0b\x32\x17.isthmus.v1.VxlanParams\x12+\n\x0b\x61\x64min_state\x18\x07 \x01(\x0e\x32\x16.isthmus.v1.AdminState\"\x9f\x01\n\x0fObservedPeering\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.isthmus.v1.PeeringState\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x04 \x01(\x03\x12\x0e\n\x06\x64river\x18\x05 \x01(\t\x12\x19\n\x11received_prefixes\x18\x06 \x03(\t\"\xb5\x01\n\x08Override\x12\x12\n\nconnection\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.isthmus.v1.OverrideKind\x12+\n\x07peering\x18\x03 \x01(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x05 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\x06 \x01(\x03\"s\n\x0cJournalEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x12\n\nconnection\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05level\x18\x06 \x01(\t*\x7f\n\x08SiteKind\x12\x19\n\x15SITE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10SITE_KIND_REGION\x10\x01\x12\x12\n\x0eSITE_KIND_CELL\x10\x02\x12\x16\n\x12SITE_KIND_INSTANCE\x10\x03\x12\x16\n\x12SITE_KIND_EXTERNAL\x10\x04*`\n\x0c\x45ndpointRole\x12\x1d\n\x19\x45NDPOINT_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NDPOINT_ROLE_LOCAL\x10\x01\x12\x18\n\x14\x45NDPOINT_ROLE_REMOTE\x10\x02*e\n\x0e\x43onnectionType\x12\x1f\n\x1b\x43ONNECTION_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONNECTION_TYPE_BGP\x10\x01\x12\x19\n\x15\x43ONNECTION_TYPE_VXLAN\x10\x02*S\n\nAdminState\x12\x1b\n\x17\x41\x44MIN_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x44MIN_STATE_UP\x10\x01\x12\x14\n\x10\x41\x44MIN_STATE_DOWN\x10\x02*\x9b\x01\n\x0cPeeringState\x12\x1d\n\x19PEERING_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PEERING_STATE_ESTABLISHED\x10\x01\x12\x1c\n\x18PEERING_STATE_CONNECTING\x10\x02\x12\x16\n\x12PEERING_STATE_DOWN\x10\x03\x12\x17\n\x13PEERING_STATE_ERROR\x10\x04*_\n\x0cOverrideKind\x12\x1d\n\x19OVERRIDE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15OVERRIDE_KIND_DISABLE\x10\x01\x12\x15\n\x11OVERRIDE_KIND_ADD\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16isthmus/v1/types.proto\x12\nisthmus.v1\"\xcb\x01\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.isthmus.v1.SiteKind\x12\x0e\n\x06parent\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.isthmus.v1.Site.LabelsEntry\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfd\x01\n\x08\x45ndpoint\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0b\n\x03\x61sn\x18\x04 \x01(\r\x12&\n\x04role\x18\x05 \x01(\x0e\x32\x18.isthmus.v1.EndpointRole\x12\x11\n\trouter_id\x18\x06 \x01(\t\x12\x38\n\nproperties\x18\x07 \x03(\x0b\x32$.isthmus.v1.Endpoint.PropertiesEntry\x12\x0f\n\x07version\x18\x08 \x01(\x03\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x0b\x45ndpointRef\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xd7\x01\n\tBgpParams\x12\x16\n\thold_time\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x0cpassword_ref\x18\x02 \x01(\t\x12\x18\n\x10\x61\x64\x64ress_families\x18\x03 \x03(\t\x12\x17\n\x0fimport_prefixes\x18\x04 \x03(\t\x12\x14\n\x0cmax_prefixes\x18\x05 \x01(\r\x12\x1d\n\x10graceful_restart\x18\x06 \x01(\rH\x01\x88\x01\x01\x12\x11\n\treflector\x18\x07 \x01(\tB\x0c\n\n_hold_timeB\x13\n\x11_graceful_restart\"9\n\x0bVxlanParams\x12\x0b\n\x03vni\x18\x01 \x01(\r\x12\x10\n\x08udp_port\x18\x02 \x01(\r\x12\x0b\n\x03mtu\x18\x03 \x01(\r\"\xbb\x02\n\nConnection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x01\x61\x18\x02 \x01(\x0b\x32\x17.isthmus.v1.EndpointRef\x12\"\n\x01\x62\x18\x03 \x01(\x0b\x32\x17.isthmus.v1.EndpointRef\x12(\n\x04type\x18\x04 \x01(\x0e\x32\x1a.isthmus.v1.ConnectionType\x12\"\n\x03\x62gp\x18\x05 \x01(\x0b\x32\x15.isthmus.v1.BgpParams\x12&\n\x05vxlan\x18\x06 \x01(\x0b\x32\x17.isthmus.v1.VxlanParams\x12+\n\x0b\x61\x64min_state\x18\x07 \x01(\x0e\x32\x16.isthmus.v1.AdminState\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\x03\x12\x0e\n\x06policy\x18\n \x01(\t\"\x92\x02\n\x0e\x44\x65siredPeering\x12\x12\n\nconnection\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.isthmus.v1.ConnectionType\x12#\n\x05local\x18\x03 \x01(\x0b\x32\x14.isthmus.v1.Endpoint\x12$\n\x06remote\x18\x04 \x01(\x0b\x32\x14.isthmus.v1.Endpoint\x12\"\n\x03\x62gp\x18\x05 \x01(\x0b\x32\x15.isthmus.v1.BgpParams\x12&\n\x05vxlan\x18\x06 \x01(\x0b\x32\x17.isthmus.v1.VxlanParams\x12+\n\x0b\x61\x64min_state\x18\x07 \x01(\x0e\x32\x16.isthmus.v1.AdminState\"\x9f\x01\n\x0fObservedPeering\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.isthmus.v1.PeeringState\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x04 \x01(\x03\x12\x0e\n\x06\x64river\x18\x05 \x01(\t\x12\x19\n\x11received_prefixes\x18\x06 \x03(\t\"\xb5\x01\n\x08Override\x12\x12\n\nconnection\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.isthmus.v1.OverrideKind\x12+\n\x07peering\x18\x03 \x01(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x05 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\x06 \x01(\x03\"s\n\x0cJournalEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x12\n\nconnection\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05level\x18\x06 \x01(\t*\x7f\n\x08SiteKind\x12\x19\n\x15SITE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10SITE_KIND_REGION\x10\x01\x12\x12\n\x0eSITE_KIND_CELL\x10\x02\x12\x16\n\x12SITE_KIND_INSTANCE\x10\x03\x12\x16\n\x12SITE_KIND_EXTERNAL\x10\x04*`\n\x0c\x45ndpointRole\x12\x1d\n\x19\x45NDPOINT_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NDPOINT_ROLE_LOCAL\x10\x01\x12\x18\n\x14\x45NDPOINT_ROLE_REMOTE\x10\x02*e\n\x0e\x43onnectionType\x12\x1f\n\x1b\x43ONNECTION_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONNECTION_TYPE_BGP\x10\x01\x12\x19\n\x15\x43ONNECTION_TYPE_VXLAN\x10\x02*S\n\nAdminState\x12\x1b\n\x17\x41\x44MIN_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x44MIN_STATE_UP\x10\x01\x12\x14\n\x10\x41\x44MIN_STATE_DOWN\x10\x02*\x9b\x01\n\x0cPeeringState\x12\x1d\n\x19PEERING_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PEERING_STATE_ESTABLISHED\x10\x01\x12\x1c\n\x18PEERING_STATE_CONNECTING\x10\x02\x12\x16\n\x12PEERING_STATE_DOWN\x10\x03\x12\x17\n\x13PEERING_STATE_ERROR\x10\x04*_\n\x0cOverrideKind\x12\x1d\n\x19OVERRIDE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15OVERRIDE_KIND_DISABLE\x10\x01\x12\x15\n\x11OVERRIDE_KIND_ADD\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,18 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SITE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_ENDPOINT_PROPERTIESENTRY']._loaded_options = None
   _globals['_ENDPOINT_PROPERTIESENTRY']._serialized_options = b'8\001'
-  _globals['_SITEKIND']._serialized_start=1843
-  _globals['_SITEKIND']._serialized_end=1970
-  _globals['_ENDPOINTROLE']._serialized_start=1972
-  _globals['_ENDPOINTROLE']._serialized_end=2068
-  _globals['_CONNECTIONTYPE']._serialized_start=2070
-  _globals['_CONNECTIONTYPE']._serialized_end=2171
-  _globals['_ADMINSTATE']._serialized_start=2173
-  _globals['_ADMINSTATE']._serialized_end=2256
-  _globals['_PEERINGSTATE']._serialized_start=2259
-  _globals['_PEERINGSTATE']._serialized_end=2414
-  _globals['_OVERRIDEKIND']._serialized_start=2416
-  _globals['_OVERRIDEKIND']._serialized_end=2511
+  _globals['_SITEKIND']._serialized_start=1878
+  _globals['_SITEKIND']._serialized_end=2005
+  _globals['_ENDPOINTROLE']._serialized_start=2007
+  _globals['_ENDPOINTROLE']._serialized_end=2103
+  _globals['_CONNECTIONTYPE']._serialized_start=2105
+  _globals['_CONNECTIONTYPE']._serialized_end=2206
+  _globals['_ADMINSTATE']._serialized_start=2208
+  _globals['_ADMINSTATE']._serialized_end=2291
+  _globals['_PEERINGSTATE']._serialized_start=2294
+  _globals['_PEERINGSTATE']._serialized_end=2449
+  _globals['_OVERRIDEKIND']._serialized_start=2451
+  _globals['_OVERRIDEKIND']._serialized_end=2546
   _globals['_SITE']._serialized_start=39
   _globals['_SITE']._serialized_end=242
   _globals['_SITE_LABELSENTRY']._serialized_start=197
@@ -58,17 +58,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENDPOINTREF']._serialized_start=500
   _globals['_ENDPOINTREF']._serialized_end=541
   _globals['_BGPPARAMS']._serialized_start=544
-  _globals['_BGPPARAMS']._serialized_end=740
-  _globals['_VXLANPARAMS']._serialized_start=742
-  _globals['_VXLANPARAMS']._serialized_end=799
-  _globals['_CONNECTION']._serialized_start=802
-  _globals['_CONNECTION']._serialized_end=1101
-  _globals['_DESIREDPEERING']._serialized_start=1104
-  _globals['_DESIREDPEERING']._serialized_end=1378
-  _globals['_OBSERVEDPEERING']._serialized_start=1381
-  _globals['_OBSERVEDPEERING']._serialized_end=1540
-  _globals['_OVERRIDE']._serialized_start=1543
-  _globals['_OVERRIDE']._serialized_end=1724
-  _globals['_JOURNALENTRY']._serialized_start=1726
-  _globals['_JOURNALENTRY']._serialized_end=1841
+  _globals['_BGPPARAMS']._serialized_end=759
+  _globals['_VXLANPARAMS']._serialized_start=761
+  _globals['_VXLANPARAMS']._serialized_end=818
+  _globals['_CONNECTION']._serialized_start=821
+  _globals['_CONNECTION']._serialized_end=1136
+  _globals['_DESIREDPEERING']._serialized_start=1139
+  _globals['_DESIREDPEERING']._serialized_end=1413
+  _globals['_OBSERVEDPEERING']._serialized_start=1416
+  _globals['_OBSERVEDPEERING']._serialized_end=1575
+  _globals['_OVERRIDE']._serialized_start=1578
+  _globals['_OVERRIDE']._serialized_end=1759
+  _globals['_JOURNALENTRY']._serialized_start=1761
+  _globals['_JOURNALENTRY']._serialized_end=1876
 # @@protoc_insertion_point(module_scope)

@@ -128,20 +128,22 @@ class EndpointRef(_message.Message):
     def __init__(self, site: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class BgpParams(_message.Message):
-    __slots__ = ("hold_time", "password_ref", "address_families", "import_prefixes", "max_prefixes", "graceful_restart")
+    __slots__ = ("hold_time", "password_ref", "address_families", "import_prefixes", "max_prefixes", "graceful_restart", "reflector")
     HOLD_TIME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_REF_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FAMILIES_FIELD_NUMBER: _ClassVar[int]
     IMPORT_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     MAX_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     GRACEFUL_RESTART_FIELD_NUMBER: _ClassVar[int]
+    REFLECTOR_FIELD_NUMBER: _ClassVar[int]
     hold_time: int
     password_ref: str
     address_families: _containers.RepeatedScalarFieldContainer[str]
     import_prefixes: _containers.RepeatedScalarFieldContainer[str]
     max_prefixes: int
     graceful_restart: int
-    def __init__(self, hold_time: _Optional[int] = ..., password_ref: _Optional[str] = ..., address_families: _Optional[_Iterable[str]] = ..., import_prefixes: _Optional[_Iterable[str]] = ..., max_prefixes: _Optional[int] = ..., graceful_restart: _Optional[int] = ...) -> None: ...
+    reflector: str
+    def __init__(self, hold_time: _Optional[int] = ..., password_ref: _Optional[str] = ..., address_families: _Optional[_Iterable[str]] = ..., import_prefixes: _Optional[_Iterable[str]] = ..., max_prefixes: _Optional[int] = ..., graceful_restart: _Optional[int] = ..., reflector: _Optional[str] = ...) -> None: ...
 
 class VxlanParams(_message.Message):
     __slots__ = ("vni", "udp_port", "mtu")
@@ -154,7 +156,7 @@ class VxlanParams(_message.Message):
     def __init__(self, vni: _Optional[int] = ..., udp_port: _Optional[int] = ..., mtu: _Optional[int] = ...) -> None: ...
 
 class Connection(_message.Message):
-    __slots__ = ("name", "a", "b", "type", "bgp", "vxlan", "admin_state", "description", "version")
+    __slots__ = ("name", "a", "b", "type", "bgp", "vxlan", "admin_state", "description", "version", "policy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +166,7 @@ class Connection(_message.Message):
     ADMIN_STATE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     a: EndpointRef
     b: EndpointRef
@@ -173,7 +176,8 @@ class Connection(_message.Message):
     admin_state: AdminState
     description: str
     version: int
-    def __init__(self, name: _Optional[str] = ..., a: _Optional[_Union[EndpointRef, _Mapping]] = ..., b: _Optional[_Union[EndpointRef, _Mapping]] = ..., type: _Optional[_Union[ConnectionType, str]] = ..., bgp: _Optional[_Union[BgpParams, _Mapping]] = ..., vxlan: _Optional[_Union[VxlanParams, _Mapping]] = ..., admin_state: _Optional[_Union[AdminState, str]] = ..., description: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    policy: str
+    def __init__(self, name: _Optional[str] = ..., a: _Optional[_Union[EndpointRef, _Mapping]] = ..., b: _Optional[_Union[EndpointRef, _Mapping]] = ..., type: _Optional[_Union[ConnectionType, str]] = ..., bgp: _Optional[_Union[BgpParams, _Mapping]] = ..., vxlan: _Optional[_Union[VxlanParams, _Mapping]] = ..., admin_state: _Optional[_Union[AdminState, str]] = ..., description: _Optional[str] = ..., version: _Optional[int] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class DesiredPeering(_message.Message):
     __slots__ = ("connection", "type", "local", "remote", "bgp", "vxlan", "admin_state")

@@ -43,8 +43,12 @@ class GetQuotaRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class ListQuotasRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class RegionUsage(_message.Message):
     __slots__ = ("region", "known", "usage", "limit", "target", "setting", "reason", "stale", "updated_unix_ms")
@@ -95,10 +99,12 @@ class ProjectQuota(_message.Message):
     def __init__(self, project: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[ResourceQuota, _Mapping]]] = ...) -> None: ...
 
 class ListQuotasResponse(_message.Message):
-    __slots__ = ("limits",)
+    __slots__ = ("limits", "next_page_token")
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     limits: _containers.RepeatedCompositeFieldContainer[QuotaLimit]
-    def __init__(self, limits: _Optional[_Iterable[_Union[QuotaLimit, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, limits: _Optional[_Iterable[_Union[QuotaLimit, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RegionCapacity(_message.Message):
     __slots__ = ("region", "compute_known", "vcpus", "vcpus_used", "ram_mb", "ram_mb_used", "instances", "network_objects", "stale", "updated_unix_ms", "source")
@@ -146,7 +152,7 @@ class Capacity(_message.Message):
     def __init__(self, regions: _Optional[_Iterable[_Union[RegionCapacity, _Mapping]]] = ..., total: _Optional[_Union[RegionCapacity, _Mapping]] = ...) -> None: ...
 
 class AddressRecord(_message.Message):
-    __slots__ = ("kind", "id", "region", "project", "network", "ips", "mac", "cidr", "device", "name")
+    __slots__ = ("kind", "id", "region", "project", "network", "ips", "mac", "cidr", "device", "name", "network_name")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +163,7 @@ class AddressRecord(_message.Message):
     CIDR_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_NAME_FIELD_NUMBER: _ClassVar[int]
     kind: str
     id: str
     region: str
@@ -167,7 +174,8 @@ class AddressRecord(_message.Message):
     cidr: str
     device: str
     name: str
-    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., region: _Optional[str] = ..., project: _Optional[str] = ..., network: _Optional[str] = ..., ips: _Optional[_Iterable[str]] = ..., mac: _Optional[str] = ..., cidr: _Optional[str] = ..., device: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    network_name: str
+    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., region: _Optional[str] = ..., project: _Optional[str] = ..., network: _Optional[str] = ..., ips: _Optional[_Iterable[str]] = ..., mac: _Optional[str] = ..., cidr: _Optional[str] = ..., device: _Optional[str] = ..., name: _Optional[str] = ..., network_name: _Optional[str] = ...) -> None: ...
 
 class AddressKey(_message.Message):
     __slots__ = ("kind", "id")
@@ -178,16 +186,22 @@ class AddressKey(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class ListAddressesRequest(_message.Message):
-    __slots__ = ("query",)
+    __slots__ = ("query", "page_size", "page_token")
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     query: str
-    def __init__(self, query: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, query: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListAddressesResponse(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "next_page_token")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[AddressRecord]
-    def __init__(self, records: _Optional[_Iterable[_Union[AddressRecord, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[AddressRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class AddressConflict(_message.Message):
     __slots__ = ("kind", "value", "domain", "records")
@@ -202,14 +216,20 @@ class AddressConflict(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., value: _Optional[str] = ..., domain: _Optional[str] = ..., records: _Optional[_Iterable[_Union[AddressRecord, _Mapping]]] = ...) -> None: ...
 
 class ListAddressConflictsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListAddressConflictsResponse(_message.Message):
-    __slots__ = ("conflicts",)
+    __slots__ = ("conflicts", "next_page_token")
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     conflicts: _containers.RepeatedCompositeFieldContainer[AddressConflict]
-    def __init__(self, conflicts: _Optional[_Iterable[_Union[AddressConflict, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, conflicts: _Optional[_Iterable[_Union[AddressConflict, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class NetworkRef(_message.Message):
     __slots__ = ("region", "network")
@@ -238,14 +258,20 @@ class GetRoutingDomainRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListRoutingDomainsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListRoutingDomainsResponse(_message.Message):
-    __slots__ = ("domains",)
+    __slots__ = ("domains", "next_page_token")
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     domains: _containers.RepeatedCompositeFieldContainer[RoutingDomain]
-    def __init__(self, domains: _Optional[_Iterable[_Union[RoutingDomain, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, domains: _Optional[_Iterable[_Union[RoutingDomain, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteRoutingDomainRequest(_message.Message):
     __slots__ = ("name", "version")

@@ -1,0 +1,199 @@
+"""isthmusctl apply, diff, plan, get and policy against a real coordinator process (its leader expanding the
+policies) and real etcd."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from conftest import ctl, wait_for
+
+SITES = """\
+kind: Site
+spec: {name: hub-a, kind: region, labels: {role: hub}}
+---
+kind: Site
+spec: {name: hub-b, kind: region, labels: {role: hub}}
+---
+kind: Site
+spec: {name: s1, kind: region, labels: {role: edge}}
+---
+kind: Site
+spec: {name: s2, kind: region, labels: {role: edge}}
+---
+kind: Site
+spec: {name: s3, kind: region, labels: {role: lab}}
+"""
+
+ENDPOINTS = "".join(f"""\
+---
+kind: Endpoint
+spec: {{site: {site}, name: gw, address: 10.0.0.{i}, asn: 6451{i}}}
+""" for i, site in enumerate(("hub-a", "hub-b", "s1", "s2", "s3"), start=1))
+
+POLICY = """\
+kind: Policy
+spec:
+  name: edge
+  kind: hub-and-spoke
+  endpoint: gw
+  selector: {{role: edge}}
+  hubs: [hub-a, hub-b]
+  bgp: {{hold_time: {hold}, graceful_restart: 60}}
+"""
+
+EXPLICIT = """\
+kind: Connection
+spec:
+  name: lab-link
+  a: {site: hub-a, name: gw}
+  b: {site: s3, name: gw}
+  type: vxlan
+  vxlan: {vni: 7001}
+"""
+
+
+def write(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def connections(c: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    return {x["name"]: x for x in json.loads(ctl(*c, "connection", "list", "-o", "json").stdout)}
+
+
+def policy_names(c: tuple[str, ...], policy: str) -> set[str]:
+    return {n for n, x in connections(c).items() if x.get("policy") == policy}
+
+
+def test_apply_expands_a_policy_plan_lists_exactly_the_resets_and_apply_does_exactly_that(
+        coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"sites.yaml": SITES + ENDPOINTS, "policy.yaml": POLICY.format(hold=90),
+                                     "lab.yaml": EXPLICIT})
+    first = ctl(*c, "diff", "-f", str(files)).stdout
+    assert "+ site hub-a" in first and "+ policy edge" in first and "+ connection lab-link" in first
+
+    ctl(*c, "apply", "-f", str(files))
+    # The leader expands the policy: the hubs with each other, every edge site with every hub; s3 (lab) is no
+    # member.
+    expected = {"edge-hub-a-hub-b", "edge-hub-a-s1", "edge-hub-a-s2", "edge-hub-b-s1", "edge-hub-b-s2"}
+    wait_for(lambda: policy_names(c, "edge") == expected, 20, "the policy's connections")
+    stored = connections(c)
+    assert stored["edge-hub-a-s1"]["bgp"]["hold_time"] == 90 and stored["lab-link"].get("policy", "") == ""
+    assert ctl(*c, "diff", "-f", str(files)).stdout.strip() == "no changes"
+    assert ctl(*c, "plan", "-f", str(files)).stdout.strip() == "no peering changes"
+
+    # A hold-time change: plan names each of the five sessions at both of its ends, as resets, and nothing else.
+    write(files, {"policy.yaml": POLICY.format(hold=30)})
+    rows = json.loads(ctl(*c, "plan", "-f", str(files), "-o", "json").stdout)
+    ends = {"edge-hub-a-hub-b": ("hub-a", "hub-b"), "edge-hub-a-s1": ("hub-a", "s1"),
+            "edge-hub-a-s2": ("hub-a", "s2"), "edge-hub-b-s1": ("hub-b", "s1"), "edge-hub-b-s2": ("hub-b", "s2")}
+    assert {(r["site"], r["connection"]) for r in rows} == {(s, n) for n, pair in ends.items() for s in pair}
+    assert all(r["change"] == "changed" and r["reset"] and r["fields"] == ["bgp.hold_time"] for r in rows)
+    before = connections(c)
+    ctl(*c, "apply", "-f", str(files))
+
+    def reset_done() -> bool:
+        now = connections(c)
+        return all(now[n]["bgp"]["hold_time"] == 30 for n in expected)
+
+    wait_for(reset_done, 20, "the new hold time on every policy connection")
+    after = connections(c)
+    changed = {n for n in after if after[n]["version"] != before[n]["version"]}
+    assert changed == expected  # lab-link untouched
+    assert ctl(*c, "plan", "-f", str(files)).stdout.strip() == "no peering changes"
+
+
+def test_get_round_trips_into_apply(coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"all.yaml": SITES + ENDPOINTS + "---\n" + POLICY.format(hold=90) + "---\n"
+                                     + EXPLICIT})
+    ctl(*c, "apply", "-f", str(files))
+    wait_for(lambda: len(policy_names(c, "edge")) == 5, 20, "the policy's connections")
+    dumped = ctl(*c, "get", "-o", "yaml").stdout
+    assert "edge-hub-a-s1" not in dumped  # the policy's connections are the policy's, not documents of their own
+    again = write(tmp_path / "again", {"dump.yaml": dumped})
+    assert ctl(*c, "diff", "-f", str(again)).stdout.strip() == "no changes"
+    assert ctl(*c, "apply", "-f", str(again)).stdout.strip() == "no changes"
+    assert ctl(*c, "get", "-o", "yaml").stdout == dumped
+
+
+def test_one_bad_document_writes_nothing_and_every_error_names_file_document_and_field(
+        coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    bad_policy = POLICY.format(hold=2)  # not 0 or 3..65535
+    bad_endpoint = "kind: Endpoint\nspec: {site: nowhere, name: gw, address: 10.9.9.9, asn: 1}\n"
+    files = write(tmp_path / "net", {"a.yaml": SITES + ENDPOINTS, "b.yaml": bad_policy, "c.yaml": bad_endpoint,
+                                     "d.yaml": "kind: Site\nspec: {name: x, kind: region, colour: red}\n"})
+    res = ctl(*c, "apply", "-f", str(files), check=False)
+    assert res.returncode == 1
+    assert "b.yaml: document 0 (edge): bgp.hold_time: 2 must be" in res.stderr
+    assert "d.yaml: document 0 (x): colour: unknown field" in res.stderr
+    assert json.loads(ctl(*c, "site", "list", "-o", "json").stdout) == []
+
+    # With the document-level errors gone, the set is checked as a whole: a reference to no site.
+    write(files, {"b.yaml": POLICY.format(hold=30), "d.yaml": ""})
+    res = ctl(*c, "apply", "-f", str(files), check=False)
+    assert res.returncode == 1 and "c.yaml: document 0 (Endpoint nowhere/gw): site: site nowhere" in res.stderr
+    assert json.loads(ctl(*c, "site", "list", "-o", "json").stdout) == []
+
+
+def test_policy_connections_follow_sites_and_cannot_be_edited_by_hand(coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"sites.yaml": SITES + ENDPOINTS})
+    ctl(*c, "apply", "-f", str(files))
+    ctl(*c, "policy", "create", "edge", "--kind", "hub-and-spoke", "--endpoint", "gw", "--hub", "hub-a",
+        "--selector", "role=edge", "--hold-time", "30")
+    wait_for(lambda: policy_names(c, "edge") == {"edge-hub-a-s1", "edge-hub-a-s2"}, 20, "the spokes")
+
+    # Relabelling moves a site out of (s2) and into (s3) the policy.
+    ctl(*c, "site", "update", "s2", "--label", "role=lab")
+    ctl(*c, "site", "update", "s3", "--label", "role=edge")
+    wait_for(lambda: policy_names(c, "edge") == {"edge-hub-a-s1", "edge-hub-a-s3"}, 20, "the moved spokes")
+
+    hand = ctl(*c, "connection", "update", "edge-hub-a-s1", "--hold-time", "60", check=False)
+    assert hand.returncode == 1 and "FAILED_PRECONDITION" in hand.stderr and "topology policy edge" in hand.stderr
+    gone = ctl(*c, "connection", "delete", "edge-hub-a-s1", check=False)
+    assert gone.returncode == 1 and "belongs to topology policy edge" in gone.stderr
+    table = ctl(*c, "connection", "list").stdout.splitlines()
+    assert "POLICY" in table[0].split()
+    assert all(row.split()[-2] == "edge" for row in table[1:]), table  # the owner, before the version
+
+    # An explicit connection of the same endpoints wins: it replaces the policy's, which then stays away.
+    ctl(*c, "connection", "create", "mine", "--a", "hub-a/gw", "--b", "s1/gw", "--type", "bgp", "--hold-time", "9")
+    wait_for(lambda: policy_names(c, "edge") == {"edge-hub-a-s3"}, 20, "the policy giving way")
+    shown = ctl(*c, "policy", "show", "edge").stdout
+    assert "explicit bgp connection mine joins these endpoints and wins over the policy" in shown
+    assert "members" in shown and "s1, s3" in shown
+
+    ctl(*c, "policy", "delete", "edge")
+    wait_for(lambda: set(connections(c)) == {"mine"}, 20, "only what the policy made removed")
+
+
+def test_prune_deletes_what_the_files_no_longer_name_after_the_policy_let_go_of_its_endpoints(
+        coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"sites.yaml": SITES + ENDPOINTS, "policy.yaml": POLICY.format(hold=90),
+                                     "lab.yaml": EXPLICIT})
+    ctl(*c, "apply", "-f", str(files))
+    wait_for(lambda: len(policy_names(c, "edge")) == 5, 20, "the policy's connections")
+    assert json.loads(ctl(*c, "diff", "-f", str(files), "-o", "json").stdout) == []
+    assert [x.split(":")[0] for x in ctl(*c, "get", "policies").stdout.split("---")] == ["kind"]
+
+    # Keep hub-a, hub-b and s1 only: s2's endpoint is used by the policy's connections until the leader deletes
+    # them, and s3's by lab-link, which goes first.
+    kept = "---\n".join(doc for doc in (SITES + ENDPOINTS).split("---\n")
+                        if doc.strip() and "s2" not in doc and "s3" not in doc)
+    (files / "policy.yaml").unlink()
+    (files / "lab.yaml").unlink()
+    write(files, {"sites.yaml": kept})
+    plan = ctl(*c, "diff", "-f", str(files), "--prune").stdout
+    assert "- policy edge" in plan and "- connection lab-link" in plan and "- site s2" in plan
+    ctl(*c, "apply", "-f", str(files), "--prune")
+    assert set(connections(c)) == set()
+    assert {s["name"] for s in json.loads(ctl(*c, "site", "list", "-o", "json").stdout)} == {"hub-a", "hub-b", "s1"}
+    assert ctl(*c, "diff", "-f", str(files), "--prune").stdout.strip() == "no changes"
