@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from conftest import ctl, wait_for
+from isthmus.v1 import l2gw_pb2, l2gw_pb2_grpc
 
 SITES = """\
 kind: Site
@@ -334,3 +337,31 @@ def test_prune_deletes_border_objects_connections_first_then_gateways_devices_an
     assert [f"{d['site']}/{d['name']}" for d in left["gateway-device"]] == ["s3/bgw"]
     assert left["l2-gateway"] == [] and left["l2-gateway-connection"] == []
     assert ctl(*c, "diff", "-f", str(files), "--prune").stdout.strip() == "no changes"
+
+
+def test_neutrons_border_objects_are_left_alone_and_twins_are_refused(coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"sites.yaml": SITES + ENDPOINTS, "border.yaml": BORDER})
+    ctl(*c, "apply", "-f", str(files))
+    device = {f"{d['site']}/{d['name']}": d["id"] for d in border_objects(c)["gateway-device"]}["s1/bgw"]
+    # A gateway as Neutron's API makes it (owner neutron), on a device the files name.
+    with grpc.insecure_channel(coordinator) as channel:
+        l2gw_pb2_grpc.BorderGatewayServiceStub(channel).CreateL2Gateway(l2gw_pb2.L2Gateway(
+            name="red-gw", project_id="p-red", owner="neutron",
+            devices=[l2gw_pb2.L2GatewayDeviceRef(device_id=device, segmentation_id=200)]), timeout=10)
+    assert "red-gw" not in ctl(*c, "get").stdout
+    assert ctl(*c, "diff", "-f", str(files), "--prune").stdout.strip() == "no changes"  # not pruned
+    mine = ("---\nkind: L2Gateway\nspec:\n  name: red-gw\n  project_id: p-red\n  devices:\n"
+            "  - {device: {site: s1, name: bgw}, segmentation_id: 200}\n")
+    write(files, {"red.yaml": mine})
+    res = ctl(*c, "apply", "-f", str(files), check=False)
+    assert res.returncode == 1 and "red.yaml: document 0 (L2Gateway p-red/red-gw): name: l2-gateway" in res.stderr
+    assert "was made by neutron" in res.stderr
+    (files / "red.yaml").unlink()
+
+    # Two gateways of one project and name: files cannot tell them apart.
+    ctl(*c, "l2-gateway", "create", "blue-gw", "--project", "p-blue", "--device", f"{device}=100")
+    res = ctl(*c, "diff", "-f", str(files), check=False)
+    assert res.returncode == 1 and "(L2Gateway p-blue/blue-gw): name: the coordinator holds 2 of these" in res.stderr
+    assert "delete all but one first" in res.stderr
+    assert len(border_objects(c)["l2-gateway"]) == 3
