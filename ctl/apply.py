@@ -75,11 +75,15 @@ def _read_border(ctl: Ctl, state: State) -> None:
         doc = bd.gateway_doc(gw, devices)
         if gw.owner:
             state.foreign[(bd.GATEWAY, bd.ident(bd.GATEWAY, doc))] = f"l2-gateway {gw.id} was made by {gw.owner}"
+            for slot in doc.devices:
+                state.foreign_uses[(bd.DEVICE, str(slot.device))] = f"l2-gateway {gw.id} (made by {gw.owner})"
         else:
             state.add(bd.GATEWAY, doc)
     for conn in conns:
         cdoc = bd.connection_doc(conn, gateways)
         if conn.owner:
+            gateway = (bd.GATEWAY, bd.gateway_key(cdoc))
+            state.foreign_uses[gateway] = f"l2-gateway-connection {conn.id} (made by {conn.owner})"
             state.foreign[(bd.L2CONN, bd.ident(bd.L2CONN, cdoc))] = (f"l2-gateway-connection {conn.id} was made by "
                                                                      f"{conn.owner}")
         else:

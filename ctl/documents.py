@@ -205,6 +205,8 @@ class State:
     foreign: dict[tuple[str, str], str] = field(default_factory=dict)
     # Stored border objects that share a name (ids by kind and name): files cannot tell them apart.
     twins: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # The devices and gateways Neutron's objects use (which --prune cannot delete), by kind and name: who uses them.
+    foreign_uses: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def add(self, kind: str, obj: Obj) -> None:
         if kind == "Connection" and obj.policy:
@@ -247,7 +249,7 @@ class Change:
 
 def after_state(docs: list[Document], stored: State, prune: bool) -> State:
     """What the coordinator will hold once the files are applied (the policies' connections not yet expanded)."""
-    after = State(owned=list(stored.owned), foreign=dict(stored.foreign))
+    after = State(owned=list(stored.owned), foreign=dict(stored.foreign), foreign_uses=dict(stored.foreign_uses))
     named = {d.key for d in docs}
     if not prune:
         for kind in ORDER:
@@ -300,8 +302,19 @@ def _border_set(docs: list[Document], stored: State, after: State, prune: bool) 
                             f"({', '.join(stored.twins[d.key])}); delete all but one first")
         if d.key[1] in segments and d.kind == bd.L2CONN:
             problems.append(segments[d.key[1]])
+        current = stored.objects[d.kind].get(d.key[1])
+        if d.kind == bd.L2CONN and current is not None and not d.obj.segmentation_id:
+            # The coordinator refuses a gateway update that changes the id a connection took from the devices.
+            now = bd.effective(d.obj, gateways)
+            if now and now != current.segmentation_id:
+                problems.append(f"segmentation_id: the connection took {current.segmentation_id} from the devices "
+                                f"of l2-gateway {d.obj.l2_gateway}, which the files change to {now}; keep it, or "
+                                "delete the connection first")
         errors += [f"{d.where()}: {p}" for p in problems]
     if prune:
+        errors += [f"--prune: {kind} {name}: {user} uses it; it stays until that is deleted"
+                   for (kind, name), user in sorted(stored.foreign_uses.items())
+                   if (kind, name) not in named and name in stored.objects[kind]]
         errors += [f"--prune: {kind} {name}: the coordinator holds {len(ids)} of these ({', '.join(ids)}); files "
                    "cannot tell them apart: delete all but one first" for (kind, name), ids in stored.twins.items()
                    if (kind, name) not in named]

@@ -284,6 +284,13 @@ def test_border_gateways_apply_by_name_update_in_place_and_round_trip_through_ge
     assert now["l2-gateway-connection"][0]["id"] == conn["id"]
     assert ctl(*c, "diff", "-f", str(files)).stdout.strip() == "no changes"
 
+    # The connection took 100 from the devices: a new id on every device is refused before anything is written.
+    write(files, {"border.yaml": (tmp_path / "net" / "border.yaml").read_text().replace("id: 100", "id: 200")})
+    res = ctl(*c, "apply", "-f", str(files), check=False)
+    assert res.returncode == 1 and ("(L2GatewayConnection p-blue/blue-gw/net-blue): segmentation_id: the "
+                                    "connection took 100 from the devices of l2-gateway blue-gw") in res.stderr
+    assert {d["segmentation_id"] for d in border_objects(c)["l2-gateway"][0]["devices"]} == {100}
+
 
 def test_one_bad_border_document_writes_nothing(coordinator: str, tmp_path: Path) -> None:
     c = ("--coordinator", coordinator)
@@ -351,6 +358,10 @@ def test_neutrons_border_objects_are_left_alone_and_twins_are_refused(coordinato
             devices=[l2gw_pb2.L2GatewayDeviceRef(device_id=device, segmentation_id=200)]), timeout=10)
     assert "red-gw" not in ctl(*c, "get").stdout
     assert ctl(*c, "diff", "-f", str(files), "--prune").stdout.strip() == "no changes"  # not pruned
+    # Pruning the device Neutron's gateway uses is refused, naming it; nothing is written.
+    res = ctl(*c, "apply", "-f", str(files / "sites.yaml"), "--prune", check=False)
+    assert res.returncode == 1 and "--prune: GatewayDevice s1/bgw: l2-gateway " in res.stderr
+    assert "(made by neutron) uses it" in res.stderr and len(border_objects(c)["l2-gateway-connection"]) == 1
     mine = ("---\nkind: L2Gateway\nspec:\n  name: red-gw\n  project_id: p-red\n  devices:\n"
             "  - {device: {site: s1, name: bgw}, segmentation_id: 200}\n")
     write(files, {"red.yaml": mine})
