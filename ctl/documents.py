@@ -22,13 +22,18 @@ import yaml
 from isthmus.core import model as m
 from isthmus.core import topology as t
 from isthmus.core.errors import IsthmusError
+from isthmus.ctl import border_docs as bd
 
-KINDS: dict[str, type] = {"Site": m.Site, "Endpoint": m.Endpoint, "Connection": m.Connection, "Policy": t.Policy}
-ORDER = ("Site", "Endpoint", "Connection", "Policy")  # the order objects are created in (deleted in reverse)
+KINDS: dict[str, type] = {"Site": m.Site, "Endpoint": m.Endpoint, "Connection": m.Connection, "Policy": t.Policy,
+                          bd.DEVICE: bd.GatewayDeviceDoc, bd.GATEWAY: bd.L2GatewayDoc, bd.L2CONN: bd.L2ConnectionDoc}
+# The order objects are created in (deleted in reverse): a border device needs its site, an l2-gateway its devices,
+# a connection its gateway.
+ORDER = ("Site", "Endpoint", "Connection", "Policy", *bd.BORDER_KINDS)
 SUFFIXES = (".yaml", ".yml", ".json")
-NOT_IN_FILES = {"version", "policy"}  # the stored version; the owning policy (set by the coordinator only)
+# The stored version; the owning policy (set by the coordinator only); a border object's id (the coordinator's).
+NOT_IN_FILES = {"version", "policy", "id"}
 
-Obj = Any  # m.Site | m.Endpoint | m.Connection | t.Policy
+Obj = Any  # m.Site | m.Endpoint | m.Connection | t.Policy | the border documents of ctl/border_docs.py
 
 
 class FileSetError(Exception):
@@ -40,7 +45,9 @@ class FileSetError(Exception):
 
 
 def ident(kind: str, obj: Obj) -> str:
-    """The object's name within its kind (an endpoint's is SITE/NAME)."""
+    """The object's name within its kind (an endpoint's is SITE/NAME; the border objects' in ctl/border_docs.py)."""
+    if kind in bd.BORDER_KINDS:
+        return bd.ident(kind, obj)
     return f"{obj.site}/{obj.name}" if kind == "Endpoint" else str(obj.name)
 
 
@@ -127,10 +134,12 @@ def _fields(value: Any, cls: Any, path: str) -> None:
 
 DECODE: dict[str, Callable[[dict[str, Any]], Obj]] = {
     "Site": m.site_from_json, "Endpoint": m.endpoint_from_json, "Connection": m.connection_from_json,
-    "Policy": t.policy_from_json}
+    "Policy": t.policy_from_json, bd.DEVICE: bd.device_from_json, bd.GATEWAY: bd.gateway_from_json,
+    bd.L2CONN: bd.connection_from_json}
 VALIDATE: dict[str, Callable[[Any], Obj]] = {
     "Site": m.validate_site, "Endpoint": m.validate_endpoint, "Connection": m.validate_connection,
-    "Policy": t.validate_policy}
+    "Policy": t.validate_policy, bd.DEVICE: bd.validate_device, bd.GATEWAY: bd.validate_gateway,
+    bd.L2CONN: bd.validate_connection}
 
 
 def parse_document(raw: Any) -> tuple[str, Obj]:
@@ -192,12 +201,21 @@ class State:
 
     objects: dict[str, dict[str, Obj]] = field(default_factory=lambda: {k: {} for k in ORDER})
     owned: list[m.Connection] = field(default_factory=list)  # the policies' connections
+    # Border objects Neutron made (its resync manages them; files neither name nor prune them), by kind and name.
+    foreign: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Stored border objects that share a name (ids by kind and name): files cannot tell them apart.
+    twins: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # The devices and gateways Neutron's objects use (which --prune cannot delete), by kind and name: who uses them.
+    foreign_uses: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def add(self, kind: str, obj: Obj) -> None:
         if kind == "Connection" and obj.policy:
             self.owned.append(obj)
-        else:
-            self.objects[kind][ident(kind, obj)] = obj
+            return
+        name = ident(kind, obj)
+        if kind in bd.BORDER_KINDS and name in self.objects[kind]:
+            self.twins.setdefault((kind, name), [self.objects[kind][name].id]).append(obj.id)
+        self.objects[kind][name] = obj
 
     @property
     def endpoints(self) -> dict[m.EndpointRef, m.Endpoint]:
@@ -205,6 +223,9 @@ class State:
 
 
 def bare(obj: Obj) -> Obj:
+    """``obj`` without what the coordinator sets (version, and a border object's id)."""
+    if isinstance(obj, (bd.GatewayDeviceDoc, bd.L2GatewayDoc, bd.L2ConnectionDoc)):
+        return dataclasses.replace(obj, version=0, id="")
     return dataclasses.replace(obj, version=0)
 
 
@@ -228,7 +249,7 @@ class Change:
 
 def after_state(docs: list[Document], stored: State, prune: bool) -> State:
     """What the coordinator will hold once the files are applied (the policies' connections not yet expanded)."""
-    after = State(owned=list(stored.owned))
+    after = State(owned=list(stored.owned), foreign=dict(stored.foreign), foreign_uses=dict(stored.foreign_uses))
     named = {d.key for d in docs}
     if not prune:
         for kind in ORDER:
@@ -261,15 +282,56 @@ def check_set(docs: list[Document], stored: State, prune: bool) -> list[str]:
             if vni in vnis:
                 errors.append(f"{d.where()}: vxlan.vni: {vni} is also the VNI of connection {vnis[vni]}")
             vnis[vni] = d.obj.name
+    return errors + _border_set(docs, stored, after, prune)
+
+
+def _border_set(docs: list[Document], stored: State, after: State, prune: bool) -> list[str]:
+    """The border documents against each other and the stored state (see ctl/border_docs.py)."""
+    errors: list[str] = []
+    devices, gateways = after.objects[bd.DEVICE], after.objects[bd.GATEWAY]
+    segments = bd.segment_errors(after.objects[bd.L2CONN], gateways)
+    named = {d.key for d in docs}
+    for d in docs:
+        if d.kind not in bd.BORDER_KINDS:
+            continue
+        problems = bd.refs(d.kind, d.obj, after.objects["Site"], devices, gateways)
+        if d.key in stored.foreign:
+            problems.append(f"name: {stored.foreign[d.key]}")
+        if d.key in stored.twins:
+            problems.append(f"name: the coordinator holds {len(stored.twins[d.key])} of these "
+                            f"({', '.join(stored.twins[d.key])}); delete all but one first")
+        if d.key[1] in segments and d.kind == bd.L2CONN:
+            problems.append(segments[d.key[1]])
+        current = stored.objects[d.kind].get(d.key[1])
+        if d.kind == bd.L2CONN and current is not None and not d.obj.segmentation_id:
+            # The coordinator refuses a gateway update that changes the id a connection took from the devices.
+            now = bd.effective(d.obj, gateways)
+            if now and now != current.segmentation_id:
+                problems.append(f"segmentation_id: the connection took {current.segmentation_id} from the devices "
+                                f"of l2-gateway {d.obj.l2_gateway}, which the files change to {now}; keep it, or "
+                                "delete the connection first")
+        errors += [f"{d.where()}: {p}" for p in problems]
+    if prune:
+        errors += [f"--prune: {kind} {name}: {user} uses it; it stays until that is deleted"
+                   for (kind, name), user in sorted(stored.foreign_uses.items())
+                   if (kind, name) not in named and name in stored.objects[kind]]
+        errors += [f"--prune: {kind} {name}: the coordinator holds {len(ids)} of these ({', '.join(ids)}); files "
+                   "cannot tell them apart: delete all but one first" for (kind, name), ids in stored.twins.items()
+                   if (kind, name) not in named]
     return errors
 
 
-FIXED = {"Site": ("kind", "parent"), "Endpoint": ("role",), "Connection": ("a", "b", "type")}
+# (A border object's other identifying fields are its name; an l2-gateway-connection has no update: a given
+# segmentation id is fixed.)
+FIXED = {"Site": ("kind", "parent"), "Endpoint": ("role",), "Connection": ("a", "b", "type"), bd.DEVICE: ("type",),
+         bd.L2CONN: ("segmentation_id",)}
 
 
 def _fixed(kind: str, current: Obj, new: Obj) -> list[str]:
     if current is None:
         return []
+    if kind == bd.L2CONN and not new.segmentation_id:
+        return []  # the devices' one, whatever it is
     return [f"{name}: is fixed at creation ({_text(getattr(current, name))}); delete the object first to change it"
             for name in FIXED.get(kind, ()) if getattr(current, name) != getattr(new, name)]
 
@@ -322,12 +384,17 @@ def changes(docs: list[Document], stored: State, prune: bool) -> list[Change]:
             name = ident(kind, d.obj)
             current = stored.objects[kind].get(name)
             new = normalized(kind, d.obj, after.endpoints)
+            if kind == bd.L2CONN and current is not None and not new.segmentation_id:
+                new = dataclasses.replace(new, segmentation_id=current.segmentation_id)  # the devices' one
             if current is None:
                 out.append(Change("create", kind, name, obj=new))
             elif bare(current) != new:
                 diff = tuple(f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(current, f.name)
-                             and f.name != "version")
-                out.append(Change("update", kind, name, diff, dataclasses.replace(new, version=current.version)))
+                             and f.name not in ("version", "id"))
+                written = dataclasses.replace(new, version=current.version)
+                if kind in bd.BORDER_KINDS:
+                    written = dataclasses.replace(written, id=current.id)
+                out.append(Change("update", kind, name, diff, written))
     if prune:
         named = {d.key for d in docs}
         for kind in reversed(ORDER):

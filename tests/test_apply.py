@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from conftest import ctl, wait_for
+from isthmus.v1 import l2gw_pb2, l2gw_pb2_grpc
 
 SITES = """\
 kind: Site
@@ -197,3 +200,179 @@ def test_prune_deletes_what_the_files_no_longer_name_after_the_policy_let_go_of_
     assert set(connections(c)) == set()
     assert {s["name"] for s in json.loads(ctl(*c, "site", "list", "-o", "json").stdout)} == {"hub-a", "hub-b", "s1"}
     assert ctl(*c, "diff", "-f", str(files), "--prune").stdout.strip() == "no changes"
+
+
+BORDER = """\
+---
+kind: GatewayDevice
+spec: {site: s1, name: bgw, type: router_vtep, tunnel_ips: [192.0.2.1]}
+---
+kind: GatewayDevice
+spec: {site: s2, name: bgw, type: router_vtep, tunnel_ips: [192.0.2.2], management: {segment_bridge: "br-{network_id}"}}
+---
+kind: L2Gateway
+spec:
+  name: blue-gw
+  project_id: p-blue
+  devices:
+  - {device: {site: s1, name: bgw}, segmentation_id: 100}
+  - {device: {site: s2, name: bgw}, segmentation_id: 100}
+---
+kind: L2GatewayConnection
+spec: {project_id: p-blue, l2_gateway: blue-gw, network_id: net-blue}
+"""
+
+THIRD_DEVICE = """\
+---
+kind: GatewayDevice
+spec: {site: s3, name: bgw, type: router_vtep, tunnel_ips: [192.0.2.3]}
+"""
+
+
+def border_objects(c: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    return {group: json.loads(ctl(*c, group, "list", "-o", "json").stdout)
+            for group in ("gateway-device", "l2-gateway", "l2-gateway-connection")}
+
+
+def test_border_gateways_apply_by_name_update_in_place_and_round_trip_through_get(
+        coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"sites.yaml": SITES + ENDPOINTS, "border.yaml": BORDER})
+    first = ctl(*c, "diff", "-f", str(files)).stdout
+    assert "+ gateway-device s1/bgw" in first and "+ l2-gateway p-blue/blue-gw" in first
+    assert "+ l2-gateway-connection p-blue/blue-gw/net-blue" in first
+    ctl(*c, "apply", "-f", str(files))
+    made = border_objects(c)
+    devices = {f"{d['site']}/{d['name']}": d for d in made["gateway-device"]}
+    (gw,) = made["l2-gateway"]
+    (conn,) = made["l2-gateway-connection"]
+    # The names in the files became the ids: the gateway names the devices, the connection the gateway.
+    assert sorted(d["device_id"] for d in gw["devices"]) == sorted(d["id"] for d in devices.values())
+    assert conn["l2_gateway_id"] == gw["id"] and conn["segmentation_id"] == 100 and conn["network_id"] == "net-blue"
+    assert ctl(*c, "diff", "-f", str(files)).stdout.strip() == "no changes"
+
+    # Round trip: all kinds, and the border kinds alone.
+    dumped = ctl(*c, "get", "-o", "yaml").stdout
+    assert "kind: L2GatewayConnection" in dumped and gw["id"] not in dumped
+    again = write(tmp_path / "again", {"dump.yaml": dumped})
+    assert ctl(*c, "diff", "-f", str(again), "--prune").stdout.strip() == "no changes"
+    assert ctl(*c, "apply", "-f", str(again), "--prune").stdout.strip() == "no changes"
+    assert ctl(*c, "get", "-o", "yaml").stdout == dumped
+    border_only = ctl(*c, "get", "gateway-devices", "l2-gateways", "l2-gateway-connections").stdout
+    assert "kind: Site" not in border_only and border_only.count("kind: GatewayDevice") == 2
+    write(tmp_path / "border-only", {"b.yaml": border_only})
+    assert ctl(*c, "apply", "-f", str(tmp_path / "border-only")).stdout.strip() == "no changes"
+
+    # A changed tunnel IP and a third device: the device and the gateway are updated in place (same ids, the
+    # versions read), the new device created first.
+    write(files, {"border.yaml": BORDER.replace("192.0.2.1", "192.0.2.11").replace(
+        "segmentation_id: 100}\n---\nkind: L2GatewayConnection",
+        "segmentation_id: 100}\n  - {device: {site: s3, name: bgw}, segmentation_id: 100}\n---\n"
+        "kind: L2GatewayConnection") + THIRD_DEVICE})
+    changed = ctl(*c, "diff", "-f", str(files)).stdout.splitlines()
+    assert changed[:3] == ["~ gateway-device s1/bgw (tunnel_ips)", "+ gateway-device s3/bgw",
+                           "~ l2-gateway p-blue/blue-gw (devices)"], changed
+    planned = ctl(*c, "plan", "-f", str(files))
+    assert planned.stdout.strip() == "no peering changes"
+    assert "3 border gateway change(s) not in this plan" in planned.stderr
+    ctl(*c, "apply", "-f", str(files))
+    now = border_objects(c)
+    by_name = {f"{d['site']}/{d['name']}": d for d in now["gateway-device"]}
+    assert by_name["s1/bgw"]["id"] == devices["s1/bgw"]["id"] and by_name["s1/bgw"]["tunnel_ips"] == ["192.0.2.11"]
+    assert int(by_name["s1/bgw"]["version"]) > int(devices["s1/bgw"]["version"])
+    assert now["l2-gateway"][0]["id"] == gw["id"] and len(now["l2-gateway"][0]["devices"]) == 3
+    assert now["l2-gateway-connection"][0]["id"] == conn["id"]
+    assert ctl(*c, "diff", "-f", str(files)).stdout.strip() == "no changes"
+
+    # The connection took 100 from the devices: a new id on every device is refused before anything is written.
+    write(files, {"border.yaml": (tmp_path / "net" / "border.yaml").read_text().replace("id: 100", "id: 200")})
+    res = ctl(*c, "apply", "-f", str(files), check=False)
+    assert res.returncode == 1 and ("(L2GatewayConnection p-blue/blue-gw/net-blue): segmentation_id: the "
+                                    "connection took 100 from the devices of l2-gateway blue-gw") in res.stderr
+    assert {d["segmentation_id"] for d in border_objects(c)["l2-gateway"][0]["devices"]} == {100}
+
+
+def test_one_bad_border_document_writes_nothing(coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"a.yaml": SITES + ENDPOINTS + BORDER,
+                                     "b.yaml": "kind: GatewayDevice\nspec: {site: s3, name: tor, type: vtep, "
+                                               "tunnel_ips: [192.0.2.9]}\n"})
+    res = ctl(*c, "apply", "-f", str(files), check=False)
+    assert res.returncode == 1 and "b.yaml: document 0 (tor): type: 'vtep' is not one of" in res.stderr
+
+    # Each document fine alone, refused as a set: a device no file names, a VLAN id out of range, a gateway no
+    # file names, and a segmentation id bound to two networks.
+    vlan = ("---\nkind: GatewayDevice\nspec: {site: s3, name: tor, type: network_vlan, tunnel_ips: [192.0.2.9]}\n"
+            "---\nkind: L2Gateway\nspec:\n  name: red-gw\n  project_id: p-red\n  devices:\n"
+            "  - {device: {site: s3, name: tor}, segmentation_id: 5000}\n"
+            "  - {device: {site: s4, name: bgw}, segmentation_id: 5000}\n"
+            "---\nkind: L2GatewayConnection\nspec: {project_id: p-red, l2_gateway: green-gw, network_id: net-red}\n"
+            "---\nkind: L2GatewayConnection\nspec: {project_id: p-blue, l2_gateway: blue-gw, network_id: net-red}\n")
+    write(files, {"b.yaml": vlan})
+    res = ctl(*c, "apply", "-f", str(files), check=False)
+    assert res.returncode == 1
+    assert ("b.yaml: document 1 (L2Gateway p-red/red-gw): devices[1].device: gateway device s4/bgw is neither "
+            "stored nor in the files") in res.stderr
+    assert ("b.yaml: document 2 (L2GatewayConnection p-red/green-gw/net-red): l2_gateway: l2-gateway green-gw of "
+            "project p-red is neither stored nor in the files") in res.stderr
+    assert ("b.yaml: document 3 (L2GatewayConnection p-blue/blue-gw/net-red): segmentation_id: 100 is also the "
+            "segmentation id of network net-blue") in res.stderr
+    write(files, {"b.yaml": vlan.replace("  - {device: {site: s4, name: bgw}, segmentation_id: 5000}\n", "")})
+    res = ctl(*c, "apply", "-f", str(files), check=False)
+    assert res.returncode == 1
+    assert ("b.yaml: document 1 (L2Gateway p-red/red-gw): devices[0].segmentation_id: 5000 is out of range "
+            "1..4094") in res.stderr
+    assert json.loads(ctl(*c, "site", "list", "-o", "json").stdout) == []
+    assert border_objects(c) == {"gateway-device": [], "l2-gateway": [], "l2-gateway-connection": []}
+
+
+def test_prune_deletes_border_objects_connections_first_then_gateways_devices_and_sites(
+        coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"sites.yaml": SITES + ENDPOINTS, "border.yaml": BORDER + THIRD_DEVICE})
+    ctl(*c, "apply", "-f", str(files))
+    assert len(border_objects(c)["gateway-device"]) == 3
+    # Keep s3's device only; drop site s2 (its endpoint and device go too). The coordinator refuses to delete a
+    # gateway with connections, a device a gateway names and a site with devices: only this order works.
+    kept = "---\n".join(doc for doc in (SITES + ENDPOINTS).split("---\n") if doc.strip() and "s2" not in doc)
+    write(files, {"sites.yaml": kept, "border.yaml": THIRD_DEVICE})
+    expected = ["- l2-gateway-connection p-blue/blue-gw/net-blue", "- l2-gateway p-blue/blue-gw",
+                "- gateway-device s1/bgw", "- gateway-device s2/bgw", "- endpoint s2/gw", "- site s2"]
+    assert ctl(*c, "diff", "-f", str(files), "--prune").stdout.splitlines()[:-1] == expected
+    assert ctl(*c, "apply", "-f", str(files), "--prune").stdout.splitlines()[:-1] == expected
+    left = border_objects(c)
+    assert [f"{d['site']}/{d['name']}" for d in left["gateway-device"]] == ["s3/bgw"]
+    assert left["l2-gateway"] == [] and left["l2-gateway-connection"] == []
+    assert ctl(*c, "diff", "-f", str(files), "--prune").stdout.strip() == "no changes"
+
+
+def test_neutrons_border_objects_are_left_alone_and_twins_are_refused(coordinator: str, tmp_path: Path) -> None:
+    c = ("--coordinator", coordinator)
+    files = write(tmp_path / "net", {"sites.yaml": SITES + ENDPOINTS, "border.yaml": BORDER})
+    ctl(*c, "apply", "-f", str(files))
+    device = {f"{d['site']}/{d['name']}": d["id"] for d in border_objects(c)["gateway-device"]}["s1/bgw"]
+    # A gateway as Neutron's API makes it (owner neutron), on a device the files name.
+    with grpc.insecure_channel(coordinator) as channel:
+        l2gw_pb2_grpc.BorderGatewayServiceStub(channel).CreateL2Gateway(l2gw_pb2.L2Gateway(
+            name="red-gw", project_id="p-red", owner="neutron",
+            devices=[l2gw_pb2.L2GatewayDeviceRef(device_id=device, segmentation_id=200)]), timeout=10)
+    assert "red-gw" not in ctl(*c, "get").stdout
+    assert ctl(*c, "diff", "-f", str(files), "--prune").stdout.strip() == "no changes"  # not pruned
+    # Pruning the device Neutron's gateway uses is refused, naming it; nothing is written.
+    res = ctl(*c, "apply", "-f", str(files / "sites.yaml"), "--prune", check=False)
+    assert res.returncode == 1 and "--prune: GatewayDevice s1/bgw: l2-gateway " in res.stderr
+    assert "(made by neutron) uses it" in res.stderr and len(border_objects(c)["l2-gateway-connection"]) == 1
+    mine = ("---\nkind: L2Gateway\nspec:\n  name: red-gw\n  project_id: p-red\n  devices:\n"
+            "  - {device: {site: s1, name: bgw}, segmentation_id: 200}\n")
+    write(files, {"red.yaml": mine})
+    res = ctl(*c, "apply", "-f", str(files), check=False)
+    assert res.returncode == 1 and "red.yaml: document 0 (L2Gateway p-red/red-gw): name: l2-gateway" in res.stderr
+    assert "was made by neutron" in res.stderr
+    (files / "red.yaml").unlink()
+
+    # Two gateways of one project and name: files cannot tell them apart.
+    ctl(*c, "l2-gateway", "create", "blue-gw", "--project", "p-blue", "--device", f"{device}=100")
+    res = ctl(*c, "diff", "-f", str(files), check=False)
+    assert res.returncode == 1 and "(L2Gateway p-blue/blue-gw): name: the coordinator holds 2 of these" in res.stderr
+    assert "delete all but one first" in res.stderr
+    assert len(border_objects(c)["l2-gateway"]) == 3
