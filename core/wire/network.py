@@ -20,11 +20,11 @@ _ROLE: list[tuple[pb.EndpointRole, m.EndpointRole]] = [
     (pb.ENDPOINT_ROLE_LOCAL, m.EndpointRole.LOCAL),
     (pb.ENDPOINT_ROLE_REMOTE, m.EndpointRole.REMOTE),
 ]
-_CTYPE: list[tuple[pb.ConnectionType, m.ConnectionType]] = [
+CONNECTION_TYPES: list[tuple[pb.ConnectionType, m.ConnectionType]] = [
     (pb.CONNECTION_TYPE_BGP, m.ConnectionType.BGP),
     (pb.CONNECTION_TYPE_VXLAN, m.ConnectionType.VXLAN),
 ]
-_ADMIN: list[tuple[pb.AdminState, m.AdminState]] = [
+ADMIN_STATES: list[tuple[pb.AdminState, m.AdminState]] = [
     (pb.ADMIN_STATE_UP, m.AdminState.UP),
     (pb.ADMIN_STATE_DOWN, m.AdminState.DOWN),
 ]
@@ -168,10 +168,10 @@ def connection_from_pb(msg: pb.Connection) -> m.Connection:
         name=msg.name,
         a=m.EndpointRef(msg.a.site, msg.a.name),
         b=m.EndpointRef(msg.b.site, msg.b.name),
-        type=enum_from_pb(_CTYPE, msg.type, "type"),
+        type=enum_from_pb(CONNECTION_TYPES, msg.type, "type"),
         bgp=_bgp_from_pb(msg),
         vxlan=_vxlan_from_pb(msg),
-        admin_state=enum_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
+        admin_state=enum_from_pb(ADMIN_STATES, msg.admin_state, "admin_state", m.AdminState.UP),
         description=msg.description,
         policy=msg.policy,
         version=msg.version,
@@ -183,10 +183,10 @@ def connection_to_pb(conn: m.Connection) -> pb.Connection:
         name=conn.name,
         a=pb.EndpointRef(site=conn.a.site, name=conn.a.name),
         b=pb.EndpointRef(site=conn.b.site, name=conn.b.name),
-        type=enum_to_pb(_CTYPE, conn.type),
+        type=enum_to_pb(CONNECTION_TYPES, conn.type),
         bgp=_bgp_to_pb(conn.bgp),
         vxlan=_vxlan_to_pb(conn.vxlan),
-        admin_state=enum_to_pb(_ADMIN, conn.admin_state),
+        admin_state=enum_to_pb(ADMIN_STATES, conn.admin_state),
         description=conn.description,
         version=conn.version,
         policy=conn.policy,
@@ -199,24 +199,24 @@ def connection_to_pb(conn: m.Connection) -> pb.Connection:
 def peering_to_pb(p: m.DesiredPeering) -> pb.DesiredPeering:
     return pb.DesiredPeering(
         connection=p.connection,
-        type=enum_to_pb(_CTYPE, p.type),
+        type=enum_to_pb(CONNECTION_TYPES, p.type),
         local=endpoint_to_pb(p.local),
         remote=endpoint_to_pb(p.remote),
         bgp=_bgp_to_pb(p.bgp),
         vxlan=_vxlan_to_pb(p.vxlan),
-        admin_state=enum_to_pb(_ADMIN, p.admin_state),
+        admin_state=enum_to_pb(ADMIN_STATES, p.admin_state),
     )
 
 
 def peering_from_pb(msg: pb.DesiredPeering) -> m.DesiredPeering:
     return m.DesiredPeering(
         connection=msg.connection,
-        type=enum_from_pb(_CTYPE, msg.type, "type"),
+        type=enum_from_pb(CONNECTION_TYPES, msg.type, "type"),
         local=endpoint_from_pb(msg.local),
         remote=endpoint_from_pb(msg.remote),
         bgp=_bgp_from_pb(msg),
         vxlan=_vxlan_from_pb(msg),
-        admin_state=enum_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
+        admin_state=enum_from_pb(ADMIN_STATES, msg.admin_state, "admin_state", m.AdminState.UP),
     )
 
 

@@ -6,25 +6,16 @@ from isthmus.core import model as m
 from isthmus.core import topology as t
 from isthmus.core.wire import network as wire
 from isthmus.v1 import topology_pb2 as tpb
-from isthmus.v1 import types_pb2 as pb
 
 _KIND: list[tuple[tpb.PolicyKind, t.PolicyKind]] = [
     (tpb.POLICY_KIND_FULL_MESH, t.PolicyKind.FULL_MESH),
     (tpb.POLICY_KIND_HUB_AND_SPOKE, t.PolicyKind.HUB_AND_SPOKE),
     (tpb.POLICY_KIND_ROUTE_REFLECTOR, t.PolicyKind.ROUTE_REFLECTOR),
 ]
-_CTYPE: list[tuple[pb.ConnectionType, m.ConnectionType]] = [
-    (pb.CONNECTION_TYPE_BGP, m.ConnectionType.BGP),
-    (pb.CONNECTION_TYPE_VXLAN, m.ConnectionType.VXLAN),
-]
-_ADMIN: list[tuple[pb.AdminState, m.AdminState]] = [
-    (pb.ADMIN_STATE_UP, m.AdminState.UP),
-    (pb.ADMIN_STATE_DOWN, m.AdminState.DOWN),
-]
 
 
 def policy_from_pb(msg: tpb.TopologyPolicy) -> t.Policy:
-    types = tuple(wire.enum_from_pb(_CTYPE, v, f"types[{i}]") for i, v in enumerate(msg.types))
+    types = tuple(wire.enum_from_pb(wire.CONNECTION_TYPES, v, f"types[{i}]") for i, v in enumerate(msg.types))
     vx = msg.vxlan if msg.HasField("vxlan") else None
     return t.Policy(
         name=msg.name,
@@ -38,7 +29,7 @@ def policy_from_pb(msg: tpb.TopologyPolicy) -> t.Policy:
         bgp=wire._bgp_from_pb(msg),
         vxlan=t.VxlanPool(vx.vni_first, vx.vni_last, vx.udp_port or m.DEFAULT_VXLAN_PORT,
                           vx.mtu or m.DEFAULT_VXLAN_MTU) if vx is not None else None,
-        admin_state=wire.enum_from_pb(_ADMIN, msg.admin_state, "admin_state", m.AdminState.UP),
+        admin_state=wire.enum_from_pb(wire.ADMIN_STATES, msg.admin_state, "admin_state", m.AdminState.UP),
         description=msg.description,
         version=msg.version,
     )
@@ -54,11 +45,11 @@ def policy_to_pb(p: t.Policy) -> tpb.TopologyPolicy:
         selector=p.selector,
         hubs=list(p.hubs),
         reflectors=list(p.reflectors),
-        types=[wire.enum_to_pb(_CTYPE, c) for c in p.types],
+        types=[wire.enum_to_pb(wire.CONNECTION_TYPES, c) for c in p.types],
         bgp=wire._bgp_to_pb(p.bgp),
         vxlan=tpb.VxlanPool(vni_first=vx.vni_first, vni_last=vx.vni_last, udp_port=vx.udp_port, mtu=vx.mtu)
         if vx is not None else None,
-        admin_state=wire.enum_to_pb(_ADMIN, p.admin_state),
+        admin_state=wire.enum_to_pb(wire.ADMIN_STATES, p.admin_state),
         description=p.description,
         version=p.version,
     )
