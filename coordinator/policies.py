@@ -70,11 +70,11 @@ def expansions(config: Config) -> dict[str, t.Expansion]:
     return t.expand_all(config.policies, config.sites, config.endpoints, config.connections, config.reserved_vnis)
 
 
-class PolicyRegistry:
-    """Validated create/get/list/update/delete of topology policies."""
+class PolicyRegistry(r.Registry):
+    """Validated create/get/list/update/delete of topology policies; writes take request ids like every
+    configuration write (``r.Registry.commit``)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    DECODERS = {POLICIES: decode_policy}
 
     async def get(self, name: str) -> t.Policy:
         m.check_name(name, "name")
@@ -89,33 +89,44 @@ class PolicyRegistry:
 
     async def create(self, policy: t.Policy) -> t.Policy:
         policy = t.validate_policy(policy)
-        ok, rev = await self.store.txn([absent(policy_key(policy.name))],
-                                       [Put(policy_key(policy.name), r.encode(policy))])
-        if not ok:
-            raise AlreadyExists(f"topology policy {policy.name} already exists", "name")
-        log.info("created topology policy %s at rev %d", policy.name, rev)
-        return dataclasses.replace(policy, version=rev)
+        key = policy_key(policy.name)
+
+        async def attempt() -> r.Plan:
+            if await self.store.get(key) is not None:
+                raise AlreadyExists(f"topology policy {policy.name} already exists", "name")
+            return r.Plan([absent(key)], [Put(key, r.encode(policy))],
+                          lambda rev: dataclasses.replace(policy, version=rev))
+
+        made: t.Policy = await self.commit(f"created topology policy {policy.name}", attempt)
+        return made
 
     async def update(self, policy: t.Policy) -> t.Policy:
         """Replace everything but the name, at ``policy.version`` if given (else at the version read)."""
         new = t.validate_policy(policy)
-        current = await self.get(policy.name)
-        version = policy.version or current.version
-        ok, rev = await self.store.txn([mod_is(policy_key(policy.name), version)],
-                                       [Put(policy_key(policy.name), r.encode(dataclasses.replace(new, version=0)))])
-        if not ok:
-            raise Aborted(f"topology policy {policy.name} was changed (request version {version}); read it again")
-        log.info("updated topology policy %s at rev %d", policy.name, rev)
-        return dataclasses.replace(new, version=rev)
+        key = policy_key(policy.name)
+
+        async def attempt() -> r.Plan:
+            current = await self.get(policy.name)
+            if policy.version and policy.version != current.version:
+                raise Aborted(f"topology policy {policy.name} was changed (stored version {current.version}, "
+                              f"request version {policy.version}); read it again")
+            return r.Plan([mod_is(key, current.version)], [Put(key, r.encode(dataclasses.replace(new, version=0)))],
+                          lambda rev: dataclasses.replace(new, version=rev))
+
+        done: t.Policy = await self.commit(f"updated topology policy {policy.name}", attempt)
+        return done
 
     async def delete(self, name: str, version: int = 0) -> int:
         """Delete the policy; the leader then deletes the connections it made (and only those)."""
-        current = await self.get(name)
-        ok, rev = await self.store.txn([mod_is(policy_key(name), version or current.version)],
-                                       [Delete(policy_key(name))])
-        if not ok:
-            raise Aborted(f"topology policy {name} was changed (request version {version}); read it again")
-        log.info("deleted topology policy %s at rev %d", name, rev)
+
+        async def attempt() -> r.Plan:
+            current = await self.get(name)
+            if version and version != current.version:
+                raise Aborted(f"topology policy {name} was changed (stored version {current.version}, request "
+                              f"version {version}); read it again")
+            return r.Plan([mod_is(policy_key(name), current.version)], [Delete(policy_key(name))], lambda rev: rev)
+
+        rev: int = await self.commit(f"deleted topology policy {name}", attempt)
         return rev
 
 

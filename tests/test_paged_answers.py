@@ -2,8 +2,8 @@
 the audit history come in pages of at most 1000 items and about 1 MiB, and isthmusctl and the Neutron side
 read every page. Real gRPC against a real coordinator and etcd; isthmusctl as a process.
 
-Also the request ids of the global views' writes (routing domains, global quotas): a retried create or delete
-that was in fact done answers what it did.
+Also the request ids of the global views' writes (routing domains, global quotas) and of topology policies: a
+retried create or delete that was in fact done answers what it did.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from isthmus.coordinator.multisite.views_planner import VIEWS
 from isthmus.coordinator.store import Put
 from isthmus.core.wire import pieces
 from isthmus.v1 import api_pb2 as api
-from isthmus.v1 import api_pb2_grpc, events_pb2_grpc, l2gw_pb2_grpc, views_pb2_grpc
+from isthmus.v1 import api_pb2_grpc, events_pb2_grpc, l2gw_pb2_grpc, topology_pb2_grpc, views_pb2_grpc
 from isthmus.v1 import events_pb2 as epb
 from isthmus.v1 import l2gw_pb2 as l2
+from isthmus.v1 import topology_pb2 as tpb
 from isthmus.v1 import views_pb2 as vpb
 
 KiB = 1024
@@ -186,3 +187,29 @@ async def test_audit_history_of_several_mib_comes_in_pages(env: Env) -> None:
                                   "600")
     printed = [int(e["detail"].split()[0]) for e in json.loads(out.stdout) if e["who"] == "test"]
     assert printed == sorted(printed) and printed[-1] == 599 and len(printed) >= 590
+
+
+@with_env
+async def test_a_retried_policy_write_with_its_request_id_answers_what_it_did(env: Env) -> None:
+    policies = topology_pb2_grpc.PolicyServiceStub(env.channel)
+
+    def rid(text: str) -> list[tuple[str, str]]:
+        return [("x-isthmus-request-id", f"policy-{text}-0001")]
+
+    policy = tpb.TopologyPolicy(name="mesh", kind=tpb.POLICY_KIND_FULL_MESH, endpoint="gw", sites=["one", "two"])
+    made = await policies.CreatePolicy(policy, metadata=rid("a"))
+    assert made.version > 0
+    assert await policies.CreatePolicy(policy, metadata=rid("a")) == made
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await policies.CreatePolicy(policy, metadata=rid("b"))
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.aio.AioRpcError) as exc:  # a stale version: nothing written
+        await policies.UpdatePolicy(tpb.TopologyPolicy(name="mesh", kind=tpb.POLICY_KIND_FULL_MESH, endpoint="gw",
+                                                       sites=["one"], version=made.version - 1))
+    assert exc.value.code() == grpc.StatusCode.ABORTED
+    gone = await policies.DeletePolicy(tpb.DeletePolicyRequest(name="mesh"), metadata=rid("c"))
+    assert (await policies.DeletePolicy(tpb.DeletePolicyRequest(name="mesh"), metadata=rid("c"))).revision == (
+        gone.revision)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await policies.DeletePolicy(tpb.DeletePolicyRequest(name="mesh"), metadata=rid("d"))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
