@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
-from conftest import Proc, agent_cmd, coordinator_cmd, wait_for
+from conftest import BIN, Proc, agent_cmd, coordinator_cmd, wait_for
 from isthmus.core import model as m
 from isthmus.v1 import admin_pb2 as adm
 from isthmus.v1 import admin_pb2_grpc, api_pb2_grpc
@@ -257,6 +257,22 @@ class BgpLab:
         with grpc.insecure_channel(f"unix:{self.tmp / site / 'admin.sock'}") as ch:
             resp = admin_pb2_grpc.AgentAdminStub(ch).ListPeerings(adm.ListPeeringsRequest(), timeout=2)
         return {p.desired.connection or p.observed.connection: p.observed for p in resp.peerings}
+
+    def coordinator_sees(self, site: str, want: Callable[[dict[str, Any]], bool], what: str,
+                         timeout: float = 30) -> dict[str, Any]:
+        """The site's observed peerings by connection name as ``isthmusctl status`` shows them, once ``want``
+        holds of them: the agent's reports reach the coordinator's status paced by their size (up to 5 s)."""
+        seen: dict[str, Any] = {}
+
+        def read() -> bool:
+            nonlocal seen
+            out = subprocess.run([str(BIN / "isthmusctl"), "--coordinator", self.coordinator, "status", site, "-o",
+                                  "json"], capture_output=True, text=True, timeout=30, check=True).stdout
+            seen = {p["desired"]["connection"]: p["observed"] for p in json.loads(out)["peerings"]}
+            return want(seen)
+
+        wait_for(read, timeout, what)
+        return seen
 
     def state_of(self, site: str, name: str) -> tuple[str, str, list[str]]:
         o = self.peerings(site).get(name)
