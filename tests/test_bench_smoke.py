@@ -45,5 +45,10 @@ def test_scenario_produces_figures_with_references(scenario: str, tmp_path: Path
             assert f["ratio"] == pytest.approx(f["value"] / f["reference"]), f
         else:
             assert f["value"] >= 0, f
+    if scenario in ("fanout", "coordinators"):  # the agents and the reference's watchers live in 2 load processes
+        assert result["params"]["load_processes"] == 2
+        for phase in ("isthmus trials", "etcd trials"):
+            assert {"load 1", "load 2"} <= set(result["cpu_seconds"][phase]), result["cpu_seconds"]
+        assert any("2 load processes" in note for note in result["notes"]), result["notes"]
     table = (out / "performance.md").read_text()
     assert "| scenario | size | figure |" in table and result["title"] in table

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import grpc.aio
@@ -205,10 +206,18 @@ class Cluster:
 # ---------------------------------------------------------------- raw etcd, the reference
 
 
+class Channels(Protocol):
+    """Where the reference clients get their channels: a Cluster, or a load process's own (loadproc.py)."""
+
+    etcd_endpoint: str
+
+    def channel(self, target: str = "") -> grpc.aio.Channel: ...
+
+
 class RawEtcd:
     """etcd's own v3 stubs (``aetcd.rpc``) on a grpc.aio channel, as coordinator/store.py uses them."""
 
-    def __init__(self, cluster: Cluster, endpoint: str = "") -> None:
+    def __init__(self, cluster: Channels, endpoint: str = "") -> None:
         self.channel = cluster.channel(endpoint or cluster.etcd_endpoint)
         self.kv = rpc.KVStub(self.channel)
         self.watch = rpc.WatchStub(self.channel)
@@ -285,7 +294,7 @@ class RawEtcd:
 class RawWatcher:
     """One client watching one key on etcd directly; notes when it sees each revision."""
 
-    def __init__(self, cluster: Cluster, key: str) -> None:
+    def __init__(self, cluster: Channels, key: str) -> None:
         self.etcd = RawEtcd(cluster)
         self.key = key
         self.seen: dict[int, float] = {}  # revision -> perf_counter when this watcher received it

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cluster import Cluster
+from .loadproc import LoadProcesses
 
 
 @dataclass
@@ -53,6 +54,9 @@ class Context:
     profile_dir: Path | None = None
     quiet: bool = False
     coordinator_args: list[str] | None = None  # None: cluster.default_coordinator_args()
+    load_processes: int = 2  # processes the fan-out scenarios spread their agents and watchers over
+    shared_connection: bool = False  # the simulated agents of a process share one TCP connection
+    agent_logs: bool = False
     t0: float = field(default_factory=time.monotonic)
 
     def say(self, message: str) -> None:
@@ -75,6 +79,17 @@ class Context:
                 await asyncio.wait_for(cluster.close(), 60)
             finally:
                 cluster.kill()  # if closing timed out or was cancelled: the processes go anyway
+
+    @contextlib.asynccontextmanager
+    async def load(self, name: str) -> AsyncIterator[LoadProcesses]:
+        """``load_processes`` load processes (loadproc.py), logging to the scenario's work dir; stopped afterwards."""
+        load = LoadProcesses(self.load_processes, self.work / name, self.shared_connection, self.agent_logs)
+        try:
+            await load.start()
+            self.say(f"{name}: {self.load_processes} load processes (pids {', '.join(map(str, load.pids.values()))})")
+            yield load
+        finally:
+            await load.close()
 
     def agent_dir(self, name: str) -> Path:
         path = self.agent_root / name

@@ -6,8 +6,8 @@ spreads agents over coordinators. Each trial changes the REMOTE hub endpoint
 connected to every site (as the fan-out scenario does): one etcd put that
 every coordinator sees on its own watch and turns into one delta for each of
 its agents. The reference is the fan-out scenario's: one etcd put, watched by
-N raw etcd watch streams (one channel each, in the same load process as the
-agents). A burst of connection creates, spread over the three coordinators,
+N raw etcd watch streams (one channel each, spread over the same load
+processes as the agents, loadproc.py). A burst of connection creates, spread over the three coordinators,
 gives each coordinator's CPU per write; with the CPU per agent delta it makes
 the projection in the notes.
 """
@@ -21,11 +21,10 @@ from functools import partial
 from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 
-from .cluster import Cluster, RawEtcd, RawWatcher, quiesce, wait_seen
+from .cluster import Cluster, RawEtcd, quiesce
 from .context import Context
-from .fanout import HUB, HUB_INDEX, HUB_KEY, TRIAL_TIMEOUT, hub_value
+from .fanout import HUB, HUB_INDEX, HUB_KEY, TRIAL_TIMEOUT, hub_value, split_note
 from .figures import CpuMeter, Figure, ScenarioResult, add_cpu, latency_figures, median
-from .fleet import Fleet, SimAgent
 from .workload import Api, ApiPool, asn, build_sites
 
 NAME = "coordinators"
@@ -59,85 +58,72 @@ async def run(ctx: Context) -> ScenarioResult:
     s = ctx.sizes
     n = s.fanout_sites
     trials = s.fanout_trials
-    res = ScenarioResult(NAME, TITLE, {"sites": n, "coordinators": COORDINATORS, "trials": trials})
+    res = ScenarioResult(NAME, TITLE, {"sites": n, "coordinators": COORDINATORS, "trials": trials,
+                                       "load_processes": ctx.load_processes})
     async with ctx.cluster(NAME) as first:
         extras: list[Cluster] = []
-        fleets: list[Fleet] = []
-        watchers: list[RawWatcher] = []
         try:
             extras = await _extra_coordinators(ctx, first)
             clusters = [first, *extras]
-            pids = {"load": 0, "etcd": first.etcd_pid,
-                    **{f"coordinator {k + 1}": c.coordinator_pid for k, c in enumerate(clusters)}}
-            pool = ApiPool(first, min(64, n))
-            sites = await build_sites(pool, "s", n)
-            api0 = pool.clients[0]
-            await api0.create_site(HUB[0])
-            await api0.create_endpoint(HUB[0], HUB[1], HUB_INDEX, remote=True)
-            await pool.run([partial(Api.create_connection, name=f"hub--{x}", a=HUB, b=(x, "gw")) for x in sites])
-            fleets = [Fleet(c.address, ctx.agent_dir(f"{NAME}-{k + 1}")) for k, c in enumerate(clusters)]
-            groups: list[list[SimAgent]] = []
-            for k, fleet in enumerate(fleets):
-                groups.append(await fleet.add(sites[k::COORDINATORS]))
-            agents = [a for g in groups for a in g]
-            await asyncio.gather(*(f.wait(g, lambda a: a.synced and len(a.reconciler.desired.peerings) == 1,
-                                          timeout=120 + n / 10, what="synced with their hub peering")
-                                   for f, g in zip(fleets, groups, strict=True)))
-            await asyncio.sleep(5.5)  # the status writes of the sessions, which ListCoordinators reads
-            streams = await _streams(first)
-            ctx.say(f"{NAME}: {n} agents synced over {COORDINATORS} coordinators: {streams}")
+            async with ctx.load(NAME) as load:
+                pids = {"load": 0, **load.pids, "etcd": first.etcd_pid,
+                        **{f"coordinator {k + 1}": c.coordinator_pid for k, c in enumerate(clusters)}}
+                pool = ApiPool(first, min(64, n))
+                sites = await build_sites(pool, "s", n)
+                api0 = pool.clients[0]
+                await api0.create_site(HUB[0])
+                await api0.create_endpoint(HUB[0], HUB[1], HUB_INDEX, remote=True)
+                await pool.run([partial(Api.create_connection, name=f"hub--{x}", a=HUB, b=(x, "gw"))
+                                for x in sites])
+                groups = [sites[k::COORDINATORS] for k in range(COORDINATORS)]
+                await load.start_agents(ctx.agent_dir(NAME), [(x, clusters[i % COORDINATORS].address)
+                                                              for i, x in enumerate(sites)], 1, 120 + n / 10)
+                await asyncio.sleep(5.5)  # the status writes of the sessions, which ListCoordinators reads
+                streams = await _streams(first)
+                ctx.say(f"{NAME}: {n} agents synced over {COORDINATORS} coordinators: {streams}")
 
-            etcd = RawEtcd(first)
-            watchers = [RawWatcher(first, "/bench/coordinators/hub") for _ in range(n)]
-            for w in watchers:
-                w.start()
-            await asyncio.wait_for(asyncio.gather(*(w.created.wait() for w in watchers)), 120)
-            ours: list[float] = []
-            per_coordinator: list[list[float]] = [[] for _ in clusters]
-            ref: list[float] = []
-            used: dict[str, dict[str, float]] = {}
-            for t in range(trials):
-                value = hub_value(asn(HUB_INDEX) + t + 1)
+                etcd = RawEtcd(first)
+                await load.watch(first.etcd_endpoint, "/bench/coordinators/hub", n, 120)
+                ours: list[float] = []
+                per_coordinator: list[list[float]] = [[] for _ in clusters]
+                ref: list[float] = []
+                used: dict[str, dict[str, float]] = {}
+                for t in range(trials):
+                    value = hub_value(asn(HUB_INDEX) + t + 1)
+                    await quiesce(etcd, 5.5)
+                    meter = CpuMeter(pids).start()
+                    await load.arm(TRIAL_TIMEOUT)
+                    t_put = time.perf_counter()
+                    rev = await etcd.put(HUB_KEY, value)
+                    at, _ = await load.applied(rev, TRIAL_TIMEOUT)
+                    ours.append(max(at.values()) - t_put)
+                    for k, g in enumerate(groups):
+                        per_coordinator[k].append(max(at[x] for x in g) - t_put)
+                    add_cpu(used, "isthmus trials", meter.stop())
+
+                    await quiesce(etcd, 0.3)
+                    meter = CpuMeter(pids).start()
+                    t_put = time.perf_counter()
+                    rev = await etcd.put("/bench/coordinators/hub", value)
+                    ref.append(max(await load.seen(rev, TRIAL_TIMEOUT)) - t_put)
+                    add_cpu(used, "etcd trials", meter.stop())
+                    ctx.say(f"{NAME}: trial {t + 1}: all {n} agents applied after {ours[-1] * 1000:.0f} ms "
+                            f"({', '.join(f'{x[-1] * 1000:.0f}' for x in per_coordinator)} ms per coordinator); "
+                            f"etcd watchers {ref[-1] * 1000:.1f} ms")
+
+                # Writes spread over the coordinators: each client on one of them, connections between new sites.
                 await quiesce(etcd, 5.5)
+                pools = [ApiPool(c, 16) for c in clusters]
+                writers = await build_sites(pools[0], "w", min(64, max(4, n)), first_index=n + 10)
+                pairs = [(i, j) for i in range(len(writers)) for j in range(i + 1, len(writers))][:min(1200, 20 * n)]
+                ops = [partial(Api.create_connection, name=f"{writers[i]}--{writers[j]}", a=(writers[i], "gw"),
+                               b=(writers[j], "gw")) for i, j in pairs]
                 meter = CpuMeter(pids).start()
-                probes = [asyncio.create_task(a.applied(a.reconciler.applied_revision + 1, TRIAL_TIMEOUT))
-                          for a in agents]
-                t_put = time.perf_counter()
-                rev = await etcd.put(HUB_KEY, value)
-                seen = await asyncio.gather(*probes)
-                seen = [x if x[1] >= rev else await a.applied(rev, TRIAL_TIMEOUT)
-                        for x, a in zip(seen, agents, strict=True)]
-                at = {a.site: x[0] for x, a in zip(seen, agents, strict=True)}
-                ours.append(max(at.values()) - t_put)
-                for k, g in enumerate(groups):
-                    per_coordinator[k].append(max(at[a.site] for a in g) - t_put)
-                add_cpu(used, "isthmus trials", meter.stop())
-
-                await quiesce(etcd, 0.3)
-                meter = CpuMeter(pids).start()
-                t_put = time.perf_counter()
-                rev = await etcd.put("/bench/coordinators/hub", value)
-                ref.append(max(await wait_seen(watchers, rev, TRIAL_TIMEOUT)) - t_put)
-                add_cpu(used, "etcd trials", meter.stop())
-                ctx.say(f"{NAME}: trial {t + 1}: all {n} agents applied after {ours[-1] * 1000:.0f} ms "
-                        f"({', '.join(f'{x[-1] * 1000:.0f}' for x in per_coordinator)} ms per coordinator); "
-                        f"etcd watchers {ref[-1] * 1000:.1f} ms")
-
-            # Writes spread over the coordinators: each client on one of them, connections between new sites.
-            await quiesce(etcd, 5.5)
-            pools = [ApiPool(c, 16) for c in clusters]
-            writers = await build_sites(pools[0], "w", min(64, max(4, n)), first_index=n + 10)
-            pairs = [(i, j) for i in range(len(writers)) for j in range(i + 1, len(writers))][:min(1200, 20 * n)]
-            ops = [partial(Api.create_connection, name=f"{writers[i]}--{writers[j]}", a=(writers[i], "gw"),
-                           b=(writers[j], "gw")) for i, j in pairs]
-            meter = CpuMeter(pids).start()
-            t0 = time.perf_counter()
-            await asyncio.gather(*(p.run(ops[k::COORDINATORS]) for k, p in enumerate(pools)))
-            write_s = time.perf_counter() - t0
-            add_cpu(used, "writes", meter.stop())
+                t0 = time.perf_counter()
+                await asyncio.gather(*(p.run(ops[k::COORDINATORS]) for k, p in enumerate(pools)))
+                write_s = time.perf_counter() - t0
+                add_cpu(used, "writes", meter.stop())
         finally:
-            await asyncio.gather(*(w.stop() for w in watchers), return_exceptions=True)
-            await asyncio.gather(*(f.stop() for f in fleets), return_exceptions=True)
             for extra in extras:
                 await extra.close()
 
@@ -168,8 +154,7 @@ async def run(ctx: Context) -> ScenarioResult:
                "etcd_cpu_per_write_us": etcd_write, "writes": writes, "write_s": write_s}
     res.notes.append(f"Agent streams per coordinator (ListCoordinators): "
                      f"{', '.join(f'{a}: {c}' for a, c in sorted(streams.items()))}. Each coordinator watches etcd "
-                     "on its own and sends the deltas of its own agents; the agents of all three share the load "
-                     "process, as the reference's watchers do.")
+                     "on its own and sends the deltas of its own agents. " + split_note(load, n))
     res.notes.append(_projection(median(cpu_delta) if cpu_delta else 0.0, cpu_write, etcd_write))
     return res
 

@@ -82,8 +82,9 @@ def markdown(doc: dict[str, Any], results: list[ScenarioResult], failures: dict[
         for problem in r.problems:
             lines.append(f"- **Problem found:** {problem}")
         if r.cpu_seconds:
-            lines.append("- CPU seconds used during the measured phases (load = the process with the API clients "
-                         "and simulated agents): " + "; ".join(
+            lines.append("- CPU seconds used during the measured phases (load = the harness, with the API clients "
+                         "and the simulated agents that no load process holds; load k = load process k): "
+                         + "; ".join(
                              f"{phase}: " + ", ".join(f"{k} {v:g}" for k, v in used.items())
                              for phase, used in r.cpu_seconds.items()))
         lines.append("")

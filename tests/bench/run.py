@@ -59,9 +59,14 @@ HOW = [
     "JSON); both are fresh for each scenario.",
     "The load process (the harness) runs the API clients, the raw etcd reference clients and the simulated "
     "agents. A simulated agent is the agent's own session code (StateFile, Overrides, Journal, FakeDriver, "
-    "Reconciler, CoordinatorLink) with a state directory of its own (on tmpfs when /dev/shm exists: here 1000 "
-    "agents share one disk and one event loop, which real agents do not), over real gRPC, each on a TCP "
+    "Reconciler, CoordinatorLink) with a state directory of its own (on tmpfs when /dev/shm exists: here up to "
+    "1000 agents share one disk and one event loop, which real agents do not), over real gRPC, each on a TCP "
     "connection of its own.",
+    "The fan-out and three-coordinator scenarios spread their simulated agents over N load processes "
+    "(--load-processes, default 2), each a Python process of its own with its own event loop and gRPC channels, "
+    "which report each agent's apply time to the harness (time.perf_counter, CLOCK_MONOTONIC on Linux, one "
+    "clock for all processes); their reference's etcd watchers are spread the same way over the same processes, "
+    "a channel each. In the CPU seconds, load is the harness and load k is load process k.",
     "Reference clients use etcd's v3 stubs from aetcd.rpc on grpc.aio channels, as coordinator/store.py does.",
     "Default sizes: API 64 clients x 1280 creates of each kind x 5 runs; convergence at 10, 100 and 1000 sites, 100 "
     "trials each; fan-out 1000 sites, 5 changes; three coordinators sharing the fan-out's 1000 sites, 5 changes; "
@@ -113,7 +118,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-load", type=Path, default=None, metavar="FILE",
                    help="run this (the load) process under cProfile and write the stats to FILE")
     p.add_argument("--shared-connection", action="store_true",
-                   help="let the simulated agents share one TCP connection (gRPC's default within a process)")
+                   help="let the simulated agents of a process share one TCP connection (gRPC's default within a "
+                   "process)")
+    p.add_argument("--load-processes", type=int, default=2, metavar="N",
+                   help="load processes the fan-out and three-coordinator scenarios spread their simulated agents "
+                   "and the etcd watchers of their reference over, each with its own gRPC channels (default 2)")
     p.add_argument("--agent-logs", action="store_true", help="show the simulated agents' logs (very many lines)")
     p.add_argument("--timeout", type=float, default=3600, help="give up after this many seconds (default 3600)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -126,6 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 p.error(f"--scenario {name!r}: one of {', '.join(SCENARIOS)}")
             chosen.append(name)
     a.chosen = chosen or list(SCENARIOS)
+    if a.load_processes < 1:
+        p.error(f"--load-processes {a.load_processes}: at least 1")
     return a
 
 
@@ -206,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     every = set(a.chosen) == set(SCENARIOS)
     out_dir = a.output_dir or (REPO / "docs" if every else work)
     ctx = Context(work, agent_root, sizes, log_level=a.coordinator_log_level, profile_dir=a.profile_coordinator,
-                  quiet=a.quiet, coordinator_args=a.coordinator_arg)
+                  quiet=a.quiet, coordinator_args=a.coordinator_arg, load_processes=a.load_processes,
+                  shared_connection=a.shared_connection, agent_logs=a.agent_logs)
     started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     doc = {
         "started": started.isoformat().replace("+00:00", "Z"),
@@ -214,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "code": code_version(REPO),
         "sizes": vars(sizes),
         "scenarios_run": a.chosen,
+        "load_processes": a.load_processes,
         "coordinator_args": a.coordinator_arg if a.coordinator_arg is not None else default_coordinator_args(),
         "how": HOW,
         "caveat": "Other processes (other engineers' test runs) may have been running on this machine during the "
