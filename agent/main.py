@@ -232,10 +232,9 @@ async def run(args: argparse.Namespace) -> int:
         tasks.append(asyncio.create_task(worker.run(), name="sync"))
         from isthmus.agent.multisite.health import RegionHealth
 
-        views = worker.views
-        link.remote.health = RegionHealth(args.site, args.os_cloud, args.os_region or args.site, args.os_config,
+        link.remote.health = RegionHealth(args.site, args.os_region or args.site, worker.region.conn,
                                           args.health_interval, note=reconciler.note,
-                                          capacity=lambda: getattr(views, "_capacity", None))
+                                          capacity=worker.views.last_capacity)
         tasks.append(asyncio.create_task(link.remote.health.run(), name="health"))
     metrics = None
     if args.metrics_listen:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from isthmus.cloud.health import region_health
-from isthmus.cloud.session import CloudError, SpecError, open_region
+from isthmus.cloud.session import CloudError, SpecError
 from isthmus.v1 import logs_pb2 as lpb
 
 log = logging.getLogger(__name__)
@@ -20,18 +20,16 @@ CAPACITY = ("vcpus", "vcpus_used", "ram_mb", "ram_mb_used", "instances")
 
 
 class RegionHealth:
-    def __init__(self, site: str, cloud: str, region: str, config_file: str, interval: float = 30.0,
+    def __init__(self, site: str, region: str, conn: Callable[[], Any], interval: float = 30.0,
                  note: Note | None = None, capacity: Callable[[], Any] | None = None) -> None:
         self.site = site
-        self.cloud = cloud
         self.region = region
-        self.config_file = config_file
+        self.conn = conn  # the region's connection of the calling thread (the sync worker's Region.conn)
         self.interval = interval
         self.note = note
         self.capacity = capacity  # the views' last capacity read (no API call of its own)
         self.report: lpb.HealthReport | None = None
         self.changed = asyncio.Event()
-        self._conn: Any = None
         self._since: dict[tuple[str, str, str], tuple[str, int]] = {}  # item -> (state, since ms)
 
     async def run(self) -> None:
@@ -40,16 +38,13 @@ class RegionHealth:
             try:
                 items = await asyncio.to_thread(self._check)
             except (CloudError, SpecError) as exc:
-                self._conn = None  # a new session next time (the password may have changed)
                 items = [{"service": "identity", "kind": "endpoint", "name": "token", "state": "DOWN",
                           "latency_seconds": 0.0, "detail": str(exc)[:300]}]
             self._take(items)
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
     def _check(self) -> list[dict[str, Any]]:
-        if self._conn is None:
-            self._conn = open_region(self.cloud, self.region, self.config_file or None)
-        return region_health(self._conn)
+        return region_health(self.conn())
 
     def _take(self, items: list[dict[str, Any]]) -> None:
         now = int(time.time() * 1000)

@@ -126,6 +126,10 @@ class RegionViews:
         if records != self._addresses:
             self._addresses = records
 
+    def last_capacity(self) -> vpb.RegionCapacity | None:
+        """The capacity last read (for the health report: no API call of its own)."""
+        return self._capacity
+
     def _poll_capacity(self) -> None:
         d = capacity(self.conn())
         cap = vpb.RegionCapacity(region=self.site, compute_known=bool(d.get("compute_known")),
