@@ -63,6 +63,20 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def _unless(work: Awaitable[T], event: asyncio.Event) -> T | None:
+    """``work``'s result, or None (``work`` cancelled) if ``event`` is set first."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
 @dataclass
 class AgentStatusRecord:
     """What the status key of a site holds while its agent is connected."""
@@ -312,15 +326,7 @@ class AgentSession:
         """A log request to send, or None once the site's desired peerings changed."""
         if not self.side.empty():
             return self.side.get_nowait()
-        getter = asyncio.ensure_future(self.side.get())
-        waiter = asyncio.ensure_future(changed.wait())
-        try:
-            await asyncio.wait([getter, waiter], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            if not getter.done():
-                getter.cancel()
-        return getter.result() if getter.done() and not getter.cancelled() else None
+        return await _unless(self.side.get(), changed)
 
     @property
     def store(self) -> Store:
@@ -454,16 +460,7 @@ class AgentSession:
 
     async def _unless_ending(self, work: Awaitable[T]) -> T | None:
         """``work``'s result, or None (``work`` cancelled) if the session ends first."""
-        task = asyncio.ensure_future(work)
-        ending = asyncio.ensure_future(self.ending.wait())
-        try:
-            await asyncio.wait([task, ending], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ending.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        return None if task.cancelled() else task.result()
+        return await _unless(work, self.ending)
 
     async def updates(self, hello: apb.Hello) -> AsyncIterator[apb.CoordinatorMessage]:
         """The first message (delta or snapshot), then a delta each time the site's desired peerings change.
