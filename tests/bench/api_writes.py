@@ -19,7 +19,19 @@ from isthmus.core import model as m
 from .cluster import RawEtcd
 from .context import Context
 from .figures import CpuMeter, Figure, ScenarioResult, add_cpu, median
-from .workload import Api, ApiPool, RunTiming, address, asn, build_sites, run_clients, site_name, spread_pairs
+from .workload import (
+    Api,
+    ApiPool,
+    RunTiming,
+    address,
+    asn,
+    build_sites,
+    connection_keys,
+    raw_txn,
+    run_clients,
+    site_name,
+    spread_pairs,
+)
 
 NAME = "api_writes"
 TITLE = "API write throughput"
@@ -28,18 +40,6 @@ RATIO_GOAL = 0.5
 
 async def raw_put(raw: list[RawEtcd], key: str, value: bytes, client: int) -> int:
     return await raw[client].put(key, value)
-
-
-async def raw_txn(raw: list[RawEtcd], items: list[tuple[str, bytes]], client: int) -> int:
-    return await raw[client].txn_puts(items)
-
-
-def connection_keys(name: str, a: str, b: str, value: bytes, audit: bytes) -> list[tuple[str, bytes]]:
-    """What a connection create writes: the connection, its pair index, a reference per end, an audit event."""
-    return [(f"/bench/txn/config/connections/{name}", value),
-            (f"/bench/txn/index/pair/bgp/{a}/gw/{b}/gw", name.encode()),
-            (f"/bench/txn/refs/endpoint/{a}/gw/{name}", b""), (f"/bench/txn/refs/endpoint/{b}/gw/{name}", b""),
-            (f"/bench/txn/audit/{name}", audit)]
 
 
 def pool_size(connections: int) -> int:
@@ -78,8 +78,9 @@ async def run(ctx: Context) -> ScenarioResult:
             batch = pairs[r * s.api_ops:(r + 1) * s.api_ops]
             connections = [partial(Api.create_connection, name=f"{conn_sites[i]}--{conn_sites[j]}",
                                    a=(conn_sites[i], "gw"), b=(conn_sites[j], "gw")) for i, j in batch]
-            txns = [partial(raw_txn, raw, connection_keys(f"{conn_sites[i]}--{conn_sites[j]}", conn_sites[i],
-                                                          conn_sites[j], conn_value, audit)) for i, j in batch]
+            txns = [partial(raw_txn, raw, connection_keys("/bench/txn/", f"{conn_sites[i]}--{conn_sites[j]}",
+                                                          conn_sites[i], conn_sites[j], conn_value, audit))
+                    for i, j in batch]
             runs: list[tuple[str, Callable[[], Awaitable[RunTiming]]]] = [
                 ("etcd_put", partial(run_clients, s.api_clients, puts)),
                 ("etcd_txn", partial(run_clients, s.api_clients, txns)),

@@ -54,6 +54,20 @@ async def _streams(cluster: Cluster) -> dict[str, int]:
     return {c.address: c.agents for c in resp.coordinators}
 
 
+async def _all_streams(cluster: Cluster, n: int, timeout: float) -> dict[str, int]:
+    """The streams per coordinator once ListCoordinators counts all ``n`` agents: it reads the sessions' status
+    records, which are written a few seconds after the agents synced."""
+    deadline = time.monotonic() + timeout
+    while True:
+        streams = await _streams(cluster)
+        if sum(streams.values()) >= n:
+            return streams
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ListCoordinators counts {sum(streams.values())} of {n} agent streams after "
+                               f"{timeout:.0f} s: {streams}")
+        await asyncio.sleep(0.2)
+
+
 async def run(ctx: Context) -> ScenarioResult:
     s = ctx.sizes
     n = s.fanout_sites
@@ -78,8 +92,7 @@ async def run(ctx: Context) -> ScenarioResult:
                 groups = [sites[k::COORDINATORS] for k in range(COORDINATORS)]
                 await load.start_agents(ctx.agent_dir(NAME), [(x, clusters[i % COORDINATORS].address)
                                                               for i, x in enumerate(sites)], 1, 120 + n / 10)
-                await asyncio.sleep(5.5)  # the status writes of the sessions, which ListCoordinators reads
-                streams = await _streams(first)
+                streams = await _all_streams(first, n, 30)
                 ctx.say(f"{NAME}: {n} agents synced over {COORDINATORS} coordinators: {streams}")
 
                 etcd = RawEtcd(first)

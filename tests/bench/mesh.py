@@ -27,16 +27,12 @@ from .cluster import RawEtcd, quiesce
 from .context import Context
 from .figures import CpuMeter, Figure, ScenarioResult, proc_status
 from .fleet import Fleet
-from .workload import Api, ApiPool, RunTiming, build_sites, run_clients, spread_pairs
+from .workload import Api, ApiPool, RunTiming, build_sites, connection_keys, raw_txn, run_clients, spread_pairs
 
 NAME = "mesh"
 RATIO_GOAL = 3.0
 STATUS_QUIET = 5.5  # seconds etcd's revision stands still: longer than the coordinator's status pacing (5 s)
 TITLE = "Full mesh"
-
-
-async def raw_txn(raw: list[RawEtcd], items: list[tuple[str, bytes]], client: int) -> int:
-    return await raw[client].txn_puts(items)
 
 
 def _mb(kb: int) -> float:
@@ -70,12 +66,8 @@ async def run(ctx: Context) -> ScenarioResult:
                 ref_pid = ref_etcd.proc.pid
                 ref_before = proc_status(ref_pid).get("VmRSS", 0)
                 ref_db_before = await raw[0].db_size()
-                writes = [partial(raw_txn, raw, [
-                    (f"/bench/config/connections/{name}", sample),
-                    (f"/bench/index/pair/bgp/{sites[i]}/gw/{sites[j]}/gw", name.encode()),
-                    (f"/bench/refs/endpoint/{sites[i]}/gw/{name}", b""),
-                    (f"/bench/refs/endpoint/{sites[j]}/gw/{name}", b""),
-                ]) for (i, j), name in zip(pairs, names, strict=True)]
+                writes = [partial(raw_txn, raw, connection_keys("/bench/", name, sites[i], sites[j], sample))
+                          for (i, j), name in zip(pairs, names, strict=True)]
                 meter = CpuMeter({"load": 0, "etcd (reference)": ref_pid}).start()
                 ref_timing = await run_clients(s.mesh_clients, writes)
                 res.cpu_seconds["etcd reference"] = meter.stop()

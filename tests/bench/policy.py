@@ -26,8 +26,7 @@ from .cluster import RawEtcd
 from .context import Context
 from .figures import CpuMeter, Figure, ScenarioResult
 from .fleet import Fleet
-from .mesh import raw_txn
-from .workload import ApiPool, build_sites, run_clients
+from .workload import ApiPool, build_sites, connection_keys, raw_txn, run_clients
 
 NAME = "policy"
 TITLE = "Policy expansion"
@@ -78,12 +77,8 @@ async def run(ctx: Context) -> ScenarioResult:
                 sample = encode(m.Connection(names[0], m.EndpointRef(sites[0], "gw"), m.EndpointRef(sites[1], "gw"),
                                              m.ConnectionType.BGP, bgp=m.BgpParams(hold_time=30, address_families=(
                                                  "ipv4-unicast",)), policy="star"))
-                writes = [partial(raw_txn, raw, [
-                    (f"/bench/config/connections/{name}", sample),
-                    (f"/bench/index/pair/bgp/{sites[i]}/gw/{sites[j]}/gw", name.encode()),
-                    (f"/bench/refs/endpoint/{sites[i]}/gw/{name}", b""),
-                    (f"/bench/refs/endpoint/{sites[j]}/gw/{name}", b""),
-                ]) for (i, j), name in zip(pairs, names, strict=True)]
+                writes = [partial(raw_txn, raw, connection_keys("/bench/", name, sites[i], sites[j], sample))
+                          for (i, j), name in zip(pairs, names, strict=True)]
                 ref_timing = await run_clients(1, writes)
             finally:
                 await ref_etcd.astop()

@@ -18,7 +18,7 @@ from isthmus.v1 import api_pb2 as api
 from isthmus.v1 import api_pb2_grpc
 from isthmus.v1 import types_pb2 as pb
 
-from .cluster import Cluster
+from .cluster import Cluster, RawEtcd
 
 
 def site_name(prefix: str, i: int) -> str:
@@ -142,3 +142,17 @@ async def build_sites(pool: ApiPool, prefix: str, count: int, start: int = 0, en
     await pool.run([partial(Api.create_endpoint, site=s, name=endpoint, index=first_index + start + i)
                     for i, s in enumerate(names)])
     return names
+
+
+async def raw_txn(raw: list[RawEtcd], items: list[tuple[str, bytes]], client: int) -> int:
+    """One etcd transaction of ``items`` puts on client ``client``: a reference's write."""
+    return await raw[client].txn_puts(items)
+
+
+def connection_keys(root: str, name: str, a: str, b: str, value: bytes,
+                    audit: bytes | None = None) -> list[tuple[str, bytes]]:
+    """What a connection create writes under ``root``: the connection, its pair index, a reference per end (each
+    end the site's endpoint gw), and with ``audit`` an audit event."""
+    keys = [(f"{root}config/connections/{name}", value), (f"{root}index/pair/bgp/{a}/gw/{b}/gw", name.encode()),
+            (f"{root}refs/endpoint/{a}/gw/{name}", b""), (f"{root}refs/endpoint/{b}/gw/{name}", b"")]
+    return keys if audit is None else [*keys, (f"{root}audit/{name}", audit)]
