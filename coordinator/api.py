@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -38,21 +37,6 @@ log = logging.getLogger(__name__)
 
 LAST_STATUS_READ = 100  # keys per read of last reports (etcd allows 128 operations per transaction)
 
-
-def _size(message: Any) -> int:
-    return int(message.ByteSize())
-
-
-def _audit_token(token: str, limit: int) -> tuple[int, str]:
-    """The number of events still due and the key to read below that a ListAuditEvents token holds."""
-    try:
-        data = json.loads(pieces.token_key(token))
-        left, before = int(data["left"]), data["before"]
-        if not (isinstance(before, str) and before.startswith(AUDIT) and 0 < left <= limit):
-            raise ValueError
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument("is not a token from a previous answer with the same limit", "page_token") from None
-    return left, before
 
 
 class SiteService(api_pb2_grpc.SiteServiceServicer):
@@ -306,15 +290,11 @@ class StatusService(api_pb2_grpc.StatusServiceServicer):
             raise InvalidArgument(f"{request.limit} is out of range 0..10000", "limit")
         limit, before = request.limit or 100, ""
         if request.page_token:
-            limit, before = _audit_token(request.page_token, limit)
+            before, limit = pieces.back_token(request.page_token, limit,
+                                              lambda key: isinstance(key, str) and key.startswith(AUDIT))
         found = await list_audit(self.store, limit, before)
-        # The newest events that fit in one answer; the older ones still due go to the next page.
-        taken, cut = pieces.fit(reversed([api.AuditEvent(**e) for _, e in found]), _size, pieces.PAGE_BYTES)
-        token = ""
-        if cut:
-            oldest_key = found[len(found) - len(taken)][0]
-            token = pieces.page_token(json.dumps({"before": oldest_key, "left": limit - len(taken)}))
-        return api.ListAuditEventsResponse(events=taken[::-1], next_page_token=token)
+        taken, token = pieces.newest_that_fit([api.AuditEvent(**e) for _, e in found], [k for k, _ in found], limit)
+        return api.ListAuditEventsResponse(events=taken, next_page_token=token)
 
     def _event(self, kind: str, e: Event, revision: int) -> api.WatchEvent | None:
         """The API event for one etcd event; a delete carries the object as it was before."""
@@ -397,7 +377,7 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
         self, request: l2pb.ListGatewayDevicesRequest, context: Any
     ) -> l2pb.ListGatewayDevicesResponse:
         devices = [border_wire.device_to_pb(d) for d in await self.registry.list_devices(request.site)]
-        chunk, token = pieces.page(devices, lambda d: d.id, request.page_size, request.page_token, _size)
+        chunk, token = pieces.page(devices, lambda d: d.id, request.page_size, request.page_token, pieces.byte_size)
         return l2pb.ListGatewayDevicesResponse(devices=chunk, next_page_token=token)
 
     @grpc_errors
@@ -427,7 +407,7 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
         self, request: l2pb.ListL2GatewaysRequest, context: Any
     ) -> l2pb.ListL2GatewaysResponse:
         gateways = [border_wire.gateway_to_pb(g) for g in await self.registry.list_gateways(request.project_id)]
-        chunk, token = pieces.page(gateways, lambda g: g.id, request.page_size, request.page_token, _size)
+        chunk, token = pieces.page(gateways, lambda g: g.id, request.page_size, request.page_token, pieces.byte_size)
         return l2pb.ListL2GatewaysResponse(l2_gateways=chunk, next_page_token=token)
 
     @grpc_errors
@@ -458,7 +438,7 @@ class BorderGatewayService(l2_grpc.BorderGatewayServiceServicer):
     ) -> l2pb.ListL2GatewayConnectionsResponse:
         conns = [border_wire.l2conn_to_pb(c)
                  for c in await self.registry.list_l2conns(request.l2_gateway_id, request.project_id)]
-        chunk, token = pieces.page(conns, lambda c: c.id, request.page_size, request.page_token, _size)
+        chunk, token = pieces.page(conns, lambda c: c.id, request.page_size, request.page_token, pieces.byte_size)
         return l2pb.ListL2GatewayConnectionsResponse(l2_gateway_connections=chunk, next_page_token=token)
 
     @grpc_errors

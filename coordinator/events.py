@@ -404,17 +404,10 @@ def _limit(value: int) -> int:
     return value or DEFAULT_LIMIT
 
 
-def _back_token(token: str, limit: int) -> tuple[tuple[int, str, int], int]:
-    """The place and the number of events still due that a ListEvents next_page_token holds."""
-    try:
-        data = json.loads(pieces.token_key(token))
-        time_ms, site, seq = data["before"]
-        left = int(data["left"])
-        if not (isinstance(time_ms, int) and isinstance(site, str) and isinstance(seq, int) and 0 < left <= limit):
-            raise ValueError
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument("is not a token from a previous answer with the same limit", "page_token") from None
-    return (time_ms, site, seq), left
+def _is_place(before: Any) -> bool:
+    """A place a ListEvents token may hold: [time_ms, site, seq] (see EventFilter.place)."""
+    return (isinstance(before, list) and len(before) == 3 and isinstance(before[0], int)
+            and isinstance(before[1], str) and isinstance(before[2], int))
 
 
 class EventService(events_pb2_grpc.EventServiceServicer):
@@ -430,17 +423,12 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         f = EventFilter(request.site, request.since_unix_ms, request.kind, request.level).check()
         limit = _limit(request.limit)
         if request.page_token:
-            before, limit = _back_token(request.page_token, limit)
-            f = dataclasses.replace(f, before=before)
+            before, limit = pieces.back_token(request.page_token, limit, _is_place)
+            f = dataclasses.replace(f, before=tuple(before))
         events, revision = await list_events(self.store, f, limit)
-        # The newest events that fit in one answer; the older ones still due go to the next page.
-        taken, cut = pieces.fit(reversed([event_to_pb(e) for e in events]), lambda e: e.ByteSize(),
-                                pieces.PAGE_BYTES)
-        token = ""
-        if cut:
-            oldest = events[len(events) - len(taken)]
-            token = pieces.page_token(json.dumps({"before": list(f.place(oldest)), "left": limit - len(taken)}))
-        return epb.ListEventsResponse(events=taken[::-1], revision=revision, next_page_token=token)
+        taken, token = pieces.newest_that_fit([event_to_pb(e) for e in events], [list(f.place(e)) for e in events],
+                                              limit)
+        return epb.ListEventsResponse(events=taken, revision=revision, next_page_token=token)
 
     async def WatchEvents(  # noqa: N802
         self, request: epb.WatchEventsRequest, context: grpc.aio.ServicerContext

@@ -80,7 +80,7 @@ class SyncService(sync_pb2_grpc.SyncServiceServicer):
         chunk, token = pieces.page(intents, lambda i: i.name, request.page_size, request.page_token)
         views = [view_to_pb(await self.registry.view(i)) for i in chunk]
         # A view carries a row per region: the page also ends where its views reach the byte budget.
-        fitted, cut = pieces.fit(views, lambda v: v.ByteSize(), pieces.PAGE_BYTES)
+        fitted, cut = pieces.fit(views, pieces.byte_size, pieces.PAGE_BYTES)
         if cut:
             token = pieces.page_token(fitted[-1].intent.name)
         return spb.ListSyncsResponse(syncs=fitted, next_page_token=token)

@@ -15,10 +15,6 @@ from isthmus.v1 import views_pb2 as vpb
 from isthmus.v1 import views_pb2_grpc
 
 
-def _size(message: Any) -> int:
-    return int(message.ByteSize())
-
-
 class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
     def __init__(self, store: Store, views: ViewsPlanner) -> None:
         self.registry = ViewsRegistry(store, views)
@@ -36,7 +32,7 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
     async def ListQuotas(self, request: vpb.ListQuotasRequest, context: Any) -> vpb.ListQuotasResponse:  # noqa: N802
         limits = [wire.quota_limit_to_pb(x) for x in self.registry.quota_limits()]
         chunk, token = pieces.page(limits, lambda x: f"{x.project}\0{x.resource}", request.page_size,
-                                   request.page_token, _size)
+                                   request.page_token, pieces.byte_size)
         return vpb.ListQuotasResponse(limits=chunk, next_page_token=token)
 
     @grpc_errors
@@ -53,7 +49,7 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
     ) -> vpb.ListAddressesResponse:
         found = [wire.address_record_to_pb(x.to_json()) for x in self.registry.lookup(request.query)]
         chunk, token = pieces.page(found, lambda x: f"{x.region}\0{x.kind}\0{x.id}", request.page_size,
-                                   request.page_token, _size)
+                                   request.page_token, pieces.byte_size)
         return vpb.ListAddressesResponse(records=chunk, next_page_token=token)
 
     @grpc_errors
@@ -62,7 +58,7 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
     ) -> vpb.ListAddressConflictsResponse:
         found = [wire.address_conflict_to_pb(c.to_json()) for c in self.registry.conflicts()]
         chunk, token = pieces.page(found, lambda c: f"{c.kind}\0{c.domain}\0{c.value}", request.page_size,
-                                   request.page_token, _size)
+                                   request.page_token, pieces.byte_size)
         return vpb.ListAddressConflictsResponse(conflicts=chunk, next_page_token=token)
 
     @grpc_errors
@@ -84,7 +80,7 @@ class GlobalViewService(views_pb2_grpc.GlobalViewServiceServicer):
         self, request: vpb.ListRoutingDomainsRequest, context: Any
     ) -> vpb.ListRoutingDomainsResponse:
         domains = [wire.routing_domain_to_pb(d) for d in self.registry.list_domains()]
-        chunk, token = pieces.page(domains, lambda d: d.name, request.page_size, request.page_token, _size)
+        chunk, token = pieces.page(domains, lambda d: d.name, request.page_size, request.page_token, pieces.byte_size)
         return vpb.ListRoutingDomainsResponse(domains=chunk, next_page_token=token)
 
     @grpc_errors

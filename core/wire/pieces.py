@@ -15,6 +15,7 @@ reached and say where the next page starts.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -45,6 +46,11 @@ def token_key(token: str, field: str = "page_token") -> str:
         raise InvalidArgument("is not a token from a previous response", field) from None
 
 
+def byte_size(message: Any) -> int:
+    """A message's encoded size: the ``size_of`` of ``page`` and ``fit`` for items that are messages already."""
+    return int(message.ByteSize())
+
+
 def page(items: list[T], key: Callable[[T], str], size: int, token: str,
          size_of: Callable[[T], int] | None = None) -> tuple[list[T], str]:
     """One page of ``items`` in key order after ``token``; the token of the next page ("" when none).
@@ -64,6 +70,30 @@ def page(items: list[T], key: Callable[[T], str], size: int, token: str,
         chunk, cut = fit(chunk, size_of, PAGE_BYTES)
         more = more or cut
     return chunk, page_token(key(chunk[-1])) if more and chunk else ""
+
+
+def newest_that_fit(messages: list[T], places: list[Any], limit: int) -> tuple[list[T], str]:
+    """For an answer of "the newest ``limit``" (events, audit): of ``messages`` (oldest first, ``places[i]`` where
+    message i stands), the newest that fit in ``PAGE_BYTES``, oldest first, and the token of the older ones still
+    due ("" when all fit). Pages go back in time; ``back_token`` reads the token."""
+    taken, cut = fit(reversed(messages), byte_size, PAGE_BYTES)
+    if not cut:
+        return taken[::-1], ""
+    place = places[len(messages) - len(taken)]
+    return taken[::-1], page_token(json.dumps({"before": place, "left": limit - len(taken)}))
+
+
+def back_token(token: str, limit: int, place_ok: Callable[[Any], bool]) -> tuple[Any, int]:
+    """The place to read below and the number of items still due that a ``newest_that_fit`` token holds, given
+    the request's ``limit``; INVALID_ARGUMENT naming ``page_token`` for anything else."""
+    try:
+        data = json.loads(token_key(token))
+        before, left = data["before"], int(data["left"])
+        if not (place_ok(before) and 0 < left <= limit):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("is not a token from a previous answer with the same limit", "page_token") from None
+    return before, left
 
 
 def element_bytes(size: int) -> int:
