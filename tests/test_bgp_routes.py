@@ -160,8 +160,9 @@ def test_hosts_reach_each_other_through_learned_routes_only(bgp_lab: BgpLab) -> 
         looks += 1
         assert looks < 600, "the session did not come back"
         time.sleep(0.05)
-    time.sleep(1.5)  # the new speaker is settled: what it learned again is what is installed
-    assert _routes(one, "-4", "179")["10.2.0.0/24"].startswith("via 192.0.2.2 dev eth0 proto 179")
+    # What the new speaker learned again is what is installed.
+    wait_for(lambda: _routes(one, "-4", "179").get("10.2.0.0/24", "").startswith("via 192.0.2.2 dev eth0 proto 179"),
+             10, "the new speaker's route to 10.2.0.0/24 installed")
     wait_for(lambda: _ping(host_a, "10.2.0.2"), 15, "hostA to reach hostB after the speaker's restart")
 
     # An endpoint that only advertises: nothing installed, the session stays.
