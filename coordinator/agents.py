@@ -123,6 +123,15 @@ STATUS_MAX_INTERVAL = 5.0  # seconds: the pacing never holds a change back longe
 LAST_REPORT_EVERY = 10.0  # seconds between copies to last-status/{site} while the session lasts (and at its end)
 
 
+def _went_down(s: AgentSession) -> bool:
+    """Whether a peering that was ESTABLISHED in the session's last written record no longer is: a session lost
+    (a flap, an outage) is written at once, whatever the pacing, so that the operator sees it centrally."""
+    if not s._written_up:
+        return False
+    up = {p.connection for p in s.record.observed if p.state == m.PeeringState.ESTABLISHED}
+    return not s._written_up <= up
+
+
 class StatusWriter:
     """Writes the status records of all sessions, many per etcd transaction.
 
@@ -131,7 +140,8 @@ class StatusWriter:
     the mod revision of the session's last write. If a batch fails, some session
     was taken over: the writer retries that batch one record at a time and tells
     the session that lost. Updates made while a write is in flight or paced
-    coalesce into the next one.
+    coalesce into the next one, except a peering leaving ESTABLISHED (``_went_down``), which is written at
+    once: a flap must show centrally even when the session comes back before the pacing allows a write.
     """
 
     def __init__(self, store: Store) -> None:
@@ -160,7 +170,7 @@ class StatusWriter:
             for key, s in list(self.dirty.items()):
                 if s.taken_over.is_set() or s.closed:
                     del self.dirty[key]
-                elif s._due <= now:
+                elif s._due <= now or _went_down(s):
                     del self.dirty[key]
                     batch.append(s)
             for start in range(0, len(batch), STATUS_BATCH):
@@ -179,6 +189,7 @@ class StatusWriter:
     def _ops(self, s: AgentSession, now: float) -> list[Put]:
         value = s.record.encode()
         s._due = now + min(STATUS_MAX_INTERVAL, max(0, len(value) - STATUS_FREE_BYTES) / STATUS_BYTES_PER_SECOND)
+        s._written_up = {p.connection for p in s.record.observed if p.state == m.PeeringState.ESTABLISHED}
         ops = [Put(r.status_key(s.site), value, s.lease)]
         if now - s._copied >= LAST_REPORT_EVERY:
             s._copied = now
@@ -294,6 +305,7 @@ class AgentSession:
         self.lease = 0
         self._written_rev = 0  # mod revision of our last status write: a takeover shows as a mismatch
         self._due = 0.0  # monotonic time from which the status writer may write this record again (pacing)
+        self._written_up: set[str] = set()  # peerings ESTABLISHED in the last record written (one going down: now)
         self._copied = 0.0  # monotonic time of the last copy to last-status/{site} (0: none yet)
         self.taken_over = asyncio.Event()
         self.lease_lost = asyncio.Event()

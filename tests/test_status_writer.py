@@ -14,6 +14,8 @@ import time
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
+
 from conftest import await_for
 from isthmus.coordinator import agents
 from isthmus.coordinator import registry as r
@@ -78,3 +80,53 @@ def test_a_small_record_is_plain_json_and_an_old_record_with_a_journal_still_rea
     assert small.encode().startswith(b"{") and AgentStatusRecord.decode(small.encode()) == small
     old = m.to_json(small) | {"journal": [{"seq": 1, "time_unix_ms": 5, "kind": "agent", "message": "up"}]}
     assert AgentStatusRecord.decode(json.dumps(old).encode()) == small
+
+
+async def test_a_peering_that_goes_down_is_written_at_once_whatever_the_pacing(
+        etcd: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flap must show centrally: a peering leaving ESTABLISHED is written without waiting for the pacing (held
+    at a minute here, so that only that rule can write it within the deadline); one coming up waits its turn."""
+    monkeypatch.setattr(agents, "STATUS_MAX_INTERVAL", 60.0)
+    monkeypatch.setattr(agents, "STATUS_BYTES_PER_SECOND", 1)
+    store = Store([etcd])
+    await store.connect()
+    try:
+        service = cast(AgentService, SimpleNamespace(advertise="127.0.0.1:1", store=store, lease_ttl=10,
+                                                     lease_keeper=LeaseKeeper(store, 10)))
+        session = AgentSession(service, apb.Hello(site="edge", instance_id="i1", agent_version="t"), "peer")
+        await session.claim()
+        writer = StatusWriter(store)
+
+        async def shown() -> list[m.PeeringState]:
+            kv = await store.get(r.status_key("edge"))
+            record = AgentStatusRecord.decode(kv.value) if kv else None
+            return [p.state for p in record.observed] if record is not None else []
+
+        async def shows(states: list[m.PeeringState]) -> bool:
+            return await shown() == states
+
+        session.record.observed = observed(20)
+        writer.mark(session)
+        await await_for(lambda: shows([m.PeeringState.ESTABLISHED] * 20), 10, "the first record")
+        written = writer.transactions
+        # A change that is no loss (a new applied revision) waits for the pacing: not written meanwhile.
+        session.record.applied_revision = 7
+        writer.mark(session)
+        # One peering goes down: written at once, with the change that waited.
+        down = observed(20)
+        down[3] = m.ObservedPeering(down[3].connection, m.PeeringState.CONNECTING, error="NOTIFICATION received: Cease")
+        session.record.observed = down
+        writer.mark(session)
+        states = [m.PeeringState.ESTABLISHED] * 20
+        states[3] = m.PeeringState.CONNECTING
+        await await_for(lambda: shows(states), 10, "the peering that went down to be written")
+        assert writer.transactions == written + 1
+        kv = await store.get(r.status_key("edge"))
+        assert kv is not None and AgentStatusRecord.decode(kv.value).applied_revision == 7
+        # It comes back: no loss, so the pacing holds the write (a minute here).
+        session.record.observed = observed(20)
+        writer.mark(session)
+        await asyncio.sleep(agents.STATUS_DEBOUNCE * 4)  # the writer's passes run: none may write
+        assert await shown() == states and writer.transactions == written + 1
+    finally:
+        await store.close()
