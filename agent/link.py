@@ -31,6 +31,7 @@ from isthmus.core.wire import network as wire
 from isthmus.core.wire import pieces
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
+from isthmus.v1 import types_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -298,11 +299,18 @@ class CoordinatorLink:
     async def _send_reports(self, outbox: asyncio.Queue[apb.AgentMessage]) -> None:
         """Report on connect, then on every change; a heartbeat when nothing changed for a while."""
         seq, report = self.reconciler.report()
+        sent: dict[str, tuple[m.ObservedPeering, pb.ObservedPeering]] = {}  # by connection: what the coordinator has
         while True:
-            outbox.put_nowait(apb.AgentMessage(observed=apb.ObservedReport(
-                revision=report.applied_revision,
-                peerings=[wire.observed_to_pb(o) for o in report.observed.values()],
-            )))
+            # The observed peerings go again only when one of them changed (a new revision applied with the
+            # peerings as they were is an ack alone); those as last sent keep their message.
+            now: dict[str, tuple[m.ObservedPeering, pb.ObservedPeering]] = {}
+            for name, o in report.observed.items():
+                last = sent.get(name)
+                now[name] = last if last is not None and last[0] == o else (o, wire.observed_to_pb(o))
+            if not sent or now.keys() != sent.keys() or any(now[n] is not sent[n] for n in now):
+                outbox.put_nowait(apb.AgentMessage(observed=apb.ObservedReport(
+                    revision=report.applied_revision, peerings=[q for _, q in now.values()])))
+            sent = now
             outbox.put_nowait(apb.AgentMessage(ack=apb.Ack(revision=report.applied_revision)))
             while True:
                 try:

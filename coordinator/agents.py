@@ -28,7 +28,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -48,6 +48,7 @@ from isthmus.core.wire import network as wire
 from isthmus.core.wire import pieces
 from isthmus.v1 import agent_pb2 as apb
 from isthmus.v1 import agent_pb2_grpc
+from isthmus.v1 import types_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +95,22 @@ class AgentStatusRecord:
     overrides: list[m.Override] = field(default_factory=list)
     disconnected_ms: int = 0  # in a last report: when the session ended (0: still up, or it was not seen to end)
 
-    def encode(self) -> bytes:
+    def encode(self, texts: Texts | None = None) -> bytes:
         """JSON; over COMPRESS_OVER bytes, zlib-compressed (a site's observed peerings repeat their field names
-        and connection names: a tenth of the bytes in etcd, written again with every status change)."""
-        raw = json.dumps(m.to_json(self), sort_keys=True, separators=(",", ":")).encode()
+        and connection names: a tenth of the bytes in etcd, written again with every status change).
+
+        With ``texts`` (the session's), only the observed peerings and overrides not in the last encoding are
+        encoded again: a site of a mesh reports hundreds of peerings, most of them unchanged.
+        """
+        texts = Texts() if texts is None else texts
+        head = _dumps({name: getattr(self, name) for name in _HEAD})
+        observed, overrides = texts.of(self.observed, self.overrides)
+        raw = f'{head[:-1]},"observed":{observed},"overrides":{overrides}}}'.encode()
         return zlib.compress(raw, 1) if len(raw) > COMPRESS_OVER else raw
 
-    def last_report(self, disconnected_ms: int = 0) -> bytes:
+    def last_report(self, disconnected_ms: int = 0, texts: Texts | None = None) -> bytes:
         """The copy kept after the session, with when it ended."""
-        return dataclasses.replace(self, disconnected_ms=disconnected_ms).encode()
+        return dataclasses.replace(self, disconnected_ms=disconnected_ms).encode(texts)
 
     @classmethod
     def decode(cls, raw: bytes) -> AgentStatusRecord:
@@ -111,6 +119,37 @@ class AgentStatusRecord:
         d["observed"] = [m.observed_from_json(o) for o in d.get("observed", [])]
         d["overrides"] = [m.override_from_json(o) for o in d.get("overrides", [])]
         return cls(**d)
+
+
+class Texts:
+    """The JSON texts of the objects in a session's last status encoding, by identity (the objects are held, so
+    an id is never another object's)."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[object, str]] = {}
+
+    def of(self, *lists: Sequence[object]) -> list[str]:
+        """Each list's JSON text; what is not in this call is forgotten."""
+        known, held = self._known, {}
+        out = []
+        for items in lists:
+            parts = []
+            for item in items:
+                last = known.get(id(item))
+                if last is None or last[0] is not item:
+                    last = (item, _dumps(item))
+                held[id(item)] = last
+                parts.append(last[1])
+            out.append("[" + ",".join(parts) + "]")
+        self._known = held
+        return out
+
+
+_HEAD = tuple(f.name for f in dataclasses.fields(AgentStatusRecord) if f.name not in ("observed", "overrides"))
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(m.to_json(value), sort_keys=True, separators=(",", ":"))
 
 
 STATUS_DEBOUNCE = 0.05  # seconds
@@ -187,13 +226,13 @@ class StatusWriter:
             self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._wake.set)
 
     def _ops(self, s: AgentSession, now: float) -> list[Put]:
-        value = s.record.encode()
+        value = s.record.encode(s.texts)
         s._due = now + min(STATUS_MAX_INTERVAL, max(0, len(value) - STATUS_FREE_BYTES) / STATUS_BYTES_PER_SECOND)
         s._written_up = {p.connection for p in s.record.observed if p.state == m.PeeringState.ESTABLISHED}
         ops = [Put(r.status_key(s.site), value, s.lease)]
         if now - s._copied >= LAST_REPORT_EVERY:
             s._copied = now
-            ops.append(Put(r.last_status_key(s.site), s.record.last_report()))
+            ops.append(Put(r.last_status_key(s.site), s.record.last_report(texts=s.texts)))
         return ops
 
     async def _write(self, sessions: list[AgentSession]) -> None:
@@ -303,6 +342,8 @@ class AgentSession:
             applied_revision=hello.applied_revision,
         )
         self.lease = 0
+        self._reported: dict[str, tuple[pb.ObservedPeering, m.ObservedPeering]] = {}  # by connection: ``_observed``
+        self.texts = Texts()  # of the last status written: ``AgentStatusRecord.encode``
         self._written_rev = 0  # mod revision of our last status write: a takeover shows as a mismatch
         self._due = 0.0  # monotonic time from which the status writer may write this record again (pacing)
         self._written_up: set[str] = set()  # peerings ESTABLISHED in the last record written (one going down: now)
@@ -377,7 +418,7 @@ class AgentSession:
                 answer.set_exception(Unavailable(f"site {self.site}: its agent disconnected"))
         with contextlib.suppress(IsthmusError):
             await self.store.txn([mod_is(r.status_key(self.site), self._written_rev)],
-                                 [Put(r.last_status_key(self.site), self.record.last_report(now_ms()))])
+                                 [Put(r.last_status_key(self.site), self.record.last_report(now_ms(), self.texts))])
         with contextlib.suppress(IsthmusError):
             await self.store.revoke_lease(self.lease)
 
@@ -403,10 +444,11 @@ class AgentSession:
         kind = msg.WhichOneof("msg")
         if kind == "ack":
             self.record.applied_revision = msg.ack.revision
+            self.record.last_report_ms = now_ms()  # an agent whose peerings are as they were sends the ack alone
             self.mark_dirty()
             log.debug("site %s acked rev %d", self.site, msg.ack.revision)
         elif kind == "observed":
-            self.record.observed = [wire.observed_from_pb(p) for p in msg.observed.peerings]
+            self.record.observed = self._observed(msg.observed.peerings)
             self.record.last_report_ms = now_ms()
             self.mark_dirty()
         elif kind == "local":
@@ -425,6 +467,20 @@ class AgentSession:
             self.service.health.take(self.site, msg.health)
         else:
             log.warning("site %s sent an unexpected %s message; ignored", self.site, kind)
+
+    def _observed(self, reported: Iterable[pb.ObservedPeering]) -> list[m.ObservedPeering]:
+        """The reported peerings; one reported as in the last report keeps its object (the status writer encodes
+        it again only when it changed: ``Texts``)."""
+        known, held = self._reported, {}
+        out = []
+        for p in reported:
+            last = known.get(p.connection)
+            if last is None or last[0] != p:
+                last = (p, wire.observed_from_pb(p))
+            held[p.connection] = last
+            out.append(last[1])
+        self._reported = held
+        return out
 
     async def first_message(self, hello: apb.Hello) -> apb.CoordinatorMessage:
         """A delta from the state the agent holds when it can be rebuilt from etcd's history, else a snapshot."""
@@ -507,7 +563,8 @@ class AgentSession:
             self.sent = peerings
             if not upserts and not removes:
                 continue
-            log.info(
+            # Debug: a change of a hub endpoint is a delta for every site (the planner's line at info names them).
+            log.debug(
                 "site %s: delta at rev %d (%d upserts, %d removes)", self.site, revision, len(upserts), len(removes)
             )
             delta = apb.CoordinatorMessage(

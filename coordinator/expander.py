@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable
 
 from isthmus.coordinator import registry as r
-from isthmus.coordinator.policies import expansions, read_config
+from isthmus.coordinator.policies import POLICIES, expansions, read_config
 from isthmus.coordinator.registry import Registry
 from isthmus.coordinator.store import Store
 from isthmus.core import model as m
@@ -33,6 +33,7 @@ class PassResult:
     deleted: int = 0
     failed: int = 0
     revision: int = 0
+    owns: bool = True  # whether any policy, or any connection a policy made, was there to expand
 
 
 async def expand_once(store: Store, registry: Registry) -> PassResult:
@@ -43,6 +44,7 @@ async def expand_once(store: Store, registry: Registry) -> PassResult:
     for expansion in expansions(config).values():
         wanted.update(expansion.connections)
     stored = {c.name: c for c in config.connections if c.policy}
+    out.owns = bool(config.policies or stored)
     for name, conn in sorted(stored.items()):
         if name not in wanted or wanted[name].policy != conn.policy or _fixed_part(wanted[name]) != _fixed_part(conn):
             await _write(out, "deleted", f"delete {name}", registry.delete_connection(name, conn.version, conn.policy))
@@ -81,10 +83,22 @@ async def _write(out: PassResult, counter: str, what: str, write: Awaitable[obje
 
 
 async def expand_policies(store: Store) -> None:
-    """The leader job: a pass, then another after each change under ``config/``, until cancelled."""
+    """The leader job: a pass, then another after each change under ``config/``, until cancelled.
+
+    While there is no policy and no connection a policy made, a change only counts the policies (one small
+    read) instead of reading the whole configuration: in a cloud without policies a pass per burst of writes
+    read every connection, a fifth of the coordinator's CPU while a mesh of 100 sites was being built.
+    """
     registry = Registry(store)
+    owns = True  # the first pass of a leadership reads everything: a former leader may have left connections
     while True:
+        if not owns:
+            policies, revision = await store.get_prefix(POLICIES)
+            if not policies:
+                await _wait_for_change(store, revision)
+                continue
         result = await expand_once(store, registry)
+        owns = result.owns
         await _wait_for_change(store, result.revision)
 
 

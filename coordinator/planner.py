@@ -88,6 +88,7 @@ async def plan_at(store: Store, site: str, revision: int) -> dict[str, m.Desired
     return (await snapshot_at(store, revision)).plan(site)
 
 
+LOG_SITES = 20  # sites a log line names; more are counted
 SETTLE_ON_STOP = 2.0  # seconds a starting or stopping planner waits for its changes to be recorded
 
 
@@ -286,13 +287,15 @@ class Planner(Watcher[set[str]]):
             new, old = self._replan(site, names), self.peerings.get(site, {})
             if new != old:
                 # Unchanged peerings keep their objects: digests and agent streams skip them by identity.
-                self.peerings[site] = {n: q if (q := old.get(n)) is not None and q == p else p
+                self.peerings[site] = {n: q if (q := old.get(n)) is not None and (q is p or q == p) else p
                                        for n, p in new.items()}
                 self.site_revision[site] = revision
                 changed.add(site)
                 self._wake(site)
         if changed:
-            log.info("rev %d changed the desired peerings of %s", revision, ", ".join(sorted(changed)))
+            named = sorted(changed)
+            more = f" and {len(named) - LOG_SITES} more" if len(named) > LOG_SITES else ""
+            log.info("rev %d changed the desired peerings of %s%s", revision, ", ".join(named[:LOG_SITES]), more)
         return changed
 
     async def reconcile(self, work: set[str]) -> None:
