@@ -306,7 +306,7 @@ class CoordinatorLink:
             now: dict[str, tuple[m.ObservedPeering, pb.ObservedPeering]] = {}
             for name, o in report.observed.items():
                 last = sent.get(name)
-                now[name] = last if last is not None and last[0] == o else (o, wire.observed_to_pb(o))
+                now[name] = last if last is not None and (last[0] is o or last[0] == o) else (o, wire.observed_to_pb(o))
             if not sent or now.keys() != sent.keys() or any(now[n] is not sent[n] for n in now):
                 outbox.put_nowait(apb.AgentMessage(observed=apb.ObservedReport(
                     revision=report.applied_revision, peerings=[q for _, q in now.values()])))

@@ -172,8 +172,9 @@ class Reconciler:
             self.effective = effective
             by_driver: dict[int, dict[str, m.DesiredPeering]] = {id(d): {} for d in self.drivers}
             observed: dict[str, m.ObservedPeering] = {}
+            drivers = {t: self._driver_for(t) for t in m.ConnectionType}  # looked up once per pass
             for name, peering in effective.items():
-                driver = self._driver_for(peering.type)
+                driver = drivers[peering.type]
                 if driver is None:
                     have = ", ".join(d.name for d in self.drivers)
                     observed[name] = self._error(name, f"no driver for {peering.type.upper()} (drivers: {have})")

@@ -57,22 +57,35 @@ class StateClock:
 
     def __init__(self) -> None:
         self._since: dict[str, tuple[PeeringState, int]] = {}
+        self._last: dict[str, ObservedPeering] = {}
 
     def observed(self, name: str, state: PeeringState, error: str, driver: str, **extra: Any) -> ObservedPeering:
-        """The observation of ``name`` in ``state``, stamped with when it entered that state."""
+        """The observation of ``name`` in ``state``, stamped with when it entered that state.
+
+        The same object as last time when nothing about the peering changed: the reconciler, the agent's
+        reports and the coordinator's status records compare and encode again only what changed.
+        """
         prev = self._since.get(name)
         if prev is None or prev[0] != state:
             self._since[name] = (state, int(time.time() * 1000))
-        return ObservedPeering(name, state, error, self._since[name][1], driver, **extra)
+        since = self._since[name][1]
+        last = self._last.get(name)
+        if (last is not None and not extra and not last.received_prefixes and last.state == state
+                and last.error == error and last.driver == driver and last.since_ms == since):
+            return last
+        self._last[name] = new = ObservedPeering(name, state, error, since, driver, **extra)
+        return new
 
     def keep(self, names: Iterable[str]) -> None:
         """Forget every peering not in ``names``."""
         wanted = set(names)
         for name in [n for n in self._since if n not in wanted]:
             del self._since[name]
+            self._last.pop(name, None)
 
     def forget(self, name: str) -> None:
         self._since.pop(name, None)
+        self._last.pop(name, None)
 
 
 class Driver(abc.ABC):
