@@ -92,7 +92,14 @@ class Journal:
         self._lines_on_disk = len(self.entries)
 
     def since(self, seq: int) -> list[m.JournalEntry]:
-        return [e for e in self.entries if e.seq > seq]
+        """The entries after ``seq``, oldest first (read from the newest end: usually a few of a thousand)."""
+        out = []
+        for e in reversed(self.entries):  # in seq order
+            if e.seq <= seq:
+                break
+            out.append(e)
+        out.reverse()
+        return out
 
     def last(self, limit: int = 0) -> list[m.JournalEntry]:
         items = list(self.entries)

@@ -266,7 +266,8 @@ class CoordinatorLink:
         self.reconciler.set_desired(state)
         added = state.peerings.keys() - before.peerings.keys()
         removed = before.peerings.keys() - state.peerings.keys()
-        changed = {n for n in state.peerings.keys() & before.peerings.keys() if state.peerings[n] != before.peerings[n]}
+        changed = {n for n in state.peerings.keys() & before.peerings.keys()
+                   if (new := state.peerings[n]) is not (old := before.peerings[n]) and new != old}
         if added or removed or changed:
             self.reconciler.note("desired", f"rev {state.revision}: {len(state.peerings)} peerings "
                                  f"(+{len(added)} -{len(removed)} ~{len(changed)})")

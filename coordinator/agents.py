@@ -165,7 +165,13 @@ LAST_REPORT_EVERY = 10.0  # seconds between copies to last-status/{site} while t
 def _went_down(s: AgentSession) -> bool:
     """Whether a peering that was ESTABLISHED in the session's last written record no longer is: a session lost
     (a flap, an outage) is written at once, whatever the pacing, so that the operator sees it centrally."""
-    return bool(s._written_up) and not s._written_up <= _up(s)
+    if not s._written_up:
+        return False
+    up = _up(s)
+    known = s._down_for
+    if known is None or known[0] is not up or known[1] is not s._written_up:  # the sets are replaced, never changed
+        known = s._down_for = (up, s._written_up, not s._written_up <= up)
+    return known[2]
 
 
 def _up(s: AgentSession) -> set[str]:
@@ -355,6 +361,7 @@ class AgentSession:
         self._written_up: set[str] = set()  # peerings ESTABLISHED in the last record written (one going down: now)
         self._up: set[str] = set()  # peerings ESTABLISHED in ``_up_of`` (``_up``)
         self._up_of: list[m.ObservedPeering] | None = None
+        self._down_for: tuple[set[str], set[str], bool] | None = None  # ``_went_down``'s last answer, for its sets
         self._copied = 0.0  # monotonic time of the last copy to last-status/{site} (0: none yet)
         self.taken_over = asyncio.Event()
         self.lease_lost = asyncio.Event()
@@ -476,15 +483,23 @@ class AgentSession:
         it again only when it changed: ``Texts``)."""
         known, held = self._reported, {}
         out = []
+        up = set(self._up) if self._up_of is self.record.observed else _up(self)
         for p in reported:
             last = known.get(p.connection)
             if last is None or last[0] != p:
                 kept = pb.ObservedPeering()
                 kept.CopyFrom(p)  # not ``p``: a part of the message would keep all of it alive
                 last = (kept, wire.observed_from_pb(p))
+                if last[1].state == m.PeeringState.ESTABLISHED:
+                    up.add(p.connection)
+                else:
+                    up.discard(p.connection)
             held[p.connection] = last
             out.append(last[1])
+        for gone in known.keys() - held.keys():
+            up.discard(gone)
         self._reported = held
+        self._up, self._up_of = up, out  # ``_up`` without going through every peering again
         return out
 
     async def first_message(self, hello: apb.Hello) -> apb.CoordinatorMessage:

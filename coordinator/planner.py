@@ -10,6 +10,7 @@ depends only on etcd's content, so all of them agree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ async def plan_at(store: Store, site: str, revision: int) -> dict[str, m.Desired
 
 
 LOG_SITES = 20  # sites a log line names; more are counted
+SETTLE_PAUSE = 0.5  # seconds between two settles of the desired revisions (the first after a quiet spell: at once)
 SETTLE_ON_STOP = 2.0  # seconds a starting or stopping planner waits for its changes to be recorded
 
 
@@ -112,6 +114,7 @@ class Planner(Watcher[set[str]]):
         self._unsettled: set[str] = set()  # sites whose changes wait for the settle task
         self._settle_through = 0  # the newest revision whose changes are queued for it
         self._settler: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set when stopping: what is left is settled without pausing
 
     # ------------------------------------------------------------ the registry's cache (registry.ConfigCache)
 
@@ -310,7 +313,14 @@ class Planner(Watcher[set[str]]):
             self._settler = asyncio.create_task(self._settle(), name="planner-settle")
 
     async def _settle(self) -> None:
+        first = True
         while self._unsettled or self._settle_through > self.reconciled_at:
+            if not first and not self._hurry.is_set():
+                # Sites that keep changing (a mesh being built) are settled once per pause, not per change: each
+                # settle digests all the site's peerings and writes its record.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), SETTLE_PAUSE)
+            first = False
             sites, self._unsettled = self._unsettled, set()
             through = self._settle_through
             listed_at, self._listed_at = self._listed_at, 0
@@ -326,6 +336,7 @@ class Planner(Watcher[set[str]]):
 
     async def stop(self) -> None:
         await super().stop()
+        self._hurry.set()
         if self._settler is not None:
             # What this planner saw is recorded before it goes (bounded: etcd may be away).
             await asyncio.wait([self._settler], timeout=SETTLE_ON_STOP)
