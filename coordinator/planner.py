@@ -288,10 +288,13 @@ class Planner(Watcher[set[str]]):
         changed = set()
         for site, names in touched.items():
             new, old = self._replan(site, names), self.peerings.get(site, {})
+            # Unchanged peerings keep their objects: digests and agent streams skip them by identity. Replanned
+            # incrementally, only the replanned ones can be new objects.
+            for n in new if names is None else names & new.keys():
+                if (q := old.get(n)) is not None and q is not (p := new[n]) and q == p:
+                    new[n] = q
             if new != old:
-                # Unchanged peerings keep their objects: digests and agent streams skip them by identity.
-                self.peerings[site] = {n: q if (q := old.get(n)) is not None and (q is p or q == p) else p
-                                       for n, p in new.items()}
+                self.peerings[site] = new
                 self.site_revision[site] = revision
                 changed.add(site)
                 self._wake(site)
