@@ -344,7 +344,9 @@ async def test_a_create_validated_on_the_cache_still_meets_what_only_etcd_holds(
 async def test_watch_streams_changes_filtered_by_site(env: tuple[str, Path]) -> None:
     async def body(c: Client, store: Store) -> None:
         await seed(c)
-        call = c.status.Watch(api.WatchRequest(kinds=["connection", "endpoint"], site="c1"))
+        _, seeded = await store.get_prefix(ROOT)
+        # From the revision after the seed: the writes below are seen however late the watch registers.
+        call = c.status.Watch(api.WatchRequest(kinds=["connection", "endpoint"], site="c1", start_revision=seeded + 1))
         events: list[api.WatchEvent] = []
 
         async def collect() -> None:
@@ -354,7 +356,6 @@ async def test_watch_streams_changes_filtered_by_site(env: tuple[str, Path]) -> 
                     return
 
         task = asyncio.create_task(collect())
-        await asyncio.sleep(0.3)  # let the watch register before the writes it must see
         await c.connections.CreateConnection(bgp("r1-c1", "r1/gw", "c1/gw"))
         await c.endpoints.CreateEndpoint(pb.Endpoint(site="r3", name="gw", address="192.0.2.30", asn=65030))
         await c.connections.DeleteConnection(api.DeleteConnectionRequest(name="r1-c1"))
