@@ -170,6 +170,7 @@ class CoordinatorLink:
         )))
         assembler = pieces.Assembler()
         self._journal_after = None
+        self._observed_changes = False  # the coordinator takes ObservedReports of changes (EventsFrom says so)
         synced = False
         tasks: list[asyncio.Task[None]] = []
         async with channel:
@@ -234,6 +235,7 @@ class CoordinatorLink:
             for p in msg.delta.upserts:
                 peerings[p.connection] = wire.peering_from_pb(p)
         elif kind == "events_from":
+            self._observed_changes = msg.events_from.observed_changes
             self._events_from(msg.events_from.seq)
             return
         elif kind == "log_request":
@@ -301,16 +303,29 @@ class CoordinatorLink:
         """Report on connect, then on every change; a heartbeat when nothing changed for a while."""
         seq, report = self.reconciler.report()
         sent: dict[str, tuple[m.ObservedPeering, pb.ObservedPeering]] = {}  # by connection: what the coordinator has
+        first = True
         while True:
-            # The observed peerings go again only when one of them changed (a new revision applied with the
-            # peerings as they were is an ack alone); those as last sent keep their message.
+            # The observed peerings go only when one of them changed (a new revision applied with the peerings as
+            # they were is an Ack alone): all of them in the stream's first report and to a coordinator that did
+            # not say it takes changes, else only those changed and the names of those gone.
             now: dict[str, tuple[m.ObservedPeering, pb.ObservedPeering]] = {}
+            changed = []
             for name, o in report.observed.items():
                 last = sent.get(name)
-                now[name] = last if last is not None and (last[0] is o or last[0] == o) else (o, wire.observed_to_pb(o))
-            if not sent or now.keys() != sent.keys() or any(now[n] is not sent[n] for n in now):
-                outbox.put_nowait(apb.AgentMessage(observed=apb.ObservedReport(
-                    revision=report.applied_revision, peerings=[q for _, q in now.values()])))
+                if last is None or (last[0] is not o and last[0] != o):
+                    last = (o, wire.observed_to_pb(o))
+                    changed.append(last[1])
+                now[name] = last
+            gone = [name for name in sent if name not in now]
+            if first or changed or gone:
+                if first or not self._observed_changes:
+                    observed = apb.ObservedReport(revision=report.applied_revision,
+                                                  peerings=[q for _, q in now.values()])
+                else:
+                    observed = apb.ObservedReport(revision=report.applied_revision, peerings=changed, gone=gone,
+                                                  changes=True)
+                outbox.put_nowait(apb.AgentMessage(observed=observed))
+            first = False
             sent = now
             outbox.put_nowait(apb.AgentMessage(ack=apb.Ack(revision=report.applied_revision)))
             while True:

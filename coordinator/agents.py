@@ -42,6 +42,7 @@ from isthmus.coordinator.events import EventWriter
 from isthmus.coordinator.health import HealthBook
 from isthmus.coordinator.planner import Planner, plan_at
 from isthmus.coordinator.store import Put, Store, absent, mod_is
+from isthmus.core import checks
 from isthmus.core import model as m
 from isthmus.core.errors import InvalidArgument, IsthmusError, OutOfRange, Unavailable
 from isthmus.core.wire import network as wire
@@ -159,6 +160,9 @@ STATUS_BATCH = 60  # sessions written per etcd transaction: up to two puts each 
 STATUS_BYTES_PER_SECOND = 1_000
 STATUS_FREE_BYTES = 200  # a record up to this size is not paced (an agent with no peerings)
 STATUS_MAX_INTERVAL = 5.0  # seconds: the pacing never holds a change back longer
+# Observed peerings a session's record holds at most: a site's connections (checks.MAX_CONNECTIONS_PER_SITE) and
+# as many added locally. Reports of changes add up, so the sum is bounded here rather than by the message size.
+MAX_OBSERVED = 2 * checks.MAX_CONNECTIONS_PER_SITE
 LAST_REPORT_EVERY = 10.0  # seconds between copies to last-status/{site} while the session lasts (and at its end)
 
 
@@ -458,7 +462,8 @@ class AgentSession:
             self.mark_dirty()
             log.debug("site %s acked rev %d", self.site, msg.ack.revision)
         elif kind == "observed":
-            self.record.observed = self._observed(msg.observed.peerings)
+            report = msg.observed
+            self.record.observed = self._observed(report.peerings, report.gone if report.changes else None)
             self.record.last_report_ms = now_ms()
             self.mark_dirty()
         elif kind == "local":
@@ -478,12 +483,15 @@ class AgentSession:
         else:
             log.warning("site %s sent an unexpected %s message; ignored", self.site, kind)
 
-    def _observed(self, reported: Iterable[pb.ObservedPeering]) -> list[m.ObservedPeering]:
-        """The reported peerings; one reported as in the last report keeps its object (the status writer encodes
-        it again only when it changed: ``Texts``)."""
-        known, held = self._reported, {}
-        out = []
-        up = set(self._up) if self._up_of is self.record.observed else _up(self)
+    def _observed(self, reported: Iterable[pb.ObservedPeering], gone: Iterable[str] | None) -> list[m.ObservedPeering]:
+        """The observed peerings after a report: the whole list, or (``gone`` not None) the changes to the last.
+
+        One reported as before keeps its object (the status writer encodes it again only when it changed:
+        ``Texts``), and the established set (``_up``) is updated from the changed ones only.
+        """
+        known = self._reported
+        held = {} if gone is None else dict(known)
+        up = set(self._up) if self._up_of is self.record.observed else set(_up(self))
         for p in reported:
             last = known.get(p.connection)
             if last is None or last[0] != p:
@@ -495,9 +503,13 @@ class AgentSession:
                 else:
                     up.discard(p.connection)
             held[p.connection] = last
-            out.append(last[1])
-        for gone in known.keys() - held.keys():
-            up.discard(gone)
+        for name in (known.keys() - held.keys()) if gone is None else gone:
+            held.pop(name, None)
+            up.discard(name)
+        if len(held) > MAX_OBSERVED:
+            raise InvalidArgument(f"{len(held)} peerings observed, over the {MAX_OBSERVED} a site can report",
+                                  "observed.peerings")
+        out = [o for _, o in held.values()]
         self._reported = held
         self._up, self._up_of = up, out  # ``_up`` without going through every peering again
         return out
@@ -566,7 +578,8 @@ class AgentSession:
         cursor = await self._unless_ending(self.service.events.cursor(self.site))
         if cursor is None:
             return
-        yield apb.CoordinatorMessage(events_from=apb.EventsFrom(seq=cursor))
+        # The agent may report its observed peerings as changes from now on (ObservedReport.changes).
+        yield apb.CoordinatorMessage(events_from=apb.EventsFrom(seq=cursor, observed_changes=True))
         base = first.snapshot.revision if first.HasField("snapshot") else first.delta.revision
         while True:
             # One event wakes the stream: a change of the site's desired peerings, a log request (``ask``) or the

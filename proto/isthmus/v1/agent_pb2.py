@@ -26,7 +26,7 @@ from isthmus.v1 import logs_pb2 as isthmus_dot_v1_dot_logs__pb2
 from isthmus.v1 import types_pb2 as isthmus_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16isthmus/v1/agent.proto\x12\nisthmus.v1\x1a\x15isthmus/v1/logs.proto\x1a\x16isthmus/v1/types.proto\"\xd2\x01\n\x05Hello\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x18\n\x10\x61pplied_revision\x18\x03 \x01(\x03\x12\x0e\n\x06\x64river\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x13\n\x0binstance_id\x18\x06 \x01(\t\x12\x18\n\x10\x64\x65sired_revision\x18\x07 \x01(\x03\x12\x16\n\x0e\x64\x65sired_digest\x18\x08 \x01(\t\x12\x15\n\rjournal_limit\x18\t \x01(\x05\x12\x0e\n\x06pieces\x18\n \x01(\x08\"\x17\n\x03\x41\x63k\x12\x10\n\x08revision\x18\x01 \x01(\x03\"Q\n\x0eObservedReport\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12-\n\x08peerings\x18\x02 \x03(\x0b\x32\x1b.isthmus.v1.ObservedPeering\"\x0b\n\tHeartbeat\"v\n\x0bLocalReport\x12\'\n\toverrides\x18\x01 \x03(\x0b\x32\x14.isthmus.v1.Override\x12)\n\x07journal\x18\x02 \x03(\x0b\x32\x18.isthmus.v1.JournalEntry\x12\x13\n\x0bpartitioned\x18\x03 \x01(\x08\"\xb8\x02\n\x0c\x41gentMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.isthmus.v1.HelloH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.isthmus.v1.AckH\x00\x12.\n\x08observed\x18\x03 \x01(\x0b\x32\x1a.isthmus.v1.ObservedReportH\x00\x12*\n\theartbeat\x18\x04 \x01(\x0b\x32\x15.isthmus.v1.HeartbeatH\x00\x12(\n\x05local\x18\x05 \x01(\x0b\x32\x17.isthmus.v1.LocalReportH\x00\x12+\n\nlog_answer\x18\x06 \x01(\x0b\x32\x15.isthmus.v1.LogAnswerH\x00\x12*\n\x06health\x18\x07 \x01(\x0b\x32\x18.isthmus.v1.HealthReportH\x00\x42\x05\n\x03msg\"\x8c\x01\n\tLogAnswer\x12\n\n\x02id\x18\x01 \x01(\x03\x12!\n\x04page\x18\x02 \x01(\x0b\x32\x13.isthmus.v1.LogPage\x12\x33\n\x07sources\x18\x03 \x01(\x0b\x32\".isthmus.v1.ListLogSourcesResponse\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\"X\n\x08Snapshot\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12,\n\x08peerings\x18\x02 \x03(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12\x0c\n\x04more\x18\x03 \x01(\x08\"|\n\x05\x44\x65lta\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12+\n\x07upserts\x18\x02 \x03(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12\x0f\n\x07removes\x18\x03 \x03(\t\x12\x15\n\rbase_revision\x18\x04 \x01(\x03\x12\x0c\n\x04more\x18\x05 \x01(\x08\"\x19\n\nEventsFrom\x12\x0b\n\x03seq\x18\x01 \x01(\x03\"\xc7\x01\n\x12\x43oordinatorMessage\x12(\n\x08snapshot\x18\x01 \x01(\x0b\x32\x14.isthmus.v1.SnapshotH\x00\x12\"\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x11.isthmus.v1.DeltaH\x00\x12-\n\x0b\x65vents_from\x18\x03 \x01(\x0b\x32\x16.isthmus.v1.EventsFromH\x00\x12-\n\x0blog_request\x18\x04 \x01(\x0b\x32\x16.isthmus.v1.LogRequestH\x00\x42\x05\n\x03msg\"S\n\nLogRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12#\n\x05query\x18\x02 \x01(\x0b\x32\x14.isthmus.v1.LogQuery\x12\x14\n\x0clist_sources\x18\x03 \x01(\x08\x32W\n\x0c\x41gentService\x12G\n\x07\x43onnect\x12\x18.isthmus.v1.AgentMessage\x1a\x1e.isthmus.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16isthmus/v1/agent.proto\x12\nisthmus.v1\x1a\x15isthmus/v1/logs.proto\x1a\x16isthmus/v1/types.proto\"\xd2\x01\n\x05Hello\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x18\n\x10\x61pplied_revision\x18\x03 \x01(\x03\x12\x0e\n\x06\x64river\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x13\n\x0binstance_id\x18\x06 \x01(\t\x12\x18\n\x10\x64\x65sired_revision\x18\x07 \x01(\x03\x12\x16\n\x0e\x64\x65sired_digest\x18\x08 \x01(\t\x12\x15\n\rjournal_limit\x18\t \x01(\x05\x12\x0e\n\x06pieces\x18\n \x01(\x08\"\x17\n\x03\x41\x63k\x12\x10\n\x08revision\x18\x01 \x01(\x03\"p\n\x0eObservedReport\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12-\n\x08peerings\x18\x02 \x03(\x0b\x32\x1b.isthmus.v1.ObservedPeering\x12\x0f\n\x07\x63hanges\x18\x03 \x01(\x08\x12\x0c\n\x04gone\x18\x04 \x03(\t\"\x0b\n\tHeartbeat\"v\n\x0bLocalReport\x12\'\n\toverrides\x18\x01 \x03(\x0b\x32\x14.isthmus.v1.Override\x12)\n\x07journal\x18\x02 \x03(\x0b\x32\x18.isthmus.v1.JournalEntry\x12\x13\n\x0bpartitioned\x18\x03 \x01(\x08\"\xb8\x02\n\x0c\x41gentMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.isthmus.v1.HelloH\x00\x12\x1e\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0f.isthmus.v1.AckH\x00\x12.\n\x08observed\x18\x03 \x01(\x0b\x32\x1a.isthmus.v1.ObservedReportH\x00\x12*\n\theartbeat\x18\x04 \x01(\x0b\x32\x15.isthmus.v1.HeartbeatH\x00\x12(\n\x05local\x18\x05 \x01(\x0b\x32\x17.isthmus.v1.LocalReportH\x00\x12+\n\nlog_answer\x18\x06 \x01(\x0b\x32\x15.isthmus.v1.LogAnswerH\x00\x12*\n\x06health\x18\x07 \x01(\x0b\x32\x18.isthmus.v1.HealthReportH\x00\x42\x05\n\x03msg\"\x8c\x01\n\tLogAnswer\x12\n\n\x02id\x18\x01 \x01(\x03\x12!\n\x04page\x18\x02 \x01(\x0b\x32\x13.isthmus.v1.LogPage\x12\x33\n\x07sources\x18\x03 \x01(\x0b\x32\".isthmus.v1.ListLogSourcesResponse\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\"X\n\x08Snapshot\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12,\n\x08peerings\x18\x02 \x03(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12\x0c\n\x04more\x18\x03 \x01(\x08\"|\n\x05\x44\x65lta\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12+\n\x07upserts\x18\x02 \x03(\x0b\x32\x1a.isthmus.v1.DesiredPeering\x12\x0f\n\x07removes\x18\x03 \x03(\t\x12\x15\n\rbase_revision\x18\x04 \x01(\x03\x12\x0c\n\x04more\x18\x05 \x01(\x08\"3\n\nEventsFrom\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x18\n\x10observed_changes\x18\x02 \x01(\x08\"\xc7\x01\n\x12\x43oordinatorMessage\x12(\n\x08snapshot\x18\x01 \x01(\x0b\x32\x14.isthmus.v1.SnapshotH\x00\x12\"\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x11.isthmus.v1.DeltaH\x00\x12-\n\x0b\x65vents_from\x18\x03 \x01(\x0b\x32\x16.isthmus.v1.EventsFromH\x00\x12-\n\x0blog_request\x18\x04 \x01(\x0b\x32\x16.isthmus.v1.LogRequestH\x00\x42\x05\n\x03msg\"S\n\nLogRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12#\n\x05query\x18\x02 \x01(\x0b\x32\x14.isthmus.v1.LogQuery\x12\x14\n\x0clist_sources\x18\x03 \x01(\x08\x32W\n\x0c\x41gentService\x12G\n\x07\x43onnect\x12\x18.isthmus.v1.AgentMessage\x1a\x1e.isthmus.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,25 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACK']._serialized_start=298
   _globals['_ACK']._serialized_end=321
   _globals['_OBSERVEDREPORT']._serialized_start=323
-  _globals['_OBSERVEDREPORT']._serialized_end=404
-  _globals['_HEARTBEAT']._serialized_start=406
-  _globals['_HEARTBEAT']._serialized_end=417
-  _globals['_LOCALREPORT']._serialized_start=419
-  _globals['_LOCALREPORT']._serialized_end=537
-  _globals['_AGENTMESSAGE']._serialized_start=540
-  _globals['_AGENTMESSAGE']._serialized_end=852
-  _globals['_LOGANSWER']._serialized_start=855
-  _globals['_LOGANSWER']._serialized_end=995
-  _globals['_SNAPSHOT']._serialized_start=997
-  _globals['_SNAPSHOT']._serialized_end=1085
-  _globals['_DELTA']._serialized_start=1087
-  _globals['_DELTA']._serialized_end=1211
-  _globals['_EVENTSFROM']._serialized_start=1213
-  _globals['_EVENTSFROM']._serialized_end=1238
-  _globals['_COORDINATORMESSAGE']._serialized_start=1241
-  _globals['_COORDINATORMESSAGE']._serialized_end=1440
-  _globals['_LOGREQUEST']._serialized_start=1442
-  _globals['_LOGREQUEST']._serialized_end=1525
-  _globals['_AGENTSERVICE']._serialized_start=1527
-  _globals['_AGENTSERVICE']._serialized_end=1614
+  _globals['_OBSERVEDREPORT']._serialized_end=435
+  _globals['_HEARTBEAT']._serialized_start=437
+  _globals['_HEARTBEAT']._serialized_end=448
+  _globals['_LOCALREPORT']._serialized_start=450
+  _globals['_LOCALREPORT']._serialized_end=568
+  _globals['_AGENTMESSAGE']._serialized_start=571
+  _globals['_AGENTMESSAGE']._serialized_end=883
+  _globals['_LOGANSWER']._serialized_start=886
+  _globals['_LOGANSWER']._serialized_end=1026
+  _globals['_SNAPSHOT']._serialized_start=1028
+  _globals['_SNAPSHOT']._serialized_end=1116
+  _globals['_DELTA']._serialized_start=1118
+  _globals['_DELTA']._serialized_end=1242
+  _globals['_EVENTSFROM']._serialized_start=1244
+  _globals['_EVENTSFROM']._serialized_end=1295
+  _globals['_COORDINATORMESSAGE']._serialized_start=1298
+  _globals['_COORDINATORMESSAGE']._serialized_end=1497
+  _globals['_LOGREQUEST']._serialized_start=1499
+  _globals['_LOGREQUEST']._serialized_end=1582
+  _globals['_AGENTSERVICE']._serialized_start=1584
+  _globals['_AGENTSERVICE']._serialized_end=1671
 # @@protoc_insertion_point(module_scope)

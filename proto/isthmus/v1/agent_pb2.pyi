@@ -39,12 +39,16 @@ class Ack(_message.Message):
     def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class ObservedReport(_message.Message):
-    __slots__ = ("revision", "peerings")
+    __slots__ = ("revision", "peerings", "changes", "gone")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     PEERINGS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    GONE_FIELD_NUMBER: _ClassVar[int]
     revision: int
     peerings: _containers.RepeatedCompositeFieldContainer[_types_pb2.ObservedPeering]
-    def __init__(self, revision: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[_types_pb2.ObservedPeering, _Mapping]]] = ...) -> None: ...
+    changes: bool
+    gone: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, revision: _Optional[int] = ..., peerings: _Optional[_Iterable[_Union[_types_pb2.ObservedPeering, _Mapping]]] = ..., changes: _Optional[bool] = ..., gone: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ()
@@ -117,10 +121,12 @@ class Delta(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., upserts: _Optional[_Iterable[_Union[_types_pb2.DesiredPeering, _Mapping]]] = ..., removes: _Optional[_Iterable[str]] = ..., base_revision: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class EventsFrom(_message.Message):
-    __slots__ = ("seq",)
+    __slots__ = ("seq", "observed_changes")
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_CHANGES_FIELD_NUMBER: _ClassVar[int]
     seq: int
-    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+    observed_changes: bool
+    def __init__(self, seq: _Optional[int] = ..., observed_changes: _Optional[bool] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
     __slots__ = ("snapshot", "delta", "events_from", "log_request")
