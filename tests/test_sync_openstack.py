@@ -503,13 +503,26 @@ def test_drift_in_every_kind_is_repaired_and_a_central_event_and_a_deleted_sourc
         wait_for(lambda: [i.status for i in copies(two, src.name)] == ["active"], 90, "the image copied again")
         wait_for(lambda: all(len(sync_events(lab, "two", x)) > first[x] for x in first), 30,
                  "every repair as a central event")
-        repair = sync_events(lab, "two", group)[-1]
-        assert f"security-group {group} in RegionTwo" in repair and "1 rule added, 1 removed" in repair, repair
+
+        # The rule was deleted and the other added in two calls: a check between them repairs each on its own
+        # ("1 rule added", then "1 rule removed"), one after both repairs them together ("1 rule added, 1 removed").
+        def rule_repairs() -> list[str]:
+            return sync_events(lab, "two", group)[first[group]:]
+
+        def both_repaired() -> bool:
+            text = " | ".join(rule_repairs())
+            return "1 rule added" in text and ("1 removed" in text or "1 rule removed" in text)
+
+        wait_for(both_repaired, 30, "both rule repairs as central events")
+        assert all(f"security-group {group} in RegionTwo" in repair for repair in rule_repairs()), rule_repairs()
         assert "created" in sync_events(lab, "two", key)[-1]
         assert "copied" in sync_events(lab, "two", image_intent)[-1]
         # The row shows the newest change with its time; sync show lists the history.
-        [row] = lab.show(group)["statuses"]
-        assert "1 rule added, 1 removed" in row["action"] and int(row["action_unix_ms"]) > 0
+        def row_shows_the_newest() -> bool:
+            [row] = lab.show(group)["statuses"]
+            return bool(row["action"]) and row["action"] in rule_repairs()[-1] and int(row["action_unix_ms"]) > 0
+
+        wait_for(row_shows_the_newest, 30, "the row showing the newest repair with its time")
         shown = lab.ctl("sync", "show", group).stdout
         assert "LAST CHANGE" in shown and "recent changes in the regions" in shown
         assert shown.count(f"(sync {group})") >= 2, shown
