@@ -583,8 +583,10 @@ class AgentSession:
         base = first.snapshot.revision if first.HasField("snapshot") else first.delta.revision
         while True:
             # One event wakes the stream: a change of the site's desired peerings, a log request (``ask``) or the
-            # session's end (no task per wait: with a thousand agents those cost a tenth of the fan-out's CPU).
-            await changed.wait()
+            # session's end (no task per wait: with a thousand agents those cost a tenth of the fan-out's CPU). A
+            # log request queued before this stream cleared the event is sent without waiting for a change.
+            if self.side.empty():
+                await changed.wait()
             if self.ending.is_set():
                 return  # leaving the change event set: a new session of the site may be waiting on it
             woke = time.monotonic()
