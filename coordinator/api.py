@@ -54,9 +54,8 @@ class SiteService(api_pb2_grpc.SiteServiceServicer):
     @grpc_errors
     async def ListSites(self, request: api.ListSitesRequest, context: Any) -> api.ListSitesResponse:  # noqa: N802
         sites, rev = await self.registry.list_sites()
-        chunk, token = pieces.page(sites, lambda x: x.name, request.page_size, request.page_token,
-                            lambda x: wire.site_to_pb(x).ByteSize())
-        return api.ListSitesResponse(sites=[wire.site_to_pb(s) for s in chunk], revision=rev, next_page_token=token)
+        chunk, token = pieces.page_of(sites, lambda x: x.name, request.page_size, request.page_token, wire.site_to_pb)
+        return api.ListSitesResponse(sites=chunk, revision=rev, next_page_token=token)
 
     @grpc_errors
     async def UpdateSite(self, request: pb.Site, context: Any) -> pb.Site:  # noqa: N802
@@ -94,10 +93,9 @@ class EndpointService(api_pb2_grpc.EndpointServiceServicer):
         self, request: api.ListEndpointsRequest, context: Any
     ) -> api.ListEndpointsResponse:
         eps, rev = await self.registry.list_endpoints(request.site)
-        chunk, token = pieces.page(eps, lambda e: f"{e.site}/{e.name}", request.page_size, request.page_token,
-                            lambda e: wire.endpoint_to_pb(e).ByteSize())
-        return api.ListEndpointsResponse(endpoints=[wire.endpoint_to_pb(e) for e in chunk], revision=rev,
-                                         next_page_token=token)
+        chunk, token = pieces.page_of(eps, lambda e: f"{e.site}/{e.name}", request.page_size, request.page_token,
+                                      wire.endpoint_to_pb)
+        return api.ListEndpointsResponse(endpoints=chunk, revision=rev, next_page_token=token)
 
     @grpc_errors
     async def UpdateEndpoint(self, request: pb.Endpoint, context: Any) -> pb.Endpoint:  # noqa: N802
@@ -134,10 +132,9 @@ class ConnectionService(api_pb2_grpc.ConnectionServiceServicer):
         self, request: api.ListConnectionsRequest, context: Any
     ) -> api.ListConnectionsResponse:
         conns, rev = await self.registry.list_connections(request.site)
-        chunk, token = pieces.page(conns, lambda c: c.name, request.page_size, request.page_token,
-                            lambda c: wire.connection_to_pb(c).ByteSize())
-        return api.ListConnectionsResponse(connections=[wire.connection_to_pb(c) for c in chunk], revision=rev,
-                                           next_page_token=token)
+        chunk, token = pieces.page_of(conns, lambda c: c.name, request.page_size, request.page_token,
+                                      wire.connection_to_pb)
+        return api.ListConnectionsResponse(connections=chunk, revision=rev, next_page_token=token)
 
     @grpc_errors
     async def UpdateConnection(self, request: pb.Connection, context: Any) -> pb.Connection:  # noqa: N802

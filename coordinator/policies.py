@@ -148,10 +148,9 @@ class PolicyService(tgrpc.PolicyServiceServicer):
         self, request: tpb.ListPoliciesRequest, context: Any
     ) -> tpb.ListPoliciesResponse:
         policies, rev = await self.registry.list()
-        chunk, token = pieces.page(policies, lambda p: p.name, request.page_size, request.page_token,
-                            lambda p: twire.policy_to_pb(p).ByteSize())
-        return tpb.ListPoliciesResponse(policies=[twire.policy_to_pb(p) for p in chunk], revision=rev,
-                                        next_page_token=token)
+        chunk, token = pieces.page_of(policies, lambda p: p.name, request.page_size, request.page_token,
+                                      twire.policy_to_pb)
+        return tpb.ListPoliciesResponse(policies=chunk, revision=rev, next_page_token=token)
 
     @grpc_errors
     async def UpdatePolicy(self, request: tpb.TopologyPolicy, context: Any) -> tpb.TopologyPolicy:  # noqa: N802

@@ -29,6 +29,7 @@ MAX_PAGE = 1000  # items an answer holds at most (page_size 0 asks for this many
 _HEADER_BYTES = 64  # revision, base_revision, more, the oneof's tag and length, with room to spare
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 def page_token(key: str) -> str:
@@ -70,6 +71,20 @@ def page(items: list[T], key: Callable[[T], str], size: int, token: str,
         chunk, cut = fit(chunk, size_of, PAGE_BYTES)
         more = more or cut
     return chunk, page_token(key(chunk[-1])) if more and chunk else ""
+
+
+def page_of(items: list[T], key: Callable[[T], str], size: int, token: str,
+            to_message: Callable[[T], M]) -> tuple[list[M], str]:
+    """``page`` sized by each item's message, and the page's messages: each item converted once."""
+    made: dict[int, M] = {}
+
+    def message(item: T) -> M:
+        if id(item) not in made:
+            made[id(item)] = to_message(item)
+        return made[id(item)]
+
+    chunk, next_token = page(items, key, size, token, lambda item: byte_size(message(item)))
+    return [message(item) for item in chunk], next_token
 
 
 def newest_that_fit(messages: list[T], places: list[Any], limit: int) -> tuple[list[T], str]:
