@@ -68,12 +68,11 @@ class StateClock:
         prev = self._since.get(name)
         if prev is None or prev[0] != state:
             self._since[name] = (state, int(time.time() * 1000))
-        since = self._since[name][1]
+        new = ObservedPeering(name, state, error, self._since[name][1], driver, **extra)
         last = self._last.get(name)
-        if (last is not None and not extra and not last.received_prefixes and last.state == state
-                and last.error == error and last.driver == driver and last.since_ms == since):
+        if last is not None and last == new:
             return last
-        self._last[name] = new = ObservedPeering(name, state, error, since, driver, **extra)
+        self._last[name] = new
         return new
 
     def keep(self, names: Iterable[str]) -> None:
