@@ -207,6 +207,7 @@ class StatusWriter:
         self._timer: asyncio.TimerHandle | None = None
         self.transactions = 0
         self.bytes_written = 0
+        self.looked_at = 0.0  # monotonic time at which the last finished pass looked at the dirty sessions
 
     def mark(self, session: AgentSession) -> None:
         self.dirty[id(session)] = session
@@ -230,6 +231,7 @@ class StatusWriter:
                     batch.append(s)
             for start in range(0, len(batch), STATUS_BATCH):
                 await self._write(batch[start:start + STATUS_BATCH])
+            self.looked_at = now
             self._wake_when_due()
 
     def _wake_when_due(self) -> None:
@@ -491,7 +493,7 @@ class AgentSession:
         """
         known = self._reported
         held = {} if gone is None else dict(known)
-        up = set(self._up) if self._up_of is self.record.observed else set(_up(self))
+        up = set(_up(self))  # a copy: the last written set may be this one (``_written_up``)
         for p in reported:
             last = known.get(p.connection)
             if last is None or last[0] != p:

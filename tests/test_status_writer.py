@@ -131,9 +131,10 @@ async def test_a_peering_that_goes_down_is_written_at_once_whatever_the_pacing(
         assert kv is not None and AgentStatusRecord.decode(kv.value).applied_revision == 7
         # It comes back: no loss, so the pacing holds the write (a minute here).
         session.record.observed = observed(20)
+        marked = time.monotonic()
         writer.mark(session)
-        await asyncio.sleep(agents.STATUS_DEBOUNCE * 4)  # the writer's passes run: none may write
-        assert await shown() == states and writer.transactions == written + 1
+        await await_for(lambda: writer.looked_at >= marked, 10, "a finished pass of the writer over the session")
+        assert await shown() == states and writer.transactions == written + 1  # held by the pacing
     finally:
         await store.close()
 
