@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from isthmus.coordinator.planner import plan_site
+import logging
+from typing import cast
+
+import pytest
+
+from isthmus.coordinator import registry as r
+from isthmus.coordinator.planner import Planner, plan_site
+from isthmus.coordinator.store import KV, Event, Store
 from isthmus.core import model as m
 
 
@@ -196,3 +203,22 @@ def test_incremental_planning_equals_planning_every_site_whole() -> None:
         planner.apply(revision, [Event(deleted, kv)])
         for site in sites:
             assert planner.peerings.get(site, {}) == planner._plan(site), (revision, site)
+
+
+def test_a_change_of_many_sites_logs_one_line_naming_twenty_and_counting_the_rest(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The operator guide's promise: the planner's line names at most 20 sites (a hub endpoint changed for a
+    thousand sites is one readable line, not a thousand names)."""
+    planner = Planner(cast(Store, None))
+    hub = _ep("hub", "gw", "192.0.2.1", 65000)
+    objects: list[tuple[str, m.Endpoint | m.Connection]] = [(r.endpoint_key("hub", "gw"), hub)]
+    for i in range(25):
+        objects.append((r.endpoint_key(f"s{i:02d}", "gw"), _ep(f"s{i:02d}", "gw", f"192.0.2.{10 + i}", 65100 + i)))
+        objects.append((r.connection_key(f"hub-s{i:02d}"), _conn(f"hub-s{i:02d}", "hub/gw", f"s{i:02d}/gw")))
+    events = [Event(False, KV(key, r.encode(obj), 5, 5)) for key, obj in objects]
+    with caplog.at_level(logging.INFO, logger="isthmus.coordinator.planner"):
+        changed = planner.apply(5, events)
+    assert len(changed) == 26
+    [line] = [rec.getMessage() for rec in caplog.records if "changed the desired peerings" in rec.getMessage()]
+    named = line.split(" of ", 1)[1].rsplit(" and ", 1)[0].split(", ")
+    assert line.endswith(" and 6 more") and len(named) == 20 and named == sorted(changed)[:20], line

@@ -169,6 +169,10 @@ def test_reports_of_changes_update_the_record_and_a_runaway_list_is_refused(monk
     session._written_up = agents._up(session)
     session.handle(report(("c", "CONNECTING")))
     assert agents._went_down(session) and agents._up(session) == {"b"}
+    # An agent whose peerings are as they were sends an Ack alone: it still counts as a report.
+    session.record.last_report_ms = 0
+    session.handle(apb.AgentMessage(ack=apb.Ack(revision=12)))
+    assert session.record.applied_revision == 12 and session.record.last_report_ms > 0
     # A complete list replaces everything.
     session.handle(report(("z", "ESTABLISHED"), changes=False))
     assert shown() == {"z": m.PeeringState.ESTABLISHED}
